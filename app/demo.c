@@ -1,0 +1,295 @@
+/*
+ * demo.c -- `aside demo`: the seed's scenario, step by step, on the
+ * embedded default (SQLite and an in-process cache).
+ *
+ * The repository is wrapped to count queries and, by default, to take 20 ms
+ * a query like a remote database would, so that ten concurrent readers of a
+ * cold user really overlap.
+ */
+#include "app.h"
+
+#include <aside/users.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+struct counted {
+	user_repo inner;
+	_Atomic unsigned long gets;
+	long delay_ms;
+};
+
+static void pause_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	while (nanosleep(&ts, &ts) != 0)
+		;
+}
+
+static int c_get(void *self, int64_t id, user *out, aside_error *err)
+{
+	struct counted *c = self;
+	atomic_fetch_add(&c->gets, 1);
+	if (c->delay_ms)
+		pause_ms(c->delay_ms);
+	return c->inner.ops->get_ex(c->inner.self, id, out, err);
+}
+static int c_get0(void *self, int64_t id, user *out)
+{
+	return c_get(self, id, out, NULL);
+}
+static int c_create(void *self, user *u)
+{
+	struct counted *c = self;
+	return c->inner.ops->create(c->inner.self, u);
+}
+static int c_update(void *self, const user *u)
+{
+	struct counted *c = self;
+	return c->inner.ops->update(c->inner.self, u);
+}
+static int c_remove(void *self, int64_t id)
+{
+	struct counted *c = self;
+	return c->inner.ops->remove(c->inner.self, id);
+}
+static void c_close(void *self)
+{
+	(void)self;
+}
+
+static const user_repo_ops counted_ops = {
+	.get = c_get0,
+	.create = c_create,
+	.update = c_update,
+	.remove = c_remove,
+	.close = c_close,
+	.get_ex = c_get,
+};
+
+struct reader {
+	user_service *svc;
+	int64_t id;
+	pthread_barrier_t *start;
+	int rc;
+	user u;
+};
+
+static void *read_one(void *arg)
+{
+	struct reader *r = arg;
+	pthread_barrier_wait(r->start);
+	r->rc = user_service_get(r->svc, r->id, &r->u);
+	return NULL;
+}
+
+static void step(int n, const char *what)
+{
+	printf("\n%d. %s\n", n, what);
+}
+
+static void show_metrics(user_service *svc, aside_cache *cache)
+{
+	user_service_metrics m = user_service_get_metrics(svc);
+	aside_metrics am;
+	aside_cache_metrics(cache, &am);
+	printf("\n  %-22s %12s\n", "metric", "value");
+	printf("  %-22s %12s\n", "----------------------", "------------");
+	printf("  %-22s %12llu\n", "cache_hits", (unsigned long long)m.cache_hits);
+	printf("  %-22s %12llu\n", "cache_misses",
+	       (unsigned long long)m.cache_misses);
+	printf("  %-22s %12llu\n", "db_loads", (unsigned long long)m.db_loads);
+	printf("  %-22s %12llu\n", "shared_loads",
+	       (unsigned long long)m.shared_loads);
+	printf("  %-22s %12llu\n", "load_errors",
+	       (unsigned long long)m.load_errors);
+	printf("  %-22s %11.2f%%\n", "hit_rate", m.hit_rate * 100);
+	printf("  %-22s %11.2f%%\n", "miss_rate", m.miss_rate * 100);
+	printf("  %-22s %12.1f\n", "avg_load_time_us", m.avg_load_time_us);
+	printf("  %-22s %12.1f\n", "load_p99_us", am.load_p99_us);
+	printf("  %-22s %12llu\n", "invalidations",
+	       (unsigned long long)am.invalidations);
+	printf("  %-22s %12lld\n", "cache_size", (long long)m.cache_size);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: aside demo [--db URL] [--cache URL] [--db-delay-ms N]\n"
+		"  --db URL          database (default: a new SQLite file in a "
+		"temporary directory)\n"
+		"  --cache URL       cache (default mem://)\n"
+		"  --db-delay-ms N   added to each database read (default 20)\n");
+}
+
+int app_demo(int argc, char **argv)
+{
+	const char *db_url = NULL, *cache_url = "mem://";
+	long delay_ms = 20;
+	static const struct option opts[] = {
+		{"db", required_argument, NULL, 'd'},
+		{"cache", required_argument, NULL, 'c'},
+		{"db-delay-ms", required_argument, NULL, 'l'},
+		{"help", no_argument, NULL, 'h'},
+		{0, 0, 0, 0},
+	};
+	int o;
+	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (o) {
+		case 'd':
+			db_url = optarg;
+			break;
+		case 'c':
+			cache_url = optarg;
+			break;
+		case 'l':
+			delay_ms = strtol(optarg, NULL, 10);
+			if (delay_ms < 0 || delay_ms > 10000) {
+				fprintf(stderr, "aside demo: --db-delay-ms "
+						"must be 0-10000\n");
+				return 2;
+			}
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+
+	char dir[] = "/tmp/aside-demo-XXXXXX", path[64], url[80];
+	if (!db_url) {
+		if (!mkdtemp(dir)) {
+			perror("aside demo: mkdtemp");
+			return 1;
+		}
+		snprintf(path, sizeof(path), "%s/users.db", dir);
+		snprintf(url, sizeof(url), "sqlite:%s", path);
+		db_url = url;
+	}
+
+	aside_error err;
+	user_repo repo;
+	aside_cache *cache = NULL;
+	int status = 1;
+	if (user_repo_open(db_url, &repo, &err) != ASIDE_OK) {
+		fprintf(stderr, "aside demo: %s\n", err.message);
+		goto out_dir;
+	}
+	if (aside_cache_open(cache_url, &cache, &err) != ASIDE_OK) {
+		fprintf(stderr, "aside demo: %s\n", err.message);
+		goto out_repo;
+	}
+	struct counted counted = {.inner = repo, .delay_ms = delay_ms};
+	user_service *svc = user_service_new(
+		(user_repo){&counted_ops, &counted}, cache);
+	if (!svc) {
+		fprintf(stderr, "aside demo: out of memory\n");
+		goto out_cache;
+	}
+
+	printf("aside demo: the cache-aside scenario\n");
+	printf("  database %s (each read takes %ld ms more)\n", db_url,
+	       delay_ms);
+	printf("  cache    %s, user TTL %lld s\n", cache_url,
+	       (long long)aside_cache_ttl_ms(cache, "user") / 1000);
+
+	user alice = {.name = "Alice", .email = "alice@example.com"};
+	user bob = {.name = "Bob", .email = "bob@example.com"};
+	if (user_service_create_ex(svc, &alice, &err) != ASIDE_OK ||
+	    user_service_create_ex(svc, &bob, &err) != ASIDE_OK) {
+		fprintf(stderr, "aside demo: create: %s\n", err.message);
+		goto out_svc;
+	}
+	char ts[40];
+	user_format_time(alice.created_at_us, ts, sizeof(ts));
+	step(1, "create users");
+	printf("  created user %lld (%s <%s>) at %s, and user %lld (%s)\n",
+	       (long long)alice.id, alice.name, alice.email, ts,
+	       (long long)bob.id, bob.name);
+
+	user u;
+	unsigned long q0 = atomic_load(&counted.gets);
+	step(2, "first read: cache miss, loaded from the database");
+	int rc = user_service_get_ex(svc, alice.id, &u, &err);
+	printf("  get %lld -> %s, %s; database queries: %lu\n",
+	       (long long)alice.id, aside_status_name(rc), u.name,
+	       atomic_load(&counted.gets) - q0);
+
+	step(3, "second read: cache hit, served from the cache");
+	q0 = atomic_load(&counted.gets);
+	rc = user_service_get_ex(svc, alice.id, &u, &err);
+	user_service_metrics m = user_service_get_metrics(svc);
+	printf("  get %lld -> %s, %s; database queries: %lu; hit rate "
+	       "%.2f%%\n",
+	       (long long)alice.id, aside_status_name(rc), u.name,
+	       atomic_load(&counted.gets) - q0, m.hit_rate * 100);
+
+	step(4, "10 concurrent reads of a cold user (single-flight)");
+	enum { N = 10 };
+	pthread_t th[N];
+	struct reader rd[N];
+	pthread_barrier_t start;
+	pthread_barrier_init(&start, NULL, N);
+	q0 = atomic_load(&counted.gets);
+	for (int i = 0; i < N; i++) {
+		rd[i] = (struct reader){svc, bob.id, &start, 0, {0}};
+		pthread_create(&th[i], NULL, read_one, &rd[i]);
+	}
+	int ok = 0;
+	for (int i = 0; i < N; i++) {
+		pthread_join(th[i], NULL);
+		ok += rd[i].rc == ASIDE_OK && !strcmp(rd[i].u.name, "Bob");
+	}
+	pthread_barrier_destroy(&start);
+	printf("  %d concurrent requests resulted in %lu DB query; %d got "
+	       "Bob\n",
+	       N, atomic_load(&counted.gets) - q0, ok);
+
+	step(5, "update, then read: invalidated, fresh data from the database");
+	user changed = alice;
+	snprintf(changed.email, sizeof(changed.email), "alice@example.org");
+	rc = user_service_update_ex(svc, &changed, &err);
+	printf("  update %lld email -> %s: %s\n", (long long)alice.id,
+	       changed.email, rc == ASIDE_OK ? "ok" : err.message);
+	q0 = atomic_load(&counted.gets);
+	rc = user_service_get_ex(svc, alice.id, &u, &err);
+	printf("  get %lld -> %s, email %s; database queries: %lu\n",
+	       (long long)alice.id, aside_status_name(rc), u.email,
+	       atomic_load(&counted.gets) - q0);
+
+	step(6, "delete, then read");
+	rc = user_service_delete_ex(svc, bob.id, &err);
+	int rc2 = user_service_get_ex(svc, bob.id, &u, &err);
+	printf("  delete %lld: %s; get %lld -> %s\n", (long long)bob.id,
+	       aside_status_name(rc), (long long)bob.id,
+	       aside_status_name(rc2));
+
+	step(7, "metrics");
+	show_metrics(svc, cache);
+	status = 0;
+out_svc:
+	user_service_free(svc);
+out_cache:
+	aside_cache_close(cache);
+out_repo:
+	user_repo_close(&repo);
+out_dir:
+	if (db_url == url) {
+		char f[96];
+		const char *sfx[] = {"", "-wal", "-shm"};
+		for (int i = 0; i < 3; i++) {
+			snprintf(f, sizeof(f), "%s%s", path, sfx[i]);
+			unlink(f);
+		}
+		rmdir(dir);
+	}
+	return status;
+}

@@ -1,0 +1,334 @@
+/*
+ * aside.h -- the public API of libaside, a cache-aside (lazy loading) engine.
+ *
+ * A read goes through the cache tiers (L1 in process, then shared tiers) and,
+ * on a miss, to a loader supplied by the caller; concurrent misses on one key
+ * in a process make one load (single-flight), and a write invalidates the key
+ * so that no load begun before the write can store its result afterwards.
+ *
+ * What is not declared here is not API.  Every function is safe to call from
+ * many threads on the same handle unless its comment says otherwise.
+ */
+#ifndef ASIDE_H
+#define ASIDE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ASIDE_VERSION_MAJOR 0
+#define ASIDE_VERSION_MINOR 1
+#define ASIDE_VERSION_PATCH 0
+#define ASIDE_VERSION_STRING "0.1.0"
+
+/*
+ * Status codes.  0 is success, positive values are outcomes that are not
+ * errors, negative values are errors.  X(name, value, message).
+ */
+#define ASIDE_STATUS_MAP(X)                                                    \
+	X(OK, 0, "success")                                                    \
+	X(NOT_FOUND, 1, "not found")                                           \
+	X(ENOMEM, -1, "out of memory")                                         \
+	X(EINVAL, -2, "invalid argument")                                      \
+	X(EURL, -3, "invalid or unsupported URL")                              \
+	X(ETIMEDOUT, -4, "timed out waiting for a load")                       \
+	X(ECACHE, -5, "cache tier error")                                      \
+	X(EDB, -6, "database error")                                           \
+	X(ECORRUPT, -7, "corrupt cache entry")                                 \
+	X(ETOOBIG, -8, "value too large")                                      \
+	X(EBADID, -9, "invalid user id: must be a positive integer")           \
+	X(EBADNAME, -10, "invalid name: must be 1-255 bytes of valid UTF-8")   \
+	X(EBADEMAIL, -11,                                                      \
+	  "invalid email: must be a valid address of at most 254 bytes")       \
+	X(EBADJSON, -12, "malformed JSON or missing fields")                   \
+	X(EUNAVAILABLE, -13, "service unavailable")                            \
+	X(EINTERNAL, -14, "internal error")
+
+enum {
+#define ASIDE__ENUM(name, value, msg) ASIDE_##name = (value),
+	ASIDE_STATUS_MAP(ASIDE__ENUM)
+#undef ASIDE__ENUM
+};
+
+/* A message for any status, never NULL; unknown codes get a generic text. */
+const char *aside_strerror(int status);
+
+/* The symbolic name of a status ("ASIDE_EDB"), or "ASIDE_UNKNOWN". */
+const char *aside_status_name(int status);
+
+/*
+ * Detail about a failure, owned by the caller and passed as an optional
+ * argument (NULL is always accepted).  `code` repeats the status returned;
+ * `backend_code` and `sqlstate` keep the original error of the backend that
+ * failed (an SQLite result code, a PostgreSQL SQLSTATE, a Redis error).
+ */
+typedef struct aside_error {
+	int code;
+	int backend_code;
+	char sqlstate[6];
+	char message[250];
+} aside_error;
+
+/* Clears *err (if not NULL). */
+void aside_error_clear(aside_error *err);
+
+/* ------------------------------------------------------------------------ */
+/* Values: immutable bytes under a key, reference counted.                  */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A cached value: a key, the bytes stored in shared tiers (for the
+ * UserService, JSON) and optionally a decoded form attached once, so that a
+ * hit need not decode the bytes again.  The bytes and key never change after
+ * creation; a reference keeps them valid.  Thread-safe.
+ */
+typedef struct aside_value aside_value;
+
+/* Longest key accepted, in bytes. */
+#define ASIDE_KEY_MAX 512
+/* Largest value accepted, in bytes. */
+#define ASIDE_VALUE_MAX (64u << 20)
+
+/*
+ * Makes a value holding copies of key and data; *out gets the only reference.
+ * Returns ASIDE_OK, ASIDE_EINVAL (empty or over-long key), ASIDE_ETOOBIG or
+ * ASIDE_ENOMEM.
+ */
+int aside_value_new(const char *key, size_t klen, const void *data, size_t len,
+		    aside_value **out);
+
+/* Takes another reference; returns v. */
+aside_value *aside_value_ref(aside_value *v);
+
+/* Drops a reference; the last one frees the value.  Accepts NULL. */
+void aside_value_unref(aside_value *v);
+
+/* The bytes; valid while a reference is held.  *len may be NULL. */
+const void *aside_value_data(const aside_value *v, size_t *len);
+
+/* The key (not NUL-terminated). */
+const char *aside_value_key(const aside_value *v, size_t *klen);
+
+/* When the value stops being fresh, in µs since the Unix epoch; 0 if unset. */
+int64_t aside_value_expires_at_us(const aside_value *v);
+
+/*
+ * Attaches a decoded form of the bytes.  The value takes ownership of obj
+ * and frees it with free_fn when it is freed; obj_bytes is charged against a
+ * tier's byte bound.  Only the first attach wins: if one is already there,
+ * obj is freed at once and the existing one stays.  Returns the attached
+ * object (yours or the earlier one).
+ */
+void *aside_value_attach(aside_value *v, void *obj, void (*free_fn)(void *),
+			 size_t obj_bytes);
+
+/* The decoded form attached, or NULL. */
+void *aside_value_obj(const aside_value *v);
+
+/* ------------------------------------------------------------------------ */
+/* Time and logging.                                                        */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A clock in µs since the Unix epoch.  The default reads CLOCK_REALTIME with
+ * millisecond-class resolution; tests inject their own so TTLs never need
+ * real sleeps.
+ */
+typedef int64_t (*aside_clock_fn)(void *ctx);
+
+/* The default clock (ctx unused). */
+int64_t aside_clock_default(void *ctx);
+
+enum { ASIDE_LOG_ERROR = 0, ASIDE_LOG_WARN = 1, ASIDE_LOG_INFO = 2 };
+typedef void (*aside_log_fn)(void *ctx, int level, const char *msg);
+
+/* ------------------------------------------------------------------------ */
+/* Cache tiers: one ops table that every tier implements.                   */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A tier stores values under keys with an expiry (aside_value_expires_at_us).
+ * Implementations must be thread-safe.  `get` returns ASIDE_OK with a new
+ * reference in *out, ASIDE_NOT_FOUND, or an error; a value that is expired at
+ * now_us is not returned.  `hash` is aside_hash(key, klen), computed once by
+ * the engine.  Members may be appended in later versions; `version` tells
+ * which are present.
+ */
+#define ASIDE_TIER_OPS_VERSION 1
+typedef struct aside_tier_ops {
+	int version;
+	const char *name; /* "mem", "redis", ... (used in metrics labels) */
+	int (*get)(void *self, const char *key, size_t klen, uint64_t hash,
+		   int64_t now_us, aside_value **out, aside_error *err);
+	/* Stores v (taking a reference of its own) under its key. */
+	int (*set)(void *self, aside_value *v, uint64_t hash, int64_t now_us,
+		   aside_error *err);
+	/* Removes the key; absent is success. */
+	int (*del)(void *self, const char *key, size_t klen, uint64_t hash,
+		   aside_error *err);
+	/* Entries held; -1 when the tier cannot tell cheaply. */
+	int64_t (*count)(void *self);
+	/* Evictions so far (for metrics); may be NULL. */
+	uint64_t (*evictions)(void *self);
+	void (*close)(void *self);
+} aside_tier_ops;
+
+typedef struct aside_tier {
+	const aside_tier_ops *ops;
+	void *self;
+} aside_tier;
+
+/* The hash the engine passes to tiers (64-bit, seeded per process). */
+uint64_t aside_hash(const char *key, size_t klen);
+
+/* ------------------------------------------------------------------------ */
+/* The engine.                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* A cache: tiers, single-flight, TTL policy and metrics.  Thread-safe. */
+typedef struct aside_cache aside_cache;
+
+/* Options for aside_cache_open_opts; zero means the default for each. */
+typedef struct aside_options {
+	aside_clock_fn clock; /* default aside_clock_default */
+	void *clock_ctx;
+	aside_log_fn log; /* default: silent */
+	void *log_ctx;
+} aside_options;
+
+/*
+ * Opens a cache from a URL:
+ *   mem://[?capacity=N][&max_bytes=B][&ttl_ms=T][&jitter_pct=J][&wait_ms=W]
+ *     an in-process cache of at most N entries (default 100000) and, when
+ *     given, B bytes; T the default TTL (3600000, one hour); J the TTL jitter
+ *     in percent (10: a TTL is drawn from [T*(1-J/100), T]); W the longest a
+ *     reader waits for another thread's load (5000).
+ * Returns ASIDE_OK, ASIDE_EURL (with the reason in err), ASIDE_ENOMEM.
+ */
+int aside_cache_open(const char *url, aside_cache **out, aside_error *err);
+int aside_cache_open_opts(const char *url, const aside_options *opts,
+			  aside_cache **out, aside_error *err);
+
+/* Closes the cache and its tiers.  Values handed out stay valid. NULL ok. */
+void aside_cache_close(aside_cache *c);
+
+/*
+ * How to produce a value on a miss.  `load` makes a value for key (with
+ * aside_value_new) and returns ASIDE_OK, ASIDE_NOT_FOUND (nothing is cached)
+ * or an error.  `decode`, optional, is called for a value read from a tier
+ * that has no decoded form attached yet; it attaches one, or returns an
+ * error, in which case the entry is treated as corrupt: counted, removed and
+ * loaded afresh.  Both run without any lock of the engine held.
+ */
+typedef struct aside_loader {
+	int (*load)(void *arg, const char *key, size_t klen, aside_value **out,
+		    aside_error *err);
+	int (*decode)(void *arg, aside_value *v, aside_error *err);
+	void *arg;
+} aside_loader;
+
+/*
+ * Reads key: from a tier, or else from one load shared by every concurrent
+ * reader of the key in this process.  On ASIDE_OK, *out holds a reference
+ * the caller must drop with aside_value_unref.  Returns ASIDE_NOT_FOUND when
+ * the loader found nothing, ASIDE_ETIMEDOUT when another thread's load took
+ * longer than the wait bound, or the loader's error.  A read that starts
+ * after aside_cache_invalidate of its key returned never receives a value
+ * loaded before that invalidation.
+ */
+int aside_cache_get(aside_cache *c, const char *key, size_t klen,
+		    const aside_loader *loader, aside_value **out,
+		    aside_error *err);
+
+/*
+ * Looks the key up in the tiers only (no load).  ASIDE_OK with a reference,
+ * or ASIDE_NOT_FOUND.  Counts as a hit or a miss.
+ */
+int aside_cache_peek(aside_cache *c, const char *key, size_t klen,
+		     aside_value **out);
+
+/*
+ * Invalidates key after its source changed: removes it from every tier,
+ * voids any load of it in flight (its result is returned to the readers
+ * already waiting for it but never stored), and does the same for the keys
+ * related to the key's namespace.  Returns ASIDE_OK, or the first tier error
+ * (the other tiers and keys are still invalidated).
+ */
+int aside_cache_invalidate(aside_cache *c, const char *key, size_t klen,
+			   aside_error *err);
+
+/*
+ * Namespaces are the part of a key before its first ':' ("user" for
+ * "user:42").  Sets the TTL and jitter for one; ttl_ms > 0, jitter_pct in
+ * [0, 100].  Returns ASIDE_OK, ASIDE_EINVAL or ASIDE_ENOMEM.
+ */
+int aside_cache_set_ttl(aside_cache *c, const char *ns, int64_t ttl_ms,
+			int jitter_pct);
+
+/* The TTL that applies to a namespace (its own, or the default). */
+int64_t aside_cache_ttl_ms(aside_cache *c, const char *ns);
+
+/*
+ * Relates key to a namespace: invalidating any key of ns also invalidates
+ * key (the seed's "users:all" for "user").  Adding a relation twice is a
+ * no-op.  Returns ASIDE_OK, ASIDE_EINVAL or ASIDE_ENOMEM.
+ */
+int aside_cache_add_related(aside_cache *c, const char *ns, const char *key);
+
+/* ------------------------------------------------------------------------ */
+/* Metrics.                                                                 */
+/* ------------------------------------------------------------------------ */
+
+#define ASIDE_TIERS_MAX 4
+/*
+ * Latency histograms are log-linear over whole µs: values 0-7 have a bucket
+ * each, then every power of two is split in 8, so a bucket is at most 12.5%
+ * wide; the last bucket takes everything from about 19 hours up.
+ */
+#define ASIDE_HIST_BUCKETS 272
+
+/* The bucket of a duration in µs, and the smallest value of a bucket. */
+int aside_hist_bucket(uint64_t us);
+uint64_t aside_hist_bucket_low_us(int bucket);
+
+/*
+ * A snapshot of a cache's counters.  hits + misses = reads; a miss either
+ * ran a load (loads), waited for another reader's (shared_loads), or timed
+ * out waiting (wait_timeouts).  loads = load_ok + not_found + load_errors.
+ */
+typedef struct aside_metrics {
+	uint64_t hits, misses;
+	uint64_t tier_hits[ASIDE_TIERS_MAX];
+	uint64_t loads, load_ok, not_found, load_errors;
+	uint64_t shared_loads, wait_timeouts;
+	uint64_t fills, fills_voided; /* stored, or dropped by an invalidation */
+	uint64_t invalidations, evictions, corrupt, tier_errors;
+	uint64_t load_time_us_sum;
+	uint64_t load_hist[ASIDE_HIST_BUCKETS]; /* per bucket, not cumulative */
+	double load_p50_us, load_p99_us;
+	int64_t entries; /* in the first (in-process) tier */
+	int ntiers;
+	const char *tier_names[ASIDE_TIERS_MAX];
+} aside_metrics;
+
+/* Fills *m with a consistent-enough snapshot (counters are read one by one). */
+void aside_cache_metrics(aside_cache *c, aside_metrics *m);
+
+/* The q-quantile (0..1) of a histogram in µs, interpolated in its bucket. */
+double aside_hist_quantile(const uint64_t hist[ASIDE_HIST_BUCKETS], double q);
+
+/*
+ * Renders m in the Prometheus text exposition format, every name starting
+ * with prefix (e.g. "aside").  Writes at most cap bytes including the NUL and
+ * returns the length the full text needs, like snprintf.
+ */
+size_t aside_metrics_prometheus(const aside_metrics *m, const char *prefix,
+				char *buf, size_t cap);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ASIDE_H */

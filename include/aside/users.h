@@ -1,0 +1,143 @@
+/*
+ * users.h -- the seed's UserService on libaside: users cached aside of a
+ * database (SQLite or PostgreSQL), with single-flight loads, invalidation on
+ * write and metrics.  Every function is safe to call from many threads on
+ * the same handle.
+ */
+#ifndef ASIDE_USERS_H
+#define ASIDE_USERS_H
+
+#include <aside/aside.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define USER_NAME_MAX 255
+#define USER_EMAIL_MAX 254
+
+typedef struct user {  /* seed: User */
+	int64_t id;    /* assigned by the store on create */
+	char name[USER_NAME_MAX + 1];
+	char email[USER_EMAIL_MAX + 1];
+	int64_t created_at_us; /* µs since the Unix epoch, UTC; JSON "created_at", RFC 3339 */
+} user;                        /* more fields may be appended */
+
+/*
+ * seed: UserRepository.  Every member returns ASIDE_OK, ASIDE_NOT_FOUND or a
+ * negative error; implementations must be thread-safe.
+ */
+typedef struct user_repo_ops {
+	int (*get)(void *self, int64_t id, user *out);
+	int (*create)(void *self, user *u); /* sets u->id and u->created_at_us */
+	int (*update)(void *self, const user *u);
+	int (*remove)(void *self, int64_t id);
+	void (*close)(void *self);
+	/*
+	 * Appended to the seed's interface, each optional (NULL): the same
+	 * operations with detail about a failure in err, and a liveness check
+	 * of the database.  The service prefers them when present.
+	 */
+	int (*get_ex)(void *self, int64_t id, user *out, aside_error *err);
+	int (*create_ex)(void *self, user *u, aside_error *err);
+	int (*update_ex)(void *self, const user *u, aside_error *err);
+	int (*remove_ex)(void *self, int64_t id, aside_error *err);
+	int (*ping)(void *self, aside_error *err);
+} user_repo_ops; /* more members may be appended after these */
+
+typedef struct user_repo {
+	const user_repo_ops *ops;
+	void *self;
+} user_repo;
+
+/*
+ * Opens a repository: "sqlite:PATH", "sqlite::memory:" or "postgresql://...".
+ * The schema is created if missing.  Returns ASIDE_OK, ASIDE_EURL or
+ * ASIDE_EDB with the backend's error in err.
+ */
+int user_repo_open(const char *url, user_repo *out, aside_error *err);
+
+/* Closes the repository (calls ops->close).  Accepts a zeroed repo. */
+void user_repo_close(user_repo *repo);
+
+typedef struct user_service user_service; /* seed: UserService */
+
+typedef struct user_service_metrics { /* seed: ServiceMetrics */
+	uint64_t cache_hits, cache_misses, db_loads, shared_loads, load_errors;
+	double hit_rate, miss_rate; /* hits / (hits + misses), in [0,1] */
+	double avg_load_time_us;
+	int64_t cache_size; /* entries held in process */
+} user_service_metrics;     /* more fields may be appended */
+
+/*
+ * seed: NewUserService.  Neither db nor cache is owned: both must outlive
+ * the service.  Returns NULL when out of memory.
+ */
+user_service *user_service_new(user_repo db, aside_cache *cache);
+
+/*
+ * seed: GetUser.  ASIDE_OK and *out filled, ASIDE_NOT_FOUND, ASIDE_EBADID for
+ * id <= 0, or an error (the database's, or ASIDE_ETIMEDOUT).
+ */
+int user_service_get(user_service *s, int64_t id, user *out);
+
+/*
+ * seed: CreateUser.  Validates the name and email (nothing is written when
+ * they are invalid), stores the user and sets u->id and u->created_at_us.
+ */
+int user_service_create(user_service *s, user *u);
+
+/* seed: UpdateUser.  Name and email of u->id; ASIDE_NOT_FOUND if absent. */
+int user_service_update(user_service *s, const user *u);
+
+/* seed: DeleteUser.  ASIDE_NOT_FOUND if absent. */
+int user_service_delete(user_service *s, int64_t id);
+
+/* seed: GetMetrics. */
+user_service_metrics user_service_get_metrics(user_service *s);
+
+/* Frees the service; closes neither db nor cache.  Accepts NULL. */
+void user_service_free(user_service *s);
+
+/* The same four operations with detail about a failure in err (may be NULL). */
+int user_service_get_ex(user_service *s, int64_t id, user *out,
+			aside_error *err);
+int user_service_create_ex(user_service *s, user *u, aside_error *err);
+int user_service_update_ex(user_service *s, const user *u, aside_error *err);
+int user_service_delete_ex(user_service *s, int64_t id, aside_error *err);
+
+/* The cache key of a user ("user:<id>") into buf; returns its length. */
+size_t user_cache_key(int64_t id, char buf[32]);
+
+/* The key related to every user key, invalidated by every write. */
+#define USER_ALL_KEY "users:all"
+
+/*
+ * Validation, as create and update apply it: ASIDE_OK, ASIDE_EBADNAME or
+ * ASIDE_EBADEMAIL, with what is wrong in err.
+ */
+int user_validate(const user *u, aside_error *err);
+
+/*
+ * JSON codec.  user_to_json writes
+ *   {"id":1,"name":"...","email":"...","created_at":"2026-01-02T03:04:05.000006Z"}
+ * and returns a malloc'd NUL-terminated string (*len gets its length), or
+ * NULL when out of memory.  user_from_json parses that shape (created_at in
+ * any RFC 3339 offset; "id" and "created_at" optional when `partial`, for
+ * request bodies) and validates the record: ASIDE_OK, ASIDE_EBADJSON,
+ * ASIDE_EBADNAME, ASIDE_EBADEMAIL or ASIDE_EBADID, with detail in err.
+ */
+char *user_to_json(const user *u, size_t *len);
+int user_from_json(const char *json, size_t len, int partial, user *out,
+		   aside_error *err);
+
+/* RFC 3339 UTC with microseconds; buf of at least 32 bytes.  Returns length. */
+size_t user_format_time(int64_t us, char *buf, size_t cap);
+/* Parses RFC 3339 into µs since the epoch.  ASIDE_OK or ASIDE_EBADJSON. */
+int user_parse_time(const char *s, size_t len, int64_t *us);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ASIDE_USERS_H */

@@ -1,0 +1,349 @@
+/*
+ * repo_sqlite.c -- the user repository on SQLite (the embedded default).
+ *
+ * A pool of connections, each with its statements prepared once; a thread
+ * borrows one for a call.  A file database runs in WAL mode so readers do
+ * not wait for the writer; ":memory:" has one connection, since each
+ * connection to it would be a separate database.
+ */
+#include "repo.h"
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define POOL_MAX 8
+#define BUSY_TIMEOUT_MS 5000
+
+struct conn {
+	struct conn *next;
+	sqlite3 *db;
+	sqlite3_stmt *get, *ins, *upd, *del, *ping;
+};
+
+struct sqlite_repo {
+	char *path;
+	int max;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct conn *idle; /* guarded by lock */
+	int open;	   /* guarded by lock */
+};
+
+static int db_fail(aside_error *err, sqlite3 *db, int rc, const char *what)
+{
+	if (err) {
+		memset(err, 0, sizeof(*err));
+		err->code = ASIDE_EDB;
+		err->backend_code = db ? sqlite3_extended_errcode(db) : rc;
+		snprintf(err->message, sizeof(err->message), "sqlite: %s: %s",
+			 what, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+	}
+	return ASIDE_EDB;
+}
+
+static const char schema[] =
+	"CREATE TABLE IF NOT EXISTS users ("
+	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" name TEXT NOT NULL,"
+	" email TEXT NOT NULL,"
+	" created_at_us INTEGER NOT NULL,"
+	" version INTEGER NOT NULL DEFAULT 1)";
+
+static void conn_free(struct conn *c)
+{
+	if (!c)
+		return;
+	sqlite3_finalize(c->get);
+	sqlite3_finalize(c->ins);
+	sqlite3_finalize(c->upd);
+	sqlite3_finalize(c->del);
+	sqlite3_finalize(c->ping);
+	sqlite3_close(c->db);
+	free(c);
+}
+
+static struct conn *conn_open(struct sqlite_repo *r, bool first,
+			      aside_error *err)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	if (!c) {
+		repo__fail(err, ASIDE_ENOMEM, "out of memory");
+		return NULL;
+	}
+	int rc = sqlite3_open_v2(r->path, &c->db,
+				 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+					 SQLITE_OPEN_NOMUTEX,
+				 NULL);
+	if (rc != SQLITE_OK) {
+		db_fail(err, c->db, rc, r->path);
+		goto fail;
+	}
+	sqlite3_extended_result_codes(c->db, 1);
+	sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
+	const char *setup = r->max > 1 ? "PRAGMA journal_mode=WAL;"
+					 "PRAGMA synchronous=NORMAL;"
+				       : "";
+	if ((rc = sqlite3_exec(c->db, setup, NULL, NULL, NULL)) != SQLITE_OK) {
+		db_fail(err, c->db, rc, "setting WAL mode");
+		goto fail;
+	}
+	if (first &&
+	    (rc = sqlite3_exec(c->db, schema, NULL, NULL, NULL)) != SQLITE_OK) {
+		db_fail(err, c->db, rc, "creating the schema");
+		goto fail;
+	}
+	struct {
+		sqlite3_stmt **st;
+		const char *sql;
+	} stmts[] = {
+		{&c->get, "SELECT id, name, email, created_at_us FROM users "
+			  "WHERE id = ?"},
+		{&c->ins, "INSERT INTO users (name, email, created_at_us) "
+			  "VALUES (?, ?, ?)"},
+		{&c->upd, "UPDATE users SET name = ?, email = ?, "
+			  "version = version + 1 WHERE id = ?"},
+		{&c->del, "DELETE FROM users WHERE id = ?"},
+		{&c->ping, "SELECT 1"},
+	};
+	for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++) {
+		rc = sqlite3_prepare_v3(c->db, stmts[i].sql, -1,
+					SQLITE_PREPARE_PERSISTENT,
+					stmts[i].st, NULL);
+		if (rc != SQLITE_OK) {
+			db_fail(err, c->db, rc, "preparing statements");
+			goto fail;
+		}
+	}
+	return c;
+fail:
+	conn_free(c);
+	return NULL;
+}
+
+static struct conn *borrow(struct sqlite_repo *r, aside_error *err)
+{
+	pthread_mutex_lock(&r->lock);
+	while (!r->idle && r->open >= r->max)
+		pthread_cond_wait(&r->cond, &r->lock);
+	struct conn *c = r->idle;
+	if (c) {
+		r->idle = c->next;
+		pthread_mutex_unlock(&r->lock);
+		return c;
+	}
+	r->open++;
+	pthread_mutex_unlock(&r->lock);
+	c = conn_open(r, false, err);
+	if (!c) {
+		pthread_mutex_lock(&r->lock);
+		r->open--;
+		pthread_cond_signal(&r->cond);
+		pthread_mutex_unlock(&r->lock);
+	}
+	return c;
+}
+
+/* Returns c to the pool; a connection that failed badly is closed. */
+static void give_back(struct sqlite_repo *r, struct conn *c, bool broken)
+{
+	pthread_mutex_lock(&r->lock);
+	if (broken) {
+		conn_free(c);
+		r->open--;
+	} else {
+		c->next = r->idle;
+		r->idle = c;
+	}
+	pthread_cond_signal(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+}
+
+static bool is_broken(int rc)
+{
+	rc &= 0xff;
+	return rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB ||
+	       rc == SQLITE_IOERR || rc == SQLITE_CANTOPEN;
+}
+
+static int sq_get(void *self, int64_t id, user *out, aside_error *err)
+{
+	struct conn *c = borrow(self, err);
+	if (!c)
+		return ASIDE_EDB;
+	sqlite3_bind_int64(c->get, 1, id);
+	int rc = sqlite3_step(c->get), ret;
+	if (rc == SQLITE_ROW) {
+		memset(out, 0, sizeof(*out));
+		out->id = sqlite3_column_int64(c->get, 0);
+		const unsigned char *name = sqlite3_column_text(c->get, 1);
+		const unsigned char *email = sqlite3_column_text(c->get, 2);
+		snprintf(out->name, sizeof(out->name), "%s",
+			 name ? (const char *)name : "");
+		snprintf(out->email, sizeof(out->email), "%s",
+			 email ? (const char *)email : "");
+		out->created_at_us = sqlite3_column_int64(c->get, 3);
+		ret = ASIDE_OK;
+	} else if (rc == SQLITE_DONE) {
+		ret = ASIDE_NOT_FOUND;
+	} else {
+		ret = db_fail(err, c->db, rc, "reading a user");
+	}
+	sqlite3_reset(c->get);
+	sqlite3_clear_bindings(c->get);
+	give_back(self, c, ret == ASIDE_EDB && is_broken(rc));
+	return ret;
+}
+
+static int64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int sq_create(void *self, user *u, aside_error *err)
+{
+	struct conn *c = borrow(self, err);
+	if (!c)
+		return ASIDE_EDB;
+	int64_t at = now_us();
+	sqlite3_bind_text(c->ins, 1, u->name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(c->ins, 2, u->email, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(c->ins, 3, at);
+	int rc = sqlite3_step(c->ins), ret = ASIDE_OK;
+	if (rc == SQLITE_DONE) {
+		u->id = sqlite3_last_insert_rowid(c->db);
+		u->created_at_us = at;
+	} else {
+		ret = db_fail(err, c->db, rc, "creating a user");
+	}
+	sqlite3_reset(c->ins);
+	sqlite3_clear_bindings(c->ins);
+	give_back(self, c, ret == ASIDE_EDB && is_broken(rc));
+	return ret;
+}
+
+static int sq_update(void *self, const user *u, aside_error *err)
+{
+	struct conn *c = borrow(self, err);
+	if (!c)
+		return ASIDE_EDB;
+	sqlite3_bind_text(c->upd, 1, u->name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(c->upd, 2, u->email, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(c->upd, 3, u->id);
+	int rc = sqlite3_step(c->upd), ret;
+	if (rc == SQLITE_DONE)
+		ret = sqlite3_changes(c->db) ? ASIDE_OK : ASIDE_NOT_FOUND;
+	else
+		ret = db_fail(err, c->db, rc, "updating a user");
+	sqlite3_reset(c->upd);
+	sqlite3_clear_bindings(c->upd);
+	give_back(self, c, ret == ASIDE_EDB && is_broken(rc));
+	return ret;
+}
+
+static int sq_remove(void *self, int64_t id, aside_error *err)
+{
+	struct conn *c = borrow(self, err);
+	if (!c)
+		return ASIDE_EDB;
+	sqlite3_bind_int64(c->del, 1, id);
+	int rc = sqlite3_step(c->del), ret;
+	if (rc == SQLITE_DONE)
+		ret = sqlite3_changes(c->db) ? ASIDE_OK : ASIDE_NOT_FOUND;
+	else
+		ret = db_fail(err, c->db, rc, "deleting a user");
+	sqlite3_reset(c->del);
+	give_back(self, c, ret == ASIDE_EDB && is_broken(rc));
+	return ret;
+}
+
+static int sq_ping(void *self, aside_error *err)
+{
+	struct conn *c = borrow(self, err);
+	if (!c)
+		return ASIDE_EDB;
+	int rc = sqlite3_step(c->ping);
+	int ret = rc == SQLITE_ROW ? ASIDE_OK
+				   : db_fail(err, c->db, rc, "ping");
+	sqlite3_reset(c->ping);
+	give_back(self, c, ret == ASIDE_EDB && is_broken(rc));
+	return ret;
+}
+
+static int sq_get0(void *self, int64_t id, user *out)
+{
+	return sq_get(self, id, out, NULL);
+}
+static int sq_create0(void *self, user *u)
+{
+	return sq_create(self, u, NULL);
+}
+static int sq_update0(void *self, const user *u)
+{
+	return sq_update(self, u, NULL);
+}
+static int sq_remove0(void *self, int64_t id)
+{
+	return sq_remove(self, id, NULL);
+}
+
+static void sq_close(void *self)
+{
+	struct sqlite_repo *r = self;
+	if (!r)
+		return;
+	while (r->idle) {
+		struct conn *c = r->idle;
+		r->idle = c->next;
+		conn_free(c);
+	}
+	pthread_mutex_destroy(&r->lock);
+	pthread_cond_destroy(&r->cond);
+	free(r->path);
+	free(r);
+}
+
+static const user_repo_ops sqlite_ops = {
+	.get = sq_get0,
+	.create = sq_create0,
+	.update = sq_update0,
+	.remove = sq_remove0,
+	.close = sq_close,
+	.get_ex = sq_get,
+	.create_ex = sq_create,
+	.update_ex = sq_update,
+	.remove_ex = sq_remove,
+	.ping = sq_ping,
+};
+
+int repo__sqlite_open(const char *path, user_repo *out, aside_error *err)
+{
+	if (!*path)
+		return repo__fail(err, ASIDE_EURL,
+				  "sqlite: URL needs a path: sqlite:PATH or "
+				  "sqlite::memory:");
+	struct sqlite_repo *r = calloc(1, sizeof(*r));
+	if (!r || !(r->path = strdup(path))) {
+		free(r);
+		return repo__fail(err, ASIDE_ENOMEM, "out of memory");
+	}
+	r->max = strcmp(path, ":memory:") == 0 ? 1 : POOL_MAX;
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->cond, NULL);
+	struct conn *c = conn_open(r, true, err);
+	if (!c) {
+		sq_close(r);
+		return ASIDE_EDB;
+	}
+	r->idle = c;
+	r->open = 1;
+	out->ops = &sqlite_ops;
+	out->self = r;
+	return ASIDE_OK;
+}

@@ -1,0 +1,373 @@
+/*
+ * user_codec.c -- a user as JSON (jansson), RFC 3339 times, validation.
+ */
+#include <aside/users.h>
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int fail(aside_error *err, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int fail(aside_error *err, int code, const char *fmt, ...)
+{
+	if (err) {
+		memset(err, 0, sizeof(*err));
+		err->code = code;
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(err->message, sizeof(err->message), fmt, ap);
+		va_end(ap);
+	}
+	return code;
+}
+
+/* ---- validation -------------------------------------------------------- */
+
+/* Length of the valid UTF-8 sequence at s, or 0 (RFC 3629: no overlongs,
+ * no surrogates, nothing above U+10FFFF). */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+	if (s[0] < 0x80)
+		return 1;
+	size_t len;
+	unsigned lo = 0x80, hi = 0xbf;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		len = 2;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		len = 3;
+		if (s[0] == 0xe0)
+			lo = 0xa0;
+		if (s[0] == 0xed)
+			hi = 0x9f;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		len = 4;
+		if (s[0] == 0xf0)
+			lo = 0x90;
+		if (s[0] == 0xf4)
+			hi = 0x8f;
+	} else {
+		return 0;
+	}
+	if (n < len || s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < len; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+	return len;
+}
+
+static bool utf8_valid(const char *p, size_t n)
+{
+	const unsigned char *s = (const unsigned char *)p;
+	while (n) {
+		size_t k = utf8_seq(s, n);
+		if (!k)
+			return false;
+		s += k;
+		n -= k;
+	}
+	return true;
+}
+
+static int check_name(const char *name, aside_error *err)
+{
+	const char *nul = memchr(name, '\0', USER_NAME_MAX + 1);
+	if (!nul)
+		return fail(err, ASIDE_EBADNAME,
+			    "invalid name: longer than %d bytes",
+			    USER_NAME_MAX);
+	size_t n = (size_t)(nul - name);
+	if (n == 0)
+		return fail(err, ASIDE_EBADNAME, "invalid name: empty");
+	if (!utf8_valid(name, n))
+		return fail(err, ASIDE_EBADNAME,
+			    "invalid name: not valid UTF-8");
+	return ASIDE_OK;
+}
+
+static bool atext(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c >= '0' && c <= '9') || (c && strchr("!#$%&'*+-/=?^_`{|}~", c));
+}
+
+static bool ldh(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c >= '0' && c <= '9') || c == '-';
+}
+
+/*
+ * An address as RFC 5321 accepts it unquoted: a dot-atom local part of at
+ * most 64 bytes, '@', and a domain of LDH labels (1-63 bytes, no hyphen at
+ * either end) separated by dots.  Quoted local parts and address literals
+ * are refused: real mail systems rarely accept them either.
+ */
+static int check_email(const char *email, aside_error *err)
+{
+	const char *nul = memchr(email, '\0', USER_EMAIL_MAX + 1);
+	if (!nul)
+		return fail(err, ASIDE_EBADEMAIL,
+			    "invalid email: longer than %d bytes",
+			    USER_EMAIL_MAX);
+	size_t n = (size_t)(nul - email);
+	if (n == 0)
+		return fail(err, ASIDE_EBADEMAIL, "invalid email: empty");
+	const char *at = memchr(email, '@', n);
+	if (!at || memchr(at + 1, '@', (size_t)(nul - at - 1)))
+		return fail(err, ASIDE_EBADEMAIL,
+			    "invalid email: needs exactly one '@'");
+	size_t local = (size_t)(at - email), dom = n - local - 1;
+	if (local == 0 || local > 64)
+		return fail(err, ASIDE_EBADEMAIL,
+			    "invalid email: the part before '@' must be 1-64 "
+			    "bytes");
+	for (size_t i = 0; i < local; i++) {
+		unsigned char c = (unsigned char)email[i];
+		if (c == '.') {
+			if (i == 0 || i == local - 1 || email[i - 1] == '.')
+				return fail(err, ASIDE_EBADEMAIL,
+					    "invalid email: misplaced '.' "
+					    "before '@'");
+		} else if (!atext(c)) {
+			return fail(err, ASIDE_EBADEMAIL,
+				    "invalid email: character 0x%02x not "
+				    "allowed before '@'",
+				    c);
+		}
+	}
+	if (dom == 0 || dom > 253)
+		return fail(err, ASIDE_EBADEMAIL,
+			    "invalid email: bad domain length");
+	const char *d = at + 1;
+	size_t label = 0;
+	for (size_t i = 0; i <= dom; i++) {
+		unsigned char c = i < dom ? (unsigned char)d[i] : '.';
+		if (c == '.') {
+			if (label == 0 || label > 63 || d[i - 1] == '-' ||
+			    d[i - label] == '-')
+				return fail(err, ASIDE_EBADEMAIL,
+					    "invalid email: bad domain label");
+			label = 0;
+		} else if (ldh(c)) {
+			label++;
+		} else {
+			return fail(err, ASIDE_EBADEMAIL,
+				    "invalid email: character 0x%02x not "
+				    "allowed in the domain",
+				    c);
+		}
+	}
+	return ASIDE_OK;
+}
+
+int user_validate(const user *u, aside_error *err)
+{
+	if (!u)
+		return fail(err, ASIDE_EINVAL, "no user");
+	int rc = check_name(u->name, err);
+	if (rc == ASIDE_OK)
+		rc = check_email(u->email, err);
+	return rc;
+}
+
+/* ---- times ------------------------------------------------------------- */
+
+size_t user_format_time(int64_t us, char *buf, size_t cap)
+{
+	int64_t sec = us / 1000000, frac = us % 1000000;
+	if (frac < 0) {
+		frac += 1000000;
+		sec--;
+	}
+	time_t t = (time_t)sec;
+	struct tm tm;
+	if (!gmtime_r(&t, &tm) || tm.tm_year + 1900 < 0 ||
+	    tm.tm_year + 1900 > 9999) {
+		int n = snprintf(buf, cap, "0000-00-00T00:00:00.000000Z");
+		return n > 0 ? (size_t)n : 0;
+	}
+	int n = snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
+			 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+			 tm.tm_hour, tm.tm_min, tm.tm_sec, (int)frac);
+	return n > 0 ? (size_t)n : 0;
+}
+
+static bool digits(const char *s, int n, int *out)
+{
+	int v = 0;
+	for (int i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (s[i] - '0');
+	}
+	*out = v;
+	return true;
+}
+
+int user_parse_time(const char *s, size_t len, int64_t *us)
+{
+	/* YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM) */
+	int Y, M, D, h, m, sec, oh = 0, om = 0;
+	if (len < 20 || !digits(s, 4, &Y) || s[4] != '-' ||
+	    !digits(s + 5, 2, &M) || s[7] != '-' || !digits(s + 8, 2, &D) ||
+	    (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+	    !digits(s + 11, 2, &h) || s[13] != ':' ||
+	    !digits(s + 14, 2, &m) || s[16] != ':' ||
+	    !digits(s + 17, 2, &sec))
+		return ASIDE_EBADJSON;
+	static const int mdays[] = {31, 29, 31, 30, 31, 30,
+				    31, 31, 30, 31, 30, 31};
+	bool leap = (Y % 4 == 0 && Y % 100 != 0) || Y % 400 == 0;
+	if (M < 1 || M > 12 || D < 1 || D > mdays[M - 1] ||
+	    (M == 2 && D == 29 && !leap) || h > 23 || m > 59 || sec > 60)
+		return ASIDE_EBADJSON;
+	size_t i = 19;
+	int64_t frac = 0;
+	if (i < len && s[i] == '.') {
+		int nd = 0;
+		for (i++; i < len && s[i] >= '0' && s[i] <= '9'; i++, nd++)
+			if (nd < 6)
+				frac = frac * 10 + (s[i] - '0');
+		if (nd == 0)
+			return ASIDE_EBADJSON;
+		for (; nd < 6; nd++)
+			frac *= 10;
+	}
+	if (i < len && (s[i] == 'Z' || s[i] == 'z')) {
+		i++;
+	} else if (i + 6 == len && (s[i] == '+' || s[i] == '-') &&
+		   digits(s + i + 1, 2, &oh) && s[i + 3] == ':' &&
+		   digits(s + i + 4, 2, &om) && oh <= 23 && om <= 59) {
+		if (s[i] == '-') {
+			oh = -oh;
+			om = -om;
+		}
+		i += 6;
+	} else {
+		return ASIDE_EBADJSON;
+	}
+	if (i != len)
+		return ASIDE_EBADJSON;
+	struct tm tm = {.tm_year = Y - 1900,
+			.tm_mon = M - 1,
+			.tm_mday = D,
+			.tm_hour = h,
+			.tm_min = m,
+			.tm_sec = sec == 60 ? 59 : sec};
+	time_t t = timegm(&tm);
+	*us = ((int64_t)t - (int64_t)oh * 3600 - (int64_t)om * 60) * 1000000 +
+	      frac;
+	return ASIDE_OK;
+}
+
+/* ---- JSON -------------------------------------------------------------- */
+
+char *user_to_json(const user *u, size_t *len)
+{
+	char ts[40];
+	user_format_time(u->created_at_us, ts, sizeof(ts));
+	json_t *o = json_object();
+	if (!o)
+		return NULL;
+	char *out = NULL;
+	json_t *name = json_stringn(u->name, strnlen(u->name, USER_NAME_MAX));
+	json_t *email =
+		json_stringn(u->email, strnlen(u->email, USER_EMAIL_MAX));
+	/* json_stringn refuses invalid UTF-8; validated records never are. */
+	if (name && email &&
+	    json_object_set_new(o, "id", json_integer(u->id)) == 0 &&
+	    json_object_set_new(o, "name", name) == 0 &&
+	    json_object_set_new(o, "email", email) == 0 &&
+	    json_object_set_new(o, "created_at", json_string(ts)) == 0) {
+		name = email = NULL;
+		out = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	}
+	json_decref(name);
+	json_decref(email);
+	json_decref(o);
+	if (out && len)
+		*len = strlen(out);
+	return out;
+}
+
+static int string_field(json_t *o, const char *field, char *dst, size_t max,
+			int bad, aside_error *err)
+{
+	json_t *v = json_object_get(o, field);
+	if (!v)
+		return fail(err, bad, "missing field \"%s\"", field);
+	if (!json_is_string(v))
+		return fail(err, bad, "field \"%s\" must be a string", field);
+	size_t n = json_string_length(v);
+	const char *s = json_string_value(v);
+	if (memchr(s, '\0', n))
+		return fail(err, bad, "field \"%s\" contains a NUL character",
+			    field);
+	if (n > max)
+		return fail(err, bad, "field \"%s\" is longer than %zu bytes",
+			    field, max);
+	memcpy(dst, s, n);
+	dst[n] = '\0';
+	return ASIDE_OK;
+}
+
+int user_from_json(const char *text, size_t len, int partial, user *out,
+		   aside_error *err)
+{
+	json_error_t jerr;
+	json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!o)
+		return fail(err, ASIDE_EBADJSON, "malformed JSON: %s (at %d)",
+			    jerr.text, jerr.position);
+	int rc = ASIDE_OK;
+	user u;
+	memset(&u, 0, sizeof(u));
+	if (!json_is_object(o)) {
+		rc = fail(err, ASIDE_EBADJSON, "expected a JSON object");
+		goto out;
+	}
+	json_t *id = json_object_get(o, "id");
+	if (id) {
+		if (!json_is_integer(id) || json_integer_value(id) <= 0) {
+			rc = fail(err, ASIDE_EBADID,
+				  "field \"id\" must be a positive integer");
+			goto out;
+		}
+		u.id = json_integer_value(id);
+	} else if (!partial) {
+		rc = fail(err, ASIDE_EBADJSON, "missing field \"id\"");
+		goto out;
+	}
+	if ((rc = string_field(o, "name", u.name, USER_NAME_MAX,
+			       ASIDE_EBADNAME, err)) != ASIDE_OK ||
+	    (rc = string_field(o, "email", u.email, USER_EMAIL_MAX,
+			       ASIDE_EBADEMAIL, err)) != ASIDE_OK)
+		goto out;
+	json_t *ts = json_object_get(o, "created_at");
+	if (ts) {
+		if (!json_is_string(ts) ||
+		    user_parse_time(json_string_value(ts),
+				    json_string_length(ts),
+				    &u.created_at_us) != ASIDE_OK) {
+			rc = fail(err, ASIDE_EBADJSON,
+				  "field \"created_at\" must be an RFC 3339 "
+				  "time");
+			goto out;
+		}
+	} else if (!partial) {
+		rc = fail(err, ASIDE_EBADJSON, "missing field \"created_at\"");
+		goto out;
+	}
+	if ((rc = user_validate(&u, err)) == ASIDE_OK)
+		*out = u;
+out:
+	json_decref(o);
+	return rc;
+}

@@ -1,0 +1,267 @@
+/*
+ * user_service.c -- the seed's UserService: users read through an
+ * aside_cache (single-flight on a miss), written to the repository first
+ * and then invalidated, with the seed's metrics.
+ *
+ * A cached user is its JSON (the bytes shared tiers store, as the seed's
+ * SetJSON) with the decoded struct attached, so an L1 hit is a copy of the
+ * struct and nothing is parsed.
+ */
+#include <aside/users.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct user_service {
+	user_repo db;
+	aside_cache *cache;
+	aside_loader loader;
+};
+
+static int fail(aside_error *err, int code)
+{
+	if (err) {
+		memset(err, 0, sizeof(*err));
+		err->code = code;
+		snprintf(err->message, sizeof(err->message), "%s",
+			 aside_strerror(code));
+	}
+	return code;
+}
+
+/* Keeps a repository's own detail, or states the status when it gave none. */
+static int repo_status(int rc, aside_error *err)
+{
+	if (rc < 0 && err && err->code == 0)
+		fail(err, rc);
+	return rc;
+}
+
+size_t user_cache_key(int64_t id, char buf[32])
+{
+	char digits[24];
+	size_t n = 0;
+	uint64_t v = id < 0 ? 0 - (uint64_t)id : (uint64_t)id;
+	do {
+		digits[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	memcpy(buf, "user:", 5);
+	size_t len = 5;
+	if (id < 0)
+		buf[len++] = '-';
+	while (n)
+		buf[len++] = digits[--n];
+	buf[len] = '\0';
+	return len;
+}
+
+static int64_t key_id(const char *key, size_t klen)
+{
+	int64_t id = 0;
+	for (size_t i = 5; i < klen; i++)
+		id = id * 10 + (key[i] - '0');
+	return id;
+}
+
+static int repo_get(user_service *s, int64_t id, user *u, aside_error *err)
+{
+	const user_repo_ops *ops = s->db.ops;
+	return ops->get_ex ? ops->get_ex(s->db.self, id, u, err)
+			   : ops->get(s->db.self, id, u);
+}
+
+static int attach_user(aside_value *v, const user *u)
+{
+	user *copy = malloc(sizeof(*copy));
+	if (!copy)
+		return ASIDE_ENOMEM;
+	*copy = *u;
+	aside_value_attach(v, copy, free, sizeof(*copy));
+	return ASIDE_OK;
+}
+
+/* aside_loader.load: the user from the repository, as JSON plus struct. */
+static int load_user(void *arg, const char *key, size_t klen,
+		     aside_value **out, aside_error *err)
+{
+	user_service *s = arg;
+	user u;
+	memset(&u, 0, sizeof(u));
+	int rc = repo_status(repo_get(s, key_id(key, klen), &u, err), err);
+	if (rc != ASIDE_OK)
+		return rc;
+	size_t len;
+	char *json = user_to_json(&u, &len);
+	if (!json)
+		return fail(err, ASIDE_ENOMEM);
+	rc = aside_value_new(key, klen, json, len, out);
+	free(json);
+	if (rc == ASIDE_OK && (rc = attach_user(*out, &u)) != ASIDE_OK) {
+		aside_value_unref(*out);
+		*out = NULL;
+	}
+	return rc == ASIDE_OK ? rc : fail(err, rc);
+}
+
+/* aside_loader.decode: a value from a shared tier must be this user. */
+static int decode_user(void *arg, aside_value *v, aside_error *err)
+{
+	(void)arg;
+	size_t len, klen;
+	const char *json = aside_value_data(v, &len);
+	const char *key = aside_value_key(v, &klen);
+	user u;
+	int rc = user_from_json(json, len, 0, &u, err);
+	if (rc != ASIDE_OK)
+		return rc;
+	if (u.id != key_id(key, klen))
+		return fail(err, ASIDE_ECORRUPT);
+	return attach_user(v, &u);
+}
+
+user_service *user_service_new(user_repo db, aside_cache *cache)
+{
+	if (!db.ops || !cache)
+		return NULL;
+	user_service *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->db = db;
+	s->cache = cache;
+	s->loader = (aside_loader){load_user, decode_user, s};
+	/* The seed's related key: every write to a user voids the list. */
+	if (aside_cache_add_related(cache, "user", USER_ALL_KEY) != ASIDE_OK) {
+		free(s);
+		return NULL;
+	}
+	return s;
+}
+
+void user_service_free(user_service *s)
+{
+	free(s);
+}
+
+int user_service_get_ex(user_service *s, int64_t id, user *out,
+			aside_error *err)
+{
+	if (!s || !out)
+		return fail(err, ASIDE_EINVAL);
+	if (id <= 0)
+		return fail(err, ASIDE_EBADID);
+	char key[32];
+	size_t klen = user_cache_key(id, key);
+	aside_value *v;
+	int rc = aside_cache_get(s->cache, key, klen, &s->loader, &v, err);
+	if (rc != ASIDE_OK)
+		return rc;
+	const user *u = aside_value_obj(v);
+	if (!u && (rc = decode_user(s, v, err)) == ASIDE_OK)
+		u = aside_value_obj(v);
+	if (u)
+		*out = *u;
+	aside_value_unref(v);
+	return rc;
+}
+
+/* After a write: the user's key, and with it the related keys. */
+static void invalidate(user_service *s, int64_t id)
+{
+	char key[32];
+	size_t klen = user_cache_key(id, key);
+	/*
+	 * The write has committed, so it succeeded whatever happens here; a
+	 * tier that cannot be reached is counted in the cache's metrics.
+	 */
+	aside_cache_invalidate(s->cache, key, klen, NULL);
+}
+
+int user_service_create_ex(user_service *s, user *u, aside_error *err)
+{
+	if (!s || !u)
+		return fail(err, ASIDE_EINVAL);
+	int rc = user_validate(u, err);
+	if (rc != ASIDE_OK)
+		return rc;
+	const user_repo_ops *ops = s->db.ops;
+	rc = ops->create_ex ? ops->create_ex(s->db.self, u, err)
+			    : ops->create(s->db.self, u);
+	if (rc == ASIDE_OK)
+		invalidate(s, u->id);
+	return repo_status(rc, err);
+}
+
+int user_service_update_ex(user_service *s, const user *u, aside_error *err)
+{
+	if (!s || !u)
+		return fail(err, ASIDE_EINVAL);
+	if (u->id <= 0)
+		return fail(err, ASIDE_EBADID);
+	int rc = user_validate(u, err);
+	if (rc != ASIDE_OK)
+		return rc;
+	const user_repo_ops *ops = s->db.ops;
+	rc = ops->update_ex ? ops->update_ex(s->db.self, u, err)
+			    : ops->update(s->db.self, u);
+	if (rc == ASIDE_OK)
+		invalidate(s, u->id);
+	return repo_status(rc, err);
+}
+
+int user_service_delete_ex(user_service *s, int64_t id, aside_error *err)
+{
+	if (!s)
+		return fail(err, ASIDE_EINVAL);
+	if (id <= 0)
+		return fail(err, ASIDE_EBADID);
+	const user_repo_ops *ops = s->db.ops;
+	int rc = ops->remove_ex ? ops->remove_ex(s->db.self, id, err)
+				: ops->remove(s->db.self, id);
+	if (rc == ASIDE_OK)
+		invalidate(s, id);
+	return repo_status(rc, err);
+}
+
+int user_service_get(user_service *s, int64_t id, user *out)
+{
+	return user_service_get_ex(s, id, out, NULL);
+}
+
+int user_service_create(user_service *s, user *u)
+{
+	return user_service_create_ex(s, u, NULL);
+}
+
+int user_service_update(user_service *s, const user *u)
+{
+	return user_service_update_ex(s, u, NULL);
+}
+
+int user_service_delete(user_service *s, int64_t id)
+{
+	return user_service_delete_ex(s, id, NULL);
+}
+
+user_service_metrics user_service_get_metrics(user_service *s)
+{
+	user_service_metrics r;
+	memset(&r, 0, sizeof(r));
+	if (!s)
+		return r;
+	aside_metrics m;
+	aside_cache_metrics(s->cache, &m);
+	r.cache_hits = m.hits;
+	r.cache_misses = m.misses;
+	r.db_loads = m.loads;
+	r.shared_loads = m.shared_loads;
+	r.load_errors = m.load_errors;
+	uint64_t reads = m.hits + m.misses;
+	r.hit_rate = reads ? (double)m.hits / (double)reads : 0;
+	r.miss_rate = reads ? (double)m.misses / (double)reads : 0;
+	r.avg_load_time_us =
+		m.loads ? (double)m.load_time_us_sum / (double)m.loads : 0;
+	r.cache_size = m.entries;
+	return r;
+}

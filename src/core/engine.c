@@ -1,0 +1,717 @@
+/*
+ * engine.c -- the cache engine: tiers, the read path with single-flight
+ * loads, invalidation, namespace TTL policy and metrics.
+ *
+ * Single-flight and invalidation share one protocol (docs/locking.md):
+ *   - a reader that misses every tier joins the flight of its key, or starts
+ *     one; only the starter (the leader) loads;
+ *   - invalidation marks the key's flight void and unlinks it, so readers
+ *     arriving afterwards start a new flight, and waits while the leader is
+ *     storing, then deletes the key from the tiers;
+ *   - the leader stores its result only if the flight is not void, and says
+ *     so (`filling`) under the same lock; it never does I/O under the lock.
+ * Hence a load begun before an invalidation never stores afterwards, and a
+ * read begun after an invalidation returned never joins an older load.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define FLIGHT_SHARDS 64
+
+struct flight {
+	struct flight *next; /* in its shard's list while linked */
+	uint64_t hash;
+	char *key;
+	size_t klen;
+	pthread_cond_t cond; /* signalled when done, or filling ends */
+	/* Guarded by the shard lock: */
+	int refs;
+	bool linked, done, voided, filling;
+	int status;
+	int source; /* tier index that served it, or -1 for the loader */
+	aside_value *result;
+	aside_error err;
+};
+
+struct flight_shard {
+	pthread_mutex_t lock;
+	struct flight *head;
+} __attribute__((aligned(ASIDE__CACHELINE)));
+
+struct ns_policy {
+	struct ns_policy *next;
+	char *name;
+	int64_t ttl_ms;
+	int jitter_pct;
+	char **related;
+	size_t nrelated;
+};
+
+struct aside_cache {
+	aside_tier tiers[ASIDE_TIERS_MAX];
+	int ntiers;
+	aside_clock_fn clock;
+	void *clock_ctx;
+	aside_log_fn log;
+	void *log_ctx;
+	int64_t wait_ms;
+	int64_t default_ttl_ms;
+	int default_jitter_pct;
+
+	pthread_mutex_t ns_lock;
+	struct ns_policy *ns; /* guarded by ns_lock */
+
+	struct flight_shard flights[FLIGHT_SHARDS];
+	struct aside__stripe stripes[ASIDE__STRIPES];
+};
+
+/* ---- opening ----------------------------------------------------------- */
+
+struct open_params {
+	aside__tier_params tier;
+	uint64_t ttl_ms, jitter_pct, wait_ms;
+};
+
+static int mem_param(void *ctx, const char *k, size_t klen, const char *v,
+		     size_t vlen, aside_error *err)
+{
+	struct open_params *p = ctx;
+	struct {
+		const char *name;
+		uint64_t *dst, min, max;
+	} known[] = {
+		{"capacity", &p->tier.capacity, 1, 1ull << 31},
+		{"max_bytes", &p->tier.max_bytes, 1, UINT64_MAX >> 1},
+		{"shards", &p->tier.shards, 1, 1024},
+		{"ttl_ms", &p->ttl_ms, 1, 100ull * 365 * 86400 * 1000},
+		{"jitter_pct", &p->jitter_pct, 0, 100},
+		{"wait_ms", &p->wait_ms, 1, 3600 * 1000},
+	};
+	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+		if (strlen(known[i].name) != klen ||
+		    memcmp(known[i].name, k, klen) != 0)
+			continue;
+		if (!aside__parse_u64(v, vlen, known[i].min, known[i].max,
+				      known[i].dst))
+			return aside__fail(
+				err, ASIDE_EURL,
+				"option %s=%.*s: expected an integer in "
+				"[%llu, %llu]",
+				known[i].name, (int)vlen, v,
+				(unsigned long long)known[i].min,
+				(unsigned long long)known[i].max);
+		return ASIDE_OK;
+	}
+	return aside__fail(err, ASIDE_EURL, "unknown option '%.*s'", (int)klen,
+			   k);
+}
+
+int aside_cache_open(const char *url, aside_cache **out, aside_error *err)
+{
+	return aside_cache_open_opts(url, NULL, out, err);
+}
+
+int aside_cache_open_opts(const char *url, const aside_options *opts,
+			  aside_cache **out, aside_error *err)
+{
+	if (!url || !out)
+		return aside__fail(err, ASIDE_EINVAL, "no URL");
+	*out = NULL;
+	struct open_params p = {
+		.tier = {.capacity = 100000},
+		.ttl_ms = 3600 * 1000,
+		.jitter_pct = 10,
+		.wait_ms = 5000,
+	};
+	const char *rest;
+	if (strncmp(url, "mem://", 6) == 0) {
+		rest = url + 6;
+	} else {
+		return aside__fail(err, ASIDE_EURL,
+				   "unsupported cache URL '%s' (expected "
+				   "mem://[?capacity=N])",
+				   url);
+	}
+	if (*rest && *rest != '?')
+		return aside__fail(err, ASIDE_EURL,
+				   "mem:// takes no host or path: '%s'", url);
+	int rc = aside__parse_query(*rest ? rest + 1 : rest, mem_param, &p,
+				    err);
+	if (rc != ASIDE_OK)
+		return rc;
+
+	aside_cache *c = aligned_alloc(ASIDE__CACHELINE, sizeof(*c));
+	if (!c)
+		return aside__fail(err, ASIDE_ENOMEM, "out of memory");
+	memset(c, 0, sizeof(*c));
+	c->clock = opts && opts->clock ? opts->clock : aside_clock_default;
+	c->clock_ctx = opts ? opts->clock_ctx : NULL;
+	c->log = opts ? opts->log : NULL;
+	c->log_ctx = opts ? opts->log_ctx : NULL;
+	c->wait_ms = (int64_t)p.wait_ms;
+	c->default_ttl_ms = (int64_t)p.ttl_ms;
+	c->default_jitter_pct = (int)p.jitter_pct;
+	pthread_mutex_init(&c->ns_lock, NULL);
+	for (int i = 0; i < FLIGHT_SHARDS; i++)
+		pthread_mutex_init(&c->flights[i].lock, NULL);
+
+	rc = aside__mem_open(&p.tier, &c->tiers[0], err);
+	if (rc != ASIDE_OK) {
+		aside_cache_close(c);
+		return rc;
+	}
+	c->ntiers = 1;
+	*out = c;
+	return ASIDE_OK;
+}
+
+void aside_cache_close(aside_cache *c)
+{
+	if (!c)
+		return;
+	for (int i = 0; i < c->ntiers; i++)
+		c->tiers[i].ops->close(c->tiers[i].self);
+	while (c->ns) {
+		struct ns_policy *n = c->ns;
+		c->ns = n->next;
+		for (size_t i = 0; i < n->nrelated; i++)
+			free(n->related[i]);
+		free(n->related);
+		free(n->name);
+		free(n);
+	}
+	pthread_mutex_destroy(&c->ns_lock);
+	for (int i = 0; i < FLIGHT_SHARDS; i++)
+		pthread_mutex_destroy(&c->flights[i].lock);
+	free(c);
+}
+
+/* ---- namespaces -------------------------------------------------------- */
+
+static size_t ns_len(const char *key, size_t klen)
+{
+	const char *colon = memchr(key, ':', klen);
+	return colon ? (size_t)(colon - key) : klen;
+}
+
+static struct ns_policy *ns_find_locked(aside_cache *c, const char *ns,
+					size_t len)
+{
+	for (struct ns_policy *n = c->ns; n; n = n->next)
+		if (strlen(n->name) == len && memcmp(n->name, ns, len) == 0)
+			return n;
+	return NULL;
+}
+
+static struct ns_policy *ns_get_locked(aside_cache *c, const char *ns)
+{
+	struct ns_policy *n = ns_find_locked(c, ns, strlen(ns));
+	if (n)
+		return n;
+	n = calloc(1, sizeof(*n));
+	if (!n || !(n->name = strdup(ns))) {
+		free(n);
+		return NULL;
+	}
+	n->ttl_ms = 0; /* 0: the cache's default */
+	n->jitter_pct = -1;
+	n->next = c->ns;
+	c->ns = n;
+	return n;
+}
+
+int aside_cache_set_ttl(aside_cache *c, const char *ns, int64_t ttl_ms,
+			int jitter_pct)
+{
+	if (!ns || ttl_ms <= 0 || jitter_pct < 0 || jitter_pct > 100)
+		return ASIDE_EINVAL;
+	pthread_mutex_lock(&c->ns_lock);
+	struct ns_policy *n = ns_get_locked(c, ns);
+	if (n) {
+		n->ttl_ms = ttl_ms;
+		n->jitter_pct = jitter_pct;
+	}
+	pthread_mutex_unlock(&c->ns_lock);
+	return n ? ASIDE_OK : ASIDE_ENOMEM;
+}
+
+int64_t aside_cache_ttl_ms(aside_cache *c, const char *ns)
+{
+	pthread_mutex_lock(&c->ns_lock);
+	struct ns_policy *n = ns ? ns_find_locked(c, ns, strlen(ns)) : NULL;
+	int64_t ttl = n && n->ttl_ms ? n->ttl_ms : c->default_ttl_ms;
+	pthread_mutex_unlock(&c->ns_lock);
+	return ttl;
+}
+
+int aside_cache_add_related(aside_cache *c, const char *ns, const char *key)
+{
+	if (!ns || !key || !*key || strlen(key) > ASIDE_KEY_MAX)
+		return ASIDE_EINVAL;
+	int rc = ASIDE_ENOMEM;
+	pthread_mutex_lock(&c->ns_lock);
+	struct ns_policy *n = ns_get_locked(c, ns);
+	if (n) {
+		rc = ASIDE_OK;
+		for (size_t i = 0; i < n->nrelated; i++)
+			if (strcmp(n->related[i], key) == 0)
+				goto out;
+		char **r = realloc(n->related,
+				   (n->nrelated + 1) * sizeof(*r));
+		char *k = strdup(key);
+		if (r)
+			n->related = r;
+		if (!r || !k) {
+			free(k);
+			rc = ASIDE_ENOMEM;
+			goto out;
+		}
+		n->related[n->nrelated++] = k;
+	}
+out:
+	pthread_mutex_unlock(&c->ns_lock);
+	return rc;
+}
+
+/* The expiry of a value loaded now: the namespace's TTL less some jitter. */
+static int64_t expiry_for(aside_cache *c, const char *key, size_t klen,
+			  int64_t now_us)
+{
+	pthread_mutex_lock(&c->ns_lock);
+	struct ns_policy *n = ns_find_locked(c, key, ns_len(key, klen));
+	int64_t ttl_ms = n && n->ttl_ms ? n->ttl_ms : c->default_ttl_ms;
+	int jitter = n && n->jitter_pct >= 0 ? n->jitter_pct
+					     : c->default_jitter_pct;
+	pthread_mutex_unlock(&c->ns_lock);
+	int64_t ttl_us = ttl_ms * 1000;
+	int64_t span = ttl_us / 100 * jitter;
+	if (span > 0)
+		ttl_us -= (int64_t)(aside__rand() % (uint64_t)(span + 1));
+	return now_us + ttl_us;
+}
+
+/* ---- flights ----------------------------------------------------------- */
+
+static struct flight_shard *flight_shard(aside_cache *c, uint64_t hash)
+{
+	return &c->flights[(hash >> 52) % FLIGHT_SHARDS];
+}
+
+static struct flight *flight_find_locked(struct flight_shard *sh,
+					 uint64_t hash, const char *key,
+					 size_t klen)
+{
+	for (struct flight *f = sh->head; f; f = f->next)
+		if (f->hash == hash && f->klen == klen &&
+		    memcmp(f->key, key, klen) == 0)
+			return f;
+	return NULL;
+}
+
+static void flight_unlink_locked(struct flight_shard *sh, struct flight *f)
+{
+	if (!f->linked)
+		return;
+	for (struct flight **pp = &sh->head; *pp; pp = &(*pp)->next)
+		if (*pp == f) {
+			*pp = f->next;
+			break;
+		}
+	f->linked = false;
+}
+
+static void flight_unref_locked(struct flight *f)
+{
+	if (--f->refs > 0)
+		return;
+	pthread_cond_destroy(&f->cond);
+	aside_value_unref(f->result);
+	free(f->key);
+	free(f);
+}
+
+static struct flight *flight_new(uint64_t hash, const char *key, size_t klen)
+{
+	struct flight *f = calloc(1, sizeof(*f));
+	if (!f || !(f->key = malloc(klen))) {
+		free(f);
+		return NULL;
+	}
+	memcpy(f->key, key, klen);
+	f->klen = klen;
+	f->hash = hash;
+	f->source = -1;
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&f->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	return f;
+}
+
+static struct timespec deadline_after_ms(int64_t ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	return ts;
+}
+
+/* ---- the read path ----------------------------------------------------- */
+
+static struct aside__stripe *stripe(aside_cache *c)
+{
+	return &c->stripes[aside__stripe_index()];
+}
+
+/*
+ * Gives a value read from tier i its decoded form.  On failure the entry is
+ * corrupt: it is counted and deleted from that tier.
+ */
+static int decode_or_drop(aside_cache *c, int i, const aside_loader *ld,
+			  aside_value *v, uint64_t hash)
+{
+	if (!ld || !ld->decode || aside_value_obj(v))
+		return ASIDE_OK;
+	aside_error derr;
+	if (ld->decode(ld->arg, v, &derr) == ASIDE_OK)
+		return ASIDE_OK;
+	aside__count(stripe(c), ASIDE__C_corrupt, 1);
+	size_t klen;
+	const char *key = aside_value_key(v, &klen);
+	if (c->log)
+		c->log(c->log_ctx, ASIDE_LOG_WARN,
+		       "corrupt cache entry dropped");
+	c->tiers[i].ops->del(c->tiers[i].self, key, klen, hash, NULL);
+	return ASIDE_ECORRUPT;
+}
+
+/* Looks key up in tiers [from, ntiers); the index of the tier that hit. */
+static int tiers_get(aside_cache *c, int from, const char *key, size_t klen,
+		     uint64_t hash, int64_t now, const aside_loader *ld,
+		     aside_value **out)
+{
+	for (int i = from; i < c->ntiers; i++) {
+		aside_value *v = NULL;
+		int rc = c->tiers[i].ops->get(c->tiers[i].self, key, klen,
+					      hash, now, &v, NULL);
+		if (rc == ASIDE_OK) {
+			if (decode_or_drop(c, i, ld, v, hash) == ASIDE_OK) {
+				*out = v;
+				return i;
+			}
+			aside_value_unref(v);
+		} else if (rc < 0) {
+			/* A failing tier is a miss; the read goes on below. */
+			aside__count(stripe(c), ASIDE__C_tier_errors, 1);
+		}
+	}
+	return -1;
+}
+
+/* Runs the load of a flight this thread leads, stores it, wakes waiters. */
+static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
+		 const aside_loader *ld)
+{
+	struct aside__stripe *st = stripe(c);
+	aside_value *v = NULL;
+	aside_error lerr;
+	aside_error_clear(&lerr);
+	int64_t now = c->clock(c->clock_ctx);
+	int rc, source = tiers_get(c, 1, f->key, f->klen, f->hash, now, ld, &v);
+
+	if (source >= 0) {
+		rc = ASIDE_OK;
+	} else {
+		int64_t t0 = aside__mono_us();
+		rc = ld->load(ld->arg, f->key, f->klen, &v, &lerr);
+		uint64_t dt = (uint64_t)(aside__mono_us() - t0);
+		aside__count(st, ASIDE__C_loads, 1);
+		aside__count(st, ASIDE__C_load_time_us_sum, dt);
+		atomic_fetch_add_explicit(&st->hist[aside_hist_bucket(dt)], 1,
+					  memory_order_relaxed);
+		if (rc == ASIDE_OK && !v)
+			rc = ASIDE_EINTERNAL;
+		if (rc == ASIDE_OK) {
+			aside__count(st, ASIDE__C_load_ok, 1);
+			aside__value_set_expiry(
+				v, expiry_for(c, f->key, f->klen, now));
+			atomic_store_explicit(&v->load_us,
+					      dt > UINT32_MAX ? UINT32_MAX
+							      : (uint32_t)dt,
+					      memory_order_relaxed);
+		} else {
+			aside_value_unref(v);
+			v = NULL;
+			if (rc == ASIDE_NOT_FOUND) {
+				aside__count(st, ASIDE__C_not_found, 1);
+			} else {
+				if (rc > 0)
+					rc = ASIDE_EINTERNAL;
+				aside__count(st, ASIDE__C_load_errors, 1);
+				if (lerr.code == 0)
+					aside__error_set(&lerr, rc, NULL);
+			}
+		}
+	}
+
+	bool fill = false;
+	if (v) {
+		pthread_mutex_lock(&sh->lock);
+		fill = !f->voided;
+		f->filling = fill;
+		pthread_mutex_unlock(&sh->lock);
+		aside__count(st, fill ? ASIDE__C_fills : ASIDE__C_fills_voided,
+			     1);
+	}
+	if (fill) {
+		/* Fill the tiers above the source, lowest first. */
+		int top = source >= 0 ? source : c->ntiers;
+		for (int i = top - 1; i >= 0; i--)
+			if (c->tiers[i].ops->set(c->tiers[i].self, v, f->hash,
+						 now, NULL) < 0)
+				aside__count(st, ASIDE__C_tier_errors, 1);
+	}
+
+	pthread_mutex_lock(&sh->lock);
+	f->filling = false;
+	f->done = true;
+	f->status = rc;
+	f->source = source;
+	f->result = v;
+	f->err = lerr;
+	flight_unlink_locked(sh, f);
+	pthread_cond_broadcast(&f->cond);
+	pthread_mutex_unlock(&sh->lock);
+}
+
+int aside_cache_peek(aside_cache *c, const char *key, size_t klen,
+		     aside_value **out)
+{
+	if (!c || !key || klen == 0 || klen > ASIDE_KEY_MAX || !out)
+		return ASIDE_EINVAL;
+	uint64_t hash = aside_hash(key, klen);
+	int64_t now = c->clock(c->clock_ctx);
+	struct aside__stripe *st = stripe(c);
+	int i = tiers_get(c, 0, key, klen, hash, now, NULL, out);
+	if (i >= 0) {
+		aside__count(st, ASIDE__C_tier_hit0 + i, 1);
+		return ASIDE_OK;
+	}
+	aside__count(st, ASIDE__C_misses, 1);
+	return ASIDE_NOT_FOUND;
+}
+
+int aside_cache_get(aside_cache *c, const char *key, size_t klen,
+		    const aside_loader *ld, aside_value **out,
+		    aside_error *err)
+{
+	if (!c || !key || klen == 0 || klen > ASIDE_KEY_MAX || !out || !ld ||
+	    !ld->load)
+		return aside__fail(err, ASIDE_EINVAL,
+				   "aside_cache_get: bad arguments");
+	uint64_t hash = aside_hash(key, klen);
+	int64_t now = c->clock(c->clock_ctx);
+	struct aside__stripe *st = stripe(c);
+
+	/* L1: the fast path, no lock. */
+	aside_value *v;
+	const aside_tier *l1 = &c->tiers[0];
+	if (l1->ops->get(l1->self, key, klen, hash, now, &v, NULL) ==
+	    ASIDE_OK) {
+		if (decode_or_drop(c, 0, ld, v, hash) == ASIDE_OK) {
+			aside__count(st, ASIDE__C_tier_hit0, 1);
+			*out = v;
+			return ASIDE_OK;
+		}
+		aside_value_unref(v);
+	}
+
+	struct flight_shard *sh = flight_shard(c, hash);
+	pthread_mutex_lock(&sh->lock);
+	struct flight *f = flight_find_locked(sh, hash, key, klen);
+	if (!f) {
+		/* A flight may have filled L1 and finished since our miss. */
+		if (l1->ops->get(l1->self, key, klen, hash, now, &v, NULL) ==
+		    ASIDE_OK) {
+			pthread_mutex_unlock(&sh->lock);
+			aside__count(st, ASIDE__C_tier_hit0, 1);
+			*out = v;
+			return ASIDE_OK;
+		}
+		f = flight_new(hash, key, klen);
+		if (!f) {
+			pthread_mutex_unlock(&sh->lock);
+			aside__count(st, ASIDE__C_misses, 1);
+			return aside__fail(err, ASIDE_ENOMEM, "out of memory");
+		}
+		f->refs = 1;
+		f->linked = true;
+		f->next = sh->head;
+		sh->head = f;
+		pthread_mutex_unlock(&sh->lock);
+
+		lead(c, sh, f, ld);
+
+		pthread_mutex_lock(&sh->lock);
+	} else {
+		f->refs++;
+		struct timespec until = deadline_after_ms(c->wait_ms);
+		while (!f->done) {
+			if (pthread_cond_timedwait(&f->cond, &sh->lock,
+						   &until) == ETIMEDOUT &&
+			    !f->done)
+				break;
+		}
+		if (!f->done) {
+			flight_unref_locked(f);
+			pthread_mutex_unlock(&sh->lock);
+			aside__count(st, ASIDE__C_misses, 1);
+			aside__count(st, ASIDE__C_wait_timeouts, 1);
+			return aside__fail(
+				err, ASIDE_ETIMEDOUT,
+				"waited %lld ms for another reader's load",
+				(long long)c->wait_ms);
+		}
+		if (f->source < 0)
+			aside__count(st, ASIDE__C_shared_loads, 1);
+	}
+
+	int rc = f->status;
+	*out = f->result ? aside_value_ref(f->result) : NULL;
+	if (rc < 0 && err)
+		*err = f->err;
+	int source = f->source;
+	flight_unref_locked(f);
+	pthread_mutex_unlock(&sh->lock);
+	if (source >= 0) {
+		aside__count(st, ASIDE__C_tier_hit0 + source, 1);
+	} else {
+		aside__count(st, ASIDE__C_misses, 1);
+	}
+	return rc;
+}
+
+/* ---- the write path ---------------------------------------------------- */
+
+/* Invalidates one key; see the protocol at the top of this file. */
+static int invalidate_one(aside_cache *c, const char *key, size_t klen,
+			  aside_error *err)
+{
+	uint64_t hash = aside_hash(key, klen);
+	struct flight_shard *sh = flight_shard(c, hash);
+	pthread_mutex_lock(&sh->lock);
+	struct flight *f = flight_find_locked(sh, hash, key, klen);
+	if (f) {
+		f->voided = true;
+		flight_unlink_locked(sh, f);
+		f->refs++;
+		while (f->filling)
+			pthread_cond_wait(&f->cond, &sh->lock);
+		flight_unref_locked(f);
+	}
+	pthread_mutex_unlock(&sh->lock);
+
+	int rc = ASIDE_OK;
+	for (int i = 0; i < c->ntiers; i++) {
+		aside_error terr;
+		int trc = c->tiers[i].ops->del(c->tiers[i].self, key, klen,
+					       hash, &terr);
+		if (trc < 0) {
+			aside__count(stripe(c), ASIDE__C_tier_errors, 1);
+			if (rc == ASIDE_OK) {
+				rc = trc;
+				if (err)
+					*err = terr;
+			}
+		}
+	}
+	aside__count(stripe(c), ASIDE__C_invalidations, 1);
+	return rc;
+}
+
+int aside_cache_invalidate(aside_cache *c, const char *key, size_t klen,
+			   aside_error *err)
+{
+	if (!c || !key || klen == 0 || klen > ASIDE_KEY_MAX)
+		return aside__fail(err, ASIDE_EINVAL,
+				   "aside_cache_invalidate: bad arguments");
+	int rc = invalidate_one(c, key, klen, err);
+
+	/* Related keys, copied out so that no lock is held across tiers. */
+	char **related = NULL;
+	size_t n = 0;
+	pthread_mutex_lock(&c->ns_lock);
+	struct ns_policy *ns = ns_find_locked(c, key, ns_len(key, klen));
+	if (ns && ns->nrelated) {
+		related = calloc(ns->nrelated, sizeof(*related));
+		for (size_t i = 0; related && i < ns->nrelated; i++)
+			if ((related[i] = strdup(ns->related[i])))
+				n = i + 1;
+			else
+				break;
+		if (n < ns->nrelated && rc == ASIDE_OK)
+			rc = aside__fail(err, ASIDE_ENOMEM, "out of memory");
+	}
+	pthread_mutex_unlock(&c->ns_lock);
+	for (size_t i = 0; i < n; i++) {
+		int r = invalidate_one(c, related[i], strlen(related[i]),
+				       rc == ASIDE_OK ? err : NULL);
+		if (rc == ASIDE_OK)
+			rc = r;
+		free(related[i]);
+	}
+	free(related);
+	return rc;
+}
+
+/* ---- metrics ----------------------------------------------------------- */
+
+void aside_cache_metrics(aside_cache *c, aside_metrics *m)
+{
+	uint64_t sum[ASIDE__NCOUNTERS] = {0};
+	memset(m, 0, sizeof(*m));
+	for (int s = 0; s < ASIDE__STRIPES; s++) {
+		for (int i = 0; i < ASIDE__NCOUNTERS; i++)
+			sum[i] += atomic_load_explicit(&c->stripes[s].c[i],
+						       memory_order_relaxed);
+		for (int b = 0; b < ASIDE_HIST_BUCKETS; b++)
+			m->load_hist[b] += atomic_load_explicit(
+				&c->stripes[s].hist[b], memory_order_relaxed);
+	}
+	m->ntiers = c->ntiers;
+	for (int i = 0; i < c->ntiers; i++) {
+		m->tier_hits[i] = sum[ASIDE__C_tier_hit0 + i];
+		m->hits += m->tier_hits[i];
+		m->tier_names[i] = c->tiers[i].ops->name;
+		if (c->tiers[i].ops->evictions)
+			m->evictions +=
+				c->tiers[i].ops->evictions(c->tiers[i].self);
+	}
+	m->misses = sum[ASIDE__C_misses];
+	m->loads = sum[ASIDE__C_loads];
+	m->load_ok = sum[ASIDE__C_load_ok];
+	m->not_found = sum[ASIDE__C_not_found];
+	m->load_errors = sum[ASIDE__C_load_errors];
+	m->shared_loads = sum[ASIDE__C_shared_loads];
+	m->wait_timeouts = sum[ASIDE__C_wait_timeouts];
+	m->fills = sum[ASIDE__C_fills];
+	m->fills_voided = sum[ASIDE__C_fills_voided];
+	m->invalidations = sum[ASIDE__C_invalidations];
+	m->corrupt = sum[ASIDE__C_corrupt];
+	m->tier_errors = sum[ASIDE__C_tier_errors];
+	m->load_time_us_sum = sum[ASIDE__C_load_time_us_sum];
+	m->load_p50_us = aside_hist_quantile(m->load_hist, 0.50);
+	m->load_p99_us = aside_hist_quantile(m->load_hist, 0.99);
+	m->entries = c->tiers[0].ops->count(c->tiers[0].self);
+}

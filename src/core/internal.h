@@ -1,0 +1,140 @@
+/*
+ * internal.h -- what the files of libaside share and nothing outside sees.
+ * Names here start with aside__.
+ */
+#ifndef ASIDE_INTERNAL_H
+#define ASIDE_INTERNAL_H
+
+#include <aside/aside.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <string.h>
+
+#define ASIDE__CACHELINE 64
+#define ASIDE__KEY_INLINE 40
+
+/*
+ * A value.  The header is type-stable: headers come from a pool and are
+ * never returned to malloc, so an L1 reader may look at one it found in a
+ * table without a lock even while another thread frees and reuses it; the
+ * reader trusts nothing until it holds a reference (aside__value_tryref) and
+ * has checked the key and `linked` again.  See docs/locking.md.
+ */
+struct aside_value {
+	/* First cache line: everything an L1 lookup reads. */
+	_Atomic uint32_t refs;
+	_Atomic uint8_t linked;  /* in an L1 table; written under its lock */
+	_Atomic uint8_t visited; /* CLOCK reference bit */
+	uint16_t klen;
+	_Atomic uint64_t hash;
+	_Atomic int64_t expires_at_us;
+	char key_inline[ASIDE__KEY_INLINE];
+	/* Second line: what the owner of a reference reads. */
+	char *data; /* the key when it is longer than key_inline, then the bytes, then NUL */
+	uint32_t len;
+	_Atomic uint32_t load_us;
+	_Atomic(void *) obj;
+	void (*_Atomic obj_free)(void *);
+	_Atomic size_t obj_bytes;
+	struct aside_value *next_free; /* in the pool, guarded by its lock */
+} __attribute__((aligned(ASIDE__CACHELINE)));
+
+static inline const char *aside__value_keyp(const aside_value *v)
+{
+	return v->klen <= ASIDE__KEY_INLINE ? v->key_inline : v->data;
+}
+
+static inline bool aside__value_key_eq(const aside_value *v, const char *key,
+				       size_t klen)
+{
+	return v->klen == klen && memcmp(aside__value_keyp(v), key, klen) == 0;
+}
+
+/* A reference on a header that may be free or reused; false if it is free. */
+static inline bool aside__value_tryref(aside_value *v)
+{
+	uint32_t n = atomic_load_explicit(&v->refs, memory_order_relaxed);
+	do {
+		if (n == 0)
+			return false;
+	} while (!atomic_compare_exchange_weak_explicit(
+		&v->refs, &n, n + 1, memory_order_acquire,
+		memory_order_relaxed));
+	return true;
+}
+
+/* Bytes a value is charged against a byte bound. */
+static inline size_t aside__value_charge(const aside_value *v)
+{
+	return sizeof(*v) + (v->klen > ASIDE__KEY_INLINE ? v->klen : 0) +
+	       v->len + 1 +
+	       atomic_load_explicit(&v->obj_bytes, memory_order_relaxed);
+}
+
+static inline void aside__value_set_expiry(aside_value *v, int64_t at_us)
+{
+	atomic_store_explicit(&v->expires_at_us, at_us, memory_order_relaxed);
+}
+
+/* errors */
+void aside__error_set(aside_error *err, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+int aside__fail(aside_error *err, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* monotonic µs, for durations and waits (never the injectable clock) */
+int64_t aside__mono_us(void);
+
+/* a per-thread xorshift generator */
+uint64_t aside__rand(void);
+
+/* URL query parameters: "a=1&b=2".  Calls fn for each pair; stops on error. */
+typedef int (*aside__param_fn)(void *ctx, const char *k, size_t klen,
+			       const char *v, size_t vlen, aside_error *err);
+int aside__parse_query(const char *q, aside__param_fn fn, void *ctx,
+		       aside_error *err);
+/* Parses an unsigned decimal in [min, max]; false if it is not one. */
+bool aside__parse_u64(const char *s, size_t len, uint64_t min, uint64_t max,
+		      uint64_t *out);
+
+/* Tiers known to aside_cache_open. */
+typedef struct aside__tier_params {
+	uint64_t capacity;  /* entries */
+	uint64_t max_bytes; /* 0: no byte bound */
+	uint64_t shards;    /* 0: chosen from capacity */
+} aside__tier_params;
+int aside__mem_open(const aside__tier_params *p, aside_tier *out,
+		    aside_error *err);
+
+/* Metrics: counters striped per thread so that a hit touches no shared line. */
+#define ASIDE__COUNTERS(X)                                                     \
+	X(misses) X(tier_hit0) X(tier_hit1) X(tier_hit2) X(tier_hit3)   \
+	X(loads) X(load_ok) X(not_found) X(load_errors) X(shared_loads)          \
+	X(wait_timeouts) X(fills) X(fills_voided) X(invalidations) X(corrupt)    \
+	X(tier_errors) X(load_time_us_sum)
+
+enum {
+#define ASIDE__CENUM(n) ASIDE__C_##n,
+	ASIDE__COUNTERS(ASIDE__CENUM)
+#undef ASIDE__CENUM
+	ASIDE__NCOUNTERS
+};
+
+#define ASIDE__STRIPES 64
+struct aside__stripe {
+	_Atomic uint64_t c[ASIDE__NCOUNTERS];
+	_Atomic uint64_t hist[ASIDE_HIST_BUCKETS];
+} __attribute__((aligned(ASIDE__CACHELINE)));
+
+/* This thread's stripe index. */
+unsigned aside__stripe_index(void);
+
+static inline void aside__count(struct aside__stripe *s, int counter,
+				uint64_t n)
+{
+	atomic_fetch_add_explicit(&s->c[counter], n, memory_order_relaxed);
+}
+
+
+#endif /* ASIDE_INTERNAL_H */

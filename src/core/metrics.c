@@ -1,0 +1,160 @@
+/*
+ * metrics.c -- per-thread counter stripes, the load-latency histogram and
+ * the Prometheus text rendering.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+
+unsigned aside__stripe_index(void)
+{
+	static _Atomic unsigned next;
+	static _Thread_local unsigned mine; /* index + 1; 0 until assigned */
+	if (!mine)
+		mine = atomic_fetch_add_explicit(&next, 1,
+						 memory_order_relaxed) %
+			       ASIDE__STRIPES +
+		       1;
+	return mine - 1;
+}
+
+int aside_hist_bucket(uint64_t us)
+{
+	if (us < 8)
+		return (int)us;
+	int e = 63 - __builtin_clzll(us); /* 3 and up */
+	int b = 8 + (e - 3) * 8 + (int)((us >> (e - 3)) & 7);
+	return b < ASIDE_HIST_BUCKETS ? b : ASIDE_HIST_BUCKETS - 1;
+}
+
+uint64_t aside_hist_bucket_low_us(int b)
+{
+	if (b < 8)
+		return (uint64_t)b;
+	int e = (b - 8) / 8 + 3, sub = (b - 8) % 8;
+	return (uint64_t)(8 + sub) << (e - 3);
+}
+
+double aside_hist_quantile(const uint64_t hist[ASIDE_HIST_BUCKETS], double q)
+{
+	uint64_t total = 0;
+	for (int i = 0; i < ASIDE_HIST_BUCKETS; i++)
+		total += hist[i];
+	if (total == 0)
+		return 0;
+	double rank = q * (double)total, seen = 0;
+	for (int i = 0; i < ASIDE_HIST_BUCKETS; i++) {
+		if (hist[i] == 0)
+			continue;
+		if (seen + (double)hist[i] >= rank) {
+			double lo = (double)aside_hist_bucket_low_us(i);
+			if (i == ASIDE_HIST_BUCKETS - 1)
+				return lo;
+			double hi = (double)aside_hist_bucket_low_us(i + 1);
+			return lo + (hi - lo) * ((rank - seen) / (double)hist[i]);
+		}
+		seen += (double)hist[i];
+	}
+	return (double)aside_hist_bucket_low_us(ASIDE_HIST_BUCKETS - 1);
+}
+
+/* Appends to buf like snprintf, tracking the length the whole text needs. */
+struct out {
+	char *buf;
+	size_t cap, len;
+};
+
+__attribute__((format(printf, 2, 3))) static void put(struct out *o,
+						      const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	size_t room = o->len < o->cap ? o->cap - o->len : 0;
+	int n = vsnprintf(room ? o->buf + o->len : NULL, room, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		o->len += (size_t)n;
+}
+
+static void counter(struct out *o, const char *prefix, const char *name,
+		    const char *help, uint64_t v)
+{
+	put(o, "# HELP %s_%s %s\n# TYPE %s_%s counter\n%s_%s %llu\n", prefix,
+	    name, help, prefix, name, prefix, name, (unsigned long long)v);
+}
+
+size_t aside_metrics_prometheus(const aside_metrics *m, const char *prefix,
+				char *buf, size_t cap)
+{
+	struct out o = {buf, cap, 0};
+	if (cap)
+		buf[0] = '\0';
+	if (!prefix || !*prefix)
+		prefix = "aside";
+
+	put(&o,
+	    "# HELP %s_cache_hits_total Reads served from a cache tier.\n"
+	    "# TYPE %s_cache_hits_total counter\n",
+	    prefix, prefix);
+	for (int i = 0; i < m->ntiers; i++)
+		put(&o, "%s_cache_hits_total{tier=\"%d\",name=\"%s\"} %llu\n",
+		    prefix, i + 1, m->tier_names[i] ? m->tier_names[i] : "",
+		    (unsigned long long)m->tier_hits[i]);
+	counter(&o, prefix, "cache_misses_total",
+		"Reads no cache tier could serve.", m->misses);
+	counter(&o, prefix, "db_loads_total",
+		"Loads run against the source (the database).", m->loads);
+	counter(&o, prefix, "load_not_found_total",
+		"Loads that found nothing.", m->not_found);
+	counter(&o, prefix, "load_errors_total", "Loads that failed.",
+		m->load_errors);
+	counter(&o, prefix, "shared_loads_total",
+		"Misses served by another reader's load (single-flight).",
+		m->shared_loads);
+	counter(&o, prefix, "wait_timeouts_total",
+		"Misses that gave up waiting for another reader's load.",
+		m->wait_timeouts);
+	counter(&o, prefix, "fills_total", "Loaded values stored in the cache.",
+		m->fills);
+	counter(&o, prefix, "fills_voided_total",
+		"Loaded values not stored because the key was invalidated "
+		"during the load.",
+		m->fills_voided);
+	counter(&o, prefix, "invalidations_total", "Keys invalidated.",
+		m->invalidations);
+	counter(&o, prefix, "evictions_total",
+		"Entries evicted by the in-process tier.", m->evictions);
+	counter(&o, prefix, "corrupt_entries_total",
+		"Cached entries that failed to decode.", m->corrupt);
+	counter(&o, prefix, "tier_errors_total",
+		"Cache tier operations that failed.", m->tier_errors);
+	put(&o,
+	    "# HELP %s_cache_entries Entries held in process.\n"
+	    "# TYPE %s_cache_entries gauge\n%s_cache_entries %lld\n",
+	    prefix, prefix, prefix, (long long)m->entries);
+
+	put(&o,
+	    "# HELP %s_load_duration_seconds Time a load took.\n"
+	    "# TYPE %s_load_duration_seconds histogram\n",
+	    prefix, prefix);
+	/* Buckets at powers of two µs: "le" counts durations below 2^k µs. */
+	uint64_t cum = 0;
+	int b = 0;
+	for (int k = 0; k <= 35; k++) {
+		uint64_t bound = 1ull << k;
+		while (b < ASIDE_HIST_BUCKETS &&
+		       aside_hist_bucket_low_us(b) < bound)
+			cum += m->load_hist[b++];
+		put(&o, "%s_load_duration_seconds_bucket{le=\"%g\"} %llu\n",
+		    prefix, (double)bound / 1e6, (unsigned long long)cum);
+	}
+	while (b < ASIDE_HIST_BUCKETS)
+		cum += m->load_hist[b++];
+	put(&o, "%s_load_duration_seconds_bucket{le=\"+Inf\"} %llu\n", prefix,
+	    (unsigned long long)cum);
+	put(&o, "%s_load_duration_seconds_sum %.6f\n", prefix,
+	    (double)m->load_time_us_sum / 1e6);
+	put(&o, "%s_load_duration_seconds_count %llu\n", prefix,
+	    (unsigned long long)cum);
+	return o.len;
+}

@@ -1,0 +1,331 @@
+/*
+ * mem.c -- the in-process tier (L1).
+ *
+ * Shards of open-addressed tables (linear probing, at most half full, sized
+ * once from the capacity so they never grow).  Writers take their shard's
+ * mutex; readers take no lock and write nothing shared but the reference
+ * count of the value they return: a slot holds a pointer to a type-stable
+ * value header (value.c), which a reader pins with a reference and then
+ * checks again (key, `linked`, expiry).  Removal shifts later entries back
+ * instead of leaving tombstones; a reader racing with a shift can miss an
+ * entry that is there, which costs a load but never returns a wrong value.
+ *
+ * Eviction is CLOCK (second chance) per shard, the slot array serving as the
+ * ring: a hit sets the value's reference bit, the hand clears it, and an
+ * entry found with the bit clear, or expired, is evicted.
+ */
+#include "../core/internal.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+
+struct shard {
+	pthread_mutex_t lock;
+	_Atomic(aside_value *) *slots;
+	uint32_t mask;
+	uint32_t cap;		/* entries */
+	size_t max_bytes;	/* 0: unbounded */
+	_Atomic uint32_t count; /* written under lock */
+	size_t bytes;		/* guarded by lock */
+	uint32_t hand;		/* guarded by lock */
+	_Atomic uint64_t evictions;
+} __attribute__((aligned(ASIDE__CACHELINE)));
+
+struct mem {
+	uint32_t nshards; /* a power of two */
+	struct shard *shards;
+};
+
+static inline struct shard *shard_of(struct mem *m, uint64_t hash)
+{
+	return &m->shards[(hash >> 40) & (m->nshards - 1)];
+}
+
+static inline bool expired(const aside_value *v, int64_t now)
+{
+	int64_t at = atomic_load_explicit(&v->expires_at_us,
+					  memory_order_relaxed);
+	return at != 0 && now >= at;
+}
+
+static int mem_get(void *self, const char *key, size_t klen, uint64_t hash,
+		   int64_t now, aside_value **out, aside_error *err)
+{
+	(void)err;
+	struct shard *sh = shard_of(self, hash);
+	uint32_t i = (uint32_t)hash & sh->mask;
+	for (uint32_t n = 0; n <= sh->mask; n++, i = (i + 1) & sh->mask) {
+		aside_value *v = atomic_load_explicit(&sh->slots[i],
+						      memory_order_acquire);
+		if (!v)
+			return ASIDE_NOT_FOUND;
+		if (atomic_load_explicit(&v->hash, memory_order_relaxed) !=
+		    hash)
+			continue;
+		if (!aside__value_tryref(v))
+			continue; /* freed under us; what moved in is not ours */
+		if (atomic_load_explicit(&v->hash, memory_order_relaxed) ==
+			    hash &&
+		    aside__value_key_eq(v, key, klen) &&
+		    atomic_load_explicit(&v->linked, memory_order_acquire)) {
+			if (expired(v, now)) {
+				aside_value_unref(v);
+				return ASIDE_NOT_FOUND;
+			}
+			if (!atomic_load_explicit(&v->visited,
+						  memory_order_relaxed))
+				atomic_store_explicit(&v->visited, 1,
+						      memory_order_relaxed);
+			*out = v;
+			return ASIDE_OK;
+		}
+		aside_value_unref(v);
+	}
+	return ASIDE_NOT_FOUND;
+}
+
+/* Finds key's slot; UINT32_MAX if absent.  Caller holds the lock. */
+static uint32_t find_locked(struct shard *sh, const char *key, size_t klen,
+			    uint64_t hash)
+{
+	uint32_t i = (uint32_t)hash & sh->mask;
+	for (uint32_t n = 0; n <= sh->mask; n++, i = (i + 1) & sh->mask) {
+		aside_value *v = atomic_load_explicit(&sh->slots[i],
+						      memory_order_relaxed);
+		if (!v)
+			return UINT32_MAX;
+		if (atomic_load_explicit(&v->hash, memory_order_relaxed) ==
+			    hash &&
+		    aside__value_key_eq(v, key, klen))
+			return i;
+	}
+	return UINT32_MAX;
+}
+
+/*
+ * Empties slot i and shifts back the entries of its probe run that may now
+ * sit earlier.  Drops the table's reference.  Caller holds the lock.
+ */
+static void remove_at_locked(struct shard *sh, uint32_t i)
+{
+	aside_value *gone = atomic_load_explicit(&sh->slots[i],
+						 memory_order_relaxed);
+	uint32_t j = i;
+	for (;;) {
+		j = (j + 1) & sh->mask;
+		aside_value *q = atomic_load_explicit(&sh->slots[j],
+						      memory_order_relaxed);
+		if (!q)
+			break;
+		uint32_t home =
+			(uint32_t)atomic_load_explicit(&q->hash,
+						       memory_order_relaxed) &
+			sh->mask;
+		/* q may move to i unless its home lies in (i, j] (cyclically). */
+		bool stays = i <= j ? (home > i && home <= j)
+				    : (home > i || home <= j);
+		if (!stays) {
+			atomic_store_explicit(&sh->slots[i], q,
+					      memory_order_release);
+			i = j;
+		}
+	}
+	atomic_store_explicit(&sh->slots[i], NULL, memory_order_release);
+	atomic_store_explicit(&gone->linked, 0, memory_order_release);
+	atomic_store_explicit(
+		&sh->count,
+		atomic_load_explicit(&sh->count, memory_order_relaxed) - 1,
+		memory_order_relaxed);
+	sh->bytes -= aside__value_charge(gone);
+	aside_value_unref(gone);
+}
+
+/* Evicts one entry by CLOCK; false if the shard is empty. */
+static bool evict_one_locked(struct shard *sh, int64_t now)
+{
+	for (uint32_t n = 0; n <= 2 * (sh->mask + 1); n++) {
+		uint32_t i = sh->hand;
+		aside_value *v = atomic_load_explicit(&sh->slots[i],
+						      memory_order_relaxed);
+		if (!v) {
+			sh->hand = (i + 1) & sh->mask;
+			continue;
+		}
+		if (!expired(v, now) &&
+		    atomic_load_explicit(&v->visited, memory_order_relaxed)) {
+			atomic_store_explicit(&v->visited, 0,
+					      memory_order_relaxed);
+			sh->hand = (i + 1) & sh->mask;
+			continue;
+		}
+		/* The hand stays: a shifted entry may now sit at i. */
+		remove_at_locked(sh, i);
+		atomic_fetch_add_explicit(&sh->evictions, 1,
+					  memory_order_relaxed);
+		return true;
+	}
+	return false;
+}
+
+static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
+		   aside_error *err)
+{
+	struct shard *sh = shard_of(self, hash);
+	size_t klen;
+	const char *key = aside_value_key(v, &klen);
+	size_t charge = aside__value_charge(v);
+	if (sh->max_bytes && charge > sh->max_bytes)
+		return aside__fail(err, ASIDE_ETOOBIG,
+				   "value of %zu bytes exceeds the tier's "
+				   "byte bound per shard (%zu)",
+				   charge, sh->max_bytes);
+
+	pthread_mutex_lock(&sh->lock);
+	uint32_t at = find_locked(sh, key, klen, hash);
+	if (at != UINT32_MAX)
+		remove_at_locked(sh, at);
+	while (atomic_load_explicit(&sh->count, memory_order_relaxed) >=
+		       sh->cap ||
+	       (sh->max_bytes && sh->bytes + charge > sh->max_bytes))
+		if (!evict_one_locked(sh, now))
+			break;
+	uint32_t i = (uint32_t)hash & sh->mask;
+	while (atomic_load_explicit(&sh->slots[i], memory_order_relaxed))
+		i = (i + 1) & sh->mask;
+	aside_value_ref(v);
+	atomic_store_explicit(&v->visited, 0, memory_order_relaxed);
+	atomic_store_explicit(&v->linked, 1, memory_order_relaxed);
+	atomic_store_explicit(&sh->slots[i], v, memory_order_release);
+	atomic_store_explicit(
+		&sh->count,
+		atomic_load_explicit(&sh->count, memory_order_relaxed) + 1,
+		memory_order_relaxed);
+	sh->bytes += charge;
+	pthread_mutex_unlock(&sh->lock);
+	return ASIDE_OK;
+}
+
+static int mem_del(void *self, const char *key, size_t klen, uint64_t hash,
+		   aside_error *err)
+{
+	(void)err;
+	struct shard *sh = shard_of(self, hash);
+	pthread_mutex_lock(&sh->lock);
+	uint32_t at = find_locked(sh, key, klen, hash);
+	if (at != UINT32_MAX)
+		remove_at_locked(sh, at);
+	pthread_mutex_unlock(&sh->lock);
+	return ASIDE_OK;
+}
+
+static int64_t mem_count(void *self)
+{
+	struct mem *m = self;
+	int64_t n = 0;
+	for (uint32_t s = 0; s < m->nshards; s++)
+		n += atomic_load_explicit(&m->shards[s].count,
+					  memory_order_relaxed);
+	return n;
+}
+
+static uint64_t mem_evictions(void *self)
+{
+	struct mem *m = self;
+	uint64_t n = 0;
+	for (uint32_t s = 0; s < m->nshards; s++)
+		n += atomic_load_explicit(&m->shards[s].evictions,
+					  memory_order_relaxed);
+	return n;
+}
+
+static void mem_close(void *self)
+{
+	struct mem *m = self;
+	if (!m)
+		return;
+	for (uint32_t s = 0; m->shards && s < m->nshards; s++) {
+		struct shard *sh = &m->shards[s];
+		for (uint32_t i = 0; sh->slots && i <= sh->mask; i++) {
+			aside_value *v = atomic_load_explicit(
+				&sh->slots[i], memory_order_relaxed);
+			if (v) {
+				atomic_store_explicit(&v->linked, 0,
+						      memory_order_relaxed);
+				aside_value_unref(v);
+			}
+		}
+		free(sh->slots);
+		pthread_mutex_destroy(&sh->lock);
+	}
+	free(m->shards);
+	free(m);
+}
+
+static const aside_tier_ops mem_ops = {
+	.version = ASIDE_TIER_OPS_VERSION,
+	.name = "mem",
+	.get = mem_get,
+	.set = mem_set,
+	.del = mem_del,
+	.count = mem_count,
+	.evictions = mem_evictions,
+	.close = mem_close,
+};
+
+static uint32_t pow2_at_least(uint64_t n)
+{
+	uint32_t p = 1;
+	while (p < n)
+		p <<= 1;
+	return p;
+}
+
+/*
+ * Opens an L1 of p->capacity entries (and p->max_bytes bytes when set).
+ * Shards hold at least 256 entries each, up to 64 shards, so that CLOCK has
+ * a useful window; the capacity is split exactly, never exceeded.
+ */
+int aside__mem_open(const aside__tier_params *p, aside_tier *out,
+		    aside_error *err)
+{
+	uint64_t nshards = p->shards;
+	if (!nshards) {
+		nshards = 1;
+		while (nshards < 64 && nshards * 2 * 256 <= p->capacity)
+			nshards *= 2;
+	}
+	nshards = pow2_at_least(nshards);
+	if (nshards > p->capacity)
+		nshards = 1;
+	struct mem *m = calloc(1, sizeof(*m));
+	if (!m)
+		return aside__fail(err, ASIDE_ENOMEM, "out of memory");
+	m->nshards = (uint32_t)nshards;
+	m->shards = aligned_alloc(ASIDE__CACHELINE,
+				  nshards * sizeof(struct shard));
+	if (!m->shards) {
+		free(m);
+		return aside__fail(err, ASIDE_ENOMEM, "out of memory");
+	}
+	memset(m->shards, 0, nshards * sizeof(struct shard));
+	for (uint32_t s = 0; s < nshards; s++) {
+		struct shard *sh = &m->shards[s];
+		pthread_mutex_init(&sh->lock, NULL);
+		sh->cap = (uint32_t)(p->capacity / nshards +
+				     (s < p->capacity % nshards));
+		sh->max_bytes = p->max_bytes ? p->max_bytes / nshards : 0;
+		uint32_t nslots = pow2_at_least(2ull * sh->cap);
+		if (nslots < 4)
+			nslots = 4;
+		sh->mask = nslots - 1;
+		sh->slots = calloc(nslots, sizeof(*sh->slots));
+		if (!sh->slots) {
+			m->nshards = s + 1;
+			mem_close(m);
+			return aside__fail(err, ASIDE_ENOMEM, "out of memory");
+		}
+	}
+	out->ops = &mem_ops;
+	out->self = m;
+	return ASIDE_OK;
+}
