@@ -322,7 +322,7 @@ int user_from_json(const char *text, size_t len, int partial, user *out,
 		   aside_error *err)
 {
 	json_error_t jerr;
-	json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
 	if (!o)
 		return fail(err, ASIDE_EBADJSON, "malformed JSON: %s (at %d)",
 			    jerr.text, jerr.position);

@@ -310,6 +310,7 @@ typedef struct aside_metrics {
 	uint64_t load_hist[ASIDE_HIST_BUCKETS]; /* per bucket, not cumulative */
 	double load_p50_us, load_p99_us;
 	int64_t entries; /* in the first (in-process) tier */
+	int64_t waiting; /* readers waiting for another's load right now */
 	int ntiers;
 	const char *tier_names[ASIDE_TIERS_MAX];
 } aside_metrics;

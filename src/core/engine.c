@@ -5,9 +5,10 @@
  * Single-flight and invalidation share one protocol (docs/locking.md):
  *   - a reader that misses every tier joins the flight of its key, or starts
  *     one; only the starter (the leader) loads;
- *   - invalidation marks the key's flight void and unlinks it, so readers
- *     arriving afterwards start a new flight, and waits while the leader is
- *     storing, then deletes the key from the tiers;
+ *   - invalidation marks the key's flights void, so readers arriving
+ *     afterwards start a new flight; it waits while a leader is storing
+ *     (every invalidation does, not only the first), then deletes the key
+ *     from the tiers;
  *   - the leader stores its result only if the flight is not void, and says
  *     so (`filling`) under the same lock; it never does I/O under the lock.
  * Hence a load begun before an invalidation never stores afterwards, and a
@@ -65,6 +66,7 @@ struct aside_cache {
 
 	pthread_mutex_t ns_lock;
 	struct ns_policy *ns; /* guarded by ns_lock */
+	_Atomic int64_t waiting;
 
 	struct flight_shard flights[FLIGHT_SHARDS];
 	struct aside__stripe stripes[ASIDE__STRIPES];
@@ -302,12 +304,13 @@ static struct flight_shard *flight_shard(aside_cache *c, uint64_t hash)
 	return &c->flights[(hash >> 52) % FLIGHT_SHARDS];
 }
 
+/* The flight a reader may join: linked, and not voided. */
 static struct flight *flight_find_locked(struct flight_shard *sh,
 					 uint64_t hash, const char *key,
 					 size_t klen)
 {
 	for (struct flight *f = sh->head; f; f = f->next)
-		if (f->hash == hash && f->klen == klen &&
+		if (!f->voided && f->hash == hash && f->klen == klen &&
 		    memcmp(f->key, key, klen) == 0)
 			return f;
 	return NULL;
@@ -566,6 +569,7 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 		pthread_mutex_lock(&sh->lock);
 	} else {
 		f->refs++;
+		atomic_fetch_add_explicit(&c->waiting, 1, memory_order_relaxed);
 		struct timespec until = deadline_after_ms(c->wait_ms);
 		while (!f->done) {
 			if (pthread_cond_timedwait(&f->cond, &sh->lock,
@@ -573,6 +577,7 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 			    !f->done)
 				break;
 		}
+		atomic_fetch_sub_explicit(&c->waiting, 1, memory_order_relaxed);
 		if (!f->done) {
 			flight_unref_locked(f);
 			pthread_mutex_unlock(&sh->lock);
@@ -604,21 +609,34 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 
 /* ---- the write path ---------------------------------------------------- */
 
-/* Invalidates one key; see the protocol at the top of this file. */
+/*
+ * Invalidates one key; see the protocol at the top of this file.  Every
+ * flight of the key is voided.  One that is storing its result stays linked
+ * until it is done, so that each invalidation arriving meanwhile, not just
+ * the first, waits for the store before it deletes.
+ */
 static int invalidate_one(aside_cache *c, const char *key, size_t klen,
 			  aside_error *err)
 {
 	uint64_t hash = aside_hash(key, klen);
 	struct flight_shard *sh = flight_shard(c, hash);
 	pthread_mutex_lock(&sh->lock);
-	struct flight *f = flight_find_locked(sh, hash, key, klen);
-	if (f) {
+again:
+	for (struct flight *f = sh->head, *next; f; f = next) {
+		next = f->next;
+		if (f->hash != hash || f->klen != klen ||
+		    memcmp(f->key, key, klen) != 0)
+			continue;
 		f->voided = true;
-		flight_unlink_locked(sh, f);
+		if (!f->filling) {
+			flight_unlink_locked(sh, f);
+			continue;
+		}
 		f->refs++;
 		while (f->filling)
 			pthread_cond_wait(&f->cond, &sh->lock);
 		flight_unref_locked(f);
+		goto again; /* the list may have changed while we waited */
 	}
 	pthread_mutex_unlock(&sh->lock);
 
@@ -714,4 +732,5 @@ void aside_cache_metrics(aside_cache *c, aside_metrics *m)
 	m->load_p50_us = aside_hist_quantile(m->load_hist, 0.50);
 	m->load_p99_us = aside_hist_quantile(m->load_hist, 0.99);
 	m->entries = c->tiers[0].ops->count(c->tiers[0].self);
+	m->waiting = atomic_load_explicit(&c->waiting, memory_order_relaxed);
 }

@@ -193,6 +193,11 @@ static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 	while (atomic_load_explicit(&sh->slots[i], memory_order_relaxed))
 		i = (i + 1) & sh->mask;
 	aside_value_ref(v);
+	/*
+	 * A newcomer starts unreferenced.  It lands in its hash slot, not
+	 * behind the hand as in textbook CLOCK, so it may be examined before
+	 * a full turn; the policy issue replaces this with a better scheme.
+	 */
 	atomic_store_explicit(&v->visited, 0, memory_order_relaxed);
 	atomic_store_explicit(&v->linked, 1, memory_order_relaxed);
 	atomic_store_explicit(&sh->slots[i], v, memory_order_release);

@@ -1,0 +1,729 @@
+/*
+ * test_engine.c -- the engine's read and write paths: single-flight,
+ * failure sharing, bounded waits, the two invalidation races, TTL policy,
+ * related keys, corrupt entries and metrics.
+ */
+#include "../support/fake_repo.h"
+
+#include <aside/aside.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <cmocka.h>
+
+/* A source of values: "<key>=<version>", with counters and a hold hook. */
+typedef struct source {
+	_Atomic unsigned loads;
+	_Atomic int version;   /* what a load reads now */
+	_Atomic int fail;      /* status a load returns, 0: none */
+	_Atomic int not_found; /* loads find nothing */
+	_Atomic int corrupt;   /* values carry no decodable form */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int hold; /* hold the next load after it has read */
+	int held;
+	int release;
+} source;
+
+static void source_init(source *s)
+{
+	memset(s, 0, sizeof(*s));
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->cond, NULL);
+	s->version = 1;
+}
+
+static void source_fini(source *s)
+{
+	pthread_mutex_destroy(&s->lock);
+	pthread_cond_destroy(&s->cond);
+}
+
+static void source_hold_next(source *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->hold = 1;
+	s->release = 0;
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void source_wait_held(source *s)
+{
+	pthread_mutex_lock(&s->lock);
+	while (!s->held)
+		pthread_cond_wait(&s->cond, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void source_release(source *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->release = 1;
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+}
+
+static int src_load(void *arg, const char *key, size_t klen,
+		    aside_value **out, aside_error *err)
+{
+	source *s = arg;
+	atomic_fetch_add(&s->loads, 1);
+	int version = atomic_load(&s->version);
+	pthread_mutex_lock(&s->lock);
+	if (s->hold) {
+		s->hold = 0;
+		s->held = 1;
+		pthread_cond_broadcast(&s->cond);
+		while (!s->release)
+			pthread_cond_wait(&s->cond, &s->lock);
+		s->held = 0;
+	}
+	pthread_mutex_unlock(&s->lock);
+	int fail = atomic_load(&s->fail);
+	if (fail) {
+		if (err) {
+			err->code = fail;
+			snprintf(err->message, sizeof(err->message),
+				 "source is down");
+		}
+		return fail;
+	}
+	if (atomic_load(&s->not_found))
+		return ASIDE_NOT_FOUND;
+	char buf[600];
+	int n = snprintf(buf, sizeof(buf), "%.*s=%d", (int)klen, key, version);
+	int rc = aside_value_new(key, klen, buf, (size_t)n, out);
+	if (rc == ASIDE_OK && !atomic_load(&s->corrupt))
+		aside_value_attach(*out, strdup(buf), free, (size_t)n + 1);
+	return rc;
+}
+
+static int src_decode(void *arg, aside_value *v, aside_error *err)
+{
+	(void)arg;
+	(void)err;
+	size_t len;
+	const char *d = aside_value_data(v, &len);
+	if (len < 5 || strncmp(d, "GOOD:", 5) != 0)
+		return ASIDE_ECORRUPT;
+	aside_value_attach(v, strdup(d), free, len + 1);
+	return ASIDE_OK;
+}
+
+/* The version a value carries. */
+static int version_of(aside_value *v)
+{
+	size_t len;
+	const char *d = aside_value_data(v, &len);
+	const char *eq = memrchr(d, '=', len);
+	return eq ? atoi(eq + 1) : -1;
+}
+
+typedef struct fake_clock {
+	_Atomic int64_t now_us;
+} fake_clock;
+
+static int64_t fake_now(void *ctx)
+{
+	return atomic_load(&((fake_clock *)ctx)->now_us);
+}
+
+typedef struct fixture {
+	source src;
+	aside_loader loader;
+	aside_cache *cache;
+	fake_clock clock;
+} fixture;
+
+static fixture *fixture_new(const char *url)
+{
+	fixture *f = calloc(1, sizeof(*f));
+	source_init(&f->src);
+	f->loader = (aside_loader){src_load, NULL, &f->src};
+	f->clock.now_us = 1700000000000000;
+	aside_options o = {.clock = fake_now, .clock_ctx = &f->clock};
+	aside_error err;
+	int rc = aside_cache_open_opts(url, &o, &f->cache, &err);
+	if (rc != ASIDE_OK)
+		fail_msg("open %s: %s", url, err.message);
+	return f;
+}
+
+static void fixture_free(fixture *f)
+{
+	aside_cache_close(f->cache);
+	source_fini(&f->src);
+	free(f);
+}
+
+static int setup(void **state)
+{
+	*state = fixture_new("mem://?capacity=1000");
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	fixture_free(*state);
+	return 0;
+}
+
+static int get_version(fixture *f, const char *key)
+{
+	aside_value *v = NULL;
+	int rc = aside_cache_get(f->cache, key, strlen(key), &f->loader, &v,
+				 NULL);
+	if (rc != ASIDE_OK)
+		return rc < 0 ? rc : -100 - rc;
+	int ver = version_of(v);
+	aside_value_unref(v);
+	return ver;
+}
+
+static aside_metrics metrics(fixture *f)
+{
+	aside_metrics m;
+	aside_cache_metrics(f->cache, &m);
+	return m;
+}
+
+/* ---- basic read path --------------------------------------------------- */
+
+static void get_miss_then_hit(void **state)
+{
+	fixture *f = *state;
+	assert_int_equal(get_version(f, "k:1"), 1);
+	assert_int_equal(f->src.loads, 1);
+	assert_int_equal(get_version(f, "k:1"), 1);
+	assert_int_equal(f->src.loads, 1);
+	aside_metrics m = metrics(f);
+	assert_int_equal(m.hits, 1);
+	assert_int_equal(m.misses, 1);
+	assert_int_equal(m.loads, 1);
+	assert_int_equal(m.fills, 1);
+	assert_int_equal(m.entries, 1);
+}
+
+static void not_found_is_not_cached(void **state)
+{
+	fixture *f = *state;
+	f->src.not_found = 1;
+	assert_int_equal(get_version(f, "k:1"), -100 - ASIDE_NOT_FOUND);
+	assert_int_equal(get_version(f, "k:1"), -100 - ASIDE_NOT_FOUND);
+	assert_int_equal(f->src.loads, 2);
+	aside_metrics m = metrics(f);
+	assert_int_equal(m.not_found, 2);
+	assert_int_equal(m.entries, 0);
+}
+
+static void bad_arguments_are_refused(void **state)
+{
+	fixture *f = *state;
+	aside_value *v;
+	aside_error err;
+	char big[ASIDE_KEY_MAX + 2];
+	memset(big, 'k', sizeof(big));
+	assert_int_equal(aside_cache_get(f->cache, "", 0, &f->loader, &v, &err),
+			 ASIDE_EINVAL);
+	assert_int_equal(aside_cache_get(f->cache, big, sizeof(big),
+					 &f->loader, &v, &err),
+			 ASIDE_EINVAL);
+	assert_int_equal(aside_cache_get(f->cache, "k", 1, NULL, &v, &err),
+			 ASIDE_EINVAL);
+	assert_int_equal(aside_cache_set_ttl(f->cache, "k", 0, 0), ASIDE_EINVAL);
+	assert_int_equal(aside_cache_set_ttl(f->cache, "k", 10, 101),
+			 ASIDE_EINVAL);
+}
+
+static void open_rejects_bad_urls(void **state)
+{
+	(void)state;
+	const char *bad[] = {
+		"",
+		"memcached://x",
+		"mem://host",
+		"mem://?capacity=0",
+		"mem://?capacity=abc",
+		"mem://?capacity",
+		"mem://?bogus=1",
+		"mem://?jitter_pct=101",
+		"mem://?ttl_ms=-5",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		aside_cache *c = NULL;
+		aside_error err;
+		aside_error_clear(&err);
+		int rc = aside_cache_open(bad[i], &c, &err);
+		if (rc != ASIDE_EURL)
+			fail_msg("'%s' gave %d, want ASIDE_EURL", bad[i], rc);
+		assert_null(c);
+		assert_true(strlen(err.message) > 0);
+	}
+}
+
+/* ---- single-flight ----------------------------------------------------- */
+
+typedef struct reader {
+	fixture *f;
+	const char *key;
+	int result; /* version, or a negative status */
+	aside_error err;
+} reader;
+
+static void *read_thread(void *arg)
+{
+	reader *r = arg;
+	aside_value *v = NULL;
+	int rc = aside_cache_get(r->f->cache, r->key, strlen(r->key),
+				 &r->f->loader, &v, &r->err);
+	r->result = rc == ASIDE_OK ? version_of(v) : rc < 0 ? rc : -100 - rc;
+	aside_value_unref(v);
+	return NULL;
+}
+
+static void get_coalesces_concurrent_misses(void **state)
+{
+	fixture *f = *state;
+	enum { N = 10 };
+	pthread_t th[N];
+	reader rd[N];
+	source_hold_next(&f->src);
+	for (int i = 0; i < N; i++) {
+		rd[i] = (reader){f, "k:7", 0, {0}};
+		pthread_create(&th[i], NULL, read_thread, &rd[i]);
+		if (i == 0)
+			source_wait_held(&f->src);
+	}
+	assert_true(wait_for_waiters(f->cache, N - 1));
+	source_release(&f->src);
+	for (int i = 0; i < N; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(rd[i].result, 1);
+	}
+	assert_int_equal(f->src.loads, 1);
+	aside_metrics m = metrics(f);
+	assert_int_equal(m.loads, 1);
+	assert_int_equal(m.shared_loads, N - 1);
+	assert_int_equal(m.misses, N);
+	assert_int_equal(m.waiting, 0);
+}
+
+static void loader_failure_is_shared_not_stampeded(void **state)
+{
+	fixture *f = *state;
+	enum { N = 8 };
+	pthread_t th[N];
+	reader rd[N];
+	f->src.fail = ASIDE_EDB;
+	source_hold_next(&f->src);
+	for (int i = 0; i < N; i++) {
+		rd[i] = (reader){f, "k:9", 0, {0}};
+		pthread_create(&th[i], NULL, read_thread, &rd[i]);
+		if (i == 0)
+			source_wait_held(&f->src);
+	}
+	assert_true(wait_for_waiters(f->cache, N - 1));
+	source_release(&f->src);
+	for (int i = 0; i < N; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(rd[i].result, ASIDE_EDB);
+		assert_string_equal(rd[i].err.message, "source is down");
+	}
+	assert_int_equal(f->src.loads, 1);
+	aside_metrics m = metrics(f);
+	assert_int_equal(m.load_errors, 1);
+	assert_int_equal(m.entries, 0);
+	/* An error is not cached: the next read tries again. */
+	f->src.fail = 0;
+	assert_int_equal(get_version(f, "k:9"), 1);
+	assert_int_equal(f->src.loads, 2);
+}
+
+static void wait_for_a_load_is_bounded(void **state)
+{
+	(void)state;
+	fixture *f = fixture_new("mem://?wait_ms=50");
+	source_hold_next(&f->src);
+	pthread_t leader;
+	reader r1 = {f, "k:1", 0, {0}};
+	pthread_create(&leader, NULL, read_thread, &r1);
+	source_wait_held(&f->src);
+	/* The leader is stuck in the database; a second reader gives up. */
+	reader r2 = {f, "k:1", 0, {0}};
+	read_thread(&r2);
+	assert_int_equal(r2.result, ASIDE_ETIMEDOUT);
+	assert_int_equal(metrics(f).wait_timeouts, 1);
+	source_release(&f->src);
+	pthread_join(leader, NULL);
+	assert_int_equal(r1.result, 1);
+	assert_int_equal(f->src.loads, 1);
+	fixture_free(f);
+}
+
+/* ---- the two invalidation races ---------------------------------------- */
+
+static void read_after_invalidate_never_joins_older_load(void **state)
+{
+	fixture *f = *state;
+	/* A reader starts loading version 1 and is held in the source. */
+	source_hold_next(&f->src);
+	pthread_t old;
+	reader r1 = {f, "k:1", 0, {0}};
+	pthread_create(&old, NULL, read_thread, &r1);
+	source_wait_held(&f->src);
+	/* A writer commits version 2, then invalidates. */
+	f->src.version = 2;
+	assert_int_equal(aside_cache_invalidate(f->cache, "k:1", 3, NULL),
+			 ASIDE_OK);
+	/* A read that starts now must load afresh, not wait for the old one
+	 * (which is still held: joining it would block this thread). */
+	assert_int_equal(get_version(f, "k:1"), 2);
+	assert_int_equal(f->src.loads, 2);
+	source_release(&f->src);
+	pthread_join(old, NULL);
+	assert_int_equal(r1.result, 1); /* it began before the write */
+	assert_int_equal(get_version(f, "k:1"), 2);
+}
+
+static void load_before_invalidate_never_stores(void **state)
+{
+	fixture *f = *state;
+	source_hold_next(&f->src);
+	pthread_t old;
+	reader r1 = {f, "k:1", 0, {0}};
+	pthread_create(&old, NULL, read_thread, &r1);
+	source_wait_held(&f->src); /* it has read version 1 */
+	f->src.version = 2;
+	assert_int_equal(aside_cache_invalidate(f->cache, "k:1", 3, NULL),
+			 ASIDE_OK);
+	source_release(&f->src);
+	pthread_join(old, NULL);
+	assert_int_equal(r1.result, 1);
+	aside_metrics m = metrics(f);
+	assert_int_equal(m.fills_voided, 1);
+	assert_int_equal(m.fills, 0);
+	assert_int_equal(m.entries, 0);
+	/* The stale version 1 was not stored: the next read loads 2. */
+	assert_int_equal(get_version(f, "k:1"), 2);
+	assert_int_equal(f->src.loads, 2);
+}
+
+typedef struct stress {
+	fixture *f;
+	_Atomic int versions[8];  /* what the source holds for key i */
+	_Atomic int completed[8]; /* latest version whose invalidation returned */
+	_Atomic int stale;
+	_Atomic int errors;
+	_Atomic int stop;
+	unsigned seed;
+} stress;
+
+/* A source whose value for key k:i is versions[i]. */
+static int stress_load(void *arg, const char *key, size_t klen,
+		       aside_value **out, aside_error *err)
+{
+	(void)err;
+	stress *s = arg;
+	int i = key[2] - '0';
+	int ver = atomic_load(&s->versions[i]);
+	if (ver % 3 == 0)
+		sched_yield(); /* widen the window between read and fill */
+	char buf[32];
+	int n = snprintf(buf, sizeof(buf), "%.*s=%d", (int)klen, key, ver);
+	return aside_value_new(key, klen, buf, (size_t)n, out);
+}
+
+static void *stress_writer(void *arg)
+{
+	stress *s = arg;
+	for (int n = 0; n < 3000; n++) {
+		int i = n % 8;
+		char key[4] = {'k', ':', (char)('0' + i), 0};
+		int ver = atomic_fetch_add(&s->versions[i], 1) + 1;
+		aside_cache_invalidate(s->f->cache, key, 3, NULL);
+		/* versions only grow, so a max is what completed */
+		int cur = atomic_load(&s->completed[i]);
+		while (cur < ver &&
+		       !atomic_compare_exchange_weak(&s->completed[i], &cur,
+						     ver))
+			;
+	}
+	return NULL;
+}
+
+static void *stress_reader(void *arg)
+{
+	stress *s = arg;
+	aside_loader ld = {stress_load, NULL, s};
+	unsigned r = (unsigned)(uintptr_t)pthread_self();
+	while (!atomic_load(&s->stop)) {
+		r = r * 1103515245 + 12345;
+		int i = (int)((r >> 16) % 8);
+		char key[4] = {'k', ':', (char)('0' + i), 0};
+		int floor = atomic_load(&s->completed[i]);
+		aside_value *v;
+		int rc = aside_cache_get(s->f->cache, key, 3, &ld, &v, NULL);
+		if (rc != ASIDE_OK) {
+			fprintf(stderr, "get %s: %s\n", key,
+				aside_status_name(rc));
+			atomic_fetch_add(&s->errors, 1);
+			continue;
+		}
+		size_t klen;
+		const char *k = aside_value_key(v, &klen);
+		if (klen != 3 || memcmp(k, key, 3) != 0 ||
+		    version_of(v) < floor) {
+			size_t dl;
+			const char *d = aside_value_data(v, &dl);
+			fprintf(stderr, "read %s after version %d completed, "
+					"got %.*s\n",
+				key, floor, (int)dl, d);
+			atomic_fetch_add(&s->stale, 1);
+		}
+		aside_value_unref(v);
+	}
+	return NULL;
+}
+
+/* Readers never see a version older than a write whose invalidation had
+ * returned before they began (both races, under contention). */
+static void stress_run(const char *url)
+{
+	fixture *f = fixture_new(url);
+	stress s;
+	memset(&s, 0, sizeof(s));
+	s.f = f;
+	pthread_t w[2], rd[4];
+	for (int i = 0; i < 4; i++)
+		pthread_create(&rd[i], NULL, stress_reader, &s);
+	for (int i = 0; i < 2; i++)
+		pthread_create(&w[i], NULL, stress_writer, &s);
+	for (int i = 0; i < 2; i++)
+		pthread_join(w[i], NULL);
+	atomic_store(&s.stop, 1);
+	for (int i = 0; i < 4; i++)
+		pthread_join(rd[i], NULL);
+	assert_int_equal(s.errors, 0);
+	assert_int_equal(s.stale, 0);
+	/* After the writers stop, the cache agrees with the source. */
+	aside_loader ld = {stress_load, NULL, &s};
+	for (int i = 0; i < 8; i++) {
+		char key[4] = {'k', ':', (char)('0' + i), 0};
+		aside_value *v;
+		assert_int_equal(aside_cache_get(f->cache, key, 3, &ld, &v,
+						 NULL),
+				 ASIDE_OK);
+		assert_int_equal(version_of(v), s.versions[i]);
+		aside_value_unref(v);
+	}
+	fixture_free(f);
+}
+
+static void readers_never_see_writes_undone(void **state)
+{
+	(void)state;
+	stress_run("mem://?capacity=1000"); /* no eviction */
+	stress_run("mem://?capacity=4");    /* constant eviction */
+}
+
+/* ---- TTL and namespaces ------------------------------------------------ */
+
+static void ttl_expires_on_the_injected_clock(void **state)
+{
+	fixture *f = *state;
+	assert_int_equal(aside_cache_set_ttl(f->cache, "k", 1000, 0), ASIDE_OK);
+	assert_int_equal(aside_cache_ttl_ms(f->cache, "k"), 1000);
+	assert_int_equal(aside_cache_ttl_ms(f->cache, "other"), 3600 * 1000);
+	assert_int_equal(get_version(f, "k:1"), 1);
+	f->clock.now_us += 999 * 1000;
+	assert_int_equal(get_version(f, "k:1"), 1);
+	assert_int_equal(f->src.loads, 1);
+	f->clock.now_us += 1000;
+	f->src.version = 2;
+	assert_int_equal(get_version(f, "k:1"), 2);
+	assert_int_equal(f->src.loads, 2);
+}
+
+static void ttl_jitter_spreads_expiries(void **state)
+{
+	fixture *f = *state;
+	assert_int_equal(aside_cache_set_ttl(f->cache, "j", 100000, 50),
+			 ASIDE_OK);
+	int64_t now = f->clock.now_us, lo = INT64_MAX, hi = 0;
+	for (int i = 0; i < 200; i++) {
+		char key[16];
+		snprintf(key, sizeof(key), "j:%d", i);
+		aside_value *v;
+		assert_int_equal(aside_cache_get(f->cache, key, strlen(key),
+						 &f->loader, &v, NULL),
+				 ASIDE_OK);
+		int64_t at = aside_value_expires_at_us(v);
+		aside_value_unref(v);
+		assert_true(at >= now + 50000 * 1000LL);
+		assert_true(at <= now + 100000 * 1000LL);
+		lo = at < lo ? at : lo;
+		hi = at > hi ? at : hi;
+	}
+	/* 200 draws over 50 s: spread well beyond a second. */
+	assert_true(hi - lo > 10 * 1000000LL);
+}
+
+static void default_ttl_is_one_hour(void **state)
+{
+	fixture *f = *state;
+	assert_int_equal(aside_cache_ttl_ms(f->cache, "user"), 3600 * 1000);
+	assert_int_equal(get_version(f, "user:1"), 1);
+	f->clock.now_us += 3240LL * 1000000; /* 54 min: inside any jitter */
+	assert_int_equal(get_version(f, "user:1"), 1);
+	assert_int_equal(f->src.loads, 1);
+	f->clock.now_us += 361LL * 1000000; /* past the hour */
+	assert_int_equal(get_version(f, "user:1"), 1);
+	assert_int_equal(f->src.loads, 2);
+}
+
+static void invalidate_removes_related_keys(void **state)
+{
+	fixture *f = *state;
+	assert_int_equal(aside_cache_add_related(f->cache, "user", "users:all"),
+			 ASIDE_OK);
+	assert_int_equal(aside_cache_add_related(f->cache, "user", "users:all"),
+			 ASIDE_OK);
+	assert_int_equal(get_version(f, "users:all"), 1);
+	assert_int_equal(get_version(f, "user:1"), 1);
+	assert_int_equal(get_version(f, "user:2"), 1);
+	assert_int_equal(aside_cache_invalidate(f->cache, "user:1", 6, NULL),
+			 ASIDE_OK);
+	aside_value *v;
+	assert_int_equal(aside_cache_peek(f->cache, "users:all", 9, &v),
+			 ASIDE_NOT_FOUND);
+	assert_int_equal(aside_cache_peek(f->cache, "user:1", 6, &v),
+			 ASIDE_NOT_FOUND);
+	assert_int_equal(aside_cache_peek(f->cache, "user:2", 6, &v), ASIDE_OK);
+	aside_value_unref(v);
+	assert_int_equal(metrics(f).invalidations, 2);
+}
+
+/* ---- corrupt entries --------------------------------------------------- */
+
+static void undecodable_entry_is_dropped_and_reloaded(void **state)
+{
+	fixture *f = *state;
+	f->loader.decode = src_decode;
+	f->src.corrupt = 1; /* values come without a decoded form */
+	assert_int_equal(get_version(f, "k:1"), 1);
+	/* The hit finds no decoded form, decode refuses the bytes. */
+	f->src.corrupt = 0;
+	assert_int_equal(get_version(f, "k:1"), 1);
+	aside_metrics m = metrics(f);
+	assert_int_equal(m.corrupt, 1);
+	assert_int_equal(f->src.loads, 2);
+	assert_int_equal(m.hits, 0);
+}
+
+/* ---- metrics ----------------------------------------------------------- */
+
+static void histogram_quantiles_are_close(void **state)
+{
+	(void)state;
+	uint64_t h[ASIDE_HIST_BUCKETS] = {0};
+	for (uint64_t us = 1; us <= 10000; us++)
+		h[aside_hist_bucket(us)]++;
+	double p50 = aside_hist_quantile(h, 0.5), p99 = aside_hist_quantile(h, 0.99);
+	assert_true(p50 > 5000 * 0.875 && p50 < 5000 * 1.125);
+	assert_true(p99 > 9900 * 0.875 && p99 < 9900 * 1.125);
+	for (int b = 1; b < ASIDE_HIST_BUCKETS; b++) {
+		assert_true(aside_hist_bucket_low_us(b) >
+			    aside_hist_bucket_low_us(b - 1));
+		assert_int_equal(aside_hist_bucket(aside_hist_bucket_low_us(b)),
+				 b);
+	}
+}
+
+static void prometheus_text_has_the_counters(void **state)
+{
+	fixture *f = *state;
+	get_version(f, "k:1");
+	get_version(f, "k:1");
+	get_version(f, "k:2");
+	aside_metrics m = metrics(f);
+	size_t need = aside_metrics_prometheus(&m, "aside", NULL, 0);
+	char *buf = malloc(need + 1);
+	assert_int_equal(aside_metrics_prometheus(&m, "aside", buf, need + 1),
+			 need);
+	assert_int_equal(strlen(buf), need);
+	assert_non_null(strstr(buf, "aside_cache_hits_total{tier=\"1\","
+				    "name=\"mem\"} 1\n"));
+	assert_non_null(strstr(buf, "aside_cache_misses_total 2\n"));
+	assert_non_null(strstr(buf, "aside_db_loads_total 2\n"));
+	assert_non_null(strstr(buf, "aside_cache_entries 2\n"));
+	assert_non_null(
+		strstr(buf, "aside_load_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
+	assert_non_null(strstr(buf, "aside_load_duration_seconds_count 2\n"));
+	/* A short buffer is filled, terminated, and the full size reported. */
+	char small[64];
+	assert_int_equal(aside_metrics_prometheus(&m, "aside", small,
+						  sizeof(small)),
+			 need);
+	assert_int_equal(strlen(small), sizeof(small) - 1);
+	free(buf);
+}
+
+static void status_table_names_every_code(void **state)
+{
+	(void)state;
+	assert_int_equal(ASIDE_OK, 0);
+	assert_true(ASIDE_NOT_FOUND > 0);
+	assert_true(ASIDE_EDB < 0);
+	assert_string_equal(aside_strerror(ASIDE_OK), "success");
+	assert_string_equal(aside_status_name(ASIDE_EBADEMAIL),
+			    "ASIDE_EBADEMAIL");
+	assert_non_null(strstr(aside_strerror(ASIDE_EBADNAME), "UTF-8"));
+	assert_string_equal(aside_strerror(-9999), "unknown status");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(get_miss_then_hit, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(not_found_is_not_cached, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(bad_arguments_are_refused,
+						setup, teardown),
+		cmocka_unit_test(open_rejects_bad_urls),
+		cmocka_unit_test_setup_teardown(get_coalesces_concurrent_misses,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			loader_failure_is_shared_not_stampeded, setup,
+			teardown),
+		cmocka_unit_test(wait_for_a_load_is_bounded),
+		cmocka_unit_test_setup_teardown(
+			read_after_invalidate_never_joins_older_load, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(
+			load_before_invalidate_never_stores, setup, teardown),
+		cmocka_unit_test(readers_never_see_writes_undone),
+		cmocka_unit_test_setup_teardown(
+			ttl_expires_on_the_injected_clock, setup, teardown),
+		cmocka_unit_test_setup_teardown(ttl_jitter_spreads_expiries,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(default_ttl_is_one_hour, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(invalidate_removes_related_keys,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			undecodable_entry_is_dropped_and_reloaded, setup,
+			teardown),
+		cmocka_unit_test(histogram_quantiles_are_close),
+		cmocka_unit_test_setup_teardown(
+			prometheus_text_has_the_counters, setup, teardown),
+		cmocka_unit_test(status_table_names_every_code),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

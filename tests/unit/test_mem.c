@@ -1,0 +1,278 @@
+/*
+ * test_mem.c -- the in-process tier through the engine: the capacity and
+ * byte bounds, CLOCK eviction, TTL on the injected clock, references that
+ * outlive eviction, and concurrent readers and writers.
+ */
+#include <aside/aside.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+static _Atomic unsigned loads;
+static size_t value_size = 16;
+
+/* Values are the key repeated up to value_size bytes. */
+static int load(void *arg, const char *key, size_t klen, aside_value **out,
+		aside_error *err)
+{
+	(void)arg;
+	(void)err;
+	atomic_fetch_add(&loads, 1);
+	char *buf = malloc(value_size);
+	for (size_t i = 0; i < value_size; i++)
+		buf[i] = key[i % klen];
+	int rc = aside_value_new(key, klen, buf, value_size, out);
+	free(buf);
+	return rc;
+}
+
+static const aside_loader loader = {load, NULL, NULL};
+
+static int64_t now_us = 1000000;
+static int64_t clock_fn(void *ctx)
+{
+	(void)ctx;
+	return now_us;
+}
+
+static aside_cache *open_cache(const char *url)
+{
+	aside_cache *c = NULL;
+	aside_options o = {.clock = clock_fn};
+	aside_error err;
+	if (aside_cache_open_opts(url, &o, &c, &err) != ASIDE_OK)
+		fail_msg("open %s: %s", url, err.message);
+	loads = 0;
+	value_size = 16;
+	return c;
+}
+
+static int get(aside_cache *c, const char *key)
+{
+	aside_value *v;
+	int rc = aside_cache_get(c, key, strlen(key), &loader, &v, NULL);
+	if (rc == ASIDE_OK) {
+		size_t klen;
+		const char *k = aside_value_key(v, &klen);
+		if (klen != strlen(key) || memcmp(k, key, klen) != 0)
+			fail_msg("asked %s, got %.*s", key, (int)klen, k);
+		aside_value_unref(v);
+	}
+	return rc;
+}
+
+static bool resident(aside_cache *c, const char *key)
+{
+	aside_value *v;
+	if (aside_cache_peek(c, key, strlen(key), &v) != ASIDE_OK)
+		return false;
+	aside_value_unref(v);
+	return true;
+}
+
+static int64_t entries(aside_cache *c)
+{
+	aside_metrics m;
+	aside_cache_metrics(c, &m);
+	return m.entries;
+}
+
+static void capacity_is_never_exceeded(void **state)
+{
+	(void)state;
+	const int caps[] = {1, 3, 10, 100, 1000, 5000};
+	for (size_t k = 0; k < sizeof(caps) / sizeof(caps[0]); k++) {
+		char url[64];
+		snprintf(url, sizeof(url), "mem://?capacity=%d", caps[k]);
+		aside_cache *c = open_cache(url);
+		for (int i = 0; i < caps[k] * 3; i++) {
+			char key[32];
+			snprintf(key, sizeof(key), "k:%d", i);
+			assert_int_equal(get(c, key), ASIDE_OK);
+			assert_true(entries(c) <= caps[k]);
+		}
+		/* Every shard filled up, so the cache holds exactly cap. */
+		aside_metrics m;
+		aside_cache_metrics(c, &m);
+		assert_int_equal(m.entries + (int64_t)m.evictions, caps[k] * 3);
+		aside_cache_close(c);
+	}
+}
+
+static void clock_evicts_unread_entries_first(void **state)
+{
+	(void)state;
+	aside_cache *c = open_cache("mem://?capacity=8");
+	char key[16];
+	for (int i = 0; i < 8; i++) {
+		snprintf(key, sizeof(key), "k:%d", i);
+		get(c, key);
+	}
+	for (int i = 0; i < 4; i++) { /* read the first half again */
+		snprintf(key, sizeof(key), "k:%d", i);
+		assert_int_equal(get(c, key), ASIDE_OK);
+	}
+	assert_int_equal(loads, 8);
+	for (int i = 8; i < 12; i++) { /* four newcomers */
+		snprintf(key, sizeof(key), "k:%d", i);
+		get(c, key);
+	}
+	for (int i = 0; i < 4; i++) {
+		snprintf(key, sizeof(key), "k:%d", i);
+		if (!resident(c, key))
+			fail_msg("%s was read recently but evicted", key);
+	}
+	/* The victims came from the unread: old entries 4-7 and newcomers. */
+	int gone = 0;
+	for (int i = 4; i < 12; i++) {
+		snprintf(key, sizeof(key), "k:%d", i);
+		gone += !resident(c, key);
+	}
+	assert_int_equal(gone, 4);
+	assert_int_equal(entries(c), 8);
+	aside_cache_close(c);
+}
+
+static void byte_bound_is_respected(void **state)
+{
+	(void)state;
+	aside_cache *c = open_cache("mem://?capacity=1000&max_bytes=20000");
+	value_size = 1000;
+	for (int i = 0; i < 200; i++) {
+		char key[16];
+		snprintf(key, sizeof(key), "b:%d", i);
+		assert_int_equal(get(c, key), ASIDE_OK);
+		/* each entry costs more than its 1000 bytes */
+		assert_true(entries(c) < 20);
+	}
+	assert_true(entries(c) >= 10);
+	aside_cache_close(c);
+}
+
+static void oversized_value_is_served_not_cached(void **state)
+{
+	(void)state;
+	aside_cache *c = open_cache("mem://?capacity=10&max_bytes=4096");
+	value_size = 8192;
+	assert_int_equal(get(c, "big:1"), ASIDE_OK);
+	assert_int_equal(entries(c), 0);
+	aside_metrics m;
+	aside_cache_metrics(c, &m);
+	assert_int_equal(m.tier_errors, 1);
+	aside_cache_close(c);
+}
+
+static void expired_entries_are_misses(void **state)
+{
+	(void)state;
+	aside_cache *c = open_cache("mem://?capacity=10&ttl_ms=1000&jitter_pct=0");
+	assert_int_equal(get(c, "t:1"), ASIDE_OK);
+	now_us += 999999;
+	assert_true(resident(c, "t:1"));
+	now_us += 1;
+	assert_false(resident(c, "t:1"));
+	assert_int_equal(get(c, "t:1"), ASIDE_OK);
+	assert_int_equal(loads, 2);
+	aside_cache_close(c);
+}
+
+static void held_value_outlives_eviction_and_close(void **state)
+{
+	(void)state;
+	aside_cache *c = open_cache("mem://?capacity=1");
+	aside_value *v;
+	assert_int_equal(aside_cache_get(c, "h:1", 3, &loader, &v, NULL),
+			 ASIDE_OK);
+	assert_int_equal(get(c, "h:2"), ASIDE_OK); /* evicts h:1 */
+	assert_false(resident(c, "h:1"));
+	aside_cache_close(c);
+	size_t len;
+	const char *d = aside_value_data(v, &len);
+	assert_int_equal(len, 16);
+	assert_memory_equal(d, "h:1h:1h:1h:1h:1h", 16);
+	aside_value_unref(v);
+}
+
+static void long_keys_work(void **state)
+{
+	(void)state;
+	aside_cache *c = open_cache("mem://?capacity=100");
+	char key[ASIDE_KEY_MAX + 1];
+	memset(key, 'x', ASIDE_KEY_MAX);
+	key[ASIDE_KEY_MAX] = '\0';
+	assert_int_equal(get(c, key), ASIDE_OK);
+	assert_int_equal(get(c, key), ASIDE_OK);
+	assert_int_equal(loads, 1);
+	key[ASIDE_KEY_MAX - 1] = 'y'; /* same length, same prefix */
+	assert_int_equal(get(c, key), ASIDE_OK);
+	assert_int_equal(loads, 2);
+	aside_cache_close(c);
+}
+
+typedef struct worker {
+	aside_cache *c;
+	int id;
+	_Atomic int *errors;
+} worker;
+
+static void *churn(void *arg)
+{
+	worker *w = arg;
+	unsigned r = (unsigned)w->id * 2654435761u + 1;
+	for (int n = 0; n < 20000; n++) {
+		r = r * 1103515245 + 12345;
+		char key[16];
+		snprintf(key, sizeof(key), "c:%u", (r >> 8) % 300);
+		if ((r >> 4) % 16 == 0) {
+			aside_cache_invalidate(w->c, key, strlen(key), NULL);
+		} else if (get(w->c, key) != ASIDE_OK) {
+			atomic_fetch_add(w->errors, 1);
+		}
+	}
+	return NULL;
+}
+
+static void concurrent_readers_and_writers(void **state)
+{
+	(void)state;
+	aside_cache *c = open_cache("mem://?capacity=100");
+	_Atomic int errors = 0;
+	enum { T = 4 };
+	pthread_t th[T];
+	worker w[T];
+	for (int i = 0; i < T; i++) {
+		w[i] = (worker){c, i, &errors};
+		pthread_create(&th[i], NULL, churn, &w[i]);
+	}
+	for (int i = 0; i < T; i++)
+		pthread_join(th[i], NULL);
+	assert_int_equal(errors, 0);
+	assert_true(entries(c) <= 100);
+	aside_metrics m;
+	aside_cache_metrics(c, &m);
+	assert_int_equal(m.hits + m.misses,
+			 (uint64_t)T * 20000 - m.invalidations);
+	aside_cache_close(c);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(capacity_is_never_exceeded),
+		cmocka_unit_test(clock_evicts_unread_entries_first),
+		cmocka_unit_test(byte_bound_is_respected),
+		cmocka_unit_test(oversized_value_is_served_not_cached),
+		cmocka_unit_test(expired_entries_are_misses),
+		cmocka_unit_test(held_value_outlives_eviction_and_close),
+		cmocka_unit_test(long_keys_work),
+		cmocka_unit_test(concurrent_readers_and_writers),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

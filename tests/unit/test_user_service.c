@@ -1,0 +1,453 @@
+/*
+ * test_user_service.c -- the seed's three tests and the rest of the
+ * UserService contract, on the fake repository, SQLite in memory and an
+ * SQLite file (WAL), all behind a probe that counts database reads.
+ */
+#include "../support/fake_repo.h"
+
+#include <aside/users.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+typedef struct fx {
+	fake_repo fake;
+	user_repo db;
+	probe_repo probe;
+	aside_cache *cache;
+	user_service *svc;
+	char dir[64];
+} fx;
+
+static int setup_with(void **state, const char *kind)
+{
+	fx *f = calloc(1, sizeof(*f));
+	aside_error err;
+	if (!strcmp(kind, "fake")) {
+		fake_repo_init(&f->fake);
+		f->db = fake_repo_handle(&f->fake);
+	} else {
+		char url[128];
+		if (!strcmp(kind, "file")) {
+			snprintf(f->dir, sizeof(f->dir), "/tmp/aside-test-XXXXXX");
+			assert_non_null(mkdtemp(f->dir));
+			snprintf(url, sizeof(url), "sqlite:%s/users.db", f->dir);
+		} else {
+			snprintf(url, sizeof(url), "sqlite::memory:");
+		}
+		if (user_repo_open(url, &f->db, &err) != ASIDE_OK)
+			fail_msg("open %s: %s", url, err.message);
+	}
+	probe_repo_init(&f->probe, f->db);
+	assert_int_equal(aside_cache_open("mem://?capacity=1000", &f->cache,
+					  &err),
+			 ASIDE_OK);
+	f->svc = user_service_new(probe_repo_handle(&f->probe), f->cache);
+	assert_non_null(f->svc);
+	*state = f;
+	return 0;
+}
+
+static int setup_fake(void **state)
+{
+	return setup_with(state, "fake");
+}
+static int setup_memory(void **state)
+{
+	return setup_with(state, "memory");
+}
+static int setup_file(void **state)
+{
+	return setup_with(state, "file");
+}
+
+static int teardown(void **state)
+{
+	fx *f = *state;
+	user_service_free(f->svc);
+	aside_cache_close(f->cache);
+	probe_repo_fini(&f->probe);
+	if (f->db.ops == fake_repo_handle(&f->fake).ops)
+		fake_repo_fini(&f->fake);
+	else
+		user_repo_close(&f->db);
+	if (f->dir[0]) {
+		char p[128];
+		const char *sfx[] = {"", "-wal", "-shm"};
+		for (int i = 0; i < 3; i++) {
+			snprintf(p, sizeof(p), "%s/users.db%s", f->dir, sfx[i]);
+			unlink(p);
+		}
+		rmdir(f->dir);
+	}
+	free(f);
+	return 0;
+}
+
+static user new_user(fx *f, const char *name, const char *email)
+{
+	user u;
+	memset(&u, 0, sizeof(u));
+	snprintf(u.name, sizeof(u.name), "%s", name);
+	snprintf(u.email, sizeof(u.email), "%s", email);
+	assert_int_equal(user_service_create(f->svc, &u), ASIDE_OK);
+	assert_true(u.id > 0);
+	assert_true(u.created_at_us > 0);
+	return u;
+}
+
+/* ---- the seed's three tests -------------------------------------------- */
+
+static void seed_cache_aside(void **state)
+{
+	fx *f = *state;
+	user alice = new_user(f, "Alice", "alice@example.com"), got;
+
+	assert_int_equal(user_service_get(f->svc, alice.id, &got), ASIDE_OK);
+	assert_int_equal(f->probe.gets, 1);
+	user_service_metrics m = user_service_get_metrics(f->svc);
+	assert_int_equal(m.cache_misses, 1);
+	assert_int_equal(m.db_loads, 1);
+	printf("    First access - cache miss, loaded from DB\n");
+
+	assert_int_equal(user_service_get(f->svc, alice.id, &got), ASIDE_OK);
+	assert_int_equal(f->probe.gets, 1);
+	assert_string_equal(got.name, "Alice");
+	assert_string_equal(got.email, "alice@example.com");
+	assert_int_equal(got.created_at_us, alice.created_at_us);
+	m = user_service_get_metrics(f->svc);
+	assert_int_equal(m.cache_hits, 1);
+	printf("    Second access - cache hit, served from cache\n");
+
+	assert_true(m.hit_rate == 0.5);
+	assert_true(m.miss_rate == 0.5);
+	assert_int_equal(m.cache_size, 1);
+	printf("    Cache hit rate: %.2f%%\n", m.hit_rate * 100);
+}
+
+typedef struct reader {
+	user_service *svc;
+	int64_t id;
+	int rc;
+	user u;
+} reader;
+
+static void *read_user(void *arg)
+{
+	reader *r = arg;
+	r->rc = user_service_get(r->svc, r->id, &r->u);
+	return NULL;
+}
+
+static void seed_single_flight(void **state)
+{
+	fx *f = *state;
+	user bob = new_user(f, "Bob", "bob@example.com");
+	enum { N = 10 };
+	pthread_t th[N];
+	reader rd[N];
+	probe_hold_next_get(&f->probe, bob.id);
+	for (int i = 0; i < N; i++) {
+		rd[i] = (reader){f->svc, bob.id, -1, {0}};
+		pthread_create(&th[i], NULL, read_user, &rd[i]);
+		if (i == 0)
+			probe_wait_held(&f->probe);
+	}
+	assert_true(wait_for_waiters(f->cache, N - 1));
+	probe_release(&f->probe);
+	for (int i = 0; i < N; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(rd[i].rc, ASIDE_OK);
+		assert_string_equal(rd[i].u.name, "Bob");
+	}
+	assert_int_equal(f->probe.gets, 1);
+	printf("    %d concurrent requests resulted in %u DB query\n", N,
+	       f->probe.gets);
+	user_service_metrics m = user_service_get_metrics(f->svc);
+	assert_int_equal(m.db_loads, 1);
+	assert_int_equal(m.shared_loads, N - 1);
+	printf("    Single flight pattern working correctly\n");
+}
+
+static void seed_update_invalidation(void **state)
+{
+	fx *f = *state;
+	user carol = new_user(f, "Carol", "carol@example.com"), got;
+	assert_int_equal(user_service_get(f->svc, carol.id, &got), ASIDE_OK);
+	assert_int_equal(user_service_get(f->svc, carol.id, &got), ASIDE_OK);
+	assert_int_equal(f->probe.gets, 1);
+	printf("    User created and cached\n");
+
+	user changed = carol;
+	snprintf(changed.name, sizeof(changed.name), "Carol Updated");
+	assert_int_equal(user_service_update(f->svc, &changed), ASIDE_OK);
+	char key[32];
+	aside_value *v;
+	size_t klen = user_cache_key(carol.id, key);
+	assert_int_equal(aside_cache_peek(f->cache, key, klen, &v),
+			 ASIDE_NOT_FOUND);
+	printf("    User updated, cache invalidated\n");
+
+	assert_int_equal(user_service_get(f->svc, carol.id, &got), ASIDE_OK);
+	assert_string_equal(got.name, "Carol Updated");
+	assert_int_equal(got.created_at_us, carol.created_at_us);
+	assert_int_equal(f->probe.gets, 2);
+	printf("    Fresh data loaded from DB after update\n");
+}
+
+/* ---- the rest of the contract ------------------------------------------ */
+
+static void invalid_records_write_nothing(void **state)
+{
+	fx *f = *state;
+	user u;
+	memset(&u, 0, sizeof(u));
+	snprintf(u.email, sizeof(u.email), "a@b.c");
+	aside_error err;
+	assert_int_equal(user_service_create_ex(f->svc, &u, &err),
+			 ASIDE_EBADNAME);
+	assert_non_null(strstr(err.message, "name"));
+	snprintf(u.name, sizeof(u.name), "Dan");
+	snprintf(u.email, sizeof(u.email), "not-an-address");
+	assert_int_equal(user_service_create_ex(f->svc, &u, &err),
+			 ASIDE_EBADEMAIL);
+	assert_non_null(strstr(err.message, "email"));
+	snprintf(u.name, sizeof(u.name), "\xc3\x28");
+	snprintf(u.email, sizeof(u.email), "a@b.c");
+	assert_int_equal(user_service_create(f->svc, &u), ASIDE_EBADNAME);
+	assert_int_equal(u.id, 0);
+
+	user ok = new_user(f, "Erin", "erin@example.com");
+	unsigned writes = f->probe.writes;
+	user bad = ok;
+	snprintf(bad.email, sizeof(bad.email), "erin@");
+	assert_int_equal(user_service_update(f->svc, &bad), ASIDE_EBADEMAIL);
+	assert_int_equal(f->probe.writes, writes);
+	user got;
+	assert_int_equal(user_service_get(f->svc, ok.id, &got), ASIDE_OK);
+	assert_string_equal(got.email, "erin@example.com");
+}
+
+static void missing_users_and_bad_ids(void **state)
+{
+	fx *f = *state;
+	user u;
+	assert_int_equal(user_service_get(f->svc, 999, &u), ASIDE_NOT_FOUND);
+	assert_int_equal(user_service_get(f->svc, 0, &u), ASIDE_EBADID);
+	assert_int_equal(user_service_get(f->svc, -1, &u), ASIDE_EBADID);
+	assert_int_equal(user_service_delete(f->svc, 999), ASIDE_NOT_FOUND);
+	assert_int_equal(user_service_delete(f->svc, 0), ASIDE_EBADID);
+	memset(&u, 0, sizeof(u));
+	u.id = 999;
+	snprintf(u.name, sizeof(u.name), "Nobody");
+	snprintf(u.email, sizeof(u.email), "nobody@example.com");
+	assert_int_equal(user_service_update(f->svc, &u), ASIDE_NOT_FOUND);
+	u.id = -5;
+	assert_int_equal(user_service_update(f->svc, &u), ASIDE_EBADID);
+	/* NOT_FOUND is not an error and is not cached. */
+	assert_int_equal(user_service_get(f->svc, 999, &u), ASIDE_NOT_FOUND);
+	assert_int_equal(f->probe.gets, 2);
+	user_service_metrics m = user_service_get_metrics(f->svc);
+	assert_int_equal(m.load_errors, 0);
+}
+
+static void delete_invalidates(void **state)
+{
+	fx *f = *state;
+	user u = new_user(f, "Fay", "fay@example.com"), got;
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	assert_int_equal(user_service_delete(f->svc, u.id), ASIDE_OK);
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_NOT_FOUND);
+	assert_int_equal(user_service_delete(f->svc, u.id), ASIDE_NOT_FOUND);
+}
+
+static int load_list(void *arg, const char *key, size_t klen,
+		     aside_value **out, aside_error *err)
+{
+	(void)arg;
+	(void)err;
+	return aside_value_new(key, klen, "[]", 2, out);
+}
+
+static bool list_cached(fx *f)
+{
+	aside_value *v;
+	if (aside_cache_peek(f->cache, USER_ALL_KEY, strlen(USER_ALL_KEY),
+			     &v) != ASIDE_OK)
+		return false;
+	aside_value_unref(v);
+	return true;
+}
+
+static void fill_list(fx *f)
+{
+	aside_loader ld = {load_list, NULL, NULL};
+	aside_value *v;
+	assert_int_equal(aside_cache_get(f->cache, USER_ALL_KEY,
+					 strlen(USER_ALL_KEY), &ld, &v, NULL),
+			 ASIDE_OK);
+	aside_value_unref(v);
+	assert_true(list_cached(f));
+}
+
+static void writes_invalidate_users_all(void **state)
+{
+	fx *f = *state;
+	fill_list(f);
+	user u = new_user(f, "Joe", "joe@example.com");
+	assert_false(list_cached(f));
+	fill_list(f);
+	snprintf(u.name, sizeof(u.name), "Joe 2");
+	assert_int_equal(user_service_update(f->svc, &u), ASIDE_OK);
+	assert_false(list_cached(f));
+	fill_list(f);
+	assert_int_equal(user_service_delete(f->svc, u.id), ASIDE_OK);
+	assert_false(list_cached(f));
+	/* A failed write invalidates nothing. */
+	fill_list(f);
+	assert_int_equal(user_service_delete(f->svc, u.id), ASIDE_NOT_FOUND);
+	assert_true(list_cached(f));
+}
+
+static void writer_reads_its_write_during_a_slow_load(void **state)
+{
+	fx *f = *state;
+	user g = new_user(f, "Gus", "gus@example.com"), got;
+	/* A reader loads the old row and is held in the database. */
+	probe_hold_next_get(&f->probe, g.id);
+	pthread_t th;
+	reader old = {f->svc, g.id, -1, {0}};
+	pthread_create(&th, NULL, read_user, &old);
+	probe_wait_held(&f->probe);
+	/* The writer commits and invalidates... */
+	user changed = g;
+	snprintf(changed.name, sizeof(changed.name), "Gus 2");
+	assert_int_equal(user_service_update(f->svc, &changed), ASIDE_OK);
+	/* ...and reads its own write at once, without joining the held load
+	 * (joining would block here until the release below). */
+	assert_int_equal(user_service_get(f->svc, g.id, &got), ASIDE_OK);
+	assert_string_equal(got.name, "Gus 2");
+	assert_int_equal(f->probe.gets, 2);
+	probe_release(&f->probe);
+	pthread_join(th, NULL);
+	assert_int_equal(old.rc, ASIDE_OK);
+	assert_string_equal(old.u.name, "Gus"); /* began before the write */
+	/* The held load's old row was not stored over the new one. */
+	assert_int_equal(user_service_get(f->svc, g.id, &got), ASIDE_OK);
+	assert_string_equal(got.name, "Gus 2");
+	assert_int_equal(f->probe.gets, 2);
+}
+
+static void stale_load_is_never_stored(void **state)
+{
+	fx *f = *state;
+	user h = new_user(f, "Hal", "hal@example.com"), got;
+	probe_hold_next_get(&f->probe, h.id);
+	pthread_t th;
+	reader old = {f->svc, h.id, -1, {0}};
+	pthread_create(&th, NULL, read_user, &old);
+	probe_wait_held(&f->probe);
+	user changed = h;
+	snprintf(changed.email, sizeof(changed.email), "hal@example.net");
+	assert_int_equal(user_service_update(f->svc, &changed), ASIDE_OK);
+	probe_release(&f->probe);
+	pthread_join(th, NULL);
+	assert_string_equal(old.u.email, "hal@example.com");
+	aside_metrics m;
+	aside_cache_metrics(f->cache, &m);
+	assert_int_equal(m.fills_voided, 1);
+	assert_int_equal(user_service_get(f->svc, h.id, &got), ASIDE_OK);
+	assert_string_equal(got.email, "hal@example.net");
+	assert_int_equal(f->probe.gets, 2);
+}
+
+static void database_errors_are_reported_not_cached(void **state)
+{
+	fx *f = *state;
+	user u = new_user(f, "Ivy", "ivy@example.com"), got;
+	f->probe.fail_gets = ASIDE_EDB;
+	aside_error err;
+	assert_int_equal(user_service_get_ex(f->svc, u.id, &got, &err),
+			 ASIDE_EDB);
+	assert_true(strlen(err.message) > 0);
+	user_service_metrics m = user_service_get_metrics(f->svc);
+	assert_int_equal(m.load_errors, 1);
+	assert_int_equal(m.cache_size, 0);
+	f->probe.fail_gets = 0;
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	assert_string_equal(got.name, "Ivy");
+}
+
+typedef struct stress {
+	fx *f;
+	int64_t id;
+	_Atomic int completed; /* last version whose update returned */
+	_Atomic int stop, stale, errors;
+} stress;
+
+static void *stress_reader(void *arg)
+{
+	stress *s = arg;
+	while (!atomic_load(&s->stop)) {
+		int floor = atomic_load(&s->completed);
+		user u;
+		if (user_service_get(s->f->svc, s->id, &u) != ASIDE_OK) {
+			atomic_fetch_add(&s->errors, 1);
+			continue;
+		}
+		if (atoi(u.name + 1) < floor)
+			atomic_fetch_add(&s->stale, 1);
+	}
+	return NULL;
+}
+
+static void concurrent_readers_see_completed_writes(void **state)
+{
+	fx *f = *state;
+	user u = new_user(f, "v0", "v@example.com");
+	stress s = {.f = f, .id = u.id};
+	pthread_t th[3];
+	for (int i = 0; i < 3; i++)
+		pthread_create(&th[i], NULL, stress_reader, &s);
+	for (int v = 1; v <= 300; v++) {
+		snprintf(u.name, sizeof(u.name), "v%d", v);
+		assert_int_equal(user_service_update(f->svc, &u), ASIDE_OK);
+		atomic_store(&s.completed, v);
+	}
+	atomic_store(&s.stop, 1);
+	for (int i = 0; i < 3; i++)
+		pthread_join(th[i], NULL);
+	assert_int_equal(s.errors, 0);
+	assert_int_equal(s.stale, 0);
+}
+
+#define ON_EACH(fn)                                                            \
+	{#fn "/fake", fn, setup_fake, teardown, NULL},                         \
+		{#fn "/sqlite-memory", fn, setup_memory, teardown, NULL},      \
+	{                                                                      \
+		#fn "/sqlite-file", fn, setup_file, teardown, NULL             \
+	}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		ON_EACH(seed_cache_aside),
+		ON_EACH(seed_single_flight),
+		ON_EACH(seed_update_invalidation),
+		ON_EACH(invalid_records_write_nothing),
+		ON_EACH(missing_users_and_bad_ids),
+		ON_EACH(delete_invalidates),
+		ON_EACH(writes_invalidate_users_all),
+		ON_EACH(writer_reads_its_write_during_a_slow_load),
+		ON_EACH(stale_load_is_never_stored),
+		ON_EACH(database_errors_are_reported_not_cached),
+		ON_EACH(concurrent_readers_see_completed_writes),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
