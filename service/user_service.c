@@ -38,21 +38,49 @@ static int repo_status(int rc, aside_error *err)
 	return rc;
 }
 
+static const char two_digits[201] = "00010203040506070809"
+				  "10111213141516171819"
+				  "20212223242526272829"
+				  "30313233343536373839"
+				  "40414243444546474849"
+				  "50515253545556575859"
+				  "60616263646566676869"
+				  "70717273747576777879"
+				  "80818283848586878889"
+				  "90919293949596979899";
+
+/*
+ * On every read, so written without loops whose trip count varies with the
+ * id: those mispredict and cost more than the whole cache lookup.
+ */
 size_t user_cache_key(int64_t id, char buf[32])
 {
-	char digits[24];
-	size_t n = 0;
 	uint64_t v = id < 0 ? 0 - (uint64_t)id : (uint64_t)id;
-	do {
-		digits[n++] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
+	char tmp[64];
+	size_t nd;
 	memcpy(buf, "user:", 5);
 	size_t len = 5;
 	if (id < 0)
 		buf[len++] = '-';
-	while (n)
-		buf[len++] = digits[--n];
+	if (v < 100000000) {
+		/* Eight digits, two at a time, then drop the leading zeros. */
+		for (int i = 3; i >= 0; i--) {
+			memcpy(tmp + 32 + 2 * i, two_digits + 2 * (v % 100), 2);
+			v /= 100;
+		}
+		uint64_t w = (uint64_t)(id < 0 ? 0 - (uint64_t)id : (uint64_t)id);
+		nd = 1 + (w >= 10) + (w >= 100) + (w >= 1000) + (w >= 10000) +
+		     (w >= 100000) + (w >= 1000000) + (w >= 10000000);
+		memcpy(buf + len, tmp + 40 - nd, 8);
+	} else {
+		nd = 0;
+		while (v) {
+			tmp[63 - nd++] = (char)('0' + v % 10);
+			v /= 10;
+		}
+		memcpy(buf + len, tmp + 64 - nd, nd);
+	}
+	len += nd;
 	buf[len] = '\0';
 	return len;
 }

@@ -441,8 +441,7 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 		uint64_t dt = (uint64_t)(aside__mono_us() - t0);
 		aside__count(st, ASIDE__C_loads, 1);
 		aside__count(st, ASIDE__C_load_time_us_sum, dt);
-		atomic_fetch_add_explicit(&st->hist[aside_hist_bucket(dt)], 1,
-					  memory_order_relaxed);
+		aside__count_hist(st, aside_hist_bucket(dt));
 		if (rc == ASIDE_OK && !v)
 			rc = ASIDE_EINTERNAL;
 		if (rc == ASIDE_OK) {
@@ -532,7 +531,9 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 	const aside_tier *l1 = &c->tiers[0];
 	if (l1->ops->get(l1->self, key, klen, hash, now, &v, NULL) ==
 	    ASIDE_OK) {
-		if (decode_or_drop(c, 0, ld, v, hash) == ASIDE_OK) {
+		if ((!ld->decode ||
+		     atomic_load_explicit(&v->obj, memory_order_acquire)) ||
+		    decode_or_drop(c, 0, ld, v, hash) == ASIDE_OK) {
 			aside__count(st, ASIDE__C_tier_hit0, 1);
 			*out = v;
 			return ASIDE_OK;

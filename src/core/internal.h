@@ -48,7 +48,18 @@ static inline const char *aside__value_keyp(const aside_value *v)
 static inline bool aside__value_key_eq(const aside_value *v, const char *key,
 				       size_t klen)
 {
-	return v->klen == klen && memcmp(aside__value_keyp(v), key, klen) == 0;
+	if (v->klen != klen)
+		return false;
+	if (klen <= 16 && klen >= 8) {
+		/* Two overlapping 8-byte compares, no call. */
+		uint64_t a0, a1, b0, b1;
+		memcpy(&a0, v->key_inline, 8);
+		memcpy(&b0, key, 8);
+		memcpy(&a1, v->key_inline + klen - 8, 8);
+		memcpy(&b1, key + klen - 8, 8);
+		return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+	}
+	return memcmp(aside__value_keyp(v), key, klen) == 0;
 }
 
 /* A reference on a header that may be free or reused; false if it is free. */
@@ -76,6 +87,13 @@ static inline void aside__value_set_expiry(aside_value *v, int64_t at_us)
 {
 	atomic_store_explicit(&v->expires_at_us, at_us, memory_order_relaxed);
 }
+
+/*
+ * Zeroed memory for a large table, on transparent huge pages when the
+ * system allows it (random reads over a big table otherwise miss the TLB
+ * on nearly every access).  Free with free().
+ */
+void *aside__table_alloc(size_t bytes);
 
 /* errors */
 void aside__error_set(aside_error *err, int code, const char *fmt, ...)
@@ -127,14 +145,50 @@ struct aside__stripe {
 	_Atomic uint64_t hist[ASIDE_HIST_BUCKETS];
 } __attribute__((aligned(ASIDE__CACHELINE)));
 
-/* This thread's stripe index. */
-unsigned aside__stripe_index(void);
+/*
+ * A thread owns one stripe of every cache while it lives (the first
+ * ASIDE__STRIPES - 1 threads do; later ones share the last, atomically), so
+ * a counter is bumped with a plain load and store, no locked instruction.
+ */
+extern _Thread_local int aside__stripe_mine
+	__attribute__((tls_model("initial-exec"))); /* -1 until assigned */
+int aside__stripe_claim(void);
+
+static inline unsigned aside__stripe_index(void)
+{
+	int i = aside__stripe_mine;
+	return (unsigned)(i >= 0 ? i : aside__stripe_claim());
+}
 
 static inline void aside__count(struct aside__stripe *s, int counter,
 				uint64_t n)
 {
-	atomic_fetch_add_explicit(&s->c[counter], n, memory_order_relaxed);
+	if (s != NULL && aside__stripe_mine < ASIDE__STRIPES - 1) {
+		/* The owner is the only writer: no read-modify-write needed. */
+		atomic_store_explicit(
+			&s->c[counter],
+			atomic_load_explicit(&s->c[counter],
+					     memory_order_relaxed) +
+				n,
+			memory_order_relaxed);
+	} else {
+		atomic_fetch_add_explicit(&s->c[counter], n,
+					  memory_order_relaxed);
+	}
 }
 
+static inline void aside__count_hist(struct aside__stripe *s, int bucket)
+{
+	if (aside__stripe_mine < ASIDE__STRIPES - 1)
+		atomic_store_explicit(
+			&s->hist[bucket],
+			atomic_load_explicit(&s->hist[bucket],
+					     memory_order_relaxed) +
+				1,
+			memory_order_relaxed);
+	else
+		atomic_fetch_add_explicit(&s->hist[bucket], 1,
+					  memory_order_relaxed);
+}
 
 #endif /* ASIDE_INTERNAL_H */

@@ -4,18 +4,51 @@
  */
 #include "internal.h"
 
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 
-unsigned aside__stripe_index(void)
+_Thread_local int aside__stripe_mine
+	__attribute__((tls_model("initial-exec"))) = -1;
+
+static pthread_mutex_t stripe_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t stripe_taken; /* bit i: stripe i has an owner; stripe_lock */
+static pthread_key_t stripe_key;
+static pthread_once_t stripe_once = PTHREAD_ONCE_INIT;
+
+/* At thread exit: the stripe's counts stay, a later thread takes it over. */
+static void stripe_release(void *arg)
 {
-	static _Atomic unsigned next;
-	static _Thread_local unsigned mine; /* index + 1; 0 until assigned */
-	if (!mine)
-		mine = atomic_fetch_add_explicit(&next, 1,
-						 memory_order_relaxed) %
-			       ASIDE__STRIPES +
-		       1;
-	return mine - 1;
+	int i = (int)(intptr_t)arg - 1;
+	pthread_mutex_lock(&stripe_lock);
+	stripe_taken &= ~(1ull << i);
+	pthread_mutex_unlock(&stripe_lock);
+}
+
+static void stripe_init(void)
+{
+	pthread_key_create(&stripe_key, stripe_release);
+}
+
+int aside__stripe_claim(void)
+{
+	pthread_once(&stripe_once, stripe_init);
+	int shared = ASIDE__STRIPES - 1, i = shared;
+	pthread_mutex_lock(&stripe_lock);
+	for (int k = 0; k < shared; k++)
+		if (!(stripe_taken & (1ull << k))) {
+			stripe_taken |= 1ull << k;
+			i = k;
+			break;
+		}
+	pthread_mutex_unlock(&stripe_lock);
+	if (i != shared && pthread_setspecific(stripe_key,
+					       (void *)(intptr_t)(i + 1)) != 0) {
+		stripe_release((void *)(intptr_t)(i + 1));
+		i = shared;
+	}
+	aside__stripe_mine = i;
+	return i;
 }
 
 int aside_hist_bucket(uint64_t us)

@@ -4,6 +4,8 @@
  */
 #include "internal.h"
 
+#include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -36,26 +38,48 @@ static inline uint64_t load64(const char *p)
 	return v;
 }
 
+static inline uint64_t load32(const char *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return v;
+}
+
+/*
+ * The tail is read with overlapping whole-word loads, never byte by byte:
+ * a byte loop mispredicts whenever key lengths vary, and bytes stored to
+ * then reloaded from the stack stall store forwarding.
+ */
 uint64_t aside_hash(const char *key, size_t klen)
 {
 	const uint64_t k0 = 0xa0761d6478bd642full, k1 = 0xe7037ed1a0b428dbull,
 		       k2 = 0x8ebc6af09c88c6e3ull;
-	uint64_t h = hash_seed ^ (klen * k0);
-	while (klen >= 16) {
-		h = fold_mul(load64(key) ^ k1, load64(key + 8) ^ h);
-		key += 16;
-		klen -= 16;
+	uint64_t h = hash_seed ^ (klen * k0), a, b;
+	if (klen > 16) {
+		const char *p = key;
+		size_t n = klen;
+		do {
+			h = fold_mul(load64(p) ^ k1, load64(p + 8) ^ h);
+			p += 16;
+			n -= 16;
+		} while (n > 16);
+		a = load64(key + klen - 16);
+		b = load64(key + klen - 8);
+	} else if (klen >= 8) {
+		a = load64(key);
+		b = load64(key + klen - 8);
+	} else if (klen >= 4) {
+		a = load32(key);
+		b = load32(key + klen - 4);
+	} else if (klen > 0) {
+		const unsigned char *u = (const unsigned char *)key;
+		a = ((uint64_t)u[0] << 16) | ((uint64_t)u[klen >> 1] << 8) |
+		    u[klen - 1];
+		b = 0;
+	} else {
+		a = b = 0;
 	}
-	if (klen >= 8) {
-		h = fold_mul(load64(key) ^ k1, h ^ k2);
-		key += 8;
-		klen -= 8;
-	}
-	if (klen) {
-		uint64_t t = 0;
-		memcpy(&t, key, klen);
-		h = fold_mul(t ^ k2, h ^ k1);
-	}
+	h = fold_mul(a ^ k1, b ^ h ^ k2);
 	return fold_mul(h ^ k0, k1 ^ (h >> 29));
 }
 
@@ -76,7 +100,7 @@ int64_t aside__mono_us(void)
 
 uint64_t aside__rand(void)
 {
-	static _Thread_local uint64_t s;
+	static _Thread_local uint64_t s __attribute__((tls_model("initial-exec")));
 	if (s == 0) {
 		s = (uint64_t)aside__mono_us() ^ (uint64_t)(uintptr_t)&s ^
 		    hash_seed;
@@ -129,4 +153,18 @@ int aside__parse_query(const char *q, aside__param_fn fn, void *ctx,
 		q = amp ? amp + 1 : NULL;
 	}
 	return ASIDE_OK;
+}
+
+void *aside__table_alloc(size_t bytes)
+{
+	const size_t huge = 2u << 20;
+	if (bytes < huge)
+		return calloc(1, bytes);
+	size_t size = (bytes + huge - 1) & ~(huge - 1);
+	void *p = aligned_alloc(huge, size);
+	if (!p)
+		return NULL;
+	madvise(p, size, MADV_HUGEPAGE); /* advice only: failure is fine */
+	memset(p, 0, size);
+	return p;
 }

@@ -15,11 +15,15 @@
 _Static_assert(sizeof(struct aside_value) == 2 * ASIDE__CACHELINE,
 	       "a value header is two cache lines");
 
-#define SLAB_VALUES 256
+/* Slabs grow from 256 headers (32 KiB) to 16384 (2 MiB, on a huge page). */
+#define SLAB_MIN 256
+#define SLAB_MAX 16384
 
 struct slab {
 	struct slab *next;
-	aside_value v[SLAB_VALUES];
+	size_t n;
+	char pad_[ASIDE__CACHELINE - sizeof(void *) - sizeof(size_t)];
+	aside_value v[];
 };
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -28,21 +32,25 @@ static aside_value *pool_free;  /* guarded by pool_lock */
  * header after its value is gone.  They stay reachable, so leak checkers are
  * quiet. */
 static struct slab *pool_slabs;
+static size_t pool_next_slab = SLAB_MIN; /* guarded by pool_lock */
 
 static aside_value *header_get(void)
 {
 	aside_value *v;
 	pthread_mutex_lock(&pool_lock);
 	if (!pool_free) {
-		struct slab *s = aligned_alloc(ASIDE__CACHELINE, sizeof(*s));
+		size_t n = pool_next_slab;
+		struct slab *s = aside__table_alloc(sizeof(*s) + n * sizeof(s->v[0]));
 		if (!s) {
 			pthread_mutex_unlock(&pool_lock);
 			return NULL;
 		}
-		memset(s, 0, sizeof(*s));
+		if (pool_next_slab < SLAB_MAX)
+			pool_next_slab *= 2;
+		s->n = n;
 		s->next = pool_slabs;
 		pool_slabs = s;
-		for (int i = SLAB_VALUES - 1; i >= 0; i--) {
+		for (size_t i = n; i-- > 0;) {
 			s->v[i].next_free = pool_free;
 			pool_free = &s->v[i];
 		}

@@ -34,6 +34,7 @@ struct shard {
 struct mem {
 	uint32_t nshards; /* a power of two */
 	struct shard *shards;
+	_Atomic(aside_value *) *slots; /* every shard's slots, one allocation */
 };
 
 static inline struct shard *shard_of(struct mem *m, uint64_t hash)
@@ -259,9 +260,9 @@ static void mem_close(void *self)
 				aside_value_unref(v);
 			}
 		}
-		free(sh->slots);
 		pthread_mutex_destroy(&sh->lock);
 	}
+	free(m->slots);
 	free(m->shards);
 	free(m);
 }
@@ -319,16 +320,21 @@ int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 		sh->cap = (uint32_t)(p->capacity / nshards +
 				     (s < p->capacity % nshards));
 		sh->max_bytes = p->max_bytes ? p->max_bytes / nshards : 0;
-		uint32_t nslots = pow2_at_least(2ull * sh->cap);
-		if (nslots < 4)
-			nslots = 4;
-		sh->mask = nslots - 1;
-		sh->slots = calloc(nslots, sizeof(*sh->slots));
-		if (!sh->slots) {
-			m->nshards = s + 1;
-			mem_close(m);
-			return aside__fail(err, ASIDE_ENOMEM, "out of memory");
-		}
+	}
+	/* Equal slot arrays (sized for the largest shard) in one allocation,
+	 * so that huge pages can cover them all. */
+	uint32_t nslots = pow2_at_least(2ull * m->shards[0].cap);
+	if (nslots < 4)
+		nslots = 4;
+	m->slots = aside__table_alloc((size_t)nshards * nslots *
+				      sizeof(*m->slots));
+	if (!m->slots) {
+		mem_close(m);
+		return aside__fail(err, ASIDE_ENOMEM, "out of memory");
+	}
+	for (uint32_t s = 0; s < nshards; s++) {
+		m->shards[s].mask = nslots - 1;
+		m->shards[s].slots = m->slots + (size_t)s * nslots;
 	}
 	out->ops = &mem_ops;
 	out->self = m;

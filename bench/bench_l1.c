@@ -1,0 +1,237 @@
+/*
+ * bench_l1.c -- the cost of an L1 hit, measured the way the Caffeine peer
+ * measures getIfPresent (../shared/peers/caffeine/Throughput.java): N
+ * resident keys, uniform random reads by xorshift, T threads, S seconds
+ * each, after a warm-up round.
+ *
+ *   bench_l1 [engine|bare|service] [N] [T] [S]
+ *
+ * engine   aside_cache_get on a hit, metrics on (what every read pays)
+ * bare     a hash probe plus an atomic reference, nothing else: the limit
+ * service  user_service_get on a hit: key formatting, engine, struct copy
+ */
+#include <aside/users.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int mode_engine, mode_service;
+static long nkeys = 100000;
+static double seconds = 5;
+static char (*keys)[24];
+static size_t *klens;
+static aside_cache *cache;
+static user_service *svc;
+
+static int load(void *arg, const char *key, size_t klen, aside_value **out,
+		aside_error *err)
+{
+	(void)arg;
+	(void)err;
+	return aside_value_new(key, klen, key, klen, out);
+}
+static const aside_loader loader = {load, NULL, NULL};
+
+/* The bare table: open addressing over the same keys, refcounted entries. */
+struct bare_entry {
+	_Atomic unsigned refs;
+	size_t klen;
+	char key[24];
+};
+static struct bare_entry **bare;
+static size_t bare_mask;
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+struct worker {
+	int id;
+	double rate;
+	long hits;
+};
+
+static void *run(void *arg)
+{
+	struct worker *w = arg;
+	uint64_t s = (uint64_t)w->id * 7919 + 1;
+	long ops = 0, hits = 0;
+	double t0 = now_s(), t;
+	user u;
+	do {
+		for (int j = 0; j < 1024; j++) {
+			s ^= s << 13;
+			s ^= s >> 7;
+			s ^= s << 17;
+			long k = (long)(s % (uint64_t)nkeys);
+			/* formatted here, as Caffeine boxes its key: no
+			 * table of key strings to miss in */
+			char key[32];
+			size_t klen = user_cache_key(k + 1, key);
+			if (mode_service) {
+				hits += user_service_get(svc, k + 1, &u) ==
+					ASIDE_OK;
+			} else if (mode_engine) {
+				aside_value *v;
+				if (aside_cache_get(cache, key, klen, &loader,
+						    &v, NULL) == ASIDE_OK) {
+					hits++;
+					aside_value_unref(v);
+				}
+			} else {
+				uint64_t h = aside_hash(key, klen);
+				for (size_t i = h & bare_mask;;
+				     i = (i + 1) & bare_mask) {
+					struct bare_entry *e = bare[i];
+					if (!e)
+						break;
+					if (e->klen == klen &&
+					    !memcmp(e->key, key, klen)) {
+						atomic_fetch_add(&e->refs, 1);
+						hits++;
+						atomic_fetch_sub(&e->refs, 1);
+						break;
+					}
+				}
+			}
+		}
+		ops += 1024;
+		t = now_s();
+	} while (t - t0 < seconds);
+	w->rate = (double)ops / (t - t0);
+	w->hits = hits;
+	return NULL;
+}
+
+/* seed: an in-memory repository is enough; every read is a hit anyway. */
+static int mem_get(void *self, int64_t id, user *out)
+{
+	(void)self;
+	memset(out, 0, sizeof(*out));
+	out->id = id;
+	snprintf(out->name, sizeof(out->name), "User %lld", (long long)id);
+	snprintf(out->email, sizeof(out->email), "user%lld@example.com",
+		 (long long)id);
+	out->created_at_us = 1764000000000000;
+	return ASIDE_OK;
+}
+static int mem_nop(void *self, user *u)
+{
+	(void)self;
+	(void)u;
+	return ASIDE_EDB;
+}
+static int mem_nop_c(void *self, const user *u)
+{
+	(void)self;
+	(void)u;
+	return ASIDE_EDB;
+}
+static int mem_rm(void *self, int64_t id)
+{
+	(void)self;
+	(void)id;
+	return ASIDE_EDB;
+}
+static void mem_close(void *self)
+{
+	(void)self;
+}
+static const user_repo_ops synth_ops = {.get = mem_get,
+					.create = mem_nop,
+					.update = mem_nop_c,
+					.remove = mem_rm,
+					.close = mem_close};
+
+int main(int argc, char **argv)
+{
+	const char *mode = argc > 1 ? argv[1] : "engine";
+	nkeys = argc > 2 ? atol(argv[2]) : 100000;
+	int threads = argc > 3 ? atoi(argv[3]) : 1;
+	seconds = argc > 4 ? atof(argv[4]) : 5;
+	mode_engine = !strcmp(mode, "engine");
+	mode_service = !strcmp(mode, "service");
+	if ((!mode_engine && !mode_service && strcmp(mode, "bare")) ||
+	    nkeys < 1 || threads < 1 || threads > 64) {
+		fprintf(stderr, "usage: bench_l1 [engine|bare|service] [N] "
+				"[THREADS] [SECONDS]\n");
+		return 2;
+	}
+	keys = calloc((size_t)nkeys, sizeof(*keys));
+	klens = calloc((size_t)nkeys, sizeof(*klens));
+	for (long k = 0; k < nkeys; k++)
+		klens[k] = user_cache_key(k + 1, keys[k]);
+
+	char url[64];
+	snprintf(url, sizeof(url), "mem://?capacity=%ld", nkeys * 2);
+	aside_error err;
+	if (aside_cache_open(url, &cache, &err) != ASIDE_OK) {
+		fprintf(stderr, "bench_l1: %s\n", err.message);
+		return 1;
+	}
+	if (mode_service) {
+		svc = user_service_new((user_repo){&synth_ops, NULL}, cache);
+		user u;
+		for (long k = 0; k < nkeys; k++)
+			user_service_get(svc, k + 1, &u);
+	} else if (mode_engine) {
+		for (long k = 0; k < nkeys; k++) {
+			aside_value *v;
+			aside_cache_get(cache, keys[k], klens[k], &loader, &v,
+					NULL);
+			aside_value_unref(v);
+		}
+	} else {
+		size_t n = 1;
+		while (n < (size_t)nkeys * 2)
+			n <<= 1;
+		bare_mask = n - 1;
+		bare = calloc(n, sizeof(*bare));
+		for (long k = 0; k < nkeys; k++) {
+			struct bare_entry *e = calloc(1, sizeof(*e));
+			e->refs = 1;
+			e->klen = klens[k];
+			memcpy(e->key, keys[k], klens[k]);
+			size_t i = aside_hash(keys[k], klens[k]) & bare_mask;
+			while (bare[i])
+				i = (i + 1) & bare_mask;
+			bare[i] = e;
+		}
+	}
+
+	for (int round = 0; round < 2; round++) { /* round 0 warms up */
+		pthread_t th[64];
+		struct worker w[64];
+		for (int i = 0; i < threads; i++) {
+			w[i] = (struct worker){.id = i};
+			pthread_create(&th[i], NULL, run, &w[i]);
+		}
+		for (int i = 0; i < threads; i++)
+			pthread_join(th[i], NULL);
+		if (round == 0)
+			continue;
+		for (int i = 0; i < threads; i++) {
+			printf("aside-%s N=%ld T=%d thread %d: %.1f M gets/s\n",
+			       mode, nkeys, threads, i, w[i].rate / 1e6);
+			if (w[i].hits == 0) {
+				fprintf(stderr, "bench_l1: no hits\n");
+				return 1;
+			}
+		}
+	}
+	aside_metrics m;
+	aside_cache_metrics(cache, &m);
+	if (strcmp(mode, "bare") != 0)
+		printf("  hits %llu misses %llu entries %lld\n",
+		       (unsigned long long)m.hits,
+		       (unsigned long long)m.misses, (long long)m.entries);
+	user_service_free(svc);
+	aside_cache_close(cache);
+	return 0;
+}
