@@ -6,8 +6,10 @@
  *
  *   bench_l1 [engine|bare|service] [N] [T] [S]
  *
- * engine   aside_cache_get on a hit, metrics on (what every read pays)
- * bare     a hash probe plus an atomic reference, nothing else: the limit
+ * engine   aside_cache_read on a hit, metrics on: the value is lent to a
+ *          callback, no reference taken (what user_service_get uses)
+ * ref      aside_cache_get on a hit: a counted reference, then unref
+ * bare     a hash probe plus an atomic reference, nothing else
  * service  user_service_get on a hit: key formatting, engine, struct copy
  */
 #include <aside/users.h>
@@ -18,7 +20,7 @@
 #include <string.h>
 #include <time.h>
 
-static int mode_engine, mode_service;
+static int mode_engine, mode_ref, mode_service;
 static long nkeys = 100000;
 static double seconds = 5;
 static char (*keys)[24];
@@ -34,6 +36,32 @@ static int load(void *arg, const char *key, size_t klen, aside_value **out,
 	return aside_value_new(key, klen, key, klen, out);
 }
 static const aside_loader loader = {load, NULL, NULL};
+
+/* "k:" and 9 digits: branch-free, the same length for every key. */
+static size_t fixed_key(long k, char out[16])
+{
+	out[0] = 'k';
+	out[1] = ':';
+	for (int i = 10; i >= 2; i--) {
+		out[i] = (char)('0' + k % 10);
+		k /= 10;
+	}
+	return 11;
+}
+
+static int64_t fixed_clock(void *ctx)
+{
+	(void)ctx;
+	return 1764000000000000;
+}
+
+/* What a reader does with a lent value: look at it. */
+static void touch(void *arg, const aside_value *v)
+{
+	size_t len;
+	aside_value_data(v, &len);
+	*(long *)arg += len > 0;
+}
 
 /* The bare table: open addressing over the same keys, refcounted entries. */
 struct bare_entry {
@@ -70,14 +98,19 @@ static void *run(void *arg)
 			s ^= s >> 7;
 			s ^= s << 17;
 			long k = (long)(s % (uint64_t)nkeys);
-			/* formatted here, as Caffeine boxes its key: no
-			 * table of key strings to miss in */
-			char key[32];
-			size_t klen = user_cache_key(k + 1, key);
+			/* Taken as a caller holding its key would (computing
+			 * one here costs more than the lookup). */
+			const char *key = keys[k];
+			size_t klen = klens[k];
 			if (mode_service) {
 				hits += user_service_get(svc, k + 1, &u) ==
 					ASIDE_OK;
 			} else if (mode_engine) {
+				if (aside_cache_read(cache, key, klen, &loader,
+						     touch, &hits,
+						     NULL) != ASIDE_OK)
+					hits = -(1L << 40);
+			} else if (mode_ref) {
 				aside_value *v;
 				if (aside_cache_get(cache, key, klen, &loader,
 						    &v, NULL) == ASIDE_OK) {
@@ -156,22 +189,27 @@ int main(int argc, char **argv)
 	int threads = argc > 3 ? atoi(argv[3]) : 1;
 	seconds = argc > 4 ? atof(argv[4]) : 5;
 	mode_engine = !strcmp(mode, "engine");
+	mode_ref = !strcmp(mode, "ref");
 	mode_service = !strcmp(mode, "service");
-	if ((!mode_engine && !mode_service && strcmp(mode, "bare")) ||
+	if ((!mode_engine && !mode_ref && !mode_service &&
+	     strcmp(mode, "bare")) ||
 	    nkeys < 1 || threads < 1 || threads > 64) {
-		fprintf(stderr, "usage: bench_l1 [engine|bare|service] [N] "
+		fprintf(stderr, "usage: bench_l1 [engine|ref|bare|service] [N] "
 				"[THREADS] [SECONDS]\n");
 		return 2;
 	}
 	keys = calloc((size_t)nkeys, sizeof(*keys));
 	klens = calloc((size_t)nkeys, sizeof(*klens));
 	for (long k = 0; k < nkeys; k++)
-		klens[k] = user_cache_key(k + 1, keys[k]);
+		klens[k] = fixed_key(k, keys[k]);
 
 	char url[64];
-	snprintf(url, sizeof(url), "mem://?capacity=%ld", nkeys * 2);
+	snprintf(url, sizeof(url), "mem://?capacity=%ld", (long)(nkeys * (getenv("BENCH_CAP") ? atof(getenv("BENCH_CAP")) : 2.0)));
 	aside_error err;
-	if (aside_cache_open(url, &cache, &err) != ASIDE_OK) {
+	aside_options opts = {0};
+	if (getenv("BENCH_FIXED_CLOCK"))
+		opts.clock = fixed_clock;
+	if (aside_cache_open_opts(url, &opts, &cache, &err) != ASIDE_OK) {
 		fprintf(stderr, "bench_l1: %s\n", err.message);
 		return 1;
 	}
@@ -180,7 +218,7 @@ int main(int argc, char **argv)
 		user u;
 		for (long k = 0; k < nkeys; k++)
 			user_service_get(svc, k + 1, &u);
-	} else if (mode_engine) {
+	} else if (mode_engine || mode_ref) {
 		for (long k = 0; k < nkeys; k++) {
 			aside_value *v;
 			aside_cache_get(cache, keys[k], klens[k], &loader, &v,

@@ -100,6 +100,17 @@ typedef struct aside_value aside_value;
 int aside_value_new(const char *key, size_t klen, const void *data, size_t len,
 		    aside_value **out);
 
+/*
+ * The same, with `room` zeroed bytes inside the value for a decoded form
+ * (aside_value_room): a hit then reads the value and its decoded form
+ * from adjacent memory.  Attach what is built there with a NULL free_fn.
+ */
+int aside_value_new_room(const char *key, size_t klen, const void *data,
+			 size_t len, size_t room, aside_value **out);
+
+/* The room of a value (NULL if it has none); *room gets its size. */
+void *aside_value_room(aside_value *v, size_t *room);
+
 /* Takes another reference; returns v. */
 aside_value *aside_value_ref(aside_value *v);
 
@@ -242,6 +253,19 @@ typedef struct aside_loader {
 int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 		    const aside_loader *loader, aside_value **out,
 		    aside_error *err);
+
+/*
+ * Reads key like aside_cache_get, but instead of handing out a reference it
+ * calls fn(arg, value) with the value, which is valid only during the call.
+ * On an in-process hit no reference is taken and nothing shared is written,
+ * which makes this the fastest way to read; fn must not keep the value,
+ * block, or call into this cache.  Returns what aside_cache_get returns; fn
+ * is called exactly when that is ASIDE_OK.
+ */
+typedef void (*aside_read_fn)(void *arg, const aside_value *v);
+int aside_cache_read(aside_cache *c, const char *key, size_t klen,
+		     const aside_loader *loader, aside_read_fn fn, void *arg,
+		     aside_error *err);
 
 /*
  * Looks the key up in the tiers only (no load).  ASIDE_OK with a reference,

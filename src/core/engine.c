@@ -448,7 +448,7 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 			aside__count(st, ASIDE__C_load_ok, 1);
 			aside__value_set_expiry(
 				v, expiry_for(c, f->key, f->klen, now));
-			atomic_store_explicit(&v->load_us,
+			atomic_store_explicit(&aside__value_cold(v)->load_us,
 					      dt > UINT32_MAX ? UINT32_MAX
 							      : (uint32_t)dt,
 					      memory_order_relaxed);
@@ -604,6 +604,39 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 		aside__count(st, ASIDE__C_tier_hit0 + source, 1);
 	} else {
 		aside__count(st, ASIDE__C_misses, 1);
+	}
+	return rc;
+}
+
+int aside_cache_read(aside_cache *c, const char *key, size_t klen,
+		     const aside_loader *ld, aside_read_fn fn, void *arg,
+		     aside_error *err)
+{
+	if (!c || !key || klen == 0 || klen > ASIDE_KEY_MAX || !fn || !ld ||
+	    !ld->load)
+		return aside__fail(err, ASIDE_EINVAL,
+				   "aside_cache_read: bad arguments");
+	uint64_t hash = aside_hash(key, klen);
+	int64_t now = c->clock(c->clock_ctx);
+	if (aside__read_begin()) {
+		const aside_value *v = aside__mem_borrow(c->tiers[0].self, key,
+							 klen, hash, now);
+		/* A value that still needs decoding goes the long way. */
+		if (v && (!ld->decode ||
+			  atomic_load_explicit(&v->obj,
+					       memory_order_acquire))) {
+			fn(arg, v);
+			aside__read_end();
+			aside__count(stripe(c), ASIDE__C_tier_hit0, 1);
+			return ASIDE_OK;
+		}
+		aside__read_end();
+	}
+	aside_value *v;
+	int rc = aside_cache_get(c, key, klen, ld, &v, err);
+	if (rc == ASIDE_OK) {
+		fn(arg, v);
+		aside_value_unref(v);
 	}
 	return rc;
 }

@@ -12,37 +12,63 @@
 #include <string.h>
 
 #define ASIDE__CACHELINE 64
-#define ASIDE__KEY_INLINE 40
 
 /*
- * A value.  The header is type-stable: headers come from a pool and are
- * never returned to malloc, so an L1 reader may look at one it found in a
- * table without a lock even while another thread frees and reuses it; the
- * reader trusts nothing until it holds a reference (aside__value_tryref) and
- * has checked the key and `linked` again.  See docs/locking.md.
+ * A value is one allocation, aligned to a cache line:
+ *
+ *   [struct aside_value][key][room][bytes][NUL][struct aside__value_cold]
+ *
+ * The header and a short key share the first cache line, the room (a
+ * decoded form stored inline) follows, so a hit reads one or two adjacent
+ * lines.  What only writers and the last unref need sits at the end.
  */
 struct aside_value {
-	/* First cache line: everything an L1 lookup reads. */
 	_Atomic uint32_t refs;
 	_Atomic uint8_t linked;  /* in an L1 table; written under its lock */
 	_Atomic uint8_t visited; /* CLOCK reference bit */
 	uint16_t klen;
 	_Atomic uint64_t hash;
 	_Atomic int64_t expires_at_us;
-	char key_inline[ASIDE__KEY_INLINE];
-	/* Second line: what the owner of a reference reads. */
-	char *data; /* the key when it is longer than key_inline, then the bytes, then NUL */
-	uint32_t len;
-	_Atomic uint32_t load_us;
-	_Atomic(void *) obj;
-	void (*_Atomic obj_free)(void *);
+	_Atomic(void *) obj; /* the decoded form: in the room, or malloc'd */
+	uint32_t len;	     /* bytes */
+	uint32_t room;	     /* room bytes, a multiple of 8 */
+};
+
+struct aside__value_cold {
+	void (*_Atomic obj_free)(void *); /* NULL when obj is in the room */
 	_Atomic size_t obj_bytes;
-	struct aside_value *next_free; /* in the pool, guarded by its lock */
-} __attribute__((aligned(ASIDE__CACHELINE)));
+	_Atomic uint32_t load_us;
+	_Atomic uint8_t published;     /* was ever in an L1 table */
+	struct aside_value *next_free; /* in a retire list */
+};
+
+#define ASIDE__ALIGN8(n) (((n) + 7) & ~(size_t)7)
 
 static inline const char *aside__value_keyp(const aside_value *v)
 {
-	return v->klen <= ASIDE__KEY_INLINE ? v->key_inline : v->data;
+	return (const char *)(v + 1);
+}
+
+static inline char *aside__value_roomp(const aside_value *v)
+{
+	return (char *)(v + 1) + ASIDE__ALIGN8(v->klen);
+}
+
+static inline const char *aside__value_bytes(const aside_value *v)
+{
+	return aside__value_roomp(v) + v->room;
+}
+
+static inline struct aside__value_cold *aside__value_cold(const aside_value *v)
+{
+	return (struct aside__value_cold *)(aside__value_roomp(v) + v->room +
+					    ASIDE__ALIGN8((size_t)v->len + 1));
+}
+
+static inline size_t aside__value_size(size_t klen, size_t room, size_t len)
+{
+	return sizeof(aside_value) + ASIDE__ALIGN8(klen) + ASIDE__ALIGN8(room) +
+	       ASIDE__ALIGN8(len + 1) + sizeof(struct aside__value_cold);
 }
 
 static inline bool aside__value_key_eq(const aside_value *v, const char *key,
@@ -50,19 +76,87 @@ static inline bool aside__value_key_eq(const aside_value *v, const char *key,
 {
 	if (v->klen != klen)
 		return false;
+	const char *k = aside__value_keyp(v);
 	if (klen <= 16 && klen >= 8) {
 		/* Two overlapping 8-byte compares, no call. */
 		uint64_t a0, a1, b0, b1;
-		memcpy(&a0, v->key_inline, 8);
+		memcpy(&a0, k, 8);
 		memcpy(&b0, key, 8);
-		memcpy(&a1, v->key_inline + klen - 8, 8);
+		memcpy(&a1, k + klen - 8, 8);
 		memcpy(&b1, key + klen - 8, 8);
 		return ((a0 ^ b0) | (a1 ^ b1)) == 0;
 	}
-	return memcmp(aside__value_keyp(v), key, klen) == 0;
+	return memcmp(k, key, klen) == 0;
 }
 
-/* A reference on a header that may be free or reused; false if it is free. */
+/*
+ * Read sections (epoch.c).  Inside one, a value reached through an L1 table
+ * is not freed, even if it is removed meanwhile; a section must be short
+ * and never block.  Sections nest.  begin returns false if this thread
+ * could not register (out of memory): it must then not read L1 at all.
+ */
+struct aside__reader {
+	_Atomic uint64_t epoch; /* 0: not in a section */
+	unsigned depth;		/* owner only */
+	bool registered;	/* owner only */
+	struct aside__reader *next; /* guarded by the registry lock */
+} __attribute__((aligned(ASIDE__CACHELINE)));
+
+extern _Atomic uint64_t aside__epoch;
+extern _Thread_local struct aside__reader aside__me
+	__attribute__((tls_model("initial-exec")));
+extern bool aside__need_fence; /* no membarrier(2): readers fence */
+void aside__reader_register(void);
+
+#if defined(__SANITIZE_THREAD__)
+#define ASIDE__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define ASIDE__TSAN 1
+#endif
+#endif
+
+static inline bool aside__read_begin(void)
+{
+	struct aside__reader *r = &aside__me;
+	if (r->depth++ > 0)
+		return true;
+	if (__builtin_expect(!r->registered, 0)) {
+		aside__reader_register();
+		if (!r->registered) {
+			r->depth--;
+			return false;
+		}
+	}
+	uint64_t e = atomic_load_explicit(&aside__epoch, memory_order_acquire);
+#ifdef ASIDE__TSAN
+	atomic_store_explicit(&r->epoch, e, memory_order_seq_cst);
+	atomic_thread_fence(memory_order_seq_cst);
+#else
+	atomic_store_explicit(&r->epoch, e, memory_order_relaxed);
+	if (aside__need_fence)
+		atomic_thread_fence(memory_order_seq_cst);
+	else
+		atomic_signal_fence(memory_order_seq_cst); /* membarrier does the rest */
+#endif
+	return true;
+}
+
+static inline void aside__read_end(void)
+{
+	struct aside__reader *r = &aside__me;
+	if (--r->depth == 0)
+		atomic_store_explicit(&r->epoch, 0, memory_order_release);
+}
+
+/* Hands a value no one references any more to the reclaimer. */
+void aside__retire(aside_value *v);
+/* Frees a value now (no reader can reach it). */
+void aside__value_free(aside_value *v);
+/* Frees what has passed its grace period (tests, cache close). */
+void aside__reclaim(void);
+
+/* A reference on a value seen in a section; false if it is being freed. */
 static inline bool aside__value_tryref(aside_value *v)
 {
 	uint32_t n = atomic_load_explicit(&v->refs, memory_order_relaxed);
@@ -78,9 +172,9 @@ static inline bool aside__value_tryref(aside_value *v)
 /* Bytes a value is charged against a byte bound. */
 static inline size_t aside__value_charge(const aside_value *v)
 {
-	return sizeof(*v) + (v->klen > ASIDE__KEY_INLINE ? v->klen : 0) +
-	       v->len + 1 +
-	       atomic_load_explicit(&v->obj_bytes, memory_order_relaxed);
+	return aside__value_size(v->klen, v->room, v->len) +
+	       atomic_load_explicit(&aside__value_cold(v)->obj_bytes,
+				    memory_order_relaxed);
 }
 
 static inline void aside__value_set_expiry(aside_value *v, int64_t at_us)
@@ -124,6 +218,9 @@ typedef struct aside__tier_params {
 } aside__tier_params;
 int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 		    aside_error *err);
+/* A fresh entry of the mem tier, without a reference: inside a section. */
+const aside_value *aside__mem_borrow(void *self, const char *key, size_t klen,
+				     uint64_t hash, int64_t now);
 
 /* Metrics: counters striped per thread so that a hit touches no shared line. */
 #define ASIDE__COUNTERS(X)                                                     \

@@ -3,12 +3,13 @@
  *
  * Shards of open-addressed tables (linear probing, at most half full, sized
  * once from the capacity so they never grow).  Writers take their shard's
- * mutex; readers take no lock and write nothing shared but the reference
- * count of the value they return: a slot holds a pointer to a type-stable
- * value header (value.c), which a reader pins with a reference and then
- * checks again (key, `linked`, expiry).  Removal shifts later entries back
- * instead of leaving tombstones; a reader racing with a shift can miss an
- * entry that is there, which costs a load but never returns a wrong value.
+ * mutex; readers take no lock and, inside a read section (epoch.c), write
+ * nothing shared: a removed value is freed only after every section that
+ * might have seen it has ended.  A reader checks `linked` so that it never
+ * returns an entry removed before its lookup.  Removal shifts later entries
+ * back instead of leaving tombstones; a reader racing with a shift can miss
+ * an entry that is there, which costs a load but never returns a wrong
+ * value.
  *
  * Eviction is CLOCK (second chance) per shard, the slot array serving as the
  * ring: a hit sets the value's reference bit, the hand clears it, and an
@@ -49,40 +50,58 @@ static inline bool expired(const aside_value *v, int64_t now)
 	return at != 0 && now >= at;
 }
 
-static int mem_get(void *self, const char *key, size_t klen, uint64_t hash,
-		   int64_t now, aside_value **out, aside_error *err)
+/*
+ * Finds a fresh entry for key; call inside a read section.  The value
+ * returned is protected by the section only: no reference is taken.
+ */
+static aside_value *lookup(struct mem *m, const char *key, size_t klen,
+			   uint64_t hash, int64_t now)
 {
-	(void)err;
-	struct shard *sh = shard_of(self, hash);
+	struct shard *sh = shard_of(m, hash);
 	uint32_t i = (uint32_t)hash & sh->mask;
 	for (uint32_t n = 0; n <= sh->mask; n++, i = (i + 1) & sh->mask) {
 		aside_value *v = atomic_load_explicit(&sh->slots[i],
 						      memory_order_acquire);
 		if (!v)
-			return ASIDE_NOT_FOUND;
+			return NULL;
 		if (atomic_load_explicit(&v->hash, memory_order_relaxed) !=
-		    hash)
+			    hash ||
+		    !aside__value_key_eq(v, key, klen))
 			continue;
-		if (!aside__value_tryref(v))
-			continue; /* freed under us; what moved in is not ours */
-		if (atomic_load_explicit(&v->hash, memory_order_relaxed) ==
-			    hash &&
-		    aside__value_key_eq(v, key, klen) &&
-		    atomic_load_explicit(&v->linked, memory_order_acquire)) {
-			if (expired(v, now)) {
-				aside_value_unref(v);
-				return ASIDE_NOT_FOUND;
-			}
-			if (!atomic_load_explicit(&v->visited,
-						  memory_order_relaxed))
-				atomic_store_explicit(&v->visited, 1,
-						      memory_order_relaxed);
-			*out = v;
-			return ASIDE_OK;
-		}
-		aside_value_unref(v);
+		/* A removed entry may linger in a slot a reader loaded
+		 * before the removal; `linked` tells. */
+		if (!atomic_load_explicit(&v->linked, memory_order_acquire))
+			continue;
+		if (expired(v, now))
+			return NULL;
+		if (!atomic_load_explicit(&v->visited, memory_order_relaxed))
+			atomic_store_explicit(&v->visited, 1,
+					      memory_order_relaxed);
+		return v;
 	}
-	return ASIDE_NOT_FOUND;
+	return NULL;
+}
+
+const aside_value *aside__mem_borrow(void *self, const char *key, size_t klen,
+				     uint64_t hash, int64_t now)
+{
+	return lookup(self, key, klen, hash, now);
+}
+
+static int mem_get(void *self, const char *key, size_t klen, uint64_t hash,
+		   int64_t now, aside_value **out, aside_error *err)
+{
+	(void)err;
+	if (!aside__read_begin())
+		return ASIDE_NOT_FOUND;
+	aside_value *v = lookup(self, key, klen, hash, now);
+	if (v && !aside__value_tryref(v))
+		v = NULL; /* its last reference went while we looked */
+	aside__read_end();
+	if (!v)
+		return ASIDE_NOT_FOUND;
+	*out = v;
+	return ASIDE_OK;
 }
 
 /* Finds key's slot; UINT32_MAX if absent.  Caller holds the lock. */
@@ -200,6 +219,8 @@ static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 	 * a full turn; the policy issue replaces this with a better scheme.
 	 */
 	atomic_store_explicit(&v->visited, 0, memory_order_relaxed);
+	atomic_store_explicit(&aside__value_cold(v)->published, 1,
+			      memory_order_release);
 	atomic_store_explicit(&v->linked, 1, memory_order_relaxed);
 	atomic_store_explicit(&sh->slots[i], v, memory_order_release);
 	atomic_store_explicit(
