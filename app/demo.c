@@ -64,12 +64,12 @@ static void c_close(void *self)
 }
 
 static const user_repo_ops counted_ops = {
-	.get = c_get0,
-	.create = c_create,
-	.update = c_update,
-	.remove = c_remove,
-	.close = c_close,
-	.get_ex = c_get,
+    .get = c_get0,
+    .create = c_create,
+    .update = c_update,
+    .remove = c_remove,
+    .close = c_close,
+    .get_ex = c_get,
 };
 
 struct reader {
@@ -100,7 +100,8 @@ static void show_metrics(user_service *svc, aside_cache *cache)
 	aside_cache_metrics(cache, &am);
 	printf("\n  %-22s %12s\n", "metric", "value");
 	printf("  %-22s %12s\n", "----------------------", "------------");
-	printf("  %-22s %12llu\n", "cache_hits", (unsigned long long)m.cache_hits);
+	printf("  %-22s %12llu\n", "cache_hits",
+	       (unsigned long long)m.cache_hits);
 	printf("  %-22s %12llu\n", "cache_misses",
 	       (unsigned long long)m.cache_misses);
 	printf("  %-22s %12llu\n", "db_loads", (unsigned long long)m.db_loads);
@@ -119,12 +120,13 @@ static void show_metrics(user_service *svc, aside_cache *cache)
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: aside demo [--db URL] [--cache URL] [--db-delay-ms N]\n"
-		"  --db URL          database (default: a new SQLite file in a "
-		"temporary directory)\n"
-		"  --cache URL       cache (default mem://)\n"
-		"  --db-delay-ms N   added to each database read (default 20)\n");
+	fprintf(
+	    f,
+	    "usage: aside demo [--db URL] [--cache URL] [--db-delay-ms N]\n"
+	    "  --db URL          database (default: a new SQLite file in a "
+	    "temporary directory)\n"
+	    "  --cache URL       cache (default mem://)\n"
+	    "  --db-delay-ms N   added to each database read (default 20)\n");
 }
 
 int app_demo(int argc, char **argv)
@@ -132,11 +134,11 @@ int app_demo(int argc, char **argv)
 	const char *db_url = NULL, *cache_url = "mem://";
 	long delay_ms = 20;
 	static const struct option opts[] = {
-		{"db", required_argument, NULL, 'd'},
-		{"cache", required_argument, NULL, 'c'},
-		{"db-delay-ms", required_argument, NULL, 'l'},
-		{"help", no_argument, NULL, 'h'},
-		{0, 0, 0, 0},
+	    {"db", required_argument, NULL, 'd'},
+	    {"cache", required_argument, NULL, 'c'},
+	    {"db-delay-ms", required_argument, NULL, 'l'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0, 0, 0, 0},
 	};
 	int o;
 	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -188,8 +190,8 @@ int app_demo(int argc, char **argv)
 		goto out_repo;
 	}
 	struct counted counted = {.inner = repo, .delay_ms = delay_ms};
-	user_service *svc = user_service_new(
-		(user_repo){&counted_ops, &counted}, cache);
+	user_service *svc =
+	    user_service_new((user_repo){&counted_ops, &counted}, cache);
 	if (!svc) {
 		fprintf(stderr, "aside demo: out of memory\n");
 		goto out_cache;

@@ -12,8 +12,8 @@ static const struct {
 	int (*run)(int argc, char **argv);
 	const char *help;
 } commands[] = {
-	{"demo", app_demo,
-	 "walk through the seed's scenario on the embedded default"},
+    {"demo", app_demo,
+     "walk through the seed's scenario on the embedded default"},
 };
 
 static void usage(FILE *f)

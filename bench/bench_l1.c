@@ -204,7 +204,9 @@ int main(int argc, char **argv)
 		klens[k] = fixed_key(k, keys[k]);
 
 	char url[64];
-	snprintf(url, sizeof(url), "mem://?capacity=%ld", (long)(nkeys * (getenv("BENCH_CAP") ? atof(getenv("BENCH_CAP")) : 2.0)));
+	snprintf(url, sizeof(url), "mem://?capacity=%ld",
+		 (long)(nkeys * (getenv("BENCH_CAP") ? atof(getenv("BENCH_CAP"))
+						     : 2.0)));
 	aside_error err;
 	aside_options opts = {0};
 	if (getenv("BENCH_FIXED_CLOCK"))
@@ -267,8 +269,8 @@ int main(int argc, char **argv)
 	aside_cache_metrics(cache, &m);
 	if (strcmp(mode, "bare") != 0)
 		printf("  hits %llu misses %llu entries %lld\n",
-		       (unsigned long long)m.hits,
-		       (unsigned long long)m.misses, (long long)m.entries);
+		       (unsigned long long)m.hits, (unsigned long long)m.misses,
+		       (long long)m.entries);
 	user_service_free(svc);
 	aside_cache_close(cache);
 	return 0;

@@ -7,7 +7,7 @@
 #include <aside/users.h>
 
 int repo__fail(aside_error *err, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 int repo__sqlite_open(const char *path, user_repo *out, aside_error *err);
 

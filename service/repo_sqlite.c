@@ -46,13 +46,12 @@ static int db_fail(aside_error *err, sqlite3 *db, int rc, const char *what)
 	return ASIDE_EDB;
 }
 
-static const char schema[] =
-	"CREATE TABLE IF NOT EXISTS users ("
-	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
-	" name TEXT NOT NULL,"
-	" email TEXT NOT NULL,"
-	" created_at_us INTEGER NOT NULL,"
-	" version INTEGER NOT NULL DEFAULT 1)";
+static const char schema[] = "CREATE TABLE IF NOT EXISTS users ("
+			     " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+			     " name TEXT NOT NULL,"
+			     " email TEXT NOT NULL,"
+			     " created_at_us INTEGER NOT NULL,"
+			     " version INTEGER NOT NULL DEFAULT 1)";
 
 static void conn_free(struct conn *c)
 {
@@ -77,7 +76,7 @@ static struct conn *conn_open(struct sqlite_repo *r, bool first,
 	}
 	int rc = sqlite3_open_v2(r->path, &c->db,
 				 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-					 SQLITE_OPEN_NOMUTEX,
+				     SQLITE_OPEN_NOMUTEX,
 				 NULL);
 	if (rc != SQLITE_OK) {
 		db_fail(err, c->db, rc, r->path);
@@ -101,19 +100,19 @@ static struct conn *conn_open(struct sqlite_repo *r, bool first,
 		sqlite3_stmt **st;
 		const char *sql;
 	} stmts[] = {
-		{&c->get, "SELECT id, name, email, created_at_us FROM users "
-			  "WHERE id = ?"},
-		{&c->ins, "INSERT INTO users (name, email, created_at_us) "
-			  "VALUES (?, ?, ?)"},
-		{&c->upd, "UPDATE users SET name = ?, email = ?, "
-			  "version = version + 1 WHERE id = ?"},
-		{&c->del, "DELETE FROM users WHERE id = ?"},
-		{&c->ping, "SELECT 1"},
+	    {&c->get, "SELECT id, name, email, created_at_us FROM users "
+		      "WHERE id = ?"},
+	    {&c->ins, "INSERT INTO users (name, email, created_at_us) "
+		      "VALUES (?, ?, ?)"},
+	    {&c->upd, "UPDATE users SET name = ?, email = ?, "
+		      "version = version + 1 WHERE id = ?"},
+	    {&c->del, "DELETE FROM users WHERE id = ?"},
+	    {&c->ping, "SELECT 1"},
 	};
 	for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++) {
 		rc = sqlite3_prepare_v3(c->db, stmts[i].sql, -1,
-					SQLITE_PREPARE_PERSISTENT,
-					stmts[i].st, NULL);
+					SQLITE_PREPARE_PERSISTENT, stmts[i].st,
+					NULL);
 		if (rc != SQLITE_OK) {
 			db_fail(err, c->db, rc, "preparing statements");
 			goto fail;
@@ -269,8 +268,7 @@ static int sq_ping(void *self, aside_error *err)
 	if (!c)
 		return ASIDE_EDB;
 	int rc = sqlite3_step(c->ping);
-	int ret = rc == SQLITE_ROW ? ASIDE_OK
-				   : db_fail(err, c->db, rc, "ping");
+	int ret = rc == SQLITE_ROW ? ASIDE_OK : db_fail(err, c->db, rc, "ping");
 	sqlite3_reset(c->ping);
 	give_back(self, c, ret == ASIDE_EDB && is_broken(rc));
 	return ret;
@@ -310,16 +308,16 @@ static void sq_close(void *self)
 }
 
 static const user_repo_ops sqlite_ops = {
-	.get = sq_get0,
-	.create = sq_create0,
-	.update = sq_update0,
-	.remove = sq_remove0,
-	.close = sq_close,
-	.get_ex = sq_get,
-	.create_ex = sq_create,
-	.update_ex = sq_update,
-	.remove_ex = sq_remove,
-	.ping = sq_ping,
+    .get = sq_get0,
+    .create = sq_create0,
+    .update = sq_update0,
+    .remove = sq_remove0,
+    .close = sq_close,
+    .get_ex = sq_get,
+    .create_ex = sq_create,
+    .update_ex = sq_update,
+    .remove_ex = sq_remove,
+    .ping = sq_ping,
 };
 
 int repo__sqlite_open(const char *path, user_repo *out, aside_error *err)

@@ -12,7 +12,7 @@
 #include <time.h>
 
 static int fail(aside_error *err, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static int fail(aside_error *err, int code, const char *fmt, ...)
 {
@@ -94,7 +94,8 @@ static int check_name(const char *name, aside_error *err)
 static bool atext(unsigned char c)
 {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	       (c >= '0' && c <= '9') || (c && strchr("!#$%&'*+-/=?^_`{|}~", c));
+	       (c >= '0' && c <= '9') ||
+	       (c && strchr("!#$%&'*+-/=?^_`{|}~", c));
 }
 
 static bool ldh(unsigned char c)
@@ -218,9 +219,8 @@ int user_parse_time(const char *s, size_t len, int64_t *us)
 	if (len < 20 || !digits(s, 4, &Y) || s[4] != '-' ||
 	    !digits(s + 5, 2, &M) || s[7] != '-' || !digits(s + 8, 2, &D) ||
 	    (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
-	    !digits(s + 11, 2, &h) || s[13] != ':' ||
-	    !digits(s + 14, 2, &m) || s[16] != ':' ||
-	    !digits(s + 17, 2, &sec))
+	    !digits(s + 11, 2, &h) || s[13] != ':' || !digits(s + 14, 2, &m) ||
+	    s[16] != ':' || !digits(s + 17, 2, &sec))
 		return ASIDE_EBADJSON;
 	static const int mdays[] = {31, 29, 31, 30, 31, 30,
 				    31, 31, 30, 31, 30, 31};
@@ -279,7 +279,7 @@ char *user_to_json(const user *u, size_t *len)
 	char *out = NULL;
 	json_t *name = json_stringn(u->name, strnlen(u->name, USER_NAME_MAX));
 	json_t *email =
-		json_stringn(u->email, strnlen(u->email, USER_EMAIL_MAX));
+	    json_stringn(u->email, strnlen(u->email, USER_EMAIL_MAX));
 	/* json_stringn refuses invalid UTF-8; validated records never are. */
 	if (name && email &&
 	    json_object_set_new(o, "id", json_integer(u->id)) == 0 &&
@@ -322,7 +322,8 @@ int user_from_json(const char *text, size_t len, int partial, user *out,
 		   aside_error *err)
 {
 	json_error_t jerr;
-	json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+	json_t *o = json_loadb(text, len,
+			       JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
 	if (!o)
 		return fail(err, ASIDE_EBADJSON, "malformed JSON: %s (at %d)",
 			    jerr.text, jerr.position);
@@ -345,8 +346,8 @@ int user_from_json(const char *text, size_t len, int partial, user *out,
 		rc = fail(err, ASIDE_EBADJSON, "missing field \"id\"");
 		goto out;
 	}
-	if ((rc = string_field(o, "name", u.name, USER_NAME_MAX,
-			       ASIDE_EBADNAME, err)) != ASIDE_OK ||
+	if ((rc = string_field(o, "name", u.name, USER_NAME_MAX, ASIDE_EBADNAME,
+			       err)) != ASIDE_OK ||
 	    (rc = string_field(o, "email", u.email, USER_EMAIL_MAX,
 			       ASIDE_EBADEMAIL, err)) != ASIDE_OK)
 		goto out;

@@ -40,15 +40,15 @@ static int repo_status(int rc, aside_error *err)
 }
 
 static const char two_digits[201] = "00010203040506070809"
-				  "10111213141516171819"
-				  "20212223242526272829"
-				  "30313233343536373839"
-				  "40414243444546474849"
-				  "50515253545556575859"
-				  "60616263646566676869"
-				  "70717273747576777879"
-				  "80818283848586878889"
-				  "90919293949596979899";
+				    "10111213141516171819"
+				    "20212223242526272829"
+				    "30313233343536373839"
+				    "40414243444546474849"
+				    "50515253545556575859"
+				    "60616263646566676869"
+				    "70717273747576777879"
+				    "80818283848586878889"
+				    "90919293949596979899";
 
 /*
  * On every read, so written without loops whose trip count varies with the
@@ -69,7 +69,8 @@ size_t user_cache_key(int64_t id, char buf[32])
 			memcpy(tmp + 32 + 2 * i, two_digits + 2 * (v % 100), 2);
 			v /= 100;
 		}
-		uint64_t w = (uint64_t)(id < 0 ? 0 - (uint64_t)id : (uint64_t)id);
+		uint64_t w =
+		    (uint64_t)(id < 0 ? 0 - (uint64_t)id : (uint64_t)id);
 		nd = 1 + (w >= 10) + (w >= 100) + (w >= 1000) + (w >= 10000) +
 		     (w >= 100000) + (w >= 1000000) + (w >= 10000000);
 		memcpy(buf + len, tmp + 40 - nd, 8);
@@ -162,7 +163,8 @@ static int attach_user(aside_value *v, const user *u)
 static void copy_field(char *dst, const char *src, size_t len)
 {
 	if (len < SHORT)
-		memcpy(dst, src, SHORT); /* the NUL and zero padding come along */
+		memcpy(dst, src,
+		       SHORT); /* the NUL and zero padding come along */
 	else
 		memcpy(dst, src, len + 1);
 }
@@ -177,8 +179,8 @@ static void unpack_user(const struct packed_user *p, user *out)
 }
 
 /* aside_loader.load: the user from the repository, as JSON plus struct. */
-static int load_user(void *arg, const char *key, size_t klen,
-		     aside_value **out, aside_error *err)
+static int load_user(void *arg, const char *key, size_t klen, aside_value **out,
+		     aside_error *err)
 {
 	user_service *s = arg;
 	user u;
@@ -366,7 +368,7 @@ user_service_metrics user_service_get_metrics(user_service *s)
 	r.hit_rate = reads ? (double)m.hits / (double)reads : 0;
 	r.miss_rate = reads ? (double)m.misses / (double)reads : 0;
 	r.avg_load_time_us =
-		m.loads ? (double)m.load_time_us_sum / (double)m.loads : 0;
+	    m.loads ? (double)m.load_time_us_sum / (double)m.loads : 0;
 	r.cache_size = m.entries;
 	return r;
 }

@@ -328,7 +328,8 @@ typedef struct aside_metrics {
 	uint64_t tier_hits[ASIDE_TIERS_MAX];
 	uint64_t loads, load_ok, not_found, load_errors;
 	uint64_t shared_loads, wait_timeouts;
-	uint64_t fills, fills_voided; /* stored, or dropped by an invalidation */
+	uint64_t fills,
+	    fills_voided; /* stored, or dropped by an invalidation */
 	uint64_t invalidations, evictions, corrupt, tier_errors;
 	uint64_t load_time_us_sum;
 	uint64_t load_hist[ASIDE_HIST_BUCKETS]; /* per bucket, not cumulative */

@@ -17,12 +17,13 @@ extern "C" {
 #define USER_NAME_MAX 255
 #define USER_EMAIL_MAX 254
 
-typedef struct user {  /* seed: User */
-	int64_t id;    /* assigned by the store on create */
+typedef struct user { /* seed: User */
+	int64_t id;   /* assigned by the store on create */
 	char name[USER_NAME_MAX + 1];
 	char email[USER_EMAIL_MAX + 1];
-	int64_t created_at_us; /* µs since the Unix epoch, UTC; JSON "created_at", RFC 3339 */
-} user;                        /* more fields may be appended */
+	int64_t created_at_us; /* µs since the Unix epoch, UTC; JSON
+				  "created_at", RFC 3339 */
+} user;			       /* more fields may be appended */
 
 /*
  * seed: UserRepository.  Every member returns ASIDE_OK, ASIDE_NOT_FOUND or a
@@ -30,7 +31,8 @@ typedef struct user {  /* seed: User */
  */
 typedef struct user_repo_ops {
 	int (*get)(void *self, int64_t id, user *out);
-	int (*create)(void *self, user *u); /* sets u->id and u->created_at_us */
+	int (*create)(void *self,
+		      user *u); /* sets u->id and u->created_at_us */
 	int (*update)(void *self, const user *u);
 	int (*remove)(void *self, int64_t id);
 	void (*close)(void *self);
@@ -68,7 +70,7 @@ typedef struct user_service_metrics { /* seed: ServiceMetrics */
 	double hit_rate, miss_rate; /* hits / (hits + misses), in [0,1] */
 	double avg_load_time_us;
 	int64_t cache_size; /* entries held in process */
-} user_service_metrics;     /* more fields may be appended */
+} user_service_metrics;	    /* more fields may be appended */
 
 /*
  * seed: NewUserService.  Neither db nor cache is owned: both must outlive

@@ -87,12 +87,12 @@ static int mem_param(void *ctx, const char *k, size_t klen, const char *v,
 		const char *name;
 		uint64_t *dst, min, max;
 	} known[] = {
-		{"capacity", &p->tier.capacity, 1, 1ull << 31},
-		{"max_bytes", &p->tier.max_bytes, 1, UINT64_MAX >> 1},
-		{"shards", &p->tier.shards, 1, 1024},
-		{"ttl_ms", &p->ttl_ms, 1, 100ull * 365 * 86400 * 1000},
-		{"jitter_pct", &p->jitter_pct, 0, 100},
-		{"wait_ms", &p->wait_ms, 1, 3600 * 1000},
+	    {"capacity", &p->tier.capacity, 1, 1ull << 31},
+	    {"max_bytes", &p->tier.max_bytes, 1, UINT64_MAX >> 1},
+	    {"shards", &p->tier.shards, 1, 1024},
+	    {"ttl_ms", &p->ttl_ms, 1, 100ull * 365 * 86400 * 1000},
+	    {"jitter_pct", &p->jitter_pct, 0, 100},
+	    {"wait_ms", &p->wait_ms, 1, 3600 * 1000},
 	};
 	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
 		if (strlen(known[i].name) != klen ||
@@ -101,12 +101,12 @@ static int mem_param(void *ctx, const char *k, size_t klen, const char *v,
 		if (!aside__parse_u64(v, vlen, known[i].min, known[i].max,
 				      known[i].dst))
 			return aside__fail(
-				err, ASIDE_EURL,
-				"option %s=%.*s: expected an integer in "
-				"[%llu, %llu]",
-				known[i].name, (int)vlen, v,
-				(unsigned long long)known[i].min,
-				(unsigned long long)known[i].max);
+			    err, ASIDE_EURL,
+			    "option %s=%.*s: expected an integer in "
+			    "[%llu, %llu]",
+			    known[i].name, (int)vlen, v,
+			    (unsigned long long)known[i].min,
+			    (unsigned long long)known[i].max);
 		return ASIDE_OK;
 	}
 	return aside__fail(err, ASIDE_EURL, "unknown option '%.*s'", (int)klen,
@@ -125,10 +125,10 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 		return aside__fail(err, ASIDE_EINVAL, "no URL");
 	*out = NULL;
 	struct open_params p = {
-		.tier = {.capacity = 100000},
-		.ttl_ms = 3600 * 1000,
-		.jitter_pct = 10,
-		.wait_ms = 5000,
+	    .tier = {.capacity = 100000},
+	    .ttl_ms = 3600 * 1000,
+	    .jitter_pct = 10,
+	    .wait_ms = 5000,
 	};
 	const char *rest;
 	if (strncmp(url, "mem://", 6) == 0) {
@@ -142,8 +142,8 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 	if (*rest && *rest != '?')
 		return aside__fail(err, ASIDE_EURL,
 				   "mem:// takes no host or path: '%s'", url);
-	int rc = aside__parse_query(*rest ? rest + 1 : rest, mem_param, &p,
-				    err);
+	int rc =
+	    aside__parse_query(*rest ? rest + 1 : rest, mem_param, &p, err);
 	if (rc != ASIDE_OK)
 		return rc;
 
@@ -263,8 +263,7 @@ int aside_cache_add_related(aside_cache *c, const char *ns, const char *key)
 		for (size_t i = 0; i < n->nrelated; i++)
 			if (strcmp(n->related[i], key) == 0)
 				goto out;
-		char **r = realloc(n->related,
-				   (n->nrelated + 1) * sizeof(*r));
+		char **r = realloc(n->related, (n->nrelated + 1) * sizeof(*r));
 		char *k = strdup(key);
 		if (r)
 			n->related = r;
@@ -287,8 +286,8 @@ static int64_t expiry_for(aside_cache *c, const char *key, size_t klen,
 	pthread_mutex_lock(&c->ns_lock);
 	struct ns_policy *n = ns_find_locked(c, key, ns_len(key, klen));
 	int64_t ttl_ms = n && n->ttl_ms ? n->ttl_ms : c->default_ttl_ms;
-	int jitter = n && n->jitter_pct >= 0 ? n->jitter_pct
-					     : c->default_jitter_pct;
+	int jitter =
+	    n && n->jitter_pct >= 0 ? n->jitter_pct : c->default_jitter_pct;
 	pthread_mutex_unlock(&c->ns_lock);
 	int64_t ttl_us = ttl_ms * 1000;
 	int64_t span = ttl_us / 100 * jitter;
@@ -305,9 +304,8 @@ static struct flight_shard *flight_shard(aside_cache *c, uint64_t hash)
 }
 
 /* The flight a reader may join: linked, and not voided. */
-static struct flight *flight_find_locked(struct flight_shard *sh,
-					 uint64_t hash, const char *key,
-					 size_t klen)
+static struct flight *flight_find_locked(struct flight_shard *sh, uint64_t hash,
+					 const char *key, size_t klen)
 {
 	for (struct flight *f = sh->head; f; f = f->next)
 		if (!f->voided && f->hash == hash && f->klen == klen &&
@@ -406,8 +404,8 @@ static int tiers_get(aside_cache *c, int from, const char *key, size_t klen,
 {
 	for (int i = from; i < c->ntiers; i++) {
 		aside_value *v = NULL;
-		int rc = c->tiers[i].ops->get(c->tiers[i].self, key, klen,
-					      hash, now, &v, NULL);
+		int rc = c->tiers[i].ops->get(c->tiers[i].self, key, klen, hash,
+					      now, &v, NULL);
 		if (rc == ASIDE_OK) {
 			if (decode_or_drop(c, i, ld, v, hash) == ASIDE_OK) {
 				*out = v;
@@ -447,7 +445,7 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 		if (rc == ASIDE_OK) {
 			aside__count(st, ASIDE__C_load_ok, 1);
 			aside__value_set_expiry(
-				v, expiry_for(c, f->key, f->klen, now));
+			    v, expiry_for(c, f->key, f->klen, now));
 			atomic_store_explicit(&aside__value_cold(v)->load_us,
 					      dt > UINT32_MAX ? UINT32_MAX
 							      : (uint32_t)dt,
@@ -515,8 +513,7 @@ int aside_cache_peek(aside_cache *c, const char *key, size_t klen,
 }
 
 int aside_cache_get(aside_cache *c, const char *key, size_t klen,
-		    const aside_loader *ld, aside_value **out,
-		    aside_error *err)
+		    const aside_loader *ld, aside_value **out, aside_error *err)
 {
 	if (!c || !key || klen == 0 || klen > ASIDE_KEY_MAX || !out || !ld ||
 	    !ld->load)
@@ -585,9 +582,9 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 			aside__count(st, ASIDE__C_misses, 1);
 			aside__count(st, ASIDE__C_wait_timeouts, 1);
 			return aside__fail(
-				err, ASIDE_ETIMEDOUT,
-				"waited %lld ms for another reader's load",
-				(long long)c->wait_ms);
+			    err, ASIDE_ETIMEDOUT,
+			    "waited %lld ms for another reader's load",
+			    (long long)c->wait_ms);
 		}
 		if (f->source < 0)
 			aside__count(st, ASIDE__C_shared_loads, 1);
@@ -619,12 +616,11 @@ int aside_cache_read(aside_cache *c, const char *key, size_t klen,
 	uint64_t hash = aside_hash(key, klen);
 	int64_t now = c->clock(c->clock_ctx);
 	if (aside__read_begin()) {
-		const aside_value *v = aside__mem_borrow(c->tiers[0].self, key,
-							 klen, hash, now);
+		const aside_value *v =
+		    aside__mem_borrow(c->tiers[0].self, key, klen, hash, now);
 		/* A value that still needs decoding goes the long way. */
-		if (v && (!ld->decode ||
-			  atomic_load_explicit(&v->obj,
-					       memory_order_acquire))) {
+		if (v && (!ld->decode || atomic_load_explicit(
+					     &v->obj, memory_order_acquire))) {
 			fn(arg, v);
 			aside__read_end();
 			aside__count(stripe(c), ASIDE__C_tier_hit0, 1);
@@ -739,7 +735,7 @@ void aside_cache_metrics(aside_cache *c, aside_metrics *m)
 						       memory_order_relaxed);
 		for (int b = 0; b < ASIDE_HIST_BUCKETS; b++)
 			m->load_hist[b] += atomic_load_explicit(
-				&c->stripes[s].hist[b], memory_order_relaxed);
+			    &c->stripes[s].hist[b], memory_order_relaxed);
 	}
 	m->ntiers = c->ntiers;
 	for (int i = 0; i < c->ntiers; i++) {
@@ -748,7 +744,7 @@ void aside_cache_metrics(aside_cache *c, aside_metrics *m)
 		m->tier_names[i] = c->tiers[i].ops->name;
 		if (c->tiers[i].ops->evictions)
 			m->evictions +=
-				c->tiers[i].ops->evictions(c->tiers[i].self);
+			    c->tiers[i].ops->evictions(c->tiers[i].self);
 	}
 	m->misses = sum[ASIDE__C_misses];
 	m->loads = sum[ASIDE__C_loads];

@@ -27,7 +27,7 @@
 
 _Atomic uint64_t aside__epoch = 1;
 _Thread_local struct aside__reader aside__me
-	__attribute__((tls_model("initial-exec")));
+    __attribute__((tls_model("initial-exec")));
 bool aside__need_fence = true;
 
 /* Registered readers: this thread's record is linked in while it lives. */
@@ -66,8 +66,8 @@ static void epoch_init(void)
 {
 	pthread_key_create(&reader_key, reader_unlink);
 #ifndef ASIDE__TSAN
-	if (syscall(__NR_membarrier,
-		    MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0)
+	if (syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+		    0, 0) == 0)
 		aside__need_fence = false;
 #endif
 }
@@ -94,8 +94,8 @@ static bool grace_passed(uint64_t grace)
 	bool ok = true;
 	pthread_mutex_lock(&readers_lock);
 	for (struct aside__reader *r = readers; r && ok; r = r->next) {
-		uint64_t e = atomic_load_explicit(&r->epoch,
-						  memory_order_seq_cst);
+		uint64_t e =
+		    atomic_load_explicit(&r->epoch, memory_order_seq_cst);
 		ok = e == 0 || e >= grace;
 	}
 	pthread_mutex_unlock(&readers_lock);
@@ -125,8 +125,7 @@ static aside_value *reclaim_locked(void)
 			retired = NULL;
 			nretired = 0;
 			b->grace = atomic_fetch_add_explicit(
-					   &aside__epoch, 1,
-					   memory_order_seq_cst) +
+				       &aside__epoch, 1, memory_order_seq_cst) +
 				   1;
 			b->next = waiting;
 			waiting = b;

@@ -24,7 +24,7 @@
  */
 struct aside_value {
 	_Atomic uint32_t refs;
-	_Atomic uint8_t linked;  /* in an L1 table; written under its lock */
+	_Atomic uint8_t linked;	 /* in an L1 table; written under its lock */
 	_Atomic uint8_t visited; /* CLOCK reference bit */
 	uint16_t klen;
 	_Atomic uint64_t hash;
@@ -96,15 +96,15 @@ static inline bool aside__value_key_eq(const aside_value *v, const char *key,
  * could not register (out of memory): it must then not read L1 at all.
  */
 struct aside__reader {
-	_Atomic uint64_t epoch; /* 0: not in a section */
-	unsigned depth;		/* owner only */
-	bool registered;	/* owner only */
+	_Atomic uint64_t epoch;	    /* 0: not in a section */
+	unsigned depth;		    /* owner only */
+	bool registered;	    /* owner only */
 	struct aside__reader *next; /* guarded by the registry lock */
 } __attribute__((aligned(ASIDE__CACHELINE)));
 
 extern _Atomic uint64_t aside__epoch;
 extern _Thread_local struct aside__reader aside__me
-	__attribute__((tls_model("initial-exec")));
+    __attribute__((tls_model("initial-exec")));
 extern bool aside__need_fence; /* no membarrier(2): readers fence */
 void aside__reader_register(void);
 
@@ -130,14 +130,15 @@ static inline bool aside__read_begin(void)
 	}
 	uint64_t e = atomic_load_explicit(&aside__epoch, memory_order_acquire);
 #ifdef ASIDE__TSAN
-	atomic_store_explicit(&r->epoch, e, memory_order_seq_cst);
-	atomic_thread_fence(memory_order_seq_cst);
+	/* A full barrier ThreadSanitizer understands (it models no fences). */
+	atomic_exchange_explicit(&r->epoch, e, memory_order_seq_cst);
 #else
 	atomic_store_explicit(&r->epoch, e, memory_order_relaxed);
 	if (aside__need_fence)
 		atomic_thread_fence(memory_order_seq_cst);
 	else
-		atomic_signal_fence(memory_order_seq_cst); /* membarrier does the rest */
+		atomic_signal_fence(
+		    memory_order_seq_cst); /* membarrier does the rest */
 #endif
 	return true;
 }
@@ -164,8 +165,7 @@ static inline bool aside__value_tryref(aside_value *v)
 		if (n == 0)
 			return false;
 	} while (!atomic_compare_exchange_weak_explicit(
-		&v->refs, &n, n + 1, memory_order_acquire,
-		memory_order_relaxed));
+	    &v->refs, &n, n + 1, memory_order_acquire, memory_order_relaxed));
 	return true;
 }
 
@@ -191,9 +191,9 @@ void *aside__table_alloc(size_t bytes);
 
 /* errors */
 void aside__error_set(aside_error *err, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 int aside__fail(aside_error *err, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* monotonic µs, for durations and waits (never the injectable clock) */
 int64_t aside__mono_us(void);
@@ -224,16 +224,18 @@ const aside_value *aside__mem_borrow(void *self, const char *key, size_t klen,
 
 /* Metrics: counters striped per thread so that a hit touches no shared line. */
 #define ASIDE__COUNTERS(X)                                                     \
-	X(misses) X(tier_hit0) X(tier_hit1) X(tier_hit2) X(tier_hit3)   \
-	X(loads) X(load_ok) X(not_found) X(load_errors) X(shared_loads)          \
-	X(wait_timeouts) X(fills) X(fills_voided) X(invalidations) X(corrupt)    \
-	X(tier_errors) X(load_time_us_sum)
+	X(misses)                                                              \
+	X(tier_hit0)                                                           \
+	X(tier_hit1) X(tier_hit2) X(tier_hit3) X(loads) X(load_ok)             \
+	    X(not_found) X(load_errors) X(shared_loads) X(wait_timeouts)       \
+		X(fills) X(fills_voided) X(invalidations) X(corrupt)           \
+		    X(tier_errors) X(load_time_us_sum)
 
 enum {
 #define ASIDE__CENUM(n) ASIDE__C_##n,
 	ASIDE__COUNTERS(ASIDE__CENUM)
 #undef ASIDE__CENUM
-	ASIDE__NCOUNTERS
+	    ASIDE__NCOUNTERS
 };
 
 #define ASIDE__STRIPES 64
@@ -248,7 +250,7 @@ struct aside__stripe {
  * a counter is bumped with a plain load and store, no locked instruction.
  */
 extern _Thread_local int aside__stripe_mine
-	__attribute__((tls_model("initial-exec"))); /* -1 until assigned */
+    __attribute__((tls_model("initial-exec"))); /* -1 until assigned */
 int aside__stripe_claim(void);
 
 static inline unsigned aside__stripe_index(void)
@@ -263,11 +265,10 @@ static inline void aside__count(struct aside__stripe *s, int counter,
 	if (s != NULL && aside__stripe_mine < ASIDE__STRIPES - 1) {
 		/* The owner is the only writer: no read-modify-write needed. */
 		atomic_store_explicit(
-			&s->c[counter],
-			atomic_load_explicit(&s->c[counter],
-					     memory_order_relaxed) +
-				n,
-			memory_order_relaxed);
+		    &s->c[counter],
+		    atomic_load_explicit(&s->c[counter], memory_order_relaxed) +
+			n,
+		    memory_order_relaxed);
 	} else {
 		atomic_fetch_add_explicit(&s->c[counter], n,
 					  memory_order_relaxed);
@@ -278,11 +279,11 @@ static inline void aside__count_hist(struct aside__stripe *s, int bucket)
 {
 	if (aside__stripe_mine < ASIDE__STRIPES - 1)
 		atomic_store_explicit(
-			&s->hist[bucket],
-			atomic_load_explicit(&s->hist[bucket],
-					     memory_order_relaxed) +
-				1,
-			memory_order_relaxed);
+		    &s->hist[bucket],
+		    atomic_load_explicit(&s->hist[bucket],
+					 memory_order_relaxed) +
+			1,
+		    memory_order_relaxed);
 	else
 		atomic_fetch_add_explicit(&s->hist[bucket], 1,
 					  memory_order_relaxed);

@@ -9,7 +9,7 @@
 #include <stdio.h>
 
 _Thread_local int aside__stripe_mine
-	__attribute__((tls_model("initial-exec"))) = -1;
+    __attribute__((tls_model("initial-exec"))) = -1;
 
 static pthread_mutex_t stripe_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t stripe_taken; /* bit i: stripe i has an owner; stripe_lock */
@@ -42,8 +42,8 @@ int aside__stripe_claim(void)
 			break;
 		}
 	pthread_mutex_unlock(&stripe_lock);
-	if (i != shared && pthread_setspecific(stripe_key,
-					       (void *)(intptr_t)(i + 1)) != 0) {
+	if (i != shared &&
+	    pthread_setspecific(stripe_key, (void *)(intptr_t)(i + 1)) != 0) {
 		stripe_release((void *)(intptr_t)(i + 1));
 		i = shared;
 	}
@@ -84,7 +84,8 @@ double aside_hist_quantile(const uint64_t hist[ASIDE_HIST_BUCKETS], double q)
 			if (i == ASIDE_HIST_BUCKETS - 1)
 				return lo;
 			double hi = (double)aside_hist_bucket_low_us(i + 1);
-			return lo + (hi - lo) * ((rank - seen) / (double)hist[i]);
+			return lo +
+			       (hi - lo) * ((rank - seen) / (double)hist[i]);
 		}
 		seen += (double)hist[i];
 	}
@@ -137,8 +138,8 @@ size_t aside_metrics_prometheus(const aside_metrics *m, const char *prefix,
 		"Reads no cache tier could serve.", m->misses);
 	counter(&o, prefix, "db_loads_total",
 		"Loads run against the source (the database).", m->loads);
-	counter(&o, prefix, "load_not_found_total",
-		"Loads that found nothing.", m->not_found);
+	counter(&o, prefix, "load_not_found_total", "Loads that found nothing.",
+		m->not_found);
 	counter(&o, prefix, "load_errors_total", "Loads that failed.",
 		m->load_errors);
 	counter(&o, prefix, "shared_loads_total",

@@ -100,7 +100,8 @@ int64_t aside__mono_us(void)
 
 uint64_t aside__rand(void)
 {
-	static _Thread_local uint64_t s __attribute__((tls_model("initial-exec")));
+	static _Thread_local uint64_t s
+	    __attribute__((tls_model("initial-exec")));
 	if (s == 0) {
 		s = (uint64_t)aside__mono_us() ^ (uint64_t)(uintptr_t)&s ^
 		    hash_seed;

@@ -76,7 +76,7 @@ void aside__value_free(aside_value *v)
 	struct aside__value_cold *cold = aside__value_cold(v);
 	void *obj = atomic_load_explicit(&v->obj, memory_order_relaxed);
 	void (*obj_free)(void *) =
-		atomic_load_explicit(&cold->obj_free, memory_order_relaxed);
+	    atomic_load_explicit(&cold->obj_free, memory_order_relaxed);
 	if (obj && obj_free)
 		obj_free(obj);
 	free(v);

@@ -45,8 +45,8 @@ static inline struct shard *shard_of(struct mem *m, uint64_t hash)
 
 static inline bool expired(const aside_value *v, int64_t now)
 {
-	int64_t at = atomic_load_explicit(&v->expires_at_us,
-					  memory_order_relaxed);
+	int64_t at =
+	    atomic_load_explicit(&v->expires_at_us, memory_order_relaxed);
 	return at != 0 && now >= at;
 }
 
@@ -60,12 +60,12 @@ static aside_value *lookup(struct mem *m, const char *key, size_t klen,
 	struct shard *sh = shard_of(m, hash);
 	uint32_t i = (uint32_t)hash & sh->mask;
 	for (uint32_t n = 0; n <= sh->mask; n++, i = (i + 1) & sh->mask) {
-		aside_value *v = atomic_load_explicit(&sh->slots[i],
-						      memory_order_acquire);
+		aside_value *v =
+		    atomic_load_explicit(&sh->slots[i], memory_order_acquire);
 		if (!v)
 			return NULL;
 		if (atomic_load_explicit(&v->hash, memory_order_relaxed) !=
-			    hash ||
+			hash ||
 		    !aside__value_key_eq(v, key, klen))
 			continue;
 		/* A removed entry may linger in a slot a reader loaded
@@ -110,12 +110,12 @@ static uint32_t find_locked(struct shard *sh, const char *key, size_t klen,
 {
 	uint32_t i = (uint32_t)hash & sh->mask;
 	for (uint32_t n = 0; n <= sh->mask; n++, i = (i + 1) & sh->mask) {
-		aside_value *v = atomic_load_explicit(&sh->slots[i],
-						      memory_order_relaxed);
+		aside_value *v =
+		    atomic_load_explicit(&sh->slots[i], memory_order_relaxed);
 		if (!v)
 			return UINT32_MAX;
 		if (atomic_load_explicit(&v->hash, memory_order_relaxed) ==
-			    hash &&
+			hash &&
 		    aside__value_key_eq(v, key, klen))
 			return i;
 	}
@@ -128,22 +128,22 @@ static uint32_t find_locked(struct shard *sh, const char *key, size_t klen,
  */
 static void remove_at_locked(struct shard *sh, uint32_t i)
 {
-	aside_value *gone = atomic_load_explicit(&sh->slots[i],
-						 memory_order_relaxed);
+	aside_value *gone =
+	    atomic_load_explicit(&sh->slots[i], memory_order_relaxed);
 	uint32_t j = i;
 	for (;;) {
 		j = (j + 1) & sh->mask;
-		aside_value *q = atomic_load_explicit(&sh->slots[j],
-						      memory_order_relaxed);
+		aside_value *q =
+		    atomic_load_explicit(&sh->slots[j], memory_order_relaxed);
 		if (!q)
 			break;
-		uint32_t home =
-			(uint32_t)atomic_load_explicit(&q->hash,
-						       memory_order_relaxed) &
-			sh->mask;
-		/* q may move to i unless its home lies in (i, j] (cyclically). */
-		bool stays = i <= j ? (home > i && home <= j)
-				    : (home > i || home <= j);
+		uint32_t home = (uint32_t)atomic_load_explicit(
+				    &q->hash, memory_order_relaxed) &
+				sh->mask;
+		/* q may move to i unless its home lies in (i, j] (cyclically).
+		 */
+		bool stays =
+		    i <= j ? (home > i && home <= j) : (home > i || home <= j);
 		if (!stays) {
 			atomic_store_explicit(&sh->slots[i], q,
 					      memory_order_release);
@@ -153,9 +153,9 @@ static void remove_at_locked(struct shard *sh, uint32_t i)
 	atomic_store_explicit(&sh->slots[i], NULL, memory_order_release);
 	atomic_store_explicit(&gone->linked, 0, memory_order_release);
 	atomic_store_explicit(
-		&sh->count,
-		atomic_load_explicit(&sh->count, memory_order_relaxed) - 1,
-		memory_order_relaxed);
+	    &sh->count,
+	    atomic_load_explicit(&sh->count, memory_order_relaxed) - 1,
+	    memory_order_relaxed);
 	sh->bytes -= aside__value_charge(gone);
 	aside_value_unref(gone);
 }
@@ -165,8 +165,8 @@ static bool evict_one_locked(struct shard *sh, int64_t now)
 {
 	for (uint32_t n = 0; n <= 2 * (sh->mask + 1); n++) {
 		uint32_t i = sh->hand;
-		aside_value *v = atomic_load_explicit(&sh->slots[i],
-						      memory_order_relaxed);
+		aside_value *v =
+		    atomic_load_explicit(&sh->slots[i], memory_order_relaxed);
 		if (!v) {
 			sh->hand = (i + 1) & sh->mask;
 			continue;
@@ -205,7 +205,7 @@ static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 	if (at != UINT32_MAX)
 		remove_at_locked(sh, at);
 	while (atomic_load_explicit(&sh->count, memory_order_relaxed) >=
-		       sh->cap ||
+		   sh->cap ||
 	       (sh->max_bytes && sh->bytes + charge > sh->max_bytes))
 		if (!evict_one_locked(sh, now))
 			break;
@@ -224,9 +224,9 @@ static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 	atomic_store_explicit(&v->linked, 1, memory_order_relaxed);
 	atomic_store_explicit(&sh->slots[i], v, memory_order_release);
 	atomic_store_explicit(
-		&sh->count,
-		atomic_load_explicit(&sh->count, memory_order_relaxed) + 1,
-		memory_order_relaxed);
+	    &sh->count,
+	    atomic_load_explicit(&sh->count, memory_order_relaxed) + 1,
+	    memory_order_relaxed);
 	sh->bytes += charge;
 	pthread_mutex_unlock(&sh->lock);
 	return ASIDE_OK;
@@ -274,7 +274,7 @@ static void mem_close(void *self)
 		struct shard *sh = &m->shards[s];
 		for (uint32_t i = 0; sh->slots && i <= sh->mask; i++) {
 			aside_value *v = atomic_load_explicit(
-				&sh->slots[i], memory_order_relaxed);
+			    &sh->slots[i], memory_order_relaxed);
 			if (v) {
 				atomic_store_explicit(&v->linked, 0,
 						      memory_order_relaxed);
@@ -289,14 +289,14 @@ static void mem_close(void *self)
 }
 
 static const aside_tier_ops mem_ops = {
-	.version = ASIDE_TIER_OPS_VERSION,
-	.name = "mem",
-	.get = mem_get,
-	.set = mem_set,
-	.del = mem_del,
-	.count = mem_count,
-	.evictions = mem_evictions,
-	.close = mem_close,
+    .version = ASIDE_TIER_OPS_VERSION,
+    .name = "mem",
+    .get = mem_get,
+    .set = mem_set,
+    .del = mem_del,
+    .count = mem_count,
+    .evictions = mem_evictions,
+    .close = mem_close,
 };
 
 static uint32_t pow2_at_least(uint64_t n)
@@ -328,8 +328,8 @@ int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 	if (!m)
 		return aside__fail(err, ASIDE_ENOMEM, "out of memory");
 	m->nshards = (uint32_t)nshards;
-	m->shards = aligned_alloc(ASIDE__CACHELINE,
-				  nshards * sizeof(struct shard));
+	m->shards =
+	    aligned_alloc(ASIDE__CACHELINE, nshards * sizeof(struct shard));
 	if (!m->shards) {
 		free(m);
 		return aside__fail(err, ASIDE_ENOMEM, "out of memory");
@@ -347,8 +347,8 @@ int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 	uint32_t nslots = pow2_at_least(2ull * m->shards[0].cap);
 	if (nslots < 4)
 		nslots = 4;
-	m->slots = aside__table_alloc((size_t)nshards * nslots *
-				      sizeof(*m->slots));
+	m->slots =
+	    aside__table_alloc((size_t)nshards * nslots * sizeof(*m->slots));
 	if (!m->slots) {
 		mem_close(m);
 		return aside__fail(err, ASIDE_ENOMEM, "out of memory");

@@ -88,8 +88,8 @@ static int r_remove(void *self, int64_t id)
 {
 	struct repo *r = self;
 	pthread_mutex_lock(&r->lock);
-	int rc = id > 0 && id < 64 && r->present[id] ? ASIDE_OK
-						      : ASIDE_NOT_FOUND;
+	int rc =
+	    id > 0 && id < 64 && r->present[id] ? ASIDE_OK : ASIDE_NOT_FOUND;
 	if (rc == ASIDE_OK)
 		r->present[id] = 0;
 	pthread_mutex_unlock(&r->lock);
@@ -165,7 +165,8 @@ int main(void)
 
 	aside_cache *cache;
 	aside_error err;
-	CHECK(aside_cache_open("mem://?capacity=100", &cache, &err) == ASIDE_OK);
+	CHECK(aside_cache_open("mem://?capacity=100", &cache, &err) ==
+	      ASIDE_OK);
 	user_service *svc = user_service_new((user_repo){&ops, &r}, cache);
 	CHECK(svc != NULL);
 

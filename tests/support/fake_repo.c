@@ -89,11 +89,11 @@ static void f_close(void *self)
 }
 
 static const user_repo_ops fake_ops = {
-	.get = f_get,
-	.create = f_create,
-	.update = f_update,
-	.remove = f_remove,
-	.close = f_close,
+    .get = f_get,
+    .create = f_create,
+    .update = f_update,
+    .remove = f_remove,
+    .close = f_close,
 };
 
 user_repo fake_repo_handle(fake_repo *r)
@@ -155,11 +155,11 @@ static int p_remove(void *self, int64_t id)
 }
 
 static const user_repo_ops probe_ops = {
-	.get = p_get,
-	.create = p_create,
-	.update = p_update,
-	.remove = p_remove,
-	.close = f_close,
+    .get = p_get,
+    .create = p_create,
+    .update = p_update,
+    .remove = p_remove,
+    .close = f_close,
 };
 
 void probe_repo_init(probe_repo *p, user_repo inner)

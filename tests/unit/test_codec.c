@@ -2,12 +2,14 @@
  * test_codec.c -- users as JSON, RFC 3339 times, and validation.
  */
 #include <aside/users.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* cmocka needs the headers above */
 #include <cmocka.h>
 
 static user make(const char *name, const char *email)
@@ -88,14 +90,15 @@ static void malformed_json_is_refused(void **state)
 	       "name not a string");
 	expect("{\"name\":\"A\",\"email\":\"a@b.c\",\"id\":\"1\"}", 1,
 	       ASIDE_EBADID, "id a string");
-	expect("{\"name\":\"A\",\"email\":\"a@b.c\",\"id\":0}", 1,
-	       ASIDE_EBADID, "id zero");
+	expect("{\"name\":\"A\",\"email\":\"a@b.c\",\"id\":0}", 1, ASIDE_EBADID,
+	       "id zero");
 	expect("{\"name\":\"A\",\"email\":\"a@b.c\",\"id\":-3}", 1,
 	       ASIDE_EBADID, "id negative");
 	expect("{\"name\":\"A\",\"email\":\"a@b.c\",\"id\":1.5}", 1,
 	       ASIDE_EBADID, "id fractional");
-	expect("{\"name\":\"A\",\"email\":\"a@b.c\",\"created_at\":\"yesterday\"}",
-	       1, ASIDE_EBADJSON, "bad time");
+	expect(
+	    "{\"name\":\"A\",\"email\":\"a@b.c\",\"created_at\":\"yesterday\"}",
+	    1, ASIDE_EBADJSON, "bad time");
 	expect("{\"name\":\"A\\u0000B\",\"email\":\"a@b.c\"}", 1,
 	       ASIDE_EBADNAME, "NUL inside the name");
 	expect("{\"name\":\"A\",\"email\":\"a@b.c\"}", 1, ASIDE_OK,
@@ -109,12 +112,12 @@ static void invalid_utf8_is_refused(void **state)
 	expect("{\"name\":\"\xff\",\"email\":\"a@b.c\"}", 1, ASIDE_EBADJSON,
 	       "0xff in JSON");
 	const char *bad[] = {
-		"\xc0\xaf",	    /* overlong '/' */
-		"\xe0\x80\xaf",	    /* overlong */
-		"\xed\xa0\x80",	    /* surrogate U+D800 */
-		"\xf4\x90\x80\x80", /* above U+10FFFF */
-		"abc\xe2\x82",	    /* truncated sequence */
-		"\x80",		    /* lone continuation */
+	    "\xc0\xaf",		/* overlong '/' */
+	    "\xe0\x80\xaf",	/* overlong */
+	    "\xed\xa0\x80",	/* surrogate U+D800 */
+	    "\xf4\x90\x80\x80", /* above U+10FFFF */
+	    "abc\xe2\x82",	/* truncated sequence */
+	    "\x80",		/* lone continuation */
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		user u = make(bad[i], "a@b.c");
@@ -165,7 +168,8 @@ static void over_long_fields_are_refused(void **state)
 	}
 	email[n] = '\0';
 	assert_int_equal(strlen(email), 255);
-	snprintf(json, sizeof(json), "{\"name\":\"A\",\"email\":\"%s\"}", email);
+	snprintf(json, sizeof(json), "{\"name\":\"A\",\"email\":\"%s\"}",
+		 email);
 	expect(json, 1, ASIDE_EBADEMAIL, "255-byte email");
 	email[254] = '\0';
 	u = make("A", email);
@@ -175,17 +179,17 @@ static void over_long_fields_are_refused(void **state)
 static void emails_are_checked(void **state)
 {
 	(void)state;
-	const char *good[] = {"a@b.c", "alice@example.com",
+	const char *good[] = {"a@b.c",
+			      "alice@example.com",
 			      "first.last+tag@sub.example.co.uk",
-			      "user@localhost", "x_y-z@a-b.example",
+			      "user@localhost",
+			      "x_y-z@a-b.example",
 			      "o'hara@example.org"};
-	const char *bad[] = {"",	      "plain",	      "@example.com",
-			     "a@",	      "a@@b.c",	      "a@b@c.d",
-			     ".a@b.c",	      "a.@b.c",	      "a..b@c.d",
-			     "a b@c.d",	      "a@b..c",	      "a@-b.c",
-			     "a@b-.c",	      "a@.b.c",	      "a@b.c.",
-			     "a@b_c.d",	      "\"q\"@b.c",    "a@[127.0.0.1]",
-			     "é@b.c",	      "a@bé.c"};
+	const char *bad[] = {
+	    "",	       "plain",	    "@example.com",  "a@",	 "a@@b.c",
+	    "a@b@c.d", ".a@b.c",    "a.@b.c",	     "a..b@c.d", "a b@c.d",
+	    "a@b..c",  "a@-b.c",    "a@b-.c",	     "a@.b.c",	 "a@b.c.",
+	    "a@b_c.d", "\"q\"@b.c", "a@[127.0.0.1]", "é@b.c",	 "a@bé.c"};
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
 		user u = make("A", good[i]);
 		aside_error err;
@@ -213,13 +217,13 @@ static void times_are_rfc3339(void **state)
 		const char *s;
 		int64_t us;
 	} ok[] = {
-		{"2025-11-24T16:00:00.123456Z", 1764000000123456},
-		{"2025-11-24T16:00:00Z", 1764000000000000},
-		{"2025-11-24t16:00:00z", 1764000000000000},
-		{"2025-11-24T17:30:00+01:30", 1764000000000000},
-		{"2025-11-24T14:00:00.5-02:00", 1764000000500000},
-		{"2025-11-24T16:00:00.123456789Z", 1764000000123456},
-		{"2024-02-29T00:00:00Z", 1709164800000000},
+	    {"2025-11-24T16:00:00.123456Z", 1764000000123456},
+	    {"2025-11-24T16:00:00Z", 1764000000000000},
+	    {"2025-11-24t16:00:00z", 1764000000000000},
+	    {"2025-11-24T17:30:00+01:30", 1764000000000000},
+	    {"2025-11-24T14:00:00.5-02:00", 1764000000500000},
+	    {"2025-11-24T16:00:00.123456789Z", 1764000000123456},
+	    {"2024-02-29T00:00:00Z", 1709164800000000},
 	};
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
 		int64_t us = 0;
@@ -257,14 +261,14 @@ static void cache_keys_are_the_seeds(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(json_round_trip),
-		cmocka_unit_test(json_shape_is_the_seeds),
-		cmocka_unit_test(malformed_json_is_refused),
-		cmocka_unit_test(invalid_utf8_is_refused),
-		cmocka_unit_test(over_long_fields_are_refused),
-		cmocka_unit_test(emails_are_checked),
-		cmocka_unit_test(times_are_rfc3339),
-		cmocka_unit_test(cache_keys_are_the_seeds),
+	    cmocka_unit_test(json_round_trip),
+	    cmocka_unit_test(json_shape_is_the_seeds),
+	    cmocka_unit_test(malformed_json_is_refused),
+	    cmocka_unit_test(invalid_utf8_is_refused),
+	    cmocka_unit_test(over_long_fields_are_refused),
+	    cmocka_unit_test(emails_are_checked),
+	    cmocka_unit_test(times_are_rfc3339),
+	    cmocka_unit_test(cache_keys_are_the_seeds),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,14 +7,16 @@
 
 #include <aside/aside.h>
 #include <pthread.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+/* cmocka needs the headers above */
 #include <cmocka.h>
 
 /* A source of values: "<key>=<version>", with counters and a hold hook. */
@@ -69,8 +71,8 @@ static void source_release(source *s)
 	pthread_mutex_unlock(&s->lock);
 }
 
-static int src_load(void *arg, const char *key, size_t klen,
-		    aside_value **out, aside_error *err)
+static int src_load(void *arg, const char *key, size_t klen, aside_value **out,
+		    aside_error *err)
 {
 	source *s = arg;
 	atomic_fetch_add(&s->loads, 1);
@@ -177,8 +179,8 @@ static int teardown(void **state)
 static int get_version(fixture *f, const char *key)
 {
 	aside_value *v = NULL;
-	int rc = aside_cache_get(f->cache, key, strlen(key), &f->loader, &v,
-				 NULL);
+	int rc =
+	    aside_cache_get(f->cache, key, strlen(key), &f->loader, &v, NULL);
 	if (rc != ASIDE_OK)
 		return rc < 0 ? rc : -100 - rc;
 	int ver = version_of(v);
@@ -231,12 +233,13 @@ static void bad_arguments_are_refused(void **state)
 	memset(big, 'k', sizeof(big));
 	assert_int_equal(aside_cache_get(f->cache, "", 0, &f->loader, &v, &err),
 			 ASIDE_EINVAL);
-	assert_int_equal(aside_cache_get(f->cache, big, sizeof(big),
-					 &f->loader, &v, &err),
-			 ASIDE_EINVAL);
+	assert_int_equal(
+	    aside_cache_get(f->cache, big, sizeof(big), &f->loader, &v, &err),
+	    ASIDE_EINVAL);
 	assert_int_equal(aside_cache_get(f->cache, "k", 1, NULL, &v, &err),
 			 ASIDE_EINVAL);
-	assert_int_equal(aside_cache_set_ttl(f->cache, "k", 0, 0), ASIDE_EINVAL);
+	assert_int_equal(aside_cache_set_ttl(f->cache, "k", 0, 0),
+			 ASIDE_EINVAL);
 	assert_int_equal(aside_cache_set_ttl(f->cache, "k", 10, 101),
 			 ASIDE_EINVAL);
 }
@@ -245,15 +248,15 @@ static void open_rejects_bad_urls(void **state)
 {
 	(void)state;
 	const char *bad[] = {
-		"",
-		"memcached://x",
-		"mem://host",
-		"mem://?capacity=0",
-		"mem://?capacity=abc",
-		"mem://?capacity",
-		"mem://?bogus=1",
-		"mem://?jitter_pct=101",
-		"mem://?ttl_ms=-5",
+	    "",
+	    "memcached://x",
+	    "mem://host",
+	    "mem://?capacity=0",
+	    "mem://?capacity=abc",
+	    "mem://?capacity",
+	    "mem://?bogus=1",
+	    "mem://?jitter_pct=101",
+	    "mem://?ttl_ms=-5",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		aside_cache *c = NULL;
@@ -416,8 +419,9 @@ static void load_before_invalidate_never_stores(void **state)
 
 typedef struct stress {
 	fixture *f;
-	_Atomic int versions[8];  /* what the source holds for key i */
-	_Atomic int completed[8]; /* latest version whose invalidation returned */
+	_Atomic int versions[8]; /* what the source holds for key i */
+	_Atomic int
+	    completed[8]; /* latest version whose invalidation returned */
 	_Atomic int stale;
 	_Atomic int errors;
 	_Atomic int stop;
@@ -449,9 +453,8 @@ static void *stress_writer(void *arg)
 		aside_cache_invalidate(s->f->cache, key, 3, NULL);
 		/* versions only grow, so a max is what completed */
 		int cur = atomic_load(&s->completed[i]);
-		while (cur < ver &&
-		       !atomic_compare_exchange_weak(&s->completed[i], &cur,
-						     ver))
+		while (cur < ver && !atomic_compare_exchange_weak(
+					&s->completed[i], &cur, ver))
 			;
 	}
 	return NULL;
@@ -469,8 +472,8 @@ static void check_lent(void *arg, const aside_value *v)
 	struct lent *l = arg;
 	size_t klen;
 	const char *k = aside_value_key(v, &klen);
-	l->stale = klen != 3 || memcmp(k, l->key, 3) != 0 ||
-		   version_of(v) < l->floor;
+	l->stale =
+	    klen != 3 || memcmp(k, l->key, 3) != 0 || version_of(v) < l->floor;
 }
 
 static void *stress_reader(void *arg)
@@ -507,8 +510,9 @@ static void *stress_reader(void *arg)
 		    version_of(v) < floor) {
 			size_t dl;
 			const char *d = aside_value_data(v, &dl);
-			fprintf(stderr, "read %s after version %d completed, "
-					"got %.*s\n",
+			fprintf(stderr,
+				"read %s after version %d completed, "
+				"got %.*s\n",
 				key, floor, (int)dl, d);
 			atomic_fetch_add(&s->stale, 1);
 		}
@@ -540,9 +544,8 @@ static void stress_run(const char *url)
 	for (int i = 0; i < 8; i++) {
 		char key[4] = {'k', ':', (char)('0' + i), 0};
 		aside_value *v;
-		assert_int_equal(aside_cache_get(f->cache, key, 3, &ld, &v,
-						 NULL),
-				 ASIDE_OK);
+		assert_int_equal(
+		    aside_cache_get(f->cache, key, 3, &ld, &v, NULL), ASIDE_OK);
 		assert_int_equal(version_of(v), s.versions[i]);
 		aside_value_unref(v);
 	}
@@ -658,7 +661,8 @@ static void histogram_quantiles_are_close(void **state)
 	uint64_t h[ASIDE_HIST_BUCKETS] = {0};
 	for (uint64_t us = 1; us <= 10000; us++)
 		h[aside_hist_bucket(us)]++;
-	double p50 = aside_hist_quantile(h, 0.5), p99 = aside_hist_quantile(h, 0.99);
+	double p50 = aside_hist_quantile(h, 0.5),
+	       p99 = aside_hist_quantile(h, 0.99);
 	assert_true(p50 > 5000 * 0.875 && p50 < 5000 * 1.125);
 	assert_true(p99 > 9900 * 0.875 && p99 < 9900 * 1.125);
 	for (int b = 1; b < ASIDE_HIST_BUCKETS; b++) {
@@ -687,13 +691,12 @@ static void prometheus_text_has_the_counters(void **state)
 	assert_non_null(strstr(buf, "aside_db_loads_total 2\n"));
 	assert_non_null(strstr(buf, "aside_cache_entries 2\n"));
 	assert_non_null(
-		strstr(buf, "aside_load_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
+	    strstr(buf, "aside_load_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
 	assert_non_null(strstr(buf, "aside_load_duration_seconds_count 2\n"));
 	/* A short buffer is filled, terminated, and the full size reported. */
 	char small[64];
-	assert_int_equal(aside_metrics_prometheus(&m, "aside", small,
-						  sizeof(small)),
-			 need);
+	assert_int_equal(
+	    aside_metrics_prometheus(&m, "aside", small, sizeof(small)), need);
 	assert_int_equal(strlen(small), sizeof(small) - 1);
 	free(buf);
 }
@@ -714,40 +717,36 @@ static void status_table_names_every_code(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(get_miss_then_hit, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(not_found_is_not_cached, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(bad_arguments_are_refused,
-						setup, teardown),
-		cmocka_unit_test(open_rejects_bad_urls),
-		cmocka_unit_test_setup_teardown(get_coalesces_concurrent_misses,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(
-			loader_failure_is_shared_not_stampeded, setup,
-			teardown),
-		cmocka_unit_test(wait_for_a_load_is_bounded),
-		cmocka_unit_test_setup_teardown(
-			read_after_invalidate_never_joins_older_load, setup,
-			teardown),
-		cmocka_unit_test_setup_teardown(
-			load_before_invalidate_never_stores, setup, teardown),
-		cmocka_unit_test(readers_never_see_writes_undone),
-		cmocka_unit_test_setup_teardown(
-			ttl_expires_on_the_injected_clock, setup, teardown),
-		cmocka_unit_test_setup_teardown(ttl_jitter_spreads_expiries,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(default_ttl_is_one_hour, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(invalidate_removes_related_keys,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(
-			undecodable_entry_is_dropped_and_reloaded, setup,
-			teardown),
-		cmocka_unit_test(histogram_quantiles_are_close),
-		cmocka_unit_test_setup_teardown(
-			prometheus_text_has_the_counters, setup, teardown),
-		cmocka_unit_test(status_table_names_every_code),
+	    cmocka_unit_test_setup_teardown(get_miss_then_hit, setup, teardown),
+	    cmocka_unit_test_setup_teardown(not_found_is_not_cached, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(bad_arguments_are_refused, setup,
+					    teardown),
+	    cmocka_unit_test(open_rejects_bad_urls),
+	    cmocka_unit_test_setup_teardown(get_coalesces_concurrent_misses,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		loader_failure_is_shared_not_stampeded, setup, teardown),
+	    cmocka_unit_test(wait_for_a_load_is_bounded),
+	    cmocka_unit_test_setup_teardown(
+		read_after_invalidate_never_joins_older_load, setup, teardown),
+	    cmocka_unit_test_setup_teardown(load_before_invalidate_never_stores,
+					    setup, teardown),
+	    cmocka_unit_test(readers_never_see_writes_undone),
+	    cmocka_unit_test_setup_teardown(ttl_expires_on_the_injected_clock,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(ttl_jitter_spreads_expiries, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(default_ttl_is_one_hour, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(invalidate_removes_related_keys,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		undecodable_entry_is_dropped_and_reloaded, setup, teardown),
+	    cmocka_unit_test(histogram_quantiles_are_close),
+	    cmocka_unit_test_setup_teardown(prometheus_text_has_the_counters,
+					    setup, teardown),
+	    cmocka_unit_test(status_table_names_every_code),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,14 +5,16 @@
  */
 #include <aside/aside.h>
 #include <pthread.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* cmocka needs the headers above */
 #include <cmocka.h>
 
 static _Atomic unsigned loads;
@@ -172,7 +174,8 @@ static void oversized_value_is_served_not_cached(void **state)
 static void expired_entries_are_misses(void **state)
 {
 	(void)state;
-	aside_cache *c = open_cache("mem://?capacity=10&ttl_ms=1000&jitter_pct=0");
+	aside_cache *c =
+	    open_cache("mem://?capacity=10&ttl_ms=1000&jitter_pct=0");
 	assert_int_equal(get(c, "t:1"), ASIDE_OK);
 	now_us += 999999;
 	assert_true(resident(c, "t:1"));
@@ -265,14 +268,14 @@ static void concurrent_readers_and_writers(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(capacity_is_never_exceeded),
-		cmocka_unit_test(clock_evicts_unread_entries_first),
-		cmocka_unit_test(byte_bound_is_respected),
-		cmocka_unit_test(oversized_value_is_served_not_cached),
-		cmocka_unit_test(expired_entries_are_misses),
-		cmocka_unit_test(held_value_outlives_eviction_and_close),
-		cmocka_unit_test(long_keys_work),
-		cmocka_unit_test(concurrent_readers_and_writers),
+	    cmocka_unit_test(capacity_is_never_exceeded),
+	    cmocka_unit_test(clock_evicts_unread_entries_first),
+	    cmocka_unit_test(byte_bound_is_respected),
+	    cmocka_unit_test(oversized_value_is_served_not_cached),
+	    cmocka_unit_test(expired_entries_are_misses),
+	    cmocka_unit_test(held_value_outlives_eviction_and_close),
+	    cmocka_unit_test(long_keys_work),
+	    cmocka_unit_test(concurrent_readers_and_writers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,13 +7,15 @@
 
 #include <aside/users.h>
 #include <pthread.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+/* cmocka needs the headers above */
 #include <cmocka.h>
 
 typedef struct fx {
@@ -35,9 +37,11 @@ static int setup_with(void **state, const char *kind)
 	} else {
 		char url[128];
 		if (!strcmp(kind, "file")) {
-			snprintf(f->dir, sizeof(f->dir), "/tmp/aside-test-XXXXXX");
+			snprintf(f->dir, sizeof(f->dir),
+				 "/tmp/aside-test-XXXXXX");
 			assert_non_null(mkdtemp(f->dir));
-			snprintf(url, sizeof(url), "sqlite:%s/users.db", f->dir);
+			snprintf(url, sizeof(url), "sqlite:%s/users.db",
+				 f->dir);
 		} else {
 			snprintf(url, sizeof(url), "sqlite::memory:");
 		}
@@ -45,9 +49,9 @@ static int setup_with(void **state, const char *kind)
 			fail_msg("open %s: %s", url, err.message);
 	}
 	probe_repo_init(&f->probe, f->db);
-	assert_int_equal(aside_cache_open("mem://?capacity=1000", &f->cache,
-					  &err),
-			 ASIDE_OK);
+	assert_int_equal(
+	    aside_cache_open("mem://?capacity=1000", &f->cache, &err),
+	    ASIDE_OK);
 	f->svc = user_service_new(probe_repo_handle(&f->probe), f->cache);
 	assert_non_null(f->svc);
 	*state = f;
@@ -267,8 +271,8 @@ static void delete_invalidates(void **state)
 	assert_int_equal(user_service_delete(f->svc, u.id), ASIDE_NOT_FOUND);
 }
 
-static int load_list(void *arg, const char *key, size_t klen,
-		     aside_value **out, aside_error *err)
+static int load_list(void *arg, const char *key, size_t klen, aside_value **out,
+		     aside_error *err)
 {
 	(void)arg;
 	(void)err;
@@ -429,25 +433,25 @@ static void concurrent_readers_see_completed_writes(void **state)
 
 #define ON_EACH(fn)                                                            \
 	{#fn "/fake", fn, setup_fake, teardown, NULL},                         \
-		{#fn "/sqlite-memory", fn, setup_memory, teardown, NULL},      \
+	    {#fn "/sqlite-memory", fn, setup_memory, teardown, NULL},          \
 	{                                                                      \
-		#fn "/sqlite-file", fn, setup_file, teardown, NULL             \
+#fn "/sqlite-file", fn, setup_file, teardown, NULL             \
 	}
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		ON_EACH(seed_cache_aside),
-		ON_EACH(seed_single_flight),
-		ON_EACH(seed_update_invalidation),
-		ON_EACH(invalid_records_write_nothing),
-		ON_EACH(missing_users_and_bad_ids),
-		ON_EACH(delete_invalidates),
-		ON_EACH(writes_invalidate_users_all),
-		ON_EACH(writer_reads_its_write_during_a_slow_load),
-		ON_EACH(stale_load_is_never_stored),
-		ON_EACH(database_errors_are_reported_not_cached),
-		ON_EACH(concurrent_readers_see_completed_writes),
+	    ON_EACH(seed_cache_aside),
+	    ON_EACH(seed_single_flight),
+	    ON_EACH(seed_update_invalidation),
+	    ON_EACH(invalid_records_write_nothing),
+	    ON_EACH(missing_users_and_bad_ids),
+	    ON_EACH(delete_invalidates),
+	    ON_EACH(writes_invalidate_users_all),
+	    ON_EACH(writer_reads_its_write_during_a_slow_load),
+	    ON_EACH(stale_load_is_never_stored),
+	    ON_EACH(database_errors_are_reported_not_cached),
+	    ON_EACH(concurrent_readers_see_completed_writes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,55 @@
+# aside -- the two commands a new user needs, and a few more.
+#   make run     install what is missing, build, run the main job (aside demo)
+#   make test    install what is missing, build, run every test: a normal
+#                build, then AddressSanitizer+UBSan, then ThreadSanitizer
+#   make bench   the L1 benchmarks beside Caffeine (docs/performance.md)
+#   make install PREFIX=/usr/local
+#   make format  clang-format every C file
+JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
+PREFIX ?= /usr/local
+CMAKE  := cmake -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+.PHONY: run test test-plain test-asan test-tsan bench install format clean bootstrap build
+
+bootstrap:
+	@./scripts/bootstrap
+
+build: bootstrap
+	@$(CMAKE) -S . -B build >/dev/null
+	@cmake --build build -j $(JOBS)
+
+run: build
+	./build/aside demo
+
+test: test-plain test-asan test-tsan
+	@echo "make test: all tests passed (plain, ASan+UBSan, TSan)"
+
+test-plain: build
+	cd build && ctest --output-on-failure -j $(JOBS)
+
+test-asan: bootstrap
+	@$(CMAKE) -S . -B build-asan -DASIDE_SANITIZE_ADDRESS=ON -DASIDE_BUILD_BENCH=OFF >/dev/null
+	@cmake --build build-asan -j $(JOBS)
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		ctest --output-on-failure -j $(JOBS) -LE install
+
+test-tsan: bootstrap
+	@$(CMAKE) -S . -B build-tsan -DASIDE_SANITIZE_THREAD=ON -DASIDE_BUILD_BENCH=OFF >/dev/null
+	@cmake --build build-tsan -j $(JOBS)
+	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+		ctest --output-on-failure -L concurrency
+
+bench: bootstrap
+	@cmake -DCMAKE_BUILD_TYPE=Release -DASIDE_BUILD_TESTS=OFF -S . -B build-rel >/dev/null
+	@cmake --build build-rel -j $(JOBS)
+	./bench/run-l1.sh build-rel
+
+install: build
+	cmake --install build --prefix $(PREFIX)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-asan build-tsan build-rel
