@@ -226,10 +226,11 @@ const aside_value *aside__mem_borrow(void *self, const char *key, size_t klen,
 #define ASIDE__COUNTERS(X)                                                     \
 	X(misses)                                                              \
 	X(tier_hit0)                                                           \
-	X(tier_hit1) X(tier_hit2) X(tier_hit3) X(loads) X(load_ok)             \
-	    X(not_found) X(load_errors) X(shared_loads) X(wait_timeouts)       \
-		X(fills) X(fills_voided) X(invalidations) X(corrupt)           \
-		    X(tier_errors) X(load_time_us_sum)
+	X(tier_hit1)                                                           \
+	X(tier_hit2) X(tier_hit3) X(loads) X(load_ok) X(not_found)             \
+	    X(load_errors) X(shared_loads) X(wait_timeouts) X(fills)           \
+		X(fills_voided) X(invalidations) X(corrupt) X(tier_errors)     \
+		    X(load_time_us_sum)
 
 enum {
 #define ASIDE__CENUM(n) ASIDE__C_##n,
