@@ -223,14 +223,26 @@ const aside_value *aside__mem_borrow(void *self, const char *key, size_t klen,
 				     uint64_t hash, int64_t now);
 
 /* Metrics: counters striped per thread so that a hit touches no shared line. */
+/* clang-format off: one counter a line; the formatter reflows it each pass */
 #define ASIDE__COUNTERS(X)                                                     \
 	X(misses)                                                              \
 	X(tier_hit0)                                                           \
 	X(tier_hit1)                                                           \
-	X(tier_hit2) X(tier_hit3) X(loads) X(load_ok) X(not_found)             \
-	    X(load_errors) X(shared_loads) X(wait_timeouts) X(fills)           \
-		X(fills_voided) X(invalidations) X(corrupt) X(tier_errors)     \
-		    X(load_time_us_sum)
+	X(tier_hit2)                                                           \
+	X(tier_hit3)                                                           \
+	X(loads)                                                               \
+	X(load_ok)                                                             \
+	X(not_found)                                                           \
+	X(load_errors)                                                         \
+	X(shared_loads)                                                        \
+	X(wait_timeouts)                                                       \
+	X(fills)                                                               \
+	X(fills_voided)                                                        \
+	X(invalidations)                                                       \
+	X(corrupt)                                                             \
+	X(tier_errors)                                                         \
+	X(load_time_us_sum)
+/* clang-format on */
 
 enum {
 #define ASIDE__CENUM(n) ASIDE__C_##n,
