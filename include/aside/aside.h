@@ -185,6 +185,8 @@ typedef struct aside_tier_ops {
 	/* Evictions so far (for metrics); may be NULL. */
 	uint64_t (*evictions)(void *self);
 	void (*close)(void *self);
+	/* 1 while the tier is usable, 0 while it is down; NULL: always up. */
+	int (*up)(void *self);
 } aside_tier_ops;
 
 typedef struct aside_tier {
@@ -217,6 +219,12 @@ typedef struct aside_options {
  *     given, B bytes; T the default TTL (3600000, one hour); J the TTL jitter
  *     in percent (10: a TTL is drawn from [T*(1-J/100), T]); W the longest a
  *     reader waits for another thread's load (5000).
+ *   redis://[:PASSWORD@]HOST[:PORT][/DB][?l1=N][&l1_max_bytes=B]
+ *           [&connect_timeout_ms=C][&timeout_ms=T][&pool=P] and the above
+ *     Redis as a shared tier (port 6379, db 0, timeouts 250 ms, a pool of 16
+ *     connections), with an in-process tier of N entries in front when l1
+ *     is given.  An unreachable Redis is not an error: reads go to the
+ *     loader until it answers.
  * Returns ASIDE_OK, ASIDE_EURL (with the reason in err), ASIDE_ENOMEM.
  */
 int aside_cache_open(const char *url, aside_cache **out, aside_error *err);
@@ -338,6 +346,7 @@ typedef struct aside_metrics {
 	int64_t waiting; /* readers waiting for another's load right now */
 	int ntiers;
 	const char *tier_names[ASIDE_TIERS_MAX];
+	int tier_up[ASIDE_TIERS_MAX]; /* 1 usable, 0 down */
 } aside_metrics;
 
 /* Fills *m with a consistent-enough snapshot (counters are read one by one). */

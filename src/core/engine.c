@@ -54,8 +54,10 @@ struct ns_policy {
 };
 
 struct aside_cache {
-	aside_tier tiers[ASIDE_TIERS_MAX];
+	aside_tier
+	    tiers[ASIDE_TIERS_MAX]; /* the in-process one first, if any */
 	int ntiers;
+	void *l1; /* tiers[0].self when it is the mem tier, else NULL */
 	aside_clock_fn clock;
 	void *clock_ctx;
 	aside_log_fn log;
@@ -75,28 +77,37 @@ struct aside_cache {
 /* ---- opening ----------------------------------------------------------- */
 
 struct open_params {
-	aside__tier_params tier;
+	bool redis;
+	aside__tier_params l1; /* capacity 0: no in-process tier */
+	aside__redis_params r;
 	uint64_t ttl_ms, jitter_pct, wait_ms;
 };
 
-static int mem_param(void *ctx, const char *k, size_t klen, const char *v,
-		     size_t vlen, aside_error *err)
+static int param(void *ctx, const char *k, size_t klen, const char *v,
+		 size_t vlen, aside_error *err)
 {
 	struct open_params *p = ctx;
 	struct {
 		const char *name;
 		uint64_t *dst, min, max;
+		int scheme; /* 0 both, 1 mem, 2 redis */
 	} known[] = {
-	    {"capacity", &p->tier.capacity, 1, 1ull << 31},
-	    {"max_bytes", &p->tier.max_bytes, 1, UINT64_MAX >> 1},
-	    {"shards", &p->tier.shards, 1, 1024},
-	    {"ttl_ms", &p->ttl_ms, 1, 100ull * 365 * 86400 * 1000},
-	    {"jitter_pct", &p->jitter_pct, 0, 100},
-	    {"wait_ms", &p->wait_ms, 1, 3600 * 1000},
+	    {"capacity", &p->l1.capacity, 1, 1ull << 31, 1},
+	    {"max_bytes", &p->l1.max_bytes, 1, UINT64_MAX >> 1, 1},
+	    {"shards", &p->l1.shards, 1, 1024, 1},
+	    {"l1", &p->l1.capacity, 1, 1ull << 31, 2},
+	    {"l1_max_bytes", &p->l1.max_bytes, 1, UINT64_MAX >> 1, 2},
+	    {"connect_timeout_ms", &p->r.connect_timeout_ms, 1, 60000, 2},
+	    {"timeout_ms", &p->r.timeout_ms, 1, 60000, 2},
+	    {"pool", &p->r.pool, 1, 1024, 2},
+	    {"ttl_ms", &p->ttl_ms, 1, 100ull * 365 * 86400 * 1000, 0},
+	    {"jitter_pct", &p->jitter_pct, 0, 100, 0},
+	    {"wait_ms", &p->wait_ms, 1, 3600 * 1000, 0},
 	};
 	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
 		if (strlen(known[i].name) != klen ||
-		    memcmp(known[i].name, k, klen) != 0)
+		    memcmp(known[i].name, k, klen) != 0 ||
+		    (known[i].scheme && known[i].scheme != 1 + p->redis))
 			continue;
 		if (!aside__parse_u64(v, vlen, known[i].min, known[i].max,
 				      known[i].dst))
@@ -109,8 +120,75 @@ static int mem_param(void *ctx, const char *k, size_t klen, const char *v,
 			    (unsigned long long)known[i].max);
 		return ASIDE_OK;
 	}
-	return aside__fail(err, ASIDE_EURL, "unknown option '%.*s'", (int)klen,
-			   k);
+	return aside__fail(err, ASIDE_EURL, "unknown option '%.*s' for %s",
+			   (int)klen, k, p->redis ? "redis://" : "mem://");
+}
+
+static int hexval(char c)
+{
+	return c >= '0' && c <= '9'   ? c - '0'
+	       : c >= 'a' && c <= 'f' ? c - 'a' + 10
+	       : c >= 'A' && c <= 'F' ? c - 'A' + 10
+				      : -1;
+}
+
+/* Copies a percent-encoded URL part; false if it does not fit or is bad. */
+static bool url_part(char *dst, size_t cap, const char *s, size_t n)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (c == '%') {
+			if (i + 2 >= n)
+				return false;
+			int hi = hexval(s[i + 1]), lo = hexval(s[i + 2]);
+			if (hi < 0 || lo < 0)
+				return false;
+			c = (char)(hi * 16 + lo);
+			i += 2;
+		}
+		if (o + 1 >= cap)
+			return false;
+		dst[o++] = c;
+	}
+	dst[o] = '\0';
+	return true;
+}
+
+/* redis://[:PASSWORD@]HOST[:PORT][/DB], up to the '?' */
+static int parse_redis_authority(const char *url, const char *s, size_t n,
+				 aside__redis_params *r, aside_error *err)
+{
+	const char *at = memchr(s, '@', n);
+	if (at) {
+		const char *colon = memchr(s, ':', (size_t)(at - s));
+		if (!colon || !url_part(r->password, sizeof(r->password),
+					colon + 1, (size_t)(at - colon - 1)))
+			return aside__fail(err, ASIDE_EURL,
+					   "redis URL '%s': expected "
+					   "redis://:PASSWORD@HOST",
+					   url);
+		n -= (size_t)(at + 1 - s);
+		s = at + 1;
+	}
+	const char *slash = memchr(s, '/', n);
+	size_t hostport = slash ? (size_t)(slash - s) : n;
+	if (slash &&
+	    !aside__parse_u64(slash + 1, n - hostport - 1, 0, 15, &r->db))
+		return aside__fail(err, ASIDE_EURL,
+				   "redis URL '%s': the database must be a "
+				   "number 0-15",
+				   url);
+	const char *colon = memchr(s, ':', hostport);
+	size_t hlen = colon ? (size_t)(colon - s) : hostport;
+	if (colon && !aside__parse_u64(colon + 1, hostport - hlen - 1, 1, 65535,
+				       &r->port))
+		return aside__fail(err, ASIDE_EURL, "redis URL '%s': bad port",
+				   url);
+	if (hlen == 0 || !url_part(r->host, sizeof(r->host), s, hlen))
+		return aside__fail(err, ASIDE_EURL, "redis URL '%s': no host",
+				   url);
+	return ASIDE_OK;
 }
 
 int aside_cache_open(const char *url, aside_cache **out, aside_error *err)
@@ -125,25 +203,41 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 		return aside__fail(err, ASIDE_EINVAL, "no URL");
 	*out = NULL;
 	struct open_params p = {
-	    .tier = {.capacity = 100000},
+	    .r = {.port = 6379,
+		  .connect_timeout_ms = 250,
+		  .timeout_ms = 250,
+		  .pool = 16},
 	    .ttl_ms = 3600 * 1000,
 	    .jitter_pct = 10,
 	    .wait_ms = 5000,
 	};
-	const char *rest;
+	const char *rest, *query;
+	int rc;
 	if (strncmp(url, "mem://", 6) == 0) {
 		rest = url + 6;
+		p.l1.capacity = 100000;
+		if (*rest && *rest != '?')
+			return aside__fail(err, ASIDE_EURL,
+					   "mem:// takes no host or path: '%s'",
+					   url);
+		query = *rest ? rest + 1 : rest;
+	} else if (strncmp(url, "redis://", 8) == 0) {
+		p.redis = true;
+		rest = url + 8;
+		const char *q = strchr(rest, '?');
+		size_t n = q ? (size_t)(q - rest) : strlen(rest);
+		rc = parse_redis_authority(url, rest, n, &p.r, err);
+		if (rc != ASIDE_OK)
+			return rc;
+		query = q ? q + 1 : "";
 	} else {
 		return aside__fail(err, ASIDE_EURL,
 				   "unsupported cache URL '%s' (expected "
-				   "mem://[?capacity=N])",
+				   "mem://[?capacity=N] or "
+				   "redis://HOST:PORT[?l1=N])",
 				   url);
 	}
-	if (*rest && *rest != '?')
-		return aside__fail(err, ASIDE_EURL,
-				   "mem:// takes no host or path: '%s'", url);
-	int rc =
-	    aside__parse_query(*rest ? rest + 1 : rest, mem_param, &p, err);
+	rc = aside__parse_query(query, param, &p, err);
 	if (rc != ASIDE_OK)
 		return rc;
 
@@ -162,14 +256,25 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 	for (int i = 0; i < FLIGHT_SHARDS; i++)
 		pthread_mutex_init(&c->flights[i].lock, NULL);
 
-	rc = aside__mem_open(&p.tier, &c->tiers[0], err);
-	if (rc != ASIDE_OK) {
-		aside_cache_close(c);
-		return rc;
+	if (p.l1.capacity) {
+		rc = aside__mem_open(&p.l1, &c->tiers[c->ntiers], err);
+		if (rc != ASIDE_OK)
+			goto fail;
+		c->l1 = c->tiers[c->ntiers++].self;
 	}
-	c->ntiers = 1;
+	if (p.redis) {
+		p.r.log = c->log;
+		p.r.log_ctx = c->log_ctx;
+		rc = aside__redis_open(&p.r, &c->tiers[c->ntiers], err);
+		if (rc != ASIDE_OK)
+			goto fail;
+		c->ntiers++;
+	}
 	*out = c;
 	return ASIDE_OK;
+fail:
+	aside_cache_close(c);
+	return rc;
 }
 
 void aside_cache_close(aside_cache *c)
@@ -412,6 +517,11 @@ static int tiers_get(aside_cache *c, int from, const char *key, size_t klen,
 				return i;
 			}
 			aside_value_unref(v);
+		} else if (rc == ASIDE_ECORRUPT) {
+			/* Not a value of ours: drop it, and load afresh. */
+			aside__count(stripe(c), ASIDE__C_corrupt, 1);
+			c->tiers[i].ops->del(c->tiers[i].self, key, klen, hash,
+					     NULL);
 		} else if (rc < 0) {
 			/* A failing tier is a miss; the read goes on below. */
 			aside__count(stripe(c), ASIDE__C_tier_errors, 1);
@@ -429,7 +539,8 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 	aside_error lerr;
 	aside_error_clear(&lerr);
 	int64_t now = c->clock(c->clock_ctx);
-	int rc, source = tiers_get(c, 1, f->key, f->klen, f->hash, now, ld, &v);
+	int rc, source = tiers_get(c, c->l1 ? 1 : 0, f->key, f->klen, f->hash,
+				   now, ld, &v);
 
 	if (source >= 0) {
 		rc = ASIDE_OK;
@@ -525,9 +636,9 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 
 	/* L1: the fast path, no lock. */
 	aside_value *v;
-	const aside_tier *l1 = &c->tiers[0];
-	if (l1->ops->get(l1->self, key, klen, hash, now, &v, NULL) ==
-	    ASIDE_OK) {
+	const aside_tier *l1 = c->l1 ? &c->tiers[0] : NULL;
+	if (l1 && l1->ops->get(l1->self, key, klen, hash, now, &v, NULL) ==
+		      ASIDE_OK) {
 		if ((!ld->decode ||
 		     atomic_load_explicit(&v->obj, memory_order_acquire)) ||
 		    decode_or_drop(c, 0, ld, v, hash) == ASIDE_OK) {
@@ -543,8 +654,8 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 	struct flight *f = flight_find_locked(sh, hash, key, klen);
 	if (!f) {
 		/* A flight may have filled L1 and finished since our miss. */
-		if (l1->ops->get(l1->self, key, klen, hash, now, &v, NULL) ==
-		    ASIDE_OK) {
+		if (l1 && l1->ops->get(l1->self, key, klen, hash, now, &v,
+				       NULL) == ASIDE_OK) {
 			pthread_mutex_unlock(&sh->lock);
 			aside__count(st, ASIDE__C_tier_hit0, 1);
 			*out = v;
@@ -615,9 +726,9 @@ int aside_cache_read(aside_cache *c, const char *key, size_t klen,
 				   "aside_cache_read: bad arguments");
 	uint64_t hash = aside_hash(key, klen);
 	int64_t now = c->clock(c->clock_ctx);
-	if (aside__read_begin()) {
+	if (c->l1 && aside__read_begin()) {
 		const aside_value *v =
-		    aside__mem_borrow(c->tiers[0].self, key, klen, hash, now);
+		    aside__mem_borrow(c->l1, key, klen, hash, now);
 		/* A value that still needs decoding goes the long way. */
 		if (v && (!ld->decode || atomic_load_explicit(
 					     &v->obj, memory_order_acquire))) {
@@ -742,6 +853,9 @@ void aside_cache_metrics(aside_cache *c, aside_metrics *m)
 		m->tier_hits[i] = sum[ASIDE__C_tier_hit0 + i];
 		m->hits += m->tier_hits[i];
 		m->tier_names[i] = c->tiers[i].ops->name;
+		m->tier_up[i] = c->tiers[i].ops->up
+				    ? c->tiers[i].ops->up(c->tiers[i].self)
+				    : 1;
 		if (c->tiers[i].ops->evictions)
 			m->evictions +=
 			    c->tiers[i].ops->evictions(c->tiers[i].self);
@@ -761,6 +875,6 @@ void aside_cache_metrics(aside_cache *c, aside_metrics *m)
 	m->load_time_us_sum = sum[ASIDE__C_load_time_us_sum];
 	m->load_p50_us = aside_hist_quantile(m->load_hist, 0.50);
 	m->load_p99_us = aside_hist_quantile(m->load_hist, 0.99);
-	m->entries = c->tiers[0].ops->count(c->tiers[0].self);
+	m->entries = c->l1 ? c->tiers[0].ops->count(c->l1) : 0;
 	m->waiting = atomic_load_explicit(&c->waiting, memory_order_relaxed);
 }

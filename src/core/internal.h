@@ -218,6 +218,16 @@ typedef struct aside__tier_params {
 } aside__tier_params;
 int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 		    aside_error *err);
+typedef struct aside__redis_params {
+	char host[256];
+	char password[256];
+	uint64_t port, db, connect_timeout_ms, timeout_ms, pool;
+	aside_log_fn log;
+	void *log_ctx;
+} aside__redis_params;
+int aside__redis_open(const aside__redis_params *p, aside_tier *out,
+		      aside_error *err);
+
 /* A fresh entry of the mem tier, without a reference: inside a section. */
 const aside_value *aside__mem_borrow(void *self, const char *key, size_t klen,
 				     uint64_t hash, int64_t now);

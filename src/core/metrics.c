@@ -134,6 +134,14 @@ size_t aside_metrics_prometheus(const aside_metrics *m, const char *prefix,
 		put(&o, "%s_cache_hits_total{tier=\"%d\",name=\"%s\"} %llu\n",
 		    prefix, i + 1, m->tier_names[i] ? m->tier_names[i] : "",
 		    (unsigned long long)m->tier_hits[i]);
+	put(&o,
+	    "# HELP %s_cache_tier_up 1 while a cache tier is usable, 0 while "
+	    "it is down.\n# TYPE %s_cache_tier_up gauge\n",
+	    prefix, prefix);
+	for (int i = 0; i < m->ntiers; i++)
+		put(&o, "%s_cache_tier_up{tier=\"%d\",name=\"%s\"} %d\n",
+		    prefix, i + 1, m->tier_names[i] ? m->tier_names[i] : "",
+		    m->tier_up[i]);
 	counter(&o, prefix, "cache_misses_total",
 		"Reads no cache tier could serve.", m->misses);
 	counter(&o, prefix, "db_loads_total",

@@ -1,0 +1,414 @@
+/*
+ * redis.c -- Redis as a shared tier (L2), with hiredis.
+ *
+ * hiredis contexts are not thread-safe: a pool lends one to a call, and a
+ * context whose `err` is set is freed, never reused.  A value is stored as
+ * a 16-byte header (magic and format version, logical expiry, how long its
+ * load took) followed by its bytes, with a Redis expiry (PX) to match; an
+ * entry that does not decode is reported corrupt, and the engine deletes it.
+ *
+ * A dead or hung Redis must cost a request no more than a local check: after
+ * a connection-level failure (refused, reset, timed out) the breaker opens
+ * and every operation fails fast until a retry time, backing off from
+ * 100 ms to 5 s; then one request probes while the others still fail fast.
+ * A success closes it.  Each transition is logged once.  Redis error replies
+ * (a wrong type, say) are answers, not outages.
+ */
+#include "../core/internal.h"
+
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define MAGIC 0x31445341u /* "ASD1": format 1 */
+#define HEADER 16
+#define BACKOFF_MIN_US 100000
+#define BACKOFF_MAX_US 5000000
+
+struct redis {
+	char host[256];
+	int port, db;
+	char password[256];
+	struct timeval connect_timeout, timeout;
+	aside_log_fn log;
+	void *log_ctx;
+
+	pthread_mutex_t lock; /* guards the pool and the breaker's slow path */
+	pthread_cond_t cond;
+	redisContext **idle; /* guarded by lock */
+	int nidle, open, max;
+
+	_Atomic int up;	   /* breaker: 1 closed (Redis usable), 0 open */
+	int64_t retry_at;  /* mono µs; guarded by lock */
+	int64_t backoff;   /* guarded by lock */
+	bool probing;	   /* guarded by lock */
+};
+
+static void logf_(struct redis *r, int level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void logf_(struct redis *r, int level, const char *fmt, ...)
+{
+	if (!r->log)
+		return;
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	r->log(r->log_ctx, level, msg);
+}
+
+/* ---- the breaker -------------------------------------------------------- */
+
+/* May this call use Redis?  Fast when closed; one probe at a time if open. */
+static bool may_try(struct redis *r)
+{
+	if (atomic_load_explicit(&r->up, memory_order_acquire))
+		return true;
+	bool ok = false;
+	pthread_mutex_lock(&r->lock);
+	if (atomic_load_explicit(&r->up, memory_order_relaxed)) {
+		ok = true;
+	} else if (!r->probing && aside__mono_us() >= r->retry_at) {
+		r->probing = ok = true;
+	}
+	pthread_mutex_unlock(&r->lock);
+	return ok;
+}
+
+static void succeeded(struct redis *r)
+{
+	if (atomic_load_explicit(&r->up, memory_order_acquire))
+		return;
+	pthread_mutex_lock(&r->lock);
+	bool was_down = !atomic_load_explicit(&r->up, memory_order_relaxed);
+	atomic_store_explicit(&r->up, 1, memory_order_release);
+	r->probing = false;
+	r->backoff = 0;
+	pthread_mutex_unlock(&r->lock);
+	if (was_down)
+		logf_(r, ASIDE_LOG_INFO, "redis %s:%d is back", r->host, r->port);
+}
+
+static void failed(struct redis *r, const char *why)
+{
+	pthread_mutex_lock(&r->lock);
+	bool was_up = atomic_load_explicit(&r->up, memory_order_relaxed);
+	atomic_store_explicit(&r->up, 0, memory_order_release);
+	r->backoff = r->backoff ? r->backoff * 2 : BACKOFF_MIN_US;
+	if (r->backoff > BACKOFF_MAX_US)
+		r->backoff = BACKOFF_MAX_US;
+	r->retry_at = aside__mono_us() + r->backoff;
+	r->probing = false;
+	pthread_mutex_unlock(&r->lock);
+	if (was_up)
+		logf_(r, ASIDE_LOG_WARN,
+		      "redis %s:%d is unreachable (%s); serving without it",
+		      r->host, r->port, why);
+}
+
+/* ---- the pool ----------------------------------------------------------- */
+
+static redisContext *connect_one(struct redis *r, char *why, size_t cap)
+{
+	redisContext *ctx =
+		redisConnectWithTimeout(r->host, r->port, r->connect_timeout);
+	if (!ctx || ctx->err) {
+		snprintf(why, cap, "connect: %s",
+			 ctx ? ctx->errstr : "out of memory");
+		redisFree(ctx);
+		return NULL;
+	}
+	redisSetTimeout(ctx, r->timeout);
+	redisReply *rep = NULL;
+	if (r->password[0]) {
+		rep = redisCommand(ctx, "AUTH %s", r->password);
+		if (!rep || rep->type == REDIS_REPLY_ERROR)
+			goto refused;
+		freeReplyObject(rep);
+	}
+	if (r->db) {
+		rep = redisCommand(ctx, "SELECT %d", r->db);
+		if (!rep || rep->type == REDIS_REPLY_ERROR)
+			goto refused;
+		freeReplyObject(rep);
+	}
+	return ctx;
+refused:
+	snprintf(why, cap, "%s",
+		 rep ? rep->str : ctx->err ? ctx->errstr : "no reply");
+	if (rep)
+		freeReplyObject(rep);
+	redisFree(ctx);
+	return NULL;
+}
+
+static redisContext *take(struct redis *r, char *why, size_t cap)
+{
+	pthread_mutex_lock(&r->lock);
+	while (!r->nidle && r->open >= r->max) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += r->timeout.tv_sec + 1;
+		if (pthread_cond_timedwait(&r->cond, &r->lock, &until) != 0 &&
+		    !r->nidle && r->open >= r->max) {
+			pthread_mutex_unlock(&r->lock);
+			snprintf(why, cap, "no free connection");
+			return NULL;
+		}
+	}
+	if (r->nidle) {
+		redisContext *ctx = r->idle[--r->nidle];
+		pthread_mutex_unlock(&r->lock);
+		return ctx;
+	}
+	r->open++;
+	pthread_mutex_unlock(&r->lock);
+	redisContext *ctx = connect_one(r, why, cap);
+	if (!ctx) {
+		pthread_mutex_lock(&r->lock);
+		r->open--;
+		pthread_cond_signal(&r->cond);
+		pthread_mutex_unlock(&r->lock);
+	}
+	return ctx;
+}
+
+/* Returns ctx to the pool, or frees it if its connection broke. */
+static void give(struct redis *r, redisContext *ctx)
+{
+	bool broken = ctx->err != 0;
+	pthread_mutex_lock(&r->lock);
+	if (broken)
+		r->open--;
+	else
+		r->idle[r->nidle++] = ctx;
+	pthread_cond_signal(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+	if (broken)
+		redisFree(ctx);
+}
+
+/*
+ * Runs one command.  Returns the reply (the caller frees it), or NULL with
+ * err set: ASIDE_ECACHE, fast when the breaker is open.
+ */
+static redisReply *run(struct redis *r, int argc, const char **argv,
+		       const size_t *lens, aside_error *err)
+{
+	if (!may_try(r)) {
+		aside__fail(err, ASIDE_ECACHE,
+			    "redis %s:%d is down; retrying later", r->host,
+			    r->port);
+		return NULL;
+	}
+	char why[200];
+	redisContext *ctx = take(r, why, sizeof(why));
+	if (!ctx) {
+		failed(r, why);
+		aside__fail(err, ASIDE_ECACHE, "redis %s:%d: %s", r->host,
+			    r->port, why);
+		return NULL;
+	}
+	redisReply *rep = redisCommandArgv(ctx, argc, argv, lens);
+	if (!rep) {
+		snprintf(why, sizeof(why), "%s",
+			 ctx->err ? ctx->errstr : "no reply");
+		if (!ctx->err)
+			ctx->err = REDIS_ERR_OTHER; /* do not reuse it */
+		give(r, ctx);
+		failed(r, why);
+		aside__fail(err, ASIDE_ECACHE, "redis %s:%d: %s", r->host,
+			    r->port, why);
+		return NULL;
+	}
+	give(r, ctx);
+	succeeded(r);
+	return rep;
+}
+
+/* ---- the ops ------------------------------------------------------------ */
+
+static void put32(unsigned char *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+static int r_get(void *self, const char *key, size_t klen, uint64_t hash,
+		 int64_t now, aside_value **out, aside_error *err)
+{
+	(void)hash;
+	struct redis *r = self;
+	const char *argv[] = {"GET", key};
+	size_t lens[] = {3, klen};
+	redisReply *rep = run(r, 2, argv, lens, err);
+	if (!rep)
+		return ASIDE_ECACHE;
+	int rc;
+	if (rep->type == REDIS_REPLY_NIL) {
+		rc = ASIDE_NOT_FOUND;
+	} else if (rep->type != REDIS_REPLY_STRING || rep->len < HEADER ||
+		   get32((const unsigned char *)rep->str) != MAGIC) {
+		rc = aside__fail(err, ASIDE_ECORRUPT,
+				 "redis: entry '%.*s' is not an aside value",
+				 (int)klen, key);
+	} else {
+		const unsigned char *h = (const unsigned char *)rep->str;
+		int64_t expires =
+			(int64_t)((uint64_t)get32(h + 4) |
+				  (uint64_t)get32(h + 8) << 32);
+		if (expires && now >= expires) {
+			rc = ASIDE_NOT_FOUND;
+		} else {
+			rc = aside_value_new(key, klen, rep->str + HEADER,
+					     rep->len - HEADER, out);
+			if (rc == ASIDE_OK) {
+				aside__value_set_expiry(*out, expires);
+				atomic_store_explicit(
+					&aside__value_cold(*out)->load_us,
+					get32(h + 12), memory_order_relaxed);
+			}
+		}
+	}
+	freeReplyObject(rep);
+	return rc;
+}
+
+static int r_set(void *self, aside_value *v, uint64_t hash, int64_t now,
+		 aside_error *err)
+{
+	(void)hash;
+	struct redis *r = self;
+	size_t klen, len;
+	const char *key = aside_value_key(v, &klen);
+	const void *data = aside_value_data(v, &len);
+	int64_t expires = aside_value_expires_at_us(v);
+	int64_t ttl_ms = expires ? (expires - now + 999) / 1000 : 0;
+	if (expires && ttl_ms <= 0)
+		return ASIDE_OK; /* already stale: nothing to share */
+	unsigned char *buf = malloc(HEADER + len);
+	if (!buf)
+		return aside__fail(err, ASIDE_ENOMEM, "out of memory");
+	put32(buf, MAGIC);
+	put32(buf + 4, (uint32_t)(uint64_t)expires);
+	put32(buf + 8, (uint32_t)((uint64_t)expires >> 32));
+	put32(buf + 12, atomic_load_explicit(&aside__value_cold(v)->load_us,
+					     memory_order_relaxed));
+	memcpy(buf + HEADER, data, len);
+	char px[24];
+	int pxlen = snprintf(px, sizeof(px), "%lld", (long long)ttl_ms);
+	const char *argv[] = {"SET", key, (const char *)buf, "PX", px};
+	size_t lens[] = {3, klen, HEADER + len, 2, (size_t)pxlen};
+	redisReply *rep = run(r, expires ? 5 : 3, argv, lens, err);
+	free(buf);
+	if (!rep)
+		return ASIDE_ECACHE;
+	int rc = rep->type == REDIS_REPLY_ERROR
+			 ? aside__fail(err, ASIDE_ECACHE, "redis: SET: %s",
+				       rep->str)
+			 : ASIDE_OK;
+	freeReplyObject(rep);
+	return rc;
+}
+
+static int r_del(void *self, const char *key, size_t klen, uint64_t hash,
+		 aside_error *err)
+{
+	(void)hash;
+	const char *argv[] = {"DEL", key};
+	size_t lens[] = {3, klen};
+	redisReply *rep = run(self, 2, argv, lens, err);
+	if (!rep)
+		return ASIDE_ECACHE;
+	freeReplyObject(rep);
+	return ASIDE_OK;
+}
+
+static int64_t r_count(void *self)
+{
+	(void)self;
+	return -1;
+}
+
+static int r_up(void *self)
+{
+	struct redis *r = self;
+	return atomic_load_explicit(&r->up, memory_order_relaxed);
+}
+
+static void r_close(void *self)
+{
+	struct redis *r = self;
+	if (!r)
+		return;
+	for (int i = 0; i < r->nidle; i++)
+		redisFree(r->idle[i]);
+	free(r->idle);
+	pthread_mutex_destroy(&r->lock);
+	pthread_cond_destroy(&r->cond);
+	free(r);
+}
+
+static const aside_tier_ops redis_ops = {
+	.version = ASIDE_TIER_OPS_VERSION,
+	.name = "redis",
+	.get = r_get,
+	.set = r_set,
+	.del = r_del,
+	.count = r_count,
+	.evictions = NULL,
+	.close = r_close,
+	.up = r_up,
+};
+
+int aside__redis_open(const aside__redis_params *p, aside_tier *out,
+		      aside_error *err)
+{
+	struct redis *r = calloc(1, sizeof(*r));
+	if (!r || !(r->idle = calloc(p->pool, sizeof(*r->idle)))) {
+		free(r);
+		return aside__fail(err, ASIDE_ENOMEM, "out of memory");
+	}
+	snprintf(r->host, sizeof(r->host), "%s", p->host);
+	snprintf(r->password, sizeof(r->password), "%s", p->password);
+	r->port = (int)p->port;
+	r->db = (int)p->db;
+	r->max = (int)p->pool;
+	r->connect_timeout = (struct timeval){
+		(time_t)(p->connect_timeout_ms / 1000),
+		(suseconds_t)(p->connect_timeout_ms % 1000) * 1000};
+	r->timeout = (struct timeval){(time_t)(p->timeout_ms / 1000),
+				      (suseconds_t)(p->timeout_ms % 1000) *
+					      1000};
+	r->log = p->log;
+	r->log_ctx = p->log_ctx;
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->cond, NULL);
+	atomic_store(&r->up, 1);
+	/* One connection now, so that a wrong address or password is an
+	 * error at open; an unreachable server is not (it may come up). */
+	char why[200];
+	redisContext *ctx = connect_one(r, why, sizeof(why));
+	if (ctx) {
+		r->idle[r->nidle++] = ctx;
+		r->open = 1;
+	} else if (strstr(why, "connect:") != why) {
+		r_close(r);
+		return aside__fail(err, ASIDE_EURL, "redis %s:%d: %s",
+				   p->host, (int)p->port, why);
+	} else {
+		failed(r, why);
+	}
+	out->ops = &redis_ops;
+	out->self = r;
+	return ASIDE_OK;
+}
