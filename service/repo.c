@@ -27,9 +27,12 @@ int user_repo_open(const char *url, user_repo *out, aside_error *err)
 	memset(out, 0, sizeof(*out));
 	if (strncmp(url, "sqlite:", 7) == 0)
 		return repo__sqlite_open(url + 7, out, err);
+	if (strncmp(url, "postgresql://", 13) == 0 ||
+	    strncmp(url, "postgres://", 11) == 0)
+		return repo__pg_open(url, out, err);
 	return repo__fail(err, ASIDE_EURL,
-			  "unsupported database URL '%s' (this build knows "
-			  "sqlite:PATH and sqlite::memory:)",
+			  "unsupported database URL '%s' (expected "
+			  "sqlite:PATH, sqlite::memory: or postgresql://...)",
 			  url);
 }
 

@@ -40,14 +40,14 @@ struct redis {
 	redisContext **idle; /* guarded by lock */
 	int nidle, open, max;
 
-	_Atomic int up;	   /* breaker: 1 closed (Redis usable), 0 open */
-	int64_t retry_at;  /* mono µs; guarded by lock */
-	int64_t backoff;   /* guarded by lock */
-	bool probing;	   /* guarded by lock */
+	_Atomic int up;	  /* breaker: 1 closed (Redis usable), 0 open */
+	int64_t retry_at; /* mono µs; guarded by lock */
+	int64_t backoff;  /* guarded by lock */
+	bool probing;	  /* guarded by lock */
 };
 
 static void logf_(struct redis *r, int level, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static void logf_(struct redis *r, int level, const char *fmt, ...)
 {
 	if (!r->log)
@@ -89,7 +89,8 @@ static void succeeded(struct redis *r)
 	r->backoff = 0;
 	pthread_mutex_unlock(&r->lock);
 	if (was_down)
-		logf_(r, ASIDE_LOG_INFO, "redis %s:%d is back", r->host, r->port);
+		logf_(r, ASIDE_LOG_INFO, "redis %s:%d is back", r->host,
+		      r->port);
 }
 
 static void failed(struct redis *r, const char *why)
@@ -114,7 +115,7 @@ static void failed(struct redis *r, const char *why)
 static redisContext *connect_one(struct redis *r, char *why, size_t cap)
 {
 	redisContext *ctx =
-		redisConnectWithTimeout(r->host, r->port, r->connect_timeout);
+	    redisConnectWithTimeout(r->host, r->port, r->connect_timeout);
 	if (!ctx || ctx->err) {
 		snprintf(why, cap, "connect: %s",
 			 ctx ? ctx->errstr : "out of memory");
@@ -138,7 +139,9 @@ static redisContext *connect_one(struct redis *r, char *why, size_t cap)
 	return ctx;
 refused:
 	snprintf(why, cap, "%s",
-		 rep ? rep->str : ctx->err ? ctx->errstr : "no reply");
+		 rep	    ? rep->str
+		 : ctx->err ? ctx->errstr
+			    : "no reply");
 	if (rep)
 		freeReplyObject(rep);
 	redisFree(ctx);
@@ -263,9 +266,8 @@ static int r_get(void *self, const char *key, size_t klen, uint64_t hash,
 				 (int)klen, key);
 	} else {
 		const unsigned char *h = (const unsigned char *)rep->str;
-		int64_t expires =
-			(int64_t)((uint64_t)get32(h + 4) |
-				  (uint64_t)get32(h + 8) << 32);
+		int64_t expires = (int64_t)((uint64_t)get32(h + 4) |
+					    (uint64_t)get32(h + 8) << 32);
 		if (expires && now >= expires) {
 			rc = ASIDE_NOT_FOUND;
 		} else {
@@ -274,8 +276,8 @@ static int r_get(void *self, const char *key, size_t klen, uint64_t hash,
 			if (rc == ASIDE_OK) {
 				aside__value_set_expiry(*out, expires);
 				atomic_store_explicit(
-					&aside__value_cold(*out)->load_us,
-					get32(h + 12), memory_order_relaxed);
+				    &aside__value_cold(*out)->load_us,
+				    get32(h + 12), memory_order_relaxed);
 			}
 		}
 	}
@@ -312,10 +314,10 @@ static int r_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 	free(buf);
 	if (!rep)
 		return ASIDE_ECACHE;
-	int rc = rep->type == REDIS_REPLY_ERROR
-			 ? aside__fail(err, ASIDE_ECACHE, "redis: SET: %s",
-				       rep->str)
-			 : ASIDE_OK;
+	int rc =
+	    rep->type == REDIS_REPLY_ERROR
+		? aside__fail(err, ASIDE_ECACHE, "redis: SET: %s", rep->str)
+		: ASIDE_OK;
 	freeReplyObject(rep);
 	return rc;
 }
@@ -359,15 +361,15 @@ static void r_close(void *self)
 }
 
 static const aside_tier_ops redis_ops = {
-	.version = ASIDE_TIER_OPS_VERSION,
-	.name = "redis",
-	.get = r_get,
-	.set = r_set,
-	.del = r_del,
-	.count = r_count,
-	.evictions = NULL,
-	.close = r_close,
-	.up = r_up,
+    .version = ASIDE_TIER_OPS_VERSION,
+    .name = "redis",
+    .get = r_get,
+    .set = r_set,
+    .del = r_del,
+    .count = r_count,
+    .evictions = NULL,
+    .close = r_close,
+    .up = r_up,
 };
 
 int aside__redis_open(const aside__redis_params *p, aside_tier *out,
@@ -384,11 +386,11 @@ int aside__redis_open(const aside__redis_params *p, aside_tier *out,
 	r->db = (int)p->db;
 	r->max = (int)p->pool;
 	r->connect_timeout = (struct timeval){
-		(time_t)(p->connect_timeout_ms / 1000),
-		(suseconds_t)(p->connect_timeout_ms % 1000) * 1000};
-	r->timeout = (struct timeval){(time_t)(p->timeout_ms / 1000),
-				      (suseconds_t)(p->timeout_ms % 1000) *
-					      1000};
+	    (time_t)(p->connect_timeout_ms / 1000),
+	    (suseconds_t)(p->connect_timeout_ms % 1000) * 1000};
+	r->timeout =
+	    (struct timeval){(time_t)(p->timeout_ms / 1000),
+			     (suseconds_t)(p->timeout_ms % 1000) * 1000};
 	r->log = p->log;
 	r->log_ctx = p->log_ctx;
 	pthread_mutex_init(&r->lock, NULL);
@@ -403,8 +405,8 @@ int aside__redis_open(const aside__redis_params *p, aside_tier *out,
 		r->open = 1;
 	} else if (strstr(why, "connect:") != why) {
 		r_close(r);
-		return aside__fail(err, ASIDE_EURL, "redis %s:%d: %s",
-				   p->host, (int)p->port, why);
+		return aside__fail(err, ASIDE_EURL, "redis %s:%d: %s", p->host,
+				   (int)p->port, why);
 	} else {
 		failed(r, why);
 	}

@@ -1,0 +1,481 @@
+/*
+ * repo_pg.c -- the user repository on PostgreSQL (libpq).
+ *
+ * A pool of connections, each with its statements prepared once.  The
+ * schema is created or migrated on open, under an advisory lock so that
+ * several processes opening at once do not race.  Every connection runs
+ * with a statement_timeout.  Errors keep their SQLSTATE.  A connection
+ * whose status is CONNECTION_BAD after a call is closed, not pooled, and
+ * the next call opens a fresh one: a restarted server costs the calls in
+ * flight an error, not the process its pool.
+ *
+ * URL: postgresql://USER[:PASSWORD]@HOST[:PORT]/DB[?...] as libpq reads it,
+ * plus these of ours, removed before libpq sees them:
+ *   pool=N (default 8), statement_timeout_ms=T (default 5000);
+ * libpq's connect_timeout defaults to 5 s here.
+ */
+#include "repo.h"
+
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct conn {
+	struct conn *next;
+	PGconn *pg;
+};
+
+struct pg_repo {
+	char *conninfo;
+	int max;
+	long statement_timeout_ms;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct conn *idle; /* guarded by lock */
+	int open;	   /* guarded by lock */
+};
+
+/* Schema migrations, in order; schema_version says how many ran. */
+static const char *const migrations[] = {
+	"CREATE TABLE IF NOT EXISTS users ("
+	" id BIGSERIAL PRIMARY KEY,"
+	" name TEXT NOT NULL,"
+	" email TEXT NOT NULL,"
+	" created_at_us BIGINT NOT NULL,"
+	" version BIGINT NOT NULL DEFAULT 1)",
+};
+
+static const struct {
+	const char *name, *sql;
+	int nparams;
+} statements[] = {
+	{"aside_get", "SELECT id, name, email, created_at_us FROM users "
+		      "WHERE id = $1", 1},
+	{"aside_ins", "INSERT INTO users (name, email, created_at_us) "
+		      "VALUES ($1, $2, $3) RETURNING id", 3},
+	{"aside_upd", "UPDATE users SET name = $1, email = $2, "
+		      "version = version + 1 WHERE id = $3", 3},
+	{"aside_del", "DELETE FROM users WHERE id = $1", 1},
+	{"aside_ping", "SELECT 1", 0},
+};
+
+static int pg_fail(aside_error *err, PGconn *pg, PGresult *res,
+		   const char *what)
+{
+	if (err) {
+		memset(err, 0, sizeof(*err));
+		err->code = ASIDE_EDB;
+		const char *state =
+			res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+		if (state)
+			snprintf(err->sqlstate, sizeof(err->sqlstate), "%s",
+				 state);
+		const char *msg = res ? PQresultErrorMessage(res) : "";
+		if (!msg || !*msg)
+			msg = pg ? PQerrorMessage(pg) : "no connection";
+		snprintf(err->message, sizeof(err->message),
+			 "postgresql: %s: %s", what, msg);
+		/* libpq messages end with a newline */
+		size_t n = strlen(err->message);
+		while (n && (err->message[n - 1] == '\n'))
+			err->message[--n] = '\0';
+	}
+	return ASIDE_EDB;
+}
+
+static int exec_ok(PGconn *pg, const char *sql, aside_error *err)
+{
+	PGresult *res = PQexec(pg, sql);
+	ExecStatusType st = PQresultStatus(res);
+	int rc = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK
+			 ? ASIDE_OK
+			 : pg_fail(err, pg, res, sql);
+	PQclear(res);
+	return rc;
+}
+
+/* Creates or migrates the schema: one transaction, one process at a time. */
+static int migrate(PGconn *pg, aside_error *err)
+{
+	int rc = exec_ok(pg, "BEGIN", err);
+	if (rc == ASIDE_OK)
+		rc = exec_ok(pg, "SELECT pg_advisory_xact_lock(4242001)", err);
+	if (rc == ASIDE_OK)
+		rc = exec_ok(pg,
+			     "CREATE TABLE IF NOT EXISTS aside_schema "
+			     "(version INT NOT NULL)",
+			     err);
+	int have = 0;
+	if (rc == ASIDE_OK) {
+		PGresult *res = PQexec(pg, "SELECT version FROM aside_schema");
+		if (PQresultStatus(res) != PGRES_TUPLES_OK)
+			rc = pg_fail(err, pg, res, "reading the schema version");
+		else if (PQntuples(res) > 0)
+			have = atoi(PQgetvalue(res, 0, 0));
+		else
+			rc = exec_ok(pg,
+				     "INSERT INTO aside_schema VALUES (0)",
+				     err);
+		PQclear(res);
+	}
+	int want = (int)(sizeof(migrations) / sizeof(migrations[0]));
+	for (int i = have; rc == ASIDE_OK && i < want; i++)
+		rc = exec_ok(pg, migrations[i], err);
+	if (rc == ASIDE_OK && have < want) {
+		char sql[64];
+		snprintf(sql, sizeof(sql), "UPDATE aside_schema SET version = %d",
+			 want);
+		rc = exec_ok(pg, sql, err);
+	}
+	if (rc == ASIDE_OK)
+		rc = exec_ok(pg, "COMMIT", err);
+	else
+		exec_ok(pg, "ROLLBACK", NULL);
+	return rc;
+}
+
+static struct conn *conn_open(struct pg_repo *r, bool first, aside_error *err)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	if (!c) {
+		repo__fail(err, ASIDE_ENOMEM, "out of memory");
+		return NULL;
+	}
+	c->pg = PQconnectdb(r->conninfo);
+	if (PQstatus(c->pg) != CONNECTION_OK) {
+		pg_fail(err, c->pg, NULL, "connecting");
+		goto fail;
+	}
+	char sql[96];
+	snprintf(sql, sizeof(sql), "SET statement_timeout = %ld",
+		 r->statement_timeout_ms);
+	if (exec_ok(c->pg, sql, err) != ASIDE_OK)
+		goto fail;
+	if (first && migrate(c->pg, err) != ASIDE_OK)
+		goto fail;
+	for (size_t i = 0; i < sizeof(statements) / sizeof(statements[0]);
+	     i++) {
+		PGresult *res = PQprepare(c->pg, statements[i].name,
+					  statements[i].sql,
+					  statements[i].nparams, NULL);
+		bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+		if (!ok)
+			pg_fail(err, c->pg, res, "preparing statements");
+		PQclear(res);
+		if (!ok)
+			goto fail;
+	}
+	return c;
+fail:
+	PQfinish(c->pg);
+	free(c);
+	return NULL;
+}
+
+static struct conn *borrow(struct pg_repo *r, aside_error *err)
+{
+	pthread_mutex_lock(&r->lock);
+	while (!r->idle && r->open >= r->max)
+		pthread_cond_wait(&r->cond, &r->lock);
+	struct conn *c = r->idle;
+	if (c) {
+		r->idle = c->next;
+		pthread_mutex_unlock(&r->lock);
+		return c;
+	}
+	r->open++;
+	pthread_mutex_unlock(&r->lock);
+	c = conn_open(r, false, err);
+	if (!c) {
+		pthread_mutex_lock(&r->lock);
+		r->open--;
+		pthread_cond_signal(&r->cond);
+		pthread_mutex_unlock(&r->lock);
+	}
+	return c;
+}
+
+/* Back to the pool, unless its connection broke: then it is closed. */
+static void give_back(struct pg_repo *r, struct conn *c)
+{
+	bool broken = PQstatus(c->pg) != CONNECTION_OK ||
+		      PQtransactionStatus(c->pg) != PQTRANS_IDLE;
+	pthread_mutex_lock(&r->lock);
+	if (broken) {
+		r->open--;
+	} else {
+		c->next = r->idle;
+		r->idle = c;
+	}
+	pthread_cond_signal(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+	if (broken) {
+		PQfinish(c->pg);
+		free(c);
+	}
+}
+
+/* Runs a prepared statement; NULL (and err) unless it returned ok. */
+static PGresult *run(struct conn *c, const char *stmt, int n,
+		     const char *const *params, ExecStatusType want,
+		     aside_error *err, const char *what)
+{
+	PGresult *res = PQexecPrepared(c->pg, stmt, n, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != want) {
+		pg_fail(err, c->pg, res, what);
+		PQclear(res);
+		return NULL;
+	}
+	return res;
+}
+
+static int pg_get(void *self, int64_t id, user *out, aside_error *err)
+{
+	struct conn *c = borrow(self, err);
+	if (!c)
+		return ASIDE_EDB;
+	char ids[24];
+	snprintf(ids, sizeof(ids), "%lld", (long long)id);
+	const char *params[] = {ids};
+	PGresult *res = run(c, "aside_get", 1, params, PGRES_TUPLES_OK, err,
+			    "reading a user");
+	int rc = ASIDE_EDB;
+	if (res) {
+		if (PQntuples(res) == 0) {
+			rc = ASIDE_NOT_FOUND;
+		} else {
+			memset(out, 0, sizeof(*out));
+			out->id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+			snprintf(out->name, sizeof(out->name), "%s",
+				 PQgetvalue(res, 0, 1));
+			snprintf(out->email, sizeof(out->email), "%s",
+				 PQgetvalue(res, 0, 2));
+			out->created_at_us =
+				strtoll(PQgetvalue(res, 0, 3), NULL, 10);
+			rc = ASIDE_OK;
+		}
+		PQclear(res);
+	}
+	give_back(self, c);
+	return rc;
+}
+
+static int64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int pg_create(void *self, user *u, aside_error *err)
+{
+	struct conn *c = borrow(self, err);
+	if (!c)
+		return ASIDE_EDB;
+	int64_t at = now_us();
+	char ats[24];
+	snprintf(ats, sizeof(ats), "%lld", (long long)at);
+	const char *params[] = {u->name, u->email, ats};
+	PGresult *res = run(c, "aside_ins", 3, params, PGRES_TUPLES_OK, err,
+			    "creating a user");
+	int rc = ASIDE_EDB;
+	if (res) {
+		u->id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+		u->created_at_us = at;
+		rc = ASIDE_OK;
+		PQclear(res);
+	}
+	give_back(self, c);
+	return rc;
+}
+
+static int changed(void *self, const char *stmt, const char *const *params,
+		   int n, aside_error *err, const char *what)
+{
+	struct conn *c = borrow(self, err);
+	if (!c)
+		return ASIDE_EDB;
+	PGresult *res = run(c, stmt, n, params, PGRES_COMMAND_OK, err, what);
+	int rc = ASIDE_EDB;
+	if (res) {
+		rc = strcmp(PQcmdTuples(res), "0") == 0 ? ASIDE_NOT_FOUND
+							: ASIDE_OK;
+		PQclear(res);
+	}
+	give_back(self, c);
+	return rc;
+}
+
+static int pg_update(void *self, const user *u, aside_error *err)
+{
+	char ids[24];
+	snprintf(ids, sizeof(ids), "%lld", (long long)u->id);
+	const char *params[] = {u->name, u->email, ids};
+	return changed(self, "aside_upd", params, 3, err, "updating a user");
+}
+
+static int pg_remove(void *self, int64_t id, aside_error *err)
+{
+	char ids[24];
+	snprintf(ids, sizeof(ids), "%lld", (long long)id);
+	const char *params[] = {ids};
+	return changed(self, "aside_del", params, 1, err, "deleting a user");
+}
+
+static int pg_ping(void *self, aside_error *err)
+{
+	struct conn *c = borrow(self, err);
+	if (!c)
+		return ASIDE_EDB;
+	PGresult *res = run(c, "aside_ping", 0, NULL, PGRES_TUPLES_OK, err,
+			    "ping");
+	PQclear(res);
+	give_back(self, c);
+	return res ? ASIDE_OK : ASIDE_EDB;
+}
+
+static int pg_get0(void *self, int64_t id, user *out)
+{
+	return pg_get(self, id, out, NULL);
+}
+static int pg_create0(void *self, user *u)
+{
+	return pg_create(self, u, NULL);
+}
+static int pg_update0(void *self, const user *u)
+{
+	return pg_update(self, u, NULL);
+}
+static int pg_remove0(void *self, int64_t id)
+{
+	return pg_remove(self, id, NULL);
+}
+
+static void pg_close(void *self)
+{
+	struct pg_repo *r = self;
+	if (!r)
+		return;
+	while (r->idle) {
+		struct conn *c = r->idle;
+		r->idle = c->next;
+		PQfinish(c->pg);
+		free(c);
+	}
+	pthread_mutex_destroy(&r->lock);
+	pthread_cond_destroy(&r->cond);
+	free(r->conninfo);
+	free(r);
+}
+
+static const user_repo_ops pg_ops = {
+	.get = pg_get0,
+	.create = pg_create0,
+	.update = pg_update0,
+	.remove = pg_remove0,
+	.close = pg_close,
+	.get_ex = pg_get,
+	.create_ex = pg_create,
+	.update_ex = pg_update,
+	.remove_ex = pg_remove,
+	.ping = pg_ping,
+};
+
+static bool number(const char *s, long lo, long hi, long *out)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+	if (!*s || *end || v < lo || v > hi)
+		return false;
+	*out = v;
+	return true;
+}
+
+/*
+ * Splits our options off the URL's query; the rest goes to libpq as is.
+ * Returns the conninfo to use (malloc'd) or NULL with err set.
+ */
+static char *take_options(struct pg_repo *r, const char *url,
+			  aside_error *err)
+{
+	char *s = strdup(url), *q = s ? strchr(s, '?') : NULL;
+	if (!s) {
+		repo__fail(err, ASIDE_ENOMEM, "out of memory");
+		return NULL;
+	}
+	if (!q)
+		goto done;
+	char *rest = calloc(1, strlen(q) + 1), *w = rest;
+	if (!rest) {
+		free(s);
+		repo__fail(err, ASIDE_ENOMEM, "out of memory");
+		return NULL;
+	}
+	*q++ = '\0';
+	for (char *tok = strtok(q, "&"); tok; tok = strtok(NULL, "&")) {
+		long v;
+		if (!strncmp(tok, "pool=", 5)) {
+			if (!number(tok + 5, 1, 256, &v))
+				goto bad;
+			r->max = (int)v;
+		} else if (!strncmp(tok, "statement_timeout_ms=", 21)) {
+			if (!number(tok + 21, 0, 86400000, &v))
+				goto bad;
+			r->statement_timeout_ms = v;
+		} else {
+			w += sprintf(w, "%s%s", w == rest ? "?" : "&", tok);
+		}
+		continue;
+	bad:
+		repo__fail(err, ASIDE_EURL, "postgresql URL: bad option '%s'",
+			   tok);
+		free(rest);
+		free(s);
+		return NULL;
+	}
+	size_t n = strlen(s);
+	memcpy(s + n, rest, strlen(rest) + 1); /* fits: rest is shorter */
+	free(rest);
+done:
+	if (!strstr(s, "connect_timeout=")) {
+		char *t = malloc(strlen(s) + 32);
+		if (t)
+			sprintf(t, "%s%sconnect_timeout=5", s,
+				strchr(s, '?') ? "&" : "?");
+		free(s);
+		s = t;
+		if (!s)
+			repo__fail(err, ASIDE_ENOMEM, "out of memory");
+	}
+	return s;
+}
+
+int repo__pg_open(const char *url, user_repo *out, aside_error *err)
+{
+	struct pg_repo *r = calloc(1, sizeof(*r));
+	if (!r)
+		return repo__fail(err, ASIDE_ENOMEM, "out of memory");
+	r->max = 8;
+	r->statement_timeout_ms = 5000;
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->cond, NULL);
+	if (!(r->conninfo = take_options(r, url, err))) {
+		int rc = err ? err->code : ASIDE_EURL;
+		pg_close(r);
+		return rc;
+	}
+	struct conn *c = conn_open(r, true, err);
+	if (!c) {
+		pg_close(r);
+		return ASIDE_EDB;
+	}
+	r->idle = c;
+	r->open = 1;
+	out->ops = &pg_ops;
+	out->self = r;
+	return ASIDE_OK;
+}
