@@ -1,7 +1,8 @@
 # aside -- the two commands a new user needs, and a few more.
 #   make run     install what is missing, build, run the main job (aside demo)
-#   make test    install what is missing, build, run every test: a normal
-#                build, then AddressSanitizer+UBSan, then ThreadSanitizer
+#   make test    install what is missing, build, start private Redis and
+#                PostgreSQL servers, run every test (a normal build, then
+#                AddressSanitizer+UBSan, then ThreadSanitizer), stop them
 #   make bench   the L1 benchmarks beside Caffeine (docs/performance.md)
 #   make install PREFIX=/usr/local
 #   make format  clang-format every C file
@@ -21,7 +22,8 @@ build: bootstrap
 run: build
 	./build/aside demo
 
-test: test-plain test-asan test-tsan
+test: bootstrap
+	./scripts/with-services $(MAKE) --no-print-directory test-plain test-asan test-tsan
 	@echo "make test: all tests passed (plain, ASan+UBSan, TSan)"
 
 test-plain: build

@@ -41,26 +41,32 @@ struct pg_repo {
 
 /* Schema migrations, in order; schema_version says how many ran. */
 static const char *const migrations[] = {
-	"CREATE TABLE IF NOT EXISTS users ("
-	" id BIGSERIAL PRIMARY KEY,"
-	" name TEXT NOT NULL,"
-	" email TEXT NOT NULL,"
-	" created_at_us BIGINT NOT NULL,"
-	" version BIGINT NOT NULL DEFAULT 1)",
+    "CREATE TABLE IF NOT EXISTS users ("
+    " id BIGSERIAL PRIMARY KEY,"
+    " name TEXT NOT NULL,"
+    " email TEXT NOT NULL,"
+    " created_at_us BIGINT NOT NULL,"
+    " version BIGINT NOT NULL DEFAULT 1)",
 };
 
 static const struct {
 	const char *name, *sql;
 	int nparams;
 } statements[] = {
-	{"aside_get", "SELECT id, name, email, created_at_us FROM users "
-		      "WHERE id = $1", 1},
-	{"aside_ins", "INSERT INTO users (name, email, created_at_us) "
-		      "VALUES ($1, $2, $3) RETURNING id", 3},
-	{"aside_upd", "UPDATE users SET name = $1, email = $2, "
-		      "version = version + 1 WHERE id = $3", 3},
-	{"aside_del", "DELETE FROM users WHERE id = $1", 1},
-	{"aside_ping", "SELECT 1", 0},
+    {"aside_get",
+     "SELECT id, name, email, created_at_us FROM users "
+     "WHERE id = $1",
+     1},
+    {"aside_ins",
+     "INSERT INTO users (name, email, created_at_us) "
+     "VALUES ($1, $2, $3) RETURNING id",
+     3},
+    {"aside_upd",
+     "UPDATE users SET name = $1, email = $2, "
+     "version = version + 1 WHERE id = $3",
+     3},
+    {"aside_del", "DELETE FROM users WHERE id = $1", 1},
+    {"aside_ping", "SELECT 1", 0},
 };
 
 static int pg_fail(aside_error *err, PGconn *pg, PGresult *res,
@@ -70,7 +76,7 @@ static int pg_fail(aside_error *err, PGconn *pg, PGresult *res,
 		memset(err, 0, sizeof(*err));
 		err->code = ASIDE_EDB;
 		const char *state =
-			res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+		    res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 		if (state)
 			snprintf(err->sqlstate, sizeof(err->sqlstate), "%s",
 				 state);
@@ -92,8 +98,8 @@ static int exec_ok(PGconn *pg, const char *sql, aside_error *err)
 	PGresult *res = PQexec(pg, sql);
 	ExecStatusType st = PQresultStatus(res);
 	int rc = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK
-			 ? ASIDE_OK
-			 : pg_fail(err, pg, res, sql);
+		     ? ASIDE_OK
+		     : pg_fail(err, pg, res, sql);
 	PQclear(res);
 	return rc;
 }
@@ -113,12 +119,12 @@ static int migrate(PGconn *pg, aside_error *err)
 	if (rc == ASIDE_OK) {
 		PGresult *res = PQexec(pg, "SELECT version FROM aside_schema");
 		if (PQresultStatus(res) != PGRES_TUPLES_OK)
-			rc = pg_fail(err, pg, res, "reading the schema version");
+			rc =
+			    pg_fail(err, pg, res, "reading the schema version");
 		else if (PQntuples(res) > 0)
 			have = atoi(PQgetvalue(res, 0, 0));
 		else
-			rc = exec_ok(pg,
-				     "INSERT INTO aside_schema VALUES (0)",
+			rc = exec_ok(pg, "INSERT INTO aside_schema VALUES (0)",
 				     err);
 		PQclear(res);
 	}
@@ -127,8 +133,8 @@ static int migrate(PGconn *pg, aside_error *err)
 		rc = exec_ok(pg, migrations[i], err);
 	if (rc == ASIDE_OK && have < want) {
 		char sql[64];
-		snprintf(sql, sizeof(sql), "UPDATE aside_schema SET version = %d",
-			 want);
+		snprintf(sql, sizeof(sql),
+			 "UPDATE aside_schema SET version = %d", want);
 		rc = exec_ok(pg, sql, err);
 	}
 	if (rc == ASIDE_OK)
@@ -159,9 +165,9 @@ static struct conn *conn_open(struct pg_repo *r, bool first, aside_error *err)
 		goto fail;
 	for (size_t i = 0; i < sizeof(statements) / sizeof(statements[0]);
 	     i++) {
-		PGresult *res = PQprepare(c->pg, statements[i].name,
-					  statements[i].sql,
-					  statements[i].nparams, NULL);
+		PGresult *res =
+		    PQprepare(c->pg, statements[i].name, statements[i].sql,
+			      statements[i].nparams, NULL);
 		bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
 		if (!ok)
 			pg_fail(err, c->pg, res, "preparing statements");
@@ -255,7 +261,7 @@ static int pg_get(void *self, int64_t id, user *out, aside_error *err)
 			snprintf(out->email, sizeof(out->email), "%s",
 				 PQgetvalue(res, 0, 2));
 			out->created_at_us =
-				strtoll(PQgetvalue(res, 0, 3), NULL, 10);
+			    strtoll(PQgetvalue(res, 0, 3), NULL, 10);
 			rc = ASIDE_OK;
 		}
 		PQclear(res);
@@ -331,8 +337,8 @@ static int pg_ping(void *self, aside_error *err)
 	struct conn *c = borrow(self, err);
 	if (!c)
 		return ASIDE_EDB;
-	PGresult *res = run(c, "aside_ping", 0, NULL, PGRES_TUPLES_OK, err,
-			    "ping");
+	PGresult *res =
+	    run(c, "aside_ping", 0, NULL, PGRES_TUPLES_OK, err, "ping");
 	PQclear(res);
 	give_back(self, c);
 	return res ? ASIDE_OK : ASIDE_EDB;
@@ -373,16 +379,16 @@ static void pg_close(void *self)
 }
 
 static const user_repo_ops pg_ops = {
-	.get = pg_get0,
-	.create = pg_create0,
-	.update = pg_update0,
-	.remove = pg_remove0,
-	.close = pg_close,
-	.get_ex = pg_get,
-	.create_ex = pg_create,
-	.update_ex = pg_update,
-	.remove_ex = pg_remove,
-	.ping = pg_ping,
+    .get = pg_get0,
+    .create = pg_create0,
+    .update = pg_update0,
+    .remove = pg_remove0,
+    .close = pg_close,
+    .get_ex = pg_get,
+    .create_ex = pg_create,
+    .update_ex = pg_update,
+    .remove_ex = pg_remove,
+    .ping = pg_ping,
 };
 
 static bool number(const char *s, long lo, long hi, long *out)
@@ -399,8 +405,7 @@ static bool number(const char *s, long lo, long hi, long *out)
  * Splits our options off the URL's query; the rest goes to libpq as is.
  * Returns the conninfo to use (malloc'd) or NULL with err set.
  */
-static char *take_options(struct pg_repo *r, const char *url,
-			  aside_error *err)
+static char *take_options(struct pg_repo *r, const char *url, aside_error *err)
 {
 	char *s = strdup(url), *q = s ? strchr(s, '?') : NULL;
 	if (!s) {

@@ -39,9 +39,19 @@ struct flight {
 	aside_error err;
 };
 
+/* An invalidation between its first step and its last delete. */
+struct inval {
+	struct inval *next;
+	uint64_t hash;
+	char *key;
+	size_t klen;
+	int count; /* invalidations of this key in progress */
+};
+
 struct flight_shard {
 	pthread_mutex_t lock;
 	struct flight *head;
+	struct inval *invals;
 } __attribute__((aligned(ASIDE__CACHELINE)));
 
 struct ns_policy {
@@ -460,6 +470,23 @@ static struct flight *flight_new(uint64_t hash, const char *key, size_t klen)
 	return f;
 }
 
+static struct inval **inval_find_locked(struct flight_shard *sh, uint64_t hash,
+					const char *key, size_t klen)
+{
+	struct inval **pp;
+	for (pp = &sh->invals; *pp; pp = &(*pp)->next)
+		if ((*pp)->hash == hash && (*pp)->klen == klen &&
+		    memcmp((*pp)->key, key, klen) == 0)
+			break;
+	return pp;
+}
+
+static bool inval_active_locked(struct flight_shard *sh, uint64_t hash,
+				const char *key, size_t klen)
+{
+	return sh->invals && *inval_find_locked(sh, hash, key, klen);
+}
+
 static struct timespec deadline_after_ms(int64_t ms)
 {
 	struct timespec ts;
@@ -668,9 +695,15 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 			return aside__fail(err, ASIDE_ENOMEM, "out of memory");
 		}
 		f->refs = 1;
-		f->linked = true;
-		f->next = sh->head;
-		sh->head = f;
+		if (inval_active_locked(sh, hash, key, klen)) {
+			/* The tiers may still hold what is being invalidated:
+			 * load for this reader alone, and store nothing. */
+			f->voided = true;
+		} else {
+			f->linked = true;
+			f->next = sh->head;
+			sh->head = f;
+		}
 		pthread_mutex_unlock(&sh->lock);
 
 		lead(c, sh, f, ld);
@@ -751,17 +784,41 @@ int aside_cache_read(aside_cache *c, const char *key, size_t klen,
 /* ---- the write path ---------------------------------------------------- */
 
 /*
- * Invalidates one key; see the protocol at the top of this file.  Every
- * flight of the key is voided.  One that is storing its result stays linked
- * until it is done, so that each invalidation arriving meanwhile, not just
- * the first, waits for the store before it deletes.
+ * Invalidates one key; see the protocol at the top of this file.  The key
+ * is marked as being invalidated until its last delete is done, so that a
+ * flight starting meanwhile (which could read the old value from a tier not
+ * yet cleaned) never stores.  Every flight already there is voided; one
+ * that is storing stays linked until it is done, so that each invalidation
+ * arriving meanwhile, not just the first, waits for the store before it
+ * deletes.
  */
 static int invalidate_one(aside_cache *c, const char *key, size_t klen,
 			  aside_error *err)
 {
 	uint64_t hash = aside_hash(key, klen);
 	struct flight_shard *sh = flight_shard(c, hash);
+	struct inval *mark = calloc(1, sizeof(*mark));
+	if (mark && !(mark->key = malloc(klen))) {
+		free(mark);
+		mark = NULL;
+	}
+	if (!mark)
+		return aside__fail(err, ASIDE_ENOMEM, "out of memory");
+	memcpy(mark->key, key, klen);
+	mark->klen = klen;
+	mark->hash = hash;
+
 	pthread_mutex_lock(&sh->lock);
+	struct inval **pp = inval_find_locked(sh, hash, key, klen);
+	if (*pp) {
+		(*pp)->count++;
+		free(mark->key);
+		free(mark);
+	} else {
+		mark->count = 1;
+		mark->next = sh->invals;
+		sh->invals = mark;
+	}
 again:
 	for (struct flight *f = sh->head, *next; f; f = next) {
 		next = f->next;
@@ -781,8 +838,10 @@ again:
 	}
 	pthread_mutex_unlock(&sh->lock);
 
+	/* Shared tiers first: an in-process tier refilled meanwhile could
+	 * only be refilled from them. */
 	int rc = ASIDE_OK;
-	for (int i = 0; i < c->ntiers; i++) {
+	for (int i = c->ntiers - 1; i >= 0; i--) {
 		aside_error terr;
 		int trc = c->tiers[i].ops->del(c->tiers[i].self, key, klen,
 					       hash, &terr);
@@ -796,6 +855,19 @@ again:
 		}
 	}
 	aside__count(stripe(c), ASIDE__C_invalidations, 1);
+
+	pthread_mutex_lock(&sh->lock);
+	pp = inval_find_locked(sh, hash, key, klen);
+	struct inval *done = NULL;
+	if (*pp && --(*pp)->count == 0) {
+		done = *pp;
+		*pp = done->next;
+	}
+	pthread_mutex_unlock(&sh->lock);
+	if (done) {
+		free(done->key);
+		free(done);
+	}
 	return rc;
 }
 

@@ -4,6 +4,7 @@
  * SQLite file (WAL), all behind a probe that counts database reads.
  */
 #include "../support/fake_repo.h"
+#include "../support/servers.h"
 
 #include <aside/users.h>
 #include <pthread.h>
@@ -18,66 +19,110 @@
 /* cmocka needs the headers above */
 #include <cmocka.h>
 
+typedef void (*test_fn)(void **);
+
+/* One test on one database and one cache: a cell of the test matrix. */
+typedef struct variant {
+	const char *db;	   /* "fake", "memory", "file", "pg" */
+	const char *cache; /* "mem", "redis", "redis-l1" */
+	test_fn fn;
+} variant;
+
 typedef struct fx {
+	const variant *v;
 	fake_repo fake;
 	user_repo db;
 	probe_repo probe;
 	aside_cache *cache;
 	user_service *svc;
 	char dir[64];
+	bool has_l1;
+	bool skip; /* its server is not configured */
 } fx;
 
-static int setup_with(void **state, const char *kind)
+/* Servers missing: skipped, unless the run requires them (make test). */
+static int unavailable(void **state, fx *f, const char *what)
 {
+	if (getenv("ASIDE_TEST_REQUIRE_SERVERS"))
+		fail_msg("%s is required but not available", what);
+	f->skip = true;
+	*state = f;
+	return 0;
+}
+
+static void run_cell(void **state)
+{
+	fx *f = *state;
+	if (f->skip)
+		skip();
+	f->v->fn(state);
+}
+
+#define REDIS_DB 1 /* this program's Redis database */
+
+static int setup(void **state)
+{
+	const variant *v = *state;
 	fx *f = calloc(1, sizeof(*f));
+	f->v = v;
 	aside_error err;
-	if (!strcmp(kind, "fake")) {
+	char url[512];
+	const char *cache_url = "mem://?capacity=1000";
+	if (strcmp(v->cache, "mem") != 0) {
+		cache_url = test_redis_url(
+		    url, REDIS_DB,
+		    strcmp(v->cache, "redis-l1") == 0 ? "l1=1000" : NULL);
+		if (!cache_url || !test_redis_flush(REDIS_DB))
+			return unavailable(state, f, "Redis");
+	}
+	f->has_l1 = strcmp(v->cache, "redis") != 0;
+	assert_int_equal(aside_cache_open(cache_url, &f->cache, &err),
+			 ASIDE_OK);
+
+	if (!strcmp(v->db, "fake")) {
 		fake_repo_init(&f->fake);
 		f->db = fake_repo_handle(&f->fake);
 	} else {
-		char url[128];
-		if (!strcmp(kind, "file")) {
+		char dburl[512];
+		const char *u = dburl;
+		if (!strcmp(v->db, "pg")) {
+			u = test_pg_url(dburl, "aside_test_users", NULL);
+			if (!u || !test_pg_reset(u)) {
+				aside_cache_close(f->cache);
+				f->cache = NULL;
+				return unavailable(state, f, "PostgreSQL");
+			}
+		} else if (!strcmp(v->db, "file")) {
 			snprintf(f->dir, sizeof(f->dir),
 				 "/tmp/aside-test-XXXXXX");
 			assert_non_null(mkdtemp(f->dir));
-			snprintf(url, sizeof(url), "sqlite:%s/users.db",
+			snprintf(dburl, sizeof(dburl), "sqlite:%s/users.db",
 				 f->dir);
 		} else {
-			snprintf(url, sizeof(url), "sqlite::memory:");
+			snprintf(dburl, sizeof(dburl), "sqlite::memory:");
 		}
-		if (user_repo_open(url, &f->db, &err) != ASIDE_OK)
-			fail_msg("open %s: %s", url, err.message);
+		if (user_repo_open(u, &f->db, &err) != ASIDE_OK)
+			fail_msg("open %s: %s", u, err.message);
 	}
 	probe_repo_init(&f->probe, f->db);
-	assert_int_equal(
-	    aside_cache_open("mem://?capacity=1000", &f->cache, &err),
-	    ASIDE_OK);
 	f->svc = user_service_new(probe_repo_handle(&f->probe), f->cache);
 	assert_non_null(f->svc);
 	*state = f;
 	return 0;
 }
 
-static int setup_fake(void **state)
-{
-	return setup_with(state, "fake");
-}
-static int setup_memory(void **state)
-{
-	return setup_with(state, "memory");
-}
-static int setup_file(void **state)
-{
-	return setup_with(state, "file");
-}
-
 static int teardown(void **state)
 {
 	fx *f = *state;
+	if (f->skip) {
+		aside_cache_close(f->cache);
+		free(f);
+		return 0;
+	}
 	user_service_free(f->svc);
 	aside_cache_close(f->cache);
 	probe_repo_fini(&f->probe);
-	if (f->db.ops == fake_repo_handle(&f->fake).ops)
+	if (!strcmp(f->v->db, "fake"))
 		fake_repo_fini(&f->fake);
 	else
 		user_repo_close(&f->db);
@@ -131,7 +176,7 @@ static void seed_cache_aside(void **state)
 
 	assert_true(m.hit_rate == 0.5);
 	assert_true(m.miss_rate == 0.5);
-	assert_int_equal(m.cache_size, 1);
+	assert_int_equal(m.cache_size, f->has_l1 ? 1 : 0);
 	printf("    Cache hit rate: %.2f%%\n", m.hit_rate * 100);
 }
 
@@ -401,8 +446,12 @@ static void *stress_reader(void *arg)
 	while (!atomic_load(&s->stop)) {
 		int floor = atomic_load(&s->completed);
 		user u;
-		if (user_service_get(s->f->svc, s->id, &u) != ASIDE_OK) {
-			atomic_fetch_add(&s->errors, 1);
+		aside_error err;
+		int rc = user_service_get_ex(s->f->svc, s->id, &u, &err);
+		if (rc != ASIDE_OK) {
+			if (atomic_fetch_add(&s->errors, 1) == 0)
+				fprintf(stderr, "get: %s: %s\n",
+					aside_status_name(rc), err.message);
 			continue;
 		}
 		if (atoi(u.name + 1) < floor)
@@ -431,27 +480,44 @@ static void concurrent_readers_see_completed_writes(void **state)
 	assert_int_equal(s.stale, 0);
 }
 
-#define ON_EACH(fn)                                                            \
-	{#fn "/fake", fn, setup_fake, teardown, NULL},                         \
-	    {#fn "/sqlite-memory", fn, setup_memory, teardown, NULL},          \
-	{                                                                      \
-#fn "/sqlite-file", fn, setup_file, teardown, NULL             \
-	}
-
 int main(void)
 {
-	const struct CMUnitTest tests[] = {
-	    ON_EACH(seed_cache_aside),
-	    ON_EACH(seed_single_flight),
-	    ON_EACH(seed_update_invalidation),
-	    ON_EACH(invalid_records_write_nothing),
-	    ON_EACH(missing_users_and_bad_ids),
-	    ON_EACH(delete_invalidates),
-	    ON_EACH(writes_invalidate_users_all),
-	    ON_EACH(writer_reads_its_write_during_a_slow_load),
-	    ON_EACH(stale_load_is_never_stored),
-	    ON_EACH(database_errors_are_reported_not_cached),
-	    ON_EACH(concurrent_readers_see_completed_writes),
+	static const struct {
+		const char *name;
+		test_fn fn;
+	} tests[] = {
+#define T(fn) {#fn, fn}
+	    T(seed_cache_aside),
+	    T(seed_single_flight),
+	    T(seed_update_invalidation),
+	    T(invalid_records_write_nothing),
+	    T(missing_users_and_bad_ids),
+	    T(delete_invalidates),
+	    T(writes_invalidate_users_all),
+	    T(writer_reads_its_write_during_a_slow_load),
+	    T(stale_load_is_never_stored),
+	    T(database_errors_are_reported_not_cached),
+	    T(concurrent_readers_see_completed_writes),
+#undef T
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	static const char *dbs[] = {"fake", "memory", "file", "pg"};
+	static const char *caches[] = {"mem", "redis", "redis-l1"};
+	enum { NT = sizeof(tests) / sizeof(tests[0]), ND = 4, NC = 3 };
+	static variant cells[NT * ND * NC];
+	static struct CMUnitTest all[NT * ND * NC];
+	static char names[NT * ND * NC][96];
+	size_t n = 0;
+	for (int d = 0; d < ND; d++)
+		for (int c = 0; c < NC; c++) {
+			for (int t = 0; t < NT; t++, n++) {
+				cells[n] =
+				    (variant){dbs[d], caches[c], tests[t].fn};
+				snprintf(names[n], sizeof(names[n]), "%s/%s+%s",
+					 tests[t].name, dbs[d], caches[c]);
+				all[n] = (struct CMUnitTest){names[n], run_cell,
+							     setup, teardown,
+							     &cells[n]};
+			}
+		}
+	return _cmocka_run_group_tests("user_service", all, n, NULL, NULL);
 }
