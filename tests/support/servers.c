@@ -92,6 +92,12 @@ const char *test_pg_url(char *buf, const char *name, const char *query)
 	return buf;
 }
 
+static void quiet(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;
+}
+
 bool test_pg_reset(const char *url)
 {
 	char plain[512];
@@ -100,6 +106,7 @@ bool test_pg_reset(const char *url)
 	if (q)
 		*q = '\0';
 	PGconn *pg = PQconnectdb(plain);
+	PQsetNoticeProcessor(pg, quiet, NULL); /* "does not exist, skipping" */
 	bool ok = PQstatus(pg) == CONNECTION_OK;
 	if (ok) {
 		PGresult *r = PQexec(pg, "DROP TABLE IF EXISTS users, "

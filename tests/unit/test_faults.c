@@ -1,0 +1,402 @@
+/*
+ * test_faults.c -- the UserService on PostgreSQL and Redis when the servers
+ * misbehave: Redis killed, paused, restarted or holding garbage, PostgreSQL
+ * restarted under load, and two processes' caches sharing one Redis.  Uses
+ * the real servers of scripts/services, and takes them down and up again.
+ */
+#include "../support/servers.h"
+
+#include <aside/users.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* cmocka needs the headers above */
+#include <cmocka.h>
+
+#define REDIS_DB 2 /* this program's Redis database */
+
+typedef struct fx {
+	user_repo db;
+	aside_cache *cache;
+	user_service *svc;
+	char redis[512], pg[512];
+} fx;
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void pause_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+static int setup(void **state)
+{
+	fx *f = calloc(1, sizeof(*f));
+	aside_error err;
+	if (!test_redis_url(f->redis, REDIS_DB, "l1=1000") ||
+	    !test_pg_url(f->pg, "aside_test_faults", NULL)) {
+		if (getenv("ASIDE_TEST_REQUIRE_SERVERS"))
+			fail_msg("Redis and PostgreSQL are required");
+		free(f);
+		*state = NULL;
+		return 0;
+	}
+	assert_true(test_redis_flush(REDIS_DB));
+	assert_true(test_pg_reset(f->pg));
+	if (user_repo_open(f->pg, &f->db, &err) != ASIDE_OK)
+		fail_msg("open %s: %s", f->pg, err.message);
+	if (aside_cache_open(f->redis, &f->cache, &err) != ASIDE_OK)
+		fail_msg("open %s: %s", f->redis, err.message);
+	f->svc = user_service_new(f->db, f->cache);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	fx *f = *state;
+	if (!f)
+		return 0;
+	user_service_free(f->svc);
+	aside_cache_close(f->cache);
+	user_repo_close(&f->db);
+	free(f);
+	/* Leave the servers up for whatever runs next. */
+	test_services("redis-start");
+	return 0;
+}
+
+#define NEED_SERVERS(f)                                                        \
+	do {                                                                   \
+		if (!(f))                                                      \
+			skip();                                                \
+	} while (0)
+
+static user add_user(fx *f, int i)
+{
+	user u;
+	memset(&u, 0, sizeof(u));
+	snprintf(u.name, sizeof(u.name), "User %d", i);
+	snprintf(u.email, sizeof(u.email), "user%d@example.com", i);
+	assert_int_equal(user_service_create(f->svc, &u), ASIDE_OK);
+	return u;
+}
+
+static aside_metrics metrics(aside_cache *c)
+{
+	aside_metrics m;
+	aside_cache_metrics(c, &m);
+	return m;
+}
+
+/* Another process's view: a second cache on the same Redis. */
+static void second_handle_reads_from_redis(void **state)
+{
+	fx *f = *state;
+	NEED_SERVERS(f);
+	user u = add_user(f, 1), got;
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	assert_int_equal(metrics(f->cache).loads, 1);
+
+	aside_cache *c2;
+	assert_int_equal(aside_cache_open(f->redis, &c2, NULL), ASIDE_OK);
+	user_service *s2 = user_service_new(f->db, c2);
+	assert_int_equal(user_service_get(s2, u.id, &got), ASIDE_OK);
+	assert_string_equal(got.name, "User 1");
+	assert_int_equal(got.created_at_us, u.created_at_us);
+	aside_metrics m = metrics(c2);
+	assert_int_equal(m.loads, 0);	     /* no database query */
+	assert_int_equal(m.tier_hits[1], 1); /* served by Redis */
+	user_service_free(s2);
+	aside_cache_close(c2);
+}
+
+static void redis_killed_then_back(void **state)
+{
+	fx *f = *state;
+	NEED_SERVERS(f);
+	user users[20];
+	for (int i = 0; i < 20; i++)
+		users[i] = add_user(f, i);
+	user got;
+	assert_int_equal(user_service_get(f->svc, users[0].id, &got),
+			 ASIDE_OK);
+
+	/* A second service with no L1: every read must get past Redis. */
+	char url[512];
+	aside_cache *bare;
+	assert_int_equal(aside_cache_open(test_redis_url(url, REDIS_DB, NULL),
+					  &bare, NULL),
+			 ASIDE_OK);
+	user_service *direct = user_service_new(f->db, bare);
+
+	assert_true(test_services("redis-kill"));
+	double t0 = now_s();
+	for (int n = 0; n < 200; n++) {
+		int64_t id = users[n % 20].id;
+		aside_error err;
+		int rc = user_service_get_ex(direct, id, &got, &err);
+		if (rc != ASIDE_OK)
+			fail_msg("read %d with Redis down: %s", n, err.message);
+		assert_int_equal(got.id, id);
+	}
+	double took = now_s() - t0;
+	aside_metrics bm = metrics(bare);
+	printf("    200 reads with Redis down took %.3f s (%llu from the "
+	       "database)\n",
+	       took, (unsigned long long)bm.loads);
+	assert_int_equal(bm.loads, 200);
+	assert_true(took < 10); /* a fast local check, not a timeout each */
+	user_service_free(direct);
+	aside_cache_close(bare);
+	user changed = users[3];
+	snprintf(changed.name, sizeof(changed.name), "Changed");
+	assert_int_equal(user_service_update(f->svc, &changed), ASIDE_OK);
+	user extra = add_user(f, 99);
+	assert_int_equal(user_service_get(f->svc, users[3].id, &got), ASIDE_OK);
+	assert_string_equal(got.name, "Changed");
+	assert_int_equal(metrics(f->cache).tier_up[1], 0);
+
+	/* Back: the tier is used again once the breaker's retry comes. */
+	assert_true(test_services("redis-start"));
+	uint64_t hits_before = metrics(f->cache).tier_hits[1];
+	bool used = false;
+	for (int i = 0; i < 200 && !used; i++) {
+		/* a cold key for L1 each time, so the read must go below */
+		aside_cache_invalidate(f->cache, "user:0", 6, NULL);
+		char key[32];
+		size_t klen = user_cache_key(extra.id, key);
+		aside_cache_invalidate(f->cache, key, klen, NULL);
+		assert_int_equal(user_service_get(f->svc, extra.id, &got),
+				 ASIDE_OK);
+		aside_metrics m = metrics(f->cache);
+		used = m.tier_up[1] == 1 && m.fills > 0;
+		if (!used)
+			pause_ms(50);
+	}
+	assert_true(used);
+	/* A value stored now is in Redis for another process to read. */
+	aside_cache *c2;
+	assert_int_equal(aside_cache_open(f->redis, &c2, NULL), ASIDE_OK);
+	user_service *s2 = user_service_new(f->db, c2);
+	assert_int_equal(user_service_get(s2, extra.id, &got), ASIDE_OK);
+	assert_int_equal(metrics(c2).loads, 0);
+	user_service_free(s2);
+	aside_cache_close(c2);
+	(void)hits_before;
+}
+
+struct pauser {
+	long ms;
+};
+
+static void *pause_redis(void *arg)
+{
+	struct pauser *p = arg;
+	char ms[24];
+	snprintf(ms, sizeof(ms), "%ld", p->ms);
+	const char *argv[] = {"CLIENT", "PAUSE", ms, "ALL"};
+	test_redis_cmd(REDIS_DB, NULL, 0, 4, argv);
+	return NULL;
+}
+
+static void paused_redis_does_not_hold_requests(void **state)
+{
+	fx *f = *state;
+	NEED_SERVERS(f);
+	user users[10];
+	for (int i = 0; i < 10; i++)
+		users[i] = add_user(f, i);
+	struct pauser p = {3000};
+	pthread_t t;
+	pthread_create(&t, NULL, pause_redis, &p);
+	pthread_join(t, NULL);
+	double t0 = now_s(), worst = 0;
+	for (int n = 0; n < 30; n++) {
+		double s = now_s();
+		user got;
+		assert_int_equal(user_service_get(f->svc, users[n % 10].id, &got),
+				 ASIDE_OK);
+		double d = now_s() - s;
+		worst = d > worst ? d : worst;
+	}
+	double took = now_s() - t0;
+	printf("    30 reads during a 3 s CLIENT PAUSE took %.3f s "
+	       "(slowest %.3f s)\n",
+	       took, worst);
+	assert_true(took < 2.5); /* not held for the pause */
+	pause_ms(3100);		 /* let the pause end for the next test */
+}
+
+static void garbage_in_redis_is_a_miss_and_replaced(void **state)
+{
+	fx *f = *state;
+	NEED_SERVERS(f);
+	user u = add_user(f, 1), v = add_user(f, 2), got;
+	char key[32], key2[32], out[64];
+	user_cache_key(u.id, key);
+	user_cache_key(v.id, key2);
+	const char *set[] = {"SET", key, "this is not a user"};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 3, set));
+	const char *push[] = {"RPUSH", key2, "a", "list"};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 4, push));
+
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	assert_string_equal(got.name, "User 1");
+	assert_int_equal(user_service_get(f->svc, v.id, &got), ASIDE_OK);
+	assert_string_equal(got.name, "User 2");
+	aside_metrics m = metrics(f->cache);
+	assert_int_equal(m.corrupt, 2);
+	assert_int_equal(m.loads, 2);
+	/* Replaced by a good entry. */
+	const char *get[] = {"GET", key};
+	assert_true(test_redis_cmd(REDIS_DB, out, sizeof(out), 2, get));
+	assert_memory_equal(out, "ASD1", 4);
+	const char *type[] = {"TYPE", key2};
+	assert_true(test_redis_cmd(REDIS_DB, out, sizeof(out), 2, type));
+	assert_string_equal(out, "string");
+}
+
+/* A JSON value that decodes as JSON but is not a valid user. */
+static void undecodable_json_in_redis_is_replaced(void **state)
+{
+	fx *f = *state;
+	NEED_SERVERS(f);
+	user u = add_user(f, 1), got;
+	char key[32];
+	user_cache_key(u.id, key);
+	/* An aside header (with NULs, hence Lua) around JSON that is not a
+	 * user: it parses, but has no name. */
+	const char *eval[] = {"EVAL",
+			      "redis.call('SET', KEYS[1], 'ASD1' .. "
+			      "string.rep('\\0', 12) .. '{\"id\":1}')",
+			      "1", key};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 4, eval));
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	assert_string_equal(got.email, "user1@example.com");
+	assert_int_equal(metrics(f->cache).corrupt, 1);
+}
+
+struct load {
+	fx *f;
+	int64_t ids[10];
+	_Atomic int stop, ok, db_errors, other_errors;
+	char other[256];
+};
+
+static void *hammer(void *arg)
+{
+	struct load *l = arg;
+	for (unsigned n = 0; !atomic_load(&l->stop); n++) {
+		int64_t id = l->ids[n % 10];
+		char key[32];
+		size_t klen = user_cache_key(id, key);
+		aside_cache_invalidate(l->f->cache, key, klen, NULL);
+		user got;
+		aside_error err;
+		int rc = user_service_get_ex(l->f->svc, id, &got, &err);
+		if (rc == ASIDE_OK) {
+			atomic_fetch_add(&l->ok, 1);
+		} else if (rc == ASIDE_EDB && strstr(err.message, "postgresql")) {
+			atomic_fetch_add(&l->db_errors, 1);
+		} else if (atomic_fetch_add(&l->other_errors, 1) == 0) {
+			snprintf(l->other, sizeof(l->other), "%s: %s",
+				 aside_status_name(rc), err.message);
+		}
+	}
+	return NULL;
+}
+
+static void postgres_restart_under_load(void **state)
+{
+	fx *f = *state;
+	NEED_SERVERS(f);
+	struct load l = {.f = f};
+	for (int i = 0; i < 10; i++)
+		l.ids[i] = add_user(f, i).id;
+	pthread_t t[3];
+	for (int i = 0; i < 3; i++)
+		pthread_create(&t[i], NULL, hammer, &l);
+	pause_ms(200);
+	assert_true(test_services("pg-restart"));
+	pause_ms(300);
+	int ok_before = atomic_load(&l.ok);
+	pause_ms(300);
+	atomic_store(&l.stop, 1);
+	for (int i = 0; i < 3; i++)
+		pthread_join(t[i], NULL);
+	printf("    reads: %d ok, %d clear database errors during the "
+	       "restart\n",
+	       l.ok, l.db_errors);
+	if (l.other_errors)
+		fail_msg("unexpected errors: %d, first: %s", l.other_errors,
+			 l.other);
+	assert_true(atomic_load(&l.ok) > ok_before); /* the pool recovered */
+	/* And writes work again. */
+	user u = add_user(f, 42), got;
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+}
+
+static void bad_database_urls_say_why(void **state)
+{
+	fx *f = *state;
+	NEED_SERVERS(f);
+	user_repo r;
+	aside_error err;
+	char url[600];
+	snprintf(url, sizeof(url), "%s", f->pg);
+	char *slash = strrchr(url, '/');
+	snprintf(slash, sizeof(url) - (size_t)(slash - url), "/no_such_db");
+	assert_int_equal(user_repo_open(url, &r, &err), ASIDE_EDB);
+	assert_non_null(strstr(err.message, "no_such_db"));
+	snprintf(url, sizeof(url), "%s?pool=0", f->pg);
+	assert_int_equal(user_repo_open(url, &r, &err), ASIDE_EURL);
+	assert_int_equal(user_repo_open("mysql://x", &r, &err), ASIDE_EURL);
+	assert_int_equal(user_repo_open("postgresql://aside@127.0.0.1:1/x",
+					&r, &err),
+			 ASIDE_EDB);
+	aside_cache *c;
+	assert_int_equal(aside_cache_open("redis://127.0.0.1:99999", &c, &err),
+			 ASIDE_EURL);
+	assert_int_equal(aside_cache_open("redis://127.0.0.1:6/99", &c, &err),
+			 ASIDE_EURL);
+	assert_int_equal(aside_cache_open("redis://:pw@", &c, &err),
+			 ASIDE_EURL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(second_handle_reads_from_redis,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			garbage_in_redis_is_a_miss_and_replaced, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(
+			undecodable_json_in_redis_is_replaced, setup,
+			teardown),
+		cmocka_unit_test_setup_teardown(bad_database_urls_say_why,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(redis_killed_then_back, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(
+			paused_redis_does_not_hold_requests, setup, teardown),
+		cmocka_unit_test_setup_teardown(postgres_restart_under_load,
+						setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
