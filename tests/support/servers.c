@@ -19,7 +19,7 @@ const char *test_redis_url(char *buf, int db, const char *query)
 	return buf;
 }
 
-static redisContext *redis_connect(int db)
+static redisContext *redis_connect(int db, const char *password)
 {
 	const char *base = getenv("ASIDE_TEST_REDIS_URL");
 	if (!base || strncmp(base, "redis://", 8) != 0)
@@ -34,7 +34,13 @@ static redisContext *redis_connect(int db)
 		redisFree(c);
 		return NULL;
 	}
-	redisReply *r = redisCommand(c, "SELECT %d", db);
+	redisReply *r;
+	if (password) {
+		r = redisCommand(c, "AUTH %s", password);
+		if (r)
+			freeReplyObject(r);
+	}
+	r = redisCommand(c, "SELECT %d", db);
 	if (!r) {
 		redisFree(c);
 		return NULL;
@@ -45,7 +51,13 @@ static redisContext *redis_connect(int db)
 
 bool test_redis_cmd(int db, char *out, int cap, int argc, const char **argv)
 {
-	redisContext *c = redis_connect(db);
+	return test_redis_cmd_auth(db, NULL, out, cap, argc, argv);
+}
+
+bool test_redis_cmd_auth(int db, const char *password, char *out, int cap,
+			 int argc, const char **argv)
+{
+	redisContext *c = redis_connect(db, password);
 	if (!c)
 		return false;
 	redisReply *r = redisCommandArgv(c, argc, argv, NULL);

@@ -15,6 +15,9 @@ const char *test_redis_url(char *buf, int db, const char *query);
 bool test_redis_flush(int db);
 /* Runs a Redis command on database db (argv style); its reply as text. */
 bool test_redis_cmd(int db, char *out, int cap, int argc, const char **argv);
+/* The same, authenticating first. */
+bool test_redis_cmd_auth(int db, const char *password, char *out, int cap,
+			 int argc, const char **argv);
 
 /* The URL of PostgreSQL database name (created if missing), or NULL. */
 const char *test_pg_url(char *buf, const char *name, const char *query);

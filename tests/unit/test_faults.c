@@ -8,10 +8,10 @@
 
 #include <aside/users.h>
 #include <pthread.h>
+#include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +103,23 @@ static aside_metrics metrics(aside_cache *c)
 	return m;
 }
 
+/* Counts the cache's log lines by kind. */
+struct logs {
+	_Atomic int down, back, other;
+};
+
+static void count_log(void *ctx, int level, const char *msg)
+{
+	struct logs *l = ctx;
+	(void)level;
+	if (strstr(msg, "unreachable"))
+		atomic_fetch_add(&l->down, 1);
+	else if (strstr(msg, "is back"))
+		atomic_fetch_add(&l->back, 1);
+	else
+		atomic_fetch_add(&l->other, 1);
+}
+
 /* Another process's view: a second cache on the same Redis. */
 static void second_handle_reads_from_redis(void **state)
 {
@@ -133,15 +150,17 @@ static void redis_killed_then_back(void **state)
 	for (int i = 0; i < 20; i++)
 		users[i] = add_user(f, i);
 	user got;
-	assert_int_equal(user_service_get(f->svc, users[0].id, &got),
-			 ASIDE_OK);
+	assert_int_equal(user_service_get(f->svc, users[0].id, &got), ASIDE_OK);
 
 	/* A second service with no L1: every read must get past Redis. */
 	char url[512];
 	aside_cache *bare;
-	assert_int_equal(aside_cache_open(test_redis_url(url, REDIS_DB, NULL),
-					  &bare, NULL),
-			 ASIDE_OK);
+	struct logs logs = {0};
+	aside_options lo = {.log = count_log, .log_ctx = &logs};
+	assert_int_equal(
+	    aside_cache_open_opts(test_redis_url(url, REDIS_DB, NULL), &lo,
+				  &bare, NULL),
+	    ASIDE_OK);
 	user_service *direct = user_service_new(f->db, bare);
 
 	assert_true(test_services("redis-kill"));
@@ -161,8 +180,7 @@ static void redis_killed_then_back(void **state)
 	       took, (unsigned long long)bm.loads);
 	assert_int_equal(bm.loads, 200);
 	assert_true(took < 10); /* a fast local check, not a timeout each */
-	user_service_free(direct);
-	aside_cache_close(bare);
+	assert_int_equal(logs.down, 1); /* once, not once per request */
 	user changed = users[3];
 	snprintf(changed.name, sizeof(changed.name), "Changed");
 	assert_int_equal(user_service_update(f->svc, &changed), ASIDE_OK);
@@ -189,6 +207,17 @@ static void redis_killed_then_back(void **state)
 			pause_ms(50);
 	}
 	assert_true(used);
+	/* The bare cache sees Redis again too, and says so once. */
+	for (int i = 0; i < 200 && metrics(bare).tier_up[0] != 1; i++) {
+		user_service_get(direct, users[1].id, &got);
+		pause_ms(50);
+	}
+	assert_int_equal(metrics(bare).tier_up[0], 1);
+	assert_int_equal(logs.down, 1);
+	assert_int_equal(logs.back, 1);
+	assert_int_equal(logs.other, 0);
+	user_service_free(direct);
+	aside_cache_close(bare);
 	/* A value stored now is in Redis for another process to read. */
 	aside_cache *c2;
 	assert_int_equal(aside_cache_open(f->redis, &c2, NULL), ASIDE_OK);
@@ -229,8 +258,8 @@ static void paused_redis_does_not_hold_requests(void **state)
 	for (int n = 0; n < 30; n++) {
 		double s = now_s();
 		user got;
-		assert_int_equal(user_service_get(f->svc, users[n % 10].id, &got),
-				 ASIDE_OK);
+		assert_int_equal(
+		    user_service_get(f->svc, users[n % 10].id, &got), ASIDE_OK);
 		double d = now_s() - s;
 		worst = d > worst ? d : worst;
 	}
@@ -311,7 +340,8 @@ static void *hammer(void *arg)
 		int rc = user_service_get_ex(l->f->svc, id, &got, &err);
 		if (rc == ASIDE_OK) {
 			atomic_fetch_add(&l->ok, 1);
-		} else if (rc == ASIDE_EDB && strstr(err.message, "postgresql")) {
+		} else if (rc == ASIDE_EDB &&
+			   strstr(err.message, "postgresql")) {
 			atomic_fetch_add(&l->db_errors, 1);
 		} else if (atomic_fetch_add(&l->other_errors, 1) == 0) {
 			snprintf(l->other, sizeof(l->other), "%s: %s",
@@ -351,6 +381,49 @@ static void postgres_restart_under_load(void **state)
 	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
 }
 
+/* Sets or clears requirepass, authenticating with `current` if set. */
+static bool set_password(const char *current, const char *next)
+{
+	const char *cfg[] = {"CONFIG", "SET", "requirepass", next};
+	return test_redis_cmd_auth(REDIS_DB, current, NULL, 0, 4, cfg);
+}
+
+static void redis_password_and_database_in_the_url(void **state)
+{
+	fx *f = *state;
+	NEED_SERVERS(f);
+	assert_true(set_password(NULL, "s3cret%pw"));
+	const char *base = getenv("ASIDE_TEST_REDIS_URL") + 8;
+	char url[600];
+	aside_cache *c = NULL;
+	aside_error err;
+	/* "%25" is a percent-encoded '%' */
+	snprintf(url, sizeof(url), "redis://:s3cret%%25pw@%s/3", base);
+	int rc = aside_cache_open(url, &c, &err);
+	snprintf(url, sizeof(url), "redis://:wrong@%s/3", base);
+	aside_cache *bad = NULL;
+	aside_error berr;
+	int brc = aside_cache_open(url, &bad, &berr);
+	assert_true(set_password("s3cret%pw", ""));
+	assert_int_equal(rc, ASIDE_OK);
+	assert_int_equal(brc, ASIDE_EURL); /* said at open, not per read */
+	assert_non_null(strstr(berr.message, "WRONGPASS"));
+	/* Values land in the database the URL names. */
+	user_service *s = user_service_new(f->db, c);
+	user u = add_user(f, 7), got;
+	assert_int_equal(user_service_get(s, u.id, &got), ASIDE_OK);
+	char key[32], out[32];
+	user_cache_key(u.id, key);
+	const char *exists[] = {"EXISTS", key};
+	assert_true(test_redis_cmd(3, out, sizeof(out), 2, exists));
+	assert_string_equal(out, "1");
+	assert_true(test_redis_cmd(REDIS_DB, out, sizeof(out), 2, exists));
+	assert_string_equal(out, "0");
+	user_service_free(s);
+	aside_cache_close(c);
+	assert_true(test_redis_flush(3));
+}
+
 static void bad_database_urls_say_why(void **state)
 {
 	fx *f = *state;
@@ -366,9 +439,9 @@ static void bad_database_urls_say_why(void **state)
 	snprintf(url, sizeof(url), "%s?pool=0", f->pg);
 	assert_int_equal(user_repo_open(url, &r, &err), ASIDE_EURL);
 	assert_int_equal(user_repo_open("mysql://x", &r, &err), ASIDE_EURL);
-	assert_int_equal(user_repo_open("postgresql://aside@127.0.0.1:1/x",
-					&r, &err),
-			 ASIDE_EDB);
+	assert_int_equal(
+	    user_repo_open("postgresql://aside@127.0.0.1:1/x", &r, &err),
+	    ASIDE_EDB);
 	aside_cache *c;
 	assert_int_equal(aside_cache_open("redis://127.0.0.1:99999", &c, &err),
 			 ASIDE_EURL);
@@ -381,22 +454,22 @@ static void bad_database_urls_say_why(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(second_handle_reads_from_redis,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(
-			garbage_in_redis_is_a_miss_and_replaced, setup,
-			teardown),
-		cmocka_unit_test_setup_teardown(
-			undecodable_json_in_redis_is_replaced, setup,
-			teardown),
-		cmocka_unit_test_setup_teardown(bad_database_urls_say_why,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(redis_killed_then_back, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(
-			paused_redis_does_not_hold_requests, setup, teardown),
-		cmocka_unit_test_setup_teardown(postgres_restart_under_load,
-						setup, teardown),
+	    cmocka_unit_test_setup_teardown(second_handle_reads_from_redis,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		garbage_in_redis_is_a_miss_and_replaced, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		undecodable_json_in_redis_is_replaced, setup, teardown),
+	    cmocka_unit_test_setup_teardown(bad_database_urls_say_why, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(
+		redis_password_and_database_in_the_url, setup, teardown),
+	    cmocka_unit_test_setup_teardown(redis_killed_then_back, setup,
+					    teardown),
+	    cmocka_unit_test_setup_teardown(paused_redis_does_not_hold_requests,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(postgres_restart_under_load, setup,
+					    teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
