@@ -5,5 +5,6 @@
 #define ASIDE_APP_H
 
 int app_demo(int argc, char **argv);
+int app_serve(int argc, char **argv);
 
 #endif

@@ -12,6 +12,8 @@ static const struct {
 	int (*run)(int argc, char **argv);
 	const char *help;
 } commands[] = {
+    {"serve", app_serve,
+     "run the users API over HTTP, with Prometheus metrics"},
     {"demo", app_demo,
      "walk through the seed's scenario on the embedded default"},
 };

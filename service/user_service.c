@@ -266,6 +266,55 @@ int user_service_get_ex(user_service *s, int64_t id, user *out,
 	return rc;
 }
 
+struct copy_json {
+	char *buf;
+	size_t cap, len;
+	bool fits;
+};
+
+static void copy_json(void *arg, const aside_value *v)
+{
+	struct copy_json *c = arg;
+	const char *data = aside_value_data(v, &c->len);
+	c->fits = c->len < c->cap;
+	if (c->fits) {
+		memcpy(c->buf, data, c->len);
+		c->buf[c->len] = '\0';
+	}
+}
+
+int user_service_get_json(user_service *s, int64_t id, char *buf, size_t cap,
+			  size_t *len, aside_error *err)
+{
+	if (!s || !buf || !len)
+		return fail(err, ASIDE_EINVAL);
+	if (id <= 0)
+		return fail(err, ASIDE_EBADID);
+	char key[32];
+	size_t klen = user_cache_key(id, key);
+	struct copy_json c = {buf, cap, 0, false};
+	int rc = aside_cache_read(s->cache, key, klen, &s->loader, copy_json,
+				  &c, err);
+	if (rc != ASIDE_OK)
+		return rc;
+	*len = c.len;
+	return c.fits ? ASIDE_OK : fail(err, ASIDE_ETOOBIG);
+}
+
+int user_service_ping(user_service *s, aside_error *err)
+{
+	if (!s)
+		return fail(err, ASIDE_EINVAL);
+	const user_repo_ops *ops = s->db.ops;
+	if (ops->ping)
+		return repo_status(ops->ping(s->db.self, err), err);
+	/* Without a ping, a read of an id that never exists asks the same. */
+	user u;
+	int rc = ops->get_ex ? ops->get_ex(s->db.self, INT64_MAX, &u, err)
+			     : ops->get(s->db.self, INT64_MAX, &u);
+	return rc == ASIDE_NOT_FOUND ? ASIDE_OK : repo_status(rc, err);
+}
+
 /* After a write: the user's key, and with it the related keys. */
 static void invalidate(user_service *s, int64_t id)
 {

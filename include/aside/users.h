@@ -109,6 +109,18 @@ int user_service_create_ex(user_service *s, user *u, aside_error *err);
 int user_service_update_ex(user_service *s, const user *u, aside_error *err);
 int user_service_delete_ex(user_service *s, int64_t id, aside_error *err);
 
+/*
+ * The user as JSON (the shape of user_to_json), copied from the cache
+ * without decoding: what an HTTP server sends.  On ASIDE_OK, buf holds
+ * *len bytes and a NUL; ASIDE_ETOOBIG if cap is too small (*len says how
+ * much is needed); otherwise as user_service_get.
+ */
+int user_service_get_json(user_service *s, int64_t id, char *buf, size_t cap,
+			  size_t *len, aside_error *err);
+
+/* Is the database answering?  ASIDE_OK or its error (for readiness). */
+int user_service_ping(user_service *s, aside_error *err);
+
 /* The cache key of a user ("user:<id>") into buf; returns its length. */
 size_t user_cache_key(int64_t id, char buf[32]);
 

@@ -1,0 +1,738 @@
+/*
+ * serve.c -- `aside serve`: the users API over HTTP (libmicrohttpd, epoll
+ * with a thread pool), with Prometheus metrics.
+ *
+ *   POST /users          201, the user, Location: /users/{id}
+ *   GET /users/{id}      200 or 404
+ *   PUT /users/{id}      200 or 404
+ *   DELETE /users/{id}   204 or 404
+ *   GET /metrics         Prometheus text format
+ *   GET /healthz         the process is up
+ *   GET /readyz          the database answers
+ *
+ * Errors are JSON, {"error": "..."}: 400 malformed input, 404, 405 (with
+ * Allow), 413 body over the limit, 415 not JSON, 503 database unavailable.
+ * SIGINT and SIGTERM stop it gracefully: no new connections, requests in
+ * flight finish, then the database and cache are closed.
+ */
+#include "app.h"
+
+#include <aside/users.h>
+#include <errno.h>
+#include <getopt.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Routes and statuses counted in /metrics. */
+enum route { R_CREATE, R_GET, R_UPDATE, R_DELETE, R_METRICS, R_HEALTH,
+	     R_READY, R_OTHER, NROUTES };
+static const char *const route_names[NROUTES] = {
+	"POST /users",	 "GET /users/{id}", "PUT /users/{id}",
+	"DELETE /users/{id}", "GET /metrics", "GET /healthz",
+	"GET /readyz",	 "other"};
+static const int statuses[] = {200, 201, 204, 400, 404, 405,
+			       413, 415, 500, 503};
+#define NSTATUS (sizeof(statuses) / sizeof(statuses[0]))
+
+struct server {
+	user_service *svc;
+	aside_cache *cache;
+	user_repo db;
+	size_t max_body;
+	bool access_log;
+	_Atomic long in_flight;
+	_Atomic uint64_t requests[NROUTES][NSTATUS];
+	_Atomic uint64_t latency[ASIDE_HIST_BUCKETS];
+	_Atomic uint64_t latency_sum_us;
+};
+
+/* One request: its body as it arrives, and what was answered. */
+struct request {
+	struct timespec start;
+	char *body;
+	size_t len;
+	bool too_big;
+	enum route route;
+	int status;
+	size_t sent;
+};
+
+static int64_t us_since(const struct timespec *t0)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)(t.tv_sec - t0->tv_sec) * 1000000 +
+	       (t.tv_nsec - t0->tv_nsec) / 1000;
+}
+
+static enum MHD_Result respond(struct MHD_Connection *conn, struct request *r,
+			       int status, const char *type, const char *body,
+			       size_t len, const char *hname,
+			       const char *hvalue)
+{
+	struct MHD_Response *resp = MHD_create_response_from_buffer(
+		len, (void *)body, MHD_RESPMEM_MUST_COPY);
+	if (!resp)
+		return MHD_NO;
+	if (type)
+		MHD_add_response_header(resp, "Content-Type", type);
+	if (hname)
+		MHD_add_response_header(resp, hname, hvalue);
+	enum MHD_Result ret =
+		MHD_queue_response(conn, (unsigned)status, resp);
+	MHD_destroy_response(resp);
+	r->status = status;
+	r->sent = len;
+	return ret;
+}
+
+/* {"error": msg}, with msg escaped for JSON. */
+static enum MHD_Result error(struct MHD_Connection *conn, struct request *r,
+			     int status, const char *msg, const char *hname,
+			     const char *hvalue)
+{
+	char body[640];
+	size_t n = (size_t)snprintf(body, sizeof(body), "{\"error\":\"");
+	for (const char *p = msg; *p && n < sizeof(body) - 8; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (c == '"' || c == '\\') {
+			body[n++] = '\\';
+			body[n++] = (char)c;
+		} else if (c < 0x20) {
+			n += (size_t)snprintf(body + n, sizeof(body) - n,
+					      "\\u%04x", c);
+		} else {
+			body[n++] = (char)c;
+		}
+	}
+	n += (size_t)snprintf(body + n, sizeof(body) - n, "\"}");
+	return respond(conn, r, status, "application/json", body, n, hname,
+		       hvalue);
+}
+
+/* The status for a failed service call, and the answer. */
+static enum MHD_Result failure(struct MHD_Connection *conn, struct request *r,
+			       int rc, const aside_error *err, int64_t id)
+{
+	char msg[320];
+	const char *detail = err->message[0] ? err->message
+					     : aside_strerror(rc);
+	switch (rc) {
+	case ASIDE_NOT_FOUND:
+		snprintf(msg, sizeof(msg), "user %lld not found", (long long)id);
+		return error(conn, r, 404, msg, NULL, NULL);
+	case ASIDE_EBADID:
+	case ASIDE_EBADNAME:
+	case ASIDE_EBADEMAIL:
+	case ASIDE_EBADJSON:
+		return error(conn, r, 400, detail, NULL, NULL);
+	case ASIDE_EDB:
+	case ASIDE_ETIMEDOUT:
+	case ASIDE_EUNAVAILABLE:
+		snprintf(msg, sizeof(msg), "database unavailable: %s", detail);
+		fprintf(stderr, "aside serve: %s\n", msg);
+		return error(conn, r, 503, msg, NULL, NULL);
+	default:
+		fprintf(stderr, "aside serve: internal error: %s\n", detail);
+		return error(conn, r, 500, detail, NULL, NULL);
+	}
+}
+
+/* "/users/123" -> 123; 0 if the tail is not a positive int64. */
+static int64_t parse_id(const char *s)
+{
+	if (!*s || strlen(s) > 19)
+		return 0;
+	int64_t v = 0;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return 0;
+		if (v > (INT64_MAX - (*s - '0')) / 10)
+			return 0;
+		v = v * 10 + (*s - '0');
+	}
+	return v;
+}
+
+static bool is_json(struct MHD_Connection *conn)
+{
+	const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+						     "Content-Type");
+	if (!ct)
+		return false;
+	size_t n = strlen("application/json");
+	return strncasecmp(ct, "application/json", n) == 0 &&
+	       (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
+}
+
+static enum MHD_Result user_json(struct MHD_Connection *conn,
+				 struct request *r, int status,
+				 const user *u, const char *location)
+{
+	size_t len;
+	char *json = user_to_json(u, &len);
+	if (!json)
+		return error(conn, r, 500, "out of memory", NULL, NULL);
+	enum MHD_Result ret = respond(conn, r, status, "application/json",
+				      json, len, location ? "Location" : NULL,
+				      location);
+	free(json);
+	return ret;
+}
+
+static enum MHD_Result metrics(struct server *s, struct MHD_Connection *conn,
+			       struct request *r)
+{
+	aside_metrics m;
+	aside_cache_metrics(s->cache, &m);
+	size_t need = aside_metrics_prometheus(&m, "aside", NULL, 0);
+	size_t cap = need + 16384;
+	char *buf = malloc(cap);
+	if (!buf)
+		return error(conn, r, 500, "out of memory", NULL, NULL);
+	size_t n = aside_metrics_prometheus(&m, "aside", buf, cap);
+	n += (size_t)snprintf(buf + n, cap - n,
+			      "# HELP aside_http_requests_total HTTP requests "
+			      "by route and status.\n"
+			      "# TYPE aside_http_requests_total counter\n");
+	for (int i = 0; i < NROUTES; i++)
+		for (size_t k = 0; k < NSTATUS; k++) {
+			uint64_t v = atomic_load_explicit(
+				&s->requests[i][k], memory_order_relaxed);
+			if (v)
+				n += (size_t)snprintf(
+					buf + n, cap - n,
+					"aside_http_requests_total{route=\"%s\","
+					"status=\"%d\"} %llu\n",
+					route_names[i], statuses[k],
+					(unsigned long long)v);
+		}
+	n += (size_t)snprintf(buf + n, cap - n,
+			      "# HELP aside_http_request_duration_seconds "
+			      "Time to answer a request.\n"
+			      "# TYPE aside_http_request_duration_seconds "
+			      "histogram\n");
+	uint64_t cum = 0;
+	int b = 0;
+	for (int k = 0; k <= 35 && n < cap; k++) {
+		uint64_t bound = 1ull << k;
+		while (b < ASIDE_HIST_BUCKETS &&
+		       aside_hist_bucket_low_us(b) < bound)
+			cum += atomic_load_explicit(&s->latency[b++],
+						    memory_order_relaxed);
+		n += (size_t)snprintf(
+			buf + n, cap - n,
+			"aside_http_request_duration_seconds_bucket{le=\"%g\"} "
+			"%llu\n",
+			(double)bound / 1e6, (unsigned long long)cum);
+	}
+	while (b < ASIDE_HIST_BUCKETS)
+		cum += atomic_load_explicit(&s->latency[b++],
+					    memory_order_relaxed);
+	n += (size_t)snprintf(
+		buf + n, cap - n,
+		"aside_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
+		"aside_http_request_duration_seconds_sum %.6f\n"
+		"aside_http_request_duration_seconds_count %llu\n"
+		"# HELP aside_http_in_flight Requests being answered.\n"
+		"# TYPE aside_http_in_flight gauge\naside_http_in_flight %ld\n",
+		(unsigned long long)cum,
+		(double)atomic_load(&s->latency_sum_us) / 1e6,
+		(unsigned long long)cum, atomic_load(&s->in_flight));
+	if (n >= cap)
+		n = cap - 1;
+	enum MHD_Result ret = respond(conn, r, 200,
+				      "text/plain; version=0.0.4", buf, n,
+				      NULL, NULL);
+	free(buf);
+	return ret;
+}
+
+/* Reads a body of the user's fields: name, email (id optional). */
+static int body_user(struct request *r, user *u, aside_error *err)
+{
+	memset(u, 0, sizeof(*u));
+	return user_from_json(r->body ? r->body : "", r->len, 1, u, err);
+}
+
+static enum MHD_Result route(struct server *s, struct MHD_Connection *conn,
+			     const char *url, const char *method,
+			     struct request *r)
+{
+	aside_error err;
+	aside_error_clear(&err);
+	if (strcmp(url, "/users") == 0) {
+		r->route = R_CREATE;
+		if (strcmp(method, "POST") != 0)
+			return error(conn, r, 405, "use POST on /users",
+				     "Allow", "POST");
+		if (r->too_big)
+			return error(conn, r, 413, "body too large", NULL,
+				     NULL);
+		if (!is_json(conn))
+			return error(conn, r, 415,
+				     "the body must be application/json",
+				     NULL, NULL);
+		user u;
+		int rc = body_user(r, &u, &err);
+		if (rc == ASIDE_OK)
+			rc = user_service_create_ex(s->svc, &u, &err);
+		if (rc != ASIDE_OK)
+			return failure(conn, r, rc, &err, 0);
+		char loc[48];
+		snprintf(loc, sizeof(loc), "/users/%lld", (long long)u.id);
+		return user_json(conn, r, 201, &u, loc);
+	}
+	if (strncmp(url, "/users/", 7) == 0) {
+		bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+		r->route = get				 ? R_GET
+			   : !strcmp(method, "PUT")	 ? R_UPDATE
+			   : !strcmp(method, "DELETE") ? R_DELETE
+						       : R_OTHER;
+		if (r->route == R_OTHER)
+			return error(conn, r, 405,
+				     "use GET, PUT or DELETE on /users/{id}",
+				     "Allow", "GET, PUT, DELETE");
+		int64_t id = parse_id(url + 7);
+		if (id <= 0)
+			return error(conn, r, 400,
+				     "invalid user id: must be a positive "
+				     "integer",
+				     NULL, NULL);
+		if (r->route == R_GET) {
+			char json[1536];
+			size_t len;
+			int rc = user_service_get_json(s->svc, id, json,
+						       sizeof(json), &len,
+						       &err);
+			if (rc != ASIDE_OK)
+				return failure(conn, r, rc, &err, id);
+			return respond(conn, r, 200, "application/json", json,
+				       len, NULL, NULL);
+		}
+		if (r->route == R_DELETE) {
+			int rc = user_service_delete_ex(s->svc, id, &err);
+			if (rc != ASIDE_OK)
+				return failure(conn, r, rc, &err, id);
+			return respond(conn, r, 204, NULL, "", 0, NULL, NULL);
+		}
+		if (r->too_big)
+			return error(conn, r, 413, "body too large", NULL,
+				     NULL);
+		if (!is_json(conn))
+			return error(conn, r, 415,
+				     "the body must be application/json",
+				     NULL, NULL);
+		user u;
+		int rc = body_user(r, &u, &err);
+		if (rc == ASIDE_OK && u.id && u.id != id)
+			return error(conn, r, 400,
+				     "the id in the body differs from the "
+				     "path",
+				     NULL, NULL);
+		u.id = id;
+		if (rc == ASIDE_OK)
+			rc = user_service_update_ex(s->svc, &u, &err);
+		if (rc == ASIDE_OK)
+			rc = user_service_get_ex(s->svc, id, &u, &err);
+		if (rc != ASIDE_OK)
+			return failure(conn, r, rc, &err, id);
+		return user_json(conn, r, 200, &u, NULL);
+	}
+	bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+	if (!strcmp(url, "/metrics") || !strcmp(url, "/healthz") ||
+	    !strcmp(url, "/readyz")) {
+		r->route = url[1] == 'm' ? R_METRICS
+			   : url[1] == 'h' ? R_HEALTH
+					   : R_READY;
+		if (!get)
+			return error(conn, r, 405, "use GET", "Allow", "GET");
+		if (r->route == R_METRICS)
+			return metrics(s, conn, r);
+		if (r->route == R_HEALTH)
+			return respond(conn, r, 200, "application/json",
+				       "{\"status\":\"ok\"}", 15, NULL, NULL);
+		int rc = user_service_ping(s->svc, &err);
+		if (rc != ASIDE_OK) {
+			char msg[300];
+			snprintf(msg, sizeof(msg), "database unavailable: %s",
+				 err.message[0] ? err.message
+						: aside_strerror(rc));
+			return error(conn, r, 503, msg, NULL, NULL);
+		}
+		return respond(conn, r, 200, "application/json",
+			       "{\"status\":\"ready\"}", 18, NULL, NULL);
+	}
+	r->route = R_OTHER;
+	return error(conn, r, 404, "no such resource", NULL, NULL);
+}
+
+static enum MHD_Result handle(void *cls, struct MHD_Connection *conn,
+			      const char *url, const char *method,
+			      const char *version, const char *upload,
+			      size_t *upload_size, void **con_cls)
+{
+	(void)version;
+	struct server *s = cls;
+	struct request *r = *con_cls;
+	if (!r) {
+		r = calloc(1, sizeof(*r));
+		if (!r)
+			return MHD_NO;
+		clock_gettime(CLOCK_MONOTONIC, &r->start);
+		r->route = R_OTHER;
+		*con_cls = r;
+		atomic_fetch_add(&s->in_flight, 1);
+		const char *cl = MHD_lookup_connection_value(
+			conn, MHD_HEADER_KIND, "Content-Length");
+		if (cl && strtoull(cl, NULL, 10) > s->max_body)
+			r->too_big = true;
+		/* A request without a body can be answered at once. */
+		if (strcmp(method, "POST") != 0 && strcmp(method, "PUT") != 0)
+			return route(s, conn, url, method, r);
+		return MHD_YES;
+	}
+	if (*upload_size) {
+		if (!r->too_big && r->len + *upload_size <= s->max_body) {
+			char *b = realloc(r->body, r->len + *upload_size + 1);
+			if (!b)
+				return MHD_NO;
+			memcpy(b + r->len, upload, *upload_size);
+			r->body = b;
+			r->len += *upload_size;
+			r->body[r->len] = '\0';
+		} else {
+			r->too_big = true; /* read and dropped */
+		}
+		*upload_size = 0;
+		return MHD_YES;
+	}
+	if (r->status)
+		return MHD_YES; /* already answered */
+	return route(s, conn, url, method, r);
+}
+
+static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+		      enum MHD_RequestTerminationCode toe)
+{
+	struct server *s = cls;
+	struct request *r = *con_cls;
+	if (!r)
+		return;
+	int64_t us = us_since(&r->start);
+	for (size_t k = 0; k < NSTATUS; k++)
+		if (statuses[k] == r->status)
+			atomic_fetch_add_explicit(&s->requests[r->route][k], 1,
+						  memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->latency[aside_hist_bucket((uint64_t)us)],
+				  1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->latency_sum_us, (uint64_t)us,
+				  memory_order_relaxed);
+	if (s->access_log || r->status >= 500 ||
+	    toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
+			conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+		char addr[64] = "-";
+		if (ci && ci->client_addr &&
+		    ci->client_addr->sa_family == AF_INET)
+			inet_ntop(AF_INET,
+				  &((struct sockaddr_in *)ci->client_addr)
+					   ->sin_addr,
+				  addr, sizeof(addr));
+		fprintf(stderr, "%s %s %d %zu %lldus%s\n", addr,
+			route_names[r->route], r->status, r->sent,
+			(long long)us,
+			toe == MHD_REQUEST_TERMINATED_COMPLETED_OK
+				? ""
+				: " (connection ended early)");
+	}
+	free(r->body);
+	free(r);
+	*con_cls = NULL;
+	atomic_fetch_sub(&s->in_flight, 1);
+}
+
+/* A repository wrapper that delays reads (--db-delay-ms). */
+struct slow {
+	user_repo inner;
+	long ms;
+};
+
+static int slow_get(void *self, int64_t id, user *out, aside_error *err)
+{
+	struct slow *w = self;
+	struct timespec ts = {w->ms / 1000, (w->ms % 1000) * 1000000L};
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+	return w->inner.ops->get_ex
+		       ? w->inner.ops->get_ex(w->inner.self, id, out, err)
+		       : w->inner.ops->get(w->inner.self, id, out);
+}
+static int slow_get0(void *self, int64_t id, user *out)
+{
+	return slow_get(self, id, out, NULL);
+}
+#define PASS(name, type)                                                       \
+	static int slow_##name(void *self, type arg, aside_error *err)         \
+	{                                                                      \
+		struct slow *w = self;                                         \
+		return w->inner.ops->name##_ex                                 \
+			       ? w->inner.ops->name##_ex(w->inner.self, arg,   \
+							 err)                  \
+			       : w->inner.ops->name(w->inner.self, arg);       \
+	}
+PASS(create, user *)
+PASS(update, const user *)
+PASS(remove, int64_t)
+#undef PASS
+static int slow_create0(void *self, user *u)
+{
+	return slow_create(self, u, NULL);
+}
+static int slow_update0(void *self, const user *u)
+{
+	return slow_update(self, u, NULL);
+}
+static int slow_remove0(void *self, int64_t id)
+{
+	return slow_remove(self, id, NULL);
+}
+static int slow_ping(void *self, aside_error *err)
+{
+	struct slow *w = self;
+	return w->inner.ops->ping ? w->inner.ops->ping(w->inner.self, err)
+				  : ASIDE_OK;
+}
+static void slow_close(void *self)
+{
+	(void)self;
+}
+static const user_repo_ops slow_ops = {
+	.get = slow_get0,
+	.create = slow_create0,
+	.update = slow_update0,
+	.remove = slow_remove0,
+	.close = slow_close,
+	.get_ex = slow_get,
+	.create_ex = slow_create,
+	.update_ex = slow_update,
+	.remove_ex = slow_remove,
+	.ping = slow_ping,
+};
+
+static void log_to_stderr(void *ctx, int level, const char *msg)
+{
+	(void)ctx;
+	static const char *const names[] = {"error", "warning", "info"};
+	fprintf(stderr, "aside: %s: %s\n", names[level < 3 ? level : 2], msg);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: aside serve [OPTIONS]\n"
+		"  --listen HOST:PORT     address (env ASIDE_LISTEN; default "
+		"127.0.0.1:8080; port 0 picks a free one)\n"
+		"  --db URL               database (env ASIDE_DB; default "
+		"sqlite:aside.db)\n"
+		"  --cache URL            cache (env ASIDE_CACHE; default "
+		"mem://)\n"
+		"  --threads N            worker threads (default: one per CPU)\n"
+		"  --max-connections N    connections at once (default 1024)\n"
+		"  --timeout-s N          idle connection and request timeout "
+		"(default 30)\n"
+		"  --max-body BYTES       largest request body (default 65536)\n"
+		"  --access-log           one line per request on stderr "
+		"(errors are always logged)\n"
+		"  --db-delay-ms N        delay each database read by N ms, "
+		"standing in for a remote database (default 0)\n"
+		"  --help                 this text\n");
+}
+
+static bool parse_listen(const char *s, struct sockaddr_in *sa)
+{
+	char host[64];
+	const char *colon = strrchr(s, ':');
+	if (!colon || (size_t)(colon - s) >= sizeof(host))
+		return false;
+	memcpy(host, s, (size_t)(colon - s));
+	host[colon - s] = '\0';
+	char *end;
+	long port = strtol(colon + 1, &end, 10);
+	if (*end || colon[1] == '\0' || port < 0 || port > 65535)
+		return false;
+	memset(sa, 0, sizeof(*sa));
+	sa->sin_family = AF_INET;
+	sa->sin_port = htons((uint16_t)port);
+	if (!strcmp(host, "localhost"))
+		strcpy(host, "127.0.0.1");
+	return inet_pton(AF_INET, host[0] ? host : "0.0.0.0",
+			 &sa->sin_addr) == 1;
+}
+
+static bool parse_long(const char *s, long lo, long hi, long *out)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+	if (!*s || *end || v < lo || v > hi)
+		return false;
+	*out = v;
+	return true;
+}
+
+int app_serve(int argc, char **argv)
+{
+	const char *listen = getenv("ASIDE_LISTEN"), *db_url = getenv("ASIDE_DB"),
+		   *cache_url = getenv("ASIDE_CACHE");
+	if (!listen || !*listen)
+		listen = "127.0.0.1:8080";
+	if (!db_url || !*db_url)
+		db_url = "sqlite:aside.db";
+	if (!cache_url || !*cache_url)
+		cache_url = "mem://";
+	long threads = sysconf(_SC_NPROCESSORS_ONLN), max_conn = 1024,
+	     timeout_s = 30, max_body = 65536, delay_ms = 0;
+	bool access_log = false;
+	static const struct option opts[] = {
+		{"listen", required_argument, NULL, 'l'},
+		{"db", required_argument, NULL, 'd'},
+		{"cache", required_argument, NULL, 'c'},
+		{"threads", required_argument, NULL, 't'},
+		{"max-connections", required_argument, NULL, 'm'},
+		{"timeout-s", required_argument, NULL, 'T'},
+		{"max-body", required_argument, NULL, 'b'},
+		{"access-log", no_argument, NULL, 'a'},
+		{"db-delay-ms", required_argument, NULL, 'D'},
+		{"help", no_argument, NULL, 'h'},
+		{0, 0, 0, 0},
+	};
+	int o, which = 0;
+	while ((o = getopt_long(argc, argv, "h", opts, &which)) != -1) {
+		bool ok = true;
+		switch (o) {
+		case 'l': listen = optarg; break;
+		case 'd': db_url = optarg; break;
+		case 'c': cache_url = optarg; break;
+		case 't': ok = parse_long(optarg, 1, 1024, &threads); break;
+		case 'm': ok = parse_long(optarg, 1, 1000000, &max_conn); break;
+		case 'T': ok = parse_long(optarg, 1, 86400, &timeout_s); break;
+		case 'b': ok = parse_long(optarg, 1, 1L << 30, &max_body); break;
+		case 'a': access_log = true; break;
+		case 'D': ok = parse_long(optarg, 0, 60000, &delay_ms); break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+		if (!ok) {
+			fprintf(stderr, "aside serve: bad value for --%s: %s\n",
+				opts[which].name, optarg);
+			usage(stderr);
+			return 2;
+		}
+	}
+	struct sockaddr_in sa;
+	if (!parse_listen(listen, &sa)) {
+		fprintf(stderr, "aside serve: --listen wants HOST:PORT, got "
+				"'%s'\n",
+			listen);
+		return 2;
+	}
+
+	struct server *s = calloc(1, sizeof(*s));
+	struct slow slow = {0};
+	aside_error err;
+	int status = 1;
+	if (!s)
+		return 1;
+	s->max_body = (size_t)max_body;
+	s->access_log = access_log;
+	if (user_repo_open(db_url, &s->db, &err) != ASIDE_OK) {
+		fprintf(stderr, "aside serve: database %s: %s\n", db_url,
+			err.message);
+		goto out;
+	}
+	aside_options copts = {.log = log_to_stderr};
+	if (aside_cache_open_opts(cache_url, &copts, &s->cache, &err) !=
+	    ASIDE_OK) {
+		fprintf(stderr, "aside serve: cache %s: %s\n", cache_url,
+			err.message);
+		goto out;
+	}
+	user_repo repo = s->db;
+	if (delay_ms) {
+		slow = (struct slow){s->db, delay_ms};
+		repo = (user_repo){&slow_ops, &slow};
+	}
+	if (!(s->svc = user_service_new(repo, s->cache))) {
+		fprintf(stderr, "aside serve: out of memory\n");
+		goto out;
+	}
+
+	/* Signals go to this thread alone, which waits for them. */
+	sigset_t stop;
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &stop, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	struct MHD_Daemon *d = MHD_start_daemon(
+		MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC |
+			MHD_USE_ERROR_LOG,
+		0, NULL, NULL, handle, s, MHD_OPTION_SOCK_ADDR,
+		(struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE,
+		(unsigned)threads, MHD_OPTION_CONNECTION_LIMIT,
+		(unsigned)max_conn, MHD_OPTION_CONNECTION_TIMEOUT,
+		(unsigned)timeout_s, MHD_OPTION_NOTIFY_COMPLETED, completed,
+		s, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
+		MHD_OPTION_END);
+	if (!d) {
+		fprintf(stderr, "aside serve: cannot listen on %s: %s\n",
+			listen, strerror(errno));
+		goto out;
+	}
+	const union MHD_DaemonInfo *di =
+		MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+	char host[64];
+	inet_ntop(AF_INET, &sa.sin_addr, host, sizeof(host));
+	unsigned port = di ? di->port : ntohs(sa.sin_port);
+	printf("aside serve: listening on http://%s:%u (db %s, cache %s, "
+	       "%ld threads)\n",
+	       host, port, db_url, cache_url, threads);
+	printf("try: curl -s -X POST http://%s:%u/users -H 'Content-Type: "
+	       "application/json' -d '{\"name\":\"Alice\",\"email\":"
+	       "\"alice@example.com\"}'\n"
+	       "     curl -s http://%s:%u/users/1\n"
+	       "     curl -s http://%s:%u/metrics\n",
+	       host, port, host, port, host, port);
+	fflush(stdout);
+
+	int sig;
+	sigwait(&stop, &sig);
+	printf("aside serve: %s: finishing requests in flight\n",
+	       sig == SIGINT ? "SIGINT" : "SIGTERM");
+	fflush(stdout);
+	MHD_quiesce_daemon(d); /* no new connections */
+	for (int i = 0; i < 100 * timeout_s && atomic_load(&s->in_flight);
+	     i++) {
+		struct timespec ts = {0, 10000000};
+		nanosleep(&ts, NULL);
+	}
+	MHD_stop_daemon(d);
+	printf("aside serve: stopped\n");
+	status = 0;
+out:
+	user_service_free(s->svc);
+	aside_cache_close(s->cache);
+	user_repo_close(&s->db);
+	free(s);
+	return status;
+}
