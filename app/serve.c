@@ -17,12 +17,12 @@
  */
 #include "app.h"
 
+#include <arpa/inet.h>
 #include <aside/users.h>
 #include <errno.h>
 #include <getopt.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
-#include <arpa/inet.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -33,14 +33,22 @@
 #include <unistd.h>
 
 /* Routes and statuses counted in /metrics. */
-enum route { R_CREATE, R_GET, R_UPDATE, R_DELETE, R_METRICS, R_HEALTH,
-	     R_READY, R_OTHER, NROUTES };
+enum route {
+	R_CREATE,
+	R_GET,
+	R_UPDATE,
+	R_DELETE,
+	R_METRICS,
+	R_HEALTH,
+	R_READY,
+	R_OTHER,
+	NROUTES
+};
 static const char *const route_names[NROUTES] = {
-	"POST /users",	 "GET /users/{id}", "PUT /users/{id}",
-	"DELETE /users/{id}", "GET /metrics", "GET /healthz",
-	"GET /readyz",	 "other"};
-static const int statuses[] = {200, 201, 204, 400, 404, 405,
-			       413, 415, 500, 503};
+    "POST /users",  "GET /users/{id}", "PUT /users/{id}", "DELETE /users/{id}",
+    "GET /metrics", "GET /healthz",    "GET /readyz",	  "other"};
+static const int statuses[] = {200, 201, 204, 400, 404,
+			       405, 413, 415, 500, 503};
 #define NSTATUS (sizeof(statuses) / sizeof(statuses[0]))
 
 struct server {
@@ -80,15 +88,14 @@ static enum MHD_Result respond(struct MHD_Connection *conn, struct request *r,
 			       const char *hvalue)
 {
 	struct MHD_Response *resp = MHD_create_response_from_buffer(
-		len, (void *)body, MHD_RESPMEM_MUST_COPY);
+	    len, (void *)body, MHD_RESPMEM_MUST_COPY);
 	if (!resp)
 		return MHD_NO;
 	if (type)
 		MHD_add_response_header(resp, "Content-Type", type);
 	if (hname)
 		MHD_add_response_header(resp, hname, hvalue);
-	enum MHD_Result ret =
-		MHD_queue_response(conn, (unsigned)status, resp);
+	enum MHD_Result ret = MHD_queue_response(conn, (unsigned)status, resp);
 	MHD_destroy_response(resp);
 	r->status = status;
 	r->sent = len;
@@ -124,11 +131,12 @@ static enum MHD_Result failure(struct MHD_Connection *conn, struct request *r,
 			       int rc, const aside_error *err, int64_t id)
 {
 	char msg[320];
-	const char *detail = err->message[0] ? err->message
-					     : aside_strerror(rc);
+	const char *detail =
+	    err->message[0] ? err->message : aside_strerror(rc);
 	switch (rc) {
 	case ASIDE_NOT_FOUND:
-		snprintf(msg, sizeof(msg), "user %lld not found", (long long)id);
+		snprintf(msg, sizeof(msg), "user %lld not found",
+			 (long long)id);
 		return error(conn, r, 404, msg, NULL, NULL);
 	case ASIDE_EBADID:
 	case ASIDE_EBADNAME:
@@ -165,8 +173,8 @@ static int64_t parse_id(const char *s)
 
 static bool is_json(struct MHD_Connection *conn)
 {
-	const char *ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-						     "Content-Type");
+	const char *ct =
+	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
 	if (!ct)
 		return false;
 	size_t n = strlen("application/json");
@@ -174,17 +182,17 @@ static bool is_json(struct MHD_Connection *conn)
 	       (ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ');
 }
 
-static enum MHD_Result user_json(struct MHD_Connection *conn,
-				 struct request *r, int status,
-				 const user *u, const char *location)
+static enum MHD_Result user_json(struct MHD_Connection *conn, struct request *r,
+				 int status, const user *u,
+				 const char *location)
 {
 	size_t len;
 	char *json = user_to_json(u, &len);
 	if (!json)
 		return error(conn, r, 500, "out of memory", NULL, NULL);
-	enum MHD_Result ret = respond(conn, r, status, "application/json",
-				      json, len, location ? "Location" : NULL,
-				      location);
+	enum MHD_Result ret =
+	    respond(conn, r, status, "application/json", json, len,
+		    location ? "Location" : NULL, location);
 	free(json);
 	return ret;
 }
@@ -206,15 +214,15 @@ static enum MHD_Result metrics(struct server *s, struct MHD_Connection *conn,
 			      "# TYPE aside_http_requests_total counter\n");
 	for (int i = 0; i < NROUTES; i++)
 		for (size_t k = 0; k < NSTATUS; k++) {
-			uint64_t v = atomic_load_explicit(
-				&s->requests[i][k], memory_order_relaxed);
+			uint64_t v = atomic_load_explicit(&s->requests[i][k],
+							  memory_order_relaxed);
 			if (v)
 				n += (size_t)snprintf(
-					buf + n, cap - n,
-					"aside_http_requests_total{route=\"%s\","
-					"status=\"%d\"} %llu\n",
-					route_names[i], statuses[k],
-					(unsigned long long)v);
+				    buf + n, cap - n,
+				    "aside_http_requests_total{route=\"%s\","
+				    "status=\"%d\"} %llu\n",
+				    route_names[i], statuses[k],
+				    (unsigned long long)v);
 		}
 	n += (size_t)snprintf(buf + n, cap - n,
 			      "# HELP aside_http_request_duration_seconds "
@@ -230,29 +238,28 @@ static enum MHD_Result metrics(struct server *s, struct MHD_Connection *conn,
 			cum += atomic_load_explicit(&s->latency[b++],
 						    memory_order_relaxed);
 		n += (size_t)snprintf(
-			buf + n, cap - n,
-			"aside_http_request_duration_seconds_bucket{le=\"%g\"} "
-			"%llu\n",
-			(double)bound / 1e6, (unsigned long long)cum);
+		    buf + n, cap - n,
+		    "aside_http_request_duration_seconds_bucket{le=\"%g\"} "
+		    "%llu\n",
+		    (double)bound / 1e6, (unsigned long long)cum);
 	}
 	while (b < ASIDE_HIST_BUCKETS)
 		cum += atomic_load_explicit(&s->latency[b++],
 					    memory_order_relaxed);
 	n += (size_t)snprintf(
-		buf + n, cap - n,
-		"aside_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
-		"aside_http_request_duration_seconds_sum %.6f\n"
-		"aside_http_request_duration_seconds_count %llu\n"
-		"# HELP aside_http_in_flight Requests being answered.\n"
-		"# TYPE aside_http_in_flight gauge\naside_http_in_flight %ld\n",
-		(unsigned long long)cum,
-		(double)atomic_load(&s->latency_sum_us) / 1e6,
-		(unsigned long long)cum, atomic_load(&s->in_flight));
+	    buf + n, cap - n,
+	    "aside_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n"
+	    "aside_http_request_duration_seconds_sum %.6f\n"
+	    "aside_http_request_duration_seconds_count %llu\n"
+	    "# HELP aside_http_in_flight Requests being answered.\n"
+	    "# TYPE aside_http_in_flight gauge\naside_http_in_flight %ld\n",
+	    (unsigned long long)cum,
+	    (double)atomic_load(&s->latency_sum_us) / 1e6,
+	    (unsigned long long)cum, atomic_load(&s->in_flight));
 	if (n >= cap)
 		n = cap - 1;
-	enum MHD_Result ret = respond(conn, r, 200,
-				      "text/plain; version=0.0.4", buf, n,
-				      NULL, NULL);
+	enum MHD_Result ret = respond(conn, r, 200, "text/plain; version=0.0.4",
+				      buf, n, NULL, NULL);
 	free(buf);
 	return ret;
 }
@@ -280,8 +287,8 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *conn,
 				     NULL);
 		if (!is_json(conn))
 			return error(conn, r, 415,
-				     "the body must be application/json",
-				     NULL, NULL);
+				     "the body must be application/json", NULL,
+				     NULL);
 		user u;
 		int rc = body_user(r, &u, &err);
 		if (rc == ASIDE_OK)
@@ -294,8 +301,8 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *conn,
 	}
 	if (strncmp(url, "/users/", 7) == 0) {
 		bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
-		r->route = get				 ? R_GET
-			   : !strcmp(method, "PUT")	 ? R_UPDATE
+		r->route = get			       ? R_GET
+			   : !strcmp(method, "PUT")    ? R_UPDATE
 			   : !strcmp(method, "DELETE") ? R_DELETE
 						       : R_OTHER;
 		if (r->route == R_OTHER)
@@ -311,9 +318,8 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *conn,
 		if (r->route == R_GET) {
 			char json[1536];
 			size_t len;
-			int rc = user_service_get_json(s->svc, id, json,
-						       sizeof(json), &len,
-						       &err);
+			int rc = user_service_get_json(
+			    s->svc, id, json, sizeof(json), &len, &err);
 			if (rc != ASIDE_OK)
 				return failure(conn, r, rc, &err, id);
 			return respond(conn, r, 200, "application/json", json,
@@ -330,8 +336,8 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *conn,
 				     NULL);
 		if (!is_json(conn))
 			return error(conn, r, 415,
-				     "the body must be application/json",
-				     NULL, NULL);
+				     "the body must be application/json", NULL,
+				     NULL);
 		user u;
 		int rc = body_user(r, &u, &err);
 		if (rc == ASIDE_OK && u.id && u.id != id)
@@ -351,7 +357,7 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *conn,
 	bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
 	if (!strcmp(url, "/metrics") || !strcmp(url, "/healthz") ||
 	    !strcmp(url, "/readyz")) {
-		r->route = url[1] == 'm' ? R_METRICS
+		r->route = url[1] == 'm'   ? R_METRICS
 			   : url[1] == 'h' ? R_HEALTH
 					   : R_READY;
 		if (!get)
@@ -393,12 +399,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn,
 		*con_cls = r;
 		atomic_fetch_add(&s->in_flight, 1);
 		const char *cl = MHD_lookup_connection_value(
-			conn, MHD_HEADER_KIND, "Content-Length");
+		    conn, MHD_HEADER_KIND, "Content-Length");
 		if (cl && strtoull(cl, NULL, 10) > s->max_body)
 			r->too_big = true;
-		/* A request without a body can be answered at once. */
-		if (strcmp(method, "POST") != 0 && strcmp(method, "PUT") != 0)
-			return route(s, conn, url, method, r);
+		/* Answered on the next call, once the request is all read:
+		 * answering now would close the connection (no keep-alive). */
 		return MHD_YES;
 	}
 	if (*upload_size) {
@@ -440,20 +445,20 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (s->access_log || r->status >= 500 ||
 	    toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
 		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
-			conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+		    conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 		char addr[64] = "-";
 		if (ci && ci->client_addr &&
 		    ci->client_addr->sa_family == AF_INET)
-			inet_ntop(AF_INET,
-				  &((struct sockaddr_in *)ci->client_addr)
-					   ->sin_addr,
-				  addr, sizeof(addr));
+			inet_ntop(
+			    AF_INET,
+			    &((struct sockaddr_in *)ci->client_addr)->sin_addr,
+			    addr, sizeof(addr));
 		fprintf(stderr, "%s %s %d %zu %lldus%s\n", addr,
 			route_names[r->route], r->status, r->sent,
 			(long long)us,
 			toe == MHD_REQUEST_TERMINATED_COMPLETED_OK
-				? ""
-				: " (connection ended early)");
+			    ? ""
+			    : " (connection ended early)");
 	}
 	free(r->body);
 	free(r);
@@ -474,8 +479,8 @@ static int slow_get(void *self, int64_t id, user *out, aside_error *err)
 	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
 		;
 	return w->inner.ops->get_ex
-		       ? w->inner.ops->get_ex(w->inner.self, id, out, err)
-		       : w->inner.ops->get(w->inner.self, id, out);
+		   ? w->inner.ops->get_ex(w->inner.self, id, out, err)
+		   : w->inner.ops->get(w->inner.self, id, out);
 }
 static int slow_get0(void *self, int64_t id, user *out)
 {
@@ -486,9 +491,8 @@ static int slow_get0(void *self, int64_t id, user *out)
 	{                                                                      \
 		struct slow *w = self;                                         \
 		return w->inner.ops->name##_ex                                 \
-			       ? w->inner.ops->name##_ex(w->inner.self, arg,   \
-							 err)                  \
-			       : w->inner.ops->name(w->inner.self, arg);       \
+			   ? w->inner.ops->name##_ex(w->inner.self, arg, err)  \
+			   : w->inner.ops->name(w->inner.self, arg);           \
 	}
 PASS(create, user *)
 PASS(update, const user *)
@@ -517,16 +521,16 @@ static void slow_close(void *self)
 	(void)self;
 }
 static const user_repo_ops slow_ops = {
-	.get = slow_get0,
-	.create = slow_create0,
-	.update = slow_update0,
-	.remove = slow_remove0,
-	.close = slow_close,
-	.get_ex = slow_get,
-	.create_ex = slow_create,
-	.update_ex = slow_update,
-	.remove_ex = slow_remove,
-	.ping = slow_ping,
+    .get = slow_get0,
+    .create = slow_create0,
+    .update = slow_update0,
+    .remove = slow_remove0,
+    .close = slow_close,
+    .get_ex = slow_get,
+    .create_ex = slow_create,
+    .update_ex = slow_update,
+    .remove_ex = slow_remove,
+    .ping = slow_ping,
 };
 
 static void log_to_stderr(void *ctx, int level, const char *msg)
@@ -538,24 +542,25 @@ static void log_to_stderr(void *ctx, int level, const char *msg)
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: aside serve [OPTIONS]\n"
-		"  --listen HOST:PORT     address (env ASIDE_LISTEN; default "
-		"127.0.0.1:8080; port 0 picks a free one)\n"
-		"  --db URL               database (env ASIDE_DB; default "
-		"sqlite:aside.db)\n"
-		"  --cache URL            cache (env ASIDE_CACHE; default "
-		"mem://)\n"
-		"  --threads N            worker threads (default: one per CPU)\n"
-		"  --max-connections N    connections at once (default 1024)\n"
-		"  --timeout-s N          idle connection and request timeout "
-		"(default 30)\n"
-		"  --max-body BYTES       largest request body (default 65536)\n"
-		"  --access-log           one line per request on stderr "
-		"(errors are always logged)\n"
-		"  --db-delay-ms N        delay each database read by N ms, "
-		"standing in for a remote database (default 0)\n"
-		"  --help                 this text\n");
+	fprintf(
+	    f,
+	    "usage: aside serve [OPTIONS]\n"
+	    "  --listen HOST:PORT     address (env ASIDE_LISTEN; default "
+	    "127.0.0.1:8080; port 0 picks a free one)\n"
+	    "  --db URL               database (env ASIDE_DB; default "
+	    "sqlite:aside.db)\n"
+	    "  --cache URL            cache (env ASIDE_CACHE; default "
+	    "mem://)\n"
+	    "  --threads N            worker threads (default: one per CPU)\n"
+	    "  --max-connections N    connections at once (default 1024)\n"
+	    "  --timeout-s N          idle connection and request timeout "
+	    "(default 30)\n"
+	    "  --max-body BYTES       largest request body (default 65536)\n"
+	    "  --access-log           one line per request on stderr "
+	    "(errors are always logged)\n"
+	    "  --db-delay-ms N        delay each database read by N ms, "
+	    "standing in for a remote database (default 0)\n"
+	    "  --help                 this text\n");
 }
 
 static bool parse_listen(const char *s, struct sockaddr_in *sa)
@@ -575,8 +580,8 @@ static bool parse_listen(const char *s, struct sockaddr_in *sa)
 	sa->sin_port = htons((uint16_t)port);
 	if (!strcmp(host, "localhost"))
 		strcpy(host, "127.0.0.1");
-	return inet_pton(AF_INET, host[0] ? host : "0.0.0.0",
-			 &sa->sin_addr) == 1;
+	return inet_pton(AF_INET, host[0] ? host : "0.0.0.0", &sa->sin_addr) ==
+	       1;
 }
 
 static bool parse_long(const char *s, long lo, long hi, long *out)
@@ -591,7 +596,8 @@ static bool parse_long(const char *s, long lo, long hi, long *out)
 
 int app_serve(int argc, char **argv)
 {
-	const char *listen = getenv("ASIDE_LISTEN"), *db_url = getenv("ASIDE_DB"),
+	const char *listen = getenv("ASIDE_LISTEN"),
+		   *db_url = getenv("ASIDE_DB"),
 		   *cache_url = getenv("ASIDE_CACHE");
 	if (!listen || !*listen)
 		listen = "127.0.0.1:8080";
@@ -599,37 +605,60 @@ int app_serve(int argc, char **argv)
 		db_url = "sqlite:aside.db";
 	if (!cache_url || !*cache_url)
 		cache_url = "mem://";
-	long threads = sysconf(_SC_NPROCESSORS_ONLN), max_conn = 1024,
+	/* Handlers block on the database: more threads than CPUs. */
+	long threads = 4 * sysconf(_SC_NPROCESSORS_ONLN), max_conn = 1024,
 	     timeout_s = 30, max_body = 65536, delay_ms = 0;
 	bool access_log = false;
 	static const struct option opts[] = {
-		{"listen", required_argument, NULL, 'l'},
-		{"db", required_argument, NULL, 'd'},
-		{"cache", required_argument, NULL, 'c'},
-		{"threads", required_argument, NULL, 't'},
-		{"max-connections", required_argument, NULL, 'm'},
-		{"timeout-s", required_argument, NULL, 'T'},
-		{"max-body", required_argument, NULL, 'b'},
-		{"access-log", no_argument, NULL, 'a'},
-		{"db-delay-ms", required_argument, NULL, 'D'},
-		{"help", no_argument, NULL, 'h'},
-		{0, 0, 0, 0},
+	    {"listen", required_argument, NULL, 'l'},
+	    {"db", required_argument, NULL, 'd'},
+	    {"cache", required_argument, NULL, 'c'},
+	    {"threads", required_argument, NULL, 't'},
+	    {"max-connections", required_argument, NULL, 'm'},
+	    {"timeout-s", required_argument, NULL, 'T'},
+	    {"max-body", required_argument, NULL, 'b'},
+	    {"access-log", no_argument, NULL, 'a'},
+	    {"db-delay-ms", required_argument, NULL, 'D'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0, 0, 0, 0},
 	};
 	int o, which = 0;
 	while ((o = getopt_long(argc, argv, "h", opts, &which)) != -1) {
 		bool ok = true;
 		switch (o) {
-		case 'l': listen = optarg; break;
-		case 'd': db_url = optarg; break;
-		case 'c': cache_url = optarg; break;
-		case 't': ok = parse_long(optarg, 1, 1024, &threads); break;
-		case 'm': ok = parse_long(optarg, 1, 1000000, &max_conn); break;
-		case 'T': ok = parse_long(optarg, 1, 86400, &timeout_s); break;
-		case 'b': ok = parse_long(optarg, 1, 1L << 30, &max_body); break;
-		case 'a': access_log = true; break;
-		case 'D': ok = parse_long(optarg, 0, 60000, &delay_ms); break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		case 'l':
+			listen = optarg;
+			break;
+		case 'd':
+			db_url = optarg;
+			break;
+		case 'c':
+			cache_url = optarg;
+			break;
+		case 't':
+			ok = parse_long(optarg, 1, 1024, &threads);
+			break;
+		case 'm':
+			ok = parse_long(optarg, 1, 1000000, &max_conn);
+			break;
+		case 'T':
+			ok = parse_long(optarg, 1, 86400, &timeout_s);
+			break;
+		case 'b':
+			ok = parse_long(optarg, 1, 1L << 30, &max_body);
+			break;
+		case 'a':
+			access_log = true;
+			break;
+		case 'D':
+			ok = parse_long(optarg, 0, 60000, &delay_ms);
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
 		}
 		if (!ok) {
 			fprintf(stderr, "aside serve: bad value for --%s: %s\n",
@@ -640,8 +669,9 @@ int app_serve(int argc, char **argv)
 	}
 	struct sockaddr_in sa;
 	if (!parse_listen(listen, &sa)) {
-		fprintf(stderr, "aside serve: --listen wants HOST:PORT, got "
-				"'%s'\n",
+		fprintf(stderr,
+			"aside serve: --listen wants HOST:PORT, got "
+			"'%s'\n",
 			listen);
 		return 2;
 	}
@@ -685,22 +715,20 @@ int app_serve(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	struct MHD_Daemon *d = MHD_start_daemon(
-		MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC |
-			MHD_USE_ERROR_LOG,
-		0, NULL, NULL, handle, s, MHD_OPTION_SOCK_ADDR,
-		(struct sockaddr *)&sa, MHD_OPTION_THREAD_POOL_SIZE,
-		(unsigned)threads, MHD_OPTION_CONNECTION_LIMIT,
-		(unsigned)max_conn, MHD_OPTION_CONNECTION_TIMEOUT,
-		(unsigned)timeout_s, MHD_OPTION_NOTIFY_COMPLETED, completed,
-		s, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
-		MHD_OPTION_END);
+	    MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG, 0,
+	    NULL, NULL, handle, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+	    MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_conn,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)timeout_s,
+	    MHD_OPTION_NOTIFY_COMPLETED, completed, s,
+	    MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
 	if (!d) {
 		fprintf(stderr, "aside serve: cannot listen on %s: %s\n",
 			listen, strerror(errno));
 		goto out;
 	}
 	const union MHD_DaemonInfo *di =
-		MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+	    MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
 	char host[64];
 	inet_ntop(AF_INET, &sa.sin_addr, host, sizeof(host));
 	unsigned port = di ? di->port : ntohs(sa.sin_port);

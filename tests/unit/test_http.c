@@ -1,0 +1,521 @@
+/*
+ * test_http.c -- `aside serve` end to end, over real HTTP (libcurl): every
+ * endpoint and error, a concurrent burst on one cold user, metrics that
+ * move, a database that goes away, and a graceful stop with a request in
+ * flight.  Runs on the embedded default (an SQLite file and mem://) and,
+ * when the servers are there, on PostgreSQL with Redis and an L1.
+ */
+#include "../support/servers.h"
+
+#include <curl/curl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* cmocka needs the headers above */
+#include <cmocka.h>
+
+typedef struct server {
+	pid_t pid;
+	FILE *out;
+	char base[64];
+	char dir[64];
+	bool real; /* on PostgreSQL and Redis */
+} server;
+
+/* Starts aside serve with extra arguments; NULL-terminated. */
+static bool start(server *s, bool real, ...)
+{
+	memset(s, 0, sizeof(*s));
+	char db[600], cache[600];
+	s->real = real;
+	if (real) {
+		if (!test_pg_url(db, "aside_test_http", NULL) ||
+		    !test_pg_reset(db) ||
+		    !test_redis_url(cache, 4, "l1=1000") || !test_redis_flush(4))
+			return false;
+	} else {
+		snprintf(s->dir, sizeof(s->dir), "/tmp/aside-http-XXXXXX");
+		if (!mkdtemp(s->dir))
+			return false;
+		snprintf(db, sizeof(db), "sqlite:%s/users.db", s->dir);
+		snprintf(cache, sizeof(cache), "mem://");
+	}
+	const char *argv[32] = {ASIDE_BINARY, "serve", "--listen",
+				"127.0.0.1:0", "--db", db, "--cache", cache};
+	int argc = 8;
+	va_list ap;
+	va_start(ap, real);
+	const char *a;
+	while ((a = va_arg(ap, const char *)) && argc < 30)
+		argv[argc++] = a;
+	va_end(ap);
+	argv[argc] = NULL;
+	int fds[2];
+	if (pipe(fds) != 0)
+		return false;
+	s->pid = fork();
+	if (s->pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGTERM); /* never outlive the test */
+		dup2(fds[1], 1);
+		close(fds[0]);
+		close(fds[1]);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	close(fds[1]);
+	s->out = fdopen(fds[0], "r");
+	char line[512];
+	if (!fgets(line, sizeof(line), s->out))
+		return false;
+	const char *url = strstr(line, "http://");
+	if (!url)
+		return false;
+	size_t n = strcspn(url, " ");
+	snprintf(s->base, sizeof(s->base), "%.*s", (int)n, url);
+	return true;
+}
+
+/* SIGTERM, and the exit status. */
+static int stop(server *s)
+{
+	int status = -1;
+	if (s->pid > 0) {
+		kill(s->pid, SIGTERM);
+		waitpid(s->pid, &status, 0);
+		s->pid = 0;
+	}
+	if (s->out)
+		fclose(s->out);
+	if (s->dir[0]) {
+		char p[128];
+		const char *sfx[] = {"", "-wal", "-shm"};
+		for (int i = 0; i < 3; i++) {
+			snprintf(p, sizeof(p), "%s/users.db%s", s->dir, sfx[i]);
+			unlink(p);
+		}
+		rmdir(s->dir);
+	}
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+typedef struct reply {
+	long status;
+	char body[16384];
+	size_t len;
+	char location[128];
+	char allow[128];
+	char type[128];
+} reply;
+
+static size_t on_body(char *p, size_t size, size_t n, void *arg)
+{
+	reply *r = arg;
+	size_t k = size * n;
+	if (r->len + k < sizeof(r->body)) {
+		memcpy(r->body + r->len, p, k);
+		r->len += k;
+		r->body[r->len] = '\0';
+	}
+	return k;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *arg)
+{
+	reply *r = arg;
+	size_t k = size * n;
+	struct {
+		const char *name;
+		char *dst;
+	} want[] = {{"Location:", r->location},
+		    {"Allow:", r->allow},
+		    {"Content-Type:", r->type}};
+	for (size_t i = 0; i < 3; i++) {
+		size_t l = strlen(want[i].name);
+		if (k > l && strncasecmp(p, want[i].name, l) == 0) {
+			size_t v = k - l;
+			while (v && (p[l + v - 1] == '\r' || p[l + v - 1] == '\n'))
+				v--;
+			snprintf(want[i].dst, 128, "%.*s", (int)(v - 1),
+				 p + l + 1);
+		}
+	}
+	return k;
+}
+
+/* One request; body may be NULL.  type: the Content-Type to send. */
+static reply req(const server *s, const char *method, const char *path,
+		 const char *type, const char *body, size_t body_len)
+{
+	reply r;
+	memset(&r, 0, sizeof(r));
+	CURL *c = curl_easy_init();
+	char url[256];
+	snprintf(url, sizeof(url), "%s%s", s->base, path);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+	struct curl_slist *h = NULL;
+	if (type) {
+		char th[160];
+		snprintf(th, sizeof(th), "Content-Type: %s", type);
+		h = curl_slist_append(h, th);
+	}
+	h = curl_slist_append(h, "Expect:");
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+	if (body) {
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)body_len);
+	}
+	if (curl_easy_perform(c) == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+	curl_slist_free_all(h);
+	curl_easy_cleanup(c);
+	return r;
+}
+
+static reply json(const server *s, const char *method, const char *path,
+		  const char *body)
+{
+	return req(s, method, path, "application/json", body, strlen(body));
+}
+
+/* A number from /metrics: the first line starting with `name`. */
+static double metric(const server *s, const char *name)
+{
+	reply r = req(s, "GET", "/metrics", NULL, NULL, 0);
+	const char *p = r.body;
+	size_t n = strlen(name);
+	while ((p = strstr(p, name))) {
+		if ((p == r.body || p[-1] == '\n') && p[n] == ' ')
+			return atof(p + n + 1);
+		p += n;
+	}
+	return -1;
+}
+
+static int setup_local(void **state)
+{
+	static bool real = false;
+	*state = &real;
+	return 0;
+}
+
+static int setup_real(void **state)
+{
+	static bool real = true;
+	*state = &real;
+	return 0;
+}
+
+#define START(s, state, ...)                                                   \
+	do {                                                                   \
+		bool real_ = *(bool *)*(state);                                \
+		if (!start(&(s), real_, __VA_ARGS__)) {                        \
+			if (real_ && !getenv("ASIDE_TEST_REQUIRE_SERVERS"))    \
+				skip();                                        \
+			fail_msg("aside serve did not start");                 \
+		}                                                              \
+	} while (0)
+
+static void crud_round_trip(void **state)
+{
+	server s;
+	START(s, state, NULL);
+	reply r = json(&s, "POST", "/users",
+		       "{\"name\":\"Alice\",\"email\":\"alice@example.com\"}");
+	assert_int_equal(r.status, 201);
+	assert_string_equal(r.type, "application/json");
+	assert_non_null(strstr(r.body, "\"name\":\"Alice\""));
+	assert_non_null(strstr(r.body, "\"created_at\":\"20"));
+	char path[128];
+	snprintf(path, sizeof(path), "%s", r.location);
+	assert_int_equal(strncmp(path, "/users/", 7), 0);
+	char created[16384];
+	snprintf(created, sizeof(created), "%s", r.body);
+
+	r = req(&s, "GET", path, NULL, NULL, 0);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.body, created);
+
+	r = json(&s, "PUT", path,
+		 "{\"name\":\"Alice B\",\"email\":\"alice@example.org\"}");
+	assert_int_equal(r.status, 200);
+	assert_non_null(strstr(r.body, "\"name\":\"Alice B\""));
+	r = req(&s, "GET", path, NULL, NULL, 0);
+	assert_non_null(strstr(r.body, "alice@example.org"));
+
+	r = req(&s, "DELETE", path, NULL, NULL, 0);
+	assert_int_equal(r.status, 204);
+	assert_int_equal(r.len, 0);
+	assert_int_equal(req(&s, "GET", path, NULL, NULL, 0).status, 404);
+	assert_int_equal(req(&s, "DELETE", path, NULL, NULL, 0).status, 404);
+	r = json(&s, "PUT", path, "{\"name\":\"X\",\"email\":\"x@y.z\"}");
+	assert_int_equal(r.status, 404);
+	assert_non_null(strstr(r.body, "\"error\":"));
+	assert_int_equal(stop(&s), 0);
+}
+
+static void bad_requests_are_refused_and_change_nothing(void **state)
+{
+	server s;
+	START(s, state, "--max-body", "1024", NULL);
+	reply r = json(&s, "POST", "/users",
+		       "{\"name\":\"Bob\",\"email\":\"bob@example.com\"}");
+	assert_int_equal(r.status, 201);
+	char path[128], before[16384];
+	snprintf(path, sizeof(path), "%s", r.location);
+	snprintf(before, sizeof(before), "%s",
+		 req(&s, "GET", path, NULL, NULL, 0).body);
+
+	struct {
+		const char *method, *path, *type, *body;
+		long status;
+		const char *says;
+	} bad[] = {
+		{"POST", "/users", "application/json", "{bad", 400, "malformed"},
+		{"POST", "/users", "application/json", "[]", 400, "object"},
+		{"POST", "/users", "application/json", "{\"name\":\"A\"}", 400,
+		 "email"},
+		{"POST", "/users", "application/json",
+		 "{\"name\":\"A\",\"email\":\"not-an-address\"}", 400, "email"},
+		{"POST", "/users", "application/json",
+		 "{\"name\":\"\",\"email\":\"a@b.c\"}", 400, "name"},
+		{"POST", "/users", "application/json",
+		 "{\"name\":\"A\\u0000\",\"email\":\"a@b.c\"}", 400, "name"},
+		{"POST", "/users", "text/plain", "name=A", 415, "json"},
+		{"POST", "/users", NULL, "{}", 415, "json"},
+		{"PUT", path, "application/json", "{bad", 400, "malformed"},
+		{"PUT", path, "application/json",
+		 "{\"id\":999,\"name\":\"A\",\"email\":\"a@b.c\"}", 400,
+		 "differs"},
+		{"PUT", path, "application/json",
+		 "{\"name\":\"A\",\"email\":\"x@@y\"}", 400, "email"},
+		{"GET", "/users/abc", NULL, NULL, 400, "positive integer"},
+		{"GET", "/users/0", NULL, NULL, 400, "positive integer"},
+		{"GET", "/users/-1", NULL, NULL, 400, "positive integer"},
+		{"GET", "/users/99999999999999999999", NULL, NULL, 400,
+		 "positive integer"},
+		{"GET", "/nowhere", NULL, NULL, 404, "no such"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		r = req(&s, bad[i].method, bad[i].path, bad[i].type,
+			bad[i].body, bad[i].body ? strlen(bad[i].body) : 0);
+		if (r.status != bad[i].status || !strstr(r.body, "\"error\":\"") ||
+		    !strcasestr(r.body, bad[i].says))
+			fail_msg("%s %s %s: got %ld %s, want %ld saying '%s'",
+				 bad[i].method, bad[i].path,
+				 bad[i].body ? bad[i].body : "", r.status,
+				 r.body, bad[i].status, bad[i].says);
+	}
+	/* 405 names the methods allowed. */
+	r = req(&s, "PATCH", path, NULL, NULL, 0);
+	assert_int_equal(r.status, 405);
+	assert_string_equal(r.allow, "GET, PUT, DELETE");
+	r = req(&s, "GET", "/users", NULL, NULL, 0);
+	assert_int_equal(r.status, 405);
+	assert_string_equal(r.allow, "POST");
+	r = req(&s, "POST", "/metrics", NULL, NULL, 0);
+	assert_int_equal(r.status, 405);
+	assert_string_equal(r.allow, "GET");
+	/* 413 over the limit, whatever the body says. */
+	char big[2048];
+	memset(big, 'a', sizeof(big));
+	r = req(&s, "POST", "/users", "application/json", big, sizeof(big));
+	assert_int_equal(r.status, 413);
+	r = req(&s, "PUT", path, "application/json", big, sizeof(big));
+	assert_int_equal(r.status, 413);
+	/* Nothing changed. */
+	assert_string_equal(req(&s, "GET", path, NULL, NULL, 0).body, before);
+	char next[64];
+	snprintf(next, sizeof(next), "/users/%lld", atoll(path + 7) + 1);
+	assert_int_equal(req(&s, "GET", next, NULL, NULL, 0).status, 404);
+	assert_int_equal(stop(&s), 0);
+}
+
+struct burst {
+	const server *s;
+	const char *path;
+	long status;
+};
+
+static void *get_one(void *arg)
+{
+	struct burst *b = arg;
+	b->status = req(b->s, "GET", b->path, NULL, NULL, 0).status;
+	return NULL;
+}
+
+static void burst_on_a_cold_user_makes_one_query(void **state)
+{
+	server s;
+	START(s, state, "--db-delay-ms", "300", "--threads", "16", NULL);
+	reply r = json(&s, "POST", "/users",
+		       "{\"name\":\"Cold\",\"email\":\"cold@example.com\"}");
+	assert_int_equal(r.status, 201);
+	double loads0 = metric(&s, "aside_db_loads_total");
+	enum { N = 16 };
+	pthread_t t[N];
+	struct burst b[N];
+	for (int i = 0; i < N; i++) {
+		b[i] = (struct burst){&s, r.location, 0};
+		pthread_create(&t[i], NULL, get_one, &b[i]);
+	}
+	for (int i = 0; i < N; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(b[i].status, 200);
+	}
+	/* One query; every other reader shared it, or (if the server took
+	 * it after the fill) hit what it stored. */
+	assert_true(metric(&s, "aside_db_loads_total") == loads0 + 1);
+	double shared = metric(&s, "aside_shared_loads_total");
+	reply m = req(&s, "GET", "/metrics", NULL, NULL, 0);
+	const char *h = strstr(m.body, "aside_cache_hits_total{tier=\"1\"");
+	assert_non_null(h);
+	double l1_hits = atof(strchr(h, '}') + 2);
+	printf("    %d concurrent GETs: 1 database query, %.0f shared it, "
+	       "%.0f hit the cache\n",
+	       N, shared, l1_hits);
+	assert_true(shared + l1_hits == N - 1);
+	assert_int_equal(stop(&s), 0);
+}
+
+static void metrics_move(void **state)
+{
+	server s;
+	START(s, state, NULL);
+	reply r = json(&s, "POST", "/users",
+		       "{\"name\":\"M\",\"email\":\"m@example.com\"}");
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(req(&s, "GET", r.location, NULL, NULL, 0).status,
+				 200);
+	reply m = req(&s, "GET", "/metrics", NULL, NULL, 0);
+	assert_int_equal(m.status, 200);
+	assert_non_null(strstr(m.type, "text/plain"));
+	assert_non_null(strstr(m.body, "aside_http_requests_total{route=\"GET "
+				       "/users/{id}\",status=\"200\"} 5\n"));
+	assert_non_null(strstr(m.body, "aside_http_requests_total{route=\"POST "
+				       "/users\",status=\"201\"} 1\n"));
+	assert_non_null(strstr(m.body, "aside_cache_hits_total{tier=\"1\""));
+	assert_non_null(strstr(m.body, "aside_http_request_duration_seconds_count"));
+	assert_non_null(strstr(m.body, "aside_load_duration_seconds_bucket"));
+	assert_non_null(strstr(m.body, "aside_cache_tier_up{tier=\"1\""));
+	assert_non_null(strstr(m.body, "aside_cache_entries 1\n"));
+	assert_true(metric(&s, "aside_cache_misses_total") == 1);
+	assert_true(metric(&s, "aside_db_loads_total") == 1);
+	assert_int_equal(req(&s, "GET", "/healthz", NULL, NULL, 0).status, 200);
+	assert_int_equal(req(&s, "GET", "/readyz", NULL, NULL, 0).status, 200);
+	assert_int_equal(stop(&s), 0);
+}
+
+static void database_down_is_503(void **state)
+{
+	if (!*(bool *)*state || !getenv("ASIDE_TEST_SERVICES_DIR"))
+		skip(); /* needs a database of ours to stop */
+	server s;
+	START(s, state, NULL);
+	reply r = json(&s, "POST", "/users",
+		       "{\"name\":\"D\",\"email\":\"d@example.com\"}");
+	assert_int_equal(r.status, 201);
+	assert_true(test_services("pg-stop"));
+	reply g = req(&s, "GET", r.location, NULL, NULL, 0);
+	reply ready = req(&s, "GET", "/readyz", NULL, NULL, 0);
+	reply health = req(&s, "GET", "/healthz", NULL, NULL, 0);
+	reply post = json(&s, "POST", "/users",
+			  "{\"name\":\"E\",\"email\":\"e@example.com\"}");
+	assert_true(test_services("pg-start"));
+	assert_int_equal(g.status, 503);
+	assert_non_null(strstr(g.body, "database unavailable"));
+	assert_int_equal(ready.status, 503);
+	assert_int_equal(health.status, 200);
+	assert_int_equal(post.status, 503);
+	/* Back: served again. */
+	bool ok = false;
+	for (int i = 0; i < 50 && !ok; i++) {
+		ok = req(&s, "GET", r.location, NULL, NULL, 0).status == 200;
+		if (!ok)
+			usleep(100000);
+	}
+	assert_true(ok);
+	assert_int_equal(stop(&s), 0);
+}
+
+static void graceful_stop_finishes_requests_in_flight(void **state)
+{
+	server s;
+	START(s, state, "--db-delay-ms", "600", NULL);
+	reply r = json(&s, "POST", "/users",
+		       "{\"name\":\"G\",\"email\":\"g@example.com\"}");
+	pthread_t t;
+	struct burst b = {&s, r.location, 0};
+	pthread_create(&t, NULL, get_one, &b); /* cold: 600 ms in the db */
+	usleep(200000);
+	kill(s.pid, SIGTERM);
+	pthread_join(t, NULL);
+	assert_int_equal(b.status, 200);
+	int status;
+	waitpid(s.pid, &status, 0);
+	s.pid = 0;
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	assert_int_equal(req(&s, "GET", "/healthz", NULL, NULL, 0).status, 0);
+	stop(&s);
+}
+
+static void keep_alive_reuses_the_connection(void **state)
+{
+	server s;
+	START(s, state, NULL);
+	CURL *c = curl_easy_init();
+	char url[128];
+	snprintf(url, sizeof(url), "%s/healthz", s.base);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	reply r;
+	memset(&r, 0, sizeof(r));
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+	long connects = -1;
+	assert_int_equal(curl_easy_perform(c), CURLE_OK);
+	assert_int_equal(curl_easy_perform(c), CURLE_OK);
+	curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &connects);
+	assert_int_equal(connects, 0); /* the second reused the first's */
+	curl_easy_cleanup(c);
+	assert_int_equal(stop(&s), 0);
+}
+
+int main(void)
+{
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	if (getenv("TEST_FILTER"))
+		cmocka_set_test_filter(getenv("TEST_FILTER"));
+#define BOTH(fn)                                                               \
+	{#fn "/embedded", fn, setup_local, NULL, NULL},                        \
+	    {#fn "/postgresql+redis", fn, setup_real, NULL, NULL}
+	const struct CMUnitTest tests[] = {
+		BOTH(crud_round_trip),
+		BOTH(bad_requests_are_refused_and_change_nothing),
+		BOTH(burst_on_a_cold_user_makes_one_query),
+		BOTH(metrics_move),
+		BOTH(graceful_stop_finishes_requests_in_flight),
+		BOTH(keep_alive_reuses_the_connection),
+		{"database_down_is_503/postgresql+redis", database_down_is_503,
+		 setup_real, NULL, NULL},
+	};
+	int rc = cmocka_run_group_tests(tests, NULL, NULL);
+	curl_global_cleanup();
+	return rc;
+}
