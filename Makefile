@@ -1,9 +1,11 @@
 # aside -- the two commands a new user needs, and a few more.
-#   make run     install what is missing, build, run the main job (aside demo)
+#   make run     install what is missing, build, run the main job: aside serve,
+#                the users API on the embedded default (sqlite:aside.db, mem://)
 #   make test    install what is missing, build, start private Redis and
 #                PostgreSQL servers, run every test (a normal build, then
 #                AddressSanitizer+UBSan, then ThreadSanitizer), stop them
-#   make bench   the L1 benchmarks beside Caffeine (docs/performance.md)
+#   make bench   the benchmarks of docs/performance.md, beside their peers
+#                (Caffeine, nginx, a raw Redis GET)
 #   make install PREFIX=/usr/local
 #   make format  clang-format every C file
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
@@ -20,7 +22,7 @@ build: bootstrap
 	@cmake --build build -j $(JOBS)
 
 run: build
-	./build/aside demo
+	./build/aside serve
 
 test: bootstrap
 	./scripts/with-services $(MAKE) --no-print-directory test-plain test-asan test-tsan
@@ -42,10 +44,13 @@ test-tsan: bootstrap
 	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 		ctest --output-on-failure -L concurrency
 
-bench: bootstrap
+bench:
+	@./scripts/bootstrap bench
 	@cmake -DCMAKE_BUILD_TYPE=Release -DASIDE_BUILD_TESTS=OFF -S . -B build-rel >/dev/null
 	@cmake --build build-rel -j $(JOBS)
 	./bench/run-l1.sh build-rel
+	./bench/run-http.sh build-rel
+	./scripts/with-services sh -c 'build-rel/bench/bench_l2 "$$ASIDE_TEST_REDIS_URL/5" 11 10000'
 
 install: build
 	cmake --install build --prefix $(PREFIX)

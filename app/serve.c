@@ -543,24 +543,23 @@ static void log_to_stderr(void *ctx, int level, const char *msg)
 static void usage(FILE *f)
 {
 	fprintf(
-	    f,
-	    "usage: aside serve [OPTIONS]\n"
-	    "  --listen HOST:PORT     address (env ASIDE_LISTEN; default "
-	    "127.0.0.1:8080; port 0 picks a free one)\n"
-	    "  --db URL               database (env ASIDE_DB; default "
-	    "sqlite:aside.db)\n"
-	    "  --cache URL            cache (env ASIDE_CACHE; default "
-	    "mem://)\n"
-	    "  --threads N            worker threads (default: one per CPU)\n"
-	    "  --max-connections N    connections at once (default 1024)\n"
-	    "  --timeout-s N          idle connection and request timeout "
-	    "(default 30)\n"
-	    "  --max-body BYTES       largest request body (default 65536)\n"
-	    "  --access-log           one line per request on stderr "
-	    "(errors are always logged)\n"
-	    "  --db-delay-ms N        delay each database read by N ms, "
-	    "standing in for a remote database (default 0)\n"
-	    "  --help                 this text\n");
+	    f, "usage: aside serve [OPTIONS]\n"
+	       "  --listen HOST:PORT     address (env ASIDE_LISTEN; default "
+	       "127.0.0.1:8080; port 0 picks a free one)\n"
+	       "  --db URL               database (env ASIDE_DB; default "
+	       "sqlite:aside.db)\n"
+	       "  --cache URL            cache (env ASIDE_CACHE; default "
+	       "mem://)\n"
+	       "  --threads N            worker threads (default: 4 per CPU)\n"
+	       "  --max-connections N    connections at once (default 1024)\n"
+	       "  --timeout-s N          idle connection and request timeout "
+	       "(default 30)\n"
+	       "  --max-body BYTES       largest request body (default 65536)\n"
+	       "  --access-log           one line per request on stderr "
+	       "(errors are always logged)\n"
+	       "  --db-delay-ms N        delay each database read by N ms, "
+	       "standing in for a remote database (default 0)\n"
+	       "  --help                 this text\n");
 }
 
 static bool parse_listen(const char *s, struct sockaddr_in *sa)

@@ -9,12 +9,12 @@
 
 #include <curl/curl.h>
 #include <pthread.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
-#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,7 +43,8 @@ static bool start(server *s, bool real, ...)
 	if (real) {
 		if (!test_pg_url(db, "aside_test_http", NULL) ||
 		    !test_pg_reset(db) ||
-		    !test_redis_url(cache, 4, "l1=1000") || !test_redis_flush(4))
+		    !test_redis_url(cache, 4, "l1=1000") ||
+		    !test_redis_flush(4))
 			return false;
 	} else {
 		snprintf(s->dir, sizeof(s->dir), "/tmp/aside-http-XXXXXX");
@@ -52,8 +53,9 @@ static bool start(server *s, bool real, ...)
 		snprintf(db, sizeof(db), "sqlite:%s/users.db", s->dir);
 		snprintf(cache, sizeof(cache), "mem://");
 	}
-	const char *argv[32] = {ASIDE_BINARY, "serve", "--listen",
-				"127.0.0.1:0", "--db", db, "--cache", cache};
+	const char *argv[32] = {ASIDE_BINARY,  "serve", "--listen",
+				"127.0.0.1:0", "--db",	db,
+				"--cache",     cache};
 	int argc = 8;
 	va_list ap;
 	va_start(ap, real);
@@ -145,7 +147,8 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
 		size_t l = strlen(want[i].name);
 		if (k > l && strncasecmp(p, want[i].name, l) == 0) {
 			size_t v = k - l;
-			while (v && (p[l + v - 1] == '\r' || p[l + v - 1] == '\n'))
+			while (v &&
+			       (p[l + v - 1] == '\r' || p[l + v - 1] == '\n'))
 				v--;
 			snprintf(want[i].dst, 128, "%.*s", (int)(v - 1),
 				 p + l + 1);
@@ -288,35 +291,35 @@ static void bad_requests_are_refused_and_change_nothing(void **state)
 		long status;
 		const char *says;
 	} bad[] = {
-		{"POST", "/users", "application/json", "{bad", 400, "malformed"},
-		{"POST", "/users", "application/json", "[]", 400, "object"},
-		{"POST", "/users", "application/json", "{\"name\":\"A\"}", 400,
-		 "email"},
-		{"POST", "/users", "application/json",
-		 "{\"name\":\"A\",\"email\":\"not-an-address\"}", 400, "email"},
-		{"POST", "/users", "application/json",
-		 "{\"name\":\"\",\"email\":\"a@b.c\"}", 400, "name"},
-		{"POST", "/users", "application/json",
-		 "{\"name\":\"A\\u0000\",\"email\":\"a@b.c\"}", 400, "name"},
-		{"POST", "/users", "text/plain", "name=A", 415, "json"},
-		{"POST", "/users", NULL, "{}", 415, "json"},
-		{"PUT", path, "application/json", "{bad", 400, "malformed"},
-		{"PUT", path, "application/json",
-		 "{\"id\":999,\"name\":\"A\",\"email\":\"a@b.c\"}", 400,
-		 "differs"},
-		{"PUT", path, "application/json",
-		 "{\"name\":\"A\",\"email\":\"x@@y\"}", 400, "email"},
-		{"GET", "/users/abc", NULL, NULL, 400, "positive integer"},
-		{"GET", "/users/0", NULL, NULL, 400, "positive integer"},
-		{"GET", "/users/-1", NULL, NULL, 400, "positive integer"},
-		{"GET", "/users/99999999999999999999", NULL, NULL, 400,
-		 "positive integer"},
-		{"GET", "/nowhere", NULL, NULL, 404, "no such"},
+	    {"POST", "/users", "application/json", "{bad", 400, "malformed"},
+	    {"POST", "/users", "application/json", "[]", 400, "object"},
+	    {"POST", "/users", "application/json", "{\"name\":\"A\"}", 400,
+	     "email"},
+	    {"POST", "/users", "application/json",
+	     "{\"name\":\"A\",\"email\":\"not-an-address\"}", 400, "email"},
+	    {"POST", "/users", "application/json",
+	     "{\"name\":\"\",\"email\":\"a@b.c\"}", 400, "name"},
+	    {"POST", "/users", "application/json",
+	     "{\"name\":\"A\\u0000\",\"email\":\"a@b.c\"}", 400, "name"},
+	    {"POST", "/users", "text/plain", "name=A", 415, "json"},
+	    {"POST", "/users", NULL, "{}", 415, "json"},
+	    {"PUT", path, "application/json", "{bad", 400, "malformed"},
+	    {"PUT", path, "application/json",
+	     "{\"id\":999,\"name\":\"A\",\"email\":\"a@b.c\"}", 400, "differs"},
+	    {"PUT", path, "application/json",
+	     "{\"name\":\"A\",\"email\":\"x@@y\"}", 400, "email"},
+	    {"GET", "/users/abc", NULL, NULL, 400, "positive integer"},
+	    {"GET", "/users/0", NULL, NULL, 400, "positive integer"},
+	    {"GET", "/users/-1", NULL, NULL, 400, "positive integer"},
+	    {"GET", "/users/99999999999999999999", NULL, NULL, 400,
+	     "positive integer"},
+	    {"GET", "/nowhere", NULL, NULL, 404, "no such"},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		r = req(&s, bad[i].method, bad[i].path, bad[i].type,
 			bad[i].body, bad[i].body ? strlen(bad[i].body) : 0);
-		if (r.status != bad[i].status || !strstr(r.body, "\"error\":\"") ||
+		if (r.status != bad[i].status ||
+		    !strstr(r.body, "\"error\":\"") ||
 		    !strcasestr(r.body, bad[i].says))
 			fail_msg("%s %s %s: got %ld %s, want %ld saying '%s'",
 				 bad[i].method, bad[i].path,
@@ -402,8 +405,8 @@ static void metrics_move(void **state)
 	reply r = json(&s, "POST", "/users",
 		       "{\"name\":\"M\",\"email\":\"m@example.com\"}");
 	for (int i = 0; i < 5; i++)
-		assert_int_equal(req(&s, "GET", r.location, NULL, NULL, 0).status,
-				 200);
+		assert_int_equal(
+		    req(&s, "GET", r.location, NULL, NULL, 0).status, 200);
 	reply m = req(&s, "GET", "/metrics", NULL, NULL, 0);
 	assert_int_equal(m.status, 200);
 	assert_non_null(strstr(m.type, "text/plain"));
@@ -412,7 +415,8 @@ static void metrics_move(void **state)
 	assert_non_null(strstr(m.body, "aside_http_requests_total{route=\"POST "
 				       "/users\",status=\"201\"} 1\n"));
 	assert_non_null(strstr(m.body, "aside_cache_hits_total{tier=\"1\""));
-	assert_non_null(strstr(m.body, "aside_http_request_duration_seconds_count"));
+	assert_non_null(
+	    strstr(m.body, "aside_http_request_duration_seconds_count"));
 	assert_non_null(strstr(m.body, "aside_load_duration_seconds_bucket"));
 	assert_non_null(strstr(m.body, "aside_cache_tier_up{tier=\"1\""));
 	assert_non_null(strstr(m.body, "aside_cache_entries 1\n"));
@@ -504,16 +508,18 @@ int main(void)
 		cmocka_set_test_filter(getenv("TEST_FILTER"));
 #define BOTH(fn)                                                               \
 	{#fn "/embedded", fn, setup_local, NULL, NULL},                        \
-	    {#fn "/postgresql+redis", fn, setup_real, NULL, NULL}
+	{                                                                      \
+#fn "/postgresql+redis", fn, setup_real, NULL, NULL            \
+	}
 	const struct CMUnitTest tests[] = {
-		BOTH(crud_round_trip),
-		BOTH(bad_requests_are_refused_and_change_nothing),
-		BOTH(burst_on_a_cold_user_makes_one_query),
-		BOTH(metrics_move),
-		BOTH(graceful_stop_finishes_requests_in_flight),
-		BOTH(keep_alive_reuses_the_connection),
-		{"database_down_is_503/postgresql+redis", database_down_is_503,
-		 setup_real, NULL, NULL},
+	    BOTH(crud_round_trip),
+	    BOTH(bad_requests_are_refused_and_change_nothing),
+	    BOTH(burst_on_a_cold_user_makes_one_query),
+	    BOTH(metrics_move),
+	    BOTH(graceful_stop_finishes_requests_in_flight),
+	    BOTH(keep_alive_reuses_the_connection),
+	    {"database_down_is_503/postgresql+redis", database_down_is_503,
+	     setup_real, NULL, NULL},
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	curl_global_cleanup();
