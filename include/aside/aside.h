@@ -334,6 +334,8 @@ uint64_t aside_hist_bucket_low_us(int bucket);
 typedef struct aside_metrics {
 	uint64_t hits, misses;
 	uint64_t tier_hits[ASIDE_TIERS_MAX];
+	uint64_t
+	    tier_misses[ASIDE_TIERS_MAX]; /* lookups a tier could not serve */
 	uint64_t loads, load_ok, not_found, load_errors;
 	uint64_t shared_loads, wait_timeouts;
 	uint64_t fills,

@@ -544,6 +544,8 @@ static int tiers_get(aside_cache *c, int from, const char *key, size_t klen,
 				return i;
 			}
 			aside_value_unref(v);
+		} else if (rc == ASIDE_NOT_FOUND) {
+			aside__count(stripe(c), ASIDE__C_tier_miss0 + i, 1);
 		} else if (rc == ASIDE_ECORRUPT) {
 			/* Not a value of ours: drop it, and load afresh. */
 			aside__count(stripe(c), ASIDE__C_corrupt, 1);
@@ -664,8 +666,11 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 	/* L1: the fast path, no lock. */
 	aside_value *v;
 	const aside_tier *l1 = c->l1 ? &c->tiers[0] : NULL;
-	if (l1 && l1->ops->get(l1->self, key, klen, hash, now, &v, NULL) ==
-		      ASIDE_OK) {
+	int l1rc = l1 ? l1->ops->get(l1->self, key, klen, hash, now, &v, NULL)
+		      : ASIDE_NOT_FOUND;
+	if (l1 && l1rc != ASIDE_OK)
+		aside__count(st, ASIDE__C_tier_miss0, 1);
+	if (l1 && l1rc == ASIDE_OK) {
 		if ((!ld->decode ||
 		     atomic_load_explicit(&v->obj, memory_order_acquire)) ||
 		    decode_or_drop(c, 0, ld, v, hash) == ASIDE_OK) {
@@ -923,6 +928,7 @@ void aside_cache_metrics(aside_cache *c, aside_metrics *m)
 	m->ntiers = c->ntiers;
 	for (int i = 0; i < c->ntiers; i++) {
 		m->tier_hits[i] = sum[ASIDE__C_tier_hit0 + i];
+		m->tier_misses[i] = sum[ASIDE__C_tier_miss0 + i];
 		m->hits += m->tier_hits[i];
 		m->tier_names[i] = c->tiers[i].ops->name;
 		m->tier_up[i] = c->tiers[i].ops->up

@@ -240,6 +240,10 @@ const aside_value *aside__mem_borrow(void *self, const char *key, size_t klen,
 	X(tier_hit1)                                                           \
 	X(tier_hit2)                                                           \
 	X(tier_hit3)                                                           \
+	X(tier_miss0)                                                          \
+	X(tier_miss1)                                                          \
+	X(tier_miss2)                                                          \
+	X(tier_miss3)                                                          \
 	X(loads)                                                               \
 	X(load_ok)                                                             \
 	X(not_found)                                                           \

@@ -142,6 +142,16 @@ size_t aside_metrics_prometheus(const aside_metrics *m, const char *prefix,
 		put(&o, "%s_cache_tier_up{tier=\"%d\",name=\"%s\"} %d\n",
 		    prefix, i + 1, m->tier_names[i] ? m->tier_names[i] : "",
 		    m->tier_up[i]);
+	put(&o,
+	    "# HELP %s_cache_tier_misses_total Lookups a cache tier could not "
+	    "serve.\n# TYPE %s_cache_tier_misses_total counter\n",
+	    prefix, prefix);
+	for (int i = 0; i < m->ntiers; i++)
+		put(&o,
+		    "%s_cache_tier_misses_total{tier=\"%d\",name=\"%s\"} "
+		    "%llu\n",
+		    prefix, i + 1, m->tier_names[i] ? m->tier_names[i] : "",
+		    (unsigned long long)m->tier_misses[i]);
 	counter(&o, prefix, "cache_misses_total",
 		"Reads no cache tier could serve.", m->misses);
 	counter(&o, prefix, "db_loads_total",

@@ -135,7 +135,10 @@ static void second_handle_reads_from_redis(void **state)
 	NEED_SERVERS(f);
 	user u = add_user(f, 1), got;
 	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
-	assert_int_equal(metrics(f->cache).loads, 1);
+	aside_metrics m1 = metrics(f->cache);
+	assert_int_equal(m1.loads, 1);
+	assert_int_equal(m1.tier_misses[0], 1); /* L1 */
+	assert_int_equal(m1.tier_misses[1], 1); /* Redis */
 
 	aside_cache *c2;
 	assert_int_equal(aside_cache_open(f->redis, &c2, NULL), ASIDE_OK);
@@ -146,6 +149,8 @@ static void second_handle_reads_from_redis(void **state)
 	aside_metrics m = metrics(c2);
 	assert_int_equal(m.loads, 0);	     /* no database query */
 	assert_int_equal(m.tier_hits[1], 1); /* served by Redis */
+	assert_int_equal(m.tier_misses[0], 1);
+	assert_int_equal(m.tier_misses[1], 0);
 	user_service_free(s2);
 	aside_cache_close(c2);
 }
