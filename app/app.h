@@ -6,5 +6,6 @@
 
 int app_demo(int argc, char **argv);
 int app_serve(int argc, char **argv);
+int app_trace(int argc, char **argv);
 
 #endif

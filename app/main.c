@@ -14,6 +14,8 @@ static const struct {
 } commands[] = {
     {"serve", app_serve,
      "run the users API over HTTP, with Prometheus metrics"},
+    {"trace", app_trace,
+     "replay key traces through the in-process cache: hit ratios"},
     {"demo", app_demo,
      "walk through the seed's scenario on the embedded default"},
 };

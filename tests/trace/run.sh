@@ -1,0 +1,36 @@
+#!/bin/sh
+# aside trace on small inputs: figures that do not depend on the policy.
+#   run.sh ASIDE_BINARY
+set -eu
+aside=$1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "trace test: $*" >&2; exit 1; }
+
+# 10 distinct keys read 5 times each: with room for all, 40 of 50 hit.
+for r in 1 2 3 4 5; do seq 1 10; done >"$tmp/t.txt"
+out=$("$aside" trace --capacity 100 "$tmp/t.txt")
+echo "$out" | grep -q 'events=50 capacity=100 hit_ratio=0.8000 evictions=0' || fail "got: $out"
+
+# gzip gives the same figures as plain text.
+gzip -c "$tmp/t.txt" >"$tmp/t.txt.gz"
+gz=$("$aside" trace --capacity 100 "$tmp/t.txt.gz" | sed 's/trace=[^ ]*//; s/ [0-9.]*s$//')
+plain=$(echo "$out" | sed 's/trace=[^ ]*//; s/ [0-9.]*s$//')
+[ "$gz" = "$plain" ] || fail "gzip gave '$gz', plain '$plain'"
+
+# A capacity of 1 on alternating keys never hits, and evicts every time.
+for i in $(seq 1 100); do echo $((i % 2)); done >"$tmp/alt.txt"
+out=$("$aside" trace --capacity 1 "$tmp/alt.txt")
+echo "$out" | grep -q 'events=100 capacity=1 hit_ratio=0.0000 evictions=99' || fail "got: $out"
+
+# Capacity is never exceeded: evictions = distinct insertions - capacity.
+seq 1 1000 >"$tmp/scan.txt"
+out=$("$aside" trace --capacity 100 "$tmp/scan.txt")
+echo "$out" | grep -q 'hit_ratio=0.0000 evictions=900' || fail "got: $out"
+
+# Bad input is an error that names the line.
+printf '1\n2\nthree\n' >"$tmp/bad.txt"
+if "$aside" trace --capacity 10 "$tmp/bad.txt" 2>"$tmp/err"; then fail "accepted a bad line"; fi
+grep -q 'bad.txt:3: not a key' "$tmp/err" || fail "error was: $(cat "$tmp/err")"
+"$aside" trace --capacity 10 "$tmp/missing.txt" 2>/dev/null && fail "accepted a missing file"
+echo "trace test: ok"
