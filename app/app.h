@@ -4,6 +4,17 @@
 #ifndef ASIDE_APP_H
 #define ASIDE_APP_H
 
+#include <aside/users.h>
+#include <stdatomic.h>
+
+/* A repository that counts and delays reads (slow_repo.c). */
+struct slow_repo {
+	user_repo inner;
+	long delay_us;
+	_Atomic unsigned long gets;
+};
+user_repo slow_repo_wrap(struct slow_repo *w, user_repo inner, long delay_us);
+
 int app_demo(int argc, char **argv);
 int app_serve(int argc, char **argv);
 int app_trace(int argc, char **argv);

@@ -15,62 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
-
-struct counted {
-	user_repo inner;
-	_Atomic unsigned long gets;
-	long delay_ms;
-};
-
-static void pause_ms(long ms)
-{
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-	while (nanosleep(&ts, &ts) != 0)
-		;
-}
-
-static int c_get(void *self, int64_t id, user *out, aside_error *err)
-{
-	struct counted *c = self;
-	atomic_fetch_add(&c->gets, 1);
-	if (c->delay_ms)
-		pause_ms(c->delay_ms);
-	return c->inner.ops->get_ex(c->inner.self, id, out, err);
-}
-static int c_get0(void *self, int64_t id, user *out)
-{
-	return c_get(self, id, out, NULL);
-}
-static int c_create(void *self, user *u)
-{
-	struct counted *c = self;
-	return c->inner.ops->create(c->inner.self, u);
-}
-static int c_update(void *self, const user *u)
-{
-	struct counted *c = self;
-	return c->inner.ops->update(c->inner.self, u);
-}
-static int c_remove(void *self, int64_t id)
-{
-	struct counted *c = self;
-	return c->inner.ops->remove(c->inner.self, id);
-}
-static void c_close(void *self)
-{
-	(void)self;
-}
-
-static const user_repo_ops counted_ops = {
-    .get = c_get0,
-    .create = c_create,
-    .update = c_update,
-    .remove = c_remove,
-    .close = c_close,
-    .get_ex = c_get,
-};
 
 struct reader {
 	user_service *svc;
@@ -189,9 +134,9 @@ int app_demo(int argc, char **argv)
 		fprintf(stderr, "aside demo: %s\n", err.message);
 		goto out_repo;
 	}
-	struct counted counted = {.inner = repo, .delay_ms = delay_ms};
-	user_service *svc =
-	    user_service_new((user_repo){&counted_ops, &counted}, cache);
+	struct slow_repo counted;
+	user_service *svc = user_service_new(
+	    slow_repo_wrap(&counted, repo, delay_ms * 1000), cache);
 	if (!svc) {
 		fprintf(stderr, "aside demo: out of memory\n");
 		goto out_cache;

@@ -264,6 +264,20 @@ static enum MHD_Result metrics(struct server *s, struct MHD_Connection *conn,
 	return ret;
 }
 
+/* A body over the limit (413) or not JSON (415): answered in *ret. */
+static bool bad_body(struct MHD_Connection *conn, struct request *r,
+		     enum MHD_Result *ret)
+{
+	if (r->too_big)
+		*ret = error(conn, r, 413, "body too large", NULL, NULL);
+	else if (!is_json(conn))
+		*ret = error(conn, r, 415, "the body must be application/json",
+			     NULL, NULL);
+	else
+		return false;
+	return true;
+}
+
 /* Reads a body of the user's fields: name, email (id optional). */
 static int body_user(struct request *r, user *u, aside_error *err)
 {
@@ -282,13 +296,9 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *conn,
 		if (strcmp(method, "POST") != 0)
 			return error(conn, r, 405, "use POST on /users",
 				     "Allow", "POST");
-		if (r->too_big)
-			return error(conn, r, 413, "body too large", NULL,
-				     NULL);
-		if (!is_json(conn))
-			return error(conn, r, 415,
-				     "the body must be application/json", NULL,
-				     NULL);
+		enum MHD_Result refused;
+		if (bad_body(conn, r, &refused))
+			return refused;
 		user u;
 		int rc = body_user(r, &u, &err);
 		if (rc == ASIDE_OK)
@@ -331,13 +341,9 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *conn,
 				return failure(conn, r, rc, &err, id);
 			return respond(conn, r, 204, NULL, "", 0, NULL, NULL);
 		}
-		if (r->too_big)
-			return error(conn, r, 413, "body too large", NULL,
-				     NULL);
-		if (!is_json(conn))
-			return error(conn, r, 415,
-				     "the body must be application/json", NULL,
-				     NULL);
+		enum MHD_Result refused;
+		if (bad_body(conn, r, &refused))
+			return refused;
 		user u;
 		int rc = body_user(r, &u, &err);
 		if (rc == ASIDE_OK && u.id && u.id != id)
@@ -465,73 +471,6 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	*con_cls = NULL;
 	atomic_fetch_sub(&s->in_flight, 1);
 }
-
-/* A repository wrapper that delays reads (--db-delay-ms). */
-struct slow {
-	user_repo inner;
-	long ms;
-};
-
-static int slow_get(void *self, int64_t id, user *out, aside_error *err)
-{
-	struct slow *w = self;
-	struct timespec ts = {w->ms / 1000, (w->ms % 1000) * 1000000L};
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-	return w->inner.ops->get_ex
-		   ? w->inner.ops->get_ex(w->inner.self, id, out, err)
-		   : w->inner.ops->get(w->inner.self, id, out);
-}
-static int slow_get0(void *self, int64_t id, user *out)
-{
-	return slow_get(self, id, out, NULL);
-}
-#define PASS(name, type)                                                       \
-	static int slow_##name(void *self, type arg, aside_error *err)         \
-	{                                                                      \
-		struct slow *w = self;                                         \
-		return w->inner.ops->name##_ex                                 \
-			   ? w->inner.ops->name##_ex(w->inner.self, arg, err)  \
-			   : w->inner.ops->name(w->inner.self, arg);           \
-	}
-PASS(create, user *)
-PASS(update, const user *)
-PASS(remove, int64_t)
-#undef PASS
-static int slow_create0(void *self, user *u)
-{
-	return slow_create(self, u, NULL);
-}
-static int slow_update0(void *self, const user *u)
-{
-	return slow_update(self, u, NULL);
-}
-static int slow_remove0(void *self, int64_t id)
-{
-	return slow_remove(self, id, NULL);
-}
-static int slow_ping(void *self, aside_error *err)
-{
-	struct slow *w = self;
-	return w->inner.ops->ping ? w->inner.ops->ping(w->inner.self, err)
-				  : ASIDE_OK;
-}
-static void slow_close(void *self)
-{
-	(void)self;
-}
-static const user_repo_ops slow_ops = {
-    .get = slow_get0,
-    .create = slow_create0,
-    .update = slow_update0,
-    .remove = slow_remove0,
-    .close = slow_close,
-    .get_ex = slow_get,
-    .create_ex = slow_create,
-    .update_ex = slow_update,
-    .remove_ex = slow_remove,
-    .ping = slow_ping,
-};
 
 static void log_to_stderr(void *ctx, int level, const char *msg)
 {
@@ -676,7 +615,7 @@ int app_serve(int argc, char **argv)
 	}
 
 	struct server *s = calloc(1, sizeof(*s));
-	struct slow slow = {0};
+	struct slow_repo slow;
 	aside_error err;
 	int status = 1;
 	if (!s)
@@ -696,10 +635,8 @@ int app_serve(int argc, char **argv)
 		goto out;
 	}
 	user_repo repo = s->db;
-	if (delay_ms) {
-		slow = (struct slow){s->db, delay_ms};
-		repo = (user_repo){&slow_ops, &slow};
-	}
+	if (delay_ms)
+		repo = slow_repo_wrap(&slow, s->db, delay_ms * 1000);
 	if (!(s->svc = user_service_new(repo, s->cache))) {
 		fprintf(stderr, "aside serve: out of memory\n");
 		goto out;

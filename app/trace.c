@@ -99,10 +99,10 @@ int app_trace(int argc, char **argv)
 {
 	long capacity = 0, shards = 0;
 	static const struct option opts[] = {
-		{"capacity", required_argument, NULL, 'c'},
-		{"shards", required_argument, NULL, 's'},
-		{"help", no_argument, NULL, 'h'},
-		{0, 0, 0, 0},
+	    {"capacity", required_argument, NULL, 'c'},
+	    {"shards", required_argument, NULL, 's'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0, 0, 0, 0},
 	};
 	int o;
 	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {

@@ -1,7 +1,7 @@
 /*
  * repo_pg.c -- the user repository on PostgreSQL (libpq).
  *
- * A pool of connections, each with its statements prepared once.  The
+ * A pool of connections (pool.c), each with its statements prepared once.  The
  * schema is created or migrated on open, under an advisory lock so that
  * several processes opening at once do not race.  Every connection runs
  * with a statement_timeout.  Errors keep their SQLSTATE.  A connection
@@ -25,7 +25,6 @@
 #include <time.h>
 
 struct conn {
-	struct conn *next;
 	PGconn *pg;
 };
 
@@ -33,10 +32,8 @@ struct pg_repo {
 	char *conninfo;
 	int max;
 	long statement_timeout_ms;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	struct conn *idle; /* guarded by lock */
-	int open;	   /* guarded by lock */
+	repo__pool pool;
+	bool pool_ready;
 };
 
 /* Schema migrations, in order; schema_version says how many ran. */
@@ -182,27 +179,21 @@ fail:
 	return NULL;
 }
 
+static void *pool_open(void *ctx, aside_error *err)
+{
+	return conn_open(ctx, false, err);
+}
+
+static void pool_close(void *conn)
+{
+	struct conn *c = conn;
+	PQfinish(c->pg);
+	free(c);
+}
+
 static struct conn *borrow(struct pg_repo *r, aside_error *err)
 {
-	pthread_mutex_lock(&r->lock);
-	while (!r->idle && r->open >= r->max)
-		pthread_cond_wait(&r->cond, &r->lock);
-	struct conn *c = r->idle;
-	if (c) {
-		r->idle = c->next;
-		pthread_mutex_unlock(&r->lock);
-		return c;
-	}
-	r->open++;
-	pthread_mutex_unlock(&r->lock);
-	c = conn_open(r, false, err);
-	if (!c) {
-		pthread_mutex_lock(&r->lock);
-		r->open--;
-		pthread_cond_signal(&r->cond);
-		pthread_mutex_unlock(&r->lock);
-	}
-	return c;
+	return repo__pool_take(&r->pool, err);
 }
 
 /* Back to the pool, unless its connection broke: then it is closed. */
@@ -210,19 +201,7 @@ static void give_back(struct pg_repo *r, struct conn *c)
 {
 	bool broken = PQstatus(c->pg) != CONNECTION_OK ||
 		      PQtransactionStatus(c->pg) != PQTRANS_IDLE;
-	pthread_mutex_lock(&r->lock);
-	if (broken) {
-		r->open--;
-	} else {
-		c->next = r->idle;
-		r->idle = c;
-	}
-	pthread_cond_signal(&r->cond);
-	pthread_mutex_unlock(&r->lock);
-	if (broken) {
-		PQfinish(c->pg);
-		free(c);
-	}
+	repo__pool_give(&r->pool, c, broken);
 }
 
 /* Runs a prepared statement; NULL (and err) unless it returned ok. */
@@ -366,14 +345,8 @@ static void pg_close(void *self)
 	struct pg_repo *r = self;
 	if (!r)
 		return;
-	while (r->idle) {
-		struct conn *c = r->idle;
-		r->idle = c->next;
-		PQfinish(c->pg);
-		free(c);
-	}
-	pthread_mutex_destroy(&r->lock);
-	pthread_cond_destroy(&r->cond);
+	if (r->pool_ready)
+		repo__pool_fini(&r->pool);
 	free(r->conninfo);
 	free(r);
 }
@@ -466,20 +439,23 @@ int repo__pg_open(const char *url, user_repo *out, aside_error *err)
 		return repo__fail(err, ASIDE_ENOMEM, "out of memory");
 	r->max = 8;
 	r->statement_timeout_ms = 5000;
-	pthread_mutex_init(&r->lock, NULL);
-	pthread_cond_init(&r->cond, NULL);
 	if (!(r->conninfo = take_options(r, url, err))) {
 		int rc = err ? err->code : ASIDE_EURL;
 		pg_close(r);
 		return rc;
 	}
+	if (repo__pool_init(&r->pool, r->max, pool_open, pool_close, r) !=
+	    ASIDE_OK) {
+		pg_close(r);
+		return repo__fail(err, ASIDE_ENOMEM, "out of memory");
+	}
+	r->pool_ready = true;
 	struct conn *c = conn_open(r, true, err);
 	if (!c) {
 		pg_close(r);
 		return ASIDE_EDB;
 	}
-	r->idle = c;
-	r->open = 1;
+	repo__pool_add(&r->pool, c);
 	out->ops = &pg_ops;
 	out->self = r;
 	return ASIDE_OK;

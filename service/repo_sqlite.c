@@ -1,9 +1,9 @@
 /*
  * repo_sqlite.c -- the user repository on SQLite (the embedded default).
  *
- * A pool of connections, each with its statements prepared once; a thread
- * borrows one for a call.  A file database runs in WAL mode so readers do
- * not wait for the writer; ":memory:" has one connection, since each
+ * A pool of connections (pool.c), each with its statements prepared once;
+ * a thread borrows one for a call.  A file database runs in WAL mode so readers
+ * do not wait for the writer; ":memory:" has one connection, since each
  * connection to it would be a separate database.
  */
 #include "repo.h"
@@ -20,7 +20,6 @@
 #define BUSY_TIMEOUT_MS 5000
 
 struct conn {
-	struct conn *next;
 	sqlite3 *db;
 	sqlite3_stmt *get, *ins, *upd, *del, *ping;
 };
@@ -28,10 +27,8 @@ struct conn {
 struct sqlite_repo {
 	char *path;
 	int max;
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	struct conn *idle; /* guarded by lock */
-	int open;	   /* guarded by lock */
+	repo__pool pool;
+	bool pool_ready;
 };
 
 static int db_fail(aside_error *err, sqlite3 *db, int rc, const char *what)
@@ -124,42 +121,25 @@ fail:
 	return NULL;
 }
 
+static void *pool_open(void *ctx, aside_error *err)
+{
+	return conn_open(ctx, false, err);
+}
+
+static void pool_close(void *conn)
+{
+	conn_free(conn);
+}
+
 static struct conn *borrow(struct sqlite_repo *r, aside_error *err)
 {
-	pthread_mutex_lock(&r->lock);
-	while (!r->idle && r->open >= r->max)
-		pthread_cond_wait(&r->cond, &r->lock);
-	struct conn *c = r->idle;
-	if (c) {
-		r->idle = c->next;
-		pthread_mutex_unlock(&r->lock);
-		return c;
-	}
-	r->open++;
-	pthread_mutex_unlock(&r->lock);
-	c = conn_open(r, false, err);
-	if (!c) {
-		pthread_mutex_lock(&r->lock);
-		r->open--;
-		pthread_cond_signal(&r->cond);
-		pthread_mutex_unlock(&r->lock);
-	}
-	return c;
+	return repo__pool_take(&r->pool, err);
 }
 
 /* Returns c to the pool; a connection that failed badly is closed. */
 static void give_back(struct sqlite_repo *r, struct conn *c, bool broken)
 {
-	pthread_mutex_lock(&r->lock);
-	if (broken) {
-		conn_free(c);
-		r->open--;
-	} else {
-		c->next = r->idle;
-		r->idle = c;
-	}
-	pthread_cond_signal(&r->cond);
-	pthread_mutex_unlock(&r->lock);
+	repo__pool_give(&r->pool, c, broken);
 }
 
 static bool is_broken(int rc)
@@ -296,13 +276,8 @@ static void sq_close(void *self)
 	struct sqlite_repo *r = self;
 	if (!r)
 		return;
-	while (r->idle) {
-		struct conn *c = r->idle;
-		r->idle = c->next;
-		conn_free(c);
-	}
-	pthread_mutex_destroy(&r->lock);
-	pthread_cond_destroy(&r->cond);
+	if (r->pool_ready)
+		repo__pool_fini(&r->pool);
 	free(r->path);
 	free(r);
 }
@@ -332,15 +307,18 @@ int repo__sqlite_open(const char *path, user_repo *out, aside_error *err)
 		return repo__fail(err, ASIDE_ENOMEM, "out of memory");
 	}
 	r->max = strcmp(path, ":memory:") == 0 ? 1 : POOL_MAX;
-	pthread_mutex_init(&r->lock, NULL);
-	pthread_cond_init(&r->cond, NULL);
+	if (repo__pool_init(&r->pool, r->max, pool_open, pool_close, r) !=
+	    ASIDE_OK) {
+		sq_close(r);
+		return repo__fail(err, ASIDE_ENOMEM, "out of memory");
+	}
+	r->pool_ready = true;
 	struct conn *c = conn_open(r, true, err);
 	if (!c) {
 		sq_close(r);
 		return ASIDE_EDB;
 	}
-	r->idle = c;
-	r->open = 1;
+	repo__pool_add(&r->pool, c);
 	out->ops = &sqlite_ops;
 	out->self = r;
 	return ASIDE_OK;

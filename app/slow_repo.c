@@ -1,0 +1,97 @@
+/*
+ * slow_repo.c -- a repository that wraps another, counts its reads and
+ * delays each by a set time: a remote or busy database, for the demo, the
+ * server's --db-delay-ms and benchmarks.  Writes pass straight through.
+ */
+#include "app.h"
+
+#include <errno.h>
+#include <time.h>
+
+static int get_ex(void *self, int64_t id, user *out, aside_error *err)
+{
+	struct slow_repo *w = self;
+	atomic_fetch_add_explicit(&w->gets, 1, memory_order_relaxed);
+	if (w->delay_us > 0) {
+		struct timespec ts = {w->delay_us / 1000000,
+				      (w->delay_us % 1000000) * 1000};
+		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+			;
+	}
+	const user_repo_ops *ops = w->inner.ops;
+	return ops->get_ex ? ops->get_ex(w->inner.self, id, out, err)
+			   : ops->get(w->inner.self, id, out);
+}
+
+static int create_ex(void *self, user *u, aside_error *err)
+{
+	struct slow_repo *w = self;
+	const user_repo_ops *ops = w->inner.ops;
+	return ops->create_ex ? ops->create_ex(w->inner.self, u, err)
+			      : ops->create(w->inner.self, u);
+}
+
+static int update_ex(void *self, const user *u, aside_error *err)
+{
+	struct slow_repo *w = self;
+	const user_repo_ops *ops = w->inner.ops;
+	return ops->update_ex ? ops->update_ex(w->inner.self, u, err)
+			      : ops->update(w->inner.self, u);
+}
+
+static int remove_ex(void *self, int64_t id, aside_error *err)
+{
+	struct slow_repo *w = self;
+	const user_repo_ops *ops = w->inner.ops;
+	return ops->remove_ex ? ops->remove_ex(w->inner.self, id, err)
+			      : ops->remove(w->inner.self, id);
+}
+
+static int ping(void *self, aside_error *err)
+{
+	struct slow_repo *w = self;
+	return w->inner.ops->ping ? w->inner.ops->ping(w->inner.self, err)
+				  : ASIDE_OK;
+}
+
+static int get(void *self, int64_t id, user *out)
+{
+	return get_ex(self, id, out, NULL);
+}
+static int create(void *self, user *u)
+{
+	return create_ex(self, u, NULL);
+}
+static int update(void *self, const user *u)
+{
+	return update_ex(self, u, NULL);
+}
+static int remove_(void *self, int64_t id)
+{
+	return remove_ex(self, id, NULL);
+}
+static void close_(void *self)
+{
+	(void)self; /* the inner repository is closed by its owner */
+}
+
+static const user_repo_ops slow_ops = {
+	.get = get,
+	.create = create,
+	.update = update,
+	.remove = remove_,
+	.close = close_,
+	.get_ex = get_ex,
+	.create_ex = create_ex,
+	.update_ex = update_ex,
+	.remove_ex = remove_ex,
+	.ping = ping,
+};
+
+user_repo slow_repo_wrap(struct slow_repo *w, user_repo inner, long delay_us)
+{
+	w->inner = inner;
+	w->delay_us = delay_us;
+	atomic_store(&w->gets, 0);
+	return (user_repo){&slow_ops, w};
+}
