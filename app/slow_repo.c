@@ -76,16 +76,16 @@ static void close_(void *self)
 }
 
 static const user_repo_ops slow_ops = {
-	.get = get,
-	.create = create,
-	.update = update,
-	.remove = remove_,
-	.close = close_,
-	.get_ex = get_ex,
-	.create_ex = create_ex,
-	.update_ex = update_ex,
-	.remove_ex = remove_ex,
-	.ping = ping,
+    .get = get,
+    .create = create,
+    .update = update,
+    .remove = remove_,
+    .close = close_,
+    .get_ex = get_ex,
+    .create_ex = create_ex,
+    .update_ex = update_ex,
+    .remove_ex = remove_ex,
+    .ping = ping,
 };
 
 user_repo slow_repo_wrap(struct slow_repo *w, user_repo inner, long delay_us)

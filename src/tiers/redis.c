@@ -148,7 +148,7 @@ refused:
 	return NULL;
 }
 
-static redisContext *take(struct redis *r, char *why, size_t cap)
+static redisContext *take(struct redis *r, char *why, size_t cap, bool *busy)
 {
 	pthread_mutex_lock(&r->lock);
 	while (!r->nidle && r->open >= r->max) {
@@ -159,6 +159,7 @@ static redisContext *take(struct redis *r, char *why, size_t cap)
 		    !r->nidle && r->open >= r->max) {
 			pthread_mutex_unlock(&r->lock);
 			snprintf(why, cap, "no free connection");
+			*busy = true;
 			return NULL;
 		}
 	}
@@ -208,9 +209,13 @@ static redisReply *run(struct redis *r, int argc, const char **argv,
 		return NULL;
 	}
 	char why[200];
-	redisContext *ctx = take(r, why, sizeof(why));
+	bool busy = false;
+	redisContext *ctx = take(r, why, sizeof(why), &busy);
 	if (!ctx) {
-		failed(r, why);
+		/* Every connection busy is load, not an outage: the breaker
+		 * stays closed; only a failed connect opens it. */
+		if (!busy)
+			failed(r, why);
 		aside__fail(err, ASIDE_ECACHE, "redis %s:%d: %s", r->host,
 			    r->port, why);
 		return NULL;
