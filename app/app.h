@@ -18,5 +18,6 @@ user_repo slow_repo_wrap(struct slow_repo *w, user_repo inner, long delay_us);
 int app_demo(int argc, char **argv);
 int app_serve(int argc, char **argv);
 int app_trace(int argc, char **argv);
+int app_bench(int argc, char **argv);
 
 #endif

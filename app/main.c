@@ -14,6 +14,8 @@ static const struct {
 } commands[] = {
     {"serve", app_serve,
      "run the users API over HTTP, with Prometheus metrics"},
+    {"bench", app_bench,
+     "drive the UserService: no cache, naive cache-aside and aside"},
     {"trace", app_trace,
      "replay key traces through the in-process cache: hit ratios"},
     {"demo", app_demo,

@@ -1,0 +1,602 @@
+/*
+ * bench.c -- `aside bench`: drives the UserService in process with a Zipf
+ * (or trace) key popularity and a read/write mix, in three modes side by
+ * side: no cache, the seed's naive cache-aside (plain get/set, no
+ * coalescing), and aside.  Reports throughput, latency percentiles, hit
+ * ratio, database queries per 1,000 requests, waiters per load and errors,
+ * as a table and as CSV.
+ */
+#include "app.h"
+
+#include <aside/users.h>
+#include <getopt.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+enum mode { M_NOCACHE, M_NAIVE, M_ASIDE, NMODES };
+static const char *const mode_names[NMODES] = {"nocache", "naive", "aside"};
+
+struct config {
+	long users, threads, read_pct, delay_us;
+	double theta, seconds;
+	const char *db_url, *cache_url, *trace, *csv_dir;
+	bool modes[NMODES];
+};
+
+/* ---- keys: Zipf (Gray et al., as YCSB) or a trace ----------------------- */
+
+struct zipf {
+	long n;
+	double theta, alpha, zetan, eta, half_pow;
+};
+
+static void zipf_init(struct zipf *z, long n, double theta)
+{
+	double zeta2 = 1 + pow(0.5, theta), zetan = 0;
+	for (long i = 1; i <= n; i++)
+		zetan += 1 / pow((double)i, theta);
+	z->n = n;
+	z->theta = theta;
+	z->zetan = zetan;
+	z->alpha = 1 / (1 - theta);
+	z->eta = (1 - pow(2.0 / (double)n, 1 - theta)) / (1 - zeta2 / zetan);
+	z->half_pow = 1 + pow(0.5, theta);
+}
+
+/* A rank in [0, n), 0 the most popular. */
+static long zipf_next(const struct zipf *z, double u)
+{
+	double uz = u * z->zetan;
+	if (uz < 1)
+		return 0;
+	if (uz < z->half_pow)
+		return 1;
+	long r = (long)((double)z->n * pow(z->eta * u - z->eta + 1, z->alpha));
+	return r < z->n ? r : z->n - 1;
+}
+
+static uint64_t rng(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+/* ---- the seed's naive cache: a map, get and set, nothing else ---------- */
+
+#define NAIVE_STRIPES 64
+struct naive_entry {
+	struct naive_entry *next;
+	user u;
+};
+struct naive {
+	struct {
+		pthread_mutex_t lock;
+		struct naive_entry **buckets;
+	} stripe[NAIVE_STRIPES];
+	long nbuckets;
+};
+
+static struct naive *naive_new(long users)
+{
+	struct naive *n = calloc(1, sizeof(*n));
+	n->nbuckets = users / NAIVE_STRIPES + 1;
+	for (int i = 0; i < NAIVE_STRIPES; i++) {
+		pthread_mutex_init(&n->stripe[i].lock, NULL);
+		n->stripe[i].buckets =
+			calloc((size_t)n->nbuckets, sizeof(struct naive_entry *));
+	}
+	return n;
+}
+
+static void naive_free(struct naive *n)
+{
+	for (int i = 0; i < NAIVE_STRIPES; i++) {
+		for (long b = 0; b < n->nbuckets; b++)
+			for (struct naive_entry *e = n->stripe[i].buckets[b], *x;
+			     e; e = x) {
+				x = e->next;
+				free(e);
+			}
+		free(n->stripe[i].buckets);
+		pthread_mutex_destroy(&n->stripe[i].lock);
+	}
+	free(n);
+}
+
+static bool naive_get(struct naive *n, int64_t id, user *out)
+{
+	int s = (int)(id % NAIVE_STRIPES);
+	long b = (id / NAIVE_STRIPES) % n->nbuckets;
+	bool hit = false;
+	pthread_mutex_lock(&n->stripe[s].lock);
+	for (struct naive_entry *e = n->stripe[s].buckets[b]; e; e = e->next)
+		if (e->u.id == id) {
+			*out = e->u;
+			hit = true;
+			break;
+		}
+	pthread_mutex_unlock(&n->stripe[s].lock);
+	return hit;
+}
+
+static void naive_set(struct naive *n, const user *u, bool remove)
+{
+	int s = (int)(u->id % NAIVE_STRIPES);
+	long b = (u->id / NAIVE_STRIPES) % n->nbuckets;
+	pthread_mutex_lock(&n->stripe[s].lock);
+	struct naive_entry **pp = &n->stripe[s].buckets[b];
+	while (*pp && (*pp)->u.id != u->id)
+		pp = &(*pp)->next;
+	if (remove) {
+		if (*pp) {
+			struct naive_entry *e = *pp;
+			*pp = e->next;
+			free(e);
+		}
+	} else if (*pp) {
+		(*pp)->u = *u;
+	} else {
+		struct naive_entry *e = malloc(sizeof(*e));
+		if (e) {
+			e->u = *u;
+			e->next = NULL;
+			*pp = e;
+		}
+	}
+	pthread_mutex_unlock(&n->stripe[s].lock);
+}
+
+/* ---- one run ------------------------------------------------------------ */
+
+struct shared {
+	const struct config *cfg;
+	enum mode mode;
+	user_repo db;
+	user_service *svc;
+	struct naive *naive;
+	const struct zipf *zipf;
+	const uint32_t *trace;
+	size_t ntrace;
+	_Atomic int stop;
+	_Atomic uint64_t ops, reads, errors, naive_hits, naive_misses;
+};
+
+struct worker {
+	struct shared *sh;
+	int id;
+	uint64_t hist[ASIDE_HIST_BUCKETS];
+};
+
+static int64_t mono_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void *work(void *arg)
+{
+	struct worker *w = arg;
+	struct shared *sh = w->sh;
+	const struct config *cfg = sh->cfg;
+	uint64_t s = 0x9e3779b97f4a7c15ull * (uint64_t)(w->id + 1);
+	size_t tpos = (size_t)w->id * 7919;
+	user u;
+	while (!atomic_load_explicit(&sh->stop, memory_order_relaxed)) {
+		int64_t id;
+		if (sh->trace) {
+			id = (int64_t)(sh->trace[tpos++ % sh->ntrace] %
+				       (uint32_t)cfg->users) +
+			     1;
+		} else {
+			double x = (double)(rng(&s) >> 11) * 0x1p-53;
+			id = zipf_next(sh->zipf, x) + 1;
+		}
+		bool read = (long)(rng(&s) % 100) < cfg->read_pct;
+		int64_t t0 = mono_us();
+		int rc = ASIDE_OK;
+		if (read) {
+			atomic_fetch_add_explicit(&sh->reads, 1,
+						  memory_order_relaxed);
+			if (sh->mode == M_ASIDE) {
+				rc = user_service_get(sh->svc, id, &u);
+			} else if (sh->mode == M_NAIVE &&
+				   naive_get(sh->naive, id, &u)) {
+				atomic_fetch_add_explicit(&sh->naive_hits, 1,
+							  memory_order_relaxed);
+			} else {
+				rc = sh->db.ops->get(sh->db.self, id, &u);
+				if (sh->mode == M_NAIVE) {
+					atomic_fetch_add_explicit(
+						&sh->naive_misses, 1,
+						memory_order_relaxed);
+					if (rc == ASIDE_OK)
+						naive_set(sh->naive, &u, false);
+				}
+			}
+		} else {
+			memset(&u, 0, sizeof(u));
+			u.id = id;
+			snprintf(u.name, sizeof(u.name), "User %lld v%llu",
+				 (long long)id, (unsigned long long)(rng(&s) % 1000));
+			snprintf(u.email, sizeof(u.email), "user%lld@example.com",
+				 (long long)id);
+			if (sh->mode == M_ASIDE) {
+				rc = user_service_update(sh->svc, &u);
+			} else {
+				rc = sh->db.ops->update(sh->db.self, &u);
+				if (sh->mode == M_NAIVE && rc == ASIDE_OK)
+					naive_set(sh->naive, &u, true);
+			}
+		}
+		w->hist[aside_hist_bucket((uint64_t)(mono_us() - t0))]++;
+		if (rc != ASIDE_OK)
+			atomic_fetch_add_explicit(&sh->errors, 1,
+						  memory_order_relaxed);
+		atomic_fetch_add_explicit(&sh->ops, 1, memory_order_relaxed);
+	}
+	return NULL;
+}
+
+struct result {
+	double ops_s, p50, p99, p999, hit_ratio, db_per_1000, waiters;
+	uint64_t ops, reads, errors, db_reads, hits, misses, loads;
+};
+
+static int run_mode(const struct config *cfg, enum mode mode, user_repo inner,
+		    const struct zipf *z, const uint32_t *trace, size_t ntrace,
+		    FILE *series, struct result *res)
+{
+	struct slow_repo slow;
+	struct shared sh = {.cfg = cfg, .mode = mode, .zipf = z,
+			    .trace = trace, .ntrace = ntrace};
+	sh.db = slow_repo_wrap(&slow, inner, cfg->delay_us);
+	aside_cache *cache = NULL;
+	aside_error err;
+	if (mode == M_ASIDE) {
+		if (aside_cache_open(cfg->cache_url, &cache, &err) != ASIDE_OK) {
+			fprintf(stderr, "aside bench: %s\n", err.message);
+			return 1;
+		}
+		sh.svc = user_service_new(sh.db, cache);
+	} else if (mode == M_NAIVE) {
+		sh.naive = naive_new(cfg->users);
+	}
+	struct worker *w = calloc((size_t)cfg->threads, sizeof(*w));
+	pthread_t *t = calloc((size_t)cfg->threads, sizeof(*t));
+	int64_t start = mono_us();
+	for (long i = 0; i < cfg->threads; i++) {
+		w[i] = (struct worker){.sh = &sh, .id = (int)i};
+		pthread_create(&t[i], NULL, work, &w[i]);
+	}
+	bool tty = isatty(2);
+	uint64_t last_ops = 0, last_gets = 0;
+	for (int sec = 1; sec <= (int)ceil(cfg->seconds); sec++) {
+		int64_t until = start + (int64_t)(fmin(sec, cfg->seconds) * 1e6);
+		int64_t now = mono_us();
+		if (until > now)
+			usleep((useconds_t)(until - now));
+		uint64_t ops = atomic_load(&sh.ops);
+		uint64_t gets = atomic_load(&slow.gets);
+		if (series)
+			fprintf(series, "%s,%d,%llu,%llu\n", mode_names[mode],
+				sec, (unsigned long long)(ops - last_ops),
+				(unsigned long long)(gets - last_gets));
+		if (tty)
+			fprintf(stderr, "\r%-8s %3d/%.0fs %10.0f ops/s %8llu db reads/s ",
+				mode_names[mode], sec, cfg->seconds,
+				(double)(ops - last_ops),
+				(unsigned long long)(gets - last_gets));
+		last_ops = ops;
+		last_gets = gets;
+	}
+	atomic_store(&sh.stop, 1);
+	for (long i = 0; i < cfg->threads; i++)
+		pthread_join(t[i], NULL);
+	double secs = (double)(mono_us() - start) / 1e6;
+	if (tty)
+		fprintf(stderr, "\r%60s\r", "");
+
+	uint64_t hist[ASIDE_HIST_BUCKETS] = {0};
+	for (long i = 0; i < cfg->threads; i++)
+		for (int b = 0; b < ASIDE_HIST_BUCKETS; b++)
+			hist[b] += w[i].hist[b];
+	memset(res, 0, sizeof(*res));
+	res->ops = atomic_load(&sh.ops);
+	res->reads = atomic_load(&sh.reads);
+	res->errors = atomic_load(&sh.errors);
+	res->db_reads = atomic_load(&slow.gets);
+	res->ops_s = (double)res->ops / secs;
+	res->p50 = aside_hist_quantile(hist, 0.50);
+	res->p99 = aside_hist_quantile(hist, 0.99);
+	res->p999 = aside_hist_quantile(hist, 0.999);
+	int status = 0;
+	if (mode == M_ASIDE) {
+		aside_metrics m;
+		aside_cache_metrics(cache, &m);
+		res->hits = m.hits;
+		res->misses = m.misses;
+		res->loads = m.loads;
+		res->waiters = m.loads ? (double)m.shared_loads / (double)m.loads
+				       : 0;
+		/* The figures must add up, or the report is wrong. */
+		if (m.hits + m.misses != res->reads ||
+		    m.loads != res->db_reads ||
+		    m.loads + m.shared_loads + m.wait_timeouts != m.misses) {
+			fprintf(stderr,
+				"aside bench: counts disagree: hits %llu + misses "
+				"%llu vs reads %llu; loads %llu vs db reads %llu\n",
+				(unsigned long long)m.hits,
+				(unsigned long long)m.misses,
+				(unsigned long long)res->reads,
+				(unsigned long long)m.loads,
+				(unsigned long long)res->db_reads);
+			status = 1;
+		}
+	} else if (mode == M_NAIVE) {
+		res->hits = atomic_load(&sh.naive_hits);
+		res->misses = atomic_load(&sh.naive_misses);
+		res->loads = res->misses;
+		if (res->hits + res->misses != res->reads ||
+		    res->misses != res->db_reads) {
+			fprintf(stderr, "aside bench: naive counts disagree\n");
+			status = 1;
+		}
+	} else {
+		res->misses = res->loads = res->reads;
+		if (res->db_reads != res->reads) {
+			fprintf(stderr, "aside bench: nocache counts disagree\n");
+			status = 1;
+		}
+	}
+	res->hit_ratio = res->reads ? (double)res->hits / (double)res->reads : 0;
+	res->db_per_1000 =
+		res->ops ? 1000.0 * (double)res->db_reads / (double)res->ops : 0;
+	user_service_free(sh.svc);
+	aside_cache_close(cache);
+	if (sh.naive)
+		naive_free(sh.naive);
+	free(w);
+	free(t);
+	return status;
+}
+
+/* ---- setup -------------------------------------------------------------- */
+
+static uint32_t *load_trace(const char *path, size_t *n)
+{
+	gzFile in = gzopen(path, "rb");
+	if (!in)
+		return NULL;
+	size_t cap = 1 << 16;
+	uint32_t *keys = malloc(cap * sizeof(*keys));
+	char line[64];
+	*n = 0;
+	while (keys && gzgets(in, line, sizeof(line))) {
+		if (*n == cap) {
+			uint32_t *k = realloc(keys, 2 * cap * sizeof(*keys));
+			if (!k) {
+				free(keys);
+				keys = NULL;
+				break;
+			}
+			keys = k;
+			cap *= 2;
+		}
+		keys[(*n)++] = (uint32_t)strtoul(line, NULL, 10);
+	}
+	gzclose(in);
+	return keys;
+}
+
+/* Fills the database with users 1..N (ids are assigned in order). */
+static int populate(user_repo db, long n)
+{
+	user probe;
+	if (db.ops->get(db.self, n, &probe) == ASIDE_OK)
+		return 0; /* already there */
+	for (long i = 1; i <= n; i++) {
+		user u;
+		memset(&u, 0, sizeof(u));
+		snprintf(u.name, sizeof(u.name), "User %ld", i);
+		snprintf(u.email, sizeof(u.email), "user%ld@example.com", i);
+		if (db.ops->create(db.self, &u) != ASIDE_OK) {
+			fprintf(stderr, "aside bench: could not create users\n");
+			return 1;
+		}
+		if (u.id != i) {
+			fprintf(stderr,
+				"aside bench: the database already has other "
+				"users; give an empty one\n");
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: aside bench [OPTIONS]\n"
+		"  --users N          users in the database (default 100000)\n"
+		"  --theta T          Zipf skew of the key popularity (default "
+		"0.99)\n"
+		"  --trace FILE       take keys from a trace (plain or .gz) "
+		"instead: key %% N + 1\n"
+		"  --read-pct P       reads in percent, the rest updates "
+		"(default 95)\n"
+		"  --threads N        client threads (default 2)\n"
+		"  --duration-s S     seconds per mode (default 10)\n"
+		"  --db-delay-us D    added to each database read (default 0)\n"
+		"  --db URL           database (default: a new SQLite file in "
+		"a temporary directory)\n"
+		"  --cache URL        aside's cache (default mem://, 100000 "
+		"entries)\n"
+		"  --modes LIST       any of nocache,naive,aside (default all)\n"
+		"  --csv DIR          write summary.csv and series.csv there\n");
+}
+
+int app_bench(int argc, char **argv)
+{
+	struct config cfg = {.users = 100000,
+			     .threads = 2,
+			     .read_pct = 95,
+			     .theta = 0.99,
+			     .seconds = 10,
+			     .cache_url = "mem://",
+			     .modes = {true, true, true}};
+	static const struct option opts[] = {
+		{"users", required_argument, NULL, 'u'},
+		{"theta", required_argument, NULL, 'z'},
+		{"trace", required_argument, NULL, 'f'},
+		{"read-pct", required_argument, NULL, 'r'},
+		{"threads", required_argument, NULL, 't'},
+		{"duration-s", required_argument, NULL, 's'},
+		{"db-delay-us", required_argument, NULL, 'D'},
+		{"db", required_argument, NULL, 'd'},
+		{"cache", required_argument, NULL, 'c'},
+		{"modes", required_argument, NULL, 'm'},
+		{"csv", required_argument, NULL, 'o'},
+		{"help", no_argument, NULL, 'h'},
+		{0, 0, 0, 0},
+	};
+	int o;
+	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (o) {
+		case 'u': cfg.users = atol(optarg); break;
+		case 'z': cfg.theta = atof(optarg); break;
+		case 'f': cfg.trace = optarg; break;
+		case 'r': cfg.read_pct = atol(optarg); break;
+		case 't': cfg.threads = atol(optarg); break;
+		case 's': cfg.seconds = atof(optarg); break;
+		case 'D': cfg.delay_us = atol(optarg); break;
+		case 'd': cfg.db_url = optarg; break;
+		case 'c': cfg.cache_url = optarg; break;
+		case 'o': cfg.csv_dir = optarg; break;
+		case 'm':
+			memset(cfg.modes, 0, sizeof(cfg.modes));
+			for (int i = 0; i < NMODES; i++)
+				cfg.modes[i] = strstr(optarg, mode_names[i]) != NULL;
+			break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (cfg.users < 1 || cfg.users > 100000000 || cfg.threads < 1 ||
+	    cfg.threads > 1024 || cfg.read_pct < 0 || cfg.read_pct > 100 ||
+	    cfg.seconds <= 0 || cfg.theta <= 0 || cfg.theta >= 1 ||
+	    cfg.delay_us < 0) {
+		fprintf(stderr, "aside bench: an option is out of range\n");
+		usage(stderr);
+		return 2;
+	}
+
+	char dir[] = "/tmp/aside-bench-XXXXXX", url[96];
+	bool own_db = !cfg.db_url;
+	if (own_db) {
+		if (!mkdtemp(dir)) {
+			perror("aside bench");
+			return 1;
+		}
+		snprintf(url, sizeof(url), "sqlite:%s/users.db", dir);
+		cfg.db_url = url;
+	}
+	size_t ntrace = 0;
+	uint32_t *trace = NULL;
+	if (cfg.trace && !(trace = load_trace(cfg.trace, &ntrace))) {
+		fprintf(stderr, "aside bench: cannot read %s\n", cfg.trace);
+		return 1;
+	}
+	user_repo db;
+	aside_error err;
+	int status = 1;
+	if (user_repo_open(cfg.db_url, &db, &err) != ASIDE_OK) {
+		fprintf(stderr, "aside bench: %s\n", err.message);
+		goto out;
+	}
+	fprintf(stderr, "aside bench: %ld users in %s...\n", cfg.users,
+		cfg.db_url);
+	if (populate(db, cfg.users) != 0)
+		goto out_db;
+	struct zipf z;
+	zipf_init(&z, cfg.users, cfg.theta);
+
+	FILE *summary = NULL, *series = NULL;
+	if (cfg.csv_dir) {
+		char p[512];
+		mkdir(cfg.csv_dir, 0755);
+		snprintf(p, sizeof(p), "%s/summary.csv", cfg.csv_dir);
+		summary = fopen(p, "w");
+		snprintf(p, sizeof(p), "%s/series.csv", cfg.csv_dir);
+		series = fopen(p, "w");
+		if (!summary || !series) {
+			fprintf(stderr, "aside bench: cannot write to %s\n",
+				cfg.csv_dir);
+			goto out_db;
+		}
+		fprintf(summary, "mode,ops,ops_per_s,p50_us,p99_us,p999_us,"
+				 "hit_ratio,db_reads_per_1000,waiters_per_load,"
+				 "errors\n");
+		fprintf(series, "mode,second,ops,db_reads\n");
+	}
+	printf("keys: %s; %ld%% reads; %ld threads; %.0f s a mode; database "
+	       "reads +%ld us\n",
+	       cfg.trace ? cfg.trace : "zipf", cfg.read_pct, cfg.threads,
+	       cfg.seconds, cfg.delay_us);
+	if (!cfg.trace)
+		printf("zipf theta %.2f over %ld users\n", cfg.theta, cfg.users);
+	printf("\n%-8s %12s %10s %10s %10s %9s %11s %9s %7s\n", "mode",
+	       "ops/s", "p50 us", "p99 us", "p99.9 us", "hit ratio",
+	       "db/1000 req", "waiters", "errors");
+	status = 0;
+	for (int m = 0; m < NMODES; m++) {
+		if (!cfg.modes[m])
+			continue;
+		struct result r = {0};
+		if (run_mode(&cfg, (enum mode)m, db, &z, trace, ntrace, series,
+			     &r) != 0) {
+			status = 1;
+			break;
+		}
+		printf("%-8s %12.0f %10.1f %10.1f %10.1f %9.4f %11.1f %9.2f "
+		       "%7llu\n",
+		       mode_names[m], r.ops_s, r.p50, r.p99, r.p999,
+		       r.hit_ratio, r.db_per_1000, r.waiters,
+		       (unsigned long long)r.errors);
+		fflush(stdout);
+		if (summary)
+			fprintf(summary, "%s,%llu,%.0f,%.1f,%.1f,%.1f,%.4f,%.1f,"
+					 "%.2f,%llu\n",
+				mode_names[m], (unsigned long long)r.ops, r.ops_s,
+				r.p50, r.p99, r.p999, r.hit_ratio, r.db_per_1000,
+				r.waiters, (unsigned long long)r.errors);
+	}
+	if (summary)
+		fclose(summary);
+	if (series)
+		fclose(series);
+out_db:
+	user_repo_close(&db);
+out:
+	free(trace);
+	if (own_db) {
+		char f[128];
+		const char *sfx[] = {"", "-wal", "-shm"};
+		for (int i = 0; i < 3; i++) {
+			snprintf(f, sizeof(f), "%s/users.db%s", dir, sfx[i]);
+			unlink(f);
+		}
+		rmdir(dir);
+	}
+	return status;
+}

@@ -1,0 +1,33 @@
+#!/bin/sh
+# aside bench on a small input: every mode runs, the figures add up (the
+# bench checks hits + misses = reads and loads = database reads itself and
+# fails otherwise), and the CSV says what the table says.
+#   run.sh ASIDE_BINARY
+set -eu
+aside=$1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "bench test: $*" >&2; exit 1; }
+
+"$aside" bench --users 500 --duration-s 0.5 --threads 2 --csv "$tmp/csv" >"$tmp/out" 2>"$tmp/err" ||
+	fail "exit $?: $(cat "$tmp/err")"
+for m in nocache naive aside; do
+	grep -q "^$m " "$tmp/out" || fail "no $m row in: $(cat "$tmp/out")"
+	grep -q "^$m," "$tmp/csv/summary.csv" || fail "no $m row in summary.csv"
+	grep -q "^$m,1," "$tmp/csv/series.csv" || fail "no $m series"
+done
+# No cache: every read is a database read; no hits, no errors.
+awk -F, '$1=="nocache" && ($7 != "0.0000" || $10 != 0) {exit 1}' "$tmp/csv/summary.csv" ||
+	fail "nocache: $(grep nocache "$tmp/csv/summary.csv")"
+# The caches hit, and make fewer database reads than no cache.
+awk -F, 'NR>1 {r[$1]=$8; h[$1]=$7; e[$1]=$10}
+	END {exit !(h["aside"] > 0.5 && h["naive"] > 0.5 && r["aside"] < r["nocache"] &&
+	            e["aside"] == 0 && e["naive"] == 0)}' "$tmp/csv/summary.csv" ||
+	fail "$(cat "$tmp/csv/summary.csv")"
+
+# A trace drives it too, and bad options are refused.
+seq 1 200 | gzip >"$tmp/t.gz"
+"$aside" bench --users 100 --duration-s 0.3 --modes aside --trace "$tmp/t.gz" >/dev/null 2>&1 ||
+	fail "trace run failed"
+if "$aside" bench --read-pct 101 >/dev/null 2>&1; then fail "accepted --read-pct 101"; fi
+echo "bench test: ok"
