@@ -9,6 +9,7 @@
 #include "app.h"
 
 #include <aside/users.h>
+#include <curl/curl.h>
 #include <getopt.h>
 #include <math.h>
 #include <pthread.h>
@@ -21,13 +22,14 @@
 #include <unistd.h>
 #include <zlib.h>
 
-enum mode { M_NOCACHE, M_NAIVE, M_ASIDE, NMODES };
-static const char *const mode_names[NMODES] = {"nocache", "naive", "aside"};
+enum mode { M_NOCACHE, M_NAIVE, M_ASIDE, M_HTTP, NMODES };
+static const char *const mode_names[NMODES] = {"nocache", "naive", "aside",
+					       "http"};
 
 struct config {
 	long users, threads, read_pct, delay_us;
 	double theta, seconds;
-	const char *db_url, *cache_url, *trace, *csv_dir;
+	const char *db_url, *cache_url, *trace, *csv_dir, *http;
 	bool modes[NMODES];
 };
 
@@ -93,7 +95,7 @@ static struct naive *naive_new(long users)
 	for (int i = 0; i < NAIVE_STRIPES; i++) {
 		pthread_mutex_init(&n->stripe[i].lock, NULL);
 		n->stripe[i].buckets =
-			calloc((size_t)n->nbuckets, sizeof(struct naive_entry *));
+		    calloc((size_t)n->nbuckets, sizeof(struct naive_entry *));
 	}
 	return n;
 }
@@ -102,7 +104,8 @@ static void naive_free(struct naive *n)
 {
 	for (int i = 0; i < NAIVE_STRIPES; i++) {
 		for (long b = 0; b < n->nbuckets; b++)
-			for (struct naive_entry *e = n->stripe[i].buckets[b], *x;
+			for (struct naive_entry *e = n->stripe[i].buckets[b],
+						*x;
 			     e; e = x) {
 				x = e->next;
 				free(e);
@@ -175,7 +178,40 @@ struct worker {
 	struct shared *sh;
 	int id;
 	uint64_t hist[ASIDE_HIST_BUCKETS];
+	CURL *curl; /* http mode: one keep-alive connection a thread */
+	struct curl_slist *headers;
 };
+
+static size_t discard(char *p, size_t size, size_t n, void *arg)
+{
+	(void)p;
+	(void)arg;
+	return size * n;
+}
+
+/* One request to aside serve; ASIDE_OK for 2xx, else an error status. */
+static int http_op(struct worker *w, const char *base, bool read, const user *u)
+{
+	char url[256], body[600];
+	snprintf(url, sizeof(url), "%s/users/%lld", base, (long long)u->id);
+	CURL *c = w->curl;
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	if (read) {
+		curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+	} else {
+		snprintf(body, sizeof(body),
+			 "{\"name\":\"%s\",\"email\":\"%s\"}", u->name,
+			 u->email);
+		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "PUT");
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+	}
+	long code = 0;
+	CURLcode rc = curl_easy_perform(c);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, NULL);
+	return rc == CURLE_OK && code / 100 == 2 ? ASIDE_OK
+						 : ASIDE_EUNAVAILABLE;
+}
 
 static int64_t mono_us(void)
 {
@@ -205,7 +241,19 @@ static void *work(void *arg)
 		bool read = (long)(rng(&s) % 100) < cfg->read_pct;
 		int64_t t0 = mono_us();
 		int rc = ASIDE_OK;
-		if (read) {
+		if (sh->mode == M_HTTP) {
+			memset(&u, 0, sizeof(u));
+			u.id = id;
+			snprintf(u.name, sizeof(u.name), "User %lld v%llu",
+				 (long long)id,
+				 (unsigned long long)(rng(&s) % 1000));
+			snprintf(u.email, sizeof(u.email),
+				 "user%lld@example.com", (long long)id);
+			if (read)
+				atomic_fetch_add_explicit(&sh->reads, 1,
+							  memory_order_relaxed);
+			rc = http_op(w, cfg->http, read, &u);
+		} else if (read) {
 			atomic_fetch_add_explicit(&sh->reads, 1,
 						  memory_order_relaxed);
 			if (sh->mode == M_ASIDE) {
@@ -218,8 +266,8 @@ static void *work(void *arg)
 				rc = sh->db.ops->get(sh->db.self, id, &u);
 				if (sh->mode == M_NAIVE) {
 					atomic_fetch_add_explicit(
-						&sh->naive_misses, 1,
-						memory_order_relaxed);
+					    &sh->naive_misses, 1,
+					    memory_order_relaxed);
 					if (rc == ASIDE_OK)
 						naive_set(sh->naive, &u, false);
 				}
@@ -228,9 +276,10 @@ static void *work(void *arg)
 			memset(&u, 0, sizeof(u));
 			u.id = id;
 			snprintf(u.name, sizeof(u.name), "User %lld v%llu",
-				 (long long)id, (unsigned long long)(rng(&s) % 1000));
-			snprintf(u.email, sizeof(u.email), "user%lld@example.com",
-				 (long long)id);
+				 (long long)id,
+				 (unsigned long long)(rng(&s) % 1000));
+			snprintf(u.email, sizeof(u.email),
+				 "user%lld@example.com", (long long)id);
 			if (sh->mode == M_ASIDE) {
 				rc = user_service_update(sh->svc, &u);
 			} else {
@@ -248,7 +297,103 @@ static void *work(void *arg)
 	return NULL;
 }
 
+struct body {
+	char *p;
+	size_t len;
+};
+
+static size_t keep(char *p, size_t size, size_t n, void *arg)
+{
+	struct body *b = arg;
+	size_t k = size * n;
+	char *q = realloc(b->p, b->len + k + 1);
+	if (!q)
+		return 0;
+	memcpy(q + b->len, p, k);
+	b->p = q;
+	b->len += k;
+	b->p[b->len] = '\0';
+	return k;
+}
+
+/* The server's counters: hits (first tier), misses, loads, shared loads. */
+static bool scrape(const char *base, double v[4])
+{
+	struct body b = {0};
+	char url[256];
+	snprintf(url, sizeof(url), "%s/metrics", base);
+	CURL *c = curl_easy_init();
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, keep);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+	bool ok = curl_easy_perform(c) == CURLE_OK && b.p;
+	curl_easy_cleanup(c);
+	const char *names[] = {
+	    "aside_cache_hits_total{tier=\"1\"", "\naside_cache_misses_total ",
+	    "\naside_db_loads_total ", "\naside_shared_loads_total "};
+	for (int i = 0; ok && i < 4; i++) {
+		const char *at = strstr(b.p, names[i]);
+		if (!at) {
+			ok = false;
+			break;
+		}
+		at += strlen(names[i]);
+		if (i == 0)
+			at = strchr(at, '}') + 1;
+		v[i] = atof(at);
+	}
+	free(b.p);
+	return ok;
+}
+
+/* Creates users 1..N through the API, unless the last one is there. */
+static int http_populate(const char *base, long n)
+{
+	char url[256];
+	snprintf(url, sizeof(url), "%s/users/%ld", base, n);
+	CURL *c = curl_easy_init();
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+	long code = 0;
+	if (curl_easy_perform(c) != CURLE_OK) {
+		fprintf(stderr, "aside bench: %s does not answer\n", base);
+		curl_easy_cleanup(c);
+		return 1;
+	}
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+	int status = 0;
+	if (code == 404) {
+		struct curl_slist *h =
+		    curl_slist_append(NULL, "Content-Type: application/json");
+		snprintf(url, sizeof(url), "%s/users", base);
+		curl_easy_setopt(c, CURLOPT_URL, url);
+		curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+		for (long i = 1; i <= n && status == 0; i++) {
+			char body[160];
+			snprintf(body, sizeof(body),
+				 "{\"name\":\"User %ld\",\"email\":"
+				 "\"user%ld@example.com\"}",
+				 i, i);
+			curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+			if (curl_easy_perform(c) != CURLE_OK)
+				status = 1;
+			curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+			if (code != 201)
+				status = 1;
+		}
+		curl_slist_free_all(h);
+		if (status)
+			fprintf(stderr,
+				"aside bench: could not create users "
+				"through %s\n",
+				base);
+	}
+	curl_easy_cleanup(c);
+	return status;
+}
+
 struct result {
+	uint64_t hist[ASIDE_HIST_BUCKETS];
 	double ops_s, p50, p99, p999, hit_ratio, db_per_1000, waiters;
 	uint64_t ops, reads, errors, db_reads, hits, misses, loads;
 };
@@ -258,13 +403,17 @@ static int run_mode(const struct config *cfg, enum mode mode, user_repo inner,
 		    FILE *series, struct result *res)
 {
 	struct slow_repo slow;
-	struct shared sh = {.cfg = cfg, .mode = mode, .zipf = z,
-			    .trace = trace, .ntrace = ntrace};
+	struct shared sh = {.cfg = cfg,
+			    .mode = mode,
+			    .zipf = z,
+			    .trace = trace,
+			    .ntrace = ntrace};
 	sh.db = slow_repo_wrap(&slow, inner, cfg->delay_us);
 	aside_cache *cache = NULL;
 	aside_error err;
 	if (mode == M_ASIDE) {
-		if (aside_cache_open(cfg->cache_url, &cache, &err) != ASIDE_OK) {
+		if (aside_cache_open(cfg->cache_url, &cache, &err) !=
+		    ASIDE_OK) {
 			fprintf(stderr, "aside bench: %s\n", err.message);
 			return 1;
 		}
@@ -274,15 +423,33 @@ static int run_mode(const struct config *cfg, enum mode mode, user_repo inner,
 	}
 	struct worker *w = calloc((size_t)cfg->threads, sizeof(*w));
 	pthread_t *t = calloc((size_t)cfg->threads, sizeof(*t));
+	double before[4] = {0}, after[4] = {0};
+	if (mode == M_HTTP && !scrape(cfg->http, before)) {
+		fprintf(stderr, "aside bench: no metrics from %s\n", cfg->http);
+		free(w);
+		free(t);
+		return 1;
+	}
 	int64_t start = mono_us();
 	for (long i = 0; i < cfg->threads; i++) {
 		w[i] = (struct worker){.sh = &sh, .id = (int)i};
+		if (mode == M_HTTP) {
+			w[i].curl = curl_easy_init();
+			curl_easy_setopt(w[i].curl, CURLOPT_WRITEFUNCTION,
+					 discard);
+			curl_easy_setopt(w[i].curl, CURLOPT_TIMEOUT, 30L);
+			w[i].headers = curl_slist_append(
+			    NULL, "Content-Type: application/json");
+			curl_easy_setopt(w[i].curl, CURLOPT_HTTPHEADER,
+					 w[i].headers);
+		}
 		pthread_create(&t[i], NULL, work, &w[i]);
 	}
 	bool tty = isatty(2);
 	uint64_t last_ops = 0, last_gets = 0;
 	for (int sec = 1; sec <= (int)ceil(cfg->seconds); sec++) {
-		int64_t until = start + (int64_t)(fmin(sec, cfg->seconds) * 1e6);
+		int64_t until =
+		    start + (int64_t)(fmin(sec, cfg->seconds) * 1e6);
 		int64_t now = mono_us();
 		if (until > now)
 			usleep((useconds_t)(until - now));
@@ -293,10 +460,12 @@ static int run_mode(const struct config *cfg, enum mode mode, user_repo inner,
 				sec, (unsigned long long)(ops - last_ops),
 				(unsigned long long)(gets - last_gets));
 		if (tty)
-			fprintf(stderr, "\r%-8s %3d/%.0fs %10.0f ops/s %8llu db reads/s ",
-				mode_names[mode], sec, cfg->seconds,
-				(double)(ops - last_ops),
-				(unsigned long long)(gets - last_gets));
+			fprintf(
+			    stderr,
+			    "\r%-8s %3d/%.0fs %10.0f ops/s %8llu db reads/s ",
+			    mode_names[mode], sec, cfg->seconds,
+			    (double)(ops - last_ops),
+			    (unsigned long long)(gets - last_gets));
 		last_ops = ops;
 		last_gets = gets;
 	}
@@ -308,10 +477,15 @@ static int run_mode(const struct config *cfg, enum mode mode, user_repo inner,
 		fprintf(stderr, "\r%60s\r", "");
 
 	uint64_t hist[ASIDE_HIST_BUCKETS] = {0};
-	for (long i = 0; i < cfg->threads; i++)
+	for (long i = 0; i < cfg->threads; i++) {
 		for (int b = 0; b < ASIDE_HIST_BUCKETS; b++)
 			hist[b] += w[i].hist[b];
+		if (w[i].curl)
+			curl_easy_cleanup(w[i].curl);
+		curl_slist_free_all(w[i].headers);
+	}
 	memset(res, 0, sizeof(*res));
+	memcpy(res->hist, hist, sizeof(hist));
 	res->ops = atomic_load(&sh.ops);
 	res->reads = atomic_load(&sh.reads);
 	res->errors = atomic_load(&sh.errors);
@@ -327,22 +501,35 @@ static int run_mode(const struct config *cfg, enum mode mode, user_repo inner,
 		res->hits = m.hits;
 		res->misses = m.misses;
 		res->loads = m.loads;
-		res->waiters = m.loads ? (double)m.shared_loads / (double)m.loads
-				       : 0;
+		res->waiters =
+		    m.loads ? (double)m.shared_loads / (double)m.loads : 0;
 		/* The figures must add up, or the report is wrong. */
 		if (m.hits + m.misses != res->reads ||
 		    m.loads != res->db_reads ||
 		    m.loads + m.shared_loads + m.wait_timeouts != m.misses) {
-			fprintf(stderr,
-				"aside bench: counts disagree: hits %llu + misses "
-				"%llu vs reads %llu; loads %llu vs db reads %llu\n",
-				(unsigned long long)m.hits,
-				(unsigned long long)m.misses,
-				(unsigned long long)res->reads,
-				(unsigned long long)m.loads,
-				(unsigned long long)res->db_reads);
+			fprintf(
+			    stderr,
+			    "aside bench: counts disagree: hits %llu + misses "
+			    "%llu vs reads %llu; loads %llu vs db reads %llu\n",
+			    (unsigned long long)m.hits,
+			    (unsigned long long)m.misses,
+			    (unsigned long long)res->reads,
+			    (unsigned long long)m.loads,
+			    (unsigned long long)res->db_reads);
 			status = 1;
 		}
+	} else if (mode == M_HTTP) {
+		if (!scrape(cfg->http, after)) {
+			fprintf(stderr, "aside bench: no metrics from %s\n",
+				cfg->http);
+			status = 1;
+		}
+		res->hits = (uint64_t)(after[0] - before[0]);
+		res->misses = (uint64_t)(after[1] - before[1]);
+		res->loads = res->db_reads = (uint64_t)(after[2] - before[2]);
+		res->waiters = res->loads
+				   ? (after[3] - before[3]) / (double)res->loads
+				   : 0;
 	} else if (mode == M_NAIVE) {
 		res->hits = atomic_load(&sh.naive_hits);
 		res->misses = atomic_load(&sh.naive_misses);
@@ -355,13 +542,15 @@ static int run_mode(const struct config *cfg, enum mode mode, user_repo inner,
 	} else {
 		res->misses = res->loads = res->reads;
 		if (res->db_reads != res->reads) {
-			fprintf(stderr, "aside bench: nocache counts disagree\n");
+			fprintf(stderr,
+				"aside bench: nocache counts disagree\n");
 			status = 1;
 		}
 	}
-	res->hit_ratio = res->reads ? (double)res->hits / (double)res->reads : 0;
+	res->hit_ratio =
+	    res->reads ? (double)res->hits / (double)res->reads : 0;
 	res->db_per_1000 =
-		res->ops ? 1000.0 * (double)res->db_reads / (double)res->ops : 0;
+	    res->ops ? 1000.0 * (double)res->db_reads / (double)res->ops : 0;
 	user_service_free(sh.svc);
 	aside_cache_close(cache);
 	if (sh.naive)
@@ -411,7 +600,8 @@ static int populate(user_repo db, long n)
 		snprintf(u.name, sizeof(u.name), "User %ld", i);
 		snprintf(u.email, sizeof(u.email), "user%ld@example.com", i);
 		if (db.ops->create(db.self, &u) != ASIDE_OK) {
-			fprintf(stderr, "aside bench: could not create users\n");
+			fprintf(stderr,
+				"aside bench: could not create users\n");
 			return 1;
 		}
 		if (u.id != i) {
@@ -424,26 +614,82 @@ static int populate(user_repo db, long n)
 	return 0;
 }
 
+/*
+ * PNG charts of the CSV files with gnuplot, when it is installed
+ * (scripts/bootstrap bench): the latency distribution of each mode, and
+ * requests and database reads per second over the run.
+ */
+static void charts(const char *dir)
+{
+	if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
+		fprintf(stderr, "aside bench: no gnuplot, no charts "
+				"(scripts/bootstrap bench installs it)\n");
+		return;
+	}
+	char path[512];
+	snprintf(path, sizeof(path), "%s/charts.gp", dir);
+	FILE *f = fopen(path, "w");
+	if (!f)
+		return;
+	fprintf(
+	    f,
+	    "set datafile separator ','\n"
+	    "set terminal png size 900,500\n"
+	    "set key top left\n"
+	    "modes = system(\"tail -n +2 '%s/summary.csv' | cut -d, -f1\")\n"
+	    "set output '%s/latency.png'\n"
+	    "set title 'Latency distribution'\n"
+	    "set logscale x\nset xlabel 'latency (us)'\n"
+	    "set ylabel 'fraction of requests at most this slow'\n"
+	    "plot for [m in modes] '%s/latency.csv' using "
+	    "(strcol(1) eq m ? $2 : NaN):3 with lines lw 2 title m\n"
+	    "unset logscale x\n"
+	    "set output '%s/series.png'\n"
+	    "set title 'Requests and database reads per second'\n"
+	    "set xlabel 'second'\nset ylabel 'per second'\n"
+	    "plot for [m in modes] '%s/series.csv' using "
+	    "(strcol(1) eq m ? $2 : NaN):3 with linespoints title m.' "
+	    "requests', "
+	    "for [m in modes] '%s/series.csv' using "
+	    "(strcol(1) eq m ? $2 : NaN):4 with lines dt 2 title m.' db "
+	    "reads'\n",
+	    dir, dir, dir, dir, dir, dir);
+	fclose(f);
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "gnuplot '%s' 2>&1", path);
+	if (system(cmd) == 0)
+		fprintf(stderr,
+			"aside bench: charts in %s/latency.png and "
+			"%s/series.png\n",
+			dir, dir);
+}
+
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: aside bench [OPTIONS]\n"
-		"  --users N          users in the database (default 100000)\n"
-		"  --theta T          Zipf skew of the key popularity (default "
-		"0.99)\n"
-		"  --trace FILE       take keys from a trace (plain or .gz) "
-		"instead: key %% N + 1\n"
-		"  --read-pct P       reads in percent, the rest updates "
-		"(default 95)\n"
-		"  --threads N        client threads (default 2)\n"
-		"  --duration-s S     seconds per mode (default 10)\n"
-		"  --db-delay-us D    added to each database read (default 0)\n"
-		"  --db URL           database (default: a new SQLite file in "
-		"a temporary directory)\n"
-		"  --cache URL        aside's cache (default mem://, 100000 "
-		"entries)\n"
-		"  --modes LIST       any of nocache,naive,aside (default all)\n"
-		"  --csv DIR          write summary.csv and series.csv there\n");
+	fprintf(
+	    f,
+	    "usage: aside bench [OPTIONS]\n"
+	    "  --users N          users in the database (default 100000)\n"
+	    "  --theta T          Zipf skew of the key popularity (default "
+	    "0.99)\n"
+	    "  --trace FILE       take keys from a trace (plain or .gz) "
+	    "instead: key %% N + 1\n"
+	    "  --read-pct P       reads in percent, the rest updates "
+	    "(default 95)\n"
+	    "  --threads N        client threads (default 2)\n"
+	    "  --duration-s S     seconds per mode (default 10)\n"
+	    "  --db-delay-us D    added to each database read (default 0)\n"
+	    "  --db URL           database (default: a new SQLite file in "
+	    "a temporary directory)\n"
+	    "  --cache URL        aside's cache (default mem://, 100000 "
+	    "entries)\n"
+	    "  --modes LIST       any of nocache,naive,aside (default all)\n"
+	    "  --csv DIR          write summary.csv, series.csv, latency.csv "
+	    "and (with gnuplot) PNG charts there\n"
+	    "  --http URL         drive aside serve at URL instead (GET and "
+	    "PUT /users/{id};\n"
+	    "                     creates the users first if the server "
+	    "has none)\n");
 }
 
 int app_bench(int argc, char **argv)
@@ -454,42 +700,71 @@ int app_bench(int argc, char **argv)
 			     .theta = 0.99,
 			     .seconds = 10,
 			     .cache_url = "mem://",
-			     .modes = {true, true, true}};
+			     .modes = {true, true, true, false}};
 	static const struct option opts[] = {
-		{"users", required_argument, NULL, 'u'},
-		{"theta", required_argument, NULL, 'z'},
-		{"trace", required_argument, NULL, 'f'},
-		{"read-pct", required_argument, NULL, 'r'},
-		{"threads", required_argument, NULL, 't'},
-		{"duration-s", required_argument, NULL, 's'},
-		{"db-delay-us", required_argument, NULL, 'D'},
-		{"db", required_argument, NULL, 'd'},
-		{"cache", required_argument, NULL, 'c'},
-		{"modes", required_argument, NULL, 'm'},
-		{"csv", required_argument, NULL, 'o'},
-		{"help", no_argument, NULL, 'h'},
-		{0, 0, 0, 0},
+	    {"users", required_argument, NULL, 'u'},
+	    {"theta", required_argument, NULL, 'z'},
+	    {"trace", required_argument, NULL, 'f'},
+	    {"read-pct", required_argument, NULL, 'r'},
+	    {"threads", required_argument, NULL, 't'},
+	    {"duration-s", required_argument, NULL, 's'},
+	    {"db-delay-us", required_argument, NULL, 'D'},
+	    {"db", required_argument, NULL, 'd'},
+	    {"cache", required_argument, NULL, 'c'},
+	    {"modes", required_argument, NULL, 'm'},
+	    {"csv", required_argument, NULL, 'o'},
+	    {"http", required_argument, NULL, 'H'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0, 0, 0, 0},
 	};
 	int o;
 	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (o) {
-		case 'u': cfg.users = atol(optarg); break;
-		case 'z': cfg.theta = atof(optarg); break;
-		case 'f': cfg.trace = optarg; break;
-		case 'r': cfg.read_pct = atol(optarg); break;
-		case 't': cfg.threads = atol(optarg); break;
-		case 's': cfg.seconds = atof(optarg); break;
-		case 'D': cfg.delay_us = atol(optarg); break;
-		case 'd': cfg.db_url = optarg; break;
-		case 'c': cfg.cache_url = optarg; break;
-		case 'o': cfg.csv_dir = optarg; break;
+		case 'u':
+			cfg.users = atol(optarg);
+			break;
+		case 'z':
+			cfg.theta = atof(optarg);
+			break;
+		case 'f':
+			cfg.trace = optarg;
+			break;
+		case 'r':
+			cfg.read_pct = atol(optarg);
+			break;
+		case 't':
+			cfg.threads = atol(optarg);
+			break;
+		case 's':
+			cfg.seconds = atof(optarg);
+			break;
+		case 'D':
+			cfg.delay_us = atol(optarg);
+			break;
+		case 'd':
+			cfg.db_url = optarg;
+			break;
+		case 'c':
+			cfg.cache_url = optarg;
+			break;
+		case 'o':
+			cfg.csv_dir = optarg;
+			break;
+		case 'H':
+			cfg.http = optarg;
+			break;
 		case 'm':
 			memset(cfg.modes, 0, sizeof(cfg.modes));
 			for (int i = 0; i < NMODES; i++)
-				cfg.modes[i] = strstr(optarg, mode_names[i]) != NULL;
+				cfg.modes[i] =
+				    strstr(optarg, mode_names[i]) != NULL;
 			break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
 		}
 	}
 	if (cfg.users < 1 || cfg.users > 100000000 || cfg.threads < 1 ||
@@ -502,7 +777,7 @@ int app_bench(int argc, char **argv)
 	}
 
 	char dir[] = "/tmp/aside-bench-XXXXXX", url[96];
-	bool own_db = !cfg.db_url;
+	bool own_db = !cfg.db_url && !cfg.http;
 	if (own_db) {
 		if (!mkdtemp(dir)) {
 			perror("aside bench");
@@ -517,21 +792,32 @@ int app_bench(int argc, char **argv)
 		fprintf(stderr, "aside bench: cannot read %s\n", cfg.trace);
 		return 1;
 	}
-	user_repo db;
+	user_repo db = {0};
 	aside_error err;
 	int status = 1;
-	if (user_repo_open(cfg.db_url, &db, &err) != ASIDE_OK) {
-		fprintf(stderr, "aside bench: %s\n", err.message);
-		goto out;
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	if (cfg.http) {
+		memset(cfg.modes, 0, sizeof(cfg.modes));
+		cfg.modes[M_HTTP] = true;
+		fprintf(stderr, "aside bench: %ld users through %s...\n",
+			cfg.users, cfg.http);
+		if (http_populate(cfg.http, cfg.users) != 0)
+			goto out;
+	} else {
+		cfg.modes[M_HTTP] = false;
+		if (user_repo_open(cfg.db_url, &db, &err) != ASIDE_OK) {
+			fprintf(stderr, "aside bench: %s\n", err.message);
+			goto out;
+		}
+		fprintf(stderr, "aside bench: %ld users in %s...\n", cfg.users,
+			cfg.db_url);
+		if (populate(db, cfg.users) != 0)
+			goto out_db;
 	}
-	fprintf(stderr, "aside bench: %ld users in %s...\n", cfg.users,
-		cfg.db_url);
-	if (populate(db, cfg.users) != 0)
-		goto out_db;
 	struct zipf z;
 	zipf_init(&z, cfg.users, cfg.theta);
 
-	FILE *summary = NULL, *series = NULL;
+	FILE *summary = NULL, *series = NULL, *latency = NULL;
 	if (cfg.csv_dir) {
 		char p[512];
 		mkdir(cfg.csv_dir, 0755);
@@ -539,7 +825,9 @@ int app_bench(int argc, char **argv)
 		summary = fopen(p, "w");
 		snprintf(p, sizeof(p), "%s/series.csv", cfg.csv_dir);
 		series = fopen(p, "w");
-		if (!summary || !series) {
+		snprintf(p, sizeof(p), "%s/latency.csv", cfg.csv_dir);
+		latency = fopen(p, "w");
+		if (!summary || !series || !latency) {
 			fprintf(stderr, "aside bench: cannot write to %s\n",
 				cfg.csv_dir);
 			goto out_db;
@@ -548,16 +836,18 @@ int app_bench(int argc, char **argv)
 				 "hit_ratio,db_reads_per_1000,waiters_per_load,"
 				 "errors\n");
 		fprintf(series, "mode,second,ops,db_reads\n");
+		fprintf(latency, "mode,us,cumulative_fraction\n");
 	}
 	printf("keys: %s; %ld%% reads; %ld threads; %.0f s a mode; database "
 	       "reads +%ld us\n",
 	       cfg.trace ? cfg.trace : "zipf", cfg.read_pct, cfg.threads,
 	       cfg.seconds, cfg.delay_us);
 	if (!cfg.trace)
-		printf("zipf theta %.2f over %ld users\n", cfg.theta, cfg.users);
-	printf("\n%-8s %12s %10s %10s %10s %9s %11s %9s %7s\n", "mode",
-	       "ops/s", "p50 us", "p99 us", "p99.9 us", "hit ratio",
-	       "db/1000 req", "waiters", "errors");
+		printf("zipf theta %.2f over %ld users\n", cfg.theta,
+		       cfg.users);
+	printf("\n%-8s %12s %10s %10s %10s %9s %11s %9s %7s\n", "mode", "ops/s",
+	       "p50 us", "p99 us", "p99.9 us", "hit ratio", "db/1000 req",
+	       "waiters", "errors");
 	status = 0;
 	for (int m = 0; m < NMODES; m++) {
 		if (!cfg.modes[m])
@@ -574,20 +864,42 @@ int app_bench(int argc, char **argv)
 		       r.hit_ratio, r.db_per_1000, r.waiters,
 		       (unsigned long long)r.errors);
 		fflush(stdout);
+		if (latency && r.ops) {
+			uint64_t cum = 0;
+			for (int b = 0; b < ASIDE_HIST_BUCKETS; b++) {
+				if (!r.hist[b])
+					continue;
+				cum += r.hist[b];
+				fprintf(
+				    latency, "%s,%llu,%.6f\n", mode_names[m],
+				    (unsigned long long)
+					aside_hist_bucket_low_us(
+					    b + 1 < ASIDE_HIST_BUCKETS ? b + 1
+								       : b),
+				    (double)cum / (double)r.ops);
+			}
+		}
 		if (summary)
-			fprintf(summary, "%s,%llu,%.0f,%.1f,%.1f,%.1f,%.4f,%.1f,"
-					 "%.2f,%llu\n",
-				mode_names[m], (unsigned long long)r.ops, r.ops_s,
-				r.p50, r.p99, r.p999, r.hit_ratio, r.db_per_1000,
-				r.waiters, (unsigned long long)r.errors);
+			fprintf(summary,
+				"%s,%llu,%.0f,%.1f,%.1f,%.1f,%.4f,%.1f,"
+				"%.2f,%llu\n",
+				mode_names[m], (unsigned long long)r.ops,
+				r.ops_s, r.p50, r.p99, r.p999, r.hit_ratio,
+				r.db_per_1000, r.waiters,
+				(unsigned long long)r.errors);
 	}
 	if (summary)
 		fclose(summary);
 	if (series)
 		fclose(series);
+	if (latency)
+		fclose(latency);
+	if (cfg.csv_dir && status == 0)
+		charts(cfg.csv_dir);
 out_db:
 	user_repo_close(&db);
 out:
+	curl_global_cleanup();
 	free(trace);
 	if (own_db) {
 		char f[128];

@@ -16,6 +16,11 @@ for m in nocache naive aside; do
 	grep -q "^$m," "$tmp/csv/summary.csv" || fail "no $m row in summary.csv"
 	grep -q "^$m,1," "$tmp/csv/series.csv" || fail "no $m series"
 done
+# The latency distribution ends at 1 for every mode.
+for m in nocache naive aside; do
+	tail_frac=$(grep "^$m," "$tmp/csv/latency.csv" | tail -n 1 | cut -d, -f3)
+	[ "$tail_frac" = "1.000000" ] || fail "$m latency ends at $tail_frac"
+done
 # No cache: every read is a database read; no hits, no errors.
 awk -F, '$1=="nocache" && ($7 != "0.0000" || $10 != 0) {exit 1}' "$tmp/csv/summary.csv" ||
 	fail "nocache: $(grep nocache "$tmp/csv/summary.csv")"
