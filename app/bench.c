@@ -446,7 +446,7 @@ static int run_mode(const struct config *cfg, enum mode mode, user_repo inner,
 		pthread_create(&t[i], NULL, work, &w[i]);
 	}
 	bool tty = isatty(2);
-	uint64_t last_ops = 0, last_gets = 0;
+	uint64_t last_ops = 0, last_gets = 0, last_hits = 0, last_reads = 0;
 	for (int sec = 1; sec <= (int)ceil(cfg->seconds); sec++) {
 		int64_t until =
 		    start + (int64_t)(fmin(sec, cfg->seconds) * 1e6);
@@ -455,10 +455,21 @@ static int run_mode(const struct config *cfg, enum mode mode, user_repo inner,
 			usleep((useconds_t)(until - now));
 		uint64_t ops = atomic_load(&sh.ops);
 		uint64_t gets = atomic_load(&slow.gets);
-		if (series)
-			fprintf(series, "%s,%d,%llu,%llu\n", mode_names[mode],
-				sec, (unsigned long long)(ops - last_ops),
-				(unsigned long long)(gets - last_gets));
+		uint64_t reads = atomic_load(&sh.reads), hits = 0;
+		if (mode == M_ASIDE) {
+			aside_metrics m;
+			aside_cache_metrics(cache, &m);
+			hits = m.hits;
+		} else if (mode == M_NAIVE) {
+			hits = atomic_load(&sh.naive_hits);
+		}
+		if (series && mode != M_HTTP)
+			fprintf(series, "%s,%d,%llu,%llu,%llu,%llu\n",
+				mode_names[mode], sec,
+				(unsigned long long)(ops - last_ops),
+				(unsigned long long)(gets - last_gets),
+				(unsigned long long)(reads - last_reads),
+				(unsigned long long)(hits - last_hits));
 		if (tty)
 			fprintf(
 			    stderr,
@@ -468,6 +479,8 @@ static int run_mode(const struct config *cfg, enum mode mode, user_repo inner,
 			    (unsigned long long)(gets - last_gets));
 		last_ops = ops;
 		last_gets = gets;
+		last_reads = reads;
+		last_hits = hits;
 	}
 	atomic_store(&sh.stop, 1);
 	for (long i = 0; i < cfg->threads; i++)
@@ -652,16 +665,22 @@ static void charts(const char *dir)
 	    "requests', "
 	    "for [m in modes] '%s/series.csv' using "
 	    "(strcol(1) eq m ? $2 : NaN):4 with lines dt 2 title m.' db "
-	    "reads'\n",
-	    dir, dir, dir, dir, dir, dir);
+	    "reads'\n"
+	    "set output '%s/hit-ratio.png'\n"
+	    "set title 'Hit ratio per second'\n"
+	    "set ylabel 'hits / reads'\nset yrange [0:1]\n"
+	    "plot for [m in modes] '%s/series.csv' using "
+	    "(strcol(1) eq m ? $2 : NaN):($5 > 0 ? $6 / $5 : NaN) "
+	    "with linespoints title m\n",
+	    dir, dir, dir, dir, dir, dir, dir, dir);
 	fclose(f);
 	char cmd[600];
 	snprintf(cmd, sizeof(cmd), "gnuplot '%s' 2>&1", path);
 	if (system(cmd) == 0)
 		fprintf(stderr,
-			"aside bench: charts in %s/latency.png and "
-			"%s/series.png\n",
-			dir, dir);
+			"aside bench: charts in %s: latency.png, series.png, "
+			"hit-ratio.png\n",
+			dir);
 }
 
 static void usage(FILE *f)
@@ -835,7 +854,7 @@ int app_bench(int argc, char **argv)
 		fprintf(summary, "mode,ops,ops_per_s,p50_us,p99_us,p999_us,"
 				 "hit_ratio,db_reads_per_1000,waiters_per_load,"
 				 "errors\n");
-		fprintf(series, "mode,second,ops,db_reads\n");
+		fprintf(series, "mode,second,ops,db_reads,reads,hits\n");
 		fprintf(latency, "mode,us,cumulative_fraction\n");
 	}
 	printf("keys: %s; %ld%% reads; %ld threads; %.0f s a mode; database "
