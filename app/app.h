@@ -6,6 +6,14 @@
 
 #include <aside/users.h>
 #include <stdatomic.h>
+#include <stdbool.h>
+
+/* Strict numeric options (args.c): false, after saying why, if bad. */
+bool app_long(const char *opt, const char *s, long lo, long hi, long *out);
+bool app_double(const char *opt, const char *s, double lo, double hi,
+		double *out);
+/* Removes DIR/users.db (and its WAL files) and DIR. */
+void app_remove_sqlite(const char *dir);
 
 /* A repository that counts and delays reads (slow_repo.c). */
 struct slow_repo {

@@ -737,28 +737,34 @@ int app_bench(int argc, char **argv)
 	    {0, 0, 0, 0},
 	};
 	int o;
-	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+	bool ok = true;
+	while (ok && (o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (o) {
 		case 'u':
-			cfg.users = atol(optarg);
+			ok =
+			    app_long("users", optarg, 1, 100000000, &cfg.users);
 			break;
 		case 'z':
-			cfg.theta = atof(optarg);
+			ok = app_double("theta", optarg, 0.01, 0.9999,
+					&cfg.theta);
 			break;
 		case 'f':
 			cfg.trace = optarg;
 			break;
 		case 'r':
-			cfg.read_pct = atol(optarg);
+			ok =
+			    app_long("read-pct", optarg, 0, 100, &cfg.read_pct);
 			break;
 		case 't':
-			cfg.threads = atol(optarg);
+			ok = app_long("threads", optarg, 1, 1024, &cfg.threads);
 			break;
 		case 's':
-			cfg.seconds = atof(optarg);
+			ok = app_double("duration-s", optarg, 0.01, 86400,
+					&cfg.seconds);
 			break;
 		case 'D':
-			cfg.delay_us = atol(optarg);
+			ok = app_long("db-delay-us", optarg, 0, 60000000,
+				      &cfg.delay_us);
 			break;
 		case 'd':
 			cfg.db_url = optarg;
@@ -786,12 +792,13 @@ int app_bench(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (cfg.users < 1 || cfg.users > 100000000 || cfg.threads < 1 ||
-	    cfg.threads > 1024 || cfg.read_pct < 0 || cfg.read_pct > 100 ||
-	    cfg.seconds <= 0 || cfg.theta <= 0 || cfg.theta >= 1 ||
-	    cfg.delay_us < 0) {
-		fprintf(stderr, "aside bench: an option is out of range\n");
+	if (!ok) {
 		usage(stderr);
+		return 2;
+	}
+	if (optind < argc) {
+		fprintf(stderr, "aside bench: unexpected argument '%s'\n",
+			argv[optind]);
 		return 2;
 	}
 
@@ -920,14 +927,7 @@ out_db:
 out:
 	curl_global_cleanup();
 	free(trace);
-	if (own_db) {
-		char f[128];
-		const char *sfx[] = {"", "-wal", "-shm"};
-		for (int i = 0; i < 3; i++) {
-			snprintf(f, sizeof(f), "%s/users.db%s", dir, sfx[i]);
-			unlink(f);
-		}
-		rmdir(dir);
-	}
+	if (own_db)
+		app_remove_sqlite(dir);
 	return status;
 }

@@ -95,12 +95,9 @@ int app_demo(int argc, char **argv)
 			cache_url = optarg;
 			break;
 		case 'l':
-			delay_ms = strtol(optarg, NULL, 10);
-			if (delay_ms < 0 || delay_ms > 10000) {
-				fprintf(stderr, "aside demo: --db-delay-ms "
-						"must be 0-10000\n");
+			if (!app_long("db-delay-ms", optarg, 0, 10000,
+				      &delay_ms))
 				return 2;
-			}
 			break;
 		case 'h':
 			usage(stdout);
@@ -229,14 +226,7 @@ out_cache:
 out_repo:
 	user_repo_close(&repo);
 out_dir:
-	if (db_url == url) {
-		char f[96];
-		const char *sfx[] = {"", "-wal", "-shm"};
-		for (int i = 0; i < 3; i++) {
-			snprintf(f, sizeof(f), "%s%s", path, sfx[i]);
-			unlink(f);
-		}
-		rmdir(dir);
-	}
+	if (db_url == url)
+		app_remove_sqlite(dir);
 	return status;
 }

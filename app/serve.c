@@ -491,7 +491,7 @@ static void usage(FILE *f)
 	       "mem://)\n"
 	       "  --threads N            worker threads (default: 4 per CPU)\n"
 	       "  --max-connections N    connections at once (default 1024)\n"
-	       "  --timeout-s N          idle connection and request timeout "
+	       "  --timeout-s N          close a connection silent this long "
 	       "(default 30)\n"
 	       "  --max-body BYTES       largest request body (default 65536)\n"
 	       "  --access-log           one line per request on stderr "
@@ -522,16 +522,6 @@ static bool parse_listen(const char *s, struct sockaddr_in *sa)
 	       1;
 }
 
-static bool parse_long(const char *s, long lo, long hi, long *out)
-{
-	char *end;
-	long v = strtol(s, &end, 10);
-	if (!*s || *end || v < lo || v > hi)
-		return false;
-	*out = v;
-	return true;
-}
-
 int app_serve(int argc, char **argv)
 {
 	const char *listen = getenv("ASIDE_LISTEN"),
@@ -560,8 +550,8 @@ int app_serve(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},
 	    {0, 0, 0, 0},
 	};
-	int o, which = 0;
-	while ((o = getopt_long(argc, argv, "h", opts, &which)) != -1) {
+	int o;
+	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		bool ok = true;
 		switch (o) {
 		case 'l':
@@ -574,22 +564,26 @@ int app_serve(int argc, char **argv)
 			cache_url = optarg;
 			break;
 		case 't':
-			ok = parse_long(optarg, 1, 1024, &threads);
+			ok = app_long("threads", optarg, 1, 1024, &threads);
 			break;
 		case 'm':
-			ok = parse_long(optarg, 1, 1000000, &max_conn);
+			ok = app_long("max-connections", optarg, 1, 1000000,
+				      &max_conn);
 			break;
 		case 'T':
-			ok = parse_long(optarg, 1, 86400, &timeout_s);
+			ok =
+			    app_long("timeout-s", optarg, 1, 86400, &timeout_s);
 			break;
 		case 'b':
-			ok = parse_long(optarg, 1, 1L << 30, &max_body);
+			ok = app_long("max-body", optarg, 1, 1L << 30,
+				      &max_body);
 			break;
 		case 'a':
 			access_log = true;
 			break;
 		case 'D':
-			ok = parse_long(optarg, 0, 60000, &delay_ms);
+			ok = app_long("db-delay-ms", optarg, 0, 60000,
+				      &delay_ms);
 			break;
 		case 'h':
 			usage(stdout);
@@ -599,8 +593,6 @@ int app_serve(int argc, char **argv)
 			return 2;
 		}
 		if (!ok) {
-			fprintf(stderr, "aside serve: bad value for --%s: %s\n",
-				opts[which].name, optarg);
 			usage(stderr);
 			return 2;
 		}

@@ -108,10 +108,13 @@ int app_trace(int argc, char **argv)
 	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (o) {
 		case 'c':
-			capacity = strtol(optarg, NULL, 10);
+			if (!app_long("capacity", optarg, 1, 1L << 31,
+				      &capacity))
+				return 2;
 			break;
 		case 's':
-			shards = strtol(optarg, NULL, 10);
+			if (!app_long("shards", optarg, 1, 1024, &shards))
+				return 2;
 			break;
 		case 'h':
 			printf("usage: aside trace --capacity N [--shards S] "

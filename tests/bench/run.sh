@@ -34,5 +34,8 @@ awk -F, 'NR>1 {r[$1]=$8; h[$1]=$7; e[$1]=$10}
 seq 1 200 | gzip >"$tmp/t.gz"
 "$aside" bench --users 100 --duration-s 0.3 --modes aside --trace "$tmp/t.gz" >/dev/null 2>&1 ||
 	fail "trace run failed"
-if "$aside" bench --read-pct 101 >/dev/null 2>&1; then fail "accepted --read-pct 101"; fi
+for bad in "--read-pct 101" "--read-pct abc" "--threads 0" "--theta 1.5"; do
+	# shellcheck disable=SC2086
+	if "$aside" bench $bad >/dev/null 2>&1; then fail "accepted $bad"; fi
+done
 echo "bench test: ok"
