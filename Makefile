@@ -6,13 +6,14 @@
 #                AddressSanitizer+UBSan, then ThreadSanitizer), stop them
 #   make bench   the benchmarks of docs/performance.md, beside their peers
 #                (Caffeine, nginx, a raw Redis GET)
+#   make fuzz    fuzz the input parsers (JSON, times, URLs) with libFuzzer
 #   make install PREFIX=/usr/local
 #   make format  clang-format every C file
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 PREFIX ?= /usr/local
 CMAKE  := cmake -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: run test test-plain test-asan test-tsan bench install format clean bootstrap build
+.PHONY: run test test-plain test-asan test-tsan bench fuzz install format clean bootstrap build
 
 bootstrap:
 	@./scripts/bootstrap
@@ -52,6 +53,9 @@ bench:
 	./bench/run-http.sh build-rel
 	./scripts/with-services sh -c 'build-rel/bench/bench_l2 "$$ASIDE_TEST_REDIS_URL/5" 11 10000'
 
+fuzz: bootstrap
+	./tests/fuzz/run.sh $${FUZZ_SECONDS:-60}
+
 install: build
 	cmake --install build --prefix $(PREFIX)
 
@@ -59,4 +63,4 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-asan build-tsan build-rel
+	rm -rf build build-asan build-tsan build-rel build-fuzz

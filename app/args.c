@@ -15,8 +15,9 @@ bool app_long(const char *opt, const char *s, long lo, long hi, long *out)
 	char *end;
 	long v = strtol(s, &end, 10);
 	if (!*s || *end || v < lo || v > hi) {
-		fprintf(stderr, "aside: --%s wants a whole number in [%ld, %ld], "
-				"not '%s'\n",
+		fprintf(stderr,
+			"aside: --%s wants a whole number in [%ld, %ld], "
+			"not '%s'\n",
 			opt, lo, hi, s);
 		return false;
 	}
@@ -30,8 +31,9 @@ bool app_double(const char *opt, const char *s, double lo, double hi,
 	char *end;
 	double v = strtod(s, &end);
 	if (!*s || *end || !isfinite(v) || v < lo || v > hi) {
-		fprintf(stderr, "aside: --%s wants a number in [%g, %g], not "
-				"'%s'\n",
+		fprintf(stderr,
+			"aside: --%s wants a number in [%g, %g], not "
+			"'%s'\n",
 			opt, lo, hi, s);
 		return false;
 	}

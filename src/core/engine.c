@@ -102,10 +102,10 @@ static int param(void *ctx, const char *k, size_t klen, const char *v,
 		uint64_t *dst, min, max;
 		int scheme; /* 0 both, 1 mem, 2 redis */
 	} known[] = {
-	    {"capacity", &p->l1.capacity, 1, 1ull << 31, 1},
+	    {"capacity", &p->l1.capacity, 1, 1ull << 30, 1},
 	    {"max_bytes", &p->l1.max_bytes, 1, UINT64_MAX >> 1, 1},
 	    {"shards", &p->l1.shards, 1, 1024, 1},
-	    {"l1", &p->l1.capacity, 1, 1ull << 31, 2},
+	    {"l1", &p->l1.capacity, 1, 1ull << 30, 2},
 	    {"l1_max_bytes", &p->l1.max_bytes, 1, UINT64_MAX >> 1, 2},
 	    {"connect_timeout_ms", &p->r.connect_timeout_ms, 1, 60000, 2},
 	    {"timeout_ms", &p->r.timeout_ms, 1, 60000, 2},

@@ -183,11 +183,13 @@ static inline void aside__value_set_expiry(aside_value *v, int64_t at_us)
 }
 
 /*
- * Zeroed memory for a large table, on transparent huge pages when the
- * system allows it (random reads over a big table otherwise miss the TLB
- * on nearly every access).  Free with free().
+ * Zeroed memory for a large table (mmap: pages are committed as they are
+ * touched), on transparent huge pages when the system allows it (random
+ * reads over a big table otherwise miss the TLB on nearly every access).
+ * Free with aside__table_free and the same size.
  */
 void *aside__table_alloc(size_t bytes);
+void aside__table_free(void *p, size_t bytes);
 
 /* errors */
 void aside__error_set(aside_error *err, int code, const char *fmt, ...)

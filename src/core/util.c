@@ -158,14 +158,19 @@ int aside__parse_query(const char *q, aside__param_fn fn, void *ctx,
 
 void *aside__table_alloc(size_t bytes)
 {
-	const size_t huge = 2u << 20;
-	if (bytes < huge)
-		return calloc(1, bytes);
-	size_t size = (bytes + huge - 1) & ~(huge - 1);
-	void *p = aligned_alloc(huge, size);
-	if (!p)
+	/* Anonymous pages are zero and committed only when touched, so a
+	 * large capacity costs address space, not memory, until it fills. */
+	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
 		return NULL;
-	madvise(p, size, MADV_HUGEPAGE); /* advice only: failure is fine */
-	memset(p, 0, size);
+	if (bytes >= (2u << 20))
+		madvise(p, bytes, MADV_HUGEPAGE); /* advice only */
 	return p;
+}
+
+void aside__table_free(void *p, size_t bytes)
+{
+	if (p)
+		munmap(p, bytes);
 }

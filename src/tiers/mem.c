@@ -36,6 +36,7 @@ struct mem {
 	uint32_t nshards; /* a power of two */
 	struct shard *shards;
 	_Atomic(aside_value *) *slots; /* every shard's slots, one allocation */
+	size_t slots_bytes;
 };
 
 static inline struct shard *shard_of(struct mem *m, uint64_t hash)
@@ -283,7 +284,7 @@ static void mem_close(void *self)
 		}
 		pthread_mutex_destroy(&sh->lock);
 	}
-	free(m->slots);
+	aside__table_free(m->slots, m->slots_bytes);
 	free(m->shards);
 	free(m);
 }
@@ -299,12 +300,13 @@ static const aside_tier_ops mem_ops = {
     .close = mem_close,
 };
 
+/* n is at most 2^31 (capacity is bounded by 2^30 entries a shard). */
 static uint32_t pow2_at_least(uint64_t n)
 {
-	uint32_t p = 1;
+	uint64_t p = 1;
 	while (p < n)
 		p <<= 1;
-	return p;
+	return (uint32_t)p;
 }
 
 /*
@@ -347,8 +349,8 @@ int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 	uint32_t nslots = pow2_at_least(2ull * m->shards[0].cap);
 	if (nslots < 4)
 		nslots = 4;
-	m->slots =
-	    aside__table_alloc((size_t)nshards * nslots * sizeof(*m->slots));
+	m->slots_bytes = (size_t)nshards * nslots * sizeof(*m->slots);
+	m->slots = aside__table_alloc(m->slots_bytes);
 	if (!m->slots) {
 		mem_close(m);
 		return aside__fail(err, ASIDE_ENOMEM, "out of memory");

@@ -257,6 +257,7 @@ static void open_rejects_bad_urls(void **state)
 	    "mem://?bogus=1",
 	    "mem://?jitter_pct=101",
 	    "mem://?ttl_ms=-5",
+	    "mem://?capacity=2147483648&shards=1", /* over 2^30 */
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		aside_cache *c = NULL;

@@ -1,0 +1,22 @@
+#!/bin/sh
+# Builds the fuzz target with clang (libFuzzer, ASan, UBSan) and runs it.
+#   tests/fuzz/run.sh [SECONDS]
+set -eu
+secs=${1:-60}
+top=$(cd "$(dirname "$0")/../.." && pwd)
+out=$top/build-fuzz
+mkdir -p "$out/corpus"
+srcs="$top/src/core/status.c $top/src/core/util.c $top/src/core/value.c
+$top/src/core/metrics.c $top/src/core/engine.c $top/src/core/epoch.c
+$top/src/tiers/mem.c $top/src/tiers/redis.c $top/service/user_codec.c"
+# seeds: a good user, a partial one, times, URLs
+printf '\000{"id":1,"name":"Ann","email":"ann@example.com","created_at":"2025-01-02T03:04:05.123456Z"}' >"$out/corpus/user"
+printf '\000{"name":"A","email":"a@b.c"}' >"$out/corpus/partial"
+printf '\0012025-11-24T17:30:00+01:30' >"$out/corpus/time"
+printf '\002mem://?capacity=10&ttl_ms=5' >"$out/corpus/url"
+# shellcheck disable=SC2086
+clang -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
+	-fno-sanitize-recover=all -I"$top/include" \
+	"$top/tests/fuzz/fuzz_inputs.c" $srcs \
+	$(pkg-config --cflags --libs jansson hiredis) -lpthread -o "$out/fuzz_inputs"
+"$out/fuzz_inputs" -max_total_time="$secs" -max_len=4096 "$out/corpus"
