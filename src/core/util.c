@@ -159,14 +159,25 @@ int aside__parse_query(const char *q, aside__param_fn fn, void *ctx,
 void *aside__table_alloc(size_t bytes)
 {
 	/* Anonymous pages are zero and committed only when touched, so a
-	 * large capacity costs address space, not memory, until it fills. */
-	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+	 * large capacity costs address space, not memory, until it fills.
+	 * A large table is aligned to 2 MiB so that huge pages can back it. */
+	const size_t huge = 2u << 20;
+	size_t extra = bytes >= huge ? huge : 0;
+	char *p = mmap(NULL, bytes + extra, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p == MAP_FAILED)
 		return NULL;
-	if (bytes >= (2u << 20))
-		madvise(p, bytes, MADV_HUGEPAGE); /* advice only */
-	return p;
+	if (!extra)
+		return p;
+	char *start =
+	    (char *)(((uintptr_t)p + huge - 1) & ~(uintptr_t)(huge - 1));
+	if (start > p)
+		munmap(p, (size_t)(start - p));
+	size_t tail = (size_t)(p + bytes + extra - (start + bytes));
+	if (tail)
+		munmap(start + bytes, tail);
+	madvise(start, bytes, MADV_HUGEPAGE); /* advice only */
+	return start;
 }
 
 void aside__table_free(void *p, size_t bytes)
