@@ -220,11 +220,13 @@ typedef struct aside_options {
  *     in percent (10: a TTL is drawn from [T*(1-J/100), T]); W the longest a
  *     reader waits for another thread's load (5000).
  *   redis://[:PASSWORD@]HOST[:PORT][/DB][?l1=N][&l1_max_bytes=B]
- *           [&connect_timeout_ms=C][&timeout_ms=T][&pool=P] and the above
+ *           [&l1_ttl_ms=L][&connect_timeout_ms=C][&timeout_ms=T][&pool=P]
  *     Redis as a shared tier (port 6379, db 0, timeouts 250 ms, a pool of 16
  *     connections), with an in-process tier of N entries in front when l1
- *     is given.  An unreachable Redis is not an error: reads go to the
- *     loader until it answers.
+ *     is given.  Every invalidation is published on Redis, and caches with
+ *     an L1 drop the key when they hear it; an L1 entry is kept at most L ms
+ *     (default 60000) in case a message is lost.  An unreachable Redis is
+ *     not an error: reads go to the loader until it answers.
  * Returns ASIDE_OK, ASIDE_EURL (with the reason in err), ASIDE_ENOMEM.
  */
 int aside_cache_open(const char *url, aside_cache **out, aside_error *err);
@@ -341,6 +343,9 @@ typedef struct aside_metrics {
 	uint64_t fills,
 	    fills_voided; /* stored, or dropped by an invalidation */
 	uint64_t invalidations, evictions, corrupt, tier_errors;
+	uint64_t
+	    remote_invalidations; /* published by other caches, applied here */
+	uint64_t l1_flushes;	  /* the subscription dropped: L1 emptied */
 	uint64_t load_time_us_sum;
 	uint64_t load_hist[ASIDE_HIST_BUCKETS]; /* per bucket, not cumulative */
 	double load_p50_us, load_p99_us;

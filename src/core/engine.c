@@ -107,6 +107,7 @@ static int param(void *ctx, const char *k, size_t klen, const char *v,
 	    {"shards", &p->l1.shards, 1, 1024, 1},
 	    {"l1", &p->l1.capacity, 1, 1ull << 30, 2},
 	    {"l1_max_bytes", &p->l1.max_bytes, 1, UINT64_MAX >> 1, 2},
+	    {"l1_ttl_ms", &p->l1.max_ttl_ms, 1, 100ull * 365 * 86400 * 1000, 2},
 	    {"connect_timeout_ms", &p->r.connect_timeout_ms, 1, 60000, 2},
 	    {"timeout_ms", &p->r.timeout_ms, 1, 60000, 2},
 	    {"pool", &p->r.pool, 1, 1024, 2},
@@ -201,6 +202,25 @@ static int parse_redis_authority(const char *url, const char *s, size_t n,
 	return ASIDE_OK;
 }
 
+static int invalidate_one(aside_cache *c, const char *key, size_t klen,
+			  bool local_only, aside_error *err);
+static struct aside__stripe *stripe(aside_cache *c);
+
+/* From the Redis listener: another cache invalidated key. */
+static void heard(void *ctx, const char *key, size_t klen)
+{
+	if (klen > 0 && klen <= ASIDE_KEY_MAX)
+		invalidate_one(ctx, key, klen, true, NULL);
+}
+
+/* From the Redis listener: invalidations may have been missed. */
+static void deaf(void *ctx)
+{
+	aside_cache *c = ctx;
+	aside__mem_clear(c->l1);
+	aside__count(stripe(c), ASIDE__C_l1_flushes, 1);
+}
+
 int aside_cache_open(const char *url, aside_cache **out, aside_error *err)
 {
 	return aside_cache_open_opts(url, NULL, out, err);
@@ -222,6 +242,7 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 	    .wait_ms = 5000,
 	};
 	const char *rest, *query;
+	bool redis_l1 = false;
 	int rc;
 	if (strncmp(url, "mem://", 6) == 0) {
 		rest = url + 6;
@@ -240,6 +261,7 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 		if (rc != ASIDE_OK)
 			return rc;
 		query = q ? q + 1 : "";
+		redis_l1 = true;
 	} else {
 		return aside__fail(err, ASIDE_EURL,
 				   "unsupported cache URL '%s' (expected "
@@ -250,6 +272,9 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 	rc = aside__parse_query(query, param, &p, err);
 	if (rc != ASIDE_OK)
 		return rc;
+	if (redis_l1 && p.l1.capacity && !p.l1.max_ttl_ms)
+		p.l1.max_ttl_ms =
+		    60000; /* a lost invalidation heals in 1 min */
 
 	aside_cache *c = aligned_alloc(ASIDE__CACHELINE, sizeof(*c));
 	if (!c)
@@ -279,6 +304,10 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 		if (rc != ASIDE_OK)
 			goto fail;
 		c->ntiers++;
+		if (c->l1 &&
+		    (rc = aside__redis_listen(c->tiers[c->ntiers - 1].self,
+					      heard, deaf, c, err)) != ASIDE_OK)
+			goto fail;
 	}
 	*out = c;
 	return ASIDE_OK;
@@ -291,7 +320,8 @@ void aside_cache_close(aside_cache *c)
 {
 	if (!c)
 		return;
-	for (int i = 0; i < c->ntiers; i++)
+	/* Shared tiers first: Redis's listener writes into the L1. */
+	for (int i = c->ntiers - 1; i >= 0; i--)
 		c->tiers[i].ops->close(c->tiers[i].self);
 	while (c->ns) {
 		struct ns_policy *n = c->ns;
@@ -798,7 +828,7 @@ int aside_cache_read(aside_cache *c, const char *key, size_t klen,
  * deletes.
  */
 static int invalidate_one(aside_cache *c, const char *key, size_t klen,
-			  aside_error *err)
+			  bool local_only, aside_error *err)
 {
 	uint64_t hash = aside_hash(key, klen);
 	struct flight_shard *sh = flight_shard(c, hash);
@@ -844,9 +874,11 @@ again:
 	pthread_mutex_unlock(&sh->lock);
 
 	/* Shared tiers first: an in-process tier refilled meanwhile could
-	 * only be refilled from them. */
+	 * only be refilled from them.  Local only: another cache has done the
+	 * shared ones and told us. */
 	int rc = ASIDE_OK;
-	for (int i = c->ntiers - 1; i >= 0; i--) {
+	for (int i = local_only ? (c->l1 ? 0 : -1) : c->ntiers - 1; i >= 0;
+	     i--) {
 		aside_error terr;
 		int trc = c->tiers[i].ops->del(c->tiers[i].self, key, klen,
 					       hash, &terr);
@@ -859,7 +891,10 @@ again:
 			}
 		}
 	}
-	aside__count(stripe(c), ASIDE__C_invalidations, 1);
+	aside__count(stripe(c),
+		     local_only ? ASIDE__C_remote_invalidations
+				: ASIDE__C_invalidations,
+		     1);
 
 	pthread_mutex_lock(&sh->lock);
 	pp = inval_find_locked(sh, hash, key, klen);
@@ -882,7 +917,7 @@ int aside_cache_invalidate(aside_cache *c, const char *key, size_t klen,
 	if (!c || !key || klen == 0 || klen > ASIDE_KEY_MAX)
 		return aside__fail(err, ASIDE_EINVAL,
 				   "aside_cache_invalidate: bad arguments");
-	int rc = invalidate_one(c, key, klen, err);
+	int rc = invalidate_one(c, key, klen, false, err);
 
 	/* Related keys, copied out so that no lock is held across tiers. */
 	char **related = NULL;
@@ -901,7 +936,7 @@ int aside_cache_invalidate(aside_cache *c, const char *key, size_t klen,
 	}
 	pthread_mutex_unlock(&c->ns_lock);
 	for (size_t i = 0; i < n; i++) {
-		int r = invalidate_one(c, related[i], strlen(related[i]),
+		int r = invalidate_one(c, related[i], strlen(related[i]), false,
 				       rc == ASIDE_OK ? err : NULL);
 		if (rc == ASIDE_OK)
 			rc = r;
@@ -948,6 +983,8 @@ void aside_cache_metrics(aside_cache *c, aside_metrics *m)
 	m->fills = sum[ASIDE__C_fills];
 	m->fills_voided = sum[ASIDE__C_fills_voided];
 	m->invalidations = sum[ASIDE__C_invalidations];
+	m->remote_invalidations = sum[ASIDE__C_remote_invalidations];
+	m->l1_flushes = sum[ASIDE__C_l1_flushes];
 	m->corrupt = sum[ASIDE__C_corrupt];
 	m->tier_errors = sum[ASIDE__C_tier_errors];
 	m->load_time_us_sum = sum[ASIDE__C_load_time_us_sum];

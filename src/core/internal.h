@@ -32,6 +32,9 @@ struct aside_value {
 	_Atomic(void *) obj; /* the decoded form: in the room, or malloc'd */
 	uint32_t len;	     /* bytes */
 	uint32_t room;	     /* room bytes, a multiple of 8 */
+	/* When the L1 holding it stops serving it: the value's expiry, or
+	 * sooner when the L1 bounds how long it may keep an entry. */
+	_Atomic int64_t l1_expires_us;
 };
 
 struct aside__value_cold {
@@ -214,9 +217,10 @@ bool aside__parse_u64(const char *s, size_t len, uint64_t min, uint64_t max,
 
 /* Tiers known to aside_cache_open. */
 typedef struct aside__tier_params {
-	uint64_t capacity;  /* entries */
-	uint64_t max_bytes; /* 0: no byte bound */
-	uint64_t shards;    /* 0: chosen from capacity */
+	uint64_t capacity;   /* entries */
+	uint64_t max_bytes;  /* 0: no byte bound */
+	uint64_t shards;     /* 0: chosen from capacity */
+	uint64_t max_ttl_ms; /* 0: none; else no entry is kept longer */
 } aside__tier_params;
 int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 		    aside_error *err);
@@ -229,6 +233,18 @@ typedef struct aside__redis_params {
 } aside__redis_params;
 int aside__redis_open(const aside__redis_params *p, aside_tier *out,
 		      aside_error *err);
+
+/* Empties the mem tier (its L1 can no longer be trusted). */
+void aside__mem_clear(void *self);
+
+/*
+ * Listens for invalidations other caches publish on the Redis tier: a
+ * thread calls key(ctx, key, klen) for each, and lost(ctx) whenever some
+ * may have been missed (the subscription dropped, or was just restored).
+ * Stopped by closing the tier.
+ */
+int aside__redis_listen(void *self, void (*key)(void *, const char *, size_t),
+			void (*lost)(void *), void *ctx, aside_error *err);
 
 /* A fresh entry of the mem tier, without a reference: inside a section. */
 const aside_value *aside__mem_borrow(void *self, const char *key, size_t klen,
@@ -255,6 +271,8 @@ const aside_value *aside__mem_borrow(void *self, const char *key, size_t klen,
 	X(fills)                                                               \
 	X(fills_voided)                                                        \
 	X(invalidations)                                                       \
+	X(remote_invalidations)                                                \
+	X(l1_flushes)                                                          \
 	X(corrupt)                                                             \
 	X(tier_errors)                                                         \
 	X(load_time_us_sum)

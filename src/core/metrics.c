@@ -174,6 +174,13 @@ size_t aside_metrics_prometheus(const aside_metrics *m, const char *prefix,
 		m->fills_voided);
 	counter(&o, prefix, "invalidations_total", "Keys invalidated.",
 		m->invalidations);
+	counter(&o, prefix, "remote_invalidations_total",
+		"Invalidations published by other caches and applied here.",
+		m->remote_invalidations);
+	counter(&o, prefix, "l1_flushes_total",
+		"Times the in-process cache was emptied because invalidations "
+		"may have been missed.",
+		m->l1_flushes);
 	counter(&o, prefix, "evictions_total",
 		"Entries evicted by the in-process tier.", m->evictions);
 	counter(&o, prefix, "corrupt_entries_total",

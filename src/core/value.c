@@ -9,7 +9,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 
-_Static_assert(sizeof(struct aside_value) == 40,
+_Static_assert(sizeof(struct aside_value) == 48,
 	       "a short key shares the header's cache line");
 
 int aside_value_new_room(const char *key, size_t klen, const void *data,
@@ -43,6 +43,7 @@ int aside_value_new_room(const char *key, size_t klen, const void *data,
 	cold->next_free = NULL;
 	atomic_store_explicit(&v->obj, NULL, memory_order_relaxed);
 	atomic_store_explicit(&v->expires_at_us, 0, memory_order_relaxed);
+	atomic_store_explicit(&v->l1_expires_us, 0, memory_order_relaxed);
 	atomic_store_explicit(&v->visited, 0, memory_order_relaxed);
 	atomic_store_explicit(&v->linked, 0, memory_order_relaxed);
 	atomic_store_explicit(&v->hash, aside_hash(key, klen),

@@ -33,7 +33,8 @@ struct shard {
 } __attribute__((aligned(ASIDE__CACHELINE)));
 
 struct mem {
-	uint32_t nshards; /* a power of two */
+	int64_t max_ttl_us; /* 0: entries live as long as their value */
+	uint32_t nshards;   /* a power of two */
 	struct shard *shards;
 	_Atomic(aside_value *) *slots; /* every shard's slots, one allocation */
 	size_t slots_bytes;
@@ -44,10 +45,11 @@ static inline struct shard *shard_of(struct mem *m, uint64_t hash)
 	return &m->shards[(hash >> 40) & (m->nshards - 1)];
 }
 
+/* Past the time this L1 may serve it: its own expiry, or the L1's bound. */
 static inline bool expired(const aside_value *v, int64_t now)
 {
 	int64_t at =
-	    atomic_load_explicit(&v->expires_at_us, memory_order_relaxed);
+	    atomic_load_explicit(&v->l1_expires_us, memory_order_relaxed);
 	return at != 0 && now >= at;
 }
 
@@ -214,6 +216,11 @@ static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 	while (atomic_load_explicit(&sh->slots[i], memory_order_relaxed))
 		i = (i + 1) & sh->mask;
 	aside_value_ref(v);
+	int64_t until = aside_value_expires_at_us(v);
+	struct mem *m = self;
+	if (m->max_ttl_us && (!until || until > now + m->max_ttl_us))
+		until = now + m->max_ttl_us;
+	atomic_store_explicit(&v->l1_expires_us, until, memory_order_relaxed);
 	/*
 	 * A newcomer starts unreferenced.  It lands in its hash slot, not
 	 * behind the hand as in textbook CLOCK, so it may be examined before
@@ -244,6 +251,29 @@ static int mem_del(void *self, const char *key, size_t klen, uint64_t hash,
 		remove_at_locked(sh, at);
 	pthread_mutex_unlock(&sh->lock);
 	return ASIDE_OK;
+}
+
+void aside__mem_clear(void *self)
+{
+	struct mem *m = self;
+	for (uint32_t s = 0; s < m->nshards; s++) {
+		struct shard *sh = &m->shards[s];
+		pthread_mutex_lock(&sh->lock);
+		for (uint32_t i = 0; i <= sh->mask; i++) {
+			aside_value *v = atomic_load_explicit(
+			    &sh->slots[i], memory_order_relaxed);
+			if (!v)
+				continue;
+			atomic_store_explicit(&sh->slots[i], NULL,
+					      memory_order_release);
+			atomic_store_explicit(&v->linked, 0,
+					      memory_order_release);
+			aside_value_unref(v);
+		}
+		atomic_store_explicit(&sh->count, 0, memory_order_relaxed);
+		sh->bytes = 0;
+		pthread_mutex_unlock(&sh->lock);
+	}
 }
 
 static int64_t mem_count(void *self)
@@ -330,6 +360,7 @@ int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 	if (!m)
 		return aside__fail(err, ASIDE_ENOMEM, "out of memory");
 	m->nshards = (uint32_t)nshards;
+	m->max_ttl_us = (int64_t)p->max_ttl_ms * 1000;
 	m->shards =
 	    aligned_alloc(ASIDE__CACHELINE, nshards * sizeof(struct shard));
 	if (!m->shards) {

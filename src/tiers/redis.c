@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #define MAGIC 0x31445341u /* "ASD1": format 1 */
@@ -39,6 +40,17 @@ struct redis {
 	pthread_cond_t cond;
 	redisContext **idle; /* guarded by lock */
 	int nidle, open, max;
+
+	char channel[64]; /* where invalidations are published */
+	char self_id[20]; /* prefixes what we publish, so we skip our own */
+	pthread_t listener;
+	bool listening;
+	_Atomic int stopping;
+	_Atomic int listen_fd; /* the subscriber's socket, for shutdown() */
+	void (*on_key)(void *, const char *, size_t);
+	void (*on_lost)(void *);
+	void *listen_ctx;
+	bool first_try_done; /* guarded by lock; signalled on cond */
 
 	_Atomic int up;	  /* breaker: 1 closed (Redis usable), 0 open */
 	int64_t retry_at; /* mono µs; guarded by lock */
@@ -327,16 +339,147 @@ static int r_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 	return rc;
 }
 
+/*
+ * Deletes the key, and publishes it so that other caches' L1s drop it too.
+ * One round trip: a Lua script does both.
+ */
 static int r_del(void *self, const char *key, size_t klen, uint64_t hash,
 		 aside_error *err)
 {
 	(void)hash;
-	const char *argv[] = {"DEL", key};
-	size_t lens[] = {3, klen};
-	redisReply *rep = run(self, 2, argv, lens, err);
+	struct redis *r = self;
+	static const char script[] =
+	    "redis.call('DEL', KEYS[1]) "
+	    "redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. KEYS[1]) "
+	    "return 1";
+	const char *argv[] = {"EVAL", script, "1", key, r->channel, r->self_id};
+	size_t lens[] = {4,    sizeof(script) - 1, 1,
+			 klen, strlen(r->channel), strlen(r->self_id)};
+	redisReply *rep = run(r, 6, argv, lens, err);
 	if (!rep)
 		return ASIDE_ECACHE;
+	int rc =
+	    rep->type == REDIS_REPLY_ERROR
+		? aside__fail(err, ASIDE_ECACHE, "redis: DEL: %s", rep->str)
+		: ASIDE_OK;
 	freeReplyObject(rep);
+	return rc;
+}
+
+/* "ID KEY" from another cache: its key, to drop here; ours are skipped. */
+static void deliver(struct redis *r, const char *msg, size_t len)
+{
+	const char *sp = memchr(msg, ' ', len);
+	if (!sp)
+		return;
+	size_t idlen = (size_t)(sp - msg);
+	if (idlen == strlen(r->self_id) && !memcmp(msg, r->self_id, idlen))
+		return;
+	r->on_key(r->listen_ctx, sp + 1, len - idlen - 1);
+}
+
+/* Tells aside__redis_listen that the first subscription attempt is over. */
+static void first_try(struct redis *r)
+{
+	pthread_mutex_lock(&r->lock);
+	if (!r->first_try_done) {
+		r->first_try_done = true;
+		pthread_cond_broadcast(&r->cond);
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* The subscriber: one connection of its own, blocking reads. */
+static void *listen_loop(void *arg)
+{
+	struct redis *r = arg;
+	int64_t backoff = BACKOFF_MIN_US;
+	while (!atomic_load(&r->stopping)) {
+		char why[200];
+		redisContext *ctx = connect_one(r, why, sizeof(why));
+		if (ctx) {
+			redisSetTimeout(ctx, (struct timeval){0, 0});
+			atomic_store(&r->listen_fd, ctx->fd);
+			if (atomic_load(&r->stopping)) {
+				redisFree(ctx);
+				break;
+			}
+			redisReply *rep =
+			    redisCommand(ctx, "SUBSCRIBE %s", r->channel);
+			if (rep) {
+				freeReplyObject(rep);
+				/* Subscribed: whatever was published while
+				 * we were away is unknown. */
+				r->on_lost(r->listen_ctx);
+				first_try(r);
+				backoff = BACKOFF_MIN_US;
+				void *reply;
+				while (redisGetReply(ctx, &reply) == REDIS_OK) {
+					redisReply *m = reply;
+					if (m->type == REDIS_REPLY_ARRAY &&
+					    m->elements == 3 &&
+					    m->element[2]->type ==
+						REDIS_REPLY_STRING &&
+					    !strcmp(m->element[0]->str,
+						    "message"))
+						deliver(r, m->element[2]->str,
+							m->element[2]->len);
+					freeReplyObject(m);
+				}
+			}
+			atomic_store(&r->listen_fd, -1);
+			redisFree(ctx);
+			if (atomic_load(&r->stopping))
+				break;
+			r->on_lost(r->listen_ctx);
+			logf_(r, ASIDE_LOG_WARN,
+			      "redis %s:%d: invalidation subscription lost; "
+			      "in-process cache flushed",
+			      r->host, r->port);
+		}
+		first_try(r); /* no Redis at open: do not hold the caller */
+		struct timespec ts = {backoff / 1000000,
+				      (backoff % 1000000) * 1000};
+		nanosleep(&ts, NULL);
+		backoff =
+		    backoff * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : backoff * 2;
+	}
+	return NULL;
+}
+
+int aside__redis_listen(void *self, void (*key)(void *, const char *, size_t),
+			void (*lost)(void *), void *ctx, aside_error *err)
+{
+	struct redis *r = self;
+	r->on_key = key;
+	r->on_lost = lost;
+	r->listen_ctx = ctx;
+	atomic_store(&r->listen_fd, -1);
+	if (pthread_create(&r->listener, NULL, listen_loop, r) != 0)
+		return aside__fail(err, ASIDE_ENOMEM,
+				   "cannot start the invalidation listener");
+	r->listening = true;
+	/*
+	 * Wait (bounded) for the first subscription, so that the cache starts
+	 * hearing other caches before it holds anything: an L1 filled before
+	 * would be flushed by the listener's first "may have missed" call.
+	 */
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	long ms = (long)(r->connect_timeout.tv_sec + r->timeout.tv_sec) * 1000 +
+		  (r->connect_timeout.tv_usec + r->timeout.tv_usec) / 1000 +
+		  500;
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&r->lock);
+	while (!r->first_try_done &&
+	       pthread_cond_timedwait(&r->cond, &r->lock, &until) == 0)
+		;
+	pthread_mutex_unlock(&r->lock);
 	return ASIDE_OK;
 }
 
@@ -357,6 +500,13 @@ static void r_close(void *self)
 	struct redis *r = self;
 	if (!r)
 		return;
+	if (r->listening) {
+		atomic_store(&r->stopping, 1);
+		int fd = atomic_load(&r->listen_fd);
+		if (fd >= 0)
+			shutdown(fd, SHUT_RDWR); /* wakes the blocking read */
+		pthread_join(r->listener, NULL);
+	}
 	for (int i = 0; i < r->nidle; i++)
 		redisFree(r->idle[i]);
 	free(r->idle);
@@ -398,6 +548,10 @@ int aside__redis_open(const aside__redis_params *p, aside_tier *out,
 			     (suseconds_t)(p->timeout_ms % 1000) * 1000};
 	r->log = p->log;
 	r->log_ctx = p->log_ctx;
+	snprintf(r->channel, sizeof(r->channel), "aside:invalidate:%d",
+		 (int)p->db);
+	snprintf(r->self_id, sizeof(r->self_id), "%016llx",
+		 (unsigned long long)aside__rand());
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->cond, NULL);
 	atomic_store(&r->up, 1);

@@ -437,6 +437,120 @@ static void redis_password_and_database_in_the_url(void **state)
 	assert_true(test_redis_flush(3));
 }
 
+/* Polls until the cache has applied n remote invalidations (bounded). */
+static bool heard_within(aside_cache *c, uint64_t n, int ms)
+{
+	for (int i = 0; i < ms / 5; i++) {
+		if (metrics(c).remote_invalidations >= n)
+			return true;
+		pause_ms(5);
+	}
+	return false;
+}
+
+/* Two caches with L1s on one Redis (two processes' view): a write through
+ * one reaches the other's L1, not only Redis. */
+static void l1s_stay_coherent(void **state)
+{
+	fx *f = *state;
+	NEED_SERVERS(f);
+	aside_cache *c2;
+	assert_int_equal(aside_cache_open(f->redis, &c2, NULL), ASIDE_OK);
+	user_service *s2 = user_service_new(f->db, c2);
+	user u = add_user(f, 1), got;
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	assert_int_equal(user_service_get(s2, u.id, &got), ASIDE_OK);
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	assert_int_equal(metrics(f->cache).tier_hits[0], 1); /* in L1 */
+
+	user changed = u;
+	snprintf(changed.name, sizeof(changed.name), "Changed elsewhere");
+	uint64_t heard_by_writer = metrics(c2).remote_invalidations;
+	double t0 = now_s();
+	assert_int_equal(user_service_update(s2, &changed), ASIDE_OK);
+	assert_true(heard_within(f->cache, 1, 2000));
+	double took = now_s() - t0;
+	printf("    the other cache's L1 dropped the key %.1f ms after the "
+	       "write returned\n",
+	       took * 1000);
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	assert_string_equal(got.name, "Changed elsewhere");
+	/* The writer does not hear its own invalidations back. */
+	pause_ms(50);
+	assert_int_equal(metrics(c2).remote_invalidations, heard_by_writer);
+	user_service_free(s2);
+	aside_cache_close(c2);
+}
+
+static void dropped_subscription_flushes_l1(void **state)
+{
+	fx *f = *state;
+	NEED_OWN_SERVERS(f);
+	user u = add_user(f, 1), got;
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	assert_true(metrics(f->cache).entries >= 1);
+	uint64_t flushes = metrics(f->cache).l1_flushes;
+	const char *kill[] = {"CLIENT", "KILL", "TYPE", "pubsub"};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 4, kill));
+	/* Flushed on the loss, and again once subscribed anew. */
+	for (int i = 0; i < 400 && metrics(f->cache).l1_flushes < flushes + 2;
+	     i++)
+		pause_ms(5);
+	assert_true(metrics(f->cache).l1_flushes >= flushes + 2);
+	assert_int_equal(metrics(f->cache).entries, 0);
+	/* And it hears other caches again. */
+	aside_cache *c2;
+	assert_int_equal(aside_cache_open(f->redis, &c2, NULL), ASIDE_OK);
+	user_service *s2 = user_service_new(f->db, c2);
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	user changed = u;
+	snprintf(changed.name, sizeof(changed.name), "After the drop");
+	assert_int_equal(user_service_update(s2, &changed), ASIDE_OK);
+	assert_true(heard_within(f->cache, 1, 2000));
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	assert_string_equal(got.name, "After the drop");
+	user_service_free(s2);
+	aside_cache_close(c2);
+}
+
+static _Atomic int64_t fake_now = 1800000000000000;
+static int64_t fake_clock(void *ctx)
+{
+	(void)ctx;
+	return atomic_load(&fake_now);
+}
+
+/* Whatever happens to messages, an L1 entry is kept at most l1_ttl_ms. */
+static void l1_entries_have_a_bounded_life(void **state)
+{
+	fx *f = *state;
+	NEED_SERVERS(f);
+	/* Made before this cache subscribes: it must not hear it (that would
+	 * be a legitimate invalidation racing the reads below). */
+	user u = add_user(f, 1), got;
+	char url[512];
+	aside_cache *c;
+	aside_options o = {.clock = fake_clock};
+	assert_int_equal(
+	    aside_cache_open_opts(test_redis_url(url, REDIS_DB,
+						 "l1=100&l1_ttl_ms="
+						 "2000"),
+				  &o, &c, NULL),
+	    ASIDE_OK);
+	user_service *s = user_service_new(f->db, c);
+	assert_int_equal(user_service_get(s, u.id, &got), ASIDE_OK);
+	assert_int_equal(user_service_get(s, u.id, &got), ASIDE_OK);
+	assert_int_equal(metrics(c).tier_hits[0], 1);
+	atomic_fetch_add(&fake_now, 2001 * 1000); /* past the L1 bound only */
+	assert_int_equal(user_service_get(s, u.id, &got), ASIDE_OK);
+	aside_metrics m = metrics(c);
+	assert_int_equal(m.tier_hits[0], 1); /* not from L1 */
+	assert_int_equal(m.tier_hits[1], 1); /* from Redis, still fresh */
+	assert_int_equal(m.loads, 1);
+	user_service_free(s);
+	aside_cache_close(c);
+}
+
 /* The backend's own error survives translation. */
 static void postgres_errors_keep_their_sqlstate(void **state)
 {
@@ -502,6 +616,11 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(postgres_restart_under_load, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(postgres_errors_keep_their_sqlstate,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(l1s_stay_coherent, setup, teardown),
+	    cmocka_unit_test_setup_teardown(dropped_subscription_flushes_l1,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(l1_entries_have_a_bounded_life,
 					    setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
