@@ -2,17 +2,21 @@
  * engine.c -- the cache engine: tiers, the read path with single-flight
  * loads, invalidation, namespace TTL policy and metrics.
  *
- * Single-flight and invalidation share one protocol (docs/locking.md):
- *   - a reader that misses every tier joins the flight of its key, or starts
- *     one; only the starter (the leader) loads;
- *   - invalidation marks the key's flights void, so readers arriving
- *     afterwards start a new flight; it waits while a leader is storing
- *     (every invalidation does, not only the first), then deletes the key
- *     from the tiers;
+ * Single-flight and invalidation share one protocol (docs/design.md):
+ *   - a reader that misses L1 joins the flight of its key, or starts one;
+ *     only the starter (the leader) reads the lower tiers and loads;
+ *   - invalidation marks the key as being invalidated and its flights void,
+ *     so readers arriving afterwards start a new flight; it waits while a
+ *     leader is storing (every invalidation does, not only the first), then
+ *     deletes the key from the tiers, shared ones first, and unmarks it; a
+ *     flight started while the key is marked is void from birth, as it may
+ *     have read the old value from a tier not yet cleaned;
  *   - the leader stores its result only if the flight is not void, and says
  *     so (`filling`) under the same lock; it never does I/O under the lock.
  * Hence a load begun before an invalidation never stores afterwards, and a
- * read begun after an invalidation returned never joins an older load.
+ * read begun after an invalidation returned never joins an older load.  An
+ * invalidation heard from another cache (through Redis) runs the same
+ * protocol on this cache's L1 alone.
  */
 #include "internal.h"
 
