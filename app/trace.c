@@ -81,7 +81,7 @@ static int replay(const char *path, long capacity, long shards)
 		double secs = (double)(t1.tv_sec - t0.tv_sec) +
 			      (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 		printf("trace=%s events=%lu capacity=%ld hit_ratio=%.4f "
-		       "evictions=%llu policy=clock %.2fs\n",
+		       "evictions=%llu policy=w-tinylfu %.2fs\n",
 		       name ? name + 1 : path, events, capacity,
 		       events ? (double)(events - loads) / (double)events : 0,
 		       (unsigned long long)m.evictions, secs);

@@ -25,7 +25,9 @@
 struct aside_value {
 	_Atomic uint32_t refs;
 	_Atomic uint8_t linked;	 /* in an L1 table; written under its lock */
-	_Atomic uint8_t visited; /* CLOCK reference bit */
+	/* Hits since the L1's policy last looked, saturating at 15: the only
+	 * thing a lock-free reader writes, and only while it is below 15. */
+	_Atomic uint8_t touches;
 	uint16_t klen;
 	_Atomic uint64_t hash;
 	_Atomic int64_t expires_at_us;
@@ -43,6 +45,11 @@ struct aside__value_cold {
 	_Atomic uint32_t load_us;
 	_Atomic uint8_t published;     /* was ever in an L1 table */
 	struct aside_value *next_free; /* in a retire list */
+	/* The L1 policy's bookkeeping, guarded by the L1 shard's lock (a
+	 * value is in at most one L1 table at a time). */
+	struct aside_value *lru_prev, *lru_next;
+	size_t charged; /* bytes charged against the shard's byte bound */
+	uint8_t segment;
 };
 
 #define ASIDE__ALIGN8(n) (((n) + 7) & ~(size_t)7)

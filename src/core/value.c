@@ -41,10 +41,13 @@ int aside_value_new_room(const char *key, size_t klen, const void *data,
 	atomic_store_explicit(&cold->load_us, 0, memory_order_relaxed);
 	atomic_store_explicit(&cold->published, 0, memory_order_relaxed);
 	cold->next_free = NULL;
+	cold->lru_prev = cold->lru_next = NULL;
+	cold->charged = 0;
+	cold->segment = 0;
 	atomic_store_explicit(&v->obj, NULL, memory_order_relaxed);
 	atomic_store_explicit(&v->expires_at_us, 0, memory_order_relaxed);
 	atomic_store_explicit(&v->l1_expires_us, 0, memory_order_relaxed);
-	atomic_store_explicit(&v->visited, 0, memory_order_relaxed);
+	atomic_store_explicit(&v->touches, 0, memory_order_relaxed);
 	atomic_store_explicit(&v->linked, 0, memory_order_relaxed);
 	atomic_store_explicit(&v->hash, aside_hash(key, klen),
 			      memory_order_relaxed);

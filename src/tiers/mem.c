@@ -4,21 +4,90 @@
  * Shards of open-addressed tables (linear probing, at most half full, sized
  * once from the capacity so they never grow).  Writers take their shard's
  * mutex; readers take no lock and, inside a read section (epoch.c), write
- * nothing shared: a removed value is freed only after every section that
- * might have seen it has ended.  A reader checks `linked` so that it never
- * returns an entry removed before its lookup.  Removal shifts later entries
- * back instead of leaving tombstones; a reader racing with a shift can miss
- * an entry that is there, which costs a load but never returns a wrong
- * value.
+ * nothing shared but the entry's own `touches` byte: a removed value is
+ * freed only after every section that might have seen it has ended.  A
+ * reader checks `linked` so that it never returns an entry removed before
+ * its lookup.  Removal shifts later entries back instead of leaving
+ * tombstones; a reader racing with a shift can miss an entry that is there,
+ * which costs a load but never returns a wrong value.
  *
- * Eviction is CLOCK (second chance) per shard, the slot array serving as the
- * ring: a hit sets the value's reference bit, the hand clears it, and an
- * entry found with the bit clear, or expired, is evicted.
+ * Eviction is W-TinyLFU with an adaptive window, per shard:
+ *
+ *   - a newcomer enters the *window*, a small recency queue;
+ *   - an entry pushed out of the window is a *candidate* for the main area,
+ *     a segmented LRU (*probation*, then *protected* once hit again); it is
+ *     admitted only if it has been used more often than the main area's
+ *     victim, by a count-min sketch of 4-bit counters that every access
+ *     feeds and that halves itself every 10 x capacity accesses (so the
+ *     counts follow what is popular now);
+ *   - the window's share of the capacity adapts, per shard, starting at 1%.
+ *     Two ghosts (hashes only, a quarter of the shard's capacity each)
+ *     remember the candidates the filter turned away lately and the main
+ *     area's latest victims.  A miss on a key in the first says a larger
+ *     window would have kept it: the window grows by one entry.  A miss on
+ *     a key in the second says a larger main area would have: it shrinks
+ *     by one.  This is ARC's rule applied to W-TinyLFU's two areas: a
+ *     recency-friendly workload grows the window towards plain LRU, a
+ *     frequency-friendly one (a scan, a loop) keeps it small.  A hill
+ *     climber on the hit ratio of samples of 10 x capacity requests was
+ *     measured first: it tied on most traces and lost clearly on the loop
+ *     and on sprite (docs/performance.md), because a sample's hit ratio
+ *     moves more with the workload's phases than with the window.
+ *
+ * Readers do not reorder the queues: they only count hits in the entry
+ * (`touches`, saturating at 15, written only while below it).  The policy
+ * applies them when an entry reaches the old end of its queue: a touched
+ * entry has its hits added to the sketch and goes back to the new end (a
+ * probation entry is promoted to protected), so each queue is a CLOCK
+ * approximation of LRU and every hit costs the policy O(1), paid by the
+ * writer that later meets the entry.  Admission and eviction are O(1)
+ * amortized.
+ *
+ * Per entry of capacity, beyond the value itself: two slots of the table
+ * (16 bytes), the queue links, segment and charge in the value's cold
+ * fields (32 bytes), the sketch (8 bytes: 16 counters) and the ghosts
+ * (two rings and sets of a quarter of the capacity: 12 bytes), about 68
+ * bytes in all, rounded up to powers of two per shard.
  */
 #include "../core/internal.h"
 
 #include <pthread.h>
 #include <stdlib.h>
+
+enum { WINDOW, PROBATION, PROTECTED, NSEGMENTS };
+
+#define TOUCH_MAX 15
+#define SKETCH_MAX 15
+#define WINDOW_START_PCT 1 /* the window's share of a new shard */
+
+/* A queue, old end first.  Guarded by its shard's lock. */
+struct queue {
+	aside_value *old, *young;
+	uint32_t n;
+};
+
+/*
+ * A count-min sketch of 4-bit counters: 16 to a word, a word per entry of
+ * capacity (a power of two), 4 rows.  A key's row i counter sits in word
+ * h_i, at nibble 4i + (2 bits of h_i), so the rows never share a counter.
+ */
+struct sketch {
+	uint64_t *words;
+	uint32_t mask;
+	uint32_t adds;	 /* since the last halving */
+	uint32_t period; /* halve every this many adds */
+};
+
+/*
+ * A ghost: the hashes of the last `size` keys that left by one door, oldest
+ * overwritten first, with a multiset of them for lookups (open addressing,
+ * twice as many slots, 0 free).  Guarded by its shard's lock.
+ */
+struct ghost {
+	uint64_t *ring; /* may still name a key that came back */
+	uint64_t *set;
+	uint32_t size, head, smask;
+};
 
 struct shard {
 	pthread_mutex_t lock;
@@ -28,7 +97,11 @@ struct shard {
 	size_t max_bytes;	/* 0: unbounded */
 	_Atomic uint32_t count; /* written under lock */
 	size_t bytes;		/* guarded by lock */
-	uint32_t hand;		/* guarded by lock */
+	struct queue q[NSEGMENTS];
+	uint32_t window_cap, protected_cap; /* guarded by lock */
+	struct sketch sk;
+	/* Candidates the filter turned away, and main's victims. */
+	struct ghost rejected, evicted;
 	_Atomic uint64_t evictions;
 } __attribute__((aligned(ASIDE__CACHELINE)));
 
@@ -38,6 +111,10 @@ struct mem {
 	struct shard *shards;
 	_Atomic(aside_value *) *slots; /* every shard's slots, one allocation */
 	size_t slots_bytes;
+	uint64_t *sketch_words; /* every shard's sketch, one allocation */
+	size_t sketch_bytes;
+	uint64_t *ghost_words; /* every shard's ghosts, one allocation */
+	size_t ghost_bytes;
 };
 
 static inline struct shard *shard_of(struct mem *m, uint64_t hash)
@@ -53,12 +130,173 @@ static inline bool expired(const aside_value *v, int64_t now)
 	return at != 0 && now >= at;
 }
 
+/* ---- the sketch --------------------------------------------------------- */
+
+static inline uint64_t row_hash(uint64_t h, unsigned i)
+{
+	static const uint64_t seed[4] = {
+	    0x9e3779b97f4a7c15ull, 0xc2b2ae3d27d4eb4full,
+	    0x165667b19e3779f9ull, 0xd6e8feb86659fd93ull};
+	h = (h ^ (h >> 29)) * seed[i];
+	return h ^ (h >> 32);
+}
+
+static unsigned sketch_estimate(const struct sketch *sk, uint64_t hash)
+{
+	unsigned est = SKETCH_MAX;
+	for (unsigned i = 0; i < 4; i++) {
+		uint64_t h = row_hash(hash, i);
+		unsigned shift = (4 * i + (unsigned)(h >> 62)) * 4;
+		unsigned c = (unsigned)(sk->words[h & sk->mask] >> shift) & 15;
+		if (c < est)
+			est = c;
+	}
+	return est;
+}
+
+/* Halves every counter: popularity decays, so the sketch follows change. */
+static void sketch_age(struct sketch *sk)
+{
+	for (uint32_t w = 0; w <= sk->mask; w++)
+		sk->words[w] = (sk->words[w] >> 1) & 0x7777777777777777ull;
+	sk->adds /= 2;
+}
+
+/* Counts n accesses of a key: each of its counters grows, up to 15. */
+static void sketch_add(struct sketch *sk, uint64_t hash, unsigned n)
+{
+	if (n == 0)
+		return;
+	for (unsigned i = 0; i < 4; i++) {
+		uint64_t h = row_hash(hash, i);
+		unsigned shift = (4 * i + (unsigned)(h >> 62)) * 4;
+		uint64_t *w = &sk->words[h & sk->mask];
+		unsigned c = (unsigned)(*w >> shift) & 15;
+		unsigned to = c + n > SKETCH_MAX ? SKETCH_MAX : c + n;
+		*w = (*w & ~(15ull << shift)) | ((uint64_t)to << shift);
+	}
+	sk->adds += n;
+	if (sk->adds >= sk->period)
+		sketch_age(sk);
+}
+
+/* ---- ghosts -------------------------------------------------------------- */
+
+static inline uint64_t ghost_key(uint64_t hash)
+{
+	return hash | 1; /* never 0, the free mark */
+}
+
+static void ghost_set_del(struct ghost *g, uint64_t k)
+{
+	uint32_t i = (uint32_t)(k >> 17) & g->smask;
+	while (g->set[i] != k) {
+		if (g->set[i] == 0)
+			return; /* taken out when its key came back */
+		i = (i + 1) & g->smask;
+	}
+	/* Shift back the rest of the run, as the main table does. */
+	for (uint32_t j = i;;) {
+		j = (j + 1) & g->smask;
+		if (g->set[j] == 0)
+			break;
+		uint32_t home = (uint32_t)(g->set[j] >> 17) & g->smask;
+		bool stays =
+		    i <= j ? (home > i && home <= j) : (home > i || home <= j);
+		if (!stays) {
+			g->set[i] = g->set[j];
+			i = j;
+		}
+	}
+	g->set[i] = 0;
+}
+
+static void ghost_add(struct ghost *g, uint64_t hash)
+{
+	if (g->size == 0)
+		return;
+	uint64_t k = ghost_key(hash);
+	if (g->ring[g->head])
+		ghost_set_del(g, g->ring[g->head]);
+	g->ring[g->head] = k;
+	g->head = g->head + 1 == g->size ? 0 : g->head + 1;
+	uint32_t i = (uint32_t)(k >> 17) & g->smask;
+	while (g->set[i])
+		i = (i + 1) & g->smask;
+	g->set[i] = k;
+}
+
+/* Whether the key left by this door lately; it is forgotten if so. */
+static bool ghost_take(struct ghost *g, uint64_t hash)
+{
+	if (g->size == 0)
+		return false;
+	uint64_t k = ghost_key(hash);
+	for (uint32_t i = (uint32_t)(k >> 17) & g->smask; g->set[i];
+	     i = (i + 1) & g->smask)
+		if (g->set[i] == k) {
+			ghost_set_del(g, k);
+			return true;
+		}
+	return false;
+}
+
+/* ---- queues ------------------------------------------------------------- */
+
+static inline struct aside__value_cold *node(const aside_value *v)
+{
+	return aside__value_cold(v);
+}
+
+static void queue_push(struct shard *sh, unsigned seg, aside_value *v)
+{
+	struct queue *q = &sh->q[seg];
+	struct aside__value_cold *n = node(v);
+	n->segment = (uint8_t)seg;
+	n->lru_next = NULL;
+	n->lru_prev = q->young;
+	if (q->young)
+		node(q->young)->lru_next = v;
+	else
+		q->old = v;
+	q->young = v;
+	q->n++;
+}
+
+static void queue_unlink(struct shard *sh, aside_value *v)
+{
+	struct aside__value_cold *n = node(v);
+	struct queue *q = &sh->q[n->segment];
+	if (n->lru_prev)
+		node(n->lru_prev)->lru_next = n->lru_next;
+	else
+		q->old = n->lru_next;
+	if (n->lru_next)
+		node(n->lru_next)->lru_prev = n->lru_prev;
+	else
+		q->young = n->lru_prev;
+	n->lru_prev = n->lru_next = NULL;
+	q->n--;
+}
+
+/* Takes the hits readers left on v, adding them to the sketch. */
+static unsigned take_touches(struct shard *sh, aside_value *v)
+{
+	unsigned t = atomic_exchange_explicit(&v->touches, 0,
+					      memory_order_relaxed);
+	sketch_add(&sh->sk, atomic_load_explicit(&v->hash, memory_order_relaxed),
+		   t);
+	return t;
+}
+
+/* ---- the table ---------------------------------------------------------- */
+
 /*
  * Finds a fresh entry for key; call inside a read section.  The value
  * returned is protected by the section only: no reference is taken.
  */
-static aside_value *lookup(struct mem *m, const char *key, size_t klen,
-			   uint64_t hash, int64_t now)
+static inline aside_value *lookup(struct mem *m, const char *key, size_t klen,
+				  uint64_t hash, int64_t now)
 {
 	struct shard *sh = shard_of(m, hash);
 	uint32_t i = (uint32_t)hash & sh->mask;
@@ -77,8 +315,10 @@ static aside_value *lookup(struct mem *m, const char *key, size_t klen,
 			continue;
 		if (expired(v, now))
 			return NULL;
-		if (!atomic_load_explicit(&v->visited, memory_order_relaxed))
-			atomic_store_explicit(&v->visited, 1,
+		uint8_t t =
+		    atomic_load_explicit(&v->touches, memory_order_relaxed);
+		if (t < TOUCH_MAX)
+			atomic_store_explicit(&v->touches, (uint8_t)(t + 1),
 					      memory_order_relaxed);
 		return v;
 	}
@@ -154,46 +394,208 @@ static void remove_at_locked(struct shard *sh, uint32_t i)
 		}
 	}
 	atomic_store_explicit(&sh->slots[i], NULL, memory_order_release);
+	queue_unlink(sh, gone);
 	atomic_store_explicit(&gone->linked, 0, memory_order_release);
 	atomic_store_explicit(
 	    &sh->count,
 	    atomic_load_explicit(&sh->count, memory_order_relaxed) - 1,
 	    memory_order_relaxed);
-	sh->bytes -= aside__value_charge(gone);
+	sh->bytes -= node(gone)->charged;
 	aside_value_unref(gone);
 }
 
-/* Evicts one entry by CLOCK; false if the shard is empty. */
+/* Removes v, which is linked in this shard.  Caller holds the lock. */
+static void remove_locked(struct shard *sh, aside_value *v)
+{
+	size_t klen;
+	const char *key = aside_value_key(v, &klen);
+	uint32_t at = find_locked(
+	    sh, key, klen, atomic_load_explicit(&v->hash, memory_order_relaxed));
+	remove_at_locked(sh, at);
+}
+
+static void evict_locked(struct shard *sh, aside_value *v)
+{
+	remove_locked(sh, v);
+	atomic_fetch_add_explicit(&sh->evictions, 1, memory_order_relaxed);
+}
+
+/* ---- the policy --------------------------------------------------------- */
+
+/* Sets the window's share; protected takes 80% of the rest. */
+static void set_window_locked(struct shard *sh, uint32_t window_cap)
+{
+	sh->window_cap = window_cap;
+	sh->protected_cap = (uint32_t)((uint64_t)(sh->cap - window_cap) * 4 / 5);
+}
+
+/*
+ * The window's old end, after giving every touched entry there a second
+ * chance (back to the young end).  An expired entry is evicted on sight.
+ * NULL if the window is empty.
+ */
+static aside_value *window_victim_locked(struct shard *sh, int64_t now)
+{
+	for (;;) {
+		aside_value *v = sh->q[WINDOW].old;
+		if (!v)
+			return NULL;
+		if (expired(v, now)) {
+			evict_locked(sh, v);
+			continue;
+		}
+		if (!take_touches(sh, v))
+			return v;
+		if (sh->q[WINDOW].n == 1)
+			return v;
+		queue_unlink(sh, v);
+		queue_push(sh, WINDOW, v);
+	}
+}
+
+/* Moves protected's overflow back to probation, oldest untouched first. */
+static void demote_locked(struct shard *sh)
+{
+	while (sh->q[PROTECTED].n > sh->protected_cap) {
+		aside_value *v = sh->q[PROTECTED].old;
+		queue_unlink(sh, v);
+		if (take_touches(sh, v) && sh->q[PROTECTED].n > 0)
+			queue_push(sh, PROTECTED, v);
+		else
+			queue_push(sh, PROBATION, v);
+	}
+}
+
+/*
+ * The main area's victim: probation's old end, once its touched entries
+ * have been promoted to protected; protected's old end if probation is
+ * empty.  NULL if the main area is empty.
+ */
+static aside_value *main_victim_locked(struct shard *sh, int64_t now)
+{
+	for (;;) {
+		aside_value *v = sh->q[PROBATION].old;
+		if (!v)
+			break;
+		if (expired(v, now)) {
+			evict_locked(sh, v);
+			continue;
+		}
+		if (!take_touches(sh, v))
+			return v;
+		queue_unlink(sh, v);
+		queue_push(sh, PROTECTED, v);
+		demote_locked(sh);
+	}
+	for (uint32_t n = sh->q[PROTECTED].n; n > 0; n--) {
+		aside_value *v = sh->q[PROTECTED].old;
+		if (expired(v, now) || !take_touches(sh, v) || n == 1)
+			return v;
+		queue_unlink(sh, v);
+		queue_push(sh, PROTECTED, v);
+	}
+	return sh->q[PROTECTED].old;
+}
+
+/*
+ * Whether a candidate from the window takes the victim's place: only if it
+ * is more popular.  A candidate of some popularity is also let in now and
+ * then (1 in 128) even when it is not, so that a key whose sketch counts an
+ * attacker pumped up cannot hold its place for ever.
+ */
+static bool admit(struct shard *sh, aside_value *cand, aside_value *victim)
+{
+	unsigned fc = sketch_estimate(
+	    &sh->sk, atomic_load_explicit(&cand->hash, memory_order_relaxed));
+	unsigned fv = sketch_estimate(
+	    &sh->sk, atomic_load_explicit(&victim->hash, memory_order_relaxed));
+	if (fc > fv)
+		return true;
+	if (fc <= 5)
+		return false;
+	return (aside__rand() & 127) == 0;
+}
+
+static inline uint64_t hash_of(const aside_value *v)
+{
+	return atomic_load_explicit(&v->hash, memory_order_relaxed);
+}
+
+/*
+ * Evicts one entry as W-TinyLFU decides, remembering in a ghost why it
+ * went.  False if the shard is empty.
+ */
 static bool evict_one_locked(struct shard *sh, int64_t now)
 {
-	for (uint32_t n = 0; n <= 2 * (sh->mask + 1); n++) {
-		uint32_t i = sh->hand;
-		aside_value *v =
-		    atomic_load_explicit(&sh->slots[i], memory_order_relaxed);
-		if (!v) {
-			sh->hand = (i + 1) & sh->mask;
-			continue;
+	uint32_t main_n = sh->q[PROBATION].n + sh->q[PROTECTED].n;
+	if (atomic_load_explicit(&sh->count, memory_order_relaxed) == 0)
+		return false;
+	if (sh->q[WINDOW].n > sh->window_cap || main_n == 0) {
+		aside_value *cand = window_victim_locked(sh, now);
+		if (!cand)
+			return true; /* expired entries made room */
+		aside_value *victim = main_victim_locked(sh, now);
+		if (!victim) {
+			evict_locked(sh, cand);
+		} else if (expired(victim, now)) {
+			evict_locked(sh, victim);
+			queue_unlink(sh, cand);
+			queue_push(sh, PROBATION, cand);
+		} else if (admit(sh, cand, victim)) {
+			ghost_add(&sh->evicted, hash_of(victim));
+			evict_locked(sh, victim);
+			queue_unlink(sh, cand);
+			queue_push(sh, PROBATION, cand);
+		} else {
+			ghost_add(&sh->rejected, hash_of(cand));
+			evict_locked(sh, cand);
 		}
-		if (!expired(v, now) &&
-		    atomic_load_explicit(&v->visited, memory_order_relaxed)) {
-			atomic_store_explicit(&v->visited, 0,
-					      memory_order_relaxed);
-			sh->hand = (i + 1) & sh->mask;
-			continue;
-		}
-		/* The hand stays: a shifted entry may now sit at i. */
-		remove_at_locked(sh, i);
-		atomic_fetch_add_explicit(&sh->evictions, 1,
-					  memory_order_relaxed);
 		return true;
 	}
-	return false;
+	aside_value *victim = main_victim_locked(sh, now);
+	if (victim) {
+		if (!expired(victim, now))
+			ghost_add(&sh->evicted, hash_of(victim));
+		evict_locked(sh, victim);
+	}
+	return true;
+}
+
+/*
+ * A miss on a key that left lately moves the window's share towards the
+ * door it left by: had the window been larger, a candidate the filter
+ * turned away would still be here; had the main area been larger, its
+ * victim would.  Each such miss moves the share by one entry (ARC's rule,
+ * applied to W-TinyLFU's two areas).
+ */
+static void adapt_locked(struct shard *sh, uint64_t hash)
+{
+	if (ghost_take(&sh->rejected, hash)) {
+		if (sh->window_cap < sh->cap)
+			set_window_locked(sh, sh->window_cap + 1);
+	} else if (ghost_take(&sh->evicted, hash)) {
+		if (sh->window_cap > 0)
+			set_window_locked(sh, sh->window_cap - 1);
+	}
+}
+
+/* While the shard is not full, the window spills into probation. */
+static void spill_window_locked(struct shard *sh, int64_t now)
+{
+	while (sh->q[WINDOW].n > sh->window_cap) {
+		aside_value *v = window_victim_locked(sh, now);
+		if (!v)
+			return;
+		queue_unlink(sh, v);
+		queue_push(sh, PROBATION, v);
+	}
 }
 
 static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 		   aside_error *err)
 {
-	struct shard *sh = shard_of(self, hash);
+	struct mem *m = self;
+	struct shard *sh = shard_of(m, hash);
 	size_t klen;
 	const char *key = aside_value_key(v, &klen);
 	size_t charge = aside__value_charge(v);
@@ -204,29 +606,29 @@ static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 				   charge, sh->max_bytes);
 
 	pthread_mutex_lock(&sh->lock);
+	unsigned seg = WINDOW;
 	uint32_t at = find_locked(sh, key, klen, hash);
-	if (at != UINT32_MAX)
+	if (at != UINT32_MAX) {
+		/* A replacement keeps its predecessor's standing. */
+		aside_value *old =
+		    atomic_load_explicit(&sh->slots[at], memory_order_relaxed);
+		seg = node(old)->segment;
 		remove_at_locked(sh, at);
-	while (atomic_load_explicit(&sh->count, memory_order_relaxed) >=
-		   sh->cap ||
-	       (sh->max_bytes && sh->bytes + charge > sh->max_bytes))
-		if (!evict_one_locked(sh, now))
-			break;
+	} else {
+		sketch_add(&sh->sk, hash, 1);
+		adapt_locked(sh, hash);
+	}
 	uint32_t i = (uint32_t)hash & sh->mask;
 	while (atomic_load_explicit(&sh->slots[i], memory_order_relaxed))
 		i = (i + 1) & sh->mask;
 	aside_value_ref(v);
 	int64_t until = aside_value_expires_at_us(v);
-	struct mem *m = self;
 	if (m->max_ttl_us && (!until || until > now + m->max_ttl_us))
 		until = now + m->max_ttl_us;
 	atomic_store_explicit(&v->l1_expires_us, until, memory_order_relaxed);
-	/*
-	 * A newcomer starts unreferenced.  It lands in its hash slot, not
-	 * behind the hand as in textbook CLOCK, so it may be examined before
-	 * a full turn; the policy issue replaces this with a better scheme.
-	 */
-	atomic_store_explicit(&v->visited, 0, memory_order_relaxed);
+	atomic_store_explicit(&v->touches, 0, memory_order_relaxed);
+	node(v)->charged = charge;
+	queue_push(sh, seg, v);
 	atomic_store_explicit(&aside__value_cold(v)->published, 1,
 			      memory_order_release);
 	atomic_store_explicit(&v->linked, 1, memory_order_relaxed);
@@ -236,6 +638,13 @@ static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 	    atomic_load_explicit(&sh->count, memory_order_relaxed) + 1,
 	    memory_order_relaxed);
 	sh->bytes += charge;
+	/* The newcomer can be the one evicted (it was not worth a place). */
+	while (atomic_load_explicit(&sh->count, memory_order_relaxed) >
+		   sh->cap ||
+	       (sh->max_bytes && sh->bytes > sh->max_bytes))
+		if (!evict_one_locked(sh, now))
+			break;
+	spill_window_locked(sh, now);
 	pthread_mutex_unlock(&sh->lock);
 	return ASIDE_OK;
 }
@@ -270,6 +679,7 @@ void aside__mem_clear(void *self)
 					      memory_order_release);
 			aside_value_unref(v);
 		}
+		memset(sh->q, 0, sizeof(sh->q));
 		atomic_store_explicit(&sh->count, 0, memory_order_relaxed);
 		sh->bytes = 0;
 		pthread_mutex_unlock(&sh->lock);
@@ -315,6 +725,8 @@ static void mem_close(void *self)
 		pthread_mutex_destroy(&sh->lock);
 	}
 	aside__table_free(m->slots, m->slots_bytes);
+	aside__table_free(m->sketch_words, m->sketch_bytes);
+	aside__table_free(m->ghost_words, m->ghost_bytes);
 	free(m->shards);
 	free(m);
 }
@@ -330,6 +742,12 @@ static const aside_tier_ops mem_ops = {
     .close = mem_close,
 };
 
+/* How many keys a ghost remembers, for a shard of cap entries. */
+static uint32_t ghost_size(uint32_t cap)
+{
+	return cap / 4 + 1;
+}
+
 /* n is at most 2^31 (capacity is bounded by 2^30 entries a shard). */
 static uint32_t pow2_at_least(uint64_t n)
 {
@@ -341,8 +759,9 @@ static uint32_t pow2_at_least(uint64_t n)
 
 /*
  * Opens an L1 of p->capacity entries (and p->max_bytes bytes when set).
- * Shards hold at least 256 entries each, up to 64 shards, so that CLOCK has
- * a useful window; the capacity is split exactly, never exceeded.
+ * Shards hold at least 256 entries each, up to 64 shards, so that the
+ * policy has a useful window; the capacity is split exactly, never
+ * exceeded.
  */
 int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 		    aside_error *err)
@@ -376,19 +795,46 @@ int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 		sh->max_bytes = p->max_bytes ? p->max_bytes / nshards : 0;
 	}
 	/* Equal slot arrays (sized for the largest shard) in one allocation,
-	 * so that huge pages can cover them all. */
+	 * so that huge pages can cover them all; the sketches likewise. */
 	uint32_t nslots = pow2_at_least(2ull * m->shards[0].cap);
 	if (nslots < 4)
 		nslots = 4;
+	uint32_t nwords = pow2_at_least(m->shards[0].cap);
+	if (nwords < 8)
+		nwords = 8;
 	m->slots_bytes = (size_t)nshards * nslots * sizeof(*m->slots);
 	m->slots = aside__table_alloc(m->slots_bytes);
-	if (!m->slots) {
+	m->sketch_bytes = (size_t)nshards * nwords * sizeof(uint64_t);
+	m->sketch_words = aside__table_alloc(m->sketch_bytes);
+	/* Two ghosts a shard, each a ring and a set twice its size. */
+	uint32_t gsize = ghost_size(m->shards[0].cap);
+	uint32_t gslots = pow2_at_least(2ull * gsize);
+	size_t gwords = (size_t)gsize + gslots;
+	m->ghost_bytes = (size_t)nshards * 2 * gwords * sizeof(uint64_t);
+	m->ghost_words = aside__table_alloc(m->ghost_bytes);
+	if (!m->slots || !m->sketch_words || !m->ghost_words) {
 		mem_close(m);
 		return aside__fail(err, ASIDE_ENOMEM, "out of memory");
 	}
 	for (uint32_t s = 0; s < nshards; s++) {
-		m->shards[s].mask = nslots - 1;
-		m->shards[s].slots = m->slots + (size_t)s * nslots;
+		struct shard *sh = &m->shards[s];
+		sh->mask = nslots - 1;
+		sh->slots = m->slots + (size_t)s * nslots;
+		sh->sk.words = m->sketch_words + (size_t)s * nwords;
+		sh->sk.mask = nwords - 1;
+		sh->sk.period = 10 * (sh->cap ? sh->cap : 1);
+		uint64_t *g = m->ghost_words + (size_t)s * 2 * gwords;
+		struct ghost *gs[2] = {&sh->rejected, &sh->evicted};
+		for (int k = 0; k < 2; k++, g += gwords) {
+			gs[k]->size = gsize;
+			gs[k]->ring = g;
+			gs[k]->set = g + gsize;
+			gs[k]->smask = gslots - 1;
+		}
+		set_window_locked(sh, (uint32_t)(((uint64_t)sh->cap *
+						      WINDOW_START_PCT +
+						  99) /
+						 100));
 	}
 	out->ops = &mem_ops;
 	out->self = m;

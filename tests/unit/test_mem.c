@@ -1,6 +1,8 @@
 /*
  * test_mem.c -- the in-process tier through the engine: the capacity and
- * byte bounds, CLOCK eviction, TTL on the injected clock, references that
+ * byte bounds, W-TinyLFU eviction (unread entries go first, a scan does
+ * not flush the popular ones, a loop larger than the cache still hits, the
+ * window adapts to recency), TTL on the injected clock, references that
  * outlive eviction, and concurrent readers and writers.
  */
 #include <aside/aside.h>
@@ -108,7 +110,7 @@ static void capacity_is_never_exceeded(void **state)
 	}
 }
 
-static void clock_evicts_unread_entries_first(void **state)
+static void policy_evicts_unread_entries_first(void **state)
 {
 	(void)state;
 	aside_cache *c = open_cache("mem://?capacity=8");
@@ -139,6 +141,104 @@ static void clock_evicts_unread_entries_first(void **state)
 	}
 	assert_int_equal(gone, 4);
 	assert_int_equal(entries(c), 8);
+	aside_cache_close(c);
+}
+
+/* Reads key i of a set named by prefix; returns whether it was a hit. */
+static bool read_hit(aside_cache *c, const char *prefix, int i)
+{
+	char key[32];
+	snprintf(key, sizeof(key), "%s:%d", prefix, i);
+	unsigned before = loads;
+	assert_int_equal(get(c, key), ASIDE_OK);
+	return loads == before;
+}
+
+static void scan_does_not_flush_popular_entries(void **state)
+{
+	(void)state;
+	aside_cache *c = open_cache("mem://?capacity=200");
+	for (int round = 0; round < 8; round++)
+		for (int i = 0; i < 100; i++)
+			read_hit(c, "hot", i);
+	/* 5,000 keys read once each: a recency policy would keep only
+	 * these, since they are the latest. */
+	for (int i = 0; i < 5000; i++)
+		read_hit(c, "scan", i);
+	int kept = 0;
+	for (int i = 0; i < 100; i++) {
+		char key[32];
+		snprintf(key, sizeof(key), "hot:%d", i);
+		kept += resident(c, key);
+	}
+	if (kept < 95)
+		fail_msg("a scan flushed the popular keys: %d of 100 kept", kept);
+	assert_true(entries(c) <= 200);
+	aside_cache_close(c);
+}
+
+static void loop_larger_than_cache_still_hits(void **state)
+{
+	(void)state;
+	/* LRU and CLOCK get no hit at all here: each key is evicted just
+	 * before it comes round again. */
+	aside_cache *c = open_cache("mem://?capacity=100");
+	int hits = 0, reads = 0;
+	for (int round = 0; round < 60; round++)
+		for (int i = 0; i < 150; i++, reads++)
+			hits += read_hit(c, "loop", i);
+	double ratio = (double)hits / reads;
+	if (ratio < 0.5)
+		fail_msg("hit ratio %.3f on a loop of 150 keys in 100 places "
+			 "(at best 0.66)",
+			 ratio);
+	aside_cache_close(c);
+}
+
+static void new_popular_keys_displace_old_ones(void **state)
+{
+	(void)state;
+	aside_cache *c = open_cache("mem://?capacity=100");
+	for (int round = 0; round < 20; round++)
+		for (int i = 0; i < 100; i++)
+			read_hit(c, "old", i);
+	/* The workload moves on: popularity must age out of the sketch. */
+	int hits = 0;
+	for (int round = 0; round < 60; round++)
+		for (int i = 0; i < 100; i++) {
+			bool hit = read_hit(c, "new", i);
+			hits += round >= 40 && hit;
+		}
+	if (hits < 1800)
+		fail_msg("the new working set hits %d of its last 2000 reads",
+			 hits);
+	aside_cache_close(c);
+}
+
+static void window_grows_for_recency(void **state)
+{
+	(void)state;
+	/*
+	 * Each key is read a few times in a burst shortly after it first
+	 * appears, then never again; a fresh key has no history, so a
+	 * filter with a 1% window turns most of them away.  The adaptive
+	 * window should learn to keep them, as LRU does.
+	 */
+	aside_cache *c = open_cache("mem://?capacity=500");
+	int hits = 0, reads = 0;
+	for (int i = 0; i < 20000; i++) {
+		/* key i is read at steps i, i+50, i+100 and i+150 */
+		for (int back = 0; back <= 150; back += 50) {
+			if (i - back < 0)
+				continue;
+			hits += read_hit(c, "burst", i - back);
+			reads++;
+		}
+	}
+	double ratio = (double)hits / reads;
+	/* Everything fits in 500 places by LRU: 3 hits in 4 reads. */
+	if (ratio < 0.7)
+		fail_msg("hit ratio %.3f where LRU gets 0.75", ratio);
 	aside_cache_close(c);
 }
 
@@ -269,7 +369,11 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(capacity_is_never_exceeded),
-	    cmocka_unit_test(clock_evicts_unread_entries_first),
+	    cmocka_unit_test(policy_evicts_unread_entries_first),
+	    cmocka_unit_test(scan_does_not_flush_popular_entries),
+	    cmocka_unit_test(loop_larger_than_cache_still_hits),
+	    cmocka_unit_test(new_popular_keys_displace_old_ones),
+	    cmocka_unit_test(window_grows_for_recency),
 	    cmocka_unit_test(byte_bound_is_respected),
 	    cmocka_unit_test(oversized_value_is_served_not_cached),
 	    cmocka_unit_test(expired_entries_are_misses),
