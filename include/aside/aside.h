@@ -31,6 +31,9 @@ extern "C" {
 #define ASIDE_STATUS_MAP(X)                                                    \
 	X(OK, 0, "success")                                                    \
 	X(NOT_FOUND, 1, "not found")                                           \
+	X(LEASED, 2, "lease granted: the caller loads and fills")             \
+	X(BUSY, 3, "another reader holds the lease")                           \
+	X(STALE, 4, "fill refused: the lease was voided by a write")           \
 	X(ENOMEM, -1, "out of memory")                                         \
 	X(EINVAL, -2, "invalid argument")                                      \
 	X(EURL, -3, "invalid or unsupported URL")                              \
@@ -168,7 +171,7 @@ typedef void (*aside_log_fn)(void *ctx, int level, const char *msg);
  * the engine.  Members may be appended in later versions; `version` tells
  * which are present.
  */
-#define ASIDE_TIER_OPS_VERSION 1
+#define ASIDE_TIER_OPS_VERSION 2
 typedef struct aside_tier_ops {
 	int version;
 	const char *name; /* "mem", "redis", ... (used in metrics labels) */
@@ -187,6 +190,22 @@ typedef struct aside_tier_ops {
 	void (*close)(void *self);
 	/* 1 while the tier is usable, 0 while it is down; NULL: always up. */
 	int (*up)(void *self);
+	/*
+	 * Version 2: leases, for a tier shared between processes (NULL in a
+	 * tier without them).  lease_get returns ASIDE_OK with the value,
+	 * ASIDE_LEASED with *token set when the caller is now the one to load
+	 * and fill the key, or ASIDE_BUSY while another reader holds the lease
+	 * (the caller waits and asks again); or an error.  lease_end stores v
+	 * if token is still the key's lease (ASIDE_OK) and ASIDE_STALE if an
+	 * invalidation voided it meanwhile; with v NULL it gives the lease up.
+	 * `del` voids the key's lease.
+	 */
+	int (*lease_get)(void *self, const char *key, size_t klen,
+			 uint64_t hash, int64_t now_us, aside_value **out,
+			 uint64_t *token, aside_error *err);
+	int (*lease_end)(void *self, const char *key, size_t klen,
+			 uint64_t hash, aside_value *v, int64_t now_us,
+			 uint64_t token, aside_error *err);
 } aside_tier_ops;
 
 typedef struct aside_tier {
@@ -346,6 +365,9 @@ typedef struct aside_metrics {
 	uint64_t
 	    remote_invalidations; /* published by other caches, applied here */
 	uint64_t l1_flushes;	  /* the subscription dropped: L1 emptied */
+	/* Leases (shared tiers): waits for another process's load, fills a
+	 * write refused, and loads run without a lease after a long wait. */
+	uint64_t lease_waits, fills_refused, lease_timeouts;
 	uint64_t load_time_us_sum;
 	uint64_t load_hist[ASIDE_HIST_BUCKETS]; /* per bucket, not cumulative */
 	double load_p50_us, load_p99_us;

@@ -115,6 +115,7 @@ static int param(void *ctx, const char *k, size_t klen, const char *v,
 	    {"connect_timeout_ms", &p->r.connect_timeout_ms, 1, 60000, 2},
 	    {"timeout_ms", &p->r.timeout_ms, 1, 60000, 2},
 	    {"pool", &p->r.pool, 1, 1024, 2},
+	    {"lease_ms", &p->r.lease_ms, 10, 3600 * 1000, 2},
 	    {"ttl_ms", &p->ttl_ms, 1, 100ull * 365 * 86400 * 1000, 0},
 	    {"jitter_pct", &p->jitter_pct, 0, 100, 0},
 	    {"wait_ms", &p->wait_ms, 1, 3600 * 1000, 0},
@@ -240,7 +241,8 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 	    .r = {.port = 6379,
 		  .connect_timeout_ms = 250,
 		  .timeout_ms = 250,
-		  .pool = 16},
+		  .pool = 16,
+		  .lease_ms = 5000},
 	    .ttl_ms = 3600 * 1000,
 	    .jitter_pct = 10,
 	    .wait_ms = 5000,
@@ -563,12 +565,12 @@ static int decode_or_drop(aside_cache *c, int i, const aside_loader *ld,
 	return ASIDE_ECORRUPT;
 }
 
-/* Looks key up in tiers [from, ntiers); the index of the tier that hit. */
-static int tiers_get(aside_cache *c, int from, const char *key, size_t klen,
-		     uint64_t hash, int64_t now, const aside_loader *ld,
-		     aside_value **out)
+/* Looks key up in tiers [from, to); the index of the tier that hit. */
+static int tiers_get(aside_cache *c, int from, int to, const char *key,
+		     size_t klen, uint64_t hash, int64_t now,
+		     const aside_loader *ld, aside_value **out)
 {
-	for (int i = from; i < c->ntiers; i++) {
+	for (int i = from; i < to; i++) {
 		aside_value *v = NULL;
 		int rc = c->tiers[i].ops->get(c->tiers[i].self, key, klen, hash,
 					      now, &v, NULL);
@@ -593,6 +595,80 @@ static int tiers_get(aside_cache *c, int from, const char *key, size_t klen,
 	return -1;
 }
 
+/* Sleeps about us microseconds (drawn from [us/2, us]), so waiters spread. */
+static void nap_us(int64_t us)
+{
+	us = us / 2 + (int64_t)(aside__rand() % (uint64_t)(us / 2 + 1));
+	struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+	nanosleep(&ts, NULL);
+}
+
+#define LEASE_NAP_MIN_US 500
+#define LEASE_NAP_MAX_US 32000
+
+/*
+ * Asks a shared tier with leases: the value (ASIDE_OK), a lease to load
+ * and fill (ASIDE_LEASED, *token set), or nothing to be had (a miss, an
+ * error, or another process's lease held past wait_ms).  While another
+ * reader, in any process, holds the lease, this one waits with jittered
+ * backoff and asks again: P processes missing one key make one load.
+ */
+static int lease_lookup(aside_cache *c, int i, struct flight *f, int64_t now,
+			const aside_loader *ld, aside_value **out,
+			uint64_t *token)
+{
+	struct aside__stripe *st = stripe(c);
+	const aside_tier *t = &c->tiers[i];
+	int64_t deadline = aside__mono_us() + c->wait_ms * 1000;
+	int64_t nap = LEASE_NAP_MIN_US;
+	bool waited = false;
+	for (int corrupt = 0;;) {
+		aside_value *v = NULL;
+		int rc = t->ops->lease_get(t->self, f->key, f->klen, f->hash,
+					   now, &v, token, NULL);
+		if (rc == ASIDE_OK) {
+			if (decode_or_drop(c, i, ld, v, f->hash) == ASIDE_OK) {
+				*out = v;
+				return ASIDE_OK;
+			}
+			aside_value_unref(v);
+			rc = ASIDE_ECORRUPT;
+		} else if (rc == ASIDE_ECORRUPT) {
+			aside__count(st, ASIDE__C_corrupt, 1);
+			t->ops->del(t->self, f->key, f->klen, f->hash, NULL);
+		}
+		if (rc == ASIDE_ECORRUPT && ++corrupt < 3)
+			continue; /* dropped: ask again for a lease */
+		if (rc == ASIDE_LEASED || rc == ASIDE_NOT_FOUND) {
+			aside__count(st, ASIDE__C_tier_miss0 + i, 1);
+			return rc;
+		}
+		if (rc != ASIDE_BUSY) {
+			aside__count(st, ASIDE__C_tier_errors, 1);
+			return rc < 0 ? rc : ASIDE_ECACHE;
+		}
+		if (!waited) {
+			waited = true;
+			aside__count(st, ASIDE__C_lease_waits, 1);
+		}
+		if (aside__mono_us() + nap > deadline) {
+			/* The holder is slow or gone: load without a lease
+			 * (and fill nothing shared). */
+			aside__count(st, ASIDE__C_tier_miss0 + i, 1);
+			aside__count(st, ASIDE__C_lease_timeouts, 1);
+			return ASIDE_NOT_FOUND;
+		}
+		nap_us(nap);
+		nap = nap * 2 > LEASE_NAP_MAX_US ? LEASE_NAP_MAX_US : nap * 2;
+		now = c->clock(c->clock_ctx);
+	}
+}
+
+static bool has_leases(const aside_tier *t)
+{
+	return t->ops->version >= 2 && t->ops->lease_get && t->ops->lease_end;
+}
+
 /* Runs the load of a flight this thread leads, stores it, wakes waiters. */
 static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 		 const aside_loader *ld)
@@ -602,8 +678,22 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 	aside_error lerr;
 	aside_error_clear(&lerr);
 	int64_t now = c->clock(c->clock_ctx);
-	int rc, source = tiers_get(c, c->l1 ? 1 : 0, f->key, f->klen, f->hash,
-				   now, ld, &v);
+	int rc, source = -1;
+	int leased = -1; /* the tier whose lease this flight holds */
+	uint64_t token = 0;
+	for (int i = c->l1 ? 1 : 0; i < c->ntiers && source < 0; i++) {
+		if (!has_leases(&c->tiers[i])) {
+			if (tiers_get(c, i, i + 1, f->key, f->klen, f->hash,
+				      now, ld, &v) == i)
+				source = i;
+			continue;
+		}
+		int lr = lease_lookup(c, i, f, now, ld, &v, &token);
+		if (lr == ASIDE_OK)
+			source = i;
+		else if (lr == ASIDE_LEASED && leased < 0)
+			leased = i;
+	}
 
 	if (source >= 0) {
 		rc = ASIDE_OK;
@@ -648,13 +738,41 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 		aside__count(st, fill ? ASIDE__C_fills : ASIDE__C_fills_voided,
 			     1);
 	}
+	if (leased >= 0 && !fill) {
+		/* Nothing to store: let another reader have the lease now
+		 * rather than when it lapses. */
+		const aside_tier *t = &c->tiers[leased];
+		if (t->ops->lease_end(t->self, f->key, f->klen, f->hash, NULL,
+				      now, token, NULL) < 0)
+			aside__count(st, ASIDE__C_tier_errors, 1);
+	}
 	if (fill) {
-		/* Fill the tiers above the source, lowest first. */
+		/*
+		 * Fill the tiers above the source, lowest first.  A shared
+		 * tier without our lease is left alone (another reader's
+		 * fill, or a write, owns it); one that refuses our fill
+		 * because a write voided the lease stops the fill, so that
+		 * the tiers above do not keep what it refused.
+		 */
 		int top = source >= 0 ? source : c->ntiers;
-		for (int i = top - 1; i >= 0; i--)
-			if (c->tiers[i].ops->set(c->tiers[i].self, v, f->hash,
-						 now, NULL) < 0)
+		for (int i = top - 1; i >= 0; i--) {
+			const aside_tier *t = &c->tiers[i];
+			int sr;
+			if (i == leased)
+				sr = t->ops->lease_end(t->self, f->key, f->klen,
+						       f->hash, v, now, token,
+						       NULL);
+			else if (has_leases(t))
+				continue;
+			else
+				sr = t->ops->set(t->self, v, f->hash, now, NULL);
+			if (sr == ASIDE_STALE) {
+				aside__count(st, ASIDE__C_fills_refused, 1);
+				break;
+			}
+			if (sr < 0)
 				aside__count(st, ASIDE__C_tier_errors, 1);
+		}
 	}
 
 	pthread_mutex_lock(&sh->lock);
@@ -677,7 +795,7 @@ int aside_cache_peek(aside_cache *c, const char *key, size_t klen,
 	uint64_t hash = aside_hash(key, klen);
 	int64_t now = c->clock(c->clock_ctx);
 	struct aside__stripe *st = stripe(c);
-	int i = tiers_get(c, 0, key, klen, hash, now, NULL, out);
+	int i = tiers_get(c, 0, c->ntiers, key, klen, hash, now, NULL, out);
 	if (i >= 0) {
 		aside__count(st, ASIDE__C_tier_hit0 + i, 1);
 		return ASIDE_OK;
@@ -989,6 +1107,9 @@ void aside_cache_metrics(aside_cache *c, aside_metrics *m)
 	m->invalidations = sum[ASIDE__C_invalidations];
 	m->remote_invalidations = sum[ASIDE__C_remote_invalidations];
 	m->l1_flushes = sum[ASIDE__C_l1_flushes];
+	m->lease_waits = sum[ASIDE__C_lease_waits];
+	m->fills_refused = sum[ASIDE__C_fills_refused];
+	m->lease_timeouts = sum[ASIDE__C_lease_timeouts];
 	m->corrupt = sum[ASIDE__C_corrupt];
 	m->tier_errors = sum[ASIDE__C_tier_errors];
 	m->load_time_us_sum = sum[ASIDE__C_load_time_us_sum];

@@ -234,7 +234,7 @@ int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 typedef struct aside__redis_params {
 	char host[256];
 	char password[256];
-	uint64_t port, db, connect_timeout_ms, timeout_ms, pool;
+	uint64_t port, db, connect_timeout_ms, timeout_ms, pool, lease_ms;
 	aside_log_fn log;
 	void *log_ctx;
 } aside__redis_params;
@@ -280,6 +280,9 @@ const aside_value *aside__mem_borrow(void *self, const char *key, size_t klen,
 	X(invalidations)                                                       \
 	X(remote_invalidations)                                                \
 	X(l1_flushes)                                                          \
+	X(lease_waits)                                                         \
+	X(fills_refused)                                                       \
+	X(lease_timeouts)                                                      \
 	X(corrupt)                                                             \
 	X(tier_errors)                                                         \
 	X(load_time_us_sum)

@@ -181,6 +181,17 @@ size_t aside_metrics_prometheus(const aside_metrics *m, const char *prefix,
 		"Times the in-process cache was emptied because invalidations "
 		"may have been missed.",
 		m->l1_flushes);
+	counter(&o, prefix, "lease_waits_total",
+		"Misses that waited for another process's load (its lease).",
+		m->lease_waits);
+	counter(&o, prefix, "fills_refused_total",
+		"Loaded values the shared tier refused because a write voided "
+		"the lease during the load.",
+		m->fills_refused);
+	counter(&o, prefix, "lease_timeouts_total",
+		"Loads run without a lease after waiting too long for another "
+		"process's.",
+		m->lease_timeouts);
 	counter(&o, prefix, "evictions_total",
 		"Entries evicted by the in-process tier.", m->evictions);
 	counter(&o, prefix, "corrupt_entries_total",

@@ -7,6 +7,18 @@
  * load took) followed by its bytes, with a Redis expiry (PX) to match; an
  * entry that does not decode is reported corrupt, and the engine deletes it.
  *
+ * Leases (Facebook's memcache leases, NSDI 2013, section 3.2.1), as Lua
+ * scripts: a reader that misses gets the value, or a lease to load and fill
+ * the key, or "someone else is loading" (it waits and asks again).  A fill
+ * is stored only while its lease is still the key's, and an invalidation
+ * deletes the lease with the value, so a load that read the old row before
+ * a write can never store it afterwards, whichever process it runs in.  A
+ * lease lapses after lease_ms, so a holder that dies delays the others by
+ * at most that.  The lease of key K lives at "{K}|aside-lease" (or at
+ * "K|aside-lease" when K has a hash tag of its own), in K's Cluster slot.
+ * Scripts run by EVALSHA; after a Redis restart or SCRIPT FLUSH (NOSCRIPT)
+ * the script is sent again with EVAL.
+ *
  * A dead or hung Redis must cost a request no more than a local check: after
  * a connection-level failure (refused, reset, timed out) the breaker opens
  * and every operation fails fast until a retry time, backing off from
@@ -51,6 +63,9 @@ struct redis {
 	void (*on_lost)(void *);
 	void *listen_ctx;
 	bool first_try_done; /* guarded by lock; signalled on cond */
+
+	int64_t lease_ms; /* how long a lease holds before it lapses */
+	char sha[4][41];  /* the scripts' SHA1s, once loaded; lock */
 
 	_Atomic int up;	  /* breaker: 1 closed (Redis usable), 0 open */
 	int64_t retry_at; /* mono µs; guarded by lock */
@@ -263,6 +278,29 @@ static uint32_t get32(const unsigned char *p)
 	       (uint32_t)p[3] << 24;
 }
 
+/* Decodes a stored entry into a new value (ASIDE_NOT_FOUND if expired). */
+static int decode_entry(const char *key, size_t klen, const char *str,
+			size_t len, int64_t now, aside_value **out,
+			aside_error *err)
+{
+	const unsigned char *h = (const unsigned char *)str;
+	if (len < HEADER || get32(h) != MAGIC)
+		return aside__fail(err, ASIDE_ECORRUPT,
+				   "redis: entry '%.*s' is not an aside value",
+				   (int)klen, key);
+	int64_t expires =
+	    (int64_t)((uint64_t)get32(h + 4) | (uint64_t)get32(h + 8) << 32);
+	if (expires && now >= expires)
+		return ASIDE_NOT_FOUND;
+	int rc = aside_value_new(key, klen, str + HEADER, len - HEADER, out);
+	if (rc == ASIDE_OK) {
+		aside__value_set_expiry(*out, expires);
+		atomic_store_explicit(&aside__value_cold(*out)->load_us,
+				      get32(h + 12), memory_order_relaxed);
+	}
+	return rc;
+}
+
 static int r_get(void *self, const char *key, size_t klen, uint64_t hash,
 		 int64_t now, aside_value **out, aside_error *err)
 {
@@ -274,30 +312,232 @@ static int r_get(void *self, const char *key, size_t klen, uint64_t hash,
 	if (!rep)
 		return ASIDE_ECACHE;
 	int rc;
-	if (rep->type == REDIS_REPLY_NIL) {
+	if (rep->type == REDIS_REPLY_NIL)
 		rc = ASIDE_NOT_FOUND;
-	} else if (rep->type != REDIS_REPLY_STRING || rep->len < HEADER ||
-		   get32((const unsigned char *)rep->str) != MAGIC) {
+	else if (rep->type != REDIS_REPLY_STRING)
 		rc = aside__fail(err, ASIDE_ECORRUPT,
 				 "redis: entry '%.*s' is not an aside value",
 				 (int)klen, key);
-	} else {
-		const unsigned char *h = (const unsigned char *)rep->str;
-		int64_t expires = (int64_t)((uint64_t)get32(h + 4) |
-					    (uint64_t)get32(h + 8) << 32);
-		if (expires && now >= expires) {
-			rc = ASIDE_NOT_FOUND;
-		} else {
-			rc = aside_value_new(key, klen, rep->str + HEADER,
-					     rep->len - HEADER, out);
-			if (rc == ASIDE_OK) {
-				aside__value_set_expiry(*out, expires);
-				atomic_store_explicit(
-				    &aside__value_cold(*out)->load_us,
-				    get32(h + 12), memory_order_relaxed);
-			}
+	else
+		rc = decode_entry(key, klen, rep->str, rep->len, now, out, err);
+	freeReplyObject(rep);
+	return rc;
+}
+
+/* ---- scripts ------------------------------------------------------------ */
+
+enum { S_LEASE_GET, S_LEASE_FILL, S_LEASE_DROP, S_DEL, NSCRIPTS };
+
+static const char *const scripts[NSCRIPTS] = {
+    /* KEYS: value, lease; ARGV: token, lease ms.
+     * {1, entry} | {2}: leased to the caller | {3}: someone else's. */
+    "local v = redis.call('GET', KEYS[1]) "
+    "if v then return {1, v} end "
+    "if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then "
+    "return {2} end "
+    "return {3}",
+    /* KEYS: value, lease; ARGV: token, entry, px (0: none).
+     * 1: stored | 0: the lease was voided or has lapsed. */
+    "if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end "
+    "redis.call('DEL', KEYS[2]) "
+    "if ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[2]) "
+    "else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end "
+    "return 1",
+    /* KEYS: lease; ARGV: token.  Gives the lease up if still ours. */
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+    "redis.call('DEL', KEYS[1]) end return 1",
+    /* KEYS: value, lease; ARGV: channel, message prefix.  Deletes both
+     * (voiding any lease) and tells the other caches. */
+    "redis.call('DEL', KEYS[1], KEYS[2]) "
+    "redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. KEYS[1]) "
+    "return 1",
+};
+
+/*
+ * Runs script s with keys and arguments (n of them, nkeys first).  Reply
+ * as run(); a NOSCRIPT answer sends the script's text again.
+ */
+static redisReply *run_script(struct redis *r, int s, int nkeys, int n,
+			      const char **kv, const size_t *kvlens,
+			      aside_error *err)
+{
+	const char *argv[8];
+	size_t lens[8];
+	char sha[41], nk[4];
+	snprintf(nk, sizeof(nk), "%d", nkeys);
+	pthread_mutex_lock(&r->lock);
+	memcpy(sha, r->sha[s], sizeof(sha));
+	pthread_mutex_unlock(&r->lock);
+	if (!sha[0]) {
+		const char *lv[] = {"SCRIPT", "LOAD", scripts[s]};
+		size_t ll[] = {6, 4, strlen(scripts[s])};
+		redisReply *rep = run(r, 3, lv, ll, err);
+		if (!rep)
+			return NULL;
+		if (rep->type == REDIS_REPLY_STRING && rep->len == 40) {
+			memcpy(sha, rep->str, 40);
+			sha[40] = '\0';
+			pthread_mutex_lock(&r->lock);
+			memcpy(r->sha[s], sha, sizeof(sha));
+			pthread_mutex_unlock(&r->lock);
 		}
+		freeReplyObject(rep);
 	}
+	for (int i = 0; i < n; i++) {
+		argv[3 + i] = kv[i];
+		lens[3 + i] = kvlens[i];
+	}
+	argv[2] = nk;
+	lens[2] = strlen(nk);
+	if (sha[0]) {
+		argv[0] = "EVALSHA";
+		lens[0] = 7;
+		argv[1] = sha;
+		lens[1] = 40;
+		redisReply *rep = run(r, 3 + n, argv, lens, err);
+		if (!rep || rep->type != REDIS_REPLY_ERROR ||
+		    strncmp(rep->str, "NOSCRIPT", 8) != 0)
+			return rep;
+		freeReplyObject(rep);
+	}
+	argv[0] = "EVAL";
+	lens[0] = 4;
+	argv[1] = scripts[s];
+	lens[1] = strlen(scripts[s]);
+	return run(r, 3 + n, argv, lens, err);
+}
+
+/*
+ * Where key's lease lives: in the same Cluster slot as key.  Writes at most
+ * klen + 16 bytes to buf and returns the length.
+ */
+static size_t lease_key(const char *key, size_t klen, char *buf)
+{
+	static const char suffix[] = "|aside-lease";
+	const char *open = memchr(key, '{', klen);
+	const char *close =
+	    open ? memchr(open + 1, '}', klen - (size_t)(open + 1 - key))
+		 : NULL;
+	size_t n = 0;
+	bool tagged = open && close && close > open + 1;
+	bool plain = !memchr(key, '{', klen) && !memchr(key, '}', klen);
+	if (!tagged && plain)
+		buf[n++] = '{';
+	memcpy(buf + n, key, klen);
+	n += klen;
+	if (!tagged && plain)
+		buf[n++] = '}';
+	memcpy(buf + n, suffix, sizeof(suffix) - 1);
+	return n + sizeof(suffix) - 1;
+}
+
+/* A reply that means the key holds something that is not ours. */
+static bool wrong_type(const redisReply *rep)
+{
+	return rep->type == REDIS_REPLY_ERROR && strstr(rep->str, "WRONGTYPE");
+}
+
+static int r_lease_get(void *self, const char *key, size_t klen,
+		       uint64_t hash, int64_t now, aside_value **out,
+		       uint64_t *token, aside_error *err)
+{
+	(void)hash;
+	struct redis *r = self;
+	char lk[ASIDE_KEY_MAX + 16], tok[17], ms[24];
+	uint64_t t = aside__rand() | 1;
+	snprintf(tok, sizeof(tok), "%016llx", (unsigned long long)t);
+	int mslen = snprintf(ms, sizeof(ms), "%lld", (long long)r->lease_ms);
+	const char *kv[] = {key, lk, tok, ms};
+	size_t kl[] = {klen, lease_key(key, klen, lk), 16, (size_t)mslen};
+	redisReply *rep = run_script(r, S_LEASE_GET, 2, 4, kv, kl, err);
+	if (!rep)
+		return ASIDE_ECACHE;
+	int rc;
+	if (wrong_type(rep)) {
+		rc = aside__fail(err, ASIDE_ECORRUPT,
+				 "redis: entry '%.*s' is not an aside value",
+				 (int)klen, key);
+	} else if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
+		   rep->element[0]->type != REDIS_REPLY_INTEGER) {
+		rc = aside__fail(err, ASIDE_ECACHE, "redis: lease: %s",
+				 rep->type == REDIS_REPLY_ERROR
+				     ? rep->str
+				     : "unexpected reply");
+	} else if (rep->element[0]->integer == 1 && rep->elements == 2 &&
+		   rep->element[1]->type == REDIS_REPLY_STRING) {
+		rc = decode_entry(key, klen, rep->element[1]->str,
+				  rep->element[1]->len, now, out, err);
+	} else if (rep->element[0]->integer == 2) {
+		*token = t;
+		rc = ASIDE_LEASED;
+	} else {
+		rc = ASIDE_BUSY;
+	}
+	freeReplyObject(rep);
+	return rc;
+}
+
+/* The stored form of v: header and bytes; free with free(). */
+static unsigned char *encode_entry(aside_value *v, int64_t expires,
+				   size_t *size)
+{
+	size_t len;
+	const void *data = aside_value_data(v, &len);
+	unsigned char *buf = malloc(HEADER + len);
+	if (!buf)
+		return NULL;
+	put32(buf, MAGIC);
+	put32(buf + 4, (uint32_t)(uint64_t)expires);
+	put32(buf + 8, (uint32_t)((uint64_t)expires >> 32));
+	put32(buf + 12, atomic_load_explicit(&aside__value_cold(v)->load_us,
+					     memory_order_relaxed));
+	memcpy(buf + HEADER, data, len);
+	*size = HEADER + len;
+	return buf;
+}
+
+static int r_lease_end(void *self, const char *key, size_t klen,
+		       uint64_t hash, aside_value *v, int64_t now,
+		       uint64_t token, aside_error *err)
+{
+	(void)hash;
+	struct redis *r = self;
+	char lk[ASIDE_KEY_MAX + 16], tok[17];
+	snprintf(tok, sizeof(tok), "%016llx", (unsigned long long)token);
+	size_t lklen = lease_key(key, klen, lk);
+	if (!v) {
+		const char *kv[] = {lk, tok};
+		size_t kl[] = {lklen, 16};
+		redisReply *rep = run_script(r, S_LEASE_DROP, 1, 2, kv, kl, err);
+		if (!rep)
+			return ASIDE_ECACHE;
+		freeReplyObject(rep);
+		return ASIDE_OK;
+	}
+	int64_t expires = aside_value_expires_at_us(v);
+	int64_t ttl_ms = expires ? (expires - now + 999) / 1000 : 0;
+	if (expires && ttl_ms <= 0)
+		ttl_ms = 1; /* already stale: keep nothing, but end the lease */
+	size_t size;
+	unsigned char *buf = encode_entry(v, expires, &size);
+	if (!buf)
+		return aside__fail(err, ASIDE_ENOMEM, "out of memory");
+	char px[24];
+	int pxlen = snprintf(px, sizeof(px), "%lld", (long long)ttl_ms);
+	const char *kv[] = {key, lk, tok, (const char *)buf, px};
+	size_t kl[] = {klen, lklen, 16, size, (size_t)pxlen};
+	redisReply *rep = run_script(r, S_LEASE_FILL, 2, 5, kv, kl, err);
+	free(buf);
+	if (!rep)
+		return ASIDE_ECACHE;
+	int rc;
+	if (rep->type == REDIS_REPLY_INTEGER)
+		rc = rep->integer == 1 ? ASIDE_OK : ASIDE_STALE;
+	else
+		rc = aside__fail(err, ASIDE_ECACHE, "redis: fill: %s",
+				 rep->type == REDIS_REPLY_ERROR
+				     ? rep->str
+				     : "unexpected reply");
 	freeReplyObject(rep);
 	return rc;
 }
@@ -307,26 +547,19 @@ static int r_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 {
 	(void)hash;
 	struct redis *r = self;
-	size_t klen, len;
+	size_t klen, size;
 	const char *key = aside_value_key(v, &klen);
-	const void *data = aside_value_data(v, &len);
 	int64_t expires = aside_value_expires_at_us(v);
 	int64_t ttl_ms = expires ? (expires - now + 999) / 1000 : 0;
 	if (expires && ttl_ms <= 0)
 		return ASIDE_OK; /* already stale: nothing to share */
-	unsigned char *buf = malloc(HEADER + len);
+	unsigned char *buf = encode_entry(v, expires, &size);
 	if (!buf)
 		return aside__fail(err, ASIDE_ENOMEM, "out of memory");
-	put32(buf, MAGIC);
-	put32(buf + 4, (uint32_t)(uint64_t)expires);
-	put32(buf + 8, (uint32_t)((uint64_t)expires >> 32));
-	put32(buf + 12, atomic_load_explicit(&aside__value_cold(v)->load_us,
-					     memory_order_relaxed));
-	memcpy(buf + HEADER, data, len);
 	char px[24];
 	int pxlen = snprintf(px, sizeof(px), "%lld", (long long)ttl_ms);
 	const char *argv[] = {"SET", key, (const char *)buf, "PX", px};
-	size_t lens[] = {3, klen, HEADER + len, 2, (size_t)pxlen};
+	size_t lens[] = {3, klen, size, 2, (size_t)pxlen};
 	redisReply *rep = run(r, expires ? 5 : 3, argv, lens, err);
 	free(buf);
 	if (!rep)
@@ -340,22 +573,19 @@ static int r_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 }
 
 /*
- * Deletes the key, and publishes it so that other caches' L1s drop it too.
- * One round trip: a Lua script does both.
+ * Deletes the key and its lease (voiding a load in progress anywhere), and
+ * publishes the key so that other caches' L1s drop it too: one round trip.
  */
 static int r_del(void *self, const char *key, size_t klen, uint64_t hash,
 		 aside_error *err)
 {
 	(void)hash;
 	struct redis *r = self;
-	static const char script[] =
-	    "redis.call('DEL', KEYS[1]) "
-	    "redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. KEYS[1]) "
-	    "return 1";
-	const char *argv[] = {"EVAL", script, "1", key, r->channel, r->self_id};
-	size_t lens[] = {4,    sizeof(script) - 1, 1,
-			 klen, strlen(r->channel), strlen(r->self_id)};
-	redisReply *rep = run(r, 6, argv, lens, err);
+	char lk[ASIDE_KEY_MAX + 16];
+	const char *kv[] = {key, lk, r->channel, r->self_id};
+	size_t kl[] = {klen, lease_key(key, klen, lk), strlen(r->channel),
+		       strlen(r->self_id)};
+	redisReply *rep = run_script(r, S_DEL, 2, 4, kv, kl, err);
 	if (!rep)
 		return ASIDE_ECACHE;
 	int rc =
@@ -525,6 +755,8 @@ static const aside_tier_ops redis_ops = {
     .evictions = NULL,
     .close = r_close,
     .up = r_up,
+    .lease_get = r_lease_get,
+    .lease_end = r_lease_end,
 };
 
 int aside__redis_open(const aside__redis_params *p, aside_tier *out,
@@ -548,6 +780,7 @@ int aside__redis_open(const aside__redis_params *p, aside_tier *out,
 			     (suseconds_t)(p->timeout_ms % 1000) * 1000};
 	r->log = p->log;
 	r->log_ctx = p->log_ctx;
+	r->lease_ms = (int64_t)p->lease_ms;
 	snprintf(r->channel, sizeof(r->channel), "aside:invalidate:%d",
 		 (int)p->db);
 	snprintf(r->self_id, sizeof(r->self_id), "%016llx",
