@@ -1,0 +1,481 @@
+/*
+ * test_leases.c -- leases on the real Redis: caches opened separately stand
+ * for separate processes (and, in the last test, real processes do).  A
+ * cold read takes the lease and fills; a second cache waits for the holder
+ * instead of loading; a write in another cache voids a lease so the old
+ * row is never stored; a dead holder's lease lapses; a lease held too long
+ * is waited out and the read loads anyway; scripts survive SCRIPT FLUSH;
+ * and P processes x T threads reading one cold key make one load.
+ */
+#include "../support/servers.h"
+
+#include <aside/aside.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* cmocka needs the headers above */
+#include <cmocka.h>
+
+#define REDIS_DB 3 /* this program's Redis database */
+
+extern char **environ;
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void pause_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+/* A source whose load can be held at a gate, and says what it returns. */
+typedef struct source {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool gated, inside;   /* hold loads at the gate; one is there */
+	const char *value;    /* what a load returns; NULL: not found */
+	_Atomic int loads;
+} source;
+
+static void source_init(source *s, const char *value)
+{
+	memset(s, 0, sizeof(*s));
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->cond, NULL);
+	s->value = value;
+}
+
+static int load(void *arg, const char *key, size_t klen, aside_value **out,
+		aside_error *err)
+{
+	(void)err;
+	source *s = arg;
+	atomic_fetch_add(&s->loads, 1);
+	pthread_mutex_lock(&s->lock);
+	const char *value = s->value; /* read before the gate: the old row */
+	s->inside = true;
+	pthread_cond_broadcast(&s->cond);
+	while (s->gated)
+		pthread_cond_wait(&s->cond, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+	if (!value)
+		return ASIDE_NOT_FOUND;
+	return aside_value_new(key, klen, value, strlen(value), out);
+}
+
+static void wait_inside(source *s)
+{
+	pthread_mutex_lock(&s->lock);
+	while (!s->inside)
+		pthread_cond_wait(&s->cond, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void open_gate(source *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->gated = false;
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+}
+
+static aside_cache *open_cache(const char *query)
+{
+	char url[512];
+	aside_error err;
+	aside_cache *c;
+	if (!test_redis_url(url, REDIS_DB, query))
+		return NULL;
+	if (aside_cache_open(url, &c, &err) != ASIDE_OK)
+		fail_msg("open %s: %s", url, err.message);
+	return c;
+}
+
+static int setup(void **state)
+{
+	char url[512];
+	if (!test_redis_url(url, REDIS_DB, NULL)) {
+		if (getenv("ASIDE_TEST_REQUIRE_SERVERS"))
+			fail_msg("Redis is required");
+		*state = NULL;
+		return 0;
+	}
+	assert_true(test_redis_flush(REDIS_DB));
+	*state = (void *)1;
+	return 0;
+}
+
+#define NEED_SERVERS(state)                                                    \
+	do {                                                                   \
+		if (!*(state))                                                 \
+			skip();                                                \
+	} while (0)
+
+static aside_metrics metrics(aside_cache *c)
+{
+	aside_metrics m;
+	aside_cache_metrics(c, &m);
+	return m;
+}
+
+/* Redis's answer to a one-key command, as text. */
+static const char *redis1(const char *cmd, const char *key, char *out)
+{
+	const char *argv[] = {cmd, key};
+	assert_true(test_redis_cmd(REDIS_DB, out, 256, 2, argv));
+	return out;
+}
+
+/* Reads key through c; the value's bytes as text into out. */
+static int read_key(aside_cache *c, source *s, const char *key, char *out)
+{
+	aside_loader ld = {load, NULL, s};
+	aside_value *v;
+	aside_error err;
+	int rc = aside_cache_get(c, key, strlen(key), &ld, &v, &err);
+	if (rc == ASIDE_OK) {
+		size_t len;
+		const char *d = aside_value_data(v, &len);
+		snprintf(out, 256, "%.*s", (int)len, d);
+		aside_value_unref(v);
+	}
+	return rc;
+}
+
+static void cold_read_takes_the_lease_and_fills(void **state)
+{
+	NEED_SERVERS(state);
+	aside_cache *c = open_cache(NULL);
+	source s;
+	source_init(&s, "v1");
+	char got[256], r[256];
+	assert_int_equal(read_key(c, &s, "lk:1", got), ASIDE_OK);
+	assert_string_equal(got, "v1");
+	assert_int_equal(s.loads, 1);
+	assert_string_equal(redis1("EXISTS", "lk:1", r), "1");
+	/* The fill ended the lease. */
+	assert_string_equal(redis1("EXISTS", "{lk:1}|aside-lease", r), "0");
+	/* A second cache (another process) is served by Redis. */
+	aside_cache *c2 = open_cache(NULL);
+	assert_int_equal(read_key(c2, &s, "lk:1", got), ASIDE_OK);
+	assert_string_equal(got, "v1");
+	assert_int_equal(s.loads, 1);
+	aside_cache_close(c2);
+	aside_cache_close(c);
+}
+
+typedef struct reader {
+	aside_cache *c;
+	source *s;
+	const char *key;
+	int rc;
+	char got[256];
+} reader;
+
+static void *read_thread(void *arg)
+{
+	reader *r = arg;
+	r->rc = read_key(r->c, r->s, r->key, r->got);
+	return NULL;
+}
+
+static void second_cache_waits_for_the_holder(void **state)
+{
+	NEED_SERVERS(state);
+	aside_cache *a = open_cache(NULL), *b = open_cache(NULL);
+	source sa, sb;
+	source_init(&sa, "from-a");
+	source_init(&sb, "from-b");
+	sa.gated = true;
+	reader ra = {a, &sa, "lk:2", 0, ""}, rb = {b, &sb, "lk:2", 0, ""};
+	pthread_t ta, tb;
+	pthread_create(&ta, NULL, read_thread, &ra);
+	wait_inside(&sa); /* a holds the lease and is loading */
+	pthread_create(&tb, NULL, read_thread, &rb);
+	/* b must be waiting, not loading: give it time to go wrong. */
+	for (int i = 0; i < 100 && metrics(b).lease_waits == 0; i++)
+		pause_ms(5);
+	pause_ms(50);
+	assert_int_equal(sb.loads, 0);
+	open_gate(&sa);
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+	assert_int_equal(ra.rc, ASIDE_OK);
+	assert_int_equal(rb.rc, ASIDE_OK);
+	assert_string_equal(rb.got, "from-a");
+	assert_int_equal(sa.loads + sb.loads, 1);
+	aside_metrics mb = metrics(b);
+	assert_int_equal(mb.lease_waits, 1);
+	assert_int_equal(mb.tier_hits[0], 1);
+	assert_int_equal(mb.loads, 0);
+	aside_cache_close(a);
+	aside_cache_close(b);
+}
+
+static void write_in_another_cache_voids_the_lease(void **state)
+{
+	NEED_SERVERS(state);
+	aside_cache *a = open_cache(NULL), *b = open_cache(NULL);
+	source s;
+	source_init(&s, "old-row");
+	s.gated = true;
+	reader ra = {a, &s, "lk:3", 0, ""};
+	pthread_t ta;
+	pthread_create(&ta, NULL, read_thread, &ra);
+	wait_inside(&s); /* a read the old row and is about to fill */
+	/* b's writer commits the new row, then invalidates. */
+	pthread_mutex_lock(&s.lock);
+	s.value = "new-row";
+	pthread_mutex_unlock(&s.lock);
+	assert_int_equal(aside_cache_invalidate(b, "lk:3", 4, NULL), ASIDE_OK);
+	open_gate(&s);
+	pthread_join(ta, NULL);
+	/* a's reader began before the write completed: the old row is a
+	 * correct answer for it, but it must not be stored. */
+	assert_int_equal(ra.rc, ASIDE_OK);
+	assert_string_equal(ra.got, "old-row");
+	char r[256], got[256];
+	assert_string_equal(redis1("EXISTS", "lk:3", r), "0");
+	assert_int_equal(metrics(a).fills_refused, 1);
+	assert_int_equal(read_key(b, &s, "lk:3", got), ASIDE_OK);
+	assert_string_equal(got, "new-row");
+	assert_int_equal(read_key(a, &s, "lk:3", got), ASIDE_OK);
+	assert_string_equal(got, "new-row");
+	aside_cache_close(a);
+	aside_cache_close(b);
+}
+
+static void dead_holders_lease_lapses(void **state)
+{
+	NEED_SERVERS(state);
+	aside_cache *c = open_cache(NULL);
+	/* A holder that took the lease and died: it lapses in 300 ms. */
+	const char *argv[] = {"SET", "{lk:4}|aside-lease", "dead", "PX", "300"};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 5, argv));
+	source s;
+	source_init(&s, "v4");
+	char got[256], r[256];
+	double t0 = now_s();
+	assert_int_equal(read_key(c, &s, "lk:4", got), ASIDE_OK);
+	double dt = now_s() - t0;
+	assert_string_equal(got, "v4");
+	if (dt < 0.2 || dt > 2.0)
+		fail_msg("waited %.3f s for a lease that lapses in 0.3 s", dt);
+	assert_int_equal(s.loads, 1);
+	assert_int_equal(metrics(c).lease_waits, 1);
+	/* It took the lapsed lease and filled. */
+	assert_string_equal(redis1("EXISTS", "lk:4", r), "1");
+	aside_cache_close(c);
+}
+
+static void lease_held_too_long_is_waited_out(void **state)
+{
+	NEED_SERVERS(state);
+	aside_cache *c = open_cache("wait_ms=200");
+	const char *argv[] = {"SET", "{lk:5}|aside-lease", "slow", "PX",
+			      "10000"};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 5, argv));
+	source s;
+	source_init(&s, "v5");
+	char got[256], r[256];
+	double t0 = now_s();
+	assert_int_equal(read_key(c, &s, "lk:5", got), ASIDE_OK);
+	double dt = now_s() - t0;
+	if (dt < 0.1 || dt > 2.0)
+		fail_msg("waited %.3f s with wait_ms=200", dt);
+	assert_string_equal(got, "v5");
+	aside_metrics m = metrics(c);
+	assert_int_equal(m.lease_timeouts, 1);
+	assert_int_equal(m.loads, 1);
+	/* Without the lease it stores nothing shared; the holder's lease
+	 * is untouched. */
+	assert_string_equal(redis1("EXISTS", "lk:5", r), "0");
+	assert_string_equal(redis1("GET", "{lk:5}|aside-lease", r), "slow");
+	aside_cache_close(c);
+}
+
+static void nothing_to_store_gives_the_lease_up(void **state)
+{
+	NEED_SERVERS(state);
+	aside_cache *c = open_cache(NULL);
+	source s;
+	source_init(&s, NULL); /* the row does not exist */
+	char got[256], r[256];
+	assert_int_equal(read_key(c, &s, "lk:6", got), ASIDE_NOT_FOUND);
+	assert_string_equal(redis1("EXISTS", "{lk:6}|aside-lease", r), "0");
+	/* So another cache asks at once, without waiting for a lapse. */
+	aside_cache *c2 = open_cache(NULL);
+	double t0 = now_s();
+	assert_int_equal(read_key(c2, &s, "lk:6", got), ASIDE_NOT_FOUND);
+	assert_true(now_s() - t0 < 0.5);
+	assert_int_equal(metrics(c2).lease_waits, 0);
+	aside_cache_close(c2);
+	aside_cache_close(c);
+}
+
+static long cached_scripts(void)
+{
+	char info[4096];
+	const char *argv[] = {"INFO", "memory"};
+	assert_true(test_redis_cmd(REDIS_DB, info, sizeof(info), 2, argv));
+	const char *p = strstr(info, "number_of_cached_scripts:");
+	assert_non_null(p);
+	return strtol(p + strlen("number_of_cached_scripts:"), NULL, 10);
+}
+
+static void scripts_come_back_after_a_flush(void **state)
+{
+	NEED_SERVERS(state);
+	aside_cache *c = open_cache(NULL);
+	source s;
+	source_init(&s, "v7");
+	char got[256];
+	assert_int_equal(read_key(c, &s, "lk:7", got), ASIDE_OK);
+	const char *argv[] = {"SCRIPT", "FLUSH"};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 2, argv));
+	assert_int_equal(cached_scripts(), 0);
+	/* EVALSHA now answers NOSCRIPT: the scripts are sent again. */
+	assert_int_equal(read_key(c, &s, "lk:8", got), ASIDE_OK);
+	assert_int_equal(aside_cache_invalidate(c, "lk:7", 4, NULL), ASIDE_OK);
+	assert_int_equal(read_key(c, &s, "lk:7", got), ASIDE_OK);
+	assert_int_equal(s.loads, 3);
+	assert_true(cached_scripts() >= 3);
+	assert_int_equal(metrics(c).tier_errors, 0);
+	aside_cache_close(c);
+}
+
+/* ---- processes ---------------------------------------------------------- */
+
+enum { PROCS = 4, THREADS = 16 };
+
+/* In a child: the load counts itself in Redis, then takes 100 ms. */
+static int counted_load(void *arg, const char *key, size_t klen,
+			aside_value **out, aside_error *err)
+{
+	(void)arg;
+	(void)err;
+	const char *argv[] = {"INCR", "lk:loads"};
+	if (!test_redis_cmd(REDIS_DB, NULL, 0, 2, argv))
+		return ASIDE_EDB;
+	pause_ms(100);
+	return aside_value_new(key, klen, "hot", 3, out);
+}
+
+static aside_cache *child_cache;
+static pthread_barrier_t child_barrier;
+static _Atomic int child_errors;
+
+static void *child_thread(void *arg)
+{
+	(void)arg;
+	aside_loader ld = {counted_load, NULL, NULL};
+	pthread_barrier_wait(&child_barrier);
+	aside_value *v;
+	if (aside_cache_get(child_cache, "lk:hot", 6, &ld, &v, NULL) !=
+	    ASIDE_OK) {
+		atomic_fetch_add(&child_errors, 1);
+		return NULL;
+	}
+	size_t len;
+	const char *d = aside_value_data(v, &len);
+	if (len != 3 || memcmp(d, "hot", 3) != 0)
+		atomic_fetch_add(&child_errors, 1);
+	aside_value_unref(v);
+	return NULL;
+}
+
+/* A child process: T threads read one cold key once "lk:go" is set. */
+static int child_main(void)
+{
+	child_cache = open_cache("l1=100");
+	if (!child_cache)
+		return 2;
+	pthread_barrier_init(&child_barrier, NULL, THREADS);
+	pthread_t th[THREADS];
+	const char *ready[] = {"INCR", "lk:ready"};
+	test_redis_cmd(REDIS_DB, NULL, 0, 2, ready);
+	char go[64] = "0";
+	const char *get[] = {"EXISTS", "lk:go"};
+	for (int i = 0; i < 5000 && strcmp(go, "1") != 0; i++) {
+		test_redis_cmd(REDIS_DB, go, sizeof(go), 2, get);
+		if (strcmp(go, "1") != 0)
+			pause_ms(1);
+	}
+	for (int i = 0; i < THREADS; i++)
+		pthread_create(&th[i], NULL, child_thread, NULL);
+	for (int i = 0; i < THREADS; i++)
+		pthread_join(th[i], NULL);
+	aside_cache_close(child_cache);
+	return atomic_load(&child_errors) ? 1 : 0;
+}
+
+static void processes_and_threads_make_one_load(void **state)
+{
+	NEED_SERVERS(state);
+	char self[4096];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	assert_true(n > 0);
+	self[n] = '\0';
+	pid_t pid[PROCS];
+	for (int p = 0; p < PROCS; p++) {
+		char *argv[] = {self, "--child", NULL};
+		assert_int_equal(
+		    posix_spawn(&pid[p], self, NULL, NULL, argv, environ), 0);
+	}
+	/* Start them together, once every one has its cache open. */
+	char ready[64] = "0";
+	const char *get[] = {"GET", "lk:ready"};
+	for (int i = 0; i < 10000 && atoi(ready) < PROCS; i++) {
+		test_redis_cmd(REDIS_DB, ready, sizeof(ready), 2, get);
+		pause_ms(1);
+	}
+	assert_int_equal(atoi(ready), PROCS);
+	const char *go[] = {"SET", "lk:go", "1"};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 3, go));
+	for (int p = 0; p < PROCS; p++) {
+		int status;
+		assert_int_equal(waitpid(pid[p], &status, 0), pid[p]);
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), 0);
+	}
+	char loads[64];
+	const char *count[] = {"GET", "lk:loads"};
+	assert_true(test_redis_cmd(REDIS_DB, loads, sizeof(loads), 2, count));
+	printf("%d processes x %d threads on one cold key: %s database "
+	       "load(s)\n",
+	       PROCS, THREADS, loads);
+	assert_string_equal(loads, "1");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1 && strcmp(argv[1], "--child") == 0)
+		return child_main();
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup(cold_read_takes_the_lease_and_fills, setup),
+	    cmocka_unit_test_setup(second_cache_waits_for_the_holder, setup),
+	    cmocka_unit_test_setup(write_in_another_cache_voids_the_lease,
+				   setup),
+	    cmocka_unit_test_setup(dead_holders_lease_lapses, setup),
+	    cmocka_unit_test_setup(lease_held_too_long_is_waited_out, setup),
+	    cmocka_unit_test_setup(nothing_to_store_gives_the_lease_up, setup),
+	    cmocka_unit_test_setup(scripts_come_back_after_a_flush, setup),
+	    cmocka_unit_test_setup(processes_and_threads_make_one_load, setup),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
