@@ -27,5 +27,6 @@ int app_demo(int argc, char **argv);
 int app_serve(int argc, char **argv);
 int app_trace(int argc, char **argv);
 int app_bench(int argc, char **argv);
+int app_check(int argc, char **argv);
 
 #endif

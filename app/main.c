@@ -18,6 +18,8 @@ static const struct {
      "drive the UserService: no cache, naive cache-aside and aside"},
     {"trace", app_trace,
      "replay key traces through the in-process cache: hit ratios"},
+    {"check", app_check,
+     "consistency checker: stale reads across processes, aside or naive"},
     {"demo", app_demo,
      "walk through the seed's scenario on the embedded default"},
 };

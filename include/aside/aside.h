@@ -197,7 +197,8 @@ typedef struct aside_tier_ops {
 	 * and fill the key, or ASIDE_BUSY while another reader holds the lease
 	 * (the caller waits and asks again); or an error.  lease_end stores v
 	 * if token is still the key's lease (ASIDE_OK) and ASIDE_STALE if an
-	 * invalidation voided it meanwhile; with v NULL it gives the lease up.
+	 * invalidation voided it meanwhile; with v NULL it gives the lease up
+	 * (ASIDE_STALE if a write had voided it, or it had lapsed).
 	 * `del` voids the key's lease.
 	 */
 	int (*lease_get)(void *self, const char *key, size_t klen,

@@ -27,6 +27,7 @@
 #include <time.h>
 
 #define FLIGHT_SHARDS 64
+#define READ_ROUNDS 4 /* source reads a flight may make for its readers */
 
 struct flight {
 	struct flight *next; /* in its shard's list while linked */
@@ -36,7 +37,9 @@ struct flight {
 	pthread_cond_t cond; /* signalled when done, or filling ends */
 	/* Guarded by the shard lock: */
 	int refs;
-	bool linked, done, voided, filling;
+	bool linked, done, voided, filling, sealed;
+	unsigned started; /* source reads begun by the leader */
+	unsigned wanted;  /* the read the latest joiner needs (1-based) */
 	int status;
 	int source; /* tier index that served it, or -1 for the loader */
 	aside_value *result;
@@ -71,7 +74,8 @@ struct aside_cache {
 	aside_tier
 	    tiers[ASIDE_TIERS_MAX]; /* the in-process one first, if any */
 	int ntiers;
-	void *l1; /* tiers[0].self when it is the mem tier, else NULL */
+	void *l1;    /* tiers[0].self when it is the mem tier, else NULL */
+	bool leases; /* a tier is shared with other processes, with leases */
 	aside_clock_fn clock;
 	void *clock_ctx;
 	aside_log_fn log;
@@ -87,6 +91,11 @@ struct aside_cache {
 	struct flight_shard flights[FLIGHT_SHARDS];
 	struct aside__stripe stripes[ASIDE__STRIPES];
 };
+
+static bool has_leases(const aside_tier *t)
+{
+	return t->ops->version >= 2 && t->ops->lease_get && t->ops->lease_end;
+}
 
 /* ---- opening ----------------------------------------------------------- */
 
@@ -315,6 +324,8 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 					      heard, deaf, c, err)) != ASIDE_OK)
 			goto fail;
 	}
+	for (int i = 0; i < c->ntiers; i++)
+		c->leases |= has_leases(&c->tiers[i]);
 	*out = c;
 	return ASIDE_OK;
 fail:
@@ -454,12 +465,21 @@ static struct flight_shard *flight_shard(aside_cache *c, uint64_t hash)
 	return &c->flights[(hash >> 52) % FLIGHT_SHARDS];
 }
 
-/* The flight a reader may join: linked, and not voided. */
+/*
+ * The flight a reader may join: linked, not voided, and still without a
+ * result.  A flight that has its result is sealed: a write may have
+ * completed, in another process, after the result was read, and a reader
+ * that starts after that write must not be handed it.  One that joins
+ * before the seal is safe: if a write completes before the leader seals,
+ * the leader's fill comes after the write's invalidation and is refused,
+ * and the leader reads again for everyone.
+ */
 static struct flight *flight_find_locked(struct flight_shard *sh, uint64_t hash,
 					 const char *key, size_t klen)
 {
 	for (struct flight *f = sh->head; f; f = f->next)
-		if (!f->voided && f->hash == hash && f->klen == klen &&
+		if (!f->voided && !f->sealed && f->started < READ_ROUNDS &&
+		    f->hash == hash && f->klen == klen &&
 		    memcmp(f->key, key, klen) == 0)
 			return f;
 	return NULL;
@@ -664,115 +684,166 @@ static int lease_lookup(aside_cache *c, int i, struct flight *f, int64_t now,
 	}
 }
 
-static bool has_leases(const aside_tier *t)
+/* Runs the load of a flight this thread leads, stores it, wakes waiters. */
+/* Runs the loader for a flight; its status, the value in *out. */
+static int run_load(aside_cache *c, struct flight *f, const aside_loader *ld,
+		    int64_t now, aside_value **out, aside_error *lerr)
 {
-	return t->ops->version >= 2 && t->ops->lease_get && t->ops->lease_end;
+	struct aside__stripe *st = stripe(c);
+	aside_value *v = NULL;
+	int64_t t0 = aside__mono_us();
+	int rc = ld->load(ld->arg, f->key, f->klen, &v, lerr);
+	uint64_t dt = (uint64_t)(aside__mono_us() - t0);
+	aside__count(st, ASIDE__C_loads, 1);
+	aside__count(st, ASIDE__C_load_time_us_sum, dt);
+	aside__count_hist(st, aside_hist_bucket(dt));
+	if (rc == ASIDE_OK && !v)
+		rc = ASIDE_EINTERNAL;
+	if (rc == ASIDE_OK) {
+		aside__count(st, ASIDE__C_load_ok, 1);
+		aside__value_set_expiry(v, expiry_for(c, f->key, f->klen, now));
+		atomic_store_explicit(&aside__value_cold(v)->load_us,
+				      dt > UINT32_MAX ? UINT32_MAX
+						      : (uint32_t)dt,
+				      memory_order_relaxed);
+		*out = v;
+		return rc;
+	}
+	aside_value_unref(v);
+	*out = NULL;
+	if (rc == ASIDE_NOT_FOUND) {
+		aside__count(st, ASIDE__C_not_found, 1);
+	} else {
+		if (rc > 0)
+			rc = ASIDE_EINTERNAL;
+		aside__count(st, ASIDE__C_load_errors, 1);
+		if (lerr->code == 0)
+			aside__error_set(lerr, rc, NULL);
+	}
+	return rc;
 }
 
-/* Runs the load of a flight this thread leads, stores it, wakes waiters. */
+/*
+ * Fills the tiers above the source, lowest first.  A shared tier without
+ * this flight's lease is left alone (another reader's fill, or a write,
+ * owns it).  False if the leased tier refused the fill because a write
+ * voided the lease: the tiers above are then not filled either.
+ */
+static bool fill_tiers(aside_cache *c, struct flight *f, aside_value *v,
+		       int source, int leased, uint64_t token, int64_t now)
+{
+	struct aside__stripe *st = stripe(c);
+	int top = source >= 0 ? source : c->ntiers;
+	for (int i = top - 1; i >= 0; i--) {
+		const aside_tier *t = &c->tiers[i];
+		int sr;
+		if (i == leased)
+			sr = t->ops->lease_end(t->self, f->key, f->klen,
+					       f->hash, v, now, token, NULL);
+		else if (has_leases(t))
+			continue;
+		else
+			sr = t->ops->set(t->self, v, f->hash, now, NULL);
+		if (sr == ASIDE_STALE) {
+			aside__count(st, ASIDE__C_fills_refused, 1);
+			return false;
+		}
+		if (sr < 0)
+			aside__count(st, ASIDE__C_tier_errors, 1);
+	}
+	return true;
+}
+
+/*
+ * Runs the load of a flight this thread leads, stores it, wakes waiters.
+ *
+ * With a shared tier (leases), a result must also be fresh for readers in
+ * this process that joined while it was being read: a write in another
+ * process may have completed after the read and before they began.  So a
+ * result is handed out only once it is *validated* after every joiner
+ * joined: a fill (or the giving up of a lease) that the shared tier
+ * accepts proves no write voided the lease since it was granted, which was
+ * before the load read the source; a value read from the shared tier is
+ * valid for the readers that had joined before the read was sent.  Else
+ * the leader reads again, for everyone (at most READ_ROUNDS reads); the
+ * flight is sealed once a result is in hand, so that later readers start a
+ * flight of their own.
+ */
 static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 		 const aside_loader *ld)
 {
 	struct aside__stripe *st = stripe(c);
 	aside_value *v = NULL;
 	aside_error lerr;
-	aside_error_clear(&lerr);
-	int64_t now = c->clock(c->clock_ctx);
-	int rc, source = -1;
-	int leased = -1; /* the tier whose lease this flight holds */
-	uint64_t token = 0;
-	for (int i = c->l1 ? 1 : 0; i < c->ntiers && source < 0; i++) {
-		if (!has_leases(&c->tiers[i])) {
-			if (tiers_get(c, i, i + 1, f->key, f->klen, f->hash,
-				      now, ld, &v) == i)
-				source = i;
-			continue;
-		}
-		int lr = lease_lookup(c, i, f, now, ld, &v, &token);
-		if (lr == ASIDE_OK)
-			source = i;
-		else if (lr == ASIDE_LEASED && leased < 0)
-			leased = i;
-	}
-
-	if (source >= 0) {
-		rc = ASIDE_OK;
-	} else {
-		int64_t t0 = aside__mono_us();
-		rc = ld->load(ld->arg, f->key, f->klen, &v, &lerr);
-		uint64_t dt = (uint64_t)(aside__mono_us() - t0);
-		aside__count(st, ASIDE__C_loads, 1);
-		aside__count(st, ASIDE__C_load_time_us_sum, dt);
-		aside__count_hist(st, aside_hist_bucket(dt));
-		if (rc == ASIDE_OK && !v)
-			rc = ASIDE_EINTERNAL;
-		if (rc == ASIDE_OK) {
-			aside__count(st, ASIDE__C_load_ok, 1);
-			aside__value_set_expiry(
-			    v, expiry_for(c, f->key, f->klen, now));
-			atomic_store_explicit(&aside__value_cold(v)->load_us,
-					      dt > UINT32_MAX ? UINT32_MAX
-							      : (uint32_t)dt,
-					      memory_order_relaxed);
-		} else {
-			aside_value_unref(v);
-			v = NULL;
-			if (rc == ASIDE_NOT_FOUND) {
-				aside__count(st, ASIDE__C_not_found, 1);
-			} else {
-				if (rc > 0)
-					rc = ASIDE_EINTERNAL;
-				aside__count(st, ASIDE__C_load_errors, 1);
-				if (lerr.code == 0)
-					aside__error_set(&lerr, rc, NULL);
-			}
-		}
-	}
-
-	bool fill = false;
-	if (v) {
+	int rc, source;
+	for (;;) {
+		aside_error_clear(&lerr);
+		int64_t now = c->clock(c->clock_ctx);
+		int leased = -1; /* the tier whose lease this flight holds */
+		uint64_t token = 0;
 		pthread_mutex_lock(&sh->lock);
-		fill = !f->voided;
-		f->filling = fill;
+		unsigned round = ++f->started;
 		pthread_mutex_unlock(&sh->lock);
-		aside__count(st, fill ? ASIDE__C_fills : ASIDE__C_fills_voided,
-			     1);
-	}
-	if (leased >= 0 && !fill) {
-		/* Nothing to store: let another reader have the lease now
-		 * rather than when it lapses. */
-		const aside_tier *t = &c->tiers[leased];
-		if (t->ops->lease_end(t->self, f->key, f->klen, f->hash, NULL,
-				      now, token, NULL) < 0)
-			aside__count(st, ASIDE__C_tier_errors, 1);
-	}
-	if (fill) {
-		/*
-		 * Fill the tiers above the source, lowest first.  A shared
-		 * tier without our lease is left alone (another reader's
-		 * fill, or a write, owns it); one that refuses our fill
-		 * because a write voided the lease stops the fill, so that
-		 * the tiers above do not keep what it refused.
-		 */
-		int top = source >= 0 ? source : c->ntiers;
-		for (int i = top - 1; i >= 0; i--) {
-			const aside_tier *t = &c->tiers[i];
-			int sr;
-			if (i == leased)
-				sr = t->ops->lease_end(t->self, f->key, f->klen,
-						       f->hash, v, now, token,
-						       NULL);
-			else if (has_leases(t))
+
+		source = -1;
+		for (int i = c->l1 ? 1 : 0; i < c->ntiers && source < 0; i++) {
+			if (!has_leases(&c->tiers[i])) {
+				if (tiers_get(c, i, i + 1, f->key, f->klen,
+					      f->hash, now, ld, &v) == i)
+					source = i;
 				continue;
-			else
-				sr = t->ops->set(t->self, v, f->hash, now, NULL);
-			if (sr == ASIDE_STALE) {
-				aside__count(st, ASIDE__C_fills_refused, 1);
-				break;
 			}
+			int lr = lease_lookup(c, i, f, now, ld, &v, &token);
+			if (lr == ASIDE_OK)
+				source = i;
+			else if (lr == ASIDE_LEASED && leased < 0)
+				leased = i;
+		}
+		rc =
+		    source >= 0 ? ASIDE_OK : run_load(c, f, ld, now, &v, &lerr);
+
+		bool fill = false, voided, fresh;
+		pthread_mutex_lock(&sh->lock);
+		f->sealed = c->leases;
+		voided = f->voided;
+		fresh = f->wanted <= round; /* no one joined during the read */
+		if (v) {
+			fill = !voided;
+			f->filling = fill;
+		}
+		pthread_mutex_unlock(&sh->lock);
+		if (v)
+			aside__count(
+			    st, fill ? ASIDE__C_fills : ASIDE__C_fills_voided,
+			    1);
+		bool valid;
+		if (leased >= 0 && !fill) {
+			/* Nothing to store: let another reader have the
+			 * lease now rather than when it lapses. */
+			const aside_tier *t = &c->tiers[leased];
+			int sr =
+			    t->ops->lease_end(t->self, f->key, f->klen, f->hash,
+					      NULL, now, token, NULL);
 			if (sr < 0)
 				aside__count(st, ASIDE__C_tier_errors, 1);
+			valid = sr != ASIDE_STALE;
+		} else if (fill) {
+			valid =
+			    fill_tiers(c, f, v, source, leased, token, now) &&
+			    (leased >= 0 || source < 0 || fresh);
+		} else {
+			valid = source < 0 || fresh;
 		}
+		if (valid || voided || round >= READ_ROUNDS ||
+		    (rc < 0 && rc != ASIDE_ECORRUPT))
+			break;
+		/* Read again, for every waiter. */
+		pthread_mutex_lock(&sh->lock);
+		f->filling = false;
+		pthread_cond_broadcast(&f->cond);
+		pthread_mutex_unlock(&sh->lock);
+		aside_value_unref(v);
+		v = NULL;
 	}
 
 	pthread_mutex_lock(&sh->lock);
@@ -852,6 +923,7 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 			return aside__fail(err, ASIDE_ENOMEM, "out of memory");
 		}
 		f->refs = 1;
+		f->wanted = 1;
 		if (inval_active_locked(sh, hash, key, klen)) {
 			/* The tiers may still hold what is being invalidated:
 			 * load for this reader alone, and store nothing. */
@@ -868,6 +940,9 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 		pthread_mutex_lock(&sh->lock);
 	} else {
 		f->refs++;
+		/* Served by a read that begins after this reader did. */
+		if (f->wanted < f->started + 1)
+			f->wanted = f->started + 1;
 		atomic_fetch_add_explicit(&c->waiting, 1, memory_order_relaxed);
 		struct timespec until = deadline_after_ms(c->wait_ms);
 		while (!f->done) {

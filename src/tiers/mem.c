@@ -135,8 +135,8 @@ static inline bool expired(const aside_value *v, int64_t now)
 static inline uint64_t row_hash(uint64_t h, unsigned i)
 {
 	static const uint64_t seed[4] = {
-	    0x9e3779b97f4a7c15ull, 0xc2b2ae3d27d4eb4full,
-	    0x165667b19e3779f9ull, 0xd6e8feb86659fd93ull};
+	    0x9e3779b97f4a7c15ull, 0xc2b2ae3d27d4eb4full, 0x165667b19e3779f9ull,
+	    0xd6e8feb86659fd93ull};
 	h = (h ^ (h >> 29)) * seed[i];
 	return h ^ (h >> 32);
 }
@@ -282,10 +282,10 @@ static void queue_unlink(struct shard *sh, aside_value *v)
 /* Takes the hits readers left on v, adding them to the sketch. */
 static unsigned take_touches(struct shard *sh, aside_value *v)
 {
-	unsigned t = atomic_exchange_explicit(&v->touches, 0,
-					      memory_order_relaxed);
-	sketch_add(&sh->sk, atomic_load_explicit(&v->hash, memory_order_relaxed),
-		   t);
+	unsigned t =
+	    atomic_exchange_explicit(&v->touches, 0, memory_order_relaxed);
+	sketch_add(&sh->sk,
+		   atomic_load_explicit(&v->hash, memory_order_relaxed), t);
 	return t;
 }
 
@@ -409,8 +409,9 @@ static void remove_locked(struct shard *sh, aside_value *v)
 {
 	size_t klen;
 	const char *key = aside_value_key(v, &klen);
-	uint32_t at = find_locked(
-	    sh, key, klen, atomic_load_explicit(&v->hash, memory_order_relaxed));
+	uint32_t at =
+	    find_locked(sh, key, klen,
+			atomic_load_explicit(&v->hash, memory_order_relaxed));
 	remove_at_locked(sh, at);
 }
 
@@ -426,7 +427,8 @@ static void evict_locked(struct shard *sh, aside_value *v)
 static void set_window_locked(struct shard *sh, uint32_t window_cap)
 {
 	sh->window_cap = window_cap;
-	sh->protected_cap = (uint32_t)((uint64_t)(sh->cap - window_cap) * 4 / 5);
+	sh->protected_cap =
+	    (uint32_t)((uint64_t)(sh->cap - window_cap) * 4 / 5);
 }
 
 /*
@@ -831,10 +833,9 @@ int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 			gs[k]->set = g + gsize;
 			gs[k]->smask = gslots - 1;
 		}
-		set_window_locked(sh, (uint32_t)(((uint64_t)sh->cap *
-						      WINDOW_START_PCT +
-						  99) /
-						 100));
+		set_window_locked(
+		    sh, (uint32_t)(((uint64_t)sh->cap * WINDOW_START_PCT + 99) /
+				   100));
 	}
 	out->ops = &mem_ops;
 	out->self = m;

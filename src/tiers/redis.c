@@ -343,9 +343,10 @@ static const char *const scripts[NSCRIPTS] = {
     "if ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[2]) "
     "else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end "
     "return 1",
-    /* KEYS: lease; ARGV: token.  Gives the lease up if still ours. */
+    /* KEYS: lease; ARGV: token.  Gives the lease up if still ours.
+     * 1: it was | 0: a write voided it, or it lapsed. */
     "if redis.call('GET', KEYS[1]) == ARGV[1] then "
-    "redis.call('DEL', KEYS[1]) end return 1",
+    "redis.call('DEL', KEYS[1]) return 1 end return 0",
     /* KEYS: value, lease; ARGV: channel, message prefix.  Deletes both
      * (voiding any lease) and tells the other caches. */
     "redis.call('DEL', KEYS[1], KEYS[2]) "
@@ -437,9 +438,9 @@ static bool wrong_type(const redisReply *rep)
 	return rep->type == REDIS_REPLY_ERROR && strstr(rep->str, "WRONGTYPE");
 }
 
-static int r_lease_get(void *self, const char *key, size_t klen,
-		       uint64_t hash, int64_t now, aside_value **out,
-		       uint64_t *token, aside_error *err)
+static int r_lease_get(void *self, const char *key, size_t klen, uint64_t hash,
+		       int64_t now, aside_value **out, uint64_t *token,
+		       aside_error *err)
 {
 	(void)hash;
 	struct redis *r = self;
@@ -496,9 +497,9 @@ static unsigned char *encode_entry(aside_value *v, int64_t expires,
 	return buf;
 }
 
-static int r_lease_end(void *self, const char *key, size_t klen,
-		       uint64_t hash, aside_value *v, int64_t now,
-		       uint64_t token, aside_error *err)
+static int r_lease_end(void *self, const char *key, size_t klen, uint64_t hash,
+		       aside_value *v, int64_t now, uint64_t token,
+		       aside_error *err)
 {
 	(void)hash;
 	struct redis *r = self;
@@ -508,7 +509,8 @@ static int r_lease_end(void *self, const char *key, size_t klen,
 	if (!v) {
 		const char *kv[] = {lk, tok};
 		size_t kl[] = {lklen, 16};
-		redisReply *rep = run_script(r, S_LEASE_DROP, 1, 2, kv, kl, err);
+		redisReply *rep =
+		    run_script(r, S_LEASE_DROP, 1, 2, kv, kl, err);
 		if (!rep)
 			return ASIDE_ECACHE;
 		freeReplyObject(rep);

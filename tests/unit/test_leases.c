@@ -47,8 +47,8 @@ static void pause_ms(long ms)
 typedef struct source {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	bool gated, inside;   /* hold loads at the gate; one is there */
-	const char *value;    /* what a load returns; NULL: not found */
+	bool gated, inside; /* hold loads at the gate; one is there */
+	const char *value;  /* what a load returns; NULL: not found */
 	_Atomic int loads;
 } source;
 

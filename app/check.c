@@ -1,0 +1,825 @@
+/*
+ * check.c -- `aside check`: a consistency checker.  Several processes, each
+ * with reader threads and one writer thread, share one database and one
+ * Redis.  Injected delays widen the races cache-aside is known for: a load
+ * that sleeps between reading the database and filling the cache, a writer
+ * that sleeps between its commit and its invalidation, and whole processes
+ * stopped (SIGSTOP) and resumed.  Every operation is recorded with its
+ * start and end on the machine's monotonic clock (one clock for every
+ * process), and afterwards the checker reports
+ *
+ *   (a) stale reads: a read that returned an older version of a row than a
+ *       write that had completed before the read began (more than --bound-ms
+ *       before, for caches that promise only a bound);
+ *   (b) divergent keys: once the load stops, a cached row that differs from
+ *       the database (it would be served until its TTL).
+ *
+ * Rows are users whose name carries a version, "v17"; each key has one
+ * writer, so its versions only grow.  --naive runs the seed's plain
+ * cache-aside instead (GET; on a miss, read the database and SET; on a
+ * write, update then DEL), which these races defeat: the proof that the
+ * checker can fail.  Exit status: 0 when nothing was found, 1 otherwise.
+ */
+#include "app.h"
+
+#include <aside/users.h>
+#include <errno.h>
+#include <getopt.h>
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+struct check_cfg {
+	const char *db_url, *cache_url;
+	bool naive;
+	long procs, threads, keys, load_delay_ms, inval_delay_ms, stall_ms;
+	long bound_ms;
+	double seconds;
+	/* In a child: */
+	const char *dir;
+	long index;
+};
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/* A per-thread xorshift generator. */
+static uint64_t rnd(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+/* ---- the injected delays: a repository wrapper -------------------------- */
+
+/*
+ * Reads, then sleeps (half the loads, up to load_delay_ms): the window
+ * between a load's database read and its fill.  Updates commit, then sleep
+ * (up to inval_delay_ms): the window between a commit and its invalidation,
+ * which the service runs after the update returns.
+ */
+struct delay_repo {
+	user_repo inner;
+	long load_delay_ms, inval_delay_ms;
+};
+
+static _Thread_local uint64_t rnd_state;
+
+static uint64_t my_rnd(void)
+{
+	if (!rnd_state)
+		rnd_state = (uint64_t)mono_ns() ^ ((uint64_t)getpid() << 32) ^
+			    (uint64_t)(uintptr_t)&rnd_state;
+	return rnd(&rnd_state);
+}
+
+static int delay_get_ex(void *self, int64_t id, user *out, aside_error *err)
+{
+	struct delay_repo *d = self;
+	const user_repo_ops *ops = d->inner.ops;
+	int rc = ops->get_ex ? ops->get_ex(d->inner.self, id, out, err)
+			     : ops->get(d->inner.self, id, out);
+	if (d->load_delay_ms > 0 && (my_rnd() & 1))
+		sleep_ms((long)(my_rnd() % (uint64_t)(d->load_delay_ms + 1)));
+	return rc;
+}
+
+static int delay_update_ex(void *self, const user *u, aside_error *err)
+{
+	struct delay_repo *d = self;
+	const user_repo_ops *ops = d->inner.ops;
+	int rc = ops->update_ex ? ops->update_ex(d->inner.self, u, err)
+				: ops->update(d->inner.self, u);
+	if (rc == ASIDE_OK && d->inval_delay_ms > 0)
+		sleep_ms((long)(my_rnd() % (uint64_t)(d->inval_delay_ms + 1)));
+	return rc;
+}
+
+static int delay_create_ex(void *self, user *u, aside_error *err)
+{
+	struct delay_repo *d = self;
+	const user_repo_ops *ops = d->inner.ops;
+	return ops->create_ex ? ops->create_ex(d->inner.self, u, err)
+			      : ops->create(d->inner.self, u);
+}
+
+static int delay_remove_ex(void *self, int64_t id, aside_error *err)
+{
+	struct delay_repo *d = self;
+	const user_repo_ops *ops = d->inner.ops;
+	return ops->remove_ex ? ops->remove_ex(d->inner.self, id, err)
+			      : ops->remove(d->inner.self, id);
+}
+
+static int delay_get(void *self, int64_t id, user *out)
+{
+	return delay_get_ex(self, id, out, NULL);
+}
+static int delay_create(void *self, user *u)
+{
+	return delay_create_ex(self, u, NULL);
+}
+static int delay_update(void *self, const user *u)
+{
+	return delay_update_ex(self, u, NULL);
+}
+static int delay_remove(void *self, int64_t id)
+{
+	return delay_remove_ex(self, id, NULL);
+}
+static void delay_close(void *self)
+{
+	(void)self;
+}
+
+static const user_repo_ops delay_ops = {
+    .get = delay_get,
+    .create = delay_create,
+    .update = delay_update,
+    .remove = delay_remove,
+    .close = delay_close,
+    .get_ex = delay_get_ex,
+    .create_ex = delay_create_ex,
+    .update_ex = delay_update_ex,
+    .remove_ex = delay_remove_ex,
+};
+
+/* ---- one process's work ------------------------------------------------- */
+
+struct op {
+	char kind; /* 'R' read, 'W' write */
+	int key;
+	long version;
+	int64_t begin, end;
+};
+
+struct worker {
+	const struct check_cfg *cfg;
+	const int64_t *ids;
+	user_service *svc;	 /* aside */
+	struct delay_repo *repo; /* both modes */
+	redisContext *redis;	 /* naive: a connection of its own */
+	bool writer;
+	struct op *ops;
+	size_t nops, cap;
+	long errors;
+};
+
+static void record(struct worker *w, char kind, int key, long version,
+		   int64_t begin, int64_t end)
+{
+	if (w->nops == w->cap) {
+		w->cap = w->cap ? w->cap * 2 : 4096;
+		struct op *n = realloc(w->ops, w->cap * sizeof(*n));
+		if (!n) {
+			w->errors++;
+			return;
+		}
+		w->ops = n;
+	}
+	w->ops[w->nops++] = (struct op){kind, key, version, begin, end};
+}
+
+static long version_of(const char *name)
+{
+	return name[0] == 'v' ? strtol(name + 1, NULL, 10) : -1;
+}
+
+/* The seed's cache-aside, plainly: GET; on a miss load and SET. */
+static int naive_read(struct worker *w, int64_t id, long *version)
+{
+	char key[32];
+	user_cache_key(id, key);
+	redisReply *r = redisCommand(w->redis, "GET %s", key);
+	if (!r)
+		return ASIDE_ECACHE;
+	if (r->type == REDIS_REPLY_STRING) {
+		*version = version_of(r->str);
+		freeReplyObject(r);
+		return ASIDE_OK;
+	}
+	freeReplyObject(r);
+	user u;
+	int rc = delay_get_ex(w->repo, id, &u, NULL);
+	if (rc != ASIDE_OK)
+		return rc;
+	*version = version_of(u.name);
+	r = redisCommand(w->redis, "SET %s %s EX 3600", key, u.name);
+	if (r)
+		freeReplyObject(r);
+	return ASIDE_OK;
+}
+
+static int naive_write(struct worker *w, const user *u)
+{
+	int rc = delay_update_ex(w->repo, u, NULL);
+	if (rc != ASIDE_OK)
+		return rc;
+	char key[32];
+	user_cache_key(u->id, key);
+	redisReply *r = redisCommand(w->redis, "DEL %s", key);
+	if (!r)
+		return ASIDE_ECACHE;
+	freeReplyObject(r);
+	return ASIDE_OK;
+}
+
+static void *work(void *arg)
+{
+	struct worker *w = arg;
+	const struct check_cfg *cfg = w->cfg;
+	int64_t until = mono_ns() + (int64_t)(cfg->seconds * 1e9);
+	long *versions = calloc((size_t)cfg->keys, sizeof(long));
+	while (versions && mono_ns() < until) {
+		int k = (int)(my_rnd() % (uint64_t)cfg->keys);
+		if (w->writer) {
+			/* This process writes the keys k = index (mod procs).
+			 */
+			k -= k % (int)cfg->procs;
+			k += (int)cfg->index;
+			if (k >= cfg->keys)
+				continue;
+			user u = {.id = w->ids[k]};
+			snprintf(u.name, sizeof(u.name), "v%ld",
+				 versions[k] + 1);
+			snprintf(u.email, sizeof(u.email),
+				 "check%d@example.com", k);
+			int64_t t0 = mono_ns();
+			int rc = cfg->naive ? naive_write(w, &u)
+					    : user_service_update(w->svc, &u);
+			int64_t t1 = mono_ns();
+			if (rc != ASIDE_OK) {
+				w->errors++;
+				continue;
+			}
+			versions[k]++;
+			record(w, 'W', k, versions[k], t0, t1);
+			sleep_ms(1);
+		} else {
+			long version = -1;
+			int64_t t0 = mono_ns();
+			int rc;
+			if (cfg->naive) {
+				rc = naive_read(w, w->ids[k], &version);
+			} else {
+				user u;
+				rc = user_service_get(w->svc, w->ids[k], &u);
+				if (rc == ASIDE_OK)
+					version = version_of(u.name);
+			}
+			int64_t t1 = mono_ns();
+			if (rc != ASIDE_OK || version < 0) {
+				w->errors++;
+				continue;
+			}
+			record(w, 'R', k, version, t0, t1);
+		}
+	}
+	free(versions);
+	return NULL;
+}
+
+/* Redis host, port and db from a redis:// URL, for the naive mode. */
+static bool redis_addr(const char *url, char *host, size_t cap, int *port,
+		       int *db)
+{
+	if (strncmp(url, "redis://", 8) != 0)
+		return false;
+	const char *p = url + 8, *at = strchr(p, '@');
+	if (at)
+		p = at + 1;
+	size_t n = strcspn(p, ":/?");
+	if (n == 0 || n >= cap)
+		return false;
+	memcpy(host, p, n);
+	host[n] = '\0';
+	p += n;
+	*port = 6379;
+	*db = 0;
+	if (*p == ':')
+		*port = (int)strtol(p + 1, (char **)&p, 10);
+	if (*p == '/')
+		*db = (int)strtol(p + 1, NULL, 10);
+	return true;
+}
+
+static redisContext *naive_connect(const char *url)
+{
+	char host[256];
+	int port, db;
+	if (!redis_addr(url, host, sizeof(host), &port, &db))
+		return NULL;
+	redisContext *c = redisConnect(host, port);
+	if (!c || c->err) {
+		redisFree(c);
+		return NULL;
+	}
+	redisReply *r = redisCommand(c, "SELECT %d", db);
+	if (r)
+		freeReplyObject(r);
+	return c;
+}
+
+/* A child: its threads work, then it writes its record to DIR/ops.INDEX. */
+static int child(const struct check_cfg *cfg)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/ids", cfg->dir);
+	FILE *f = fopen(path, "r");
+	int64_t *ids = calloc((size_t)cfg->keys, sizeof(*ids));
+	for (long k = 0; f && ids && k < cfg->keys; k++)
+		if (fscanf(f, "%lld", (long long *)&ids[k]) != 1)
+			ids[k] = 0;
+	if (f)
+		fclose(f);
+	aside_error err;
+	user_repo db;
+	if (!ids || user_repo_open(cfg->db_url, &db, &err) != ASIDE_OK) {
+		fprintf(stderr, "aside check: %s\n",
+			ids ? err.message : "out of memory");
+		return 2;
+	}
+	struct delay_repo repo = {db, cfg->load_delay_ms, cfg->inval_delay_ms};
+	aside_cache *cache = NULL;
+	user_service *svc = NULL;
+	if (!cfg->naive) {
+		if (aside_cache_open(cfg->cache_url, &cache, &err) !=
+		    ASIDE_OK) {
+			fprintf(stderr, "aside check: %s\n", err.message);
+			return 2;
+		}
+		svc = user_service_new((user_repo){&delay_ops, &repo}, cache);
+	}
+	long n = cfg->threads;
+	struct worker *w = calloc((size_t)n, sizeof(*w));
+	pthread_t *th = calloc((size_t)n, sizeof(*th));
+	if (!w || !th)
+		return 2;
+	for (long i = 0; i < n; i++) {
+		w[i] =
+		    (struct worker){.cfg = cfg,
+				    .ids = ids,
+				    .svc = svc,
+				    .repo = &repo,
+				    .writer = i == 0 && cfg->index < cfg->keys};
+		if (cfg->naive &&
+		    !(w[i].redis = naive_connect(cfg->cache_url))) {
+			fprintf(stderr, "aside check: cannot reach %s\n",
+				cfg->cache_url);
+			return 2;
+		}
+	}
+	for (long i = 0; i < n; i++)
+		pthread_create(&th[i], NULL, work, &w[i]);
+	for (long i = 0; i < n; i++)
+		pthread_join(th[i], NULL);
+	snprintf(path, sizeof(path), "%s/ops.%ld", cfg->dir, cfg->index);
+	f = fopen(path, "w");
+	long errors = 0;
+	for (long i = 0; f && i < n; i++) {
+		errors += w[i].errors;
+		for (size_t j = 0; j < w[i].nops; j++) {
+			const struct op *o = &w[i].ops[j];
+			fprintf(f, "%c %d %ld %lld %lld\n", o->kind, o->key,
+				o->version, (long long)o->begin,
+				(long long)o->end);
+		}
+		free(w[i].ops);
+		if (w[i].redis)
+			redisFree(w[i].redis);
+	}
+	if (f)
+		fprintf(f, "E %ld 0 0 0\n", errors);
+	if (!f || fclose(f) != 0)
+		return 2;
+	user_service_free(svc);
+	aside_cache_close(cache);
+	user_repo_close(&db);
+	free(w);
+	free(th);
+	free(ids);
+	return 0;
+}
+
+/* ---- the parent: set up, run, stall, judge ------------------------------ */
+
+static int by_begin(const void *a, const void *b)
+{
+	const struct op *x = a, *y = b;
+	return (x->begin > y->begin) - (x->begin < y->begin);
+}
+
+/* Spawns the children, stalls them now and then, and waits for them. */
+static bool run_children(const struct check_cfg *cfg, char **argv, int argc,
+			 long *stalls)
+{
+	char self[4096];
+	ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (len <= 0)
+		return false;
+	self[len] = '\0';
+	pid_t *pid = calloc((size_t)cfg->procs, sizeof(*pid));
+	if (!pid)
+		return false;
+	for (long p = 0; p < cfg->procs; p++) {
+		char index[24];
+		snprintf(index, sizeof(index), "%ld", p);
+		char **cargv = calloc((size_t)argc + 6, sizeof(*cargv));
+		if (!cargv)
+			return false;
+		int c = 0;
+		cargv[c++] = self;
+		cargv[c++] = "check";
+		for (int i = 1; i < argc; i++)
+			cargv[c++] = argv[i];
+		cargv[c++] = "--child-dir";
+		cargv[c++] = (char *)cfg->dir;
+		cargv[c++] = "--child-index";
+		cargv[c++] = index;
+		int rc = posix_spawn(&pid[p], self, NULL, NULL, cargv, environ);
+		free(cargv);
+		if (rc != 0) {
+			fprintf(stderr, "aside check: spawn: %s\n",
+				strerror(rc));
+			return false;
+		}
+	}
+	/* Stall one child at a time while they run. */
+	int64_t until = mono_ns() + (int64_t)(cfg->seconds * 1e9);
+	uint64_t s = (uint64_t)mono_ns() | 1;
+	while (cfg->stall_ms > 0 &&
+	       mono_ns() + cfg->stall_ms * 2000000 < until) {
+		sleep_ms(cfg->stall_ms);
+		pid_t victim = pid[rnd(&s) % (uint64_t)cfg->procs];
+		kill(victim, SIGSTOP);
+		sleep_ms(cfg->stall_ms);
+		kill(victim, SIGCONT);
+		(*stalls)++;
+	}
+	bool ok = true;
+	for (long p = 0; p < cfg->procs; p++) {
+		int status;
+		while (waitpid(pid[p], &status, 0) < 0 && errno == EINTR)
+			;
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+			fprintf(stderr, "aside check: process %ld failed\n", p);
+			ok = false;
+		}
+	}
+	free(pid);
+	return ok;
+}
+
+/* The cached version of key k now: -1 if none; -2 on error. */
+static long cached_version(const struct check_cfg *cfg, aside_cache *peek,
+			   redisContext *rc, int64_t id)
+{
+	char key[32];
+	size_t klen = user_cache_key(id, key);
+	if (cfg->naive) {
+		redisReply *r = redisCommand(rc, "GET %s", key);
+		if (!r)
+			return -2;
+		long v =
+		    r->type == REDIS_REPLY_STRING ? version_of(r->str) : -1;
+		freeReplyObject(r);
+		return v;
+	}
+	aside_value *v;
+	if (aside_cache_peek(peek, key, klen, &v) != ASIDE_OK)
+		return -1;
+	size_t len;
+	const char *json = aside_value_data(v, &len);
+	user u;
+	long version = user_from_json(json, len, 0, &u, NULL) == ASIDE_OK
+			   ? version_of(u.name)
+			   : -2;
+	aside_value_unref(v);
+	return version;
+}
+
+static int parent(struct check_cfg *cfg, int argc, char **argv)
+{
+	char dir[] = "/tmp/aside-check-XXXXXX";
+	if (!mkdtemp(dir)) {
+		perror("aside check: mkdtemp");
+		return 2;
+	}
+	cfg->dir = dir;
+	aside_error err;
+	user_repo db;
+	if (user_repo_open(cfg->db_url, &db, &err) != ASIDE_OK) {
+		fprintf(stderr, "aside check: %s\n", err.message);
+		return 2;
+	}
+	/* Fresh rows, and no cached copy of their keys. */
+	aside_cache *peek = NULL;
+	redisContext *rc = NULL;
+	char peek_url[1024];
+	snprintf(peek_url, sizeof(peek_url), "%.*s",
+		 (int)strcspn(cfg->cache_url, "?"), cfg->cache_url);
+	if (aside_cache_open(peek_url, &peek, &err) != ASIDE_OK ||
+	    !(rc = naive_connect(cfg->cache_url))) {
+		fprintf(stderr, "aside check: %s: cannot use it\n",
+			cfg->cache_url);
+		return 2;
+	}
+	int64_t *ids = calloc((size_t)cfg->keys, sizeof(*ids));
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/ids", dir);
+	FILE *f = fopen(path, "w");
+	for (long k = 0; ids && f && k < cfg->keys; k++) {
+		user u = {0};
+		snprintf(u.name, sizeof(u.name), "v0");
+		snprintf(u.email, sizeof(u.email), "check%ld@example.com", k);
+		if (db.ops->create(db.self, &u) != ASIDE_OK) {
+			fprintf(stderr, "aside check: cannot create rows\n");
+			return 2;
+		}
+		ids[k] = u.id;
+		fprintf(f, "%lld\n", (long long)u.id);
+		char key[32];
+		size_t klen = user_cache_key(u.id, key);
+		aside_cache_invalidate(peek, key, klen, NULL);
+	}
+	if (!ids || !f || fclose(f) != 0)
+		return 2;
+
+	printf("aside check: %s, %ld processes x %ld threads (one writer "
+	       "each), %ld keys, %.1f s\n",
+	       cfg->naive ? "naive cache-aside" : "aside", cfg->procs,
+	       cfg->threads, cfg->keys, cfg->seconds);
+	printf("  database %s, cache %s\n", cfg->db_url, cfg->cache_url);
+	printf("  delays: load->fill up to %ld ms, commit->invalidation up to "
+	       "%ld ms, process stalls of %ld ms; bound %ld ms\n",
+	       cfg->load_delay_ms, cfg->inval_delay_ms, cfg->stall_ms,
+	       cfg->bound_ms);
+	fflush(stdout);
+	long stalls = 0;
+	bool ran = run_children(cfg, argv, argc, &stalls);
+
+	/* Gather every process's record. */
+	struct op *ops = NULL;
+	size_t nops = 0, cap = 0;
+	long errors = 0, reads = 0, writes = 0;
+	for (long p = 0; ran && p < cfg->procs; p++) {
+		snprintf(path, sizeof(path), "%s/ops.%ld", dir, p);
+		f = fopen(path, "r");
+		struct op o;
+		long long b, e;
+		while (f && fscanf(f, " %c %d %ld %lld %lld", &o.kind, &o.key,
+				   &o.version, &b, &e) == 5) {
+			if (o.kind == 'E') {
+				errors += o.key;
+				continue;
+			}
+			o.begin = b;
+			o.end = e;
+			if (nops == cap) {
+				cap = cap ? cap * 2 : 65536;
+				ops = realloc(ops, cap * sizeof(*ops));
+				if (!ops)
+					return 2;
+			}
+			ops[nops++] = o;
+			if (o.kind == 'R')
+				reads++;
+			else
+				writes++;
+		}
+		if (f)
+			fclose(f);
+		unlink(path);
+	}
+
+	/*
+	 * (a) For each read, the newest write of its key that had completed
+	 * (bound_ms) before it began: a read of an older version is stale.
+	 * Writes of a key complete in version order (one writer a key).
+	 */
+	qsort(ops, nops, sizeof(*ops), by_begin);
+	long *newest = calloc((size_t)cfg->keys, sizeof(long));
+	/* Per key, the writes by end time: a simple list per key. */
+	size_t **wk = calloc((size_t)cfg->keys, sizeof(*wk));
+	size_t *wn = calloc((size_t)cfg->keys, sizeof(*wn));
+	for (size_t i = 0; i < nops; i++)
+		if (ops[i].kind == 'W')
+			wn[ops[i].key]++;
+	for (long k = 0; k < cfg->keys; k++)
+		wk[k] = calloc(wn[k] + 1, sizeof(**wk));
+	memset(wn, 0, (size_t)cfg->keys * sizeof(*wn));
+	for (size_t i = 0; i < nops; i++)
+		if (ops[i].kind == 'W')
+			wk[ops[i].key][wn[ops[i].key]++] = i;
+	long stale = 0, shown = 0;
+	int64_t worst_ns = 0;
+	size_t *next = calloc((size_t)cfg->keys, sizeof(*next));
+	int64_t bound = cfg->bound_ms * 1000000;
+	for (size_t i = 0; i < nops; i++) {
+		const struct op *r = &ops[i];
+		if (r->kind != 'R')
+			continue;
+		/* Reads come in begin order; advance each key's cursor over
+		 * the writes that completed before this read began.  Writes
+		 * of a key end in version order, so the cursor only moves
+		 * forward. */
+		size_t *c = &next[r->key];
+		const size_t *ws = wk[r->key];
+		while (*c < wn[r->key] && ops[ws[*c]].end + bound < r->begin)
+			newest[r->key] = ops[ws[(*c)++]].version;
+		if (r->version < newest[r->key]) {
+			stale++;
+			const struct op *w = &ops[ws[*c - 1]];
+			int64_t late = r->begin - w->end;
+			if (late > worst_ns)
+				worst_ns = late;
+			if (shown++ < 5)
+				printf("  stale read: key %d returned v%ld, "
+				       "%.1f ms after v%ld was written\n",
+				       r->key, r->version, (double)late / 1e6,
+				       newest[r->key]);
+		}
+	}
+
+	/* (b) What the cache holds now against the database. */
+	long divergent = 0;
+	for (long k = 0; ran && k < cfg->keys; k++) {
+		user u;
+		if (db.ops->get(db.self, ids[k], &u) != ASIDE_OK) {
+			errors++;
+			continue;
+		}
+		long dbv = version_of(u.name);
+		long cv = cached_version(cfg, peek, rc, ids[k]);
+		if (cv != -1 && cv != dbv) {
+			divergent++;
+			printf("  divergent: key %ld cached v%ld, database "
+			       "v%ld\n",
+			       k, cv, dbv);
+		}
+	}
+
+	printf("ops: %ld reads, %ld writes, %ld errors; %ld stalls\n", reads,
+	       writes, errors, stalls);
+	printf("findings: %ld stale reads (worst %.1f ms after the write "
+	       "completed), %ld divergent keys\n",
+	       stale, (double)worst_ns / 1e6, divergent);
+	for (long k = 0; k < cfg->keys; k++)
+		free(wk[k]);
+	free(wk);
+	free(wn);
+	free(next);
+	free(newest);
+	free(ops);
+	free(ids);
+	snprintf(path, sizeof(path), "%s/ids", dir);
+	unlink(path);
+	rmdir(dir);
+	redisFree(rc);
+	aside_cache_close(peek);
+	user_repo_close(&db);
+	if (!ran || errors)
+		return 2;
+	return stale || divergent ? 1 : 0;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: aside check --db URL --cache redis://... [OPTIONS]\n"
+		"  --naive              the seed's plain cache-aside instead "
+		"of aside\n"
+		"  --processes N        processes (default 3)\n"
+		"  --threads N          threads per process, one of them a "
+		"writer (default 8)\n"
+		"  --keys N             rows (default 8)\n"
+		"  --duration-s S       seconds of load (default 3)\n"
+		"  --load-delay-ms D    sleep up to D ms between a load's read "
+		"and its fill (default 20)\n"
+		"  --inval-delay-ms D   sleep up to D ms between a commit and "
+		"its invalidation (default 20)\n"
+		"  --stall-ms D         stop a random process for D ms, now "
+		"and then (default 0: never)\n"
+		"  --bound-ms B         a read is stale only if it began more "
+		"than B ms after the\n"
+		"                       write completed (default 0)\n"
+		"exit status: 0 nothing found, 1 findings, 2 the check could "
+		"not run\n");
+}
+
+int app_check(int argc, char **argv)
+{
+	struct check_cfg cfg = {.procs = 3,
+				.threads = 8,
+				.keys = 8,
+				.seconds = 3,
+				.load_delay_ms = 20,
+				.inval_delay_ms = 20,
+				.index = -1};
+	static const struct option opts[] = {
+	    {"db", required_argument, NULL, 'd'},
+	    {"cache", required_argument, NULL, 'c'},
+	    {"naive", no_argument, NULL, 'n'},
+	    {"processes", required_argument, NULL, 'p'},
+	    {"threads", required_argument, NULL, 't'},
+	    {"keys", required_argument, NULL, 'k'},
+	    {"duration-s", required_argument, NULL, 's'},
+	    {"load-delay-ms", required_argument, NULL, 'L'},
+	    {"inval-delay-ms", required_argument, NULL, 'I'},
+	    {"stall-ms", required_argument, NULL, 'S'},
+	    {"bound-ms", required_argument, NULL, 'B'},
+	    {"child-dir", required_argument, NULL, 'D'},
+	    {"child-index", required_argument, NULL, 'X'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0, 0, 0, 0},
+	};
+	int o;
+	optind = 1;
+	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		bool ok = true;
+		switch (o) {
+		case 'd':
+			cfg.db_url = optarg;
+			break;
+		case 'c':
+			cfg.cache_url = optarg;
+			break;
+		case 'n':
+			cfg.naive = true;
+			break;
+		case 'p':
+			ok = app_long("processes", optarg, 1, 64, &cfg.procs);
+			break;
+		case 't':
+			ok = app_long("threads", optarg, 1, 256, &cfg.threads);
+			break;
+		case 'k':
+			ok = app_long("keys", optarg, 1, 100000, &cfg.keys);
+			break;
+		case 's':
+			ok = app_double("duration-s", optarg, 0.1, 3600,
+					&cfg.seconds);
+			break;
+		case 'L':
+			ok = app_long("load-delay-ms", optarg, 0, 60000,
+				      &cfg.load_delay_ms);
+			break;
+		case 'I':
+			ok = app_long("inval-delay-ms", optarg, 0, 60000,
+				      &cfg.inval_delay_ms);
+			break;
+		case 'S':
+			ok = app_long("stall-ms", optarg, 0, 60000,
+				      &cfg.stall_ms);
+			break;
+		case 'B':
+			ok = app_long("bound-ms", optarg, 0, 60000,
+				      &cfg.bound_ms);
+			break;
+		case 'D':
+			cfg.dir = optarg;
+			break;
+		case 'X':
+			ok = app_long("child-index", optarg, 0, 63, &cfg.index);
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			return 2;
+		}
+		if (!ok)
+			return 2;
+	}
+	if (!cfg.db_url || !cfg.cache_url ||
+	    strncmp(cfg.cache_url, "redis://", 8) != 0) {
+		usage(stderr);
+		return 2;
+	}
+	if (cfg.dir && cfg.index >= 0)
+		return child(&cfg);
+	return parent(&cfg, argc, argv);
+}
