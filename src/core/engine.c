@@ -76,6 +76,10 @@ struct aside_cache {
 	int ntiers;
 	void *l1;    /* tiers[0].self when it is the mem tier, else NULL */
 	bool leases; /* a tier is shared with other processes, with leases */
+	/* L1 over Redis: served only while the invalidation subscription
+	 * confirmed within l1_bound_us that it missed nothing. */
+	_Atomic int64_t *confirmed;
+	int64_t l1_bound_us;
 	aside_clock_fn clock;
 	void *clock_ctx;
 	aside_log_fn log;
@@ -97,13 +101,27 @@ static bool has_leases(const aside_tier *t)
 	return t->ops->version >= 2 && t->ops->lease_get && t->ops->lease_end;
 }
 
+/*
+ * Whether the L1 may serve now: always, unless it sits over Redis with a
+ * bound, and the invalidation subscription has not confirmed within the
+ * bound that it missed nothing (a stalled or starved process, a lost
+ * connection, Redis down).  Then reads go past it, to the shared tier.
+ */
+static inline bool l1_trusted(const aside_cache *c)
+{
+	if (!c->confirmed)
+		return true;
+	int64_t at = atomic_load_explicit(c->confirmed, memory_order_acquire);
+	return at && aside__mono_coarse_us() - at <= c->l1_bound_us;
+}
+
 /* ---- opening ----------------------------------------------------------- */
 
 struct open_params {
 	bool redis;
 	aside__tier_params l1; /* capacity 0: no in-process tier */
 	aside__redis_params r;
-	uint64_t ttl_ms, jitter_pct, wait_ms;
+	uint64_t ttl_ms, jitter_pct, wait_ms, l1_bound_ms;
 };
 
 static int param(void *ctx, const char *k, size_t klen, const char *v,
@@ -125,6 +143,7 @@ static int param(void *ctx, const char *k, size_t klen, const char *v,
 	    {"timeout_ms", &p->r.timeout_ms, 1, 60000, 2},
 	    {"pool", &p->r.pool, 1, 1024, 2},
 	    {"lease_ms", &p->r.lease_ms, 10, 3600 * 1000, 2},
+	    {"l1_bound_ms", &p->l1_bound_ms, 0, 3600 * 1000, 2},
 	    {"ttl_ms", &p->ttl_ms, 1, 100ull * 365 * 86400 * 1000, 0},
 	    {"jitter_pct", &p->jitter_pct, 0, 100, 0},
 	    {"wait_ms", &p->wait_ms, 1, 3600 * 1000, 0},
@@ -255,6 +274,7 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 	    .ttl_ms = 3600 * 1000,
 	    .jitter_pct = 10,
 	    .wait_ms = 5000,
+	    .l1_bound_ms = 100,
 	};
 	const char *rest, *query;
 	bool redis_l1 = false;
@@ -319,9 +339,15 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 		if (rc != ASIDE_OK)
 			goto fail;
 		c->ntiers++;
+		void *redis = c->tiers[c->ntiers - 1].self;
+		if (c->l1 && p.l1_bound_ms) {
+			c->confirmed = aside__redis_confirmed(redis);
+			c->l1_bound_us = (int64_t)p.l1_bound_ms * 1000;
+		}
 		if (c->l1 &&
-		    (rc = aside__redis_listen(c->tiers[c->ntiers - 1].self,
-					      heard, deaf, c, err)) != ASIDE_OK)
+		    (rc = aside__redis_listen(redis, heard, deaf, c,
+					      (int64_t)p.l1_bound_ms * 1000,
+					      err)) != ASIDE_OK)
 			goto fail;
 	}
 	for (int i = 0; i < c->ntiers; i++)
@@ -866,7 +892,8 @@ int aside_cache_peek(aside_cache *c, const char *key, size_t klen,
 	uint64_t hash = aside_hash(key, klen);
 	int64_t now = c->clock(c->clock_ctx);
 	struct aside__stripe *st = stripe(c);
-	int i = tiers_get(c, 0, c->ntiers, key, klen, hash, now, NULL, out);
+	int i = tiers_get(c, c->l1 && !l1_trusted(c) ? 1 : 0, c->ntiers, key,
+			  klen, hash, now, NULL, out);
 	if (i >= 0) {
 		aside__count(st, ASIDE__C_tier_hit0 + i, 1);
 		return ASIDE_OK;
@@ -888,10 +915,10 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 
 	/* L1: the fast path, no lock. */
 	aside_value *v;
-	const aside_tier *l1 = c->l1 ? &c->tiers[0] : NULL;
+	const aside_tier *l1 = c->l1 && l1_trusted(c) ? &c->tiers[0] : NULL;
 	int l1rc = l1 ? l1->ops->get(l1->self, key, klen, hash, now, &v, NULL)
 		      : ASIDE_NOT_FOUND;
-	if (l1 && l1rc != ASIDE_OK)
+	if (c->l1 && l1rc != ASIDE_OK)
 		aside__count(st, ASIDE__C_tier_miss0, 1);
 	if (l1 && l1rc == ASIDE_OK) {
 		if ((!ld->decode ||
@@ -991,7 +1018,7 @@ int aside_cache_read(aside_cache *c, const char *key, size_t klen,
 				   "aside_cache_read: bad arguments");
 	uint64_t hash = aside_hash(key, klen);
 	int64_t now = c->clock(c->clock_ctx);
-	if (c->l1 && aside__read_begin()) {
+	if (c->l1 && l1_trusted(c) && aside__read_begin()) {
 		const aside_value *v =
 		    aside__mem_borrow(c->l1, key, klen, hash, now);
 		/* A value that still needs decoding goes the long way. */

@@ -210,6 +210,9 @@ int aside__fail(aside_error *err, int code, const char *fmt, ...)
 /* monotonic µs, for durations and waits (never the injectable clock) */
 int64_t aside__mono_us(void);
 
+/* monotonic µs at the kernel tick's resolution (cheap: no clock read) */
+int64_t aside__mono_coarse_us(void);
+
 /* a per-thread xorshift generator */
 uint64_t aside__rand(void);
 
@@ -251,7 +254,15 @@ void aside__mem_clear(void *self);
  * Stopped by closing the tier.
  */
 int aside__redis_listen(void *self, void (*key)(void *, const char *, size_t),
-			void (*lost)(void *), void *ctx, aside_error *err);
+			void (*lost)(void *), void *ctx, int64_t confirm_us,
+			aside_error *err);
+/*
+ * When the listener last confirmed it had applied every invalidation
+ * published before (aside__mono_coarse_us time; 0: never): it pings Redis
+ * through its subscription every confirm_us / 4, and a ping's answer comes
+ * after every message published before the ping was sent.
+ */
+_Atomic int64_t *aside__redis_confirmed(void *self);
 
 /* A fresh entry of the mem tier, without a reference: inside a section. */
 const aside_value *aside__mem_borrow(void *self, const char *key, size_t klen,

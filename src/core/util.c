@@ -91,6 +91,13 @@ int64_t aside_clock_default(void *ctx)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+int64_t aside__mono_coarse_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 int64_t aside__mono_us(void)
 {
 	struct timespec ts;

@@ -28,7 +28,9 @@
  */
 #include "../core/internal.h"
 
+#include <errno.h>
 #include <hiredis/hiredis.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +65,8 @@ struct redis {
 	void (*on_lost)(void *);
 	void *listen_ctx;
 	bool first_try_done; /* guarded by lock; signalled on cond */
+	int64_t confirm_us;  /* ping through the subscription this often x4 */
+	_Atomic int64_t confirmed; /* see aside__redis_confirmed */
 
 	int64_t lease_ms; /* how long a lease holds before it lapses */
 	char sha[4][41];  /* the scripts' SHA1s, once loaded; lock */
@@ -621,7 +625,67 @@ static void first_try(struct redis *r)
 	pthread_mutex_unlock(&r->lock);
 }
 
-/* The subscriber: one connection of its own, blocking reads. */
+/* A subscribed connection's PING answer: ["pong", ""]. */
+static bool is_pong(const redisReply *m)
+{
+	return m->type == REDIS_REPLY_ARRAY && m->elements >= 1 &&
+	       m->element[0]->type == REDIS_REPLY_STRING &&
+	       !strcmp(m->element[0]->str, "pong");
+}
+
+/*
+ * Reads what the subscription brings: invalidations, and the answers to
+ * the pings that confirm nothing published earlier is still on its way.
+ * Returns when the connection breaks or the tier closes.
+ */
+static void listen_subscribed(struct redis *r, redisContext *ctx)
+{
+	int64_t every = r->confirm_us > 0 ? r->confirm_us / 4 : 0;
+	int64_t sent = 0; /* the ping awaiting its answer, 0: none */
+	int64_t last = 0; /* when the last ping went out */
+	for (;;) {
+		void *reply;
+		while (redisGetReplyFromReader(ctx, &reply) == REDIS_OK &&
+		       reply) {
+			redisReply *m = reply;
+			if (m->type == REDIS_REPLY_ARRAY && m->elements == 3 &&
+			    m->element[2]->type == REDIS_REPLY_STRING &&
+			    !strcmp(m->element[0]->str, "message")) {
+				deliver(r, m->element[2]->str,
+					m->element[2]->len);
+			} else if (is_pong(m) && sent) {
+				/* Everything published before the ping has
+				 * been applied. */
+				atomic_store_explicit(&r->confirmed, sent,
+						      memory_order_release);
+				sent = 0;
+				first_try(r);
+			}
+			freeReplyObject(m);
+		}
+		if (ctx->err || atomic_load(&r->stopping))
+			return;
+		int64_t now = aside__mono_coarse_us();
+		if (every && !sent && now - last >= every) {
+			int done = 0;
+			if (redisAppendCommand(ctx, "PING") != REDIS_OK)
+				return;
+			while (!done)
+				if (redisBufferWrite(ctx, &done) != REDIS_OK)
+					return;
+			sent = last = now;
+		}
+		struct pollfd pfd = {ctx->fd, POLLIN, 0};
+		int wait_ms = every ? (int)(every / 1000) + 1 : 1000;
+		int n = poll(&pfd, 1, wait_ms);
+		if (n < 0 && errno != EINTR)
+			return;
+		if (n > 0 && redisBufferRead(ctx) != REDIS_OK)
+			return;
+	}
+}
+
+/* The subscriber: one connection of its own. */
 static void *listen_loop(void *arg)
 {
 	struct redis *r = arg;
@@ -643,21 +707,10 @@ static void *listen_loop(void *arg)
 				/* Subscribed: whatever was published while
 				 * we were away is unknown. */
 				r->on_lost(r->listen_ctx);
-				first_try(r);
+				if (!r->confirm_us)
+					first_try(r);
 				backoff = BACKOFF_MIN_US;
-				void *reply;
-				while (redisGetReply(ctx, &reply) == REDIS_OK) {
-					redisReply *m = reply;
-					if (m->type == REDIS_REPLY_ARRAY &&
-					    m->elements == 3 &&
-					    m->element[2]->type ==
-						REDIS_REPLY_STRING &&
-					    !strcmp(m->element[0]->str,
-						    "message"))
-						deliver(r, m->element[2]->str,
-							m->element[2]->len);
-					freeReplyObject(m);
-				}
+				listen_subscribed(r, ctx);
 			}
 			atomic_store(&r->listen_fd, -1);
 			redisFree(ctx);
@@ -679,10 +732,18 @@ static void *listen_loop(void *arg)
 	return NULL;
 }
 
-int aside__redis_listen(void *self, void (*key)(void *, const char *, size_t),
-			void (*lost)(void *), void *ctx, aside_error *err)
+_Atomic int64_t *aside__redis_confirmed(void *self)
 {
 	struct redis *r = self;
+	return &r->confirmed;
+}
+
+int aside__redis_listen(void *self, void (*key)(void *, const char *, size_t),
+			void (*lost)(void *), void *ctx, int64_t confirm_us,
+			aside_error *err)
+{
+	struct redis *r = self;
+	r->confirm_us = confirm_us;
 	r->on_key = key;
 	r->on_lost = lost;
 	r->listen_ctx = ctx;
@@ -692,9 +753,10 @@ int aside__redis_listen(void *self, void (*key)(void *, const char *, size_t),
 				   "cannot start the invalidation listener");
 	r->listening = true;
 	/*
-	 * Wait (bounded) for the first subscription, so that the cache starts
-	 * hearing other caches before it holds anything: an L1 filled before
-	 * would be flushed by the listener's first "may have missed" call.
+	 * Wait (bounded) for the first subscription, and its first confirmed
+	 * ping, so that the cache starts hearing other caches before it holds
+	 * anything (an L1 filled before would be flushed by the listener's
+	 * first "may have missed" call) and its L1 serves from the start.
 	 */
 	struct timespec until;
 	clock_gettime(CLOCK_REALTIME, &until);

@@ -450,6 +450,41 @@ static bool heard_within(aside_cache *c, uint64_t n, int ms)
 
 /* Two caches with L1s on one Redis (two processes' view): a write through
  * one reaches the other's L1, not only Redis. */
+static void unconfirmed_l1_is_not_served(void **state)
+{
+	fx *f = *state;
+	NEED_OWN_SERVERS(f);
+	/* The fixture's cache, on the default bound of 100 ms. */
+	user u = add_user(f, 1), got;
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	uint64_t l1_hits = metrics(f->cache).tier_hits[0];
+	assert_int_equal(l1_hits, 1);
+	/* Redis stops answering: the subscription cannot confirm that no
+	 * invalidation is on its way, so after the bound the L1, though it
+	 * holds the user, is not trusted; reads go to the database. */
+	struct pauser p = {1500};
+	pthread_t t;
+	pthread_create(&t, NULL, pause_redis, &p);
+	pthread_join(t, NULL);
+	pause_ms(300);
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(user_service_get(f->svc, u.id, &got),
+				 ASIDE_OK);
+		assert_string_equal(got.name, "User 1");
+	}
+	assert_int_equal(metrics(f->cache).tier_hits[0], l1_hits);
+	/* Redis back, a ping confirmed: the L1 serves again. */
+	pause_ms(1500);
+	for (int i = 0; i < 100 && metrics(f->cache).tier_hits[0] == l1_hits;
+	     i++) {
+		assert_int_equal(user_service_get(f->svc, u.id, &got),
+				 ASIDE_OK);
+		pause_ms(10);
+	}
+	assert_true(metrics(f->cache).tier_hits[0] > l1_hits);
+}
+
 static void l1s_stay_coherent(void **state)
 {
 	fx *f = *state;
@@ -618,6 +653,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(postgres_errors_keep_their_sqlstate,
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(l1s_stay_coherent, setup, teardown),
+	    cmocka_unit_test_setup_teardown(unconfirmed_l1_is_not_served, setup,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(dropped_subscription_flushes_l1,
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(l1_entries_have_a_bounded_life,
