@@ -36,6 +36,15 @@ int user_repo_open(const char *url, user_repo *out, aside_error *err)
 			  url);
 }
 
+const repo__outbox_ops *repo__outbox(user_repo r)
+{
+	if (r.ops == repo__sqlite_ops)
+		return &repo__sqlite_outbox;
+	if (r.ops == repo__pg_ops)
+		return &repo__pg_outbox;
+	return NULL;
+}
+
 void user_repo_close(user_repo *repo)
 {
 	if (repo && repo->ops && repo->ops->close)

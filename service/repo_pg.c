@@ -44,6 +44,10 @@ static const char *const migrations[] = {
     " email TEXT NOT NULL,"
     " created_at_us BIGINT NOT NULL,"
     " version BIGINT NOT NULL DEFAULT 1)",
+    "CREATE TABLE IF NOT EXISTS aside_outbox ("
+    " id BIGSERIAL PRIMARY KEY,"
+    " user_id BIGINT NOT NULL,"
+    " created_at_us BIGINT NOT NULL)",
 };
 
 static const struct {
@@ -64,6 +68,29 @@ static const struct {
      3},
     {"aside_del", "DELETE FROM users WHERE id = $1", 1},
     {"aside_ping", "SELECT 1", 0},
+    /* A change and its outbox row: one statement, one transaction. */
+    {"aside_ins_obx",
+     "WITH i AS (INSERT INTO users (name, email, created_at_us) "
+     "VALUES ($1, $2, $3) RETURNING id) "
+     "INSERT INTO aside_outbox (user_id, created_at_us) "
+     "SELECT id, $3 FROM i RETURNING user_id, id",
+     3},
+    {"aside_upd_obx",
+     "WITH u AS (UPDATE users SET name = $1, email = $2, "
+     "version = version + 1 WHERE id = $3 RETURNING id) "
+     "INSERT INTO aside_outbox (user_id, created_at_us) "
+     "SELECT id, $4 FROM u RETURNING user_id, id",
+     4},
+    {"aside_del_obx",
+     "WITH d AS (DELETE FROM users WHERE id = $1 RETURNING id) "
+     "INSERT INTO aside_outbox (user_id, created_at_us) "
+     "SELECT id, $2 FROM d RETURNING user_id, id",
+     2},
+    {"aside_obx_list",
+     "SELECT id, user_id FROM aside_outbox WHERE created_at_us < $1 "
+     "ORDER BY id LIMIT $2",
+     2},
+    {"aside_obx_del", "DELETE FROM aside_outbox WHERE id = $1", 1},
 };
 
 static int pg_fail(aside_error *err, PGconn *pg, PGresult *res,
@@ -311,6 +338,89 @@ static int pg_remove(void *self, int64_t id, aside_error *err)
 	return changed(self, "aside_del", params, 1, err, "deleting a user");
 }
 
+static int pg_change(void *self, enum repo__change what, user *u,
+		     int64_t *outbox, aside_error *err)
+{
+	struct conn *c = borrow(self, err);
+	if (!c)
+		return ASIDE_EDB;
+	char ids[24], ats[24];
+	int64_t at = now_us();
+	snprintf(ids, sizeof(ids), "%lld", (long long)u->id);
+	snprintf(ats, sizeof(ats), "%lld", (long long)at);
+	PGresult *res;
+	if (what == REPO__CREATE) {
+		const char *params[] = {u->name, u->email, ats};
+		res = run(c, "aside_ins_obx", 3, params, PGRES_TUPLES_OK, err,
+			  "creating a user");
+	} else if (what == REPO__UPDATE) {
+		const char *params[] = {u->name, u->email, ids, ats};
+		res = run(c, "aside_upd_obx", 4, params, PGRES_TUPLES_OK, err,
+			  "updating a user");
+	} else {
+		const char *params[] = {ids, ats};
+		res = run(c, "aside_del_obx", 2, params, PGRES_TUPLES_OK, err,
+			  "deleting a user");
+	}
+	int rc = ASIDE_EDB;
+	if (res) {
+		if (PQntuples(res) == 0) {
+			rc = ASIDE_NOT_FOUND;
+		} else {
+			if (what == REPO__CREATE) {
+				u->id =
+				    strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+				u->created_at_us = at;
+			}
+			*outbox = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+			rc = ASIDE_OK;
+		}
+		PQclear(res);
+	}
+	give_back(self, c);
+	return rc;
+}
+
+static int pg_pending(void *self, int64_t before_us, int64_t *ids,
+		      int64_t *users, int max, int *n, aside_error *err)
+{
+	struct conn *c = borrow(self, err);
+	if (!c)
+		return ASIDE_EDB;
+	char before[24], lim[16];
+	snprintf(before, sizeof(before), "%lld",
+		 (long long)(before_us ? before_us : INT64_MAX));
+	snprintf(lim, sizeof(lim), "%d", max);
+	const char *params[] = {before, lim};
+	PGresult *res = run(c, "aside_obx_list", 2, params, PGRES_TUPLES_OK,
+			    err, "reading the outbox");
+	int rc = ASIDE_EDB;
+	*n = 0;
+	if (res) {
+		for (int i = 0; i < PQntuples(res) && *n < max; i++) {
+			ids[*n] = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+			users[*n] = strtoll(PQgetvalue(res, i, 1), NULL, 10);
+			(*n)++;
+		}
+		rc = ASIDE_OK;
+		PQclear(res);
+	}
+	give_back(self, c);
+	return rc;
+}
+
+static int pg_done(void *self, int64_t outbox, aside_error *err)
+{
+	char ids[24];
+	snprintf(ids, sizeof(ids), "%lld", (long long)outbox);
+	const char *params[] = {ids};
+	int rc = changed(self, "aside_obx_del", params, 1, err,
+			 "clearing the outbox");
+	return rc == ASIDE_NOT_FOUND ? ASIDE_OK : rc;
+}
+
+const repo__outbox_ops repo__pg_outbox = {pg_change, pg_pending, pg_done};
+
 static int pg_ping(void *self, aside_error *err)
 {
 	struct conn *c = borrow(self, err);
@@ -431,6 +541,8 @@ done:
 	}
 	return s;
 }
+
+const user_repo_ops *const repo__pg_ops = &pg_ops;
 
 int repo__pg_open(const char *url, user_repo *out, aside_error *err)
 {

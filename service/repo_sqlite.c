@@ -22,6 +22,7 @@
 struct conn {
 	sqlite3 *db;
 	sqlite3_stmt *get, *ins, *upd, *del, *ping;
+	sqlite3_stmt *obx_ins, *obx_list, *obx_del, *begin, *commit, *rollback;
 };
 
 struct sqlite_repo {
@@ -48,7 +49,11 @@ static const char schema[] = "CREATE TABLE IF NOT EXISTS users ("
 			     " name TEXT NOT NULL,"
 			     " email TEXT NOT NULL,"
 			     " created_at_us INTEGER NOT NULL,"
-			     " version INTEGER NOT NULL DEFAULT 1)";
+			     " version INTEGER NOT NULL DEFAULT 1);"
+			     "CREATE TABLE IF NOT EXISTS aside_outbox ("
+			     " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+			     " user_id INTEGER NOT NULL,"
+			     " created_at_us INTEGER NOT NULL)";
 
 static void conn_free(struct conn *c)
 {
@@ -59,6 +64,12 @@ static void conn_free(struct conn *c)
 	sqlite3_finalize(c->upd);
 	sqlite3_finalize(c->del);
 	sqlite3_finalize(c->ping);
+	sqlite3_finalize(c->obx_ins);
+	sqlite3_finalize(c->obx_list);
+	sqlite3_finalize(c->obx_del);
+	sqlite3_finalize(c->begin);
+	sqlite3_finalize(c->commit);
+	sqlite3_finalize(c->rollback);
 	sqlite3_close(c->db);
 	free(c);
 }
@@ -105,6 +116,14 @@ static struct conn *conn_open(struct sqlite_repo *r, bool first,
 		      "version = version + 1 WHERE id = ?"},
 	    {&c->del, "DELETE FROM users WHERE id = ?"},
 	    {&c->ping, "SELECT 1"},
+	    {&c->obx_ins, "INSERT INTO aside_outbox (user_id, created_at_us) "
+			  "VALUES (?, ?)"},
+	    {&c->obx_list, "SELECT id, user_id FROM aside_outbox "
+			   "WHERE created_at_us < ? ORDER BY id LIMIT ?"},
+	    {&c->obx_del, "DELETE FROM aside_outbox WHERE id = ?"},
+	    {&c->begin, "BEGIN IMMEDIATE"},
+	    {&c->commit, "COMMIT"},
+	    {&c->rollback, "ROLLBACK"},
 	};
 	for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++) {
 		rc = sqlite3_prepare_v3(c->db, stmts[i].sql, -1,
@@ -185,16 +204,14 @@ static int64_t now_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static int sq_create(void *self, user *u, aside_error *err)
+/* The changes on a borrowed connection; *src is SQLite's result code. */
+static int create_on(struct conn *c, user *u, aside_error *err, int *src)
 {
-	struct conn *c = borrow(self, err);
-	if (!c)
-		return ASIDE_EDB;
 	int64_t at = now_us();
 	sqlite3_bind_text(c->ins, 1, u->name, -1, SQLITE_STATIC);
 	sqlite3_bind_text(c->ins, 2, u->email, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(c->ins, 3, at);
-	int rc = sqlite3_step(c->ins), ret = ASIDE_OK;
+	int rc = *src = sqlite3_step(c->ins), ret = ASIDE_OK;
 	if (rc == SQLITE_DONE) {
 		u->id = sqlite3_last_insert_rowid(c->db);
 		u->created_at_us = at;
@@ -203,7 +220,43 @@ static int sq_create(void *self, user *u, aside_error *err)
 	}
 	sqlite3_reset(c->ins);
 	sqlite3_clear_bindings(c->ins);
-	give_back(self, c, ret == ASIDE_EDB && is_broken(rc));
+	return ret;
+}
+
+static int update_on(struct conn *c, const user *u, aside_error *err, int *src)
+{
+	sqlite3_bind_text(c->upd, 1, u->name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(c->upd, 2, u->email, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(c->upd, 3, u->id);
+	int rc = *src = sqlite3_step(c->upd), ret;
+	if (rc == SQLITE_DONE)
+		ret = sqlite3_changes(c->db) ? ASIDE_OK : ASIDE_NOT_FOUND;
+	else
+		ret = db_fail(err, c->db, rc, "updating a user");
+	sqlite3_reset(c->upd);
+	sqlite3_clear_bindings(c->upd);
+	return ret;
+}
+
+static int remove_on(struct conn *c, int64_t id, aside_error *err, int *src)
+{
+	sqlite3_bind_int64(c->del, 1, id);
+	int rc = *src = sqlite3_step(c->del), ret;
+	if (rc == SQLITE_DONE)
+		ret = sqlite3_changes(c->db) ? ASIDE_OK : ASIDE_NOT_FOUND;
+	else
+		ret = db_fail(err, c->db, rc, "deleting a user");
+	sqlite3_reset(c->del);
+	return ret;
+}
+
+static int sq_create(void *self, user *u, aside_error *err)
+{
+	struct conn *c = borrow(self, err);
+	if (!c)
+		return ASIDE_EDB;
+	int src, ret = create_on(c, u, err, &src);
+	give_back(self, c, ret == ASIDE_EDB && is_broken(src));
 	return ret;
 }
 
@@ -212,17 +265,8 @@ static int sq_update(void *self, const user *u, aside_error *err)
 	struct conn *c = borrow(self, err);
 	if (!c)
 		return ASIDE_EDB;
-	sqlite3_bind_text(c->upd, 1, u->name, -1, SQLITE_STATIC);
-	sqlite3_bind_text(c->upd, 2, u->email, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(c->upd, 3, u->id);
-	int rc = sqlite3_step(c->upd), ret;
-	if (rc == SQLITE_DONE)
-		ret = sqlite3_changes(c->db) ? ASIDE_OK : ASIDE_NOT_FOUND;
-	else
-		ret = db_fail(err, c->db, rc, "updating a user");
-	sqlite3_reset(c->upd);
-	sqlite3_clear_bindings(c->upd);
-	give_back(self, c, ret == ASIDE_EDB && is_broken(rc));
+	int src, ret = update_on(c, u, err, &src);
+	give_back(self, c, ret == ASIDE_EDB && is_broken(src));
 	return ret;
 }
 
@@ -231,16 +275,91 @@ static int sq_remove(void *self, int64_t id, aside_error *err)
 	struct conn *c = borrow(self, err);
 	if (!c)
 		return ASIDE_EDB;
-	sqlite3_bind_int64(c->del, 1, id);
-	int rc = sqlite3_step(c->del), ret;
-	if (rc == SQLITE_DONE)
-		ret = sqlite3_changes(c->db) ? ASIDE_OK : ASIDE_NOT_FOUND;
-	else
-		ret = db_fail(err, c->db, rc, "deleting a user");
-	sqlite3_reset(c->del);
+	int src, ret = remove_on(c, id, err, &src);
+	give_back(self, c, ret == ASIDE_EDB && is_broken(src));
+	return ret;
+}
+
+/* Steps a statement without parameters or rows; SQLite's result code. */
+static int step_once(sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	return rc;
+}
+
+/* A change and its outbox row in one transaction. */
+static int sq_change(void *self, enum repo__change what, user *u,
+		     int64_t *outbox, aside_error *err)
+{
+	struct conn *c = borrow(self, err);
+	if (!c)
+		return ASIDE_EDB;
+	int src = step_once(c->begin), ret;
+	if (src != SQLITE_DONE) {
+		ret = db_fail(err, c->db, src, "beginning a transaction");
+		give_back(self, c, is_broken(src));
+		return ret;
+	}
+	ret = what == REPO__CREATE   ? create_on(c, u, err, &src)
+	      : what == REPO__UPDATE ? update_on(c, u, err, &src)
+				     : remove_on(c, u->id, err, &src);
+	if (ret == ASIDE_OK) {
+		sqlite3_bind_int64(c->obx_ins, 1, u->id);
+		sqlite3_bind_int64(c->obx_ins, 2, now_us());
+		src = sqlite3_step(c->obx_ins);
+		if (src == SQLITE_DONE)
+			*outbox = sqlite3_last_insert_rowid(c->db);
+		else
+			ret = db_fail(err, c->db, src, "writing the outbox");
+		sqlite3_reset(c->obx_ins);
+	}
+	if (ret == ASIDE_OK && (src = step_once(c->commit)) != SQLITE_DONE)
+		ret = db_fail(err, c->db, src, "committing");
+	if (ret != ASIDE_OK)
+		step_once(c->rollback);
+	give_back(self, c, ret == ASIDE_EDB && is_broken(src));
+	return ret;
+}
+
+static int sq_pending(void *self, int64_t before_us, int64_t *ids,
+		      int64_t *users, int max, int *n, aside_error *err)
+{
+	struct conn *c = borrow(self, err);
+	if (!c)
+		return ASIDE_EDB;
+	sqlite3_bind_int64(c->obx_list, 1, before_us ? before_us : INT64_MAX);
+	sqlite3_bind_int(c->obx_list, 2, max);
+	int rc, ret = ASIDE_OK;
+	*n = 0;
+	while ((rc = sqlite3_step(c->obx_list)) == SQLITE_ROW && *n < max) {
+		ids[*n] = sqlite3_column_int64(c->obx_list, 0);
+		users[*n] = sqlite3_column_int64(c->obx_list, 1);
+		(*n)++;
+	}
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+		ret = db_fail(err, c->db, rc, "reading the outbox");
+	sqlite3_reset(c->obx_list);
 	give_back(self, c, ret == ASIDE_EDB && is_broken(rc));
 	return ret;
 }
+
+static int sq_done(void *self, int64_t outbox, aside_error *err)
+{
+	struct conn *c = borrow(self, err);
+	if (!c)
+		return ASIDE_EDB;
+	sqlite3_bind_int64(c->obx_del, 1, outbox);
+	int rc = sqlite3_step(c->obx_del);
+	int ret = rc == SQLITE_DONE
+		      ? ASIDE_OK
+		      : db_fail(err, c->db, rc, "clearing the outbox");
+	sqlite3_reset(c->obx_del);
+	give_back(self, c, ret == ASIDE_EDB && is_broken(rc));
+	return ret;
+}
+
+const repo__outbox_ops repo__sqlite_outbox = {sq_change, sq_pending, sq_done};
 
 static int sq_ping(void *self, aside_error *err)
 {
@@ -294,6 +413,8 @@ static const user_repo_ops sqlite_ops = {
     .remove_ex = sq_remove,
     .ping = sq_ping,
 };
+
+const user_repo_ops *const repo__sqlite_ops = &sqlite_ops;
 
 int repo__sqlite_open(const char *path, user_repo *out, aside_error *err)
 {

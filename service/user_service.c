@@ -6,18 +6,42 @@
  * A cached user is its JSON (the bytes shared tiers store, as the seed's
  * SetJSON) with the decoded struct attached, so an L1 hit is a copy of the
  * struct and nothing is parsed.
+ *
+ * Durable invalidation: over a shared cache (Redis) and one of our
+ * repositories, every change writes an outbox row in its own transaction,
+ * and the row is cleared once the invalidation reached the cache.  Rows
+ * left by invalidations that failed (Redis down or out of reach) are
+ * replayed: before Redis is used again after an outage (the cache's
+ * reconnect hook), and by a thread every REPLAY_MS for rows older than
+ * that, whichever process wrote them.
  */
-#include <aside/users.h>
+#include "repo.h"
 
+#include <aside/users.h>
+#include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#define REPLAY_MS 1000
+#define REPLAY_BATCH 128
+
+struct user_service;
+static int replay(struct user_service *s, int64_t before_us);
+static int replay_all(void *arg);
+static void *replayer(void *arg);
+
 struct user_service {
 	user_repo db;
 	aside_cache *cache;
 	aside_loader loader;
+	const repo__outbox_ops *outbox; /* NULL: no durable invalidation */
+	pthread_t replayer;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stopping; /* guarded by lock */
 };
 
 static int fail(aside_error *err, int code)
@@ -225,11 +249,35 @@ user_service *user_service_new(user_repo db, aside_cache *cache)
 		free(s);
 		return NULL;
 	}
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->cond, NULL);
+	/* Durable invalidation matters only where another process can serve
+	 * what this one failed to invalidate. */
+	if (aside_cache_shared(cache) && (s->outbox = repo__outbox(db))) {
+		if (pthread_create(&s->replayer, NULL, replayer, s) != 0) {
+			s->outbox = NULL;
+		} else {
+			aside_cache_on_reconnect(cache, replay_all, s);
+			replay(s, 0); /* what a process that died left */
+		}
+	}
 	return s;
 }
 
 void user_service_free(user_service *s)
 {
+	if (!s)
+		return;
+	if (s->outbox) {
+		aside_cache_on_reconnect(s->cache, NULL, NULL);
+		pthread_mutex_lock(&s->lock);
+		s->stopping = true;
+		pthread_cond_broadcast(&s->cond);
+		pthread_mutex_unlock(&s->lock);
+		pthread_join(s->replayer, NULL);
+	}
+	pthread_mutex_destroy(&s->lock);
+	pthread_cond_destroy(&s->cond);
 	free(s);
 }
 
@@ -316,15 +364,102 @@ int user_service_ping(user_service *s, aside_error *err)
 }
 
 /* After a write: the user's key, and with it the related keys. */
-static void invalidate(user_service *s, int64_t id)
+static int invalidate(user_service *s, int64_t id)
 {
 	char key[32];
 	size_t klen = user_cache_key(id, key);
-	/*
-	 * The write has committed, so it succeeded whatever happens here; a
-	 * tier that cannot be reached is counted in the cache's metrics.
-	 */
-	aside_cache_invalidate(s->cache, key, klen, NULL);
+	return aside_cache_invalidate(s->cache, key, klen, NULL);
+}
+
+/*
+ * Writes a change through the outbox when there is one, then invalidates.
+ * The write has committed when this returns ASIDE_OK, whatever happens to
+ * the invalidation: one that fails stays in the outbox, to be replayed; a
+ * tier that cannot be reached is counted in the cache's metrics.
+ */
+static int change(user_service *s, enum repo__change what, user *u,
+		  aside_error *err)
+{
+	const user_repo_ops *ops = s->db.ops;
+	int64_t outbox = 0;
+	int rc;
+	if (s->outbox)
+		rc = s->outbox->change(s->db.self, what, u, &outbox, err);
+	else if (what == REPO__CREATE)
+		rc = ops->create_ex ? ops->create_ex(s->db.self, u, err)
+				    : ops->create(s->db.self, u);
+	else if (what == REPO__UPDATE)
+		rc = ops->update_ex ? ops->update_ex(s->db.self, u, err)
+				    : ops->update(s->db.self, u);
+	else
+		rc = ops->remove_ex ? ops->remove_ex(s->db.self, u->id, err)
+				    : ops->remove(s->db.self, u->id);
+	if (rc == ASIDE_OK && invalidate(s, u->id) == ASIDE_OK && outbox)
+		s->outbox->done(s->db.self, outbox, NULL);
+	return repo_status(rc, err);
+}
+
+static int64_t wall_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/*
+ * Delivers the outbox rows written before before_us (0: all): each user's
+ * invalidation again, and the row cleared once it got through.  Returns
+ * ASIDE_OK, or the first error (the rest waits for the next replay).
+ */
+static int replay(user_service *s, int64_t before_us)
+{
+	int64_t ids[REPLAY_BATCH], users[REPLAY_BATCH];
+	for (;;) {
+		int n = 0;
+		int rc = s->outbox->pending(s->db.self, before_us, ids, users,
+					    REPLAY_BATCH, &n, NULL);
+		if (rc != ASIDE_OK)
+			return rc;
+		for (int i = 0; i < n; i++) {
+			if ((rc = invalidate(s, users[i])) != ASIDE_OK)
+				return rc;
+			s->outbox->done(s->db.self, ids[i], NULL);
+		}
+		if (n < REPLAY_BATCH)
+			return ASIDE_OK;
+	}
+}
+
+/* The cache's reconnect hook: everything owed, before Redis is read. */
+static int replay_all(void *arg)
+{
+	return replay(arg, 0);
+}
+
+/* Every REPLAY_MS, what other writers (or this one) could not deliver. */
+static void *replayer(void *arg)
+{
+	user_service *s = arg;
+	pthread_mutex_lock(&s->lock);
+	while (!s->stopping) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += REPLAY_MS / 1000;
+		until.tv_nsec += (REPLAY_MS % 1000) * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		if (pthread_cond_timedwait(&s->cond, &s->lock, &until) !=
+			ETIMEDOUT ||
+		    s->stopping)
+			continue;
+		pthread_mutex_unlock(&s->lock);
+		replay(s, wall_us() - REPLAY_MS * 1000);
+		pthread_mutex_lock(&s->lock);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
 }
 
 int user_service_create_ex(user_service *s, user *u, aside_error *err)
@@ -334,12 +469,7 @@ int user_service_create_ex(user_service *s, user *u, aside_error *err)
 	int rc = user_validate(u, err);
 	if (rc != ASIDE_OK)
 		return rc;
-	const user_repo_ops *ops = s->db.ops;
-	rc = ops->create_ex ? ops->create_ex(s->db.self, u, err)
-			    : ops->create(s->db.self, u);
-	if (rc == ASIDE_OK)
-		invalidate(s, u->id);
-	return repo_status(rc, err);
+	return change(s, REPO__CREATE, u, err);
 }
 
 int user_service_update_ex(user_service *s, const user *u, aside_error *err)
@@ -351,12 +481,8 @@ int user_service_update_ex(user_service *s, const user *u, aside_error *err)
 	int rc = user_validate(u, err);
 	if (rc != ASIDE_OK)
 		return rc;
-	const user_repo_ops *ops = s->db.ops;
-	rc = ops->update_ex ? ops->update_ex(s->db.self, u, err)
-			    : ops->update(s->db.self, u);
-	if (rc == ASIDE_OK)
-		invalidate(s, u->id);
-	return repo_status(rc, err);
+	user copy = *u;
+	return change(s, REPO__UPDATE, &copy, err);
 }
 
 int user_service_delete_ex(user_service *s, int64_t id, aside_error *err)
@@ -365,12 +491,8 @@ int user_service_delete_ex(user_service *s, int64_t id, aside_error *err)
 		return fail(err, ASIDE_EINVAL);
 	if (id <= 0)
 		return fail(err, ASIDE_EBADID);
-	const user_repo_ops *ops = s->db.ops;
-	int rc = ops->remove_ex ? ops->remove_ex(s->db.self, id, err)
-				: ops->remove(s->db.self, id);
-	if (rc == ASIDE_OK)
-		invalidate(s, id);
-	return repo_status(rc, err);
+	user gone = {.id = id};
+	return change(s, REPO__REMOVE, &gone, err);
 }
 
 int user_service_get(user_service *s, int64_t id, user *out)

@@ -31,7 +31,7 @@ extern "C" {
 #define ASIDE_STATUS_MAP(X)                                                    \
 	X(OK, 0, "success")                                                    \
 	X(NOT_FOUND, 1, "not found")                                           \
-	X(LEASED, 2, "lease granted: the caller loads and fills")             \
+	X(LEASED, 2, "lease granted: the caller loads and fills")              \
 	X(BUSY, 3, "another reader holds the lease")                           \
 	X(STALE, 4, "fill refused: the lease was voided by a write")           \
 	X(ENOMEM, -1, "out of memory")                                         \
@@ -331,6 +331,21 @@ int64_t aside_cache_ttl_ms(aside_cache *c, const char *ns);
  * no-op.  Returns ASIDE_OK, ASIDE_EINVAL or ASIDE_ENOMEM.
  */
 int aside_cache_add_related(aside_cache *c, const char *ns, const char *key);
+
+/*
+ * Durable invalidation's hook: fn(arg) runs when a shared tier (Redis)
+ * comes back after an outage, before anything is read from it again, on
+ * the thread of the request that found it back.  It should deliver the
+ * invalidations that failed while the tier was away (calling
+ * aside_cache_invalidate, which reaches the tier for this thread alone;
+ * other requests keep going past the tier meanwhile).  It returns ASIDE_OK,
+ * or an error to keep the tier away and run fn again at the next probe.
+ * One hook per cache; NULL removes it.
+ */
+void aside_cache_on_reconnect(aside_cache *c, int (*fn)(void *arg), void *arg);
+
+/* 1 if the cache has a tier shared with other processes (Redis), else 0. */
+int aside_cache_shared(const aside_cache *c);
 
 /* ------------------------------------------------------------------------ */
 /* Metrics.                                                                 */

@@ -80,6 +80,9 @@ struct aside_cache {
 	 * confirmed within l1_bound_us that it missed nothing. */
 	_Atomic int64_t *confirmed;
 	int64_t l1_bound_us;
+	/* aside_cache_on_reconnect's hook; guarded by ns_lock. */
+	int (*reconnect_fn)(void *arg);
+	void *reconnect_arg;
 	aside_clock_fn clock;
 	void *clock_ctx;
 	aside_log_fn log;
@@ -247,6 +250,32 @@ static void heard(void *ctx, const char *key, size_t klen)
 }
 
 /* From the Redis listener: invalidations may have been missed. */
+/* A shared tier is back: the application delivers what it owes it. */
+static int back(void *ctx)
+{
+	aside_cache *c = ctx;
+	pthread_mutex_lock(&c->ns_lock);
+	int (*fn)(void *) = c->reconnect_fn;
+	void *arg = c->reconnect_arg;
+	pthread_mutex_unlock(&c->ns_lock);
+	return fn ? fn(arg) : ASIDE_OK;
+}
+
+void aside_cache_on_reconnect(aside_cache *c, int (*fn)(void *arg), void *arg)
+{
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->ns_lock);
+	c->reconnect_fn = fn;
+	c->reconnect_arg = arg;
+	pthread_mutex_unlock(&c->ns_lock);
+}
+
+int aside_cache_shared(const aside_cache *c)
+{
+	return c && c->leases;
+}
+
 static void deaf(void *ctx)
 {
 	aside_cache *c = ctx;
@@ -340,6 +369,7 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 			goto fail;
 		c->ntiers++;
 		void *redis = c->tiers[c->ntiers - 1].self;
+		aside__redis_on_back(redis, back, c);
 		if (c->l1 && p.l1_bound_ms) {
 			c->confirmed = aside__redis_confirmed(redis);
 			c->l1_bound_us = (int64_t)p.l1_bound_ms * 1000;

@@ -263,6 +263,11 @@ int aside__redis_listen(void *self, void (*key)(void *, const char *, size_t),
  * after every message published before the ping was sent.
  */
 _Atomic int64_t *aside__redis_confirmed(void *self);
+/*
+ * Sets what runs when the tier comes back after an outage, before it is
+ * used again (see aside_cache_on_reconnect).
+ */
+void aside__redis_on_back(void *self, int (*fn)(void *), void *ctx);
 
 /* A fresh entry of the mem tier, without a reference: inside a section. */
 const aside_value *aside__mem_borrow(void *self, const char *key, size_t klen,

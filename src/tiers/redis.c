@@ -68,8 +68,10 @@ struct redis {
 	int64_t confirm_us;  /* ping through the subscription this often x4 */
 	_Atomic int64_t confirmed; /* see aside__redis_confirmed */
 
-	int64_t lease_ms; /* how long a lease holds before it lapses */
-	char sha[4][41];  /* the scripts' SHA1s, once loaded; lock */
+	int64_t lease_ms;	/* how long a lease holds before it lapses */
+	int (*on_back)(void *); /* set before use; see aside__redis_on_back */
+	void *on_back_ctx;
+	char sha[4][41]; /* the scripts' SHA1s, once loaded; lock */
 
 	_Atomic int up;	  /* breaker: 1 closed (Redis usable), 0 open */
 	int64_t retry_at; /* mono µs; guarded by lock */
@@ -93,17 +95,28 @@ static void logf_(struct redis *r, int level, const char *fmt, ...)
 
 /* ---- the breaker -------------------------------------------------------- */
 
-/* May this call use Redis?  Fast when closed; one probe at a time if open. */
-static bool may_try(struct redis *r)
+/* The tier this thread is replaying owed invalidations to, if any. */
+static _Thread_local struct redis *replaying;
+
+enum { TRY_NO, TRY_YES, TRY_PROBE };
+
+/*
+ * May this call use Redis?  Fast when closed; when open, one call at a time
+ * probes once the backoff has passed.  The thread replaying owed
+ * invalidations uses it while it is still open to everyone else.
+ */
+static int may_try(struct redis *r)
 {
-	if (atomic_load_explicit(&r->up, memory_order_acquire))
-		return true;
-	bool ok = false;
+	if (atomic_load_explicit(&r->up, memory_order_acquire) ||
+	    replaying == r)
+		return TRY_YES;
+	int ok = TRY_NO;
 	pthread_mutex_lock(&r->lock);
 	if (atomic_load_explicit(&r->up, memory_order_relaxed)) {
-		ok = true;
+		ok = TRY_YES;
 	} else if (!r->probing && aside__mono_us() >= r->retry_at) {
-		r->probing = ok = true;
+		r->probing = true;
+		ok = TRY_PROBE;
 	}
 	pthread_mutex_unlock(&r->lock);
 	return ok;
@@ -230,22 +243,70 @@ static void give(struct redis *r, redisContext *ctx)
  * Runs one command.  Returns the reply (the caller frees it), or NULL with
  * err set: ASIDE_ECACHE, fast when the breaker is open.
  */
+static redisReply *run_once(struct redis *r, int argc, const char **argv,
+			    const size_t *lens, aside_error *err);
+
+/*
+ * Probes a Redis that was away: a PING, then the owed invalidations (the
+ * on_back hook), and only then is it used again.  True if it is back.
+ */
+static bool probe(struct redis *r, aside_error *err)
+{
+	const char *argv[] = {"PING"};
+	size_t lens[] = {4};
+	replaying = r;
+	redisReply *rep = run_once(r, 1, argv, lens, err);
+	if (!rep) {
+		replaying = NULL;
+		failed(r, "no answer to a probe");
+		return false;
+	}
+	freeReplyObject(rep);
+	int rc = r->on_back ? r->on_back(r->on_back_ctx) : ASIDE_OK;
+	replaying = NULL;
+	if (rc != ASIDE_OK) {
+		failed(r, "could not deliver the invalidations it missed");
+		aside__fail(err, ASIDE_ECACHE,
+			    "redis %s:%d: back, but owed invalidations could "
+			    "not be delivered",
+			    r->host, r->port);
+		return false;
+	}
+	succeeded(r);
+	return true;
+}
+
+/*
+ * Runs one command.  Returns the reply (the caller frees it), or NULL with
+ * err set: ASIDE_ECACHE, fast when the breaker is open.
+ */
 static redisReply *run(struct redis *r, int argc, const char **argv,
 		       const size_t *lens, aside_error *err)
 {
-	if (!may_try(r)) {
+	int may = may_try(r);
+	if (may == TRY_NO) {
 		aside__fail(err, ASIDE_ECACHE,
 			    "redis %s:%d is down; retrying later", r->host,
 			    r->port);
 		return NULL;
 	}
+	if (may == TRY_PROBE && !probe(r, err))
+		return NULL;
+	return run_once(r, argc, argv, lens, err);
+}
+
+/* The command itself, breaker bookkeeping included. */
+static redisReply *run_once(struct redis *r, int argc, const char **argv,
+			    const size_t *lens, aside_error *err)
+{
+	bool quiet = replaying == r; /* the probe decides the breaker */
 	char why[200];
 	bool busy = false;
 	redisContext *ctx = take(r, why, sizeof(why), &busy);
 	if (!ctx) {
 		/* Every connection busy is load, not an outage: the breaker
 		 * stays closed; only a failed connect opens it. */
-		if (!busy)
+		if (!busy && !quiet)
 			failed(r, why);
 		aside__fail(err, ASIDE_ECACHE, "redis %s:%d: %s", r->host,
 			    r->port, why);
@@ -258,14 +319,23 @@ static redisReply *run(struct redis *r, int argc, const char **argv,
 		if (!ctx->err)
 			ctx->err = REDIS_ERR_OTHER; /* do not reuse it */
 		give(r, ctx);
-		failed(r, why);
+		if (!quiet)
+			failed(r, why);
 		aside__fail(err, ASIDE_ECACHE, "redis %s:%d: %s", r->host,
 			    r->port, why);
 		return NULL;
 	}
 	give(r, ctx);
-	succeeded(r);
+	if (!quiet)
+		succeeded(r);
 	return rep;
+}
+
+void aside__redis_on_back(void *self, int (*fn)(void *), void *ctx)
+{
+	struct redis *r = self;
+	r->on_back = fn;
+	r->on_back_ctx = ctx;
 }
 
 /* ---- the ops ------------------------------------------------------------ */

@@ -122,12 +122,31 @@ bool test_pg_reset(const char *url)
 	bool ok = PQstatus(pg) == CONNECTION_OK;
 	if (ok) {
 		PGresult *r = PQexec(pg, "DROP TABLE IF EXISTS users, "
-					 "aside_schema");
+					 "aside_schema, aside_outbox");
 		ok = PQresultStatus(r) == PGRES_COMMAND_OK;
 		PQclear(r);
 	}
 	PQfinish(pg);
 	return ok;
+}
+
+long test_pg_scalar(const char *url, const char *sql)
+{
+	char plain[512];
+	snprintf(plain, sizeof(plain), "%s", url);
+	char *q = strchr(plain, '?');
+	if (q)
+		*q = '\0';
+	PGconn *pg = PQconnectdb(plain);
+	long v = -1;
+	if (PQstatus(pg) == CONNECTION_OK) {
+		PGresult *r = PQexec(pg, sql);
+		if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0)
+			v = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+		PQclear(r);
+	}
+	PQfinish(pg);
+	return v;
 }
 
 bool test_services(const char *cmd)

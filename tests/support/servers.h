@@ -25,6 +25,9 @@ const char *test_pg_url(char *buf, const char *name, const char *query);
  * from an empty schema. */
 bool test_pg_reset(const char *url);
 
+/* The integer in the first cell of a query's answer, or -1. */
+long test_pg_scalar(const char *url, const char *sql);
+
 /* Runs scripts/services CMD on the servers of this test run. */
 bool test_services(const char *cmd);
 

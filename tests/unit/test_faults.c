@@ -485,6 +485,115 @@ static void unconfirmed_l1_is_not_served(void **state)
 	assert_true(metrics(f->cache).tier_hits[0] > l1_hits);
 }
 
+static long outbox_rows(fx *f)
+{
+	return test_pg_scalar(f->pg, "SELECT count(*) FROM aside_outbox");
+}
+
+/* The user's JSON in Redis (past the entry's 16-byte header), or "". */
+static const char *redis_entry(int64_t id, char *out, int cap)
+{
+	char key[32];
+	user_cache_key(id, key);
+	const char *argv[] = {"GETRANGE", key, "16", "-1"};
+	test_redis_cmd(REDIS_DB, out, cap, 4, argv);
+	return out;
+}
+
+static void delivered_invalidations_leave_no_outbox(void **state)
+{
+	fx *f = *state;
+	NEED_SERVERS(f);
+	user u = add_user(f, 1), got;
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	snprintf(u.name, sizeof(u.name), "Renamed");
+	assert_int_equal(user_service_update(f->svc, &u), ASIDE_OK);
+	assert_int_equal(user_service_delete(f->svc, u.id), ASIDE_OK);
+	/* Each change wrote its row and cleared it once delivered. */
+	assert_int_equal(outbox_rows(f), 0);
+}
+
+static void invalidation_missed_in_an_outage_is_replayed(void **state)
+{
+	fx *f = *state;
+	NEED_OWN_SERVERS(f);
+	/* Another process's view, open before the outage and idle in it. */
+	aside_cache *c2;
+	assert_int_equal(aside_cache_open(f->redis, &c2, NULL), ASIDE_OK);
+	user_service *s2 = user_service_new(f->db, c2);
+	user u = add_user(f, 1), got;
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	char entry[2048];
+	assert_non_null(
+	    strstr(redis_entry(u.id, entry, sizeof(entry)), "\"User 1\""));
+	/* Redis snapshots the cached row, then crashes. */
+	const char *save[] = {"SAVE"};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 1, save));
+	assert_true(test_services("redis-kill"));
+
+	/* The write commits; its invalidation cannot reach Redis. */
+	snprintf(u.name, sizeof(u.name), "Written in the outage");
+	assert_int_equal(user_service_update(f->svc, &u), ASIDE_OK);
+	assert_int_equal(outbox_rows(f), 1);
+
+	/* Redis comes back with its snapshot: the old row is in it. */
+	assert_true(test_services("redis-start"));
+	assert_non_null(
+	    strstr(redis_entry(u.id, entry, sizeof(entry)), "\"User 1\""));
+
+	/* Both processes read the new row, never the old one; the one
+	 * that made the write probes Redis, delivers what it owes before
+	 * reading it, and clears the outbox. */
+	double t0 = now_s();
+	bool gone = false;
+	while (now_s() - t0 < 5 && !gone) {
+		assert_int_equal(user_service_get(f->svc, u.id, &got),
+				 ASIDE_OK);
+		assert_string_equal(got.name, "Written in the outage");
+		assert_int_equal(user_service_get(s2, u.id, &got), ASIDE_OK);
+		assert_string_equal(got.name, "Written in the outage");
+		gone = strstr(redis_entry(u.id, entry, sizeof(entry)),
+			      "\"User 1\"") == NULL &&
+		       outbox_rows(f) == 0;
+		pause_ms(20);
+	}
+	printf("    the missed invalidation reached Redis %.0f ms after it "
+	       "came back\n",
+	       (now_s() - t0) * 1000);
+	assert_true(gone);
+	/* And Redis serves the new row from now on. */
+	assert_int_equal(user_service_get(s2, u.id, &got), ASIDE_OK);
+	assert_string_equal(got.name, "Written in the outage");
+	user_service_free(s2);
+	aside_cache_close(c2);
+}
+
+static void outbox_is_replayed_without_further_requests(void **state)
+{
+	fx *f = *state;
+	NEED_OWN_SERVERS(f);
+	user u = add_user(f, 1), got;
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	/* Redis stops answering for 600 ms: the invalidation times out. */
+	struct pauser p = {600};
+	pthread_t t;
+	pthread_create(&t, NULL, pause_redis, &p);
+	pthread_join(t, NULL);
+	snprintf(u.name, sizeof(u.name), "Written in a pause");
+	assert_int_equal(user_service_update(f->svc, &u), ASIDE_OK);
+	assert_int_equal(outbox_rows(f), 1);
+	/* Nobody reads; the replayer delivers it once Redis answers. */
+	char entry[2048];
+	double t0 = now_s();
+	while (now_s() - t0 < 5 &&
+	       (outbox_rows(f) != 0 ||
+		strstr(redis_entry(u.id, entry, sizeof(entry)), "User 1")))
+		pause_ms(50);
+	assert_int_equal(outbox_rows(f), 0);
+	assert_null(strstr(redis_entry(u.id, entry, sizeof(entry)), "User 1"));
+	pause_ms(200);
+}
+
 static void l1s_stay_coherent(void **state)
 {
 	fx *f = *state;
@@ -653,6 +762,12 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(postgres_errors_keep_their_sqlstate,
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(l1s_stay_coherent, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		delivered_invalidations_leave_no_outbox, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		invalidation_missed_in_an_outage_is_replayed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		outbox_is_replayed_without_further_requests, setup, teardown),
 	    cmocka_unit_test_setup_teardown(unconfirmed_l1_is_not_served, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(dropped_subscription_flushes_l1,
