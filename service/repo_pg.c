@@ -55,7 +55,7 @@ static const struct {
 	int nparams;
 } statements[] = {
     {"aside_get",
-     "SELECT id, name, email, created_at_us FROM users "
+     "SELECT id, name, email, created_at_us, version FROM users "
      "WHERE id = $1",
      1},
     {"aside_ins",
@@ -71,20 +71,23 @@ static const struct {
     /* A change and its outbox row: one statement, one transaction. */
     {"aside_ins_obx",
      "WITH i AS (INSERT INTO users (name, email, created_at_us) "
-     "VALUES ($1, $2, $3) RETURNING id) "
-     "INSERT INTO aside_outbox (user_id, created_at_us) "
-     "SELECT id, $3 FROM i RETURNING user_id, id",
+     "VALUES ($1, $2, $3) RETURNING id, version), "
+     "o AS (INSERT INTO aside_outbox (user_id, created_at_us) "
+     "SELECT id, $3 FROM i RETURNING id) "
+     "SELECT i.id, o.id, i.version FROM i, o",
      3},
     {"aside_upd_obx",
      "WITH u AS (UPDATE users SET name = $1, email = $2, "
-     "version = version + 1 WHERE id = $3 RETURNING id) "
-     "INSERT INTO aside_outbox (user_id, created_at_us) "
-     "SELECT id, $4 FROM u RETURNING user_id, id",
+     "version = version + 1 WHERE id = $3 RETURNING id, version), "
+     "o AS (INSERT INTO aside_outbox (user_id, created_at_us) "
+     "SELECT id, $4 FROM u RETURNING id) "
+     "SELECT u.id, o.id, u.version FROM u, o",
      4},
     {"aside_del_obx",
-     "WITH d AS (DELETE FROM users WHERE id = $1 RETURNING id) "
-     "INSERT INTO aside_outbox (user_id, created_at_us) "
-     "SELECT id, $2 FROM d RETURNING user_id, id",
+     "WITH d AS (DELETE FROM users WHERE id = $1 RETURNING id, version), "
+     "o AS (INSERT INTO aside_outbox (user_id, created_at_us) "
+     "SELECT id, $2 FROM d RETURNING id) "
+     "SELECT d.id, o.id, d.version FROM d, o",
      2},
     {"aside_obx_list",
      "SELECT id, user_id FROM aside_outbox WHERE created_at_us < $1 "
@@ -268,6 +271,7 @@ static int pg_get(void *self, int64_t id, user *out, aside_error *err)
 				 PQgetvalue(res, 0, 2));
 			out->created_at_us =
 			    strtoll(PQgetvalue(res, 0, 3), NULL, 10);
+			out->version = strtoll(PQgetvalue(res, 0, 4), NULL, 10);
 			rc = ASIDE_OK;
 		}
 		PQclear(res);
@@ -298,6 +302,7 @@ static int pg_create(void *self, user *u, aside_error *err)
 	if (res) {
 		u->id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 		u->created_at_us = at;
+		u->version = 1;
 		rc = ASIDE_OK;
 		PQclear(res);
 	}
@@ -373,6 +378,7 @@ static int pg_change(void *self, enum repo__change what, user *u,
 				u->created_at_us = at;
 			}
 			*outbox = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+			u->version = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
 			rc = ASIDE_OK;
 		}
 		PQclear(res);

@@ -108,13 +108,13 @@ static struct conn *conn_open(struct sqlite_repo *r, bool first,
 		sqlite3_stmt **st;
 		const char *sql;
 	} stmts[] = {
-	    {&c->get, "SELECT id, name, email, created_at_us FROM users "
-		      "WHERE id = ?"},
+	    {&c->get, "SELECT id, name, email, created_at_us, version "
+		      "FROM users WHERE id = ?"},
 	    {&c->ins, "INSERT INTO users (name, email, created_at_us) "
 		      "VALUES (?, ?, ?)"},
 	    {&c->upd, "UPDATE users SET name = ?, email = ?, "
-		      "version = version + 1 WHERE id = ?"},
-	    {&c->del, "DELETE FROM users WHERE id = ?"},
+		      "version = version + 1 WHERE id = ? RETURNING version"},
+	    {&c->del, "DELETE FROM users WHERE id = ? RETURNING version"},
 	    {&c->ping, "SELECT 1"},
 	    {&c->obx_ins, "INSERT INTO aside_outbox (user_id, created_at_us) "
 			  "VALUES (?, ?)"},
@@ -185,6 +185,7 @@ static int sq_get(void *self, int64_t id, user *out, aside_error *err)
 		snprintf(out->email, sizeof(out->email), "%s",
 			 email ? (const char *)email : "");
 		out->created_at_us = sqlite3_column_int64(c->get, 3);
+		out->version = sqlite3_column_int64(c->get, 4);
 		ret = ASIDE_OK;
 	} else if (rc == SQLITE_DONE) {
 		ret = ASIDE_NOT_FOUND;
@@ -215,6 +216,7 @@ static int create_on(struct conn *c, user *u, aside_error *err, int *src)
 	if (rc == SQLITE_DONE) {
 		u->id = sqlite3_last_insert_rowid(c->db);
 		u->created_at_us = at;
+		u->version = 1;
 	} else {
 		ret = db_fail(err, c->db, rc, "creating a user");
 	}
@@ -223,31 +225,43 @@ static int create_on(struct conn *c, user *u, aside_error *err, int *src)
 	return ret;
 }
 
-static int update_on(struct conn *c, const user *u, aside_error *err, int *src)
+/*
+ * Steps a change that returns the row's version: ASIDE_OK (the version in
+ * *version), ASIDE_NOT_FOUND, or an error.
+ */
+static int step_versioned(struct conn *c, sqlite3_stmt *st, int64_t *version,
+			  aside_error *err, int *src, const char *what)
+{
+	int rc = *src = sqlite3_step(st), ret;
+	if (rc == SQLITE_ROW) {
+		*version = sqlite3_column_int64(st, 0);
+		rc = *src = sqlite3_step(st);
+	} else if (rc == SQLITE_DONE) {
+		sqlite3_reset(st);
+		return ASIDE_NOT_FOUND;
+	}
+	ret = rc == SQLITE_DONE ? ASIDE_OK : db_fail(err, c->db, rc, what);
+	sqlite3_reset(st);
+	return ret;
+}
+
+static int update_on(struct conn *c, user *u, aside_error *err, int *src)
 {
 	sqlite3_bind_text(c->upd, 1, u->name, -1, SQLITE_STATIC);
 	sqlite3_bind_text(c->upd, 2, u->email, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(c->upd, 3, u->id);
-	int rc = *src = sqlite3_step(c->upd), ret;
-	if (rc == SQLITE_DONE)
-		ret = sqlite3_changes(c->db) ? ASIDE_OK : ASIDE_NOT_FOUND;
-	else
-		ret = db_fail(err, c->db, rc, "updating a user");
-	sqlite3_reset(c->upd);
+	int ret =
+	    step_versioned(c, c->upd, &u->version, err, src, "updating a user");
 	sqlite3_clear_bindings(c->upd);
 	return ret;
 }
 
-static int remove_on(struct conn *c, int64_t id, aside_error *err, int *src)
+/* Removes u->id; u->version becomes the removed row's last version. */
+static int remove_on(struct conn *c, user *u, aside_error *err, int *src)
 {
-	sqlite3_bind_int64(c->del, 1, id);
-	int rc = *src = sqlite3_step(c->del), ret;
-	if (rc == SQLITE_DONE)
-		ret = sqlite3_changes(c->db) ? ASIDE_OK : ASIDE_NOT_FOUND;
-	else
-		ret = db_fail(err, c->db, rc, "deleting a user");
-	sqlite3_reset(c->del);
-	return ret;
+	sqlite3_bind_int64(c->del, 1, u->id);
+	return step_versioned(c, c->del, &u->version, err, src,
+			      "deleting a user");
 }
 
 static int sq_create(void *self, user *u, aside_error *err)
@@ -265,7 +279,8 @@ static int sq_update(void *self, const user *u, aside_error *err)
 	struct conn *c = borrow(self, err);
 	if (!c)
 		return ASIDE_EDB;
-	int src, ret = update_on(c, u, err, &src);
+	user copy = *u;
+	int src, ret = update_on(c, &copy, err, &src);
 	give_back(self, c, ret == ASIDE_EDB && is_broken(src));
 	return ret;
 }
@@ -275,7 +290,8 @@ static int sq_remove(void *self, int64_t id, aside_error *err)
 	struct conn *c = borrow(self, err);
 	if (!c)
 		return ASIDE_EDB;
-	int src, ret = remove_on(c, id, err, &src);
+	user gone = {.id = id};
+	int src, ret = remove_on(c, &gone, err, &src);
 	give_back(self, c, ret == ASIDE_EDB && is_broken(src));
 	return ret;
 }
@@ -303,7 +319,7 @@ static int sq_change(void *self, enum repo__change what, user *u,
 	}
 	ret = what == REPO__CREATE   ? create_on(c, u, err, &src)
 	      : what == REPO__UPDATE ? update_on(c, u, err, &src)
-				     : remove_on(c, u->id, err, &src);
+				     : remove_on(c, u, err, &src);
 	if (ret == ASIDE_OK) {
 		sqlite3_bind_int64(c->obx_ins, 1, u->id);
 		sqlite3_bind_int64(c->obx_ins, 2, now_us());

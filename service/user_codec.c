@@ -285,7 +285,10 @@ char *user_to_json(const user *u, size_t *len)
 	    json_object_set_new(o, "id", json_integer(u->id)) == 0 &&
 	    json_object_set_new(o, "name", name) == 0 &&
 	    json_object_set_new(o, "email", email) == 0 &&
-	    json_object_set_new(o, "created_at", json_string(ts)) == 0) {
+	    json_object_set_new(o, "created_at", json_string(ts)) == 0 &&
+	    (u->version <= 0 ||
+	     json_object_set_new(o, "version", json_integer(u->version)) ==
+		 0)) {
 		name = email = NULL;
 		out = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	}
@@ -365,6 +368,17 @@ int user_from_json(const char *text, size_t len, int partial, user *out,
 	} else if (!partial) {
 		rc = fail(err, ASIDE_EBADJSON, "missing field \"created_at\"");
 		goto out;
+	}
+	json_t *version = json_object_get(o, "version");
+	if (version) {
+		if (!json_is_integer(version) ||
+		    json_integer_value(version) < 0) {
+			rc = fail(err, ASIDE_EBADJSON,
+				  "field \"version\" must be a non-negative "
+				  "integer");
+			goto out;
+		}
+		u.version = json_integer_value(version);
 	}
 	if ((rc = user_validate(&u, err)) == ASIDE_OK)
 		*out = u;

@@ -128,7 +128,7 @@ static int repo_get(user_service *s, int64_t id, user *u, aside_error *err)
 #define SHORT 32
 
 struct packed_user {
-	int64_t id, created_at_us;
+	int64_t id, created_at_us, version;
 	uint16_t name_off, email_off, name_len, email_len;
 	char text[];
 };
@@ -152,6 +152,7 @@ static void pack_user(struct packed_user *p, const user *u)
 	size_t el = strnlen(u->email, USER_EMAIL_MAX);
 	p->id = u->id;
 	p->created_at_us = u->created_at_us;
+	p->version = u->version;
 	p->name_len = (uint16_t)nl;
 	p->email_len = (uint16_t)el;
 	p->name_off = 0;
@@ -191,6 +192,7 @@ static void unpack_user(const struct packed_user *p, user *out)
 	memset(out, 0, sizeof(*out));
 	out->id = p->id;
 	out->created_at_us = p->created_at_us;
+	out->version = p->version;
 	copy_field(out->name, p->text + p->name_off, p->name_len);
 	copy_field(out->email, p->text + p->email_off, p->email_len);
 }
@@ -211,6 +213,8 @@ static int load_user(void *arg, const char *key, size_t klen, aside_value **out,
 		return fail(err, ASIDE_ENOMEM);
 	rc = aside_value_new_room(key, klen, json, len, packed_size(&u), out);
 	free(json);
+	if (rc == ASIDE_OK)
+		aside_value_set_version(*out, u.version); /* the fence */
 	if (rc == ASIDE_OK && (rc = attach_user(*out, &u)) != ASIDE_OK) {
 		aside_value_unref(*out);
 		*out = NULL;
@@ -231,6 +235,8 @@ static int decode_user(void *arg, aside_value *v, aside_error *err)
 		return rc;
 	if (u.id != key_id(key, klen))
 		return fail(err, ASIDE_ECORRUPT);
+	if (!u.version)
+		u.version = aside_value_version(v);
 	return attach_user(v, &u);
 }
 
@@ -363,12 +369,17 @@ int user_service_ping(user_service *s, aside_error *err)
 	return rc == ASIDE_NOT_FOUND ? ASIDE_OK : repo_status(rc, err);
 }
 
-/* After a write: the user's key, and with it the related keys. */
-static int invalidate(user_service *s, int64_t id)
+/*
+ * After a write: the user's key, and with it the related keys.  With the
+ * row's new version (0: unknown), a shared tier keeps a tombstone that
+ * refuses fills of older versions: the version fence.
+ */
+static int invalidate(user_service *s, int64_t id, int64_t version)
 {
 	char key[32];
 	size_t klen = user_cache_key(id, key);
-	return aside_cache_invalidate(s->cache, key, klen, NULL);
+	return aside_cache_invalidate_version(s->cache, key, klen, version,
+					      NULL);
 }
 
 /*
@@ -394,7 +405,15 @@ static int change(user_service *s, enum repo__change what, user *u,
 	else
 		rc = ops->remove_ex ? ops->remove_ex(s->db.self, u->id, err)
 				    : ops->remove(s->db.self, u->id);
-	if (rc == ASIDE_OK && invalidate(s, u->id) == ASIDE_OK && outbox)
+	/* The version the change made, known only from the outbox's path
+	 * (0: a plain invalidation); a deleted row's tombstone outranks its
+	 * last version. */
+	int64_t fence = 0;
+	if (s->outbox && what == REPO__UPDATE)
+		fence = u->version;
+	else if (s->outbox && what == REPO__REMOVE && u->version)
+		fence = u->version + 1;
+	if (rc == ASIDE_OK && invalidate(s, u->id, fence) == ASIDE_OK && outbox)
 		s->outbox->done(s->db.self, outbox, NULL);
 	return repo_status(rc, err);
 }
@@ -421,7 +440,7 @@ static int replay(user_service *s, int64_t before_us)
 		if (rc != ASIDE_OK)
 			return rc;
 		for (int i = 0; i < n; i++) {
-			if ((rc = invalidate(s, users[i])) != ASIDE_OK)
+			if ((rc = invalidate(s, users[i], 0)) != ASIDE_OK)
 				return rc;
 			s->outbox->done(s->db.self, ids[i], NULL);
 		}

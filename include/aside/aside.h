@@ -130,6 +130,15 @@ const char *aside_value_key(const aside_value *v, size_t *klen);
 int64_t aside_value_expires_at_us(const aside_value *v);
 
 /*
+ * The version of the source row a value was loaded from (0: none), for the
+ * version fence: a loader sets it before returning the value, and a shared
+ * tier refuses a fill older than what an invalidation left there (see
+ * aside_cache_invalidate_version).  Set it before the value is shared.
+ */
+void aside_value_set_version(aside_value *v, int64_t version);
+int64_t aside_value_version(const aside_value *v);
+
+/*
  * Attaches a decoded form of the bytes.  The value takes ownership of obj
  * and frees it with free_fn when it is freed; obj_bytes is charged against a
  * tier's byte bound.  Only the first attach wins: if one is already there,
@@ -207,6 +216,13 @@ typedef struct aside_tier_ops {
 	int (*lease_end)(void *self, const char *key, size_t klen,
 			 uint64_t hash, aside_value *v, int64_t now_us,
 			 uint64_t token, aside_error *err);
+	/*
+	 * Version 2, optional: del, leaving a tombstone of version `version`
+	 * so that fills of older versions are refused (ASIDE_STALE) while it
+	 * lasts; a newer tombstone already there is kept.
+	 */
+	int (*tombstone)(void *self, const char *key, size_t klen,
+			 uint64_t hash, int64_t version, aside_error *err);
 } aside_tier_ops;
 
 typedef struct aside_tier {
@@ -313,6 +329,18 @@ int aside_cache_peek(aside_cache *c, const char *key, size_t klen,
  */
 int aside_cache_invalidate(aside_cache *c, const char *key, size_t klen,
 			   aside_error *err);
+
+/*
+ * The same, after a write that made the key's source row `version` (a
+ * number every write of the row increases): a shared tier keeps a
+ * tombstone of that version for tomb_ms (default 60 s), and refuses any
+ * fill of an older version meanwhile, whatever lease it holds (a load from
+ * a lagging replica, a fill reordered after the invalidation).  Related
+ * keys are invalidated as by aside_cache_invalidate.
+ */
+int aside_cache_invalidate_version(aside_cache *c, const char *key,
+				   size_t klen, int64_t version,
+				   aside_error *err);
 
 /*
  * Namespaces are the part of a key before its first ':' ("user" for

@@ -23,7 +23,10 @@ typedef struct user { /* seed: User */
 	char email[USER_EMAIL_MAX + 1];
 	int64_t created_at_us; /* µs since the Unix epoch, UTC; JSON
 				  "created_at", RFC 3339 */
-} user;			       /* more fields may be appended */
+	/* Appended: the row's version, 1 when created, increased by every
+	 * update (JSON "version"); 0 where unknown.  Ignored on writes. */
+	int64_t version;
+} user; /* more fields may be appended */
 
 /*
  * seed: UserRepository.  Every member returns ASIDE_OK, ASIDE_NOT_FOUND or a

@@ -146,6 +146,7 @@ static int param(void *ctx, const char *k, size_t klen, const char *v,
 	    {"timeout_ms", &p->r.timeout_ms, 1, 60000, 2},
 	    {"pool", &p->r.pool, 1, 1024, 2},
 	    {"lease_ms", &p->r.lease_ms, 10, 3600 * 1000, 2},
+	    {"tomb_ms", &p->r.tomb_ms, 1, 86400 * 1000, 2},
 	    {"l1_bound_ms", &p->l1_bound_ms, 0, 3600 * 1000, 2},
 	    {"ttl_ms", &p->ttl_ms, 1, 100ull * 365 * 86400 * 1000, 0},
 	    {"jitter_pct", &p->jitter_pct, 0, 100, 0},
@@ -239,14 +240,14 @@ static int parse_redis_authority(const char *url, const char *s, size_t n,
 }
 
 static int invalidate_one(aside_cache *c, const char *key, size_t klen,
-			  bool local_only, aside_error *err);
+			  bool local_only, int64_t version, aside_error *err);
 static struct aside__stripe *stripe(aside_cache *c);
 
 /* From the Redis listener: another cache invalidated key. */
 static void heard(void *ctx, const char *key, size_t klen)
 {
 	if (klen > 0 && klen <= ASIDE_KEY_MAX)
-		invalidate_one(ctx, key, klen, true, NULL);
+		invalidate_one(ctx, key, klen, true, 0, NULL);
 }
 
 /* From the Redis listener: invalidations may have been missed. */
@@ -299,7 +300,8 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 		  .connect_timeout_ms = 250,
 		  .timeout_ms = 250,
 		  .pool = 16,
-		  .lease_ms = 5000},
+		  .lease_ms = 5000,
+		  .tomb_ms = 60000},
 	    .ttl_ms = 3600 * 1000,
 	    .jitter_pct = 10,
 	    .wait_ms = 5000,
@@ -1088,7 +1090,7 @@ int aside_cache_read(aside_cache *c, const char *key, size_t klen,
  * deletes.
  */
 static int invalidate_one(aside_cache *c, const char *key, size_t klen,
-			  bool local_only, aside_error *err)
+			  bool local_only, int64_t version, aside_error *err)
 {
 	uint64_t hash = aside_hash(key, klen);
 	struct flight_shard *sh = flight_shard(c, hash);
@@ -1140,8 +1142,12 @@ again:
 	for (int i = local_only ? (c->l1 ? 0 : -1) : c->ntiers - 1; i >= 0;
 	     i--) {
 		aside_error terr;
-		int trc = c->tiers[i].ops->del(c->tiers[i].self, key, klen,
-					       hash, &terr);
+		const aside_tier *t = &c->tiers[i];
+		int trc = version > 0 && t->ops->version >= 2 &&
+				  t->ops->tombstone
+			      ? t->ops->tombstone(t->self, key, klen, hash,
+						  version, &terr)
+			      : t->ops->del(t->self, key, klen, hash, &terr);
 		if (trc < 0) {
 			aside__count(stripe(c), ASIDE__C_tier_errors, 1);
 			if (rc == ASIDE_OK) {
@@ -1174,10 +1180,17 @@ again:
 int aside_cache_invalidate(aside_cache *c, const char *key, size_t klen,
 			   aside_error *err)
 {
-	if (!c || !key || klen == 0 || klen > ASIDE_KEY_MAX)
+	return aside_cache_invalidate_version(c, key, klen, 0, err);
+}
+
+int aside_cache_invalidate_version(aside_cache *c, const char *key,
+				   size_t klen, int64_t version,
+				   aside_error *err)
+{
+	if (!c || !key || klen == 0 || klen > ASIDE_KEY_MAX || version < 0)
 		return aside__fail(err, ASIDE_EINVAL,
 				   "aside_cache_invalidate: bad arguments");
-	int rc = invalidate_one(c, key, klen, false, err);
+	int rc = invalidate_one(c, key, klen, false, version, err);
 
 	/* Related keys, copied out so that no lock is held across tiers. */
 	char **related = NULL;
@@ -1197,7 +1210,7 @@ int aside_cache_invalidate(aside_cache *c, const char *key, size_t klen,
 	pthread_mutex_unlock(&c->ns_lock);
 	for (size_t i = 0; i < n; i++) {
 		int r = invalidate_one(c, related[i], strlen(related[i]), false,
-				       rc == ASIDE_OK ? err : NULL);
+				       0, rc == ASIDE_OK ? err : NULL);
 		if (rc == ASIDE_OK)
 			rc = r;
 		free(related[i]);

@@ -50,6 +50,7 @@ struct aside__value_cold {
 	struct aside_value *lru_prev, *lru_next;
 	size_t charged; /* bytes charged against the shard's byte bound */
 	uint8_t segment;
+	_Atomic int64_t version; /* of the source row; 0: none */
 };
 
 #define ASIDE__ALIGN8(n) (((n) + 7) & ~(size_t)7)
@@ -238,6 +239,7 @@ typedef struct aside__redis_params {
 	char host[256];
 	char password[256];
 	uint64_t port, db, connect_timeout_ms, timeout_ms, pool, lease_ms;
+	uint64_t tomb_ms;
 	aside_log_fn log;
 	void *log_ctx;
 } aside__redis_params;

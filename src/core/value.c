@@ -43,6 +43,7 @@ int aside_value_new_room(const char *key, size_t klen, const void *data,
 	cold->next_free = NULL;
 	cold->lru_prev = cold->lru_next = NULL;
 	cold->charged = 0;
+	atomic_store_explicit(&cold->version, 0, memory_order_relaxed);
 	cold->segment = 0;
 	atomic_store_explicit(&v->obj, NULL, memory_order_relaxed);
 	atomic_store_explicit(&v->expires_at_us, 0, memory_order_relaxed);
@@ -113,6 +114,18 @@ const char *aside_value_key(const aside_value *v, size_t *klen)
 	if (klen)
 		*klen = v->klen;
 	return aside__value_keyp(v);
+}
+
+void aside_value_set_version(aside_value *v, int64_t version)
+{
+	atomic_store_explicit(&aside__value_cold(v)->version, version,
+			      memory_order_relaxed);
+}
+
+int64_t aside_value_version(const aside_value *v)
+{
+	return atomic_load_explicit(&aside__value_cold(v)->version,
+				    memory_order_relaxed);
 }
 
 int64_t aside_value_expires_at_us(const aside_value *v)

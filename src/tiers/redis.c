@@ -37,8 +37,18 @@
 #include <sys/socket.h>
 #include <time.h>
 
-#define MAGIC 0x31445341u /* "ASD1": format 1 */
+/*
+ * A stored entry: a header, then the value's bytes.
+ *   format 1 ("ASD1", 16 bytes): magic, expiry (µs, little-endian, 8),
+ *     load time (µs, 4).  Still read.
+ *   format 2 ("ASD2", 25 bytes): the same, then the source row's version
+ *     (8 bytes, big-endian, so that the scripts compare versions as
+ *     strings) and a kind byte: 0 a value, 1 a tombstone.
+ */
+#define MAGIC 0x31445341u  /* "ASD1" */
+#define MAGIC2 0x32445341u /* "ASD2" */
 #define HEADER 16
+#define HEADER2 25
 #define BACKOFF_MIN_US 100000
 #define BACKOFF_MAX_US 5000000
 
@@ -69,6 +79,7 @@ struct redis {
 	_Atomic int64_t confirmed; /* see aside__redis_confirmed */
 
 	int64_t lease_ms;	/* how long a lease holds before it lapses */
+	int64_t tomb_ms;	/* how long a tombstone fences older fills */
 	int (*on_back)(void *); /* set before use; see aside__redis_on_back */
 	void *on_back_ctx;
 	char sha[4][41]; /* the scripts' SHA1s, once loaded; lock */
@@ -352,25 +363,48 @@ static uint32_t get32(const unsigned char *p)
 	       (uint32_t)p[3] << 24;
 }
 
-/* Decodes a stored entry into a new value (ASIDE_NOT_FOUND if expired). */
+static void put64be(unsigned char *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (unsigned char)(v >> (56 - 8 * i));
+}
+
+static uint64_t get64be(const unsigned char *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/*
+ * Decodes a stored entry into a new value; ASIDE_NOT_FOUND if it expired or
+ * is a tombstone.
+ */
 static int decode_entry(const char *key, size_t klen, const char *str,
 			size_t len, int64_t now, aside_value **out,
 			aside_error *err)
 {
 	const unsigned char *h = (const unsigned char *)str;
-	if (len < HEADER || get32(h) != MAGIC)
+	uint32_t magic = len >= 4 ? get32(h) : 0;
+	size_t header = magic == MAGIC2 ? HEADER2 : HEADER;
+	if (len < header || (magic != MAGIC && magic != MAGIC2))
 		return aside__fail(err, ASIDE_ECORRUPT,
 				   "redis: entry '%.*s' is not an aside value",
 				   (int)klen, key);
+	if (magic == MAGIC2 && h[24] != 0)
+		return ASIDE_NOT_FOUND; /* a tombstone */
 	int64_t expires =
 	    (int64_t)((uint64_t)get32(h + 4) | (uint64_t)get32(h + 8) << 32);
 	if (expires && now >= expires)
 		return ASIDE_NOT_FOUND;
-	int rc = aside_value_new(key, klen, str + HEADER, len - HEADER, out);
+	int rc = aside_value_new(key, klen, str + header, len - header, out);
 	if (rc == ASIDE_OK) {
 		aside__value_set_expiry(*out, expires);
 		atomic_store_explicit(&aside__value_cold(*out)->load_us,
 				      get32(h + 12), memory_order_relaxed);
+		if (magic == MAGIC2)
+			aside_value_set_version(*out, (int64_t)get64be(h + 16));
 	}
 	return rc;
 }
@@ -400,20 +434,25 @@ static int r_get(void *self, const char *key, size_t klen, uint64_t hash,
 
 /* ---- scripts ------------------------------------------------------------ */
 
-enum { S_LEASE_GET, S_LEASE_FILL, S_LEASE_DROP, S_DEL, NSCRIPTS };
+enum { S_LEASE_GET, S_LEASE_FILL, S_LEASE_DROP, S_DEL, S_TOMBSTONE, NSCRIPTS };
 
 static const char *const scripts[NSCRIPTS] = {
     /* KEYS: value, lease; ARGV: token, lease ms.
      * {1, entry} | {2}: leased to the caller | {3}: someone else's. */
     "local v = redis.call('GET', KEYS[1]) "
-    "if v then return {1, v} end "
+    "if v and not (string.sub(v, 1, 4) == 'ASD2' and "
+    "string.byte(v, 25) == 1) then return {1, v} end "
     "if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then "
     "return {2} end "
     "return {3}",
-    /* KEYS: value, lease; ARGV: token, entry, px (0: none).
-     * 1: stored | 0: the lease was voided or has lapsed. */
+    /* KEYS: value, lease; ARGV: token, entry, px (0: none), version.
+     * 1: stored | 0: the lease was voided or has lapsed, or the key holds
+     * a newer version (a tombstone or a value): the version fence. */
     "if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end "
     "redis.call('DEL', KEYS[2]) "
+    "local cur = redis.call('GET', KEYS[1]) "
+    "if cur and string.sub(cur, 1, 4) == 'ASD2' and "
+    "string.sub(cur, 17, 24) > ARGV[4] then return 0 end "
     "if ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[2]) "
     "else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end "
     "return 1",
@@ -426,6 +465,16 @@ static const char *const scripts[NSCRIPTS] = {
     "redis.call('DEL', KEYS[1], KEYS[2]) "
     "redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. KEYS[1]) "
     "return 1",
+    /* KEYS: value, lease; ARGV: channel, message prefix, tombstone, px,
+     * version.  As the delete, but leaves a tombstone of the version,
+     * unless the key already holds this version or a newer one. */
+    "local cur = redis.call('GET', KEYS[1]) "
+    "if not (cur and string.sub(cur, 1, 4) == 'ASD2' and "
+    "string.sub(cur, 17, 24) >= ARGV[5]) then "
+    "redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) end "
+    "redis.call('DEL', KEYS[2]) "
+    "redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. KEYS[1]) "
+    "return 1",
 };
 
 /*
@@ -436,8 +485,8 @@ static redisReply *run_script(struct redis *r, int s, int nkeys, int n,
 			      const char **kv, const size_t *kvlens,
 			      aside_error *err)
 {
-	const char *argv[8];
-	size_t lens[8];
+	const char *argv[12];
+	size_t lens[12];
 	char sha[41], nk[4];
 	snprintf(nk, sizeof(nk), "%d", nkeys);
 	pthread_mutex_lock(&r->lock);
@@ -558,16 +607,18 @@ static unsigned char *encode_entry(aside_value *v, int64_t expires,
 {
 	size_t len;
 	const void *data = aside_value_data(v, &len);
-	unsigned char *buf = malloc(HEADER + len);
+	unsigned char *buf = malloc(HEADER2 + len);
 	if (!buf)
 		return NULL;
-	put32(buf, MAGIC);
+	put32(buf, MAGIC2);
 	put32(buf + 4, (uint32_t)(uint64_t)expires);
 	put32(buf + 8, (uint32_t)((uint64_t)expires >> 32));
 	put32(buf + 12, atomic_load_explicit(&aside__value_cold(v)->load_us,
 					     memory_order_relaxed));
-	memcpy(buf + HEADER, data, len);
-	*size = HEADER + len;
+	put64be(buf + 16, (uint64_t)aside_value_version(v));
+	buf[24] = 0;
+	memcpy(buf + HEADER2, data, len);
+	*size = HEADER2 + len;
 	return buf;
 }
 
@@ -600,9 +651,10 @@ static int r_lease_end(void *self, const char *key, size_t klen, uint64_t hash,
 		return aside__fail(err, ASIDE_ENOMEM, "out of memory");
 	char px[24];
 	int pxlen = snprintf(px, sizeof(px), "%lld", (long long)ttl_ms);
-	const char *kv[] = {key, lk, tok, (const char *)buf, px};
-	size_t kl[] = {klen, lklen, 16, size, (size_t)pxlen};
-	redisReply *rep = run_script(r, S_LEASE_FILL, 2, 5, kv, kl, err);
+	const char *kv[] = {
+	    key, lk, tok, (const char *)buf, px, (const char *)buf + 16};
+	size_t kl[] = {klen, lklen, 16, size, (size_t)pxlen, 8};
+	redisReply *rep = run_script(r, S_LEASE_FILL, 2, 6, kv, kl, err);
 	free(buf);
 	if (!rep)
 		return ASIDE_ECACHE;
@@ -668,6 +720,38 @@ static int r_del(void *self, const char *key, size_t klen, uint64_t hash,
 	    rep->type == REDIS_REPLY_ERROR
 		? aside__fail(err, ASIDE_ECACHE, "redis: DEL: %s", rep->str)
 		: ASIDE_OK;
+	freeReplyObject(rep);
+	return rc;
+}
+
+/* r_del, leaving a tombstone of version: the version fence. */
+static int r_tombstone(void *self, const char *key, size_t klen, uint64_t hash,
+		       int64_t version, aside_error *err)
+{
+	(void)hash;
+	struct redis *r = self;
+	char lk[ASIDE_KEY_MAX + 16], px[24];
+	unsigned char tomb[HEADER2] = {0};
+	put32(tomb, MAGIC2);
+	put64be(tomb + 16, (uint64_t)version);
+	tomb[24] = 1;
+	int pxlen = snprintf(px, sizeof(px), "%lld", (long long)r->tomb_ms);
+	const char *kv[] = {key,	  lk, r->channel,	r->self_id,
+			    (char *)tomb, px, (char *)tomb + 16};
+	size_t kl[] = {klen,
+		       lease_key(key, klen, lk),
+		       strlen(r->channel),
+		       strlen(r->self_id),
+		       sizeof(tomb),
+		       (size_t)pxlen,
+		       8};
+	redisReply *rep = run_script(r, S_TOMBSTONE, 2, 7, kv, kl, err);
+	if (!rep)
+		return ASIDE_ECACHE;
+	int rc = rep->type == REDIS_REPLY_ERROR
+		     ? aside__fail(err, ASIDE_ECACHE, "redis: tombstone: %s",
+				   rep->str)
+		     : ASIDE_OK;
 	freeReplyObject(rep);
 	return rc;
 }
@@ -891,6 +975,7 @@ static const aside_tier_ops redis_ops = {
     .up = r_up,
     .lease_get = r_lease_get,
     .lease_end = r_lease_end,
+    .tombstone = r_tombstone,
 };
 
 int aside__redis_open(const aside__redis_params *p, aside_tier *out,
@@ -915,6 +1000,7 @@ int aside__redis_open(const aside__redis_params *p, aside_tier *out,
 	r->log = p->log;
 	r->log_ctx = p->log_ctx;
 	r->lease_ms = (int64_t)p->lease_ms;
+	r->tomb_ms = (int64_t)p->tomb_ms;
 	snprintf(r->channel, sizeof(r->channel), "aside:invalidate:%d",
 		 (int)p->db);
 	snprintf(r->self_id, sizeof(r->self_id), "%016llx",

@@ -307,7 +307,7 @@ static void garbage_in_redis_is_a_miss_and_replaced(void **state)
 	/* Replaced by a good entry. */
 	const char *get[] = {"GET", key};
 	assert_true(test_redis_cmd(REDIS_DB, out, sizeof(out), 2, get));
-	assert_memory_equal(out, "ASD1", 4);
+	assert_memory_equal(out, "ASD2", 4);
 	const char *type[] = {"TYPE", key2};
 	assert_true(test_redis_cmd(REDIS_DB, out, sizeof(out), 2, type));
 	assert_string_equal(out, "string");
@@ -490,12 +490,12 @@ static long outbox_rows(fx *f)
 	return test_pg_scalar(f->pg, "SELECT count(*) FROM aside_outbox");
 }
 
-/* The user's JSON in Redis (past the entry's 16-byte header), or "". */
+/* The user's JSON in Redis (past the entry's 25-byte header), or "". */
 static const char *redis_entry(int64_t id, char *out, int cap)
 {
 	char key[32];
 	user_cache_key(id, key);
-	const char *argv[] = {"GETRANGE", key, "16", "-1"};
+	const char *argv[] = {"GETRANGE", key, "25", "-1"};
 	test_redis_cmd(REDIS_DB, out, cap, 4, argv);
 	return out;
 }

@@ -3,9 +3,11 @@
  * for separate processes (and, in the last test, real processes do).  A
  * cold read takes the lease and fills; a second cache waits for the holder
  * instead of loading; a write in another cache voids a lease so the old
- * row is never stored, and the holder reads again; a dead holder's lease lapses; a lease held too long
- * is waited out and the read loads anyway; scripts survive SCRIPT FLUSH;
- * and P processes x T threads reading one cold key make one load.
+ * row is never stored, and the holder reads again; a dead holder's lease
+ * lapses; a lease held too long is waited out and the read loads anyway; a fill
+ * older than a write's tombstone is refused (the version fence); scripts
+ * survive SCRIPT FLUSH; and P processes x T threads reading one cold key make
+ * one load.
  */
 #include "../support/servers.h"
 
@@ -328,6 +330,91 @@ static void nothing_to_store_gives_the_lease_up(void **state)
 	aside_cache_close(c);
 }
 
+/* A source whose successive loads return the versions in `seq`. */
+struct versioned {
+	const int64_t *seq;
+	_Atomic int calls;
+};
+
+static int versioned_load(void *arg, const char *key, size_t klen,
+			  aside_value **out, aside_error *err)
+{
+	(void)err;
+	struct versioned *src = arg;
+	int64_t version = src->seq[atomic_fetch_add(&src->calls, 1)];
+	char body[32];
+	int n = snprintf(body, sizeof(body), "v%lld", (long long)version);
+	int rc = aside_value_new(key, klen, body, (size_t)n, out);
+	if (rc == ASIDE_OK)
+		aside_value_set_version(*out, version);
+	return rc;
+}
+
+static int read_versioned(aside_cache *c, struct versioned *src,
+			  const char *key, char *got)
+{
+	aside_loader ld = {versioned_load, NULL, src};
+	aside_value *v;
+	int rc = aside_cache_get(c, key, strlen(key), &ld, &v, NULL);
+	if (rc == ASIDE_OK) {
+		size_t len;
+		const char *d = aside_value_data(v, &len);
+		snprintf(got, 256, "%.*s", (int)len, d);
+		aside_value_unref(v);
+	}
+	return rc;
+}
+
+static void fill_older_than_a_tombstone_is_refused(void **state)
+{
+	NEED_SERVERS(state);
+	aside_cache *a = open_cache(NULL), *b = open_cache(NULL);
+	/* b's write made the row version 6. */
+	assert_int_equal(aside_cache_invalidate_version(b, "lk:9", 4, 6, NULL),
+			 ASIDE_OK);
+	/* a's first load reads a replica that has not caught up (version
+	 * 5), with a lease granted after the write: the lease alone would
+	 * let it store. */
+	static const int64_t seq[] = {5, 6};
+	struct versioned src = {seq, 0};
+	char got[256];
+	assert_int_equal(read_versioned(a, &src, "lk:9", got), ASIDE_OK);
+	assert_string_equal(got, "v6");
+	assert_int_equal(src.calls, 2);
+	assert_int_equal(metrics(a).fills_refused, 1);
+	/* What Redis holds now is version 6, served to another cache. */
+	aside_cache *c = open_cache(NULL);
+	static const int64_t none[] = {99};
+	struct versioned never = {none, 0};
+	assert_int_equal(read_versioned(c, &never, "lk:9", got), ASIDE_OK);
+	assert_string_equal(got, "v6");
+	assert_int_equal(never.calls, 0);
+	aside_cache_close(c);
+	aside_cache_close(a);
+	aside_cache_close(b);
+}
+
+static void newer_tombstone_is_kept(void **state)
+{
+	NEED_SERVERS(state);
+	aside_cache *a = open_cache(NULL);
+	/* Two writes' invalidations arrive out of order. */
+	assert_int_equal(aside_cache_invalidate_version(a, "lk:10", 5, 8, NULL),
+			 ASIDE_OK);
+	assert_int_equal(aside_cache_invalidate_version(a, "lk:10", 5, 7, NULL),
+			 ASIDE_OK);
+	aside_value *v;
+	assert_int_equal(aside_cache_peek(a, "lk:10", 5, &v),
+			 ASIDE_NOT_FOUND); /* a tombstone is a miss */
+	static const int64_t seq[] = {7, 8};
+	struct versioned src = {seq, 0};
+	char got[256];
+	assert_int_equal(read_versioned(a, &src, "lk:10", got), ASIDE_OK);
+	assert_string_equal(got, "v8");
+	assert_int_equal(metrics(a).fills_refused, 1);
+	aside_cache_close(a);
+}
+
 static long cached_scripts(void)
 {
 	char info[4096];
@@ -474,6 +561,9 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup(dead_holders_lease_lapses, setup),
 	    cmocka_unit_test_setup(lease_held_too_long_is_waited_out, setup),
 	    cmocka_unit_test_setup(nothing_to_store_gives_the_lease_up, setup),
+	    cmocka_unit_test_setup(fill_older_than_a_tombstone_is_refused,
+				   setup),
+	    cmocka_unit_test_setup(newer_tombstone_is_kept, setup),
 	    cmocka_unit_test_setup(scripts_come_back_after_a_flush, setup),
 	    cmocka_unit_test_setup(processes_and_threads_make_one_load, setup),
 	};

@@ -345,6 +345,31 @@ static void fill_list(fx *f)
 	assert_true(list_cached(f));
 }
 
+static void versions_grow_with_writes(void **state)
+{
+	fx *f = *state;
+	if (strcmp(f->v->db, "fake") == 0)
+		skip(); /* the fake repository keeps no versions */
+	user u = new_user(f, "Vera", "vera@example.com"), got;
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	assert_int_equal(got.version, 1);
+	snprintf(u.name, sizeof(u.name), "Vera 2");
+	assert_int_equal(user_service_update(f->svc, &u), ASIDE_OK);
+	assert_int_equal(user_service_update(f->svc, &u), ASIDE_OK);
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	assert_int_equal(got.version, 3);
+	/* The cached JSON says so too, and decodes back. */
+	char json[512];
+	size_t len;
+	assert_int_equal(
+	    user_service_get_json(f->svc, u.id, json, sizeof(json), &len, NULL),
+	    ASIDE_OK);
+	assert_non_null(strstr(json, "\"version\":3"));
+	user back;
+	assert_int_equal(user_from_json(json, len, 0, &back, NULL), ASIDE_OK);
+	assert_int_equal(back.version, 3);
+}
+
 static void writes_invalidate_users_all(void **state)
 {
 	fx *f = *state;
@@ -498,6 +523,7 @@ int main(void)
 	    T(stale_load_is_never_stored),
 	    T(database_errors_are_reported_not_cached),
 	    T(concurrent_readers_see_completed_writes),
+	    T(versions_grow_with_writes),
 #undef T
 	};
 	static const char *dbs[] = {"fake", "memory", "file", "pg"};
