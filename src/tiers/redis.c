@@ -52,6 +52,9 @@
 #define BACKOFF_MIN_US 100000
 #define BACKOFF_MAX_US 5000000
 
+/* The Lua scripts (below), by index. */
+enum { S_LEASE_GET, S_LEASE_FILL, S_LEASE_DROP, S_DEL, S_TOMBSTONE, NSCRIPTS };
+
 struct redis {
 	char host[256];
 	int port, db;
@@ -82,7 +85,7 @@ struct redis {
 	int64_t tomb_ms;	/* how long a tombstone fences older fills */
 	int (*on_back)(void *); /* set before use; see aside__redis_on_back */
 	void *on_back_ctx;
-	char sha[4][41]; /* the scripts' SHA1s, once loaded; lock */
+	char sha[NSCRIPTS][41]; /* the scripts' SHA1s, once loaded; lock */
 
 	_Atomic int up;	  /* breaker: 1 closed (Redis usable), 0 open */
 	int64_t retry_at; /* mono µs; guarded by lock */
@@ -433,8 +436,6 @@ static int r_get(void *self, const char *key, size_t klen, uint64_t hash,
 }
 
 /* ---- scripts ------------------------------------------------------------ */
-
-enum { S_LEASE_GET, S_LEASE_FILL, S_LEASE_DROP, S_DEL, S_TOMBSTONE, NSCRIPTS };
 
 static const char *const scripts[NSCRIPTS] = {
     /* KEYS: value, lease; ARGV: token, lease ms.
