@@ -204,7 +204,9 @@ typedef struct aside_tier_ops {
 	 * tier without them).  lease_get returns ASIDE_OK with the value,
 	 * ASIDE_LEASED with *token set when the caller is now the one to load
 	 * and fill the key, or ASIDE_BUSY while another reader holds the lease
-	 * (the caller waits and asks again); or an error.  lease_end stores v
+	 * (the caller waits and asks again; *out may then hold a stale copy
+	 * of the key, which the caller may serve but never store, and must
+	 * unref); or an error.  lease_end stores v
 	 * if token is still the key's lease (ASIDE_OK) and ASIDE_STALE if an
 	 * invalidation voided it meanwhile; with v NULL it gives the lease up
 	 * (ASIDE_STALE if a write had voided it, or it had lapsed).
@@ -257,6 +259,7 @@ typedef struct aside_options {
  *     reader waits for another thread's load (5000).
  *   redis://[:PASSWORD@]HOST[:PORT][/DB][?l1=N][&l1_max_bytes=B]
  *           [&l1_ttl_ms=L][&connect_timeout_ms=C][&timeout_ms=T][&pool=P]
+ *           [&lease_ms=M][&l1_bound_ms=D][&tomb_ms=X][&stale_ms=S]
  *     Redis as a shared tier (port 6379, db 0, timeouts 250 ms, a pool of 16
  *     connections), with an in-process tier of N entries in front when l1
  *     is given.  Every invalidation is published on Redis, and caches with
@@ -338,9 +341,8 @@ int aside_cache_invalidate(aside_cache *c, const char *key, size_t klen,
  * a lagging replica, a fill reordered after the invalidation).  Related
  * keys are invalidated as by aside_cache_invalidate.
  */
-int aside_cache_invalidate_version(aside_cache *c, const char *key,
-				   size_t klen, int64_t version,
-				   aside_error *err);
+int aside_cache_invalidate_version(aside_cache *c, const char *key, size_t klen,
+				   int64_t version, aside_error *err);
 
 /*
  * Namespaces are the part of a key before its first ':' ("user" for
@@ -412,6 +414,7 @@ typedef struct aside_metrics {
 	/* Leases (shared tiers): waits for another process's load, fills a
 	 * write refused, and loads run without a lease after a long wait. */
 	uint64_t lease_waits, fills_refused, lease_timeouts;
+	uint64_t stale_served; /* stale copies served (stale_ms) */
 	uint64_t load_time_us_sum;
 	uint64_t load_hist[ASIDE_HIST_BUCKETS]; /* per bucket, not cumulative */
 	double load_p50_us, load_p99_us;

@@ -76,6 +76,7 @@ struct aside_cache {
 	int ntiers;
 	void *l1;    /* tiers[0].self when it is the mem tier, else NULL */
 	bool leases; /* a tier is shared with other processes, with leases */
+	bool serve_stale; /* take a stale copy rather than wait for a lease */
 	/* L1 over Redis: served only while the invalidation subscription
 	 * confirmed within l1_bound_us that it missed nothing. */
 	_Atomic int64_t *confirmed;
@@ -147,6 +148,7 @@ static int param(void *ctx, const char *k, size_t klen, const char *v,
 	    {"pool", &p->r.pool, 1, 1024, 2},
 	    {"lease_ms", &p->r.lease_ms, 10, 3600 * 1000, 2},
 	    {"tomb_ms", &p->r.tomb_ms, 1, 86400 * 1000, 2},
+	    {"stale_ms", &p->r.stale_ms, 0, 86400 * 1000, 2},
 	    {"l1_bound_ms", &p->l1_bound_ms, 0, 3600 * 1000, 2},
 	    {"ttl_ms", &p->ttl_ms, 1, 100ull * 365 * 86400 * 1000, 0},
 	    {"jitter_pct", &p->jitter_pct, 0, 100, 0},
@@ -372,6 +374,7 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 		c->ntiers++;
 		void *redis = c->tiers[c->ntiers - 1].self;
 		aside__redis_on_back(redis, back, c);
+		c->serve_stale = p.r.stale_ms > 0;
 		if (c->l1 && p.l1_bound_ms) {
 			c->confirmed = aside__redis_confirmed(redis);
 			c->l1_bound_us = (int64_t)p.l1_bound_ms * 1000;
@@ -682,6 +685,7 @@ static void nap_us(int64_t us)
 }
 
 #define LEASE_NAP_MIN_US 500
+#define LEASE_STALE 100 /* lease_lookup: a stale copy, to serve only */
 #define LEASE_NAP_MAX_US 32000
 
 /*
@@ -731,6 +735,14 @@ static int lease_lookup(aside_cache *c, int i, struct flight *f, int64_t now,
 			aside__count(st, ASIDE__C_tier_errors, 1);
 			return rc < 0 ? rc : ASIDE_ECACHE;
 		}
+		if (v && c->serve_stale &&
+		    (!ld->decode || ld->decode(ld->arg, v, NULL) == ASIDE_OK)) {
+			/* The caller takes staleness over waiting. */
+			aside__count(st, ASIDE__C_stale_served, 1);
+			*out = v;
+			return LEASE_STALE;
+		}
+		aside_value_unref(v);
 		if (!waited) {
 			waited = true;
 			aside__count(st, ASIDE__C_lease_waits, 1);
@@ -845,6 +857,7 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 		int64_t now = c->clock(c->clock_ctx);
 		int leased = -1; /* the tier whose lease this flight holds */
 		uint64_t token = 0;
+		bool stale = false; /* v is a stale copy: serve, never store */
 		pthread_mutex_lock(&sh->lock);
 		unsigned round = ++f->started;
 		pthread_mutex_unlock(&sh->lock);
@@ -858,7 +871,8 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 				continue;
 			}
 			int lr = lease_lookup(c, i, f, now, ld, &v, &token);
-			if (lr == ASIDE_OK)
+			stale |= lr == LEASE_STALE;
+			if (lr == ASIDE_OK || lr == LEASE_STALE)
 				source = i;
 			else if (lr == ASIDE_LEASED && leased < 0)
 				leased = i;
@@ -872,11 +886,11 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 		voided = f->voided;
 		fresh = f->wanted <= round; /* no one joined during the read */
 		if (v) {
-			fill = !voided;
+			fill = !voided && !stale;
 			f->filling = fill;
 		}
 		pthread_mutex_unlock(&sh->lock);
-		if (v)
+		if (v && !stale)
 			aside__count(
 			    st, fill ? ASIDE__C_fills : ASIDE__C_fills_voided,
 			    1);
@@ -896,7 +910,7 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 			    fill_tiers(c, f, v, source, leased, token, now) &&
 			    (leased >= 0 || source < 0 || fresh);
 		} else {
-			valid = source < 0 || fresh;
+			valid = source < 0 || fresh || stale;
 		}
 		if (valid || voided || round >= READ_ROUNDS ||
 		    (rc < 0 && rc != ASIDE_ECORRUPT))
@@ -1143,11 +1157,11 @@ again:
 	     i--) {
 		aside_error terr;
 		const aside_tier *t = &c->tiers[i];
-		int trc = version > 0 && t->ops->version >= 2 &&
-				  t->ops->tombstone
-			      ? t->ops->tombstone(t->self, key, klen, hash,
-						  version, &terr)
-			      : t->ops->del(t->self, key, klen, hash, &terr);
+		int trc =
+		    version > 0 && t->ops->version >= 2 && t->ops->tombstone
+			? t->ops->tombstone(t->self, key, klen, hash, version,
+					    &terr)
+			: t->ops->del(t->self, key, klen, hash, &terr);
 		if (trc < 0) {
 			aside__count(stripe(c), ASIDE__C_tier_errors, 1);
 			if (rc == ASIDE_OK) {
@@ -1183,9 +1197,8 @@ int aside_cache_invalidate(aside_cache *c, const char *key, size_t klen,
 	return aside_cache_invalidate_version(c, key, klen, 0, err);
 }
 
-int aside_cache_invalidate_version(aside_cache *c, const char *key,
-				   size_t klen, int64_t version,
-				   aside_error *err)
+int aside_cache_invalidate_version(aside_cache *c, const char *key, size_t klen,
+				   int64_t version, aside_error *err)
 {
 	if (!c || !key || klen == 0 || klen > ASIDE_KEY_MAX || version < 0)
 		return aside__fail(err, ASIDE_EINVAL,
@@ -1261,6 +1274,7 @@ void aside_cache_metrics(aside_cache *c, aside_metrics *m)
 	m->lease_waits = sum[ASIDE__C_lease_waits];
 	m->fills_refused = sum[ASIDE__C_fills_refused];
 	m->lease_timeouts = sum[ASIDE__C_lease_timeouts];
+	m->stale_served = sum[ASIDE__C_stale_served];
 	m->corrupt = sum[ASIDE__C_corrupt];
 	m->tier_errors = sum[ASIDE__C_tier_errors];
 	m->load_time_us_sum = sum[ASIDE__C_load_time_us_sum];

@@ -239,7 +239,7 @@ typedef struct aside__redis_params {
 	char host[256];
 	char password[256];
 	uint64_t port, db, connect_timeout_ms, timeout_ms, pool, lease_ms;
-	uint64_t tomb_ms;
+	uint64_t tomb_ms, stale_ms;
 	aside_log_fn log;
 	void *log_ctx;
 } aside__redis_params;
@@ -301,6 +301,7 @@ const aside_value *aside__mem_borrow(void *self, const char *key, size_t klen,
 	X(lease_waits)                                                         \
 	X(fills_refused)                                                       \
 	X(lease_timeouts)                                                      \
+	X(stale_served)                                                        \
 	X(corrupt)                                                             \
 	X(tier_errors)                                                         \
 	X(load_time_us_sum)

@@ -192,6 +192,10 @@ size_t aside_metrics_prometheus(const aside_metrics *m, const char *prefix,
 		"Loads run without a lease after waiting too long for another "
 		"process's.",
 		m->lease_timeouts);
+	counter(&o, prefix, "stale_served_total",
+		"Stale copies served instead of waiting for another process's "
+		"load (stale_ms).",
+		m->stale_served);
 	counter(&o, prefix, "evictions_total",
 		"Entries evicted by the in-process tier.", m->evictions);
 	counter(&o, prefix, "corrupt_entries_total",

@@ -85,6 +85,7 @@ struct redis {
 	int64_t tomb_ms;	/* how long a tombstone fences older fills */
 	int (*on_back)(void *); /* set before use; see aside__redis_on_back */
 	void *on_back_ctx;
+	int64_t stale_ms;	/* keep a stale copy in tombstones this long */
 	char sha[NSCRIPTS][41]; /* the scripts' SHA1s, once loaded; lock */
 
 	_Atomic int up;	  /* breaker: 1 closed (Redis usable), 0 open */
@@ -439,12 +440,14 @@ static int r_get(void *self, const char *key, size_t klen, uint64_t hash,
 
 static const char *const scripts[NSCRIPTS] = {
     /* KEYS: value, lease; ARGV: token, lease ms.
-     * {1, entry} | {2}: leased to the caller | {3}: someone else's. */
+     * {1, entry} | {2}: leased to the caller | {3[, tombstone]}: someone
+     * else's (with the tombstone, which may hold a stale copy). */
     "local v = redis.call('GET', KEYS[1]) "
     "if v and not (string.sub(v, 1, 4) == 'ASD2' and "
     "string.byte(v, 25) == 1) then return {1, v} end "
     "if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then "
     "return {2} end "
+    "if v then return {3, v} end "
     "return {3}",
     /* KEYS: value, lease; ARGV: token, entry, px (0: none), version.
      * 1: stored | 0: the lease was voided or has lapsed, or the key holds
@@ -467,12 +470,20 @@ static const char *const scripts[NSCRIPTS] = {
     "redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. KEYS[1]) "
     "return 1",
     /* KEYS: value, lease; ARGV: channel, message prefix, tombstone, px,
-     * version.  As the delete, but leaves a tombstone of the version,
-     * unless the key already holds this version or a newer one. */
+     * version, keep a stale copy (1/0).  As the delete, but leaves a
+     * tombstone of the version (with the old entry's bytes after it, as a
+     * stale copy, when asked), unless the key already holds this version
+     * or a newer one (a version of 0, unknown, always replaces). */
     "local cur = redis.call('GET', KEYS[1]) "
-    "if not (cur and string.sub(cur, 1, 4) == 'ASD2' and "
+    "if not (cur and ARGV[5] ~= string.rep('\\0', 8) and "
+    "string.sub(cur, 1, 4) == 'ASD2' and "
     "string.sub(cur, 17, 24) >= ARGV[5]) then "
-    "redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) end "
+    "local stale = '' "
+    "if ARGV[6] == '1' and cur then "
+    "if string.sub(cur, 1, 4) == 'ASD2' then stale = string.sub(cur, 26) "
+    "elseif string.sub(cur, 1, 4) == 'ASD1' then "
+    "stale = string.sub(cur, 17) end end "
+    "redis.call('SET', KEYS[1], ARGV[3] .. stale, 'PX', ARGV[4]) end "
     "redis.call('DEL', KEYS[2]) "
     "redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. KEYS[1]) "
     "return 1",
@@ -597,6 +608,16 @@ static int r_lease_get(void *self, const char *key, size_t klen, uint64_t hash,
 		rc = ASIDE_LEASED;
 	} else {
 		rc = ASIDE_BUSY;
+		/* A tombstone's stale copy, for a caller that takes one. */
+		const redisReply *tb =
+		    rep->elements == 2 ? rep->element[1] : NULL;
+		if (tb && tb->type == REDIS_REPLY_STRING && tb->len > HEADER2 &&
+		    get32((const unsigned char *)tb->str) == MAGIC2 &&
+		    aside_value_new(key, klen, tb->str + HEADER2,
+				    tb->len - HEADER2, out) == ASIDE_OK)
+			aside_value_set_version(
+			    *out, (int64_t)get64be(
+				      (const unsigned char *)tb->str + 16));
 	}
 	freeReplyObject(rep);
 	return rc;
@@ -705,11 +726,15 @@ static int r_set(void *self, aside_value *v, uint64_t hash, int64_t now,
  * Deletes the key and its lease (voiding a load in progress anywhere), and
  * publishes the key so that other caches' L1s drop it too: one round trip.
  */
+static int r_tombstone(void *self, const char *key, size_t klen, uint64_t hash,
+		       int64_t version, aside_error *err);
+
 static int r_del(void *self, const char *key, size_t klen, uint64_t hash,
 		 aside_error *err)
 {
-	(void)hash;
 	struct redis *r = self;
+	if (r->stale_ms) /* keep the old entry as a stale copy */
+		return r_tombstone(self, key, klen, hash, 0, err);
 	char lk[ASIDE_KEY_MAX + 16];
 	const char *kv[] = {key, lk, r->channel, r->self_id};
 	size_t kl[] = {klen, lease_key(key, klen, lk), strlen(r->channel),
@@ -736,17 +761,20 @@ static int r_tombstone(void *self, const char *key, size_t klen, uint64_t hash,
 	put32(tomb, MAGIC2);
 	put64be(tomb + 16, (uint64_t)version);
 	tomb[24] = 1;
-	int pxlen = snprintf(px, sizeof(px), "%lld", (long long)r->tomb_ms);
-	const char *kv[] = {key,	  lk, r->channel,	r->self_id,
-			    (char *)tomb, px, (char *)tomb + 16};
+	int64_t ms = r->stale_ms > r->tomb_ms ? r->stale_ms : r->tomb_ms;
+	int pxlen = snprintf(px, sizeof(px), "%lld", (long long)ms);
+	const char *kv[] = {
+	    key,	  lk, r->channel,	 r->self_id,
+	    (char *)tomb, px, (char *)tomb + 16, r->stale_ms ? "1" : "0"};
 	size_t kl[] = {klen,
 		       lease_key(key, klen, lk),
 		       strlen(r->channel),
 		       strlen(r->self_id),
 		       sizeof(tomb),
 		       (size_t)pxlen,
-		       8};
-	redisReply *rep = run_script(r, S_TOMBSTONE, 2, 7, kv, kl, err);
+		       8,
+		       1};
+	redisReply *rep = run_script(r, S_TOMBSTONE, 2, 8, kv, kl, err);
 	if (!rep)
 		return ASIDE_ECACHE;
 	int rc = rep->type == REDIS_REPLY_ERROR
@@ -1002,6 +1030,7 @@ int aside__redis_open(const aside__redis_params *p, aside_tier *out,
 	r->log_ctx = p->log_ctx;
 	r->lease_ms = (int64_t)p->lease_ms;
 	r->tomb_ms = (int64_t)p->tomb_ms;
+	r->stale_ms = (int64_t)p->stale_ms;
 	snprintf(r->channel, sizeof(r->channel), "aside:invalidate:%d",
 		 (int)p->db);
 	snprintf(r->self_id, sizeof(r->self_id), "%016llx",

@@ -415,6 +415,47 @@ static void newer_tombstone_is_kept(void **state)
 	aside_cache_close(a);
 }
 
+static void stale_copy_instead_of_waiting(void **state)
+{
+	NEED_SERVERS(state);
+	aside_cache *a = open_cache("stale_ms=5000"),
+		    *b = open_cache("stale_ms=5000"),
+		    *c = open_cache("stale_ms=5000");
+	source old;
+	source_init(&old, "old-row");
+	char got[256];
+	assert_int_equal(read_key(a, &old, "lk:12", got), ASIDE_OK);
+	/* b's write: the tombstone keeps the old entry as a stale copy. */
+	assert_int_equal(aside_cache_invalidate(b, "lk:12", 5, NULL), ASIDE_OK);
+	/* c loads the new row and holds the lease meanwhile. */
+	source fresh;
+	source_init(&fresh, "new-row");
+	fresh.gated = true;
+	reader rc = {c, &fresh, "lk:12", 0, ""};
+	pthread_t t;
+	pthread_create(&t, NULL, read_thread, &rc);
+	wait_inside(&fresh);
+	/* a takes the stale copy at once rather than wait for c. */
+	source unused;
+	source_init(&unused, "never");
+	double t0 = now_s();
+	assert_int_equal(read_key(a, &unused, "lk:12", got), ASIDE_OK);
+	assert_true(now_s() - t0 < 0.5);
+	assert_string_equal(got, "old-row");
+	assert_int_equal(unused.loads, 0);
+	assert_int_equal(metrics(a).stale_served, 1);
+	open_gate(&fresh);
+	pthread_join(t, NULL);
+	assert_string_equal(rc.got, "new-row");
+	/* The stale copy was not stored: a's next read is the new row. */
+	assert_int_equal(read_key(a, &unused, "lk:12", got), ASIDE_OK);
+	assert_string_equal(got, "new-row");
+	assert_int_equal(unused.loads, 0);
+	aside_cache_close(a);
+	aside_cache_close(b);
+	aside_cache_close(c);
+}
+
 static long cached_scripts(void)
 {
 	char info[4096];
@@ -564,6 +605,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup(fill_older_than_a_tombstone_is_refused,
 				   setup),
 	    cmocka_unit_test_setup(newer_tombstone_is_kept, setup),
+	    cmocka_unit_test_setup(stale_copy_instead_of_waiting, setup),
 	    cmocka_unit_test_setup(scripts_come_back_after_a_flush, setup),
 	    cmocka_unit_test_setup(processes_and_threads_make_one_load, setup),
 	};
