@@ -15,10 +15,17 @@ bool app_double(const char *opt, const char *s, double lo, double hi,
 /* Removes DIR/users.db (and its WAL files) and DIR. */
 void app_remove_sqlite(const char *dir);
 
-/* A repository that counts and delays reads (slow_repo.c). */
+/*
+ * A repository that counts and delays reads (slow_repo.c): delay_us before
+ * each read.  For the consistency checker, also a random pause of up to
+ * after_read_ms after half the reads (between a load's read and its fill)
+ * and up to after_update_ms after each update (between a commit and its
+ * invalidation); set those after slow_repo_wrap.
+ */
 struct slow_repo {
 	user_repo inner;
 	long delay_us;
+	long after_read_ms, after_update_ms;
 	_Atomic unsigned long gets;
 };
 user_repo slow_repo_wrap(struct slow_repo *w, user_repo inner, long delay_us);

@@ -73,19 +73,6 @@ static uint64_t rnd(uint64_t *s)
 	return *s;
 }
 
-/* ---- the injected delays: a repository wrapper -------------------------- */
-
-/*
- * Reads, then sleeps (half the loads, up to load_delay_ms): the window
- * between a load's database read and its fill.  Updates commit, then sleep
- * (up to inval_delay_ms): the window between a commit and its invalidation,
- * which the service runs after the update returns.
- */
-struct delay_repo {
-	user_repo inner;
-	long load_delay_ms, inval_delay_ms;
-};
-
 static _Thread_local uint64_t rnd_state;
 
 static uint64_t my_rnd(void)
@@ -95,77 +82,6 @@ static uint64_t my_rnd(void)
 			    (uint64_t)(uintptr_t)&rnd_state;
 	return rnd(&rnd_state);
 }
-
-static int delay_get_ex(void *self, int64_t id, user *out, aside_error *err)
-{
-	struct delay_repo *d = self;
-	const user_repo_ops *ops = d->inner.ops;
-	int rc = ops->get_ex ? ops->get_ex(d->inner.self, id, out, err)
-			     : ops->get(d->inner.self, id, out);
-	if (d->load_delay_ms > 0 && (my_rnd() & 1))
-		sleep_ms((long)(my_rnd() % (uint64_t)(d->load_delay_ms + 1)));
-	return rc;
-}
-
-static int delay_update_ex(void *self, const user *u, aside_error *err)
-{
-	struct delay_repo *d = self;
-	const user_repo_ops *ops = d->inner.ops;
-	int rc = ops->update_ex ? ops->update_ex(d->inner.self, u, err)
-				: ops->update(d->inner.self, u);
-	if (rc == ASIDE_OK && d->inval_delay_ms > 0)
-		sleep_ms((long)(my_rnd() % (uint64_t)(d->inval_delay_ms + 1)));
-	return rc;
-}
-
-static int delay_create_ex(void *self, user *u, aside_error *err)
-{
-	struct delay_repo *d = self;
-	const user_repo_ops *ops = d->inner.ops;
-	return ops->create_ex ? ops->create_ex(d->inner.self, u, err)
-			      : ops->create(d->inner.self, u);
-}
-
-static int delay_remove_ex(void *self, int64_t id, aside_error *err)
-{
-	struct delay_repo *d = self;
-	const user_repo_ops *ops = d->inner.ops;
-	return ops->remove_ex ? ops->remove_ex(d->inner.self, id, err)
-			      : ops->remove(d->inner.self, id);
-}
-
-static int delay_get(void *self, int64_t id, user *out)
-{
-	return delay_get_ex(self, id, out, NULL);
-}
-static int delay_create(void *self, user *u)
-{
-	return delay_create_ex(self, u, NULL);
-}
-static int delay_update(void *self, const user *u)
-{
-	return delay_update_ex(self, u, NULL);
-}
-static int delay_remove(void *self, int64_t id)
-{
-	return delay_remove_ex(self, id, NULL);
-}
-static void delay_close(void *self)
-{
-	(void)self;
-}
-
-static const user_repo_ops delay_ops = {
-    .get = delay_get,
-    .create = delay_create,
-    .update = delay_update,
-    .remove = delay_remove,
-    .close = delay_close,
-    .get_ex = delay_get_ex,
-    .create_ex = delay_create_ex,
-    .update_ex = delay_update_ex,
-    .remove_ex = delay_remove_ex,
-};
 
 /* ---- one process's work ------------------------------------------------- */
 
@@ -179,9 +95,9 @@ struct op {
 struct worker {
 	const struct check_cfg *cfg;
 	const int64_t *ids;
-	user_service *svc;	 /* aside */
-	struct delay_repo *repo; /* both modes */
-	redisContext *redis;	 /* naive: a connection of its own */
+	user_service *svc;   /* aside */
+	user_repo repo;	     /* both modes: with the injected delays */
+	redisContext *redis; /* naive: a connection of its own */
 	bool writer;
 	struct op *ops;
 	size_t nops, cap;
@@ -223,7 +139,7 @@ static int naive_read(struct worker *w, int64_t id, long *version)
 	}
 	freeReplyObject(r);
 	user u;
-	int rc = delay_get_ex(w->repo, id, &u, NULL);
+	int rc = w->repo.ops->get_ex(w->repo.self, id, &u, NULL);
 	if (rc != ASIDE_OK)
 		return rc;
 	*version = version_of(u.name);
@@ -235,7 +151,7 @@ static int naive_read(struct worker *w, int64_t id, long *version)
 
 static int naive_write(struct worker *w, const user *u)
 {
-	int rc = delay_update_ex(w->repo, u, NULL);
+	int rc = w->repo.ops->update_ex(w->repo.self, u, NULL);
 	if (rc != ASIDE_OK)
 		return rc;
 	char key[32];
@@ -362,7 +278,10 @@ static int child(const struct check_cfg *cfg)
 			ids ? err.message : "out of memory");
 		return 2;
 	}
-	struct delay_repo repo = {db, cfg->load_delay_ms, cfg->inval_delay_ms};
+	struct slow_repo slow;
+	user_repo repo = slow_repo_wrap(&slow, db, 0);
+	slow.after_read_ms = cfg->load_delay_ms;
+	slow.after_update_ms = cfg->inval_delay_ms;
 	aside_cache *cache = NULL;
 	user_service *svc = NULL;
 	if (!cfg->naive) {
@@ -371,7 +290,7 @@ static int child(const struct check_cfg *cfg)
 			fprintf(stderr, "aside check: %s\n", err.message);
 			return 2;
 		}
-		svc = user_service_new((user_repo){&delay_ops, &repo}, cache);
+		svc = user_service_new(repo, cache);
 	}
 	long n = cfg->threads;
 	struct worker *w = calloc((size_t)n, sizeof(*w));
@@ -383,7 +302,7 @@ static int child(const struct check_cfg *cfg)
 		    (struct worker){.cfg = cfg,
 				    .ids = ids,
 				    .svc = svc,
-				    .repo = &repo,
+				    .repo = repo,
 				    .writer = i == 0 && cfg->index < cfg->keys};
 		if (cfg->naive &&
 		    !(w[i].redis = naive_connect(cfg->cache_url))) {

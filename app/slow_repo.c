@@ -1,26 +1,57 @@
 /*
  * slow_repo.c -- a repository that wraps another, counts its reads and
  * delays each by a set time: a remote or busy database, for the demo, the
- * server's --db-delay-ms and benchmarks.  Writes pass straight through.
+ * server's --db-delay-ms and benchmarks; and, for `aside check`, random
+ * pauses after reads and updates (app.h).  Writes pass straight through.
  */
 #include "app.h"
 
 #include <errno.h>
 #include <time.h>
 
+static void sleep_us(long us)
+{
+	struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/* A per-thread xorshift generator, for the random pauses. */
+static uint64_t rnd(void)
+{
+	static _Thread_local uint64_t s;
+	if (!s) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		uint64_t seed = ((uint64_t)ts.tv_nsec << 20) ^
+				(uint64_t)(uintptr_t)&s ^ (uint64_t)ts.tv_sec;
+		s = seed | 1;
+	}
+	s ^= s << 13;
+	s ^= s >> 7;
+	s ^= s << 17;
+	return s;
+}
+
+/* A pause of up to ms milliseconds, drawn at random. */
+static void pause_upto_ms(long ms)
+{
+	if (ms > 0)
+		sleep_us((long)(rnd() % (uint64_t)(ms + 1)) * 1000);
+}
+
 static int get_ex(void *self, int64_t id, user *out, aside_error *err)
 {
 	struct slow_repo *w = self;
 	atomic_fetch_add_explicit(&w->gets, 1, memory_order_relaxed);
-	if (w->delay_us > 0) {
-		struct timespec ts = {w->delay_us / 1000000,
-				      (w->delay_us % 1000000) * 1000};
-		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-			;
-	}
+	if (w->delay_us > 0)
+		sleep_us(w->delay_us);
 	const user_repo_ops *ops = w->inner.ops;
-	return ops->get_ex ? ops->get_ex(w->inner.self, id, out, err)
-			   : ops->get(w->inner.self, id, out);
+	int rc = ops->get_ex ? ops->get_ex(w->inner.self, id, out, err)
+			     : ops->get(w->inner.self, id, out);
+	if (w->after_read_ms > 0 && (rnd() & 1))
+		pause_upto_ms(w->after_read_ms);
+	return rc;
 }
 
 static int create_ex(void *self, user *u, aside_error *err)
@@ -35,8 +66,11 @@ static int update_ex(void *self, const user *u, aside_error *err)
 {
 	struct slow_repo *w = self;
 	const user_repo_ops *ops = w->inner.ops;
-	return ops->update_ex ? ops->update_ex(w->inner.self, u, err)
-			      : ops->update(w->inner.self, u);
+	int rc = ops->update_ex ? ops->update_ex(w->inner.self, u, err)
+				: ops->update(w->inner.self, u);
+	if (rc == ASIDE_OK)
+		pause_upto_ms(w->after_update_ms);
+	return rc;
 }
 
 static int remove_ex(void *self, int64_t id, aside_error *err)
@@ -92,6 +126,7 @@ user_repo slow_repo_wrap(struct slow_repo *w, user_repo inner, long delay_us)
 {
 	w->inner = inner;
 	w->delay_us = delay_us;
+	w->after_read_ms = w->after_update_ms = 0;
 	atomic_store(&w->gets, 0);
 	return (user_repo){&slow_ops, w};
 }
