@@ -12,6 +12,10 @@
 bool app_long(const char *opt, const char *s, long lo, long hi, long *out);
 bool app_double(const char *opt, const char *s, double lo, double hi,
 		double *out);
+/* A per-thread xorshift generator, seeded by time, thread and process. */
+uint64_t app_rand(void);
+/* Sleeps us microseconds, resuming after signals. */
+void app_sleep_us(long us);
 /* Removes DIR/users.db (and its WAL files) and DIR. */
 void app_remove_sqlite(const char *dir);
 

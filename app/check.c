@@ -59,28 +59,7 @@ static int64_t mono_ns(void)
 
 static void sleep_ms(long ms)
 {
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-		;
-}
-
-/* A per-thread xorshift generator. */
-static uint64_t rnd(uint64_t *s)
-{
-	*s ^= *s << 13;
-	*s ^= *s >> 7;
-	*s ^= *s << 17;
-	return *s;
-}
-
-static _Thread_local uint64_t rnd_state;
-
-static uint64_t my_rnd(void)
-{
-	if (!rnd_state)
-		rnd_state = (uint64_t)mono_ns() ^ ((uint64_t)getpid() << 32) ^
-			    (uint64_t)(uintptr_t)&rnd_state;
-	return rnd(&rnd_state);
+	app_sleep_us(ms * 1000);
 }
 
 /* ---- one process's work ------------------------------------------------- */
@@ -170,7 +149,7 @@ static void *work(void *arg)
 	int64_t until = mono_ns() + (int64_t)(cfg->seconds * 1e9);
 	long *versions = calloc((size_t)cfg->keys, sizeof(long));
 	while (versions && mono_ns() < until) {
-		int k = (int)(my_rnd() % (uint64_t)cfg->keys);
+		int k = (int)(app_rand() % (uint64_t)cfg->keys);
 		if (w->writer) {
 			/* This process writes the keys k = index (mod procs).
 			 */
@@ -388,11 +367,10 @@ static bool run_children(const struct check_cfg *cfg, char **argv, int argc,
 	}
 	/* Stall one child at a time while they run. */
 	int64_t until = mono_ns() + (int64_t)(cfg->seconds * 1e9);
-	uint64_t s = (uint64_t)mono_ns() | 1;
 	while (cfg->stall_ms > 0 &&
 	       mono_ns() + cfg->stall_ms * 2000000 < until) {
 		sleep_ms(cfg->stall_ms);
-		pid_t victim = pid[rnd(&s) % (uint64_t)cfg->procs];
+		pid_t victim = pid[app_rand() % (uint64_t)cfg->procs];
 		kill(victim, SIGSTOP);
 		sleep_ms(cfg->stall_ms);
 		kill(victim, SIGCONT);

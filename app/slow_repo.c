@@ -8,22 +8,23 @@
 
 #include <errno.h>
 #include <time.h>
+#include <unistd.h>
 
-static void sleep_us(long us)
+void app_sleep_us(long us)
 {
 	struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
 	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
 		;
 }
 
-/* A per-thread xorshift generator, for the random pauses. */
-static uint64_t rnd(void)
+uint64_t app_rand(void)
 {
 	static _Thread_local uint64_t s;
 	if (!s) {
 		struct timespec ts;
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 		uint64_t seed = ((uint64_t)ts.tv_nsec << 20) ^
+				((uint64_t)getpid() << 40) ^
 				(uint64_t)(uintptr_t)&s ^ (uint64_t)ts.tv_sec;
 		s = seed | 1;
 	}
@@ -37,7 +38,7 @@ static uint64_t rnd(void)
 static void pause_upto_ms(long ms)
 {
 	if (ms > 0)
-		sleep_us((long)(rnd() % (uint64_t)(ms + 1)) * 1000);
+		app_sleep_us((long)(app_rand() % (uint64_t)(ms + 1)) * 1000);
 }
 
 static int get_ex(void *self, int64_t id, user *out, aside_error *err)
@@ -45,11 +46,11 @@ static int get_ex(void *self, int64_t id, user *out, aside_error *err)
 	struct slow_repo *w = self;
 	atomic_fetch_add_explicit(&w->gets, 1, memory_order_relaxed);
 	if (w->delay_us > 0)
-		sleep_us(w->delay_us);
+		app_sleep_us(w->delay_us);
 	const user_repo_ops *ops = w->inner.ops;
 	int rc = ops->get_ex ? ops->get_ex(w->inner.self, id, out, err)
 			     : ops->get(w->inner.self, id, out);
-	if (w->after_read_ms > 0 && (rnd() & 1))
+	if (w->after_read_ms > 0 && (app_rand() & 1))
 		pause_upto_ms(w->after_read_ms);
 	return rc;
 }

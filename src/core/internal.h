@@ -24,7 +24,7 @@
  */
 struct aside_value {
 	_Atomic uint32_t refs;
-	_Atomic uint8_t linked;	 /* in an L1 table; written under its lock */
+	_Atomic uint8_t linked; /* in an L1 table; written under its lock */
 	/* Hits since the L1's policy last looked, saturating at 15: the only
 	 * thing a lock-free reader writes, and only while it is below 15. */
 	_Atomic uint8_t touches;

@@ -143,13 +143,12 @@ static const char *redis1(const char *cmd, const char *key, char *out)
 	return out;
 }
 
-/* Reads key through c; the value's bytes as text into out. */
-static int read_key(aside_cache *c, source *s, const char *key, char *out)
+/* Reads key through c with ld; the value's bytes as text into out. */
+static int read_with(aside_cache *c, const aside_loader *ld, const char *key,
+		     char *out)
 {
-	aside_loader ld = {load, NULL, s};
 	aside_value *v;
-	aside_error err;
-	int rc = aside_cache_get(c, key, strlen(key), &ld, &v, &err);
+	int rc = aside_cache_get(c, key, strlen(key), ld, &v, NULL);
 	if (rc == ASIDE_OK) {
 		size_t len;
 		const char *d = aside_value_data(v, &len);
@@ -157,6 +156,12 @@ static int read_key(aside_cache *c, source *s, const char *key, char *out)
 		aside_value_unref(v);
 	}
 	return rc;
+}
+
+static int read_key(aside_cache *c, source *s, const char *key, char *out)
+{
+	aside_loader ld = {load, NULL, s};
+	return read_with(c, &ld, key, out);
 }
 
 static void cold_read_takes_the_lease_and_fills(void **state)
@@ -354,15 +359,7 @@ static int read_versioned(aside_cache *c, struct versioned *src,
 			  const char *key, char *got)
 {
 	aside_loader ld = {versioned_load, NULL, src};
-	aside_value *v;
-	int rc = aside_cache_get(c, key, strlen(key), &ld, &v, NULL);
-	if (rc == ASIDE_OK) {
-		size_t len;
-		const char *d = aside_value_data(v, &len);
-		snprintf(got, 256, "%.*s", (int)len, d);
-		aside_value_unref(v);
-	}
-	return rc;
+	return read_with(c, &ld, key, got);
 }
 
 static void fill_older_than_a_tombstone_is_refused(void **state)

@@ -172,7 +172,8 @@ static void scan_does_not_flush_popular_entries(void **state)
 		kept += resident(c, key);
 	}
 	if (kept < 95)
-		fail_msg("a scan flushed the popular keys: %d of 100 kept", kept);
+		fail_msg("a scan flushed the popular keys: %d of 100 kept",
+			 kept);
 	assert_true(entries(c) <= 200);
 	aside_cache_close(c);
 }
