@@ -86,6 +86,7 @@ struct aside_cache {
 	void *reconnect_arg;
 	aside_clock_fn clock;
 	void *clock_ctx;
+	unsigned ticker; /* the default clock through the ticker; 0: not */
 	aside_log_fn log;
 	void *log_ctx;
 	int64_t wait_ms;
@@ -111,6 +112,18 @@ static bool has_leases(const aside_tier *t)
  * bound that it missed nothing (a stalled or starved process, a lost
  * connection, Redis down).  Then reads go past it, to the shared tier.
  */
+/* The cache's time: the ticker's when it runs (ticker.c). */
+static inline int64_t now_of(const aside_cache *c)
+{
+	if (c->ticker) {
+		int64_t t = atomic_load_explicit(&aside__ticked_us,
+						 memory_order_relaxed);
+		if (t)
+			return t;
+	}
+	return c->clock(c->clock_ctx);
+}
+
 static inline bool l1_trusted(const aside_cache *c)
 {
 	if (!c->confirmed)
@@ -350,6 +363,8 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 	memset(c, 0, sizeof(*c));
 	c->clock = opts && opts->clock ? opts->clock : aside_clock_default;
 	c->clock_ctx = opts ? opts->clock_ctx : NULL;
+	if (c->clock == aside_clock_default)
+		c->ticker = aside__ticker_hold();
 	c->log = opts ? opts->log : NULL;
 	c->log_ctx = opts ? opts->log_ctx : NULL;
 	c->wait_ms = (int64_t)p.wait_ms;
@@ -413,6 +428,7 @@ void aside_cache_close(aside_cache *c)
 	pthread_mutex_destroy(&c->ns_lock);
 	for (int i = 0; i < FLIGHT_SHARDS; i++)
 		pthread_mutex_destroy(&c->flights[i].lock);
+	aside__ticker_release(c->ticker);
 	free(c);
 }
 
@@ -756,7 +772,7 @@ static int lease_lookup(aside_cache *c, int i, struct flight *f, int64_t now,
 		}
 		nap_us(nap);
 		nap = nap * 2 > LEASE_NAP_MAX_US ? LEASE_NAP_MAX_US : nap * 2;
-		now = c->clock(c->clock_ctx);
+		now = now_of(c);
 	}
 }
 
@@ -854,7 +870,7 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 	int rc, source;
 	for (;;) {
 		aside_error_clear(&lerr);
-		int64_t now = c->clock(c->clock_ctx);
+		int64_t now = now_of(c);
 		int leased = -1; /* the tier whose lease this flight holds */
 		uint64_t token = 0;
 		bool stale = false; /* v is a stale copy: serve, never store */
@@ -942,7 +958,7 @@ int aside_cache_peek(aside_cache *c, const char *key, size_t klen,
 	if (!c || !key || klen == 0 || klen > ASIDE_KEY_MAX || !out)
 		return ASIDE_EINVAL;
 	uint64_t hash = aside_hash(key, klen);
-	int64_t now = c->clock(c->clock_ctx);
+	int64_t now = now_of(c);
 	struct aside__stripe *st = stripe(c);
 	int i = tiers_get(c, c->l1 && !l1_trusted(c) ? 1 : 0, c->ntiers, key,
 			  klen, hash, now, NULL, out);
@@ -962,7 +978,7 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 		return aside__fail(err, ASIDE_EINVAL,
 				   "aside_cache_get: bad arguments");
 	uint64_t hash = aside_hash(key, klen);
-	int64_t now = c->clock(c->clock_ctx);
+	int64_t now = now_of(c);
 	struct aside__stripe *st = stripe(c);
 
 	/* L1: the fast path, no lock. */
@@ -1069,7 +1085,7 @@ int aside_cache_read(aside_cache *c, const char *key, size_t klen,
 		return aside__fail(err, ASIDE_EINVAL,
 				   "aside_cache_read: bad arguments");
 	uint64_t hash = aside_hash(key, klen);
-	int64_t now = c->clock(c->clock_ctx);
+	int64_t now = now_of(c);
 	if (c->l1 && l1_trusted(c) && aside__read_begin()) {
 		const aside_value *v =
 		    aside__mem_borrow(c->l1, key, klen, hash, now);

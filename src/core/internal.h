@@ -208,6 +208,14 @@ void aside__error_set(aside_error *err, int code, const char *fmt, ...)
 int aside__fail(aside_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/*
+ * The default clock's time as the ticker last read it (ticker.c); 0 when no
+ * ticker runs.  hold returns what release takes back (0: not held).
+ */
+extern _Atomic int64_t aside__ticked_us;
+unsigned aside__ticker_hold(void);
+void aside__ticker_release(unsigned held);
+
 /* monotonic µs, for durations and waits (never the injectable clock) */
 int64_t aside__mono_us(void);
 

@@ -1,8 +1,20 @@
 /*
  * mem.c -- the in-process tier (L1).
  *
- * Shards of open-addressed tables (linear probing, at most half full, sized
- * once from the capacity so they never grow).  Writers take their shard's
+ * Shards of open-addressed tables (linear probing, at most three quarters
+ * full).  A slot holds a value's address with the top 16 bits of its key's
+ * hash above it (user-space addresses fit in 48 bits), so a probe passes
+ * over other keys' slots without touching their values.  A shard's table
+ * starts small and doubles as the shard fills, up to the size its capacity
+ * needs: a table the size of what is cached stays in the CPU's caches,
+ * where one sized for the capacity would not (a hit's cost at 100,000 keys
+ * is mostly the misses on its table and its value; docs/performance.md).
+ * Every table a shard will ever have is carved from one region reserved at
+ * open, the table of n slots at offset n: a reader that loaded the old
+ * size keeps probing the old table, which the writer no longer changes
+ * (a value removed since is unlinked, which the reader checks), and old
+ * tables cost address space, not memory, beyond the pages they touched.
+ * Writers take their shard's
  * mutex; readers take no lock and, inside a read section (epoch.c), write
  * nothing shared but the entry's own `touches` byte: a removed value is
  * freed only after every section that might have seen it has ended.  A
@@ -43,11 +55,12 @@
  * writer that later meets the entry.  Admission and eviction are O(1)
  * amortized.
  *
- * Per entry of capacity, beyond the value itself: two slots of the table
- * (16 bytes), the queue links, segment and charge in the value's cold
+ * Per entry of capacity, beyond the value itself: 1.33 to 2.67 slots of the
+ * table (11 to 21 bytes) and as much again for the smaller tables it
+ * outgrew, the queue links, segment and charge in the value's cold
  * fields (32 bytes), the sketch (8 bytes: 16 counters) and the ghosts
- * (two rings and sets of a quarter of the capacity: 12 bytes), about 68
- * bytes in all, rounded up to powers of two per shard.
+ * (two rings and sets of a quarter of the capacity: 12 bytes), 74 bytes at
+ * most, rounded up to powers of two per shard.
  */
 #include "../core/internal.h"
 
@@ -89,10 +102,31 @@ struct ghost {
 	uint32_t size, head, smask;
 };
 
+/*
+ * A slot: a value's address in the low 48 bits, the top 16 bits of its
+ * key's hash above them; 0 when free.
+ */
+#define ADDR_BITS 48
+#define ADDR_MASK ((UINT64_C(1) << ADDR_BITS) - 1)
+#define TABLE_MIN 8 /* slots in a shard's first table */
+
+static inline uint64_t slot_make(const aside_value *v, uint64_t hash)
+{
+	return (uint64_t)(uintptr_t)v | (hash & ~ADDR_MASK);
+}
+
+static inline aside_value *slot_value(uint64_t w)
+{
+	return (aside_value *)(uintptr_t)(w & ADDR_MASK);
+}
+
 struct shard {
 	pthread_mutex_t lock;
-	_Atomic(aside_value *) *slots;
-	uint32_t mask;
+	/* The table of n slots is at region + n; mask is n - 1 for the
+	 * current one (written under lock, read by lock-free readers). */
+	_Atomic uint64_t *region;
+	_Atomic uint32_t mask;
+	uint32_t max_mask;
 	uint32_t cap;		/* entries */
 	size_t max_bytes;	/* 0: unbounded */
 	_Atomic uint32_t count; /* written under lock */
@@ -109,8 +143,8 @@ struct mem {
 	int64_t max_ttl_us; /* 0: entries live as long as their value */
 	uint32_t nshards;   /* a power of two */
 	struct shard *shards;
-	_Atomic(aside_value *) *slots; /* every shard's slots, one allocation */
-	size_t slots_bytes;
+	_Atomic uint64_t *regions; /* every shard's tables, one allocation */
+	size_t regions_bytes;
 	uint64_t *sketch_words; /* every shard's sketch, one allocation */
 	size_t sketch_bytes;
 	uint64_t *ghost_words; /* every shard's ghosts, one allocation */
@@ -120,6 +154,17 @@ struct mem {
 static inline struct shard *shard_of(struct mem *m, uint64_t hash)
 {
 	return &m->shards[(hash >> 40) & (m->nshards - 1)];
+}
+
+static inline _Atomic uint64_t *table_of(const struct shard *sh, uint32_t mask)
+{
+	return sh->region + (size_t)mask + 1;
+}
+
+/* The current table's mask, for a writer (who holds the lock). */
+static inline uint32_t mask_locked(const struct shard *sh)
+{
+	return atomic_load_explicit(&sh->mask, memory_order_relaxed);
 }
 
 /* Past the time this L1 may serve it: its own expiry, or the L1's bound. */
@@ -299,12 +344,17 @@ static inline aside_value *lookup(struct mem *m, const char *key, size_t klen,
 				  uint64_t hash, int64_t now)
 {
 	struct shard *sh = shard_of(m, hash);
-	uint32_t i = (uint32_t)hash & sh->mask;
-	for (uint32_t n = 0; n <= sh->mask; n++, i = (i + 1) & sh->mask) {
-		aside_value *v =
-		    atomic_load_explicit(&sh->slots[i], memory_order_acquire);
-		if (!v)
+	uint32_t mask = atomic_load_explicit(&sh->mask, memory_order_acquire);
+	_Atomic uint64_t *slots = table_of(sh, mask);
+	uint32_t i = (uint32_t)hash & mask;
+	for (uint32_t n = 0; n <= mask; n++, i = (i + 1) & mask) {
+		uint64_t w =
+		    atomic_load_explicit(&slots[i], memory_order_acquire);
+		if (!w)
 			return NULL;
+		if ((w ^ hash) & ~ADDR_MASK)
+			continue; /* another key's tag */
+		aside_value *v = slot_value(w);
 		if (atomic_load_explicit(&v->hash, memory_order_relaxed) !=
 			hash ||
 		    !aside__value_key_eq(v, key, klen))
@@ -351,12 +401,17 @@ static int mem_get(void *self, const char *key, size_t klen, uint64_t hash,
 static uint32_t find_locked(struct shard *sh, const char *key, size_t klen,
 			    uint64_t hash)
 {
-	uint32_t i = (uint32_t)hash & sh->mask;
-	for (uint32_t n = 0; n <= sh->mask; n++, i = (i + 1) & sh->mask) {
-		aside_value *v =
-		    atomic_load_explicit(&sh->slots[i], memory_order_relaxed);
-		if (!v)
+	uint32_t mask = mask_locked(sh);
+	_Atomic uint64_t *slots = table_of(sh, mask);
+	uint32_t i = (uint32_t)hash & mask;
+	for (uint32_t n = 0; n <= mask; n++, i = (i + 1) & mask) {
+		uint64_t w =
+		    atomic_load_explicit(&slots[i], memory_order_relaxed);
+		if (!w)
 			return UINT32_MAX;
+		if ((w ^ hash) & ~ADDR_MASK)
+			continue;
+		aside_value *v = slot_value(w);
 		if (atomic_load_explicit(&v->hash, memory_order_relaxed) ==
 			hash &&
 		    aside__value_key_eq(v, key, klen))
@@ -371,29 +426,32 @@ static uint32_t find_locked(struct shard *sh, const char *key, size_t klen,
  */
 static void remove_at_locked(struct shard *sh, uint32_t i)
 {
+	uint32_t mask = mask_locked(sh);
+	_Atomic uint64_t *slots = table_of(sh, mask);
 	aside_value *gone =
-	    atomic_load_explicit(&sh->slots[i], memory_order_relaxed);
+	    slot_value(atomic_load_explicit(&slots[i], memory_order_relaxed));
 	uint32_t j = i;
 	for (;;) {
-		j = (j + 1) & sh->mask;
-		aside_value *q =
-		    atomic_load_explicit(&sh->slots[j], memory_order_relaxed);
+		j = (j + 1) & mask;
+		uint64_t q =
+		    atomic_load_explicit(&slots[j], memory_order_relaxed);
 		if (!q)
 			break;
-		uint32_t home = (uint32_t)atomic_load_explicit(
-				    &q->hash, memory_order_relaxed) &
-				sh->mask;
+		uint32_t home =
+		    (uint32_t)atomic_load_explicit(&slot_value(q)->hash,
+						   memory_order_relaxed) &
+		    mask;
 		/* q may move to i unless its home lies in (i, j] (cyclically).
 		 */
 		bool stays =
 		    i <= j ? (home > i && home <= j) : (home > i || home <= j);
 		if (!stays) {
-			atomic_store_explicit(&sh->slots[i], q,
+			atomic_store_explicit(&slots[i], q,
 					      memory_order_release);
 			i = j;
 		}
 	}
-	atomic_store_explicit(&sh->slots[i], NULL, memory_order_release);
+	atomic_store_explicit(&slots[i], 0, memory_order_release);
 	queue_unlink(sh, gone);
 	atomic_store_explicit(&gone->linked, 0, memory_order_release);
 	atomic_store_explicit(
@@ -593,6 +651,28 @@ static void spill_window_locked(struct shard *sh, int64_t now)
 	}
 }
 
+/*
+ * Moves the shard to its next table, twice the size.  The new one was
+ * never used, so it is all zeros; readers switch to it when they load the
+ * new mask, and until then probe the old one, which stays as it is.
+ */
+static void grow_locked(struct shard *sh)
+{
+	uint32_t mask = mask_locked(sh), nmask = mask * 2 + 1;
+	_Atomic uint64_t *from = table_of(sh, mask), *to = table_of(sh, nmask);
+	for (uint32_t i = 0; i <= mask; i++) {
+		uint64_t w =
+		    atomic_load_explicit(&from[i], memory_order_relaxed);
+		if (!w)
+			continue;
+		uint32_t j = (uint32_t)hash_of(slot_value(w)) & nmask;
+		while (atomic_load_explicit(&to[j], memory_order_relaxed))
+			j = (j + 1) & nmask;
+		atomic_store_explicit(&to[j], w, memory_order_relaxed);
+	}
+	atomic_store_explicit(&sh->mask, nmask, memory_order_release);
+}
+
 static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 		   aside_error *err)
 {
@@ -601,6 +681,9 @@ static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 	size_t klen;
 	const char *key = aside_value_key(v, &klen);
 	size_t charge = aside__value_charge(v);
+	if ((uintptr_t)v & ~(uintptr_t)ADDR_MASK)
+		return aside__fail(err, ASIDE_EINVAL,
+				   "value at an address beyond 48 bits");
 	if (sh->max_bytes && charge > sh->max_bytes)
 		return aside__fail(err, ASIDE_ETOOBIG,
 				   "value of %zu bytes exceeds the tier's "
@@ -612,17 +695,23 @@ static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 	uint32_t at = find_locked(sh, key, klen, hash);
 	if (at != UINT32_MAX) {
 		/* A replacement keeps its predecessor's standing. */
-		aside_value *old =
-		    atomic_load_explicit(&sh->slots[at], memory_order_relaxed);
+		aside_value *old = slot_value(atomic_load_explicit(
+		    &table_of(sh, mask_locked(sh))[at], memory_order_relaxed));
 		seg = node(old)->segment;
 		remove_at_locked(sh, at);
 	} else {
 		sketch_add(&sh->sk, hash, 1);
 		adapt_locked(sh, hash);
 	}
-	uint32_t i = (uint32_t)hash & sh->mask;
-	while (atomic_load_explicit(&sh->slots[i], memory_order_relaxed))
-		i = (i + 1) & sh->mask;
+	uint32_t count = atomic_load_explicit(&sh->count, memory_order_relaxed);
+	if (mask_locked(sh) < sh->max_mask &&
+	    count + 1 > (mask_locked(sh) + 1) / 4 * 3)
+		grow_locked(sh);
+	uint32_t mask = mask_locked(sh);
+	_Atomic uint64_t *slots = table_of(sh, mask);
+	uint32_t i = (uint32_t)hash & mask;
+	while (atomic_load_explicit(&slots[i], memory_order_relaxed))
+		i = (i + 1) & mask;
 	aside_value_ref(v);
 	int64_t until = aside_value_expires_at_us(v);
 	if (m->max_ttl_us && (!until || until > now + m->max_ttl_us))
@@ -634,7 +723,8 @@ static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 	atomic_store_explicit(&aside__value_cold(v)->published, 1,
 			      memory_order_release);
 	atomic_store_explicit(&v->linked, 1, memory_order_relaxed);
-	atomic_store_explicit(&sh->slots[i], v, memory_order_release);
+	atomic_store_explicit(&slots[i], slot_make(v, hash),
+			      memory_order_release);
 	atomic_store_explicit(
 	    &sh->count,
 	    atomic_load_explicit(&sh->count, memory_order_relaxed) + 1,
@@ -670,12 +760,14 @@ void aside__mem_clear(void *self)
 	for (uint32_t s = 0; s < m->nshards; s++) {
 		struct shard *sh = &m->shards[s];
 		pthread_mutex_lock(&sh->lock);
-		for (uint32_t i = 0; i <= sh->mask; i++) {
-			aside_value *v = atomic_load_explicit(
-			    &sh->slots[i], memory_order_relaxed);
+		uint32_t mask = mask_locked(sh);
+		_Atomic uint64_t *slots = table_of(sh, mask);
+		for (uint32_t i = 0; i <= mask; i++) {
+			aside_value *v = slot_value(atomic_load_explicit(
+			    &slots[i], memory_order_relaxed));
 			if (!v)
 				continue;
-			atomic_store_explicit(&sh->slots[i], NULL,
+			atomic_store_explicit(&slots[i], 0,
 					      memory_order_release);
 			atomic_store_explicit(&v->linked, 0,
 					      memory_order_release);
@@ -715,9 +807,10 @@ static void mem_close(void *self)
 		return;
 	for (uint32_t s = 0; m->shards && s < m->nshards; s++) {
 		struct shard *sh = &m->shards[s];
-		for (uint32_t i = 0; sh->slots && i <= sh->mask; i++) {
-			aside_value *v = atomic_load_explicit(
-			    &sh->slots[i], memory_order_relaxed);
+		uint32_t mask = mask_locked(sh);
+		for (uint32_t i = 0; sh->region && i <= mask; i++) {
+			aside_value *v = slot_value(atomic_load_explicit(
+			    &table_of(sh, mask)[i], memory_order_relaxed));
 			if (v) {
 				atomic_store_explicit(&v->linked, 0,
 						      memory_order_relaxed);
@@ -726,7 +819,7 @@ static void mem_close(void *self)
 		}
 		pthread_mutex_destroy(&sh->lock);
 	}
-	aside__table_free(m->slots, m->slots_bytes);
+	aside__table_free(m->regions, m->regions_bytes);
 	aside__table_free(m->sketch_words, m->sketch_bytes);
 	aside__table_free(m->ghost_words, m->ghost_bytes);
 	free(m->shards);
@@ -796,16 +889,18 @@ int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 				     (s < p->capacity % nshards));
 		sh->max_bytes = p->max_bytes ? p->max_bytes / nshards : 0;
 	}
-	/* Equal slot arrays (sized for the largest shard) in one allocation,
-	 * so that huge pages can cover them all; the sketches likewise. */
-	uint32_t nslots = pow2_at_least(2ull * m->shards[0].cap);
-	if (nslots < 4)
-		nslots = 4;
+	/* Equal regions (sized for the largest shard) in one allocation, so
+	 * that huge pages can cover them all; the sketches likewise.  The
+	 * largest table keeps the shard at most three quarters full, with a
+	 * slot to spare for the newcomer that is about to evict. */
+	uint32_t nslots = pow2_at_least((uint64_t)m->shards[0].cap * 4 / 3 + 2);
+	if (nslots < TABLE_MIN)
+		nslots = TABLE_MIN;
 	uint32_t nwords = pow2_at_least(m->shards[0].cap);
 	if (nwords < 8)
 		nwords = 8;
-	m->slots_bytes = (size_t)nshards * nslots * sizeof(*m->slots);
-	m->slots = aside__table_alloc(m->slots_bytes);
+	m->regions_bytes = (size_t)nshards * 2 * nslots * sizeof(uint64_t);
+	m->regions = aside__table_alloc(m->regions_bytes);
 	m->sketch_bytes = (size_t)nshards * nwords * sizeof(uint64_t);
 	m->sketch_words = aside__table_alloc(m->sketch_bytes);
 	/* Two ghosts a shard, each a ring and a set twice its size. */
@@ -814,14 +909,16 @@ int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 	size_t gwords = (size_t)gsize + gslots;
 	m->ghost_bytes = (size_t)nshards * 2 * gwords * sizeof(uint64_t);
 	m->ghost_words = aside__table_alloc(m->ghost_bytes);
-	if (!m->slots || !m->sketch_words || !m->ghost_words) {
+	if (!m->regions || !m->sketch_words || !m->ghost_words) {
 		mem_close(m);
 		return aside__fail(err, ASIDE_ENOMEM, "out of memory");
 	}
 	for (uint32_t s = 0; s < nshards; s++) {
 		struct shard *sh = &m->shards[s];
-		sh->mask = nslots - 1;
-		sh->slots = m->slots + (size_t)s * nslots;
+		sh->region = m->regions + (size_t)s * 2 * nslots;
+		sh->max_mask = nslots - 1;
+		atomic_store_explicit(&sh->mask, TABLE_MIN - 1,
+				      memory_order_relaxed);
 		sh->sk.words = m->sketch_words + (size_t)s * nwords;
 		sh->sk.mask = nwords - 1;
 		sh->sk.period = 10 * (sh->cap ? sh->cap : 1);

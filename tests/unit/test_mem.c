@@ -2,8 +2,10 @@
  * test_mem.c -- the in-process tier through the engine: the capacity and
  * byte bounds, W-TinyLFU eviction (unread entries go first, a scan does
  * not flush the popular ones, a loop larger than the cache still hits, the
- * window adapts to recency), TTL on the injected clock, references that
- * outlive eviction, and concurrent readers and writers.
+ * window adapts to recency), TTL on the injected clock and on the default
+ * one (the ticker, also in a child of fork()), references that outlive
+ * eviction, tables that grow under readers, and concurrent readers and
+ * writers.
  */
 #include <aside/aside.h>
 #include <pthread.h>
@@ -15,6 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 /* cmocka needs the headers above */
 #include <cmocka.h>
@@ -287,6 +292,135 @@ static void expired_entries_are_misses(void **state)
 	aside_cache_close(c);
 }
 
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+	while (nanosleep(&ts, &ts) != 0)
+		;
+}
+
+/* The default clock goes through the ticker; an entry still expires. */
+static void default_clock_expires_entries(void **state)
+{
+	(void)state;
+	aside_cache *c = NULL;
+	assert_int_equal(aside_cache_open("mem://?capacity=10&ttl_ms=40&"
+					  "jitter_pct=0",
+					  &c, NULL),
+			 ASIDE_OK);
+	loads = 0;
+	assert_int_equal(get(c, "d:1"), ASIDE_OK);
+	assert_true(resident(c, "d:1"));
+	/* 40 ms, plus a tick of the coarse clock and the ticker's own. */
+	sleep_ms(200);
+	assert_false(resident(c, "d:1"));
+	assert_int_equal(get(c, "d:1"), ASIDE_OK);
+	assert_int_equal(loads, 2);
+
+	/* A child of fork() has no ticker thread: it reads the clock itself,
+	 * so its entries expire too. */
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int bad = get(c, "d:2") != ASIDE_OK || !resident(c, "d:2");
+		sleep_ms(200);
+		bad |= resident(c, "d:2");
+		_exit(bad);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	aside_cache_close(c);
+}
+
+/* One shard's table grows from 8 slots to its largest; nothing is lost. */
+static void table_grows_without_losing_entries(void **state)
+{
+	(void)state;
+	aside_cache *c = open_cache("mem://?capacity=6000&shards=1");
+	char key[32];
+	for (int i = 0; i < 6000; i++) {
+		snprintf(key, sizeof(key), "g:%d", i);
+		assert_int_equal(get(c, key), ASIDE_OK);
+	}
+	assert_int_equal(entries(c), 6000);
+	for (int i = 0; i < 6000; i++) {
+		snprintf(key, sizeof(key), "g:%d", i);
+		if (!resident(c, key))
+			fail_msg("%s lost", key);
+	}
+	/* Removals shift entries back within the grown table. */
+	for (int i = 0; i < 6000; i += 2) {
+		snprintf(key, sizeof(key), "g:%d", i);
+		assert_int_equal(
+		    aside_cache_invalidate(c, key, strlen(key), NULL),
+		    ASIDE_OK);
+	}
+	for (int i = 0; i < 6000; i++) {
+		snprintf(key, sizeof(key), "g:%d", i);
+		assert_int_equal(resident(c, key), i % 2 == 1);
+	}
+	assert_int_equal(loads, 6000);
+	aside_cache_close(c);
+}
+
+struct grower {
+	aside_cache *c;
+	_Atomic int done; /* keys [0, done) were filled */
+	_Atomic bool finished;
+	_Atomic int wrong;
+	_Atomic long reads;
+};
+
+static void *read_filled(void *arg)
+{
+	struct grower *g = arg;
+	unsigned r = 1;
+	char key[32];
+	while (!atomic_load(&g->finished)) {
+		int done = atomic_load(&g->done);
+		if (done == 0)
+			continue;
+		atomic_fetch_add(&g->reads, 1);
+		r = r * 1103515245 + 12345;
+		snprintf(key, sizeof(key), "r:%u", (r >> 8) % (unsigned)done);
+		/* get() fails the test if the value is another key's. */
+		if (get(g->c, key) != ASIDE_OK)
+			atomic_fetch_add(&g->wrong, 1);
+	}
+	return NULL;
+}
+
+/* Lock-free readers during every growth of one shard's table. */
+static void readers_while_the_table_grows(void **state)
+{
+	(void)state;
+	struct grower g = {open_cache("mem://?capacity=50000&shards=1"), 0,
+			   false, 0, 0};
+	enum { T = 3 };
+	pthread_t th[T];
+	for (int i = 0; i < T; i++)
+		pthread_create(&th[i], NULL, read_filled, &g);
+	char key[32];
+	for (int i = 0; i < 50000; i++) {
+		snprintf(key, sizeof(key), "r:%d", i);
+		assert_int_equal(get(g.c, key), ASIDE_OK);
+		atomic_store(&g.done, i + 1);
+	}
+	atomic_store(&g.finished, true);
+	for (int i = 0; i < T; i++)
+		pthread_join(th[i], NULL);
+	assert_int_equal(g.wrong, 0);
+	assert_int_equal(entries(g.c), 50000);
+	/* A reader misses a filled key only while it probes a table that
+	 * was just outgrown: rarely. */
+	long missed = (long)loads - 50000;
+	if (missed > g.reads / 100 + 100)
+		fail_msg("%ld of %ld reads missed", missed, (long)g.reads);
+	aside_cache_close(g.c);
+}
+
 static void held_value_outlives_eviction_and_close(void **state)
 {
 	(void)state;
@@ -378,6 +512,9 @@ int main(void)
 	    cmocka_unit_test(byte_bound_is_respected),
 	    cmocka_unit_test(oversized_value_is_served_not_cached),
 	    cmocka_unit_test(expired_entries_are_misses),
+	    cmocka_unit_test(default_clock_expires_entries),
+	    cmocka_unit_test(table_grows_without_losing_entries),
+	    cmocka_unit_test(readers_while_the_table_grows),
 	    cmocka_unit_test(held_value_outlives_eviction_and_close),
 	    cmocka_unit_test(long_keys_work),
 	    cmocka_unit_test(concurrent_readers_and_writers),
