@@ -9,78 +9,19 @@
 #include <sys/random.h>
 #include <time.h>
 
-/*
- * A 64-bit hash of short keys, 8 bytes at a time, each step a 64x64->128
- * multiply folded in half.  Written here because no Debian-packaged library
- * offers a fast seeded hash for short byte strings; keys are at most
- * ASIDE_KEY_MAX bytes.  The seed is drawn once per process so that a client
- * cannot pick keys that collide in every process.
- */
-static uint64_t hash_seed = 0x9e3779b97f4a7c15ull;
+/* The hash's seed (internal.h), drawn once per process. */
+uint64_t aside__hash_seed = 0x9e3779b97f4a7c15ull;
 
 __attribute__((constructor)) static void hash_seed_init(void)
 {
 	uint64_t s;
 	if (getrandom(&s, sizeof(s), GRND_NONBLOCK) == (ssize_t)sizeof(s))
-		hash_seed ^= s;
+		aside__hash_seed ^= s;
 }
 
-static inline uint64_t fold_mul(uint64_t a, uint64_t b)
-{
-	__uint128_t r = (__uint128_t)a * b;
-	return (uint64_t)r ^ (uint64_t)(r >> 64);
-}
-
-static inline uint64_t load64(const char *p)
-{
-	uint64_t v;
-	memcpy(&v, p, 8);
-	return v;
-}
-
-static inline uint64_t load32(const char *p)
-{
-	uint32_t v;
-	memcpy(&v, p, 4);
-	return v;
-}
-
-/*
- * The tail is read with overlapping whole-word loads, never byte by byte:
- * a byte loop mispredicts whenever key lengths vary, and bytes stored to
- * then reloaded from the stack stall store forwarding.
- */
 uint64_t aside_hash(const char *key, size_t klen)
 {
-	const uint64_t k0 = 0xa0761d6478bd642full, k1 = 0xe7037ed1a0b428dbull,
-		       k2 = 0x8ebc6af09c88c6e3ull;
-	uint64_t h = hash_seed ^ (klen * k0), a, b;
-	if (klen > 16) {
-		const char *p = key;
-		size_t n = klen;
-		do {
-			h = fold_mul(load64(p) ^ k1, load64(p + 8) ^ h);
-			p += 16;
-			n -= 16;
-		} while (n > 16);
-		a = load64(key + klen - 16);
-		b = load64(key + klen - 8);
-	} else if (klen >= 8) {
-		a = load64(key);
-		b = load64(key + klen - 8);
-	} else if (klen >= 4) {
-		a = load32(key);
-		b = load32(key + klen - 4);
-	} else if (klen > 0) {
-		const unsigned char *u = (const unsigned char *)key;
-		a = ((uint64_t)u[0] << 16) | ((uint64_t)u[klen >> 1] << 8) |
-		    u[klen - 1];
-		b = 0;
-	} else {
-		a = b = 0;
-	}
-	h = fold_mul(a ^ k1, b ^ h ^ k2);
-	return fold_mul(h ^ k0, k1 ^ (h >> 29));
+	return aside__hash(key, klen);
 }
 
 int64_t aside_clock_default(void *ctx)
@@ -111,7 +52,7 @@ uint64_t aside__rand(void)
 	    __attribute__((tls_model("initial-exec")));
 	if (s == 0) {
 		s = (uint64_t)aside__mono_us() ^ (uint64_t)(uintptr_t)&s ^
-		    hash_seed;
+		    aside__hash_seed;
 		if (s == 0)
 			s = 1;
 	}

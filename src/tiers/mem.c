@@ -346,8 +346,8 @@ static inline aside_value *lookup(struct mem *m, const char *key, size_t klen,
 	struct shard *sh = shard_of(m, hash);
 	uint32_t mask = atomic_load_explicit(&sh->mask, memory_order_acquire);
 	_Atomic uint64_t *slots = table_of(sh, mask);
-	uint32_t i = (uint32_t)hash & mask;
-	for (uint32_t n = 0; n <= mask; n++, i = (i + 1) & mask) {
+	/* A table is never full: a probe ends at a free slot. */
+	for (uint32_t i = (uint32_t)hash & mask;; i = (i + 1) & mask) {
 		uint64_t w =
 		    atomic_load_explicit(&slots[i], memory_order_acquire);
 		if (!w)
@@ -372,7 +372,6 @@ static inline aside_value *lookup(struct mem *m, const char *key, size_t klen,
 					      memory_order_relaxed);
 		return v;
 	}
-	return NULL;
 }
 
 const aside_value *aside__mem_borrow(void *self, const char *key, size_t klen,
