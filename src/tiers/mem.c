@@ -12,8 +12,8 @@
  * Every table a shard will ever have is carved from one region reserved at
  * open, the table of n slots at offset n: a reader that loaded the old
  * size keeps probing the old table, which the writer no longer changes
- * (a value removed since is unlinked, which the reader checks), and old
- * tables cost address space, not memory, beyond the pages they touched.
+ * (a value removed since is unlinked, which the reader checks).  Old tables
+ * are not given back: together they are smaller than the current one.
  * Writers take their shard's
  * mutex; readers take no lock and, inside a read section (epoch.c), write
  * nothing shared but the entry's own `touches` byte: a removed value is
@@ -55,12 +55,12 @@
  * writer that later meets the entry.  Admission and eviction are O(1)
  * amortized.
  *
- * Per entry of capacity, beyond the value itself: 1.33 to 2.67 slots of the
- * table (11 to 21 bytes) and as much again for the smaller tables it
- * outgrew, the queue links, segment and charge in the value's cold
- * fields (32 bytes), the sketch (8 bytes: 16 counters) and the ghosts
- * (two rings and sets of a quarter of the capacity: 12 bytes), 74 bytes at
- * most, rounded up to powers of two per shard.
+ * Per entry of capacity, beyond the value itself, once the shard is full:
+ * 1.33 to 2.67 slots of the table (11 to 21 bytes) and less again for the
+ * smaller tables it outgrew, the queue links, segment and charge in the value's
+ * cold fields (32 bytes), the sketch (8 bytes: 16 counters) and the ghosts (two
+ * rings and sets of a quarter of the capacity: 12 bytes): 94 bytes at most,
+ * rounded up to powers of two per shard.
  */
 #include "../core/internal.h"
 
