@@ -171,6 +171,15 @@ static int migrate(PGconn *pg, aside_error *err)
 	return rc;
 }
 
+/* libpq prints a server's notices on stderr by default; the library's
+ * callers did not ask for "relation already exists, skipping" on every open,
+ * so notices are dropped.  Errors still come back as results. */
+static void ignore_notice(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;
+}
+
 static struct conn *conn_open(struct pg_repo *r, bool first, aside_error *err)
 {
 	struct conn *c = calloc(1, sizeof(*c));
@@ -183,6 +192,7 @@ static struct conn *conn_open(struct pg_repo *r, bool first, aside_error *err)
 		pg_fail(err, c->pg, NULL, "connecting");
 		goto fail;
 	}
+	PQsetNoticeProcessor(c->pg, ignore_notice, NULL);
 	char sql[96];
 	snprintf(sql, sizeof(sql), "SET statement_timeout = %ld",
 		 r->statement_timeout_ms);
