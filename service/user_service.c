@@ -20,6 +20,7 @@
 #include <aside/users.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -260,7 +261,14 @@ user_service *user_service_new(user_repo db, aside_cache *cache)
 	/* Durable invalidation matters only where another process can serve
 	 * what this one failed to invalidate. */
 	if (aside_cache_shared(cache) && (s->outbox = repo__outbox(db))) {
-		if (pthread_create(&s->replayer, NULL, replayer, s) != 0) {
+		/* Every signal blocked in it: the application's signals
+		 * are not this library's thread's to take. */
+		sigset_t all, was;
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &was);
+		int rc = pthread_create(&s->replayer, NULL, replayer, s);
+		pthread_sigmask(SIG_SETMASK, &was, NULL);
+		if (rc != 0) {
 			s->outbox = NULL;
 		} else {
 			aside_cache_on_reconnect(cache, replay_all, s);

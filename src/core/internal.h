@@ -6,6 +6,7 @@
 #define ASIDE_INTERNAL_H
 
 #include <aside/aside.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -293,6 +294,9 @@ static inline uint64_t aside__hash(const char *key, size_t klen)
 
 /* monotonic µs at the kernel tick's resolution (cheap: no clock read) */
 int64_t aside__mono_coarse_us(void);
+
+/* pthread_create, with every signal blocked in the new thread */
+int aside__thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
 
 /* a per-thread xorshift generator */
 uint64_t aside__rand(void);

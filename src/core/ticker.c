@@ -92,7 +92,7 @@ unsigned aside__ticker_hold(void)
 		atomic_store_explicit(&aside__ticked_us,
 				      aside_clock_default(NULL),
 				      memory_order_relaxed);
-		if (pthread_create(&thread, NULL, tick, NULL) != 0) {
+		if (aside__thread_start(&thread, tick, NULL) != 0) {
 			atomic_store_explicit(&aside__ticked_us, 0,
 					      memory_order_relaxed);
 			gen = 0; /* readers read the clock themselves */

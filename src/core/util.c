@@ -4,6 +4,8 @@
  */
 #include "internal.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/random.h>
@@ -132,4 +134,18 @@ void aside__table_free(void *p, size_t bytes)
 {
 	if (p)
 		munmap(p, bytes);
+}
+
+int aside__thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+	/* A library's thread must not take the application's signals: one
+	 * delivered here would run the application's handler, or kill the
+	 * process, on a thread it does not know about.  The new thread
+	 * inherits the mask in force when it is created. */
+	sigset_t all, was;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &was);
+	int rc = pthread_create(t, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &was, NULL);
+	return rc;
 }

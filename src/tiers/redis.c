@@ -931,7 +931,7 @@ int aside__redis_listen(void *self, void (*key)(void *, const char *, size_t),
 	r->on_lost = lost;
 	r->listen_ctx = ctx;
 	atomic_store(&r->listen_fd, -1);
-	if (pthread_create(&r->listener, NULL, listen_loop, r) != 0)
+	if (aside__thread_start(&r->listener, listen_loop, r) != 0)
 		return aside__fail(err, ASIDE_ENOMEM,
 				   "cannot start the invalidation listener");
 	r->listening = true;

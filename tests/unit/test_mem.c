@@ -10,6 +10,7 @@
 #include <aside/aside.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -334,6 +335,47 @@ static void default_clock_expires_entries(void **state)
 	aside_cache_close(c);
 }
 
+static _Atomic int usr1_taken;
+static pthread_t usr1_thread;
+static void on_usr1(int sig)
+{
+	(void)sig;
+	usr1_thread = pthread_self();
+	atomic_store(&usr1_taken, 1);
+}
+
+/*
+ * The ticker, started while the application still takes SIGUSR1 on its
+ * thread, blocks every signal: once the application blocks it too, a
+ * SIGUSR1 for the process stays pending instead of running its handler on
+ * the library's thread.
+ */
+static void library_threads_take_no_signals(void **state)
+{
+	(void)state;
+	struct sigaction sa = {0}, old;
+	sa.sa_handler = on_usr1;
+	sigaction(SIGUSR1, &sa, &old);
+	sigset_t usr1, was;
+	sigemptyset(&usr1);
+	sigaddset(&usr1, SIGUSR1);
+	pthread_sigmask(SIG_UNBLOCK, &usr1, &was);
+	aside_cache *c = NULL;
+	assert_int_equal(aside_cache_open("mem://?capacity=10", &c, NULL),
+			 ASIDE_OK);
+	pthread_sigmask(SIG_BLOCK, &usr1, NULL);
+	atomic_store(&usr1_taken, 0);
+	kill(getpid(), SIGUSR1);
+	sleep_ms(100); /* the ticker wakes every few ms */
+	assert_int_equal(atomic_load(&usr1_taken), 0);
+	pthread_sigmask(SIG_UNBLOCK, &usr1, NULL); /* now it is ours */
+	assert_int_equal(atomic_load(&usr1_taken), 1);
+	assert_true(pthread_equal(usr1_thread, pthread_self()));
+	pthread_sigmask(SIG_SETMASK, &was, NULL);
+	sigaction(SIGUSR1, &old, NULL);
+	aside_cache_close(c);
+}
+
 /* One shard's table grows from 8 slots to its largest; nothing is lost. */
 static void table_grows_without_losing_entries(void **state)
 {
@@ -513,6 +555,7 @@ int main(void)
 	    cmocka_unit_test(oversized_value_is_served_not_cached),
 	    cmocka_unit_test(expired_entries_are_misses),
 	    cmocka_unit_test(default_clock_expires_entries),
+	    cmocka_unit_test(library_threads_take_no_signals),
 	    cmocka_unit_test(table_grows_without_losing_entries),
 	    cmocka_unit_test(readers_while_the_table_grows),
 	    cmocka_unit_test(held_value_outlives_eviction_and_close),
