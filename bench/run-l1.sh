@@ -1,14 +1,36 @@
 #!/bin/sh
 # The L1 hit benchmarks of docs/performance.md, side by side with Caffeine
-# on the same machine: 100,000 resident keys, 1 and 2 threads, 5 s each.
-#   bench/run-l1.sh BUILD_DIR [SECONDS]
+# on the same machine: 100,000 resident keys, 1 and 2 threads.
+#   bench/run-l1.sh BUILD_DIR [SECONDS]          each mode, then the peer
+#   bench/run-l1.sh BUILD_DIR SECONDS PAIRS      PAIRS interleaved rounds of
+#       engine, service and the peer on one thread, with the engine/peer
+#       ratio of each round and its median: on a machine whose memory speed
+#       drifts (a shared VM), only runs side by side compare
 set -eu
 build=${1:-build-rel}
 secs=${2:-5}
+pairs=${3:-0}
 here=$(cd "$(dirname "$0")" && pwd)
 peer=$here/../../shared/peers/caffeine/run
 [ -x "$peer" ] || peer=$here/../../../shared/peers/caffeine/run
+rate() { sed -n 's/.*: \([0-9.]*\) M gets\/s.*/\1/p' | head -1; }
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(uname -m) $(nproc) CPUs"
+if [ "$pairs" -gt 0 ]; then
+	[ -x "$peer" ] || { echo "run-l1: no peer at $peer" >&2; exit 2; }
+	i=0 ratios=
+	while [ "$i" -lt "$pairs" ]; do
+		e=$("$build/bench/bench_l1" engine 100000 1 "$secs" | rate)
+		s=$("$build/bench/bench_l1" service 100000 1 "$secs" | rate)
+		c=$(cd /tmp && "$peer" throughput 100000 1 2>/dev/null | rate)
+		r=$(echo "$e $c" | awk '{printf "%.2f", $1 / $2}')
+		echo "round $((i + 1)): engine $e, service $s, caffeine $c M gets/s; engine/caffeine $r"
+		ratios="$ratios $r"
+		i=$((i + 1))
+	done
+	echo "$ratios" | tr ' ' '\n' | grep . | sort -n |
+	    awk '{r[NR] = $1} END {printf "median engine/caffeine over %d rounds: %.2f\n", NR, r[int((NR + 1) / 2)]}'
+	exit 0
+fi
 for t in 1 2; do
 	for mode in engine ref service; do
 		"$build/bench/bench_l1" "$mode" 100000 "$t" "$secs" | grep 'M gets/s'
