@@ -32,12 +32,23 @@ static bool stopping;	    /* guarded by tick_lock */
 static unsigned generation; /* bumped in a child of fork() */
 static int64_t period_ns;
 
+static void cond_init(void)
+{
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&tick_cond, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
 static void forked_child(void)
 {
-	/* The ticker thread did not come along; nothing else holds these
-	 * locks in the child, which has one thread. */
+	/* The ticker thread did not come along, though the locks and the
+	 * condition may say it is there: a fresh start for all three.  The
+	 * child has one thread, so nothing else holds them. */
 	pthread_mutex_init(&life, NULL);
 	pthread_mutex_init(&tick_lock, NULL);
+	cond_init();
 	users = 0;
 	stopping = false;
 	generation++;
@@ -46,11 +57,7 @@ static void forked_child(void)
 
 static void init(void)
 {
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&tick_cond, &ca);
-	pthread_condattr_destroy(&ca);
+	cond_init();
 	/* One tick of the coarse clock, between 1 and 10 ms. */
 	struct timespec res;
 	period_ns = clock_getres(CLOCK_REALTIME_COARSE, &res) == 0
