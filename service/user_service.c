@@ -262,7 +262,9 @@ user_service *user_service_new(user_repo db, aside_cache *cache)
 	 * what this one failed to invalidate. */
 	if (aside_cache_shared(cache) && (s->outbox = repo__outbox(db))) {
 		/* Every signal blocked in it: the application's signals
-		 * are not this library's thread's to take. */
+		 * are not this library's thread's to take (libaside's
+		 * aside__thread_start does the same, but is internal to
+		 * that library). */
 		sigset_t all, was;
 		sigfillset(&all);
 		pthread_sigmask(SIG_SETMASK, &all, &was);

@@ -702,11 +702,13 @@ static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 		sketch_add(&sh->sk, hash, 1);
 		adapt_locked(sh, hash);
 	}
-	uint32_t count = atomic_load_explicit(&sh->count, memory_order_relaxed);
-	if (mask_locked(sh) < sh->max_mask &&
-	    count + 1 > (mask_locked(sh) + 1) / 4 * 3)
-		grow_locked(sh);
 	uint32_t mask = mask_locked(sh);
+	if (mask < sh->max_mask &&
+	    atomic_load_explicit(&sh->count, memory_order_relaxed) + 1 >
+		(mask + 1) / 4 * 3) {
+		grow_locked(sh); /* at most three quarters full */
+		mask = mask_locked(sh);
+	}
 	_Atomic uint64_t *slots = table_of(sh, mask);
 	uint32_t i = (uint32_t)hash & mask;
 	while (atomic_load_explicit(&slots[i], memory_order_relaxed))
