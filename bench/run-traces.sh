@@ -3,14 +3,18 @@
 # trace at the capacity of ../shared/traces/README.md, RUNS times each (hash
 # seeds and the filter's random admission make runs differ), the mean and
 # range against the better of Caffeine 2.6.2 and LRU.
-#   bench/run-traces.sh [BUILD_DIR] [RUNS]
+#   [ASIDE_TRACES=DIR] bench/run-traces.sh [BUILD_DIR] [RUNS]
 set -eu
 build=${1:-build-rel}
 runs=${2:-5}
 here=$(cd "$(dirname "$0")" && pwd)
-traces=$here/../../shared/traces
+# ASIDE_TRACES names the traces' directory when the checkout is not beside it.
+traces=${ASIDE_TRACES:-$here/../../shared/traces}
 [ -d "$traces" ] || traces=$here/../../../shared/traces
-[ -d "$traces" ] || { echo "run-traces: no ../shared/traces" >&2; exit 2; }
+[ -d "$traces" ] || {
+	echo "run-traces: no traces beside the checkout (../shared/traces); set ASIDE_TRACES" >&2
+	exit 2
+}
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $runs runs each"
 printf '%-18s %8s %8s %17s %8s %8s %8s\n' trace capacity mean range bar margin met
 # trace, capacity, Caffeine 2.6.2, LRU (../shared/traces/README.md)
