@@ -3,7 +3,8 @@
 #                the users API on the embedded default (sqlite:aside.db, mem://)
 #   make test    install what is missing, build, start private Redis and
 #                PostgreSQL servers, run every test (a normal build, then
-#                AddressSanitizer+UBSan, then ThreadSanitizer), stop them
+#                AddressSanitizer+UBSan, then ThreadSanitizer built with
+#                clang), stop them
 #   make bench   the benchmarks of docs/performance.md, beside their peers
 #                (Caffeine, nginx, a raw Redis GET)
 #   make fuzz    fuzz the input parsers (JSON, times, URLs) with libFuzzer
@@ -39,10 +40,12 @@ test-asan: bootstrap
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		ctest --output-on-failure -j $(JOBS) -LE install
 
+# ThreadSanitizer's build uses clang, so that make test also compiles every
+# file with the second compiler a fresh machine has, warnings as errors.
 test-tsan: bootstrap
-	@$(CMAKE) -S . -B build-tsan -DASIDE_SANITIZE_THREAD=ON -DASIDE_BUILD_BENCH=OFF >/dev/null
-	@cmake --build build-tsan -j $(JOBS)
-	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	@CC=clang $(CMAKE) -S . -B build-clang-tsan -DASIDE_SANITIZE_THREAD=ON -DASIDE_BUILD_BENCH=OFF >/dev/null
+	@cmake --build build-clang-tsan -j $(JOBS)
+	cd build-clang-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 		ctest --output-on-failure -L concurrency
 
 bench:
@@ -63,4 +66,4 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-asan build-tsan build-rel build-fuzz
+	rm -rf build build-asan build-tsan build-clang-tsan build-rel build-fuzz

@@ -34,8 +34,11 @@ typedef struct server {
 	bool real; /* on PostgreSQL and Redis */
 } server;
 
-/* Starts aside serve with extra arguments; NULL-terminated. */
-static bool start(server *s, bool real, ...)
+/*
+ * Starts aside serve with extra arguments; NULL-terminated.  `real` is an
+ * int: va_start on a parameter that promotes (a bool) is undefined.
+ */
+static bool start(server *s, int real, ...)
 {
 	memset(s, 0, sizeof(*s));
 	char db[600], cache[600];
