@@ -316,6 +316,61 @@ static void delete_invalidates(void **state)
 	assert_int_equal(user_service_delete(f->svc, u.id), ASIDE_NOT_FOUND);
 }
 
+/*
+ * The longest valid name (255 bytes, multibyte UTF-8 at the end) and email
+ * (254 bytes) come back whole from the database and from every cache tier
+ * (the L1 keeps them packed back to back), and everything past each
+ * string's NUL is zero, as in a struct that was cleared first.
+ */
+static void longest_fields_round_trip(void **state)
+{
+	fx *f = *state;
+	user u;
+	memset(&u, 0, sizeof(u));
+	memset(u.name, 'n', 251);
+	memcpy(u.name + 251, "\xc3\xa9\xc3\xa9", 4); /* "éé" */
+	size_t n = 0;
+	u.email[n++] = 'a';
+	u.email[n++] = '@';
+	for (int label = 0; label < 4; label++) {
+		int len = label < 3 ? 63 : 60;
+		memset(u.email + n, 'd', (size_t)len);
+		n += (size_t)len;
+		if (label < 3)
+			u.email[n++] = '.';
+	}
+	assert_int_equal(strlen(u.name), USER_NAME_MAX);
+	assert_int_equal(strlen(u.email), USER_EMAIL_MAX);
+	assert_int_equal(user_service_create(f->svc, &u), ASIDE_OK);
+	int64_t version = -1; /* the fake repository keeps none */
+	for (int round = 0; round < 3; round++) {
+		user got;
+		memset(&got, 0xa5, sizeof(got));
+		assert_int_equal(user_service_get(f->svc, u.id, &got),
+				 ASIDE_OK);
+		assert_int_equal(got.id, u.id);
+		assert_string_equal(got.name, u.name);
+		assert_string_equal(got.email, u.email);
+		assert_int_equal(got.created_at_us, u.created_at_us);
+		if (round == 0)
+			version = got.version;
+		assert_int_equal(got.version, version);
+		assert_memory_equal(&got, &u, offsetof(user, created_at_us));
+	}
+	assert_int_equal(f->probe.gets, 1);
+
+	/* A short name after a long one: no byte of the old one is left. */
+	u.name[0] = 'Z';
+	u.name[1] = '\0';
+	memset(u.name + 2, 0, sizeof(u.name) - 2);
+	assert_int_equal(user_service_update(f->svc, &u), ASIDE_OK);
+	user got;
+	memset(&got, 0xa5, sizeof(got));
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	assert_memory_equal(&got, &u, offsetof(user, created_at_us));
+}
+
 static int load_list(void *arg, const char *key, size_t klen, aside_value **out,
 		     aside_error *err)
 {
@@ -524,6 +579,7 @@ int main(void)
 	    T(database_errors_are_reported_not_cached),
 	    T(concurrent_readers_see_completed_writes),
 	    T(versions_grow_with_writes),
+	    T(longest_fields_round_trip),
 #undef T
 	};
 	static const char *dbs[] = {"fake", "memory", "file", "pg"};
