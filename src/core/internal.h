@@ -19,13 +19,18 @@
 #define ASIDE__CACHELINE 64
 
 /*
- * A value is one allocation, aligned to a cache line:
+ * A value is two allocations.  Its *head* is what an L1 hit reads:
  *
- *   [struct aside_value][key][room][bytes][NUL][struct aside__value_cold]
+ *   [struct aside_value][key][room]        a whole number of cache lines
  *
- * The header and a short key share the first cache line, the room (a
- * decoded form stored inline) follows, so a hit reads one or two adjacent
- * lines.  What only writers and the last unref need sits at the end.
+ * the header, the key and the room (a decoded form stored inline), carved
+ * back to back from pools of a few sizes (value.c), so that the heads of
+ * many entries sit densely: a hit at 100,000 entries costs what the pages
+ * and lines it touches cost, and sparse heads touch more of both.  Its
+ * *body* holds what a hit does not read, or reads only at the caller's
+ * wish:
+ *
+ *   [struct aside__value_cold][bytes][NUL]
  */
 struct aside_value {
 	_Atomic uint32_t refs;
@@ -34,17 +39,18 @@ struct aside_value {
 	 * thing a lock-free reader writes, and only while it is below 15. */
 	_Atomic uint8_t touches;
 	uint16_t klen;
-	_Atomic uint64_t hash;
-	_Atomic int64_t expires_at_us;
-	_Atomic(void *) obj; /* the decoded form: in the room, or malloc'd */
-	uint32_t len;	     /* bytes */
-	uint32_t room;	     /* room bytes, a multiple of 8 */
 	/* When the L1 holding it stops serving it: the value's expiry, or
 	 * sooner when the L1 bounds how long it may keep an entry. */
 	_Atomic int64_t l1_expires_us;
+	_Atomic(void *) obj; /* the decoded form: in the room, or malloc'd */
+	char *body;
+	uint32_t len;  /* bytes */
+	uint32_t room; /* room bytes, a multiple of 8 */
 };
 
 struct aside__value_cold {
+	uint64_t hash; /* of the key */
+	_Atomic int64_t expires_at_us;
 	void (*_Atomic obj_free)(void *); /* NULL when obj is in the room */
 	_Atomic size_t obj_bytes;
 	_Atomic uint32_t load_us;
@@ -70,21 +76,31 @@ static inline char *aside__value_roomp(const aside_value *v)
 	return (char *)(v + 1) + ASIDE__ALIGN8(v->klen);
 }
 
-static inline const char *aside__value_bytes(const aside_value *v)
-{
-	return aside__value_roomp(v) + v->room;
-}
-
 static inline struct aside__value_cold *aside__value_cold(const aside_value *v)
 {
-	return (struct aside__value_cold *)(aside__value_roomp(v) + v->room +
-					    ASIDE__ALIGN8((size_t)v->len + 1));
+	return (struct aside__value_cold *)v->body;
 }
 
-static inline size_t aside__value_size(size_t klen, size_t room, size_t len)
+static inline const char *aside__value_bytes(const aside_value *v)
 {
-	return sizeof(aside_value) + ASIDE__ALIGN8(klen) + ASIDE__ALIGN8(room) +
-	       ASIDE__ALIGN8(len + 1) + sizeof(struct aside__value_cold);
+	return v->body + sizeof(struct aside__value_cold);
+}
+
+static inline uint64_t aside__value_hash(const aside_value *v)
+{
+	return aside__value_cold(v)->hash;
+}
+
+/* The head's size: whole cache lines. */
+static inline size_t aside__value_head_size(size_t klen, size_t room)
+{
+	size_t n = sizeof(aside_value) + ASIDE__ALIGN8(klen) + room;
+	return (n + ASIDE__CACHELINE - 1) & ~(size_t)(ASIDE__CACHELINE - 1);
+}
+
+static inline size_t aside__value_body_size(size_t len)
+{
+	return sizeof(struct aside__value_cold) + len + 1;
 }
 
 static inline bool aside__value_key_eq(const aside_value *v, const char *key,
@@ -188,14 +204,16 @@ static inline bool aside__value_tryref(aside_value *v)
 /* Bytes a value is charged against a byte bound. */
 static inline size_t aside__value_charge(const aside_value *v)
 {
-	return aside__value_size(v->klen, v->room, v->len) +
+	return aside__value_head_size(v->klen, v->room) +
+	       aside__value_body_size(v->len) +
 	       atomic_load_explicit(&aside__value_cold(v)->obj_bytes,
 				    memory_order_relaxed);
 }
 
 static inline void aside__value_set_expiry(aside_value *v, int64_t at_us)
 {
-	atomic_store_explicit(&v->expires_at_us, at_us, memory_order_relaxed);
+	atomic_store_explicit(&aside__value_cold(v)->expires_at_us, at_us,
+			      memory_order_relaxed);
 }
 
 /*

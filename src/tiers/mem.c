@@ -329,8 +329,7 @@ static unsigned take_touches(struct shard *sh, aside_value *v)
 {
 	unsigned t =
 	    atomic_exchange_explicit(&v->touches, 0, memory_order_relaxed);
-	sketch_add(&sh->sk,
-		   atomic_load_explicit(&v->hash, memory_order_relaxed), t);
+	sketch_add(&sh->sk, aside__value_hash(v), t);
 	return t;
 }
 
@@ -355,9 +354,7 @@ static inline aside_value *lookup(struct mem *m, const char *key, size_t klen,
 		if ((w ^ hash) & ~ADDR_MASK)
 			continue; /* another key's tag */
 		aside_value *v = slot_value(w);
-		if (atomic_load_explicit(&v->hash, memory_order_relaxed) !=
-			hash ||
-		    !aside__value_key_eq(v, key, klen))
+		if (!aside__value_key_eq(v, key, klen))
 			continue;
 		/* A removed entry may linger in a slot a reader loaded
 		 * before the removal; `linked` tells. */
@@ -410,10 +407,7 @@ static uint32_t find_locked(struct shard *sh, const char *key, size_t klen,
 			return UINT32_MAX;
 		if ((w ^ hash) & ~ADDR_MASK)
 			continue;
-		aside_value *v = slot_value(w);
-		if (atomic_load_explicit(&v->hash, memory_order_relaxed) ==
-			hash &&
-		    aside__value_key_eq(v, key, klen))
+		if (aside__value_key_eq(slot_value(w), key, klen))
 			return i;
 	}
 	return UINT32_MAX;
@@ -437,9 +431,7 @@ static void remove_at_locked(struct shard *sh, uint32_t i)
 		if (!q)
 			break;
 		uint32_t home =
-		    (uint32_t)atomic_load_explicit(&slot_value(q)->hash,
-						   memory_order_relaxed) &
-		    mask;
+		    (uint32_t)aside__value_hash(slot_value(q)) & mask;
 		/* q may move to i unless its home lies in (i, j] (cyclically).
 		 */
 		bool stays =
@@ -466,9 +458,7 @@ static void remove_locked(struct shard *sh, aside_value *v)
 {
 	size_t klen;
 	const char *key = aside_value_key(v, &klen);
-	uint32_t at =
-	    find_locked(sh, key, klen,
-			atomic_load_explicit(&v->hash, memory_order_relaxed));
+	uint32_t at = find_locked(sh, key, klen, aside__value_hash(v));
 	remove_at_locked(sh, at);
 }
 
@@ -564,10 +554,8 @@ static aside_value *main_victim_locked(struct shard *sh, int64_t now)
  */
 static bool admit(struct shard *sh, aside_value *cand, aside_value *victim)
 {
-	unsigned fc = sketch_estimate(
-	    &sh->sk, atomic_load_explicit(&cand->hash, memory_order_relaxed));
-	unsigned fv = sketch_estimate(
-	    &sh->sk, atomic_load_explicit(&victim->hash, memory_order_relaxed));
+	unsigned fc = sketch_estimate(&sh->sk, aside__value_hash(cand));
+	unsigned fv = sketch_estimate(&sh->sk, aside__value_hash(victim));
 	if (fc > fv)
 		return true;
 	if (fc <= 5)
@@ -577,7 +565,7 @@ static bool admit(struct shard *sh, aside_value *cand, aside_value *victim)
 
 static inline uint64_t hash_of(const aside_value *v)
 {
-	return atomic_load_explicit(&v->hash, memory_order_relaxed);
+	return aside__value_hash(v);
 }
 
 /*

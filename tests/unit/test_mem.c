@@ -520,6 +520,80 @@ static void long_keys_work(void **state)
 	aside_cache_close(c);
 }
 
+/*
+ * Values of every shape keep their key, room and bytes while thousands of
+ * others are made and freed around them: heads of one to four cache lines
+ * come from pools carved from 1 MiB chunks, larger ones from the heap.
+ * Two threads at once, so that the pools' locking runs under TSan too.
+ */
+static void make_shape_key(char *key, size_t klen, int i)
+{
+	memset(key, 'a' + (i % 26), klen);
+	memcpy(key, &i, sizeof(i) < klen ? sizeof(i) : klen);
+}
+
+static void *shape_round(void *arg)
+{
+	unsigned seed = (unsigned)(uintptr_t)arg;
+	enum { N = 4000 };
+	static const size_t klens[] = {1,  8,  16,  24,
+				       25, 40, 100, ASIDE_KEY_MAX};
+	static const size_t rooms[] = {0, 8, 61, 64, 150, 300};
+	aside_value **vs = calloc(N, sizeof(*vs));
+	char key[ASIDE_KEY_MAX], data[200];
+	for (int round = 0; round < 3; round++) {
+		for (int i = 0; i < N; i++) {
+			if (vs[i] && (i + round) % 3 != 0)
+				continue; /* kept from the last round */
+			aside_value_unref(vs[i]);
+			size_t klen = klens[(i + seed) % 8];
+			size_t room = rooms[(i / 8 + seed) % 6];
+			size_t len = (size_t)(i * 7 + round) % sizeof(data);
+			make_shape_key(key, klen, i);
+			memset(data, (char)i, len);
+			assert_int_equal(aside_value_new_room(key, klen, data,
+							      len, room,
+							      &vs[i]),
+					 ASIDE_OK);
+			assert_int_equal((uintptr_t)vs[i] % 64, 0);
+			size_t got_room;
+			char *r = aside_value_room(vs[i], &got_room);
+			assert_true(got_room >= room);
+			for (size_t b = 0; b < got_room; b++)
+				assert_int_equal(r[b], 0);
+			if (got_room)
+				memset(r, (char)(i + 1), got_room);
+		}
+		for (int i = 0; i < N; i++) {
+			size_t klen, len, room;
+			const char *k = aside_value_key(vs[i], &klen);
+			const unsigned char *d = aside_value_data(vs[i], &len);
+			const char *r = aside_value_room(vs[i], &room);
+			assert_int_equal(klen, klens[(i + seed) % 8]);
+			make_shape_key(key, klen, i);
+			assert_memory_equal(k, key, klen);
+			for (size_t b = 0; b < len; b++)
+				assert_int_equal(d[b], (unsigned char)i);
+			assert_int_equal(d[len], 0);
+			for (size_t b = 0; b < room; b++)
+				assert_int_equal(r[b], (char)(i + 1));
+		}
+	}
+	for (int i = 0; i < N; i++)
+		aside_value_unref(vs[i]);
+	free(vs);
+	return NULL;
+}
+
+static void values_of_every_shape_keep_their_bytes(void **state)
+{
+	(void)state;
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, shape_round, (void *)1), 0);
+	shape_round((void *)2);
+	pthread_join(t, NULL);
+}
+
 typedef struct worker {
 	aside_cache *c;
 	int id;
@@ -584,6 +658,7 @@ int main(void)
 	    cmocka_unit_test(readers_while_the_table_grows),
 	    cmocka_unit_test(held_value_outlives_eviction_and_close),
 	    cmocka_unit_test(long_keys_work),
+	    cmocka_unit_test(values_of_every_shape_keep_their_bytes),
 	    cmocka_unit_test(concurrent_readers_and_writers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
