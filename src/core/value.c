@@ -21,7 +21,7 @@ _Static_assert(sizeof(struct aside_value) == 40,
  * 160-byte value, and plain malloc packs heads among every other object of
  * their size.  Allocation and free are on the miss and eviction paths,
  * each behind a lock per size.  Chunks are kept for the life of the
- * process (linked through their first line, so they stay reachable).
+ * process (linked through their last line, so they stay reachable).
  * Larger heads, and every head under AddressSanitizer (which must see each
  * one freed), come from aligned_alloc.
  */
@@ -41,7 +41,7 @@ struct pool {
 	pthread_mutex_t lock;
 	void *free;	  /* freed heads, linked through their first word */
 	char *next, *end; /* what is left of the newest chunk */
-	void *chunks;	  /* every chunk, linked through its first word */
+	void *chunks;	  /* every chunk, linked through its last line */
 };
 
 static struct pool pools[POOLS] = {
@@ -85,13 +85,17 @@ static void *head_alloc(size_t size)
 			p->free = *(void **)h;
 		} else {
 			if ((size_t)(p->end - p->next) < size) {
-				char *c =
-				    aligned_alloc(ASIDE__CACHELINE, POOL_CHUNK);
+				/* Page-aligned and carved from its start,
+				 * so that a head of 2^k lines is aligned to
+				 * its size and never straddles a page.  The
+				 * link is in the last line. */
+				char *c = aligned_alloc(4096, POOL_CHUNK);
 				if (c) {
-					*(void **)c = p->chunks;
+					p->next = c;
+					p->end = c + POOL_CHUNK -
+						 ASIDE__CACHELINE;
+					*(void **)p->end = p->chunks;
 					p->chunks = c;
-					p->next = c + ASIDE__CACHELINE;
-					p->end = c + POOL_CHUNK;
 				}
 			}
 			if ((size_t)(p->end - p->next) >= size) {
