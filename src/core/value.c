@@ -14,16 +14,22 @@ _Static_assert(sizeof(struct aside_value) == 40,
 	       "a key of up to 24 bytes shares the header's cache line");
 
 /*
- * Pools of heads of 1 to 4 cache lines, carved back to back from chunks of
- * 1 MiB and reused by size once freed.  Ours because what a hit costs at
- * 100,000 entries is the pages and lines its heads spread over, and no
- * allocator at hand packs them: glibc's aligned_alloc spent 319 bytes on a
- * 160-byte value, and plain malloc packs heads among every other object of
- * their size.  Allocation and free are on the miss and eviction paths,
- * each behind a lock per size.  Chunks are kept for the life of the
- * process (linked through their last line, so they stay reachable).
- * Larger heads, and every head under AddressSanitizer (which must see each
- * one freed), come from aligned_alloc.
+ * Pools of heads of 1 to 4 cache lines, carved back to back from chunks
+ * and reused by size once freed.  Ours because what a hit costs at 100,000
+ * entries is the pages and lines its heads spread over, and no allocator
+ * at hand packs them: glibc's aligned_alloc spent 319 bytes on a 160-byte
+ * value, and plain malloc packs heads among every other object of their
+ * size.  A pool's first chunk is 256 KiB, so that a small cache stays
+ * small; later ones are 2 MiB, aligned and advised for a huge page as the
+ * tables are (a shorter page walk for a hit that misses the TLB, where the
+ * host backs the guest with huge pages; no clear gain on the VM measured in
+ * docs/performance.md).  Chunks are mapped
+ * (aside__table_alloc), page-aligned and carved from their start, so that
+ * a head of 2^k lines is aligned to its size and never straddles a page;
+ * they are kept for the life of the process.  Allocation and free are on
+ * the miss and eviction paths, each behind a lock per size.  Larger heads,
+ * and every head under AddressSanitizer (which must see each one freed),
+ * come from aligned_alloc.
  */
 #if defined(__SANITIZE_ADDRESS__)
 #define NO_POOLS 1
@@ -34,21 +40,22 @@ _Static_assert(sizeof(struct aside_value) == 40,
 #endif
 
 #define POOLS 4 /* heads of 1 to 4 lines */
-#define POOL_CHUNK ((size_t)1 << 20)
+#define POOL_FIRST ((size_t)256 << 10)
+#define POOL_CHUNK ((size_t)2 << 20)
 
 #ifndef NO_POOLS
 struct pool {
 	pthread_mutex_t lock;
 	void *free;	  /* freed heads, linked through their first word */
 	char *next, *end; /* what is left of the newest chunk */
-	void *chunks;	  /* every chunk, linked through its last line */
+	size_t chunks;	  /* how many it has mapped */
 };
 
 static struct pool pools[POOLS] = {
-    {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, NULL, NULL},
-    {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, NULL, NULL},
-    {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, NULL, NULL},
-    {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, NULL, NULL},
+    {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, NULL, 0},
+    {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, NULL, 0},
+    {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, NULL, 0},
+    {PTHREAD_MUTEX_INITIALIZER, NULL, NULL, NULL, 0},
 };
 static pthread_once_t pools_once = PTHREAD_ONCE_INIT;
 
@@ -85,17 +92,12 @@ static void *head_alloc(size_t size)
 			p->free = *(void **)h;
 		} else {
 			if ((size_t)(p->end - p->next) < size) {
-				/* Page-aligned and carved from its start,
-				 * so that a head of 2^k lines is aligned to
-				 * its size and never straddles a page.  The
-				 * link is in the last line. */
-				char *c = aligned_alloc(4096, POOL_CHUNK);
+				size_t n = p->chunks ? POOL_CHUNK : POOL_FIRST;
+				char *c = aside__table_alloc(n);
 				if (c) {
 					p->next = c;
-					p->end = c + POOL_CHUNK -
-						 ASIDE__CACHELINE;
-					*(void **)p->end = p->chunks;
-					p->chunks = c;
+					p->end = c + n;
+					p->chunks++;
 				}
 			}
 			if ((size_t)(p->end - p->next) >= size) {
