@@ -7,7 +7,6 @@
 #include "internal.h"
 
 #include <pthread.h>
-#include <stddef.h>
 #include <stdlib.h>
 
 _Static_assert(sizeof(struct aside_value) == 40,
