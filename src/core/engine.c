@@ -115,10 +115,10 @@ static bool has_leases(const aside_tier *t)
 /* The cache's time: the ticker's when it runs (ticker.c). */
 static inline int64_t now_of(const aside_cache *c)
 {
-	if (c->ticker) {
+	if (__builtin_expect(c->ticker, 1)) {
 		int64_t t = atomic_load_explicit(&aside__ticked_us,
 						 memory_order_relaxed);
-		if (t)
+		if (__builtin_expect(t != 0, 1))
 			return t;
 	}
 	return c->clock(c->clock_ctx);
@@ -126,7 +126,7 @@ static inline int64_t now_of(const aside_cache *c)
 
 static inline bool l1_trusted(const aside_cache *c)
 {
-	if (!c->confirmed)
+	if (__builtin_expect(!c->confirmed, 1))
 		return true;
 	int64_t at = atomic_load_explicit(c->confirmed, memory_order_acquire);
 	return at && aside__mono_coarse_us() - at <= c->l1_bound_us;

@@ -109,7 +109,7 @@ static inline bool aside__value_key_eq(const aside_value *v, const char *key,
 	if (v->klen != klen)
 		return false;
 	const char *k = aside__value_keyp(v);
-	if (klen <= 16 && klen >= 8) {
+	if (__builtin_expect(klen <= 16 && klen >= 8, 1)) {
 		/* Two overlapping 8-byte compares, no call. */
 		uint64_t a0, a1, b0, b1;
 		memcpy(&a0, k, 8);
@@ -151,7 +151,7 @@ void aside__reader_register(void);
 static inline bool aside__read_begin(void)
 {
 	struct aside__reader *r = &aside__me;
-	if (r->depth++ > 0)
+	if (__builtin_expect(r->depth++ > 0, 0))
 		return true;
 	if (__builtin_expect(!r->registered, 0)) {
 		aside__reader_register();
@@ -166,7 +166,7 @@ static inline bool aside__read_begin(void)
 	atomic_exchange_explicit(&r->epoch, e, memory_order_seq_cst);
 #else
 	atomic_store_explicit(&r->epoch, e, memory_order_relaxed);
-	if (aside__need_fence)
+	if (__builtin_expect(aside__need_fence, 0))
 		atomic_thread_fence(memory_order_seq_cst);
 	else
 		atomic_signal_fence(
@@ -178,7 +178,7 @@ static inline bool aside__read_begin(void)
 static inline void aside__read_end(void)
 {
 	struct aside__reader *r = &aside__me;
-	if (--r->depth == 0)
+	if (__builtin_expect(--r->depth == 0, 1))
 		atomic_store_explicit(&r->epoch, 0, memory_order_release);
 }
 
@@ -281,7 +281,11 @@ static inline uint64_t aside__hash(const char *key, size_t klen)
 	const uint64_t k0 = 0xa0761d6478bd642full, k1 = 0xe7037ed1a0b428dbull,
 		       k2 = 0x8ebc6af09c88c6e3ull;
 	uint64_t h = aside__hash_seed ^ (klen * k0), a, b;
-	if (klen > 16) {
+	if (__builtin_expect(klen >= 8 && klen <= 16, 1)) {
+		/* the common case first: keys such as "user:12345" */
+		a = aside__load64(key);
+		b = aside__load64(key + klen - 8);
+	} else if (klen > 16) {
 		const char *p = key;
 		size_t n = klen;
 		do {
@@ -291,9 +295,6 @@ static inline uint64_t aside__hash(const char *key, size_t klen)
 			n -= 16;
 		} while (n > 16);
 		a = aside__load64(key + klen - 16);
-		b = aside__load64(key + klen - 8);
-	} else if (klen >= 8) {
-		a = aside__load64(key);
 		b = aside__load64(key + klen - 8);
 	} else if (klen >= 4) {
 		a = aside__load32(key);
@@ -434,13 +435,15 @@ int aside__stripe_claim(void);
 static inline unsigned aside__stripe_index(void)
 {
 	int i = aside__stripe_mine;
-	return (unsigned)(i >= 0 ? i : aside__stripe_claim());
+	return (unsigned)(__builtin_expect(i >= 0, 1) ? i
+						      : aside__stripe_claim());
 }
 
 static inline void aside__count(struct aside__stripe *s, int counter,
 				uint64_t n)
 {
-	if (s != NULL && aside__stripe_mine < ASIDE__STRIPES - 1) {
+	if (__builtin_expect(
+		s != NULL && aside__stripe_mine < ASIDE__STRIPES - 1, 1)) {
 		/* The owner is the only writer: no read-modify-write needed. */
 		atomic_store_explicit(
 		    &s->c[counter],

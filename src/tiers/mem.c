@@ -364,7 +364,7 @@ static inline aside_value *lookup(struct mem *m, const char *key, size_t klen,
 			return NULL;
 		uint8_t t =
 		    atomic_load_explicit(&v->touches, memory_order_relaxed);
-		if (t < TOUCH_MAX)
+		if (__builtin_expect(t < TOUCH_MAX, 0))
 			atomic_store_explicit(&v->touches, (uint8_t)(t + 1),
 					      memory_order_relaxed);
 		return v;
