@@ -563,11 +563,6 @@ static bool admit(struct shard *sh, aside_value *cand, aside_value *victim)
 	return (aside__rand() & 127) == 0;
 }
 
-static inline uint64_t hash_of(const aside_value *v)
-{
-	return aside__value_hash(v);
-}
-
 /*
  * Evicts one entry as W-TinyLFU decides, remembering in a ghost why it
  * went.  False if the shard is empty.
@@ -589,12 +584,12 @@ static bool evict_one_locked(struct shard *sh, int64_t now)
 			queue_unlink(sh, cand);
 			queue_push(sh, PROBATION, cand);
 		} else if (admit(sh, cand, victim)) {
-			ghost_add(&sh->evicted, hash_of(victim));
+			ghost_add(&sh->evicted, aside__value_hash(victim));
 			evict_locked(sh, victim);
 			queue_unlink(sh, cand);
 			queue_push(sh, PROBATION, cand);
 		} else {
-			ghost_add(&sh->rejected, hash_of(cand));
+			ghost_add(&sh->rejected, aside__value_hash(cand));
 			evict_locked(sh, cand);
 		}
 		return true;
@@ -602,7 +597,7 @@ static bool evict_one_locked(struct shard *sh, int64_t now)
 	aside_value *victim = main_victim_locked(sh, now);
 	if (victim) {
 		if (!expired(victim, now))
-			ghost_add(&sh->evicted, hash_of(victim));
+			ghost_add(&sh->evicted, aside__value_hash(victim));
 		evict_locked(sh, victim);
 	}
 	return true;
@@ -652,7 +647,7 @@ static void grow_locked(struct shard *sh)
 		    atomic_load_explicit(&from[i], memory_order_relaxed);
 		if (!w)
 			continue;
-		uint32_t j = (uint32_t)hash_of(slot_value(w)) & nmask;
+		uint32_t j = (uint32_t)aside__value_hash(slot_value(w)) & nmask;
 		while (atomic_load_explicit(&to[j], memory_order_relaxed))
 			j = (j + 1) & nmask;
 		atomic_store_explicit(&to[j], w, memory_order_relaxed);
