@@ -431,6 +431,66 @@ static void table_grows_without_losing_entries(void **state)
 	aside_cache_close(c);
 }
 
+/*
+ * Keys whose slots carry the same tag and start from the same home slot:
+ * the lookup picks one of the first two slots by tag alone, so each key
+ * must still find its own entry (the third one only past them), before
+ * and after the others go.
+ */
+static void keys_sharing_a_tag_find_their_own(void **state)
+{
+	(void)state;
+	/* One shard of at most 8 entries: its table has 8 slots, so a home
+	 * slot is the hash's low 3 bits and a tag its top 16. */
+	enum { BITS = 19, WANT = 4 };
+	uint32_t(*seen)[WANT] = calloc((size_t)1 << BITS, sizeof(*seen));
+	uint8_t *n = calloc((size_t)1 << BITS, 1);
+	assert_non_null(seen);
+	assert_non_null(n);
+	char keys[WANT][16];
+	uint32_t found = UINT32_MAX;
+	for (uint32_t i = 0; found == UINT32_MAX; i++) {
+		char key[16];
+		snprintf(key, sizeof(key), "t:%u", i);
+		uint64_t h = aside_hash(key, strlen(key));
+		uint32_t b = (uint32_t)(h >> 48) << 3 | (uint32_t)(h & 7);
+		seen[b][n[b]++] = i;
+		if (n[b] == WANT)
+			found = b;
+	}
+	for (int k = 0; k < WANT; k++)
+		snprintf(keys[k], sizeof(keys[k]), "t:%u", seen[found][k]);
+	free(seen);
+	free(n);
+
+	aside_cache *c = open_cache("mem://?capacity=8&shards=1");
+	for (int k = 0; k < WANT - 1; k++) /* the last is never stored */
+		assert_int_equal(get(c, keys[k]), ASIDE_OK);
+	assert_int_equal(loads, WANT - 1);
+	for (int round = 0; round < 2; round++) {
+		for (int k = 0; k < WANT - 1; k++) {
+			if (!resident(c, keys[k]))
+				fail_msg("%s not found", keys[k]);
+			assert_int_equal(get(c, keys[k]), ASIDE_OK);
+		}
+		assert_false(resident(c, keys[WANT - 1]));
+		assert_int_equal(loads, WANT - 1);
+	}
+	/* Each removal shifts the others back over the home slot. */
+	for (int gone = 0; gone < WANT - 1; gone++) {
+		assert_int_equal(aside_cache_invalidate(c, keys[gone],
+						       strlen(keys[gone]), NULL),
+				 ASIDE_OK);
+		for (int k = 0; k < WANT; k++)
+			if (resident(c, keys[k]) != (k > gone && k < WANT - 1))
+				fail_msg("after %s went, %s is %s", keys[gone],
+					 keys[k],
+					 resident(c, keys[k]) ? "there"
+							      : "gone");
+	}
+	aside_cache_close(c);
+}
+
 struct grower {
 	aside_cache *c;
 	_Atomic int done; /* keys [0, done) were filled */
@@ -655,6 +715,7 @@ int main(void)
 	    cmocka_unit_test(default_clock_expires_entries),
 	    cmocka_unit_test(library_threads_take_no_signals),
 	    cmocka_unit_test(table_grows_without_losing_entries),
+	    cmocka_unit_test(keys_sharing_a_tag_find_their_own),
 	    cmocka_unit_test(readers_while_the_table_grows),
 	    cmocka_unit_test(held_value_outlives_eviction_and_close),
 	    cmocka_unit_test(long_keys_work),
