@@ -1,0 +1,263 @@
+/*
+ * bench_ab.c -- two builds of libaside side by side in one process, to tell
+ * whether a change to the hit path makes it faster.
+ *
+ *   bench_ab [engine|service] BUILD_A BUILD_B [N] [SECONDS] [SLICE]
+ *
+ * Each build's libaside-users (and through it, its own libaside) is loaded
+ * into a link-map namespace of its own with dlmopen(3), so that the two
+ * copies share no symbol, no thread-local and no ticker.  Each gets a cache
+ * of N resident keys (default 100,000), as bench_l1 fills it; then one
+ * thread alternates between them in slices of SLICE seconds (default 0.2)
+ * for SECONDS in all (default 10), the first two slices being warm-up, and
+ * prints each build's rate and B/A.
+ *
+ * Why: on a shared VM the machine's speed drifts by 2x within minutes, so
+ * two runs one after the other, or even interleaved runs of a few seconds,
+ * cannot resolve a difference of 5%.  Slices a fifth of a second apart see
+ * the same machine; giving the same build twice shows what is left of the
+ * noise (B/A within about 0.04 of 1 here).
+ *
+ *   engine   aside_cache_read on a hit, the value looked at in the callback
+ *   service  user_service_get on a hit, over an in-memory repository
+ */
+#include <aside/aside.h>
+#include <aside/users.h>
+#include <dlfcn.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct build {
+	const char *dir;
+	int (*open)(const char *, const aside_options *, aside_cache **,
+		    aside_error *);
+	void (*close)(aside_cache *);
+	int (*get)(aside_cache *, const char *, size_t, const aside_loader *,
+		   aside_value **, aside_error *);
+	int (*read)(aside_cache *, const char *, size_t, const aside_loader *,
+		    aside_read_fn, void *, aside_error *);
+	void (*unref)(aside_value *);
+	const void *(*data)(const aside_value *, size_t *);
+	int (*value_new)(const char *, size_t, const void *, size_t,
+			 aside_value **);
+	user_service *(*svc_new)(user_repo, aside_cache *);
+	void (*svc_free)(user_service *);
+	int (*svc_get)(user_service *, int64_t, user *);
+	aside_cache *cache;
+	user_service *svc;
+	double ops, secs;
+};
+
+static struct build builds[2];
+static struct build *cur;
+
+static void *sym(void *lib, const char *dir, const char *name)
+{
+	void *p = dlsym(lib, name);
+	if (!p) {
+		fprintf(stderr, "bench_ab: %s: no %s\n", dir, name);
+		exit(1);
+	}
+	return p;
+}
+
+static void load_build(struct build *b, const char *dir)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/libaside-users.so", dir);
+	void *lib = dlmopen(LM_ID_NEWLM, path, RTLD_NOW | RTLD_LOCAL);
+	if (!lib) {
+		fprintf(stderr, "bench_ab: %s\n", dlerror());
+		exit(1);
+	}
+	b->dir = dir;
+	b->open = sym(lib, dir, "aside_cache_open_opts");
+	b->close = sym(lib, dir, "aside_cache_close");
+	b->get = sym(lib, dir, "aside_cache_get");
+	b->read = sym(lib, dir, "aside_cache_read");
+	b->unref = sym(lib, dir, "aside_value_unref");
+	b->data = sym(lib, dir, "aside_value_data");
+	b->value_new = sym(lib, dir, "aside_value_new");
+	b->svc_new = sym(lib, dir, "user_service_new");
+	b->svc_free = sym(lib, dir, "user_service_free");
+	b->svc_get = sym(lib, dir, "user_service_get");
+}
+
+/* The keys of bench_l1: "k:" and 14 hex digits, 16 bytes, no table. */
+static inline size_t make_key(uint64_t k, char out[16])
+{
+	uint64_t x = k & 0xffffffffu;
+	x = (x | x << 16) & 0x0000ffff0000ffffull;
+	x = (x | x << 8) & 0x00ff00ff00ff00ffull;
+	x = (x | x << 4) & 0x0f0f0f0f0f0f0f0full;
+	uint64_t letters =
+	    ((x + 0x0606060606060606ull) >> 4) & 0x0101010101010101ull;
+	x += 0x3030303030303030ull + letters * ('a' - '0' - 10);
+	uint64_t hi = __builtin_bswap64(x), lo;
+	memcpy(&lo, "k:000000", 8);
+	memcpy(out, &lo, 8);
+	memcpy(out + 8, &hi, 8);
+	return 16;
+}
+
+static int load(void *arg, const char *key, size_t klen, aside_value **out,
+		aside_error *err)
+{
+	(void)arg;
+	(void)err;
+	return cur->value_new(key, klen, "0123456789abcdef", 16, out);
+}
+
+static const aside_loader loader = {load, NULL, NULL};
+
+static void touch(void *arg, const aside_value *v)
+{
+	size_t len;
+	cur->data(v, &len);
+	*(long *)arg += len > 0;
+}
+
+/* The repository of bench_l1's service mode: every id exists. */
+static int repo_get(void *self, int64_t id, user *out)
+{
+	(void)self;
+	memset(out, 0, sizeof(*out));
+	out->id = id;
+	snprintf(out->name, sizeof(out->name), "User %lld", (long long)id);
+	snprintf(out->email, sizeof(out->email), "user%lld@example.com",
+		 (long long)id);
+	out->created_at_us = 1764000000000000;
+	return ASIDE_OK;
+}
+static int repo_create(void *self, user *u)
+{
+	(void)self;
+	(void)u;
+	return ASIDE_EDB;
+}
+static int repo_update(void *self, const user *u)
+{
+	(void)self;
+	(void)u;
+	return ASIDE_EDB;
+}
+static int repo_remove(void *self, int64_t id)
+{
+	(void)self;
+	(void)id;
+	return ASIDE_EDB;
+}
+static void repo_close(void *self)
+{
+	(void)self;
+}
+static const user_repo_ops repo_ops = {.get = repo_get,
+				       .create = repo_create,
+				       .update = repo_update,
+				       .remove = repo_remove,
+				       .close = repo_close};
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 4 ||
+	    (strcmp(argv[1], "engine") && strcmp(argv[1], "service"))) {
+		fprintf(stderr, "usage: bench_ab [engine|service] BUILD_A "
+				"BUILD_B [N] [SECONDS] [SLICE]\n");
+		return 2;
+	}
+	bool service = !strcmp(argv[1], "service");
+	long n = argc > 4 ? atol(argv[4]) : 100000;
+	double total = argc > 5 ? atof(argv[5]) : 10;
+	double slice = argc > 6 ? atof(argv[6]) : 0.2;
+	if (n < 1 || total <= 0 || slice <= 0) {
+		fprintf(stderr, "bench_ab: N, SECONDS and SLICE must be > 0\n");
+		return 2;
+	}
+	for (int i = 0; i < 2; i++) {
+		struct build *b = cur = &builds[i];
+		load_build(b, argv[2 + i]);
+		char url[64];
+		snprintf(url, sizeof(url), "mem://?capacity=%ld", n * 2);
+		aside_options o = {0};
+		aside_error err;
+		if (b->open(url, &o, &b->cache, &err) != ASIDE_OK) {
+			fprintf(stderr, "bench_ab: %s\n", err.message);
+			return 1;
+		}
+		if (service) {
+			b->svc =
+			    b->svc_new((user_repo){&repo_ops, NULL}, b->cache);
+			user u;
+			for (long k = 0; k < n; k++)
+				b->svc_get(b->svc, k + 1, &u);
+			continue;
+		}
+		for (long k = 0; k < n; k++) {
+			char key[16];
+			aside_value *v;
+			make_key((uint64_t)k, key);
+			if (b->get(b->cache, key, 16, &loader, &v, NULL) ==
+			    ASIDE_OK)
+				b->unref(v);
+		}
+	}
+
+	uint64_t s = 1;
+	long hits = 0;
+	user u;
+	double t0 = now_s();
+	for (int r = 0; now_s() - t0 < total; r++) {
+		struct build *b = cur = &builds[r & 1];
+		double a = now_s(), z;
+		long ops = 0;
+		do {
+			for (int j = 0; j < 1024; j++) {
+				s ^= s << 13;
+				s ^= s >> 7;
+				s ^= s << 17;
+				uint64_t k = s % (uint64_t)n;
+				if (service) {
+					hits +=
+					    b->svc_get(b->svc, (int64_t)k + 1,
+						       &u) == ASIDE_OK;
+					continue;
+				}
+				char key[16] __attribute__((aligned(8)));
+				make_key(k, key);
+				if (b->read(b->cache, key, 16, &loader, touch,
+					    &hits, NULL) != ASIDE_OK)
+					hits = -(1L << 40);
+			}
+			ops += 1024;
+			z = now_s();
+		} while (z - a < slice);
+		if (r >= 2) {
+			b->ops += (double)ops;
+			b->secs += z - a;
+		}
+	}
+	double ra = builds[0].ops / builds[0].secs / 1e6,
+	       rb = builds[1].ops / builds[1].secs / 1e6;
+	printf("bench_ab %s N=%ld: A %.2f M/s (%s), B %.2f M/s (%s), "
+	       "B/A %.3f%s\n",
+	       argv[1], n, ra, builds[0].dir, rb, builds[1].dir, rb / ra,
+	       hits > 0 ? "" : " (reads failed)");
+	for (int i = 0; i < 2; i++) {
+		cur = &builds[i];
+		if (builds[i].svc)
+			builds[i].svc_free(builds[i].svc);
+		builds[i].close(builds[i].cache);
+	}
+	return hits > 0 ? 0 : 1;
+}
