@@ -6,6 +6,10 @@
 #       engine, service and the peer on one thread, with the engine/peer
 #       ratio of each round and its median: on a machine whose memory speed
 #       drifts (a shared VM), only runs side by side compare
+# ASIDE_PIN=CPU runs the rounds' programs pinned to that CPU (taskset): the
+# peer's JVM then keeps its maintenance thread on the reader's CPU too, and
+# neither process migrates (docs/performance.md: the peer measures up to
+# 1.6x faster so)
 set -eu
 build=${1:-build-rel}
 secs=${2:-5}
@@ -15,13 +19,18 @@ peer=$here/../../shared/peers/caffeine/run
 [ -x "$peer" ] || peer=$here/../../../shared/peers/caffeine/run
 rate() { sed -n 's/.*: \([0-9.]*\) M gets\/s.*/\1/p' | head -1; }
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(uname -m) $(nproc) CPUs"
+pin=
+if [ -n "${ASIDE_PIN:-}" ]; then
+	pin="taskset -c $ASIDE_PIN"
+	echo "# pinned to CPU $ASIDE_PIN"
+fi
 if [ "$pairs" -gt 0 ]; then
 	[ -x "$peer" ] || { echo "run-l1: no peer at $peer" >&2; exit 2; }
 	i=0 ratios=
 	while [ "$i" -lt "$pairs" ]; do
-		e=$("$build/bench/bench_l1" engine 100000 1 "$secs" | rate)
-		s=$("$build/bench/bench_l1" service 100000 1 "$secs" | rate)
-		c=$(cd /tmp && "$peer" throughput 100000 1 2>/dev/null | rate)
+		e=$($pin "$build/bench/bench_l1" engine 100000 1 "$secs" | rate)
+		s=$($pin "$build/bench/bench_l1" service 100000 1 "$secs" | rate)
+		c=$(cd /tmp && $pin "$peer" throughput 100000 1 2>/dev/null | rate)
 		r=$(echo "$e $c" | awk '{printf "%.2f", $1 / $2}')
 		echo "round $((i + 1)): engine $e, service $s, caffeine $c M gets/s; engine/caffeine $r"
 		ratios="$ratios $r"
