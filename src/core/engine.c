@@ -1082,7 +1082,7 @@ read_referenced(aside_cache *c, const char *key, size_t klen,
 		const aside_loader *ld, aside_read_fn fn, void *arg,
 		aside_error *err)
 {
-	aside_value *v;
+	aside_value *v = NULL;
 	int rc = aside_cache_get(c, key, klen, ld, &v, err);
 	if (rc == ASIDE_OK) {
 		fn(arg, v);

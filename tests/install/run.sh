@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs aside into a temporary prefix, builds tests/install/seed_api.c
-# against it with nothing but `pkg-config aside-users`, and runs it.
+# against it with nothing but `pkg-config aside-users`, and runs it; then
+# links the same program with the static libraries and -flto, and runs it.
 #   run.sh SOURCE_DIR BUILD_DIR
 set -eu
 src=$1
@@ -20,4 +21,20 @@ cc -std=c11 -Wall -Wextra -Werror -Wno-missing-field-initializers \
 	-o "$tmp/seed_api" "$src/tests/install/seed_api.c" \
 	$(pkg-config --cflags --libs aside-users) -lpthread
 "$tmp/seed_api"
+# The same program linked with the static libraries and -flto, which may
+# inline the library into it: nothing of aside is loaded at run time.
+for a in libaside.a libaside-users.a; do
+	[ -e "$pc/../$a" ] || { echo "run.sh: $a not installed" >&2; exit 1; }
+done
+# shellcheck disable=SC2046
+cc -std=c11 -O2 -flto -Wall -Wextra -Werror -Wno-missing-field-initializers \
+	-o "$tmp/seed_api_static" "$src/tests/install/seed_api.c" \
+	$(pkg-config --cflags aside-users) "$pc/../libaside-users.a" \
+	"$pc/../libaside.a" $(pkg-config --libs jansson sqlite3 libpq hiredis) \
+	-lpthread
+if ldd "$tmp/seed_api_static" | grep -q libaside; then
+	echo "run.sh: the static build loads a shared libaside" >&2
+	exit 1
+fi
+"$tmp/seed_api_static"
 "$tmp/prefix/bin/aside" version
