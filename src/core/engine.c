@@ -38,6 +38,9 @@ struct flight {
 	/* Guarded by the shard lock: */
 	int refs;
 	bool linked, done, voided, filling, sealed;
+	/* Voided by another process's write, heard of after it completed:
+	 * its result is then good only for readers it is validated for. */
+	bool voided_elsewhere;
 	unsigned started; /* source reads begun by the leader */
 	unsigned wanted;  /* the read the latest joiner needs (1-based) */
 	int status;
@@ -896,10 +899,11 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 		rc =
 		    source >= 0 ? ASIDE_OK : run_load(c, f, ld, now, &v, &lerr);
 
-		bool fill = false, voided, fresh;
+		bool fill = false, voided, elsewhere, fresh;
 		pthread_mutex_lock(&sh->lock);
 		f->sealed = c->leases;
 		voided = f->voided;
+		elsewhere = f->voided_elsewhere;
 		fresh = f->wanted <= round; /* no one joined during the read */
 		if (v) {
 			fill = !voided && !stale;
@@ -928,7 +932,16 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 		} else {
 			valid = source < 0 || fresh || stale;
 		}
-		if (valid || voided || round >= READ_ROUNDS ||
+		/*
+		 * A voided flight stores nothing.  Voided by a write here, its
+		 * result is good for its readers: they joined before the
+		 * invalidation returned, so before the write completed.
+		 * Voided by a write in another process, heard of through the
+		 * subscription some time after it completed, it may have
+		 * readers that began after that write: they get only a
+		 * result validated for them.
+		 */
+		if (valid || (voided && !elsewhere) || round >= READ_ROUNDS ||
 		    (rc < 0 && rc != ASIDE_ECORRUPT))
 			break;
 		/* Read again, for every waiter. */
@@ -1169,6 +1182,7 @@ again:
 		    memcmp(f->key, key, klen) != 0)
 			continue;
 		f->voided = true;
+		f->voided_elsewhere |= local_only;
 		if (!f->filling) {
 			flight_unlink_locked(sh, f);
 			continue;

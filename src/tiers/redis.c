@@ -660,8 +660,19 @@ static int r_lease_end(void *self, const char *key, size_t klen, uint64_t hash,
 		    run_script(r, S_LEASE_DROP, 1, 2, kv, kl, err);
 		if (!rep)
 			return ASIDE_ECACHE;
+		/* 0: a write voided the lease (or it lapsed), so what the
+		 * flight read may be older than that write. */
+		int rc;
+		if (rep->type == REDIS_REPLY_INTEGER)
+			rc = rep->integer == 1 ? ASIDE_OK : ASIDE_STALE;
+		else
+			rc = aside__fail(err, ASIDE_ECACHE,
+					 "redis: lease drop: %s",
+					 rep->type == REDIS_REPLY_ERROR
+					     ? rep->str
+					     : "unexpected reply");
 		freeReplyObject(rep);
-		return ASIDE_OK;
+		return rc;
 	}
 	int64_t expires = aside_value_expires_at_us(v);
 	int64_t ttl_ms = expires ? (expires - now + 999) / 1000 : 0;

@@ -3,7 +3,9 @@
  * for separate processes (and, in the last test, real processes do).  A
  * cold read takes the lease and fills; a second cache waits for the holder
  * instead of loading; a write in another cache voids a lease so the old
- * row is never stored, and the holder reads again; a dead holder's lease
+ * row is never stored, and the holder reads again; a reader that joined a
+ * load after another process's write, before hearing of it, gets the new
+ * row when the message voids the load; a dead holder's lease
  * lapses; a lease held too long is waited out and the read loads anyway; a fill
  * older than a write's tombstone is refused (the version fence); scripts
  * survive SCRIPT FLUSH; and P processes x T threads reading one cold key make
@@ -264,6 +266,68 @@ static void write_in_another_cache_voids_the_lease(void **state)
 	assert_string_equal(got, "new-row");
 	assert_int_equal(s.loads, 2); /* from Redis */
 	aside_cache_close(a);
+	aside_cache_close(b);
+}
+
+/*
+ * A cache with an L1 hears of another process's write through the
+ * subscription, some time after the write completed.  A reader that began
+ * in between, and joined a load begun before the write, must not be handed
+ * the old row when the invalidation then arrives and voids the load: it
+ * began after the write, so the load reads again for it.
+ */
+static void late_joiner_of_a_voided_load_gets_the_new_row(void **state)
+{
+	NEED_SERVERS(state);
+	aside_cache *b = open_cache("l1=1000");
+	char got[256], out[256];
+	/* A marker in b's L1 only: once its invalidation, published after
+	 * the key's, has been applied, so has the key's. */
+	source sm;
+	source_init(&sm, "marker");
+	assert_int_equal(read_key(b, &sm, "lk:m", got), ASIDE_OK);
+	redis1("DEL", "lk:m", out);
+	assert_int_equal(metrics(b).entries, 1);
+
+	source s;
+	source_init(&s, "old-row");
+	s.gated = true;
+	reader r1 = {b, &s, "lk:j", 0, ""}, r2 = {b, &s, "lk:j", 0, ""};
+	pthread_t t1, t2;
+	pthread_create(&t1, NULL, read_thread, &r1);
+	wait_inside(&s); /* r1 leads: it holds the lease, read the old row */
+
+	/* Another process writes: the new row, then the key and its lease
+	 * go from Redis.  Its message is not out yet. */
+	pthread_mutex_lock(&s.lock);
+	s.value = "new-row";
+	pthread_mutex_unlock(&s.lock);
+	redis1("DEL", "lk:j", out);
+	redis1("DEL", "{lk:j}|aside-lease", out);
+
+	/* r2 begins after the write and joins r1's load. */
+	pthread_create(&t2, NULL, read_thread, &r2);
+	while (metrics(b).waiting < 1)
+		pause_ms(1);
+
+	/* The write's message arrives, then the marker's. */
+	const char *pub[] = {"PUBLISH", "aside:invalidate:3", "elsewhere lk:j"};
+	assert_true(test_redis_cmd(REDIS_DB, out, sizeof(out), 3, pub));
+	pub[2] = "elsewhere lk:m";
+	assert_true(test_redis_cmd(REDIS_DB, out, sizeof(out), 3, pub));
+	while (metrics(b).entries != 0)
+		pause_ms(1);
+
+	open_gate(&s);
+	pthread_join(t1, NULL);
+	pthread_join(t2, NULL);
+	assert_int_equal(r2.rc, ASIDE_OK);
+	assert_string_equal(r2.got, "new-row");
+	assert_int_equal(r1.rc, ASIDE_OK);
+	assert_int_equal(s.loads, 2);
+	/* Voided, the load stored nothing: the next read loads afresh. */
+	assert_int_equal(read_key(b, &s, "lk:j", got), ASIDE_OK);
+	assert_string_equal(got, "new-row");
 	aside_cache_close(b);
 }
 
@@ -596,6 +660,8 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup(second_cache_waits_for_the_holder, setup),
 	    cmocka_unit_test_setup(write_in_another_cache_voids_the_lease,
 				   setup),
+	    cmocka_unit_test_setup(
+		late_joiner_of_a_voided_load_gets_the_new_row, setup),
 	    cmocka_unit_test_setup(dead_holders_lease_lapses, setup),
 	    cmocka_unit_test_setup(lease_held_too_long_is_waited_out, setup),
 	    cmocka_unit_test_setup(nothing_to_store_gives_the_lease_up, setup),
