@@ -14,7 +14,7 @@ JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 PREFIX ?= /usr/local
 CMAKE  := cmake -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: run test test-plain test-asan test-tsan bench fuzz install format clean bootstrap build
+.PHONY: run test test-plain test-asan test-tsan test-fuzz bench fuzz install format clean bootstrap build
 
 bootstrap:
 	@./scripts/bootstrap
@@ -27,8 +27,8 @@ run: build
 	./build/aside serve
 
 test: bootstrap
-	./scripts/with-services $(MAKE) --no-print-directory test-plain test-asan test-tsan
-	@echo "make test: all tests passed (plain, ASan+UBSan, TSan)"
+	./scripts/with-services $(MAKE) --no-print-directory test-plain test-asan test-tsan test-fuzz
+	@echo "make test: all tests passed (plain, ASan+UBSan, TSan, 10 s of fuzzing)"
 
 test-plain: build
 	cd build && ctest --output-on-failure -j $(JOBS)
@@ -47,6 +47,11 @@ test-tsan: bootstrap
 	@cmake --build build-clang-tsan -j $(JOBS)
 	cd build-clang-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 		ctest --output-on-failure -L concurrency
+
+# The fuzz target built and run briefly, so that it keeps building (make
+# fuzz runs it longer).
+test-fuzz: bootstrap
+	./tests/fuzz/run.sh 10
 
 bench:
 	@./scripts/bootstrap bench
