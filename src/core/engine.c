@@ -704,7 +704,8 @@ static void nap_us(int64_t us)
 }
 
 #define LEASE_NAP_MIN_US 500
-#define LEASE_STALE 100 /* lease_lookup: a stale copy, to serve only */
+#define LEASE_STALE 100	  /* lease_lookup: a stale copy, to serve only */
+#define LEASE_TIMEOUT 101 /* lease_lookup: held too long by another */
 #define LEASE_NAP_MAX_US 32000
 
 /*
@@ -771,7 +772,7 @@ static int lease_lookup(aside_cache *c, int i, struct flight *f, int64_t now,
 			 * (and fill nothing shared). */
 			aside__count(st, ASIDE__C_tier_miss0 + i, 1);
 			aside__count(st, ASIDE__C_lease_timeouts, 1);
-			return ASIDE_NOT_FOUND;
+			return LEASE_TIMEOUT;
 		}
 		nap_us(nap);
 		nap = nap * 2 > LEASE_NAP_MAX_US ? LEASE_NAP_MAX_US : nap * 2;
@@ -871,12 +872,17 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 	aside_value *v = NULL;
 	aside_error lerr;
 	int rc, source;
+	/* A lease held too long by another reader was waited out once: the
+	 * reads after that go to the source directly, not through another
+	 * wait. */
+	bool waited_out = false;
 	for (;;) {
 		aside_error_clear(&lerr);
 		int64_t now = now_of(c);
 		int leased = -1; /* the tier whose lease this flight holds */
 		uint64_t token = 0;
 		bool stale = false; /* v is a stale copy: serve, never store */
+		bool unleased = false; /* a load no lease will validate */
 		pthread_mutex_lock(&sh->lock);
 		unsigned round = ++f->started;
 		pthread_mutex_unlock(&sh->lock);
@@ -889,12 +895,16 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 					source = i;
 				continue;
 			}
+			if (waited_out)
+				continue;
 			int lr = lease_lookup(c, i, f, now, ld, &v, &token);
 			stale |= lr == LEASE_STALE;
 			if (lr == ASIDE_OK || lr == LEASE_STALE)
 				source = i;
 			else if (lr == ASIDE_LEASED && leased < 0)
 				leased = i;
+			else if (lr == LEASE_TIMEOUT)
+				waited_out = unleased = true;
 		}
 		rc =
 		    source >= 0 ? ASIDE_OK : run_load(c, f, ld, now, &v, &lerr);
@@ -928,9 +938,9 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 		} else if (fill) {
 			valid =
 			    fill_tiers(c, f, v, source, leased, token, now) &&
-			    (leased >= 0 || source < 0 || fresh);
+			    (leased >= 0 || (source < 0 && !unleased) || fresh);
 		} else {
-			valid = source < 0 || fresh || stale;
+			valid = (source < 0 && !unleased) || fresh || stale;
 		}
 		/*
 		 * A voided flight stores nothing.  Voided by a write here, its

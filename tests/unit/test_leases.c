@@ -6,7 +6,8 @@
  * row is never stored, and the holder reads again; a reader that joined a
  * load after another process's write, before hearing of it, gets the new
  * row when the message voids the load; a dead holder's lease
- * lapses; a lease held too long is waited out and the read loads anyway; a fill
+ * lapses; a lease held too long is waited out and the read loads anyway,
+ * and a reader that joined that load after a write reads again; a fill
  * older than a write's tombstone is refused (the version fence); scripts
  * survive SCRIPT FLUSH; and P processes x T threads reading one cold key make
  * one load.
@@ -380,6 +381,50 @@ static void lease_held_too_long_is_waited_out(void **state)
 	aside_cache_close(c);
 }
 
+/*
+ * The load a lease timeout leaves (no lease, so no fill to validate it) is
+ * still checked for its joiners: one that began after a write in another
+ * process completed during the load gets a read made after it joined.
+ */
+static void joiner_of_a_lease_timeout_load_gets_the_new_row(void **state)
+{
+	NEED_SERVERS(state);
+	aside_cache *c = open_cache("wait_ms=200"), *b = open_cache(NULL);
+	const char *argv[] = {"SET", "{lk:6}|aside-lease", "slow", "PX",
+			      "10000"};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 5, argv));
+	source s;
+	source_init(&s, "old-row");
+	s.gated = true;
+	reader r1 = {c, &s, "lk:6", 0, ""}, r2 = {c, &s, "lk:6", 0, ""};
+	pthread_t t1, t2;
+	pthread_create(&t1, NULL, read_thread, &r1);
+	wait_inside(&s); /* r1 waited the lease out, and read the old row */
+	assert_int_equal(metrics(c).lease_timeouts, 1);
+
+	/* Another process writes, and its write completes. */
+	pthread_mutex_lock(&s.lock);
+	s.value = "new-row";
+	pthread_mutex_unlock(&s.lock);
+	assert_int_equal(aside_cache_invalidate(b, "lk:6", 4, NULL), ASIDE_OK);
+
+	/* r2 begins after the write and joins r1's load. */
+	pthread_create(&t2, NULL, read_thread, &r2);
+	while (metrics(c).waiting < 1)
+		pause_ms(1);
+	open_gate(&s);
+	pthread_join(t1, NULL);
+	pthread_join(t2, NULL);
+	assert_int_equal(r1.rc, ASIDE_OK);
+	assert_int_equal(r2.rc, ASIDE_OK);
+	assert_string_equal(r2.got, "new-row");
+	/* The second read went straight to the source: one lease wait. */
+	assert_int_equal(s.loads, 2);
+	assert_int_equal(metrics(c).lease_timeouts, 1);
+	aside_cache_close(c);
+	aside_cache_close(b);
+}
+
 static void nothing_to_store_gives_the_lease_up(void **state)
 {
 	NEED_SERVERS(state);
@@ -664,6 +709,8 @@ int main(int argc, char **argv)
 		late_joiner_of_a_voided_load_gets_the_new_row, setup),
 	    cmocka_unit_test_setup(dead_holders_lease_lapses, setup),
 	    cmocka_unit_test_setup(lease_held_too_long_is_waited_out, setup),
+	    cmocka_unit_test_setup(
+		joiner_of_a_lease_timeout_load_gets_the_new_row, setup),
 	    cmocka_unit_test_setup(nothing_to_store_gives_the_lease_up, setup),
 	    cmocka_unit_test_setup(fill_older_than_a_tombstone_is_refused,
 				   setup),
