@@ -478,8 +478,8 @@ static void keys_sharing_a_tag_find_their_own(void **state)
 	}
 	/* Each removal shifts the others back over the home slot. */
 	for (int gone = 0; gone < WANT - 1; gone++) {
-		assert_int_equal(aside_cache_invalidate(c, keys[gone],
-						       strlen(keys[gone]), NULL),
+		assert_int_equal(aside_cache_invalidate(
+				     c, keys[gone], strlen(keys[gone]), NULL),
 				 ASIDE_OK);
 		for (int k = 0; k < WANT; k++)
 			if (resident(c, keys[k]) != (k > gone && k < WANT - 1))
