@@ -31,6 +31,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench.h"
+
 struct build {
 	const char *dir;
 	int (*open)(const char *, const aside_options *, aside_cache **,
@@ -87,23 +89,6 @@ static void load_build(struct build *b, const char *dir)
 	b->svc_get = sym(lib, dir, "user_service_get");
 }
 
-/* The keys of bench_l1: "k:" and 14 hex digits, 16 bytes, no table. */
-static inline size_t make_key(uint64_t k, char out[16])
-{
-	uint64_t x = k & 0xffffffffu;
-	x = (x | x << 16) & 0x0000ffff0000ffffull;
-	x = (x | x << 8) & 0x00ff00ff00ff00ffull;
-	x = (x | x << 4) & 0x0f0f0f0f0f0f0f0full;
-	uint64_t letters =
-	    ((x + 0x0606060606060606ull) >> 4) & 0x0101010101010101ull;
-	x += 0x3030303030303030ull + letters * ('a' - '0' - 10);
-	uint64_t hi = __builtin_bswap64(x), lo;
-	memcpy(&lo, "k:000000", 8);
-	memcpy(out, &lo, 8);
-	memcpy(out + 8, &hi, 8);
-	return 16;
-}
-
 static int load(void *arg, const char *key, size_t klen, aside_value **out,
 		aside_error *err)
 {
@@ -120,46 +105,6 @@ static void touch(void *arg, const aside_value *v)
 	cur->data(v, &len);
 	*(long *)arg += len > 0;
 }
-
-/* The repository of bench_l1's service mode: every id exists. */
-static int repo_get(void *self, int64_t id, user *out)
-{
-	(void)self;
-	memset(out, 0, sizeof(*out));
-	out->id = id;
-	snprintf(out->name, sizeof(out->name), "User %lld", (long long)id);
-	snprintf(out->email, sizeof(out->email), "user%lld@example.com",
-		 (long long)id);
-	out->created_at_us = 1764000000000000;
-	return ASIDE_OK;
-}
-static int repo_create(void *self, user *u)
-{
-	(void)self;
-	(void)u;
-	return ASIDE_EDB;
-}
-static int repo_update(void *self, const user *u)
-{
-	(void)self;
-	(void)u;
-	return ASIDE_EDB;
-}
-static int repo_remove(void *self, int64_t id)
-{
-	(void)self;
-	(void)id;
-	return ASIDE_EDB;
-}
-static void repo_close(void *self)
-{
-	(void)self;
-}
-static const user_repo_ops repo_ops = {.get = repo_get,
-				       .create = repo_create,
-				       .update = repo_update,
-				       .remove = repo_remove,
-				       .close = repo_close};
 
 static double now_s(void)
 {
@@ -197,7 +142,7 @@ int main(int argc, char **argv)
 		}
 		if (service) {
 			b->svc =
-			    b->svc_new((user_repo){&repo_ops, NULL}, b->cache);
+			    b->svc_new((user_repo){&synth_ops, NULL}, b->cache);
 			user u;
 			for (long k = 0; k < n; k++)
 				b->svc_get(b->svc, k + 1, &u);
