@@ -6,6 +6,9 @@
 #       engine, service and the peer on one thread, with the engine/peer
 #       ratio of each round and its median: on a machine whose memory speed
 #       drifts (a shared VM), only runs side by side compare
+# ASIDE_BENCH=bench_l1_lto measures the engine and service as a program
+# linked with -flto against the static libraries does (the hit path inlined
+# into the caller, as the peer's JIT inlines its own)
 # ASIDE_PIN=CPU runs the rounds' programs pinned to that CPU (taskset): the
 # peer's JVM then keeps its maintenance thread on the reader's CPU too, and
 # neither process migrates (docs/performance.md: the peer measures up to
@@ -19,6 +22,8 @@ peer=$here/../../shared/peers/caffeine/run
 [ -x "$peer" ] || peer=$here/../../../shared/peers/caffeine/run
 rate() { sed -n 's/.*: \([0-9.]*\) M gets\/s.*/\1/p' | head -1; }
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(uname -m) $(nproc) CPUs"
+bench=${ASIDE_BENCH:-bench_l1}
+echo "# $bench"
 pin=
 if [ -n "${ASIDE_PIN:-}" ]; then
 	pin="taskset -c $ASIDE_PIN"
@@ -28,8 +33,8 @@ if [ "$pairs" -gt 0 ]; then
 	[ -x "$peer" ] || { echo "run-l1: no peer at $peer" >&2; exit 2; }
 	i=0 ratios=
 	while [ "$i" -lt "$pairs" ]; do
-		e=$($pin "$build/bench/bench_l1" engine 100000 1 "$secs" | rate)
-		s=$($pin "$build/bench/bench_l1" service 100000 1 "$secs" | rate)
+		e=$($pin "$build/bench/$bench" engine 100000 1 "$secs" | rate)
+		s=$($pin "$build/bench/$bench" service 100000 1 "$secs" | rate)
 		c=$(cd /tmp && $pin "$peer" throughput 100000 1 2>/dev/null | rate)
 		r=$(echo "$e $c" | awk '{printf "%.2f", $1 / $2}')
 		echo "round $((i + 1)): engine $e, service $s, caffeine $c M gets/s; engine/caffeine $r"
@@ -42,7 +47,7 @@ if [ "$pairs" -gt 0 ]; then
 fi
 for t in 1 2; do
 	for mode in engine ref service; do
-		"$build/bench/bench_l1" "$mode" 100000 "$t" "$secs" | grep 'M gets/s'
+		"$build/bench/$bench" "$mode" 100000 "$t" "$secs" | grep 'M gets/s'
 	done
 	if [ -x "$peer" ]; then
 		(cd /tmp && "$peer" throughput 100000 "$t" 2>/dev/null | grep 'M gets/s')
