@@ -43,7 +43,7 @@ struct check_cfg {
 	const char *db_url, *cache_url;
 	bool naive;
 	long procs, threads, keys, load_delay_ms, inval_delay_ms, stall_ms;
-	long bound_ms;
+	long bound_ms, faults_ms;
 	double seconds;
 	/* In a child: */
 	const char *dir;
@@ -71,6 +71,9 @@ struct op {
 	int64_t begin, end;
 };
 
+/* Errors are counted by status, -1 to -(CHECK_STATUSES - 1); 0: others. */
+#define CHECK_STATUSES 64
+
 struct worker {
 	const struct check_cfg *cfg;
 	const int64_t *ids;
@@ -81,7 +84,14 @@ struct worker {
 	struct op *ops;
 	size_t nops, cap;
 	long errors;
+	long by_status[CHECK_STATUSES]; /* errors by -status */
 };
+
+static void count_error(struct worker *w, int rc)
+{
+	w->errors++;
+	w->by_status[rc < 0 && rc > -CHECK_STATUSES ? -rc : 0]++;
+}
 
 static void record(struct worker *w, char kind, int key, long version,
 		   int64_t begin, int64_t end)
@@ -167,7 +177,7 @@ static void *work(void *arg)
 					    : user_service_update(w->svc, &u);
 			int64_t t1 = mono_ns();
 			if (rc != ASIDE_OK) {
-				w->errors++;
+				count_error(w, rc);
 				continue;
 			}
 			versions[k]++;
@@ -187,7 +197,7 @@ static void *work(void *arg)
 			}
 			int64_t t1 = mono_ns();
 			if (rc != ASIDE_OK || version < 0) {
-				w->errors++;
+				count_error(w, rc != ASIDE_OK ? rc : 0);
 				continue;
 			}
 			record(w, 'R', k, version, t0, t1);
@@ -296,9 +306,11 @@ static int child(const struct check_cfg *cfg)
 		pthread_join(th[i], NULL);
 	snprintf(path, sizeof(path), "%s/ops.%ld", cfg->dir, cfg->index);
 	f = fopen(path, "w");
-	long errors = 0;
+	long errors = 0, by_status[CHECK_STATUSES] = {0};
 	for (long i = 0; f && i < n; i++) {
 		errors += w[i].errors;
+		for (int c = 0; c < CHECK_STATUSES; c++)
+			by_status[c] += w[i].by_status[c];
 		for (size_t j = 0; j < w[i].nops; j++) {
 			const struct op *o = &w[i].ops[j];
 			fprintf(f, "%c %d %ld %lld %lld\n", o->kind, o->key,
@@ -309,8 +321,17 @@ static int child(const struct check_cfg *cfg)
 		if (w[i].redis)
 			redisFree(w[i].redis);
 	}
-	if (f)
-		fprintf(f, "E %ld 0 0 0\n", errors);
+	if (f) {
+		/* E count status: the errors by status; the rest unnamed. */
+		long named = 0;
+		for (int c = 1; c < CHECK_STATUSES; c++)
+			if (by_status[c]) {
+				fprintf(f, "E %ld %d 0 0\n", by_status[c], -c);
+				named += by_status[c];
+			}
+		if (errors > named)
+			fprintf(f, "E %ld 0 0 0\n", errors - named);
+	}
 	if (!f || fclose(f) != 0)
 		return 2;
 	user_service_free(svc);
@@ -330,9 +351,76 @@ static int by_begin(const void *a, const void *b)
 	return (x->begin > y->begin) - (x->begin < y->begin);
 }
 
+/*
+ * Redis faults, while the children run: every faults_ms or so (half to one
+ * and a half times), one of
+ *   - every data connection dropped (CLIENT KILL TYPE normal: the
+ *     processes' commands fail, their breakers open, their writes'
+ *     invalidations are owed to the outbox);
+ *   - every subscription dropped (CLIENT KILL TYPE pubsub: the L1s hear no
+ *     invalidations until they resubscribe);
+ *   - every client paused for faults_ms / 4 (CLIENT PAUSE: Redis stalls).
+ * The injector's own connection is spared (SKIPME is the default).
+ */
+struct faults {
+	const struct check_cfg *cfg;
+	int64_t until;
+	long kills, pauses, failed;
+};
+
+static void *inject_faults(void *arg)
+{
+	struct faults *fa = arg;
+	const struct check_cfg *cfg = fa->cfg;
+	char host[256];
+	int port, db;
+	if (!redis_addr(cfg->cache_url, host, sizeof(host), &port, &db))
+		return NULL;
+	redisContext *c = NULL;
+	for (;;) {
+		long ms = cfg->faults_ms / 2 +
+			  (long)(app_rand() % (uint64_t)(cfg->faults_ms + 1));
+		if (mono_ns() + ms * 1000000 >= fa->until)
+			break;
+		sleep_ms(ms);
+		if (!c || c->err) {
+			if (c)
+				redisFree(c);
+			c = redisConnect(host, port);
+		}
+		if (!c || c->err) {
+			fa->failed++;
+			continue;
+		}
+		redisReply *r;
+		switch (app_rand() % 3) {
+		case 0:
+			r = redisCommand(c, "CLIENT KILL TYPE normal");
+			fa->kills++;
+			break;
+		case 1:
+			r = redisCommand(c, "CLIENT KILL TYPE pubsub");
+			fa->kills++;
+			break;
+		default:
+			r = redisCommand(c, "CLIENT PAUSE %ld ALL",
+					 cfg->faults_ms / 4 + 1);
+			fa->pauses++;
+			break;
+		}
+		if (!r || r->type == REDIS_REPLY_ERROR)
+			fa->failed++;
+		if (r)
+			freeReplyObject(r);
+	}
+	if (c)
+		redisFree(c);
+	return NULL;
+}
+
 /* Spawns the children, stalls them now and then, and waits for them. */
 static bool run_children(const struct check_cfg *cfg, char **argv, int argc,
-			 long *stalls)
+			 long *stalls, struct faults *fa)
 {
 	char self[4096];
 	ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
@@ -365,8 +453,14 @@ static bool run_children(const struct check_cfg *cfg, char **argv, int argc,
 			return false;
 		}
 	}
-	/* Stall one child at a time while they run. */
+	/* Stall one child at a time while they run, and fault Redis. */
 	int64_t until = mono_ns() + (int64_t)(cfg->seconds * 1e9);
+	pthread_t injector;
+	fa->cfg = cfg;
+	fa->until = until;
+	bool injecting =
+	    cfg->faults_ms > 0 &&
+	    pthread_create(&injector, NULL, inject_faults, fa) == 0;
 	while (cfg->stall_ms > 0 &&
 	       mono_ns() + cfg->stall_ms * 2000000 < until) {
 		sleep_ms(cfg->stall_ms);
@@ -376,6 +470,8 @@ static bool run_children(const struct check_cfg *cfg, char **argv, int argc,
 		kill(victim, SIGCONT);
 		(*stalls)++;
 	}
+	if (injecting)
+		pthread_join(injector, NULL);
 	bool ok = true;
 	for (long p = 0; p < cfg->procs; p++) {
 		int status;
@@ -475,13 +571,21 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 	       cfg->load_delay_ms, cfg->inval_delay_ms, cfg->stall_ms,
 	       cfg->bound_ms);
 	fflush(stdout);
+	if (cfg->faults_ms > 0)
+		printf(
+		    "  Redis faults every %ld ms or so: connections dropped, "
+		    "clients paused for %ld ms\n",
+		    cfg->faults_ms, cfg->faults_ms / 4 + 1);
+	fflush(stdout);
 	long stalls = 0;
-	bool ran = run_children(cfg, argv, argc, &stalls);
+	struct faults fa = {0};
+	bool ran = run_children(cfg, argv, argc, &stalls, &fa);
 
 	/* Gather every process's record. */
 	struct op *ops = NULL;
 	size_t nops = 0, cap = 0;
 	long errors = 0, reads = 0, writes = 0;
+	long by_status[CHECK_STATUSES] = {0};
 	for (long p = 0; ran && p < cfg->procs; p++) {
 		snprintf(path, sizeof(path), "%s/ops.%ld", dir, p);
 		f = fopen(path, "r");
@@ -491,6 +595,9 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 				   &o.version, &b, &e) == 5) {
 			if (o.kind == 'E') {
 				errors += o.key;
+				if (o.version < 0 &&
+				    o.version > -CHECK_STATUSES)
+					by_status[-o.version] += o.key;
 				continue;
 			}
 			o.begin = b;
@@ -581,6 +688,14 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 
 	printf("ops: %ld reads, %ld writes, %ld errors; %ld stalls\n", reads,
 	       writes, errors, stalls);
+	for (int c = 1; c < CHECK_STATUSES; c++)
+		if (by_status[c])
+			printf("  errors %s (%s): %ld\n", aside_status_name(-c),
+			       aside_strerror(-c), by_status[c]);
+	if (cfg->faults_ms > 0)
+		printf("faults: %ld connection kills, %ld pauses, %ld not "
+		       "made\n",
+		       fa.kills, fa.pauses, fa.failed);
 	printf("findings: %ld stale reads (worst %.1f ms after the write "
 	       "completed), %ld divergent keys\n",
 	       stale, (double)worst_ns / 1e6, divergent);
@@ -623,6 +738,10 @@ static void usage(FILE *f)
 		"  --bound-ms B         a read is stale only if it began more "
 		"than B ms after the\n"
 		"                       write completed (default 0)\n"
+		"  --redis-faults-ms F  every F ms or so, drop every Redis "
+		"connection, or every\n"
+		"                       subscription, or pause Redis for F/4 "
+		"ms (default 0: never)\n"
 		"exit status: 0 nothing found, 1 findings, 2 the check could "
 		"not run\n");
 }
@@ -648,6 +767,7 @@ int app_check(int argc, char **argv)
 	    {"inval-delay-ms", required_argument, NULL, 'I'},
 	    {"stall-ms", required_argument, NULL, 'S'},
 	    {"bound-ms", required_argument, NULL, 'B'},
+	    {"redis-faults-ms", required_argument, NULL, 'F'},
 	    {"child-dir", required_argument, NULL, 'D'},
 	    {"child-index", required_argument, NULL, 'X'},
 	    {"help", no_argument, NULL, 'h'},
@@ -695,6 +815,10 @@ int app_check(int argc, char **argv)
 		case 'B':
 			ok = app_long("bound-ms", optarg, 0, 60000,
 				      &cfg.bound_ms);
+			break;
+		case 'F':
+			ok = app_long("redis-faults-ms", optarg, 0, 60000,
+				      &cfg.faults_ms);
 			break;
 		case 'D':
 			cfg.dir = optarg;

@@ -2,7 +2,8 @@
  * slow_repo.c -- a repository that wraps another, counts its reads and
  * delays each by a set time: a remote or busy database, for the demo, the
  * server's --db-delay-ms and benchmarks; and, for `aside check`, random
- * pauses after reads and updates (app.h).  Writes pass straight through.
+ * pauses after reads and updates (app.h).  Writes pass straight through,
+ * and so does the inner repository's outbox, if it has one.
  */
 #include "app.h"
 
@@ -110,18 +111,39 @@ static void close_(void *self)
 	(void)self; /* the inner repository is closed by its owner */
 }
 
-static const user_repo_ops slow_ops = {
-    .get = get,
-    .create = create,
-    .update = update,
-    .remove = remove_,
-    .close = close_,
-    .get_ex = get_ex,
-    .create_ex = create_ex,
-    .update_ex = update_ex,
-    .remove_ex = remove_ex,
-    .ping = ping,
-};
+/* The outbox passes through too, so that durable invalidation survives the
+ * wrapping; an update pauses after its commit as update_ex does. */
+static int logged_change(void *self, user_repo_change what, user *u,
+			 int64_t *row, aside_error *err)
+{
+	struct slow_repo *w = self;
+	int rc = w->inner.ops->logged_change(w->inner.self, what, u, row, err);
+	if (rc == ASIDE_OK && what == USER_REPO_UPDATE)
+		pause_upto_ms(w->after_update_ms);
+	return rc;
+}
+static int outbox_pending(void *self, int64_t before_us, int64_t *rows,
+			  int64_t *users, int max, int *n, aside_error *err)
+{
+	struct slow_repo *w = self;
+	return w->inner.ops->outbox_pending(w->inner.self, before_us, rows,
+					    users, max, n, err);
+}
+static int outbox_done(void *self, int64_t row, aside_error *err)
+{
+	struct slow_repo *w = self;
+	return w->inner.ops->outbox_done(w->inner.self, row, err);
+}
+
+#define SLOW_OPS                                                               \
+	.get = get, .create = create, .update = update, .remove = remove_,     \
+	.close = close_, .get_ex = get_ex, .create_ex = create_ex,             \
+	.update_ex = update_ex, .remove_ex = remove_ex, .ping = ping
+
+static const user_repo_ops slow_ops = {SLOW_OPS};
+static const user_repo_ops slow_ops_outbox = {
+    SLOW_OPS, .logged_change = logged_change, .outbox_pending = outbox_pending,
+    .outbox_done = outbox_done};
 
 user_repo slow_repo_wrap(struct slow_repo *w, user_repo inner, long delay_us)
 {
@@ -129,5 +151,7 @@ user_repo slow_repo_wrap(struct slow_repo *w, user_repo inner, long delay_us)
 	w->delay_us = delay_us;
 	w->after_read_ms = w->after_update_ms = 0;
 	atomic_store(&w->gets, 0);
-	return (user_repo){&slow_ops, w};
+	bool outbox = inner.ops->logged_change && inner.ops->outbox_pending &&
+		      inner.ops->outbox_done;
+	return (user_repo){outbox ? &slow_ops_outbox : &slow_ops, w};
 }

@@ -36,13 +36,10 @@ int user_repo_open(const char *url, user_repo *out, aside_error *err)
 			  url);
 }
 
-const repo__outbox_ops *repo__outbox(user_repo r)
+bool repo__has_outbox(user_repo r)
 {
-	if (r.ops == repo__sqlite_ops)
-		return &repo__sqlite_outbox;
-	if (r.ops == repo__pg_ops)
-		return &repo__pg_outbox;
-	return NULL;
+	return r.ops && r.ops->logged_change && r.ops->outbox_pending &&
+	       r.ops->outbox_done;
 }
 
 void user_repo_close(user_repo *repo)

@@ -35,29 +35,8 @@ void repo__pool_fini(repo__pool *p);
 int repo__fail(aside_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/*
- * The outbox (durable invalidation).  Our repositories write, in the same
- * transaction as each change to a user, a row naming the user; the service
- * deletes it once the cache has heard the invalidation, and replays the
- * rows left by invalidations that could not reach the cache.
- */
-enum repo__change { REPO__CREATE, REPO__UPDATE, REPO__REMOVE };
-typedef struct repo__outbox_ops {
-	/* The change and its outbox row, atomically; *outbox: the row.
-	 * REPO__REMOVE takes the id in u->id. */
-	int (*change)(void *self, enum repo__change what, user *u,
-		      int64_t *outbox, aside_error *err);
-	/* Up to max rows written before before_us (0: any), oldest first:
-	 * their ids and users.  *n: how many. */
-	int (*pending)(void *self, int64_t before_us, int64_t *ids,
-		       int64_t *users, int max, int *n, aside_error *err);
-	int (*done)(void *self, int64_t outbox, aside_error *err);
-} repo__outbox_ops;
-
-/* The outbox of a repository opened by user_repo_open; NULL for others. */
-const repo__outbox_ops *repo__outbox(user_repo r);
-extern const user_repo_ops *const repo__sqlite_ops, *const repo__pg_ops;
-extern const repo__outbox_ops repo__sqlite_outbox, repo__pg_outbox;
+/* Whether r has an outbox: all three of its members (users.h). */
+bool repo__has_outbox(user_repo r);
 
 int repo__sqlite_open(const char *path, user_repo *out, aside_error *err);
 int repo__pg_open(const char *url, user_repo *out, aside_error *err);

@@ -353,7 +353,7 @@ static int pg_remove(void *self, int64_t id, aside_error *err)
 	return changed(self, "aside_del", params, 1, err, "deleting a user");
 }
 
-static int pg_change(void *self, enum repo__change what, user *u,
+static int pg_change(void *self, user_repo_change what, user *u,
 		     int64_t *outbox, aside_error *err)
 {
 	struct conn *c = borrow(self, err);
@@ -364,11 +364,11 @@ static int pg_change(void *self, enum repo__change what, user *u,
 	snprintf(ids, sizeof(ids), "%lld", (long long)u->id);
 	snprintf(ats, sizeof(ats), "%lld", (long long)at);
 	PGresult *res;
-	if (what == REPO__CREATE) {
+	if (what == USER_REPO_CREATE) {
 		const char *params[] = {u->name, u->email, ats};
 		res = run(c, "aside_ins_obx", 3, params, PGRES_TUPLES_OK, err,
 			  "creating a user");
-	} else if (what == REPO__UPDATE) {
+	} else if (what == USER_REPO_UPDATE) {
 		const char *params[] = {u->name, u->email, ids, ats};
 		res = run(c, "aside_upd_obx", 4, params, PGRES_TUPLES_OK, err,
 			  "updating a user");
@@ -382,7 +382,7 @@ static int pg_change(void *self, enum repo__change what, user *u,
 		if (PQntuples(res) == 0) {
 			rc = ASIDE_NOT_FOUND;
 		} else {
-			if (what == REPO__CREATE) {
+			if (what == USER_REPO_CREATE) {
 				u->id =
 				    strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 				u->created_at_us = at;
@@ -435,8 +435,6 @@ static int pg_done(void *self, int64_t outbox, aside_error *err)
 	return rc == ASIDE_NOT_FOUND ? ASIDE_OK : rc;
 }
 
-const repo__outbox_ops repo__pg_outbox = {pg_change, pg_pending, pg_done};
-
 static int pg_ping(void *self, aside_error *err)
 {
 	struct conn *c = borrow(self, err);
@@ -488,6 +486,9 @@ static const user_repo_ops pg_ops = {
     .update_ex = pg_update,
     .remove_ex = pg_remove,
     .ping = pg_ping,
+    .logged_change = pg_change,
+    .outbox_pending = pg_pending,
+    .outbox_done = pg_done,
 };
 
 static bool number(const char *s, long lo, long hi, long *out)
@@ -557,8 +558,6 @@ done:
 	}
 	return s;
 }
-
-const user_repo_ops *const repo__pg_ops = &pg_ops;
 
 int repo__pg_open(const char *url, user_repo *out, aside_error *err)
 {

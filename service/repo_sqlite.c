@@ -305,7 +305,7 @@ static int step_once(sqlite3_stmt *st)
 }
 
 /* A change and its outbox row in one transaction. */
-static int sq_change(void *self, enum repo__change what, user *u,
+static int sq_change(void *self, user_repo_change what, user *u,
 		     int64_t *outbox, aside_error *err)
 {
 	struct conn *c = borrow(self, err);
@@ -317,9 +317,9 @@ static int sq_change(void *self, enum repo__change what, user *u,
 		give_back(self, c, is_broken(src));
 		return ret;
 	}
-	ret = what == REPO__CREATE   ? create_on(c, u, err, &src)
-	      : what == REPO__UPDATE ? update_on(c, u, err, &src)
-				     : remove_on(c, u, err, &src);
+	ret = what == USER_REPO_CREATE	 ? create_on(c, u, err, &src)
+	      : what == USER_REPO_UPDATE ? update_on(c, u, err, &src)
+					 : remove_on(c, u, err, &src);
 	if (ret == ASIDE_OK) {
 		sqlite3_bind_int64(c->obx_ins, 1, u->id);
 		sqlite3_bind_int64(c->obx_ins, 2, now_us());
@@ -375,8 +375,6 @@ static int sq_done(void *self, int64_t outbox, aside_error *err)
 	return ret;
 }
 
-const repo__outbox_ops repo__sqlite_outbox = {sq_change, sq_pending, sq_done};
-
 static int sq_ping(void *self, aside_error *err)
 {
 	struct conn *c = borrow(self, err);
@@ -428,9 +426,10 @@ static const user_repo_ops sqlite_ops = {
     .update_ex = sq_update,
     .remove_ex = sq_remove,
     .ping = sq_ping,
+    .logged_change = sq_change,
+    .outbox_pending = sq_pending,
+    .outbox_done = sq_done,
 };
-
-const user_repo_ops *const repo__sqlite_ops = &sqlite_ops;
 
 int repo__sqlite_open(const char *path, user_repo *out, aside_error *err)
 {

@@ -7,8 +7,9 @@
  * SetJSON) with the decoded struct attached, so an L1 hit is a copy of the
  * struct and nothing is parsed.
  *
- * Durable invalidation: over a shared cache (Redis) and one of our
- * repositories, every change writes an outbox row in its own transaction,
+ * Durable invalidation: over a shared cache (Redis) and a repository with an
+ * outbox (ours have one; users.h says what one needs), every change writes
+ * an outbox row in its own transaction,
  * and the row is cleared once the invalidation reached the cache.  Rows
  * left by invalidations that failed (Redis down or out of reach) are
  * replayed: before Redis is used again after an outage (the cache's
@@ -39,7 +40,7 @@ struct user_service {
 	user_repo db;
 	aside_cache *cache;
 	aside_loader loader;
-	const repo__outbox_ops *outbox; /* NULL: no durable invalidation */
+	bool outbox; /* durable invalidation: db's outbox is used */
 	pthread_t replayer;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
@@ -245,7 +246,7 @@ user_service *user_service_new(user_repo db, aside_cache *cache)
 	pthread_cond_init(&s->cond, NULL);
 	/* Durable invalidation matters only where another process can serve
 	 * what this one failed to invalidate. */
-	if (aside_cache_shared(cache) && (s->outbox = repo__outbox(db))) {
+	if (aside_cache_shared(cache) && (s->outbox = repo__has_outbox(db))) {
 		/* Every signal blocked in it: the application's signals
 		 * are not this library's thread's to take (libaside's
 		 * aside__thread_start does the same, but is internal to
@@ -256,7 +257,7 @@ user_service *user_service_new(user_repo db, aside_cache *cache)
 		int rc = pthread_create(&s->replayer, NULL, replayer, s);
 		pthread_sigmask(SIG_SETMASK, &was, NULL);
 		if (rc != 0) {
-			s->outbox = NULL;
+			s->outbox = false;
 		} else {
 			aside_cache_on_reconnect(cache, replay_all, s);
 			replay(s, 0); /* what a process that died left */
@@ -383,18 +384,18 @@ static int invalidate(user_service *s, int64_t id, int64_t version)
  * the invalidation: one that fails stays in the outbox, to be replayed; a
  * tier that cannot be reached is counted in the cache's metrics.
  */
-static int change(user_service *s, enum repo__change what, user *u,
+static int change(user_service *s, user_repo_change what, user *u,
 		  aside_error *err)
 {
 	const user_repo_ops *ops = s->db.ops;
 	int64_t outbox = 0;
 	int rc;
 	if (s->outbox)
-		rc = s->outbox->change(s->db.self, what, u, &outbox, err);
-	else if (what == REPO__CREATE)
+		rc = ops->logged_change(s->db.self, what, u, &outbox, err);
+	else if (what == USER_REPO_CREATE)
 		rc = ops->create_ex ? ops->create_ex(s->db.self, u, err)
 				    : ops->create(s->db.self, u);
-	else if (what == REPO__UPDATE)
+	else if (what == USER_REPO_UPDATE)
 		rc = ops->update_ex ? ops->update_ex(s->db.self, u, err)
 				    : ops->update(s->db.self, u);
 	else
@@ -404,12 +405,12 @@ static int change(user_service *s, enum repo__change what, user *u,
 	 * (0: a plain invalidation); a deleted row's tombstone outranks its
 	 * last version. */
 	int64_t fence = 0;
-	if (s->outbox && what == REPO__UPDATE)
+	if (s->outbox && what == USER_REPO_UPDATE)
 		fence = u->version;
-	else if (s->outbox && what == REPO__REMOVE && u->version)
+	else if (s->outbox && what == USER_REPO_REMOVE && u->version)
 		fence = u->version + 1;
 	if (rc == ASIDE_OK && invalidate(s, u->id, fence) == ASIDE_OK && outbox)
-		s->outbox->done(s->db.self, outbox, NULL);
+		ops->outbox_done(s->db.self, outbox, NULL);
 	return repo_status(rc, err);
 }
 
@@ -430,14 +431,14 @@ static int replay(user_service *s, int64_t before_us)
 	int64_t ids[REPLAY_BATCH], users[REPLAY_BATCH];
 	for (;;) {
 		int n = 0;
-		int rc = s->outbox->pending(s->db.self, before_us, ids, users,
-					    REPLAY_BATCH, &n, NULL);
+		int rc = s->db.ops->outbox_pending(
+		    s->db.self, before_us, ids, users, REPLAY_BATCH, &n, NULL);
 		if (rc != ASIDE_OK)
 			return rc;
 		for (int i = 0; i < n; i++) {
 			if ((rc = invalidate(s, users[i], 0)) != ASIDE_OK)
 				return rc;
-			s->outbox->done(s->db.self, ids[i], NULL);
+			s->db.ops->outbox_done(s->db.self, ids[i], NULL);
 		}
 		if (n < REPLAY_BATCH)
 			return ASIDE_OK;
@@ -483,7 +484,7 @@ int user_service_create_ex(user_service *s, user *u, aside_error *err)
 	int rc = user_validate(u, err);
 	if (rc != ASIDE_OK)
 		return rc;
-	return change(s, REPO__CREATE, u, err);
+	return change(s, USER_REPO_CREATE, u, err);
 }
 
 int user_service_update_ex(user_service *s, const user *u, aside_error *err)
@@ -496,7 +497,7 @@ int user_service_update_ex(user_service *s, const user *u, aside_error *err)
 	if (rc != ASIDE_OK)
 		return rc;
 	user copy = *u;
-	return change(s, REPO__UPDATE, &copy, err);
+	return change(s, USER_REPO_UPDATE, &copy, err);
 }
 
 int user_service_delete_ex(user_service *s, int64_t id, aside_error *err)
@@ -506,7 +507,7 @@ int user_service_delete_ex(user_service *s, int64_t id, aside_error *err)
 	if (id <= 0)
 		return fail(err, ASIDE_EBADID);
 	user gone = {.id = id};
-	return change(s, REPO__REMOVE, &gone, err);
+	return change(s, USER_REPO_REMOVE, &gone, err);
 }
 
 int user_service_get(user_service *s, int64_t id, user *out)

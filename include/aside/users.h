@@ -28,6 +28,13 @@ typedef struct user { /* seed: User */
 	int64_t version;
 } user; /* more fields may be appended */
 
+/* A change to a user, for a repository's outbox (below). */
+typedef enum user_repo_change {
+	USER_REPO_CREATE,
+	USER_REPO_UPDATE,
+	USER_REPO_REMOVE
+} user_repo_change;
+
 /*
  * seed: UserRepository.  Every member returns ASIDE_OK, ASIDE_NOT_FOUND or a
  * negative error; implementations must be thread-safe.
@@ -49,6 +56,27 @@ typedef struct user_repo_ops {
 	int (*update_ex)(void *self, const user *u, aside_error *err);
 	int (*remove_ex)(void *self, int64_t id, aside_error *err);
 	int (*ping)(void *self, aside_error *err);
+	/*
+	 * Appended, optional, all three or none: an outbox, for durable
+	 * invalidation (docs/consistency.md).  With them, and a cache with a
+	 * shared tier, the service writes every change through logged_change
+	 * and replays what the cache did not hear.
+	 *
+	 * logged_change makes the change and, in the same transaction, writes
+	 * an outbox row naming the user; *row is the row's id, never 0.  CREATE
+	 * and UPDATE set u's id, created_at_us and version as create and update
+	 * do (UPDATE: version is the updated row's new version); REMOVE takes
+	 * the id in u->id and sets u->version to the removed row's last one.
+	 * outbox_pending lists up to max rows written before before_us (µs
+	 * since the epoch; 0: any), oldest first, their ids in rows and their
+	 * users' ids in users; *n says how many.  outbox_done deletes a row.
+	 */
+	int (*logged_change)(void *self, user_repo_change what, user *u,
+			     int64_t *row, aside_error *err);
+	int (*outbox_pending)(void *self, int64_t before_us, int64_t *rows,
+			      int64_t *users, int max, int *n,
+			      aside_error *err);
+	int (*outbox_done)(void *self, int64_t row, aside_error *err);
 } user_repo_ops; /* more members may be appended after these */
 
 typedef struct user_repo {

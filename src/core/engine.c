@@ -865,9 +865,19 @@ static bool fill_tiers(aside_cache *c, struct flight *f, aside_value *v,
  * flight is sealed once a result is in hand, so that later readers start a
  * flight of their own.
  */
+/*
+ * The flight this thread leads, if any.  A tier may run the cache's
+ * reconnect hook in the middle of a fill (a probe, or a connection found
+ * closed), and the hook may invalidate the very key being filled: that
+ * invalidation must not wait for the fill, which waits for it.
+ */
+static _Thread_local struct flight *leading;
+
 static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 		 const aside_loader *ld)
 {
+	struct flight *outer = leading; /* a loader may read other keys */
+	leading = f;
 	struct aside__stripe *st = stripe(c);
 	aside_value *v = NULL;
 	aside_error lerr;
@@ -963,6 +973,7 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 		v = NULL;
 	}
 
+	leading = outer;
 	pthread_mutex_lock(&sh->lock);
 	f->filling = false;
 	f->done = true;
@@ -1193,6 +1204,17 @@ again:
 			continue;
 		f->voided = true;
 		f->voided_elsewhere |= local_only;
+		if (f == leading) {
+			/* This thread's own flight, whose fill it interrupted
+			 * to deliver invalidations owed since an outage: the
+			 * shared tier refuses the fill once this one reached
+			 * it, and the writes they stand for completed at some
+			 * earlier time, so the flight's result is validated
+			 * (read again) like one voided from elsewhere. */
+			f->voided_elsewhere = true;
+			flight_unlink_locked(sh, f);
+			continue;
+		}
 		if (!f->filling) {
 			flight_unlink_locked(sh, f);
 			continue;

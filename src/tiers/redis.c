@@ -207,10 +207,33 @@ refused:
 	return NULL;
 }
 
-static redisContext *take(struct redis *r, char *why, size_t cap, bool *busy)
+/*
+ * A connection for one command: an idle one if *reused is set on entry (it
+ * stays set), else a new one (*reused cleared).  NULL if none can be had
+ * (*busy: every connection is in use).
+ */
+static redisContext *take(struct redis *r, char *why, size_t cap, bool *busy,
+			  bool *reused)
 {
 	pthread_mutex_lock(&r->lock);
-	while (!r->nidle && r->open >= r->max) {
+	for (;;) {
+		if (r->nidle && *reused) {
+			redisContext *ctx = r->idle[--r->nidle];
+			pthread_mutex_unlock(&r->lock);
+			return ctx;
+		}
+		if (r->open < r->max)
+			break;
+		if (r->nidle) {
+			/* A new one is wanted: room is made by closing an
+			 * idle one (likely closed by the peer as well). */
+			redisContext *old = r->idle[--r->nidle];
+			r->open--;
+			pthread_mutex_unlock(&r->lock);
+			redisFree(old);
+			pthread_mutex_lock(&r->lock);
+			continue;
+		}
 		struct timespec until;
 		clock_gettime(CLOCK_REALTIME, &until);
 		until.tv_sec += r->timeout.tv_sec + 1;
@@ -222,11 +245,7 @@ static redisContext *take(struct redis *r, char *why, size_t cap, bool *busy)
 			return NULL;
 		}
 	}
-	if (r->nidle) {
-		redisContext *ctx = r->idle[--r->nidle];
-		pthread_mutex_unlock(&r->lock);
-		return ctx;
-	}
+	*reused = false;
 	r->open++;
 	pthread_mutex_unlock(&r->lock);
 	redisContext *ctx = connect_one(r, why, cap);
@@ -252,6 +271,19 @@ static void give(struct redis *r, redisContext *ctx)
 	pthread_mutex_unlock(&r->lock);
 	if (broken)
 		redisFree(ctx);
+}
+
+/*
+ * Whether a command failed because the peer had closed the connection (end
+ * of file, reset, broken pipe), not because it timed out or could not be
+ * sent for another reason.
+ */
+static bool closed_by_peer(const redisContext *ctx)
+{
+	if (ctx->err == REDIS_ERR_EOF)
+		return true;
+	return ctx->err == REDIS_ERR_IO &&
+	       (errno == ECONNRESET || errno == EPIPE);
 }
 
 /*
@@ -316,8 +348,8 @@ static redisReply *run_once(struct redis *r, int argc, const char **argv,
 {
 	bool quiet = replaying == r; /* the probe decides the breaker */
 	char why[200];
-	bool busy = false;
-	redisContext *ctx = take(r, why, sizeof(why), &busy);
+	bool busy = false, reused = true;
+	redisContext *ctx = take(r, why, sizeof(why), &busy, &reused);
 	if (!ctx) {
 		/* Every connection busy is load, not an outage: the breaker
 		 * stays closed; only a failed connect opens it. */
@@ -328,6 +360,46 @@ static redisReply *run_once(struct redis *r, int argc, const char **argv,
 		return NULL;
 	}
 	redisReply *rep = redisCommandArgv(ctx, argc, argv, lens);
+	if (!rep && reused && closed_by_peer(ctx)) {
+		/*
+		 * An idle connection that Redis or the network closed while
+		 * it waited (a restart, CLIENT KILL, an idle timeout) is not
+		 * an outage by itself: once more, on a new connection, before
+		 * the breaker hears of it.  But Redis may have restarted from
+		 * a snapshot that predates invalidations owed to it, so they
+		 * are delivered first, as a probe does (and not again from
+		 * within that delivery).  Every command we send may run
+		 * twice: reads, leases, fills and invalidations are checked
+		 * by token or idempotent.  A timeout, which says Redis is
+		 * slow or gone, is not retried.
+		 */
+		give(r, ctx);
+		if (r->on_back && !quiet) {
+			replaying = r;
+			int rc = r->on_back(r->on_back_ctx);
+			replaying = NULL;
+			if (rc != ASIDE_OK) {
+				failed(r, "connection closed, and owed "
+					  "invalidations could not be "
+					  "delivered");
+				aside__fail(err, ASIDE_ECACHE,
+					    "redis %s:%d: connection closed; "
+					    "owed invalidations not delivered",
+					    r->host, r->port);
+				return NULL;
+			}
+		}
+		reused = false; /* the other idle ones likely went with it */
+		ctx = take(r, why, sizeof(why), &busy, &reused);
+		if (!ctx) {
+			if (!busy && !quiet)
+				failed(r, why);
+			aside__fail(err, ASIDE_ECACHE, "redis %s:%d: %s",
+				    r->host, r->port, why);
+			return NULL;
+		}
+		rep = redisCommandArgv(ctx, argc, argv, lens);
+	}
 	if (!rep) {
 		snprintf(why, sizeof(why), "%s",
 			 ctx->err ? ctx->errstr : "no reply");

@@ -52,6 +52,24 @@ cat "$tmp"
 [ "$status" -eq 0 ] || fail "aside, 1 key: exit $status"
 grep -q '^findings: 0 stale reads .*, 0 divergent keys$' "$tmp" || fail "aside, 1 key: findings"
 
+# Redis faults: every 150 ms or so, every data connection or every
+# subscription dropped (CLIENT KILL), or Redis paused (CLIENT PAUSE); with
+# and without an L1.  Closed connections are replaced, owed invalidations
+# delivered first: nothing stale, nothing divergent.
+for cache in "$redis" "$redis?l1=1000"; do
+	bound=0
+	case $cache in *l1=*) bound=150 ;; esac
+	status=0
+	"$aside" check --db "$ASIDE_TEST_PG_URL" --cache "$cache" --bound-ms "$bound" \
+		--processes 3 --threads 6 --keys 6 --duration-s 2 \
+		--redis-faults-ms 150 >"$tmp" 2>/dev/null || status=$?
+	cat "$tmp"
+	[ "$status" -eq 0 ] || fail "aside, Redis faults, $cache: exit $status"
+	grep -q '^findings: 0 stale reads .*, 0 divergent keys$' "$tmp" ||
+		fail "aside, Redis faults, $cache: findings"
+	grep -q '^faults: [1-9]' "$tmp" || fail "aside, Redis faults, $cache: none made"
+done
+
 # The seed's cache-aside under the same races.
 status=0
 "$aside" check --naive --db "$ASIDE_TEST_PG_URL" --cache "$redis" --processes 3 \

@@ -568,6 +568,217 @@ static void invalidation_missed_in_an_outage_is_replayed(void **state)
 	aside_cache_close(c2);
 }
 
+/* The Redis tier's counters of c: errors, and whether its breaker is closed. */
+static void redis_tier(aside_cache *c, uint64_t *errors, int *up)
+{
+	aside_metrics m;
+	aside_cache_metrics(c, &m);
+	*errors = m.tier_errors;
+	*up = -1;
+	for (int i = 0; i < m.ntiers; i++)
+		if (strncmp(m.tier_names[i], "redis", 5) == 0)
+			*up = m.tier_up[i];
+}
+
+static void connections_closed_by_redis_are_replaced(void **state)
+{
+	fx *f = *state;
+	NEED_SERVERS(f);
+	/* A second process's view, without an L1: it reads Redis. */
+	char url[600];
+	assert_true(test_redis_url(url, REDIS_DB, NULL));
+	aside_cache *c2;
+	assert_int_equal(aside_cache_open(url, &c2, NULL), ASIDE_OK);
+	user_service *s2 = user_service_new(f->db, c2);
+	user u = add_user(f, 1), got;
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	assert_int_equal(user_service_get(s2, u.id, &got), ASIDE_OK);
+	uint64_t e1, e2;
+	int up;
+	redis_tier(f->cache, &e1, &up);
+	redis_tier(c2, &e2, &up);
+
+	/* Redis drops every client's connection (as a restart, an idle
+	 * timeout or a proxy would): both pools now hold dead ones. */
+	const char *kill[] = {"CLIENT", "KILL", "TYPE", "normal"};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 4, kill));
+
+	/* The write's invalidation gets through on a new connection: nothing
+	 * owed, no outage seen, and the other process reads the new row
+	 * from its first read on. */
+	snprintf(u.name, sizeof(u.name), "After the kill");
+	assert_int_equal(user_service_update(f->svc, &u), ASIDE_OK);
+	assert_int_equal(outbox_rows(f), 0);
+	assert_int_equal(user_service_get(s2, u.id, &got), ASIDE_OK);
+	assert_string_equal(got.name, "After the kill");
+	uint64_t now1, now2;
+	redis_tier(f->cache, &now1, &up);
+	assert_int_equal(now1, e1);
+	assert_int_equal(up, 1);
+	redis_tier(c2, &now2, &up);
+	assert_int_equal(now2, e2);
+	assert_int_equal(up, 1);
+	user_service_free(s2);
+	aside_cache_close(c2);
+}
+
+/*
+ * A repository that, on one armed read, drops every Redis connection and
+ * leaves an outbox row for the user read: as if a write to that user had
+ * been cut off from Redis while the read's load ran.  The outbox passes
+ * through, so that the service replays it.
+ */
+struct killing_repo {
+	user_repo inner;
+	const char *pg;
+	_Atomic int armed;
+};
+
+static int kr_get_ex(void *self, int64_t id, user *out, aside_error *err)
+{
+	struct killing_repo *k = self;
+	int rc = k->inner.ops->get_ex(k->inner.self, id, out, err);
+	if (atomic_exchange(&k->armed, 0)) {
+		const char *kill[] = {"CLIENT", "KILL", "TYPE", "normal"};
+		test_redis_cmd(REDIS_DB, NULL, 0, 4, kill);
+		char sql[200];
+		snprintf(sql, sizeof(sql),
+			 "INSERT INTO aside_outbox (user_id, created_at_us) "
+			 "VALUES (%lld, 0) RETURNING id",
+			 (long long)id);
+		test_pg_scalar(k->pg, sql);
+	}
+	return rc;
+}
+static int kr_get(void *self, int64_t id, user *out)
+{
+	return kr_get_ex(self, id, out, NULL);
+}
+static int kr_logged_change(void *self, user_repo_change what, user *u,
+			    int64_t *row, aside_error *err)
+{
+	struct killing_repo *k = self;
+	return k->inner.ops->logged_change(k->inner.self, what, u, row, err);
+}
+static int kr_pending(void *self, int64_t before_us, int64_t *rows,
+		      int64_t *users, int max, int *n, aside_error *err)
+{
+	struct killing_repo *k = self;
+	return k->inner.ops->outbox_pending(k->inner.self, before_us, rows,
+					    users, max, n, err);
+}
+static int kr_done(void *self, int64_t row, aside_error *err)
+{
+	struct killing_repo *k = self;
+	return k->inner.ops->outbox_done(k->inner.self, row, err);
+}
+static int kr_update(void *self, const user *u)
+{
+	struct killing_repo *k = self;
+	return k->inner.ops->update(k->inner.self, u);
+}
+static int kr_create(void *self, user *u)
+{
+	struct killing_repo *k = self;
+	return k->inner.ops->create(k->inner.self, u);
+}
+static int kr_remove(void *self, int64_t id)
+{
+	struct killing_repo *k = self;
+	return k->inner.ops->remove(k->inner.self, id);
+}
+static void kr_close(void *self)
+{
+	(void)self;
+}
+static const user_repo_ops killing_ops = {.get = kr_get,
+					  .create = kr_create,
+					  .update = kr_update,
+					  .remove = kr_remove,
+					  .close = kr_close,
+					  .get_ex = kr_get_ex,
+					  .logged_change = kr_logged_change,
+					  .outbox_pending = kr_pending,
+					  .outbox_done = kr_done};
+
+struct reader {
+	user_service *svc;
+	int64_t id;
+	int rc;
+	user got;
+};
+
+static void *read_one(void *arg)
+{
+	struct reader *r = arg;
+	r->rc = user_service_get(r->svc, r->id, &r->got);
+	return NULL;
+}
+
+static void owed_invalidation_found_by_a_fill_of_its_own_key(void **state)
+{
+	fx *f = *state;
+	NEED_SERVERS(f);
+	/* Redis only: the fill is the reader's third Redis command. */
+	char url[600];
+	assert_true(test_redis_url(url, REDIS_DB, NULL));
+	aside_cache *c;
+	assert_int_equal(aside_cache_open(url, &c, NULL), ASIDE_OK);
+	struct killing_repo k = {f->db, f->pg, 0};
+	user_service *s = user_service_new((user_repo){&killing_ops, &k}, c);
+	user u = add_user(f, 1);
+	/* The load drops the connections and owes an invalidation of the
+	 * very key it loads; its fill then finds its connection closed,
+	 * and the reader delivers what is owed before filling: a write to
+	 * the key it is filling, which must not wait for that fill. */
+	atomic_store(&k.armed, 1);
+	struct reader r = {s, u.id, -1, {0}};
+	pthread_t t;
+	pthread_create(&t, NULL, read_one, &r);
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 10;
+	if (pthread_timedjoin_np(t, NULL, &until) != 0)
+		fail_msg("the read did not return in 10 s (deadlocked)");
+	assert_int_equal(r.rc, ASIDE_OK);
+	assert_string_equal(r.got.name, u.name);
+	assert_int_equal(outbox_rows(f), 0);
+	user_service_free(s);
+	aside_cache_close(c);
+}
+
+static void wrapped_repository_keeps_durable_invalidation(void **state)
+{
+	fx *f = *state;
+	NEED_OWN_SERVERS(f);
+	/* A repository of the application's, wrapping ours and passing its
+	 * outbox through (users.h): its changes are logged too. */
+	struct killing_repo k = {f->db, f->pg, 0};
+	user_service *s =
+	    user_service_new((user_repo){&killing_ops, &k}, f->cache);
+	user u = add_user(f, 1), got;
+	assert_int_equal(user_service_get(s, u.id, &got), ASIDE_OK);
+	struct pauser p = {600};
+	pthread_t t;
+	pthread_create(&t, NULL, pause_redis, &p);
+	pthread_join(t, NULL);
+	snprintf(u.name, sizeof(u.name), "Written through a wrapper");
+	assert_int_equal(user_service_update(s, &u), ASIDE_OK);
+	assert_int_equal(outbox_rows(f), 1);
+	char entry[2048];
+	double t0 = now_s();
+	while (now_s() - t0 < 5 &&
+	       (outbox_rows(f) != 0 ||
+		strstr(redis_entry(u.id, entry, sizeof(entry)), "User 1")))
+		pause_ms(50);
+	assert_int_equal(outbox_rows(f), 0);
+	assert_null(strstr(redis_entry(u.id, entry, sizeof(entry)), "User 1"));
+	assert_int_equal(user_service_get(s, u.id, &got), ASIDE_OK);
+	assert_string_equal(got.name, "Written through a wrapper");
+	user_service_free(s);
+	pause_ms(200);
+}
+
 static void outbox_is_replayed_without_further_requests(void **state)
 {
 	fx *f = *state;
@@ -753,6 +964,13 @@ int main(void)
 					    teardown),
 	    cmocka_unit_test_setup_teardown(
 		redis_password_and_database_in_the_url, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		connections_closed_by_redis_are_replaced, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		owed_invalidation_found_by_a_fill_of_its_own_key, setup,
+		teardown),
+	    cmocka_unit_test_setup_teardown(
+		wrapped_repository_keeps_durable_invalidation, setup, teardown),
 	    cmocka_unit_test_setup_teardown(redis_killed_then_back, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(paused_redis_does_not_hold_requests,
