@@ -355,12 +355,13 @@ static int by_begin(const void *a, const void *b)
  * Redis faults, while the children run: every faults_ms or so (half to one
  * and a half times), one of
  *   - every data connection dropped (CLIENT KILL TYPE normal: the
- *     processes' commands fail, their breakers open, their writes'
- *     invalidations are owed to the outbox);
+ *     processes find their idle connections closed, and a command in
+ *     flight may be lost after it ran);
  *   - every subscription dropped (CLIENT KILL TYPE pubsub: the L1s hear no
  *     invalidations until they resubscribe);
  *   - every client paused for faults_ms / 4 (CLIENT PAUSE: Redis stalls).
- * The injector's own connection is spared (SKIPME is the default).
+ * The injector's own connection is spared (SKIPME is the default).  It
+ * connects without a password, as the naive mode does.
  */
 struct faults {
 	const struct check_cfg *cfg;
