@@ -331,6 +331,15 @@ static int child(const struct check_cfg *cfg)
 			}
 		if (errors > named)
 			fprintf(f, "E %ld 0 0 0\n", errors - named);
+		/* T count count: commands a cache tier failed (each one
+		 * that carried an invalidation left it owed to the outbox),
+		 * and leases waited out (loads no lease validated). */
+		if (!cfg->naive) {
+			aside_metrics m;
+			aside_cache_metrics(cache, &m);
+			fprintf(f, "T %ld %ld 0 0\n", (long)m.tier_errors,
+				(long)m.lease_timeouts);
+		}
 	}
 	if (!f || fclose(f) != 0)
 		return 2;
@@ -586,7 +595,8 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 	struct op *ops = NULL;
 	size_t nops = 0, cap = 0;
 	long errors = 0, reads = 0, writes = 0;
-	long by_status[CHECK_STATUSES] = {0};
+	long by_status[CHECK_STATUSES] = {0}, tier_errors = 0,
+	     lease_timeouts = 0;
 	for (long p = 0; ran && p < cfg->procs; p++) {
 		snprintf(path, sizeof(path), "%s/ops.%ld", dir, p);
 		f = fopen(path, "r");
@@ -594,6 +604,11 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 		long long b, e;
 		while (f && fscanf(f, " %c %d %ld %lld %lld", &o.kind, &o.key,
 				   &o.version, &b, &e) == 5) {
+			if (o.kind == 'T') {
+				tier_errors += o.key;
+				lease_timeouts += o.version;
+				continue;
+			}
 			if (o.kind == 'E') {
 				errors += o.key;
 				if (o.version < 0 &&
@@ -693,6 +708,10 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 		if (by_status[c])
 			printf("  errors %s (%s): %ld\n", aside_status_name(-c),
 			       aside_strerror(-c), by_status[c]);
+	if (!cfg->naive)
+		printf("cache: %ld commands failed in the processes' tiers, "
+		       "%ld leases waited out\n",
+		       tier_errors, lease_timeouts);
 	if (cfg->faults_ms > 0)
 		printf("faults: %ld connection kills, %ld pauses, %ld not "
 		       "made\n",

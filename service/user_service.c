@@ -370,12 +370,15 @@ int user_service_ping(user_service *s, aside_error *err)
  * row's new version (0: unknown), a shared tier keeps a tombstone that
  * refuses fills of older versions: the version fence.
  */
-static int invalidate(user_service *s, int64_t id, int64_t version)
+/* late: an outbox row replayed, for a write that completed earlier. */
+static int invalidate(user_service *s, int64_t id, int64_t version, bool late)
 {
 	char key[32];
 	size_t klen = user_cache_key(id, key);
-	return aside_cache_invalidate_version(s->cache, key, klen, version,
-					      NULL);
+	return late ? aside_cache_invalidate_late(s->cache, key, klen, version,
+						  NULL)
+		    : aside_cache_invalidate_version(s->cache, key, klen,
+						     version, NULL);
 }
 
 /*
@@ -409,7 +412,8 @@ static int change(user_service *s, user_repo_change what, user *u,
 		fence = u->version;
 	else if (s->outbox && what == USER_REPO_REMOVE && u->version)
 		fence = u->version + 1;
-	if (rc == ASIDE_OK && invalidate(s, u->id, fence) == ASIDE_OK && outbox)
+	if (rc == ASIDE_OK && invalidate(s, u->id, fence, false) == ASIDE_OK &&
+	    outbox)
 		ops->outbox_done(s->db.self, outbox, NULL);
 	return repo_status(rc, err);
 }
@@ -436,7 +440,7 @@ static int replay(user_service *s, int64_t before_us)
 		if (rc != ASIDE_OK)
 			return rc;
 		for (int i = 0; i < n; i++) {
-			if ((rc = invalidate(s, users[i], 0)) != ASIDE_OK)
+			if ((rc = invalidate(s, users[i], 0, true)) != ASIDE_OK)
 				return rc;
 			s->db.ops->outbox_done(s->db.self, ids[i], NULL);
 		}

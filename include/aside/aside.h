@@ -345,6 +345,18 @@ int aside_cache_invalidate_version(aside_cache *c, const char *key, size_t klen,
 				   int64_t version, aside_error *err);
 
 /*
+ * The same, delivered late: for a write that completed some time ago (an
+ * invalidation replayed from an outbox after it could not reach a shared
+ * tier, or made by another process).  A load of the key in flight is then
+ * not handed out as it is to readers who may have begun after that write:
+ * it is read again for them, as a load voided by another process is.
+ * aside_cache_invalidate assumes the write is completing now, so that every
+ * reader already waiting began before it.  version as above (0: unknown).
+ */
+int aside_cache_invalidate_late(aside_cache *c, const char *key, size_t klen,
+				int64_t version, aside_error *err);
+
+/*
  * Namespaces are the part of a key before its first ':' ("user" for
  * "user:42").  Sets the TTL and jitter for one; ttl_ms > 0, jitter_pct in
  * [0, 100].  Returns ASIDE_OK, ASIDE_EINVAL or ASIDE_ENOMEM.

@@ -258,14 +258,15 @@ static int parse_redis_authority(const char *url, const char *s, size_t n,
 }
 
 static int invalidate_one(aside_cache *c, const char *key, size_t klen,
-			  bool local_only, int64_t version, aside_error *err);
+			  bool local_only, bool late, int64_t version,
+			  aside_error *err);
 static struct aside__stripe *stripe(aside_cache *c);
 
 /* From the Redis listener: another cache invalidated key. */
 static void heard(void *ctx, const char *key, size_t klen)
 {
 	if (klen > 0 && klen <= ASIDE_KEY_MAX)
-		invalidate_one(ctx, key, klen, true, 0, NULL);
+		invalidate_one(ctx, key, klen, true, true, 0, NULL);
 }
 
 /* From the Redis listener: invalidations may have been missed. */
@@ -823,7 +824,7 @@ static int run_load(aside_cache *c, struct flight *f, const aside_loader *ld,
  * Fills the tiers above the source, lowest first.  A shared tier without
  * this flight's lease is left alone (another reader's fill, or a write,
  * owns it).  False if the leased tier refused the fill because a write
- * voided the lease: the tiers above are then not filled either.
+ * voided the lease, or failed: the tiers above are then not filled either.
  */
 static bool fill_tiers(aside_cache *c, struct flight *f, aside_value *v,
 		       int source, int leased, uint64_t token, int64_t now)
@@ -844,8 +845,15 @@ static bool fill_tiers(aside_cache *c, struct flight *f, aside_value *v,
 			aside__count(st, ASIDE__C_fills_refused, 1);
 			return false;
 		}
-		if (sr < 0)
+		if (sr < 0) {
 			aside__count(st, ASIDE__C_tier_errors, 1);
+			/* A lease's fill that failed proves nothing (the
+			 * tier may have stored it or not, its lease voided
+			 * or not): validated only by a read again, and
+			 * stored nowhere below meanwhile. */
+			if (i == leased)
+				return false;
+		}
 	}
 	return true;
 }
@@ -885,14 +893,16 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 	/* A lease held too long by another reader was waited out once: the
 	 * reads after that go to the source directly, not through another
 	 * wait. */
-	bool waited_out = false;
+	bool waited_out = false, timed_out = false;
 	for (;;) {
 		aside_error_clear(&lerr);
 		int64_t now = now_of(c);
 		int leased = -1; /* the tier whose lease this flight holds */
 		uint64_t token = 0;
 		bool stale = false; /* v is a stale copy: serve, never store */
-		bool unleased = false; /* a load no lease will validate */
+		/* A load no lease will validate: after a lease was waited
+		 * out, every round's, as no lease is asked for again. */
+		bool unleased = timed_out;
 		pthread_mutex_lock(&sh->lock);
 		unsigned round = ++f->started;
 		pthread_mutex_unlock(&sh->lock);
@@ -914,6 +924,15 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 			else if (lr == ASIDE_LEASED && leased < 0)
 				leased = i;
 			else if (lr == LEASE_TIMEOUT)
+				/* No lease will validate this load, nor the
+				 * next rounds' (read directly): each is valid
+				 * only for readers who joined before it. */
+				timed_out = waited_out = unleased = true;
+			else if (lr < 0)
+				/* The tier failed (Redis away): the same for
+				 * this round; the next, direct, is taken as it
+				 * is, so that an outage costs a contended key
+				 * two reads a flight, not READ_ROUNDS. */
 				waited_out = unleased = true;
 		}
 		rc =
@@ -944,7 +963,8 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 					      NULL, now, token, NULL);
 			if (sr < 0)
 				aside__count(st, ASIDE__C_tier_errors, 1);
-			valid = sr != ASIDE_STALE;
+			/* Unknown when the tier failed: read again. */
+			valid = sr >= 0 && sr != ASIDE_STALE;
 		} else if (fill) {
 			valid =
 			    fill_tiers(c, f, v, source, leased, token, now) &&
@@ -1170,7 +1190,8 @@ int aside_cache_read(aside_cache *c, const char *key, size_t klen,
  * deletes.
  */
 static int invalidate_one(aside_cache *c, const char *key, size_t klen,
-			  bool local_only, int64_t version, aside_error *err)
+			  bool local_only, bool late, int64_t version,
+			  aside_error *err)
 {
 	uint64_t hash = aside_hash(key, klen);
 	struct flight_shard *sh = flight_shard(c, hash);
@@ -1203,14 +1224,12 @@ again:
 		    memcmp(f->key, key, klen) != 0)
 			continue;
 		f->voided = true;
-		f->voided_elsewhere |= local_only;
+		f->voided_elsewhere |= late;
 		if (f == leading) {
 			/* This thread's own flight, whose fill it interrupted
 			 * to deliver invalidations owed since an outage: the
 			 * shared tier refuses the fill once this one reached
-			 * it, and the writes they stand for completed at some
-			 * earlier time, so the flight's result is validated
-			 * (read again) like one voided from elsewhere. */
+			 * it, and the flight reads again. */
 			f->voided_elsewhere = true;
 			flight_unlink_locked(sh, f);
 			continue;
@@ -1275,13 +1294,15 @@ int aside_cache_invalidate(aside_cache *c, const char *key, size_t klen,
 	return aside_cache_invalidate_version(c, key, klen, 0, err);
 }
 
-int aside_cache_invalidate_version(aside_cache *c, const char *key, size_t klen,
-				   int64_t version, aside_error *err)
+/* Invalidates key and its related keys; late: see aside_cache_invalidate_late.
+ */
+static int invalidate_with_related(aside_cache *c, const char *key, size_t klen,
+				   bool late, int64_t version, aside_error *err)
 {
 	if (!c || !key || klen == 0 || klen > ASIDE_KEY_MAX || version < 0)
 		return aside__fail(err, ASIDE_EINVAL,
 				   "aside_cache_invalidate: bad arguments");
-	int rc = invalidate_one(c, key, klen, false, version, err);
+	int rc = invalidate_one(c, key, klen, false, late, version, err);
 
 	/* Related keys, copied out so that no lock is held across tiers. */
 	char **related = NULL;
@@ -1301,13 +1322,25 @@ int aside_cache_invalidate_version(aside_cache *c, const char *key, size_t klen,
 	pthread_mutex_unlock(&c->ns_lock);
 	for (size_t i = 0; i < n; i++) {
 		int r = invalidate_one(c, related[i], strlen(related[i]), false,
-				       0, rc == ASIDE_OK ? err : NULL);
+				       late, 0, rc == ASIDE_OK ? err : NULL);
 		if (rc == ASIDE_OK)
 			rc = r;
 		free(related[i]);
 	}
 	free(related);
 	return rc;
+}
+
+int aside_cache_invalidate_version(aside_cache *c, const char *key, size_t klen,
+				   int64_t version, aside_error *err)
+{
+	return invalidate_with_related(c, key, klen, false, version, err);
+}
+
+int aside_cache_invalidate_late(aside_cache *c, const char *key, size_t klen,
+				int64_t version, aside_error *err)
+{
+	return invalidate_with_related(c, key, klen, true, version, err);
 }
 
 /* ---- metrics ----------------------------------------------------------- */

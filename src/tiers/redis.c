@@ -92,6 +92,8 @@ struct redis {
 	int64_t retry_at; /* mono µs; guarded by lock */
 	int64_t backoff;  /* guarded by lock */
 	bool probing;	  /* guarded by lock */
+	bool reopened; /* opened by a closed connection, not an outage; lock */
+	pthread_cond_t probed; /* a probe ended; with lock */
 };
 
 static void logf_(struct redis *r, int level, const char *fmt, ...)
@@ -137,36 +139,99 @@ static int may_try(struct redis *r)
 	return ok;
 }
 
-static void succeeded(struct redis *r)
+/*
+ * A command got an answer.  While a probe runs, only the probe closes the
+ * breaker: a command sent before it opened may answer meanwhile, and Redis
+ * must not be read before the probe has delivered what is owed to it.
+ */
+static void succeeded(struct redis *r, bool by_probe)
 {
 	if (atomic_load_explicit(&r->up, memory_order_acquire))
 		return;
 	pthread_mutex_lock(&r->lock);
+	if (r->probing && !by_probe) {
+		pthread_mutex_unlock(&r->lock);
+		return;
+	}
 	bool was_down = !atomic_load_explicit(&r->up, memory_order_relaxed);
+	bool reopened = r->reopened;
 	atomic_store_explicit(&r->up, 1, memory_order_release);
 	r->probing = false;
+	r->reopened = false;
 	r->backoff = 0;
+	pthread_cond_broadcast(&r->probed);
 	pthread_mutex_unlock(&r->lock);
 	if (was_down)
-		logf_(r, ASIDE_LOG_INFO, "redis %s:%d is back", r->host,
-		      r->port);
+		logf_(r, ASIDE_LOG_INFO, "redis %s:%d is %s", r->host, r->port,
+		      reopened ? "reconnected" : "back");
 }
 
 static void failed(struct redis *r, const char *why)
 {
 	pthread_mutex_lock(&r->lock);
-	bool was_up = atomic_load_explicit(&r->up, memory_order_relaxed);
+	bool was_up = atomic_load_explicit(&r->up, memory_order_relaxed) ||
+		      r->reopened; /* a reconnection that found it gone */
+	r->reopened = false;
 	atomic_store_explicit(&r->up, 0, memory_order_release);
 	r->backoff = r->backoff ? r->backoff * 2 : BACKOFF_MIN_US;
 	if (r->backoff > BACKOFF_MAX_US)
 		r->backoff = BACKOFF_MAX_US;
 	r->retry_at = aside__mono_us() + r->backoff;
 	r->probing = false;
+	pthread_cond_broadcast(&r->probed);
 	pthread_mutex_unlock(&r->lock);
 	if (was_up)
 		logf_(r, ASIDE_LOG_WARN,
 		      "redis %s:%d is unreachable (%s); serving without it",
 		      r->host, r->port, why);
+}
+
+/*
+ * A connection found closed by the peer: the breaker opens for a probe now,
+ * with no backoff (if it was closed; an outage keeps its own schedule).
+ */
+static void reopen(struct redis *r)
+{
+	pthread_mutex_lock(&r->lock);
+	bool was_up = atomic_load_explicit(&r->up, memory_order_relaxed);
+	if (was_up) {
+		atomic_store_explicit(&r->up, 0, memory_order_release);
+		r->retry_at = aside__mono_us();
+		r->reopened = true;
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* Whether the breaker is open for a reconnection, not for an outage. */
+static bool reconnecting(struct redis *r)
+{
+	pthread_mutex_lock(&r->lock);
+	bool soft = r->reopened;
+	pthread_mutex_unlock(&r->lock);
+	return soft;
+}
+
+/*
+ * Waits, at most the command timeout, for the probe of a reconnection that
+ * another thread runs; then says what may_try says.
+ */
+static int await_probe(struct redis *r)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += r->timeout.tv_sec;
+	until.tv_nsec += (long)r->timeout.tv_usec * 1000;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&r->lock);
+	while (!atomic_load_explicit(&r->up, memory_order_relaxed) &&
+	       r->reopened && r->probing)
+		if (pthread_cond_timedwait(&r->probed, &r->lock, &until) != 0)
+			break;
+	pthread_mutex_unlock(&r->lock);
+	return may_try(r);
 }
 
 /* ---- the pool ----------------------------------------------------------- */
@@ -290,8 +355,21 @@ static bool closed_by_peer(const redisContext *ctx)
  * Runs one command.  Returns the reply (the caller frees it), or NULL with
  * err set: ASIDE_ECACHE, fast when the breaker is open.
  */
-static redisReply *run_once(struct redis *r, int argc, const char **argv,
-			    const size_t *lens, aside_error *err);
+/*
+ * What a command does, for what it may do while the tier reconnects (a
+ * connection found closed, next): a lookup waits for the probe, a fill
+ * (which may hold up the probe's invalidations) gives up, an invalidation
+ * (which reads nothing) goes ahead.
+ */
+enum cmd {
+	CMD_LOOKUP, /* a read, a lease asked for */
+	CMD_FILL,   /* a fill, a lease given up, a plain set */
+	CMD_INVAL   /* an invalidation: never reads, safe to send twice */
+};
+
+static redisReply *run_once(struct redis *r, enum cmd kind, int argc,
+			    const char **argv, const size_t *lens,
+			    aside_error *err);
 
 /*
  * Probes a Redis that was away: a PING, then the owed invalidations (the
@@ -302,7 +380,7 @@ static bool probe(struct redis *r, aside_error *err)
 	const char *argv[] = {"PING"};
 	size_t lens[] = {4};
 	replaying = r;
-	redisReply *rep = run_once(r, 1, argv, lens, err);
+	redisReply *rep = run_once(r, CMD_LOOKUP, 1, argv, lens, err);
 	if (!rep) {
 		replaying = NULL;
 		failed(r, "no answer to a probe");
@@ -319,7 +397,7 @@ static bool probe(struct redis *r, aside_error *err)
 			    r->host, r->port);
 		return false;
 	}
-	succeeded(r);
+	succeeded(r, true);
 	return true;
 }
 
@@ -327,10 +405,12 @@ static bool probe(struct redis *r, aside_error *err)
  * Runs one command.  Returns the reply (the caller frees it), or NULL with
  * err set: ASIDE_ECACHE, fast when the breaker is open.
  */
-static redisReply *run(struct redis *r, int argc, const char **argv,
-		       const size_t *lens, aside_error *err)
+static redisReply *run(struct redis *r, enum cmd kind, int argc,
+		       const char **argv, const size_t *lens, aside_error *err)
 {
 	int may = may_try(r);
+	if (may == TRY_NO && kind != CMD_FILL && reconnecting(r))
+		may = kind == CMD_INVAL ? TRY_YES : await_probe(r);
 	if (may == TRY_NO) {
 		aside__fail(err, ASIDE_ECACHE,
 			    "redis %s:%d is down; retrying later", r->host,
@@ -339,12 +419,13 @@ static redisReply *run(struct redis *r, int argc, const char **argv,
 	}
 	if (may == TRY_PROBE && !probe(r, err))
 		return NULL;
-	return run_once(r, argc, argv, lens, err);
+	return run_once(r, kind, argc, argv, lens, err);
 }
 
 /* The command itself, breaker bookkeeping included. */
-static redisReply *run_once(struct redis *r, int argc, const char **argv,
-			    const size_t *lens, aside_error *err)
+static redisReply *run_once(struct redis *r, enum cmd kind, int argc,
+			    const char **argv, const size_t *lens,
+			    aside_error *err)
 {
 	bool quiet = replaying == r; /* the probe decides the breaker */
 	char why[200];
@@ -363,31 +444,35 @@ static redisReply *run_once(struct redis *r, int argc, const char **argv,
 	if (!rep && reused && closed_by_peer(ctx)) {
 		/*
 		 * An idle connection that Redis or the network closed while
-		 * it waited (a restart, CLIENT KILL, an idle timeout) is not
-		 * an outage by itself: once more, on a new connection, before
-		 * the breaker hears of it.  But Redis may have restarted from
-		 * a snapshot that predates invalidations owed to it, so they
-		 * are delivered first, as a probe does (and not again from
-		 * within that delivery).  Every command we send may run
+		 * it waited (a restart, CLIENT KILL, an idle timeout): not an
+		 * outage, but Redis may have restarted from a snapshot older
+		 * than invalidations owed to it, so nothing is read from it
+		 * before they are delivered.  The breaker opens for a probe
+		 * with no backoff (a ping, then the owed invalidations), run
+		 * by the first lookup; other lookups wait for it, fills give
+		 * up, and invalidations (which read nothing and may run
+		 * twice) go ahead.  Then the command runs again on a new
+		 * connection.  A fill never waits: the probe's invalidations
+		 * may wait for that fill.  Every command we send may run
 		 * twice: reads, leases, fills and invalidations are checked
 		 * by token or idempotent.  A timeout, which says Redis is
 		 * slow or gone, is not retried.
 		 */
 		give(r, ctx);
-		if (r->on_back && !quiet) {
-			replaying = r;
-			int rc = r->on_back(r->on_back_ctx);
-			replaying = NULL;
-			if (rc != ASIDE_OK) {
-				failed(r, "connection closed, and owed "
-					  "invalidations could not be "
-					  "delivered");
+		if (kind != CMD_INVAL && !quiet) {
+			reopen(r);
+			int may = kind == CMD_FILL ? TRY_NO : may_try(r);
+			if (may == TRY_NO && kind == CMD_LOOKUP)
+				may = await_probe(r);
+			if (may == TRY_NO) {
 				aside__fail(err, ASIDE_ECACHE,
 					    "redis %s:%d: connection closed; "
-					    "owed invalidations not delivered",
+					    "reconnecting",
 					    r->host, r->port);
 				return NULL;
 			}
+			if (may == TRY_PROBE && !probe(r, err))
+				return NULL;
 		}
 		reused = false; /* the other idle ones likely went with it */
 		ctx = take(r, why, sizeof(why), &busy, &reused);
@@ -414,7 +499,7 @@ static redisReply *run_once(struct redis *r, int argc, const char **argv,
 	}
 	give(r, ctx);
 	if (!quiet)
-		succeeded(r);
+		succeeded(r, false);
 	return rep;
 }
 
@@ -492,7 +577,7 @@ static int r_get(void *self, const char *key, size_t klen, uint64_t hash,
 	struct redis *r = self;
 	const char *argv[] = {"GET", key};
 	size_t lens[] = {3, klen};
-	redisReply *rep = run(r, 2, argv, lens, err);
+	redisReply *rep = run(r, CMD_LOOKUP, 2, argv, lens, err);
 	if (!rep)
 		return ASIDE_ECACHE;
 	int rc;
@@ -512,13 +597,15 @@ static int r_get(void *self, const char *key, size_t klen, uint64_t hash,
 
 static const char *const scripts[NSCRIPTS] = {
     /* KEYS: value, lease; ARGV: token, lease ms.
-     * {1, entry} | {2}: leased to the caller | {3[, tombstone]}: someone
-     * else's (with the tombstone, which may hold a stale copy). */
+     * {1, entry} | {2}: leased to the caller (also when the lease is
+     * already its own: a request sent again after its answer was lost) |
+     * {3[, tombstone]}: someone else's (with the tombstone, which may hold
+     * a stale copy). */
     "local v = redis.call('GET', KEYS[1]) "
     "if v and not (string.sub(v, 1, 4) == 'ASD2' and "
     "string.byte(v, 25) == 1) then return {1, v} end "
-    "if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then "
-    "return {2} end "
+    "if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) or "
+    "redis.call('GET', KEYS[2]) == ARGV[1] then return {2} end "
     "if v then return {3, v} end "
     "return {3}",
     /* KEYS: value, lease; ARGV: token, entry, px (0: none), version.
@@ -572,6 +659,9 @@ static redisReply *run_script(struct redis *r, int s, int nkeys, int n,
 	const char *argv[12];
 	size_t lens[12];
 	char sha[41], nk[4];
+	enum cmd kind = s == S_DEL || s == S_TOMBSTONE ? CMD_INVAL
+			: s == S_LEASE_GET	       ? CMD_LOOKUP
+						       : CMD_FILL;
 	snprintf(nk, sizeof(nk), "%d", nkeys);
 	pthread_mutex_lock(&r->lock);
 	memcpy(sha, r->sha[s], sizeof(sha));
@@ -579,7 +669,7 @@ static redisReply *run_script(struct redis *r, int s, int nkeys, int n,
 	if (!sha[0]) {
 		const char *lv[] = {"SCRIPT", "LOAD", scripts[s]};
 		size_t ll[] = {6, 4, strlen(scripts[s])};
-		redisReply *rep = run(r, 3, lv, ll, err);
+		redisReply *rep = run(r, kind, 3, lv, ll, err);
 		if (!rep)
 			return NULL;
 		if (rep->type == REDIS_REPLY_STRING && rep->len == 40) {
@@ -602,7 +692,7 @@ static redisReply *run_script(struct redis *r, int s, int nkeys, int n,
 		lens[0] = 7;
 		argv[1] = sha;
 		lens[1] = 40;
-		redisReply *rep = run(r, 3 + n, argv, lens, err);
+		redisReply *rep = run(r, kind, 3 + n, argv, lens, err);
 		if (!rep || rep->type != REDIS_REPLY_ERROR ||
 		    strncmp(rep->str, "NOSCRIPT", 8) != 0)
 			return rep;
@@ -612,7 +702,7 @@ static redisReply *run_script(struct redis *r, int s, int nkeys, int n,
 	lens[0] = 4;
 	argv[1] = scripts[s];
 	lens[1] = strlen(scripts[s]);
-	return run(r, 3 + n, argv, lens, err);
+	return run(r, kind, 3 + n, argv, lens, err);
 }
 
 /*
@@ -793,7 +883,7 @@ static int r_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 	int pxlen = snprintf(px, sizeof(px), "%lld", (long long)ttl_ms);
 	const char *argv[] = {"SET", key, (const char *)buf, "PX", px};
 	size_t lens[] = {3, klen, size, 2, (size_t)pxlen};
-	redisReply *rep = run(r, expires ? 5 : 3, argv, lens, err);
+	redisReply *rep = run(r, CMD_FILL, expires ? 5 : 3, argv, lens, err);
 	free(buf);
 	if (!rep)
 		return ASIDE_ECACHE;
@@ -1072,6 +1162,7 @@ static void r_close(void *self)
 	free(r->idle);
 	pthread_mutex_destroy(&r->lock);
 	pthread_cond_destroy(&r->cond);
+	pthread_cond_destroy(&r->probed);
 	free(r);
 }
 
@@ -1120,6 +1211,7 @@ int aside__redis_open(const aside__redis_params *p, aside_tier *out,
 		 (unsigned long long)aside__rand());
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->cond, NULL);
+	pthread_cond_init(&r->probed, NULL);
 	atomic_store(&r->up, 1);
 	/* One connection now, so that a wrong address or password is an
 	 * error at open; an unreachable server is not (it may come up). */

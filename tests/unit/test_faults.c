@@ -604,17 +604,21 @@ static void connections_closed_by_redis_are_replaced(void **state)
 	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 4, kill));
 
 	/* The write's invalidation gets through on a new connection: nothing
-	 * owed, no outage seen, and the other process reads the new row
-	 * from its first read on. */
+	 * owed, no error.  The other process's read finds its connection
+	 * closed, probes Redis at once (a ping, the owed invalidations:
+	 * none) and reads it on a new connection: no error either, and no
+	 * backoff. */
 	snprintf(u.name, sizeof(u.name), "After the kill");
 	assert_int_equal(user_service_update(f->svc, &u), ASIDE_OK);
 	assert_int_equal(outbox_rows(f), 0);
-	assert_int_equal(user_service_get(s2, u.id, &got), ASIDE_OK);
-	assert_string_equal(got.name, "After the kill");
 	uint64_t now1, now2;
 	redis_tier(f->cache, &now1, &up);
 	assert_int_equal(now1, e1);
 	assert_int_equal(up, 1);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(user_service_get(s2, u.id, &got), ASIDE_OK);
+		assert_string_equal(got.name, "After the kill");
+	}
 	redis_tier(c2, &now2, &up);
 	assert_int_equal(now2, e2);
 	assert_int_equal(up, 1);
@@ -625,20 +629,38 @@ static void connections_closed_by_redis_are_replaced(void **state)
 /*
  * A repository that, on one armed read, drops every Redis connection and
  * leaves an outbox row for the user read: as if a write to that user had
- * been cut off from Redis while the read's load ran.  The outbox passes
- * through, so that the service replays it.
+ * been cut off from Redis while the read's load ran.  With a cache set, it
+ * then reads another key through it, which finds its connection closed
+ * (the breaker opens for a probe).  The outbox passes through, so that the
+ * service replays it.
  */
 struct killing_repo {
 	user_repo inner;
 	const char *pg;
 	_Atomic int armed;
+	aside_cache *cache;
+	/* If set, what the armed read does instead, after reading. */
+	void (*during_load)(struct killing_repo *k, int64_t id);
+	void *ctx;
 };
+
+static int other_key(void *arg, const char *key, size_t klen, aside_value **out,
+		     aside_error *err)
+{
+	(void)arg;
+	(void)err;
+	return aside_value_new(key, klen, "x", 1, out);
+}
 
 static int kr_get_ex(void *self, int64_t id, user *out, aside_error *err)
 {
 	struct killing_repo *k = self;
 	int rc = k->inner.ops->get_ex(k->inner.self, id, out, err);
-	if (atomic_exchange(&k->armed, 0)) {
+	if (!atomic_exchange(&k->armed, 0))
+		return rc;
+	if (k->during_load) {
+		k->during_load(k, id);
+	} else {
 		const char *kill[] = {"CLIENT", "KILL", "TYPE", "normal"};
 		test_redis_cmd(REDIS_DB, NULL, 0, 4, kill);
 		char sql[200];
@@ -647,6 +669,13 @@ static int kr_get_ex(void *self, int64_t id, user *out, aside_error *err)
 			 "VALUES (%lld, 0) RETURNING id",
 			 (long long)id);
 		test_pg_scalar(k->pg, sql);
+		if (k->cache) {
+			aside_loader ld = {other_key, NULL, NULL};
+			aside_value *v = NULL;
+			if (aside_cache_get(k->cache, "elsewhere", 9, &ld, &v,
+					    NULL) == ASIDE_OK)
+				aside_value_unref(v);
+		}
 	}
 	return rc;
 }
@@ -719,18 +748,19 @@ static void owed_invalidation_found_by_a_fill_of_its_own_key(void **state)
 {
 	fx *f = *state;
 	NEED_SERVERS(f);
-	/* Redis only: the fill is the reader's third Redis command. */
+	/* Redis only: the reader's commands all go to Redis. */
 	char url[600];
 	assert_true(test_redis_url(url, REDIS_DB, NULL));
 	aside_cache *c;
 	assert_int_equal(aside_cache_open(url, &c, NULL), ASIDE_OK);
-	struct killing_repo k = {f->db, f->pg, 0};
+	struct killing_repo k = {f->db, f->pg, 0, c, NULL, NULL};
 	user_service *s = user_service_new((user_repo){&killing_ops, &k}, c);
 	user u = add_user(f, 1);
-	/* The load drops the connections and owes an invalidation of the
-	 * very key it loads; its fill then finds its connection closed,
-	 * and the reader delivers what is owed before filling: a write to
-	 * the key it is filling, which must not wait for that fill. */
+	/* The load drops the connections, owes an invalidation of the very
+	 * key it loads, and opens the breaker for a probe; its fill is the
+	 * next command, so it probes, and delivers what is owed before it
+	 * fills: a write to the key it is filling, which must not wait for
+	 * that fill (it waited for ever before). */
 	atomic_store(&k.armed, 1);
 	struct reader r = {s, u.id, -1, {0}};
 	pthread_t t;
@@ -747,13 +777,81 @@ static void owed_invalidation_found_by_a_fill_of_its_own_key(void **state)
 	aside_cache_close(c);
 }
 
+/*
+ * While the armed load runs (it has read the row): another process writes
+ * the row, a reader of this process joins the load, and Redis drops every
+ * connection, so that the load's fill fails.
+ */
+struct fill_race {
+	user_service *other;  /* the writing process */
+	user_service *mine;   /* the reading one */
+	aside_cache *cache;   /* mine's */
+	user row;	      /* what the other writes */
+	struct reader joiner; /* mine's second reader */
+	pthread_t t;
+};
+
+static void write_join_kill(struct killing_repo *k, int64_t id)
+{
+	struct fill_race *fr = k->ctx;
+	(void)id;
+	assert_int_equal(user_service_update(fr->other, &fr->row), ASIDE_OK);
+	fr->joiner = (struct reader){fr->mine, fr->row.id, -1, {0}};
+	pthread_create(&fr->t, NULL, read_one, &fr->joiner);
+	double t0 = now_s();
+	for (;;) {
+		aside_metrics m;
+		aside_cache_metrics(fr->cache, &m);
+		if (m.waiting > 0 || now_s() - t0 > 5)
+			break;
+		pause_ms(1);
+	}
+	const char *kill[] = {"CLIENT", "KILL", "TYPE", "normal"};
+	test_redis_cmd(REDIS_DB, NULL, 0, 4, kill);
+}
+
+static void failed_fill_does_not_validate_a_load(void **state)
+{
+	fx *f = *state;
+	NEED_SERVERS(f);
+	char url[600];
+	assert_true(test_redis_url(url, REDIS_DB, NULL));
+	aside_cache *c, *c2;
+	assert_int_equal(aside_cache_open(url, &c, NULL), ASIDE_OK);
+	assert_int_equal(aside_cache_open(url, &c2, NULL), ASIDE_OK);
+	struct fill_race fr = {0};
+	struct killing_repo k = {f->db, f->pg, 0, NULL, write_join_kill, &fr};
+	user_service *s = user_service_new((user_repo){&killing_ops, &k}, c);
+	user_service *s2 = user_service_new(f->db, c2);
+	user u = add_user(f, 1);
+	fr.other = s2;
+	fr.mine = s;
+	fr.cache = c;
+	fr.row = u;
+	snprintf(fr.row.name, sizeof(fr.row.name), "Written during the load");
+	/* The first reader's load reads the old row; by the time it fills,
+	 * the write has completed and a second reader has joined.  The fill
+	 * fails: that proves nothing, so the second reader must get the new
+	 * row (the first began before the write, and may have either). */
+	atomic_store(&k.armed, 1);
+	user got;
+	assert_int_equal(user_service_get(s, u.id, &got), ASIDE_OK);
+	pthread_join(fr.t, NULL);
+	assert_int_equal(fr.joiner.rc, ASIDE_OK);
+	assert_string_equal(fr.joiner.got.name, "Written during the load");
+	user_service_free(s2);
+	user_service_free(s);
+	aside_cache_close(c2);
+	aside_cache_close(c);
+}
+
 static void wrapped_repository_keeps_durable_invalidation(void **state)
 {
 	fx *f = *state;
 	NEED_OWN_SERVERS(f);
 	/* A repository of the application's, wrapping ours and passing its
 	 * outbox through (users.h): its changes are logged too. */
-	struct killing_repo k = {f->db, f->pg, 0};
+	struct killing_repo k = {f->db, f->pg, 0, NULL, NULL, NULL};
 	user_service *s =
 	    user_service_new((user_repo){&killing_ops, &k}, f->cache);
 	user u = add_user(f, 1), got;
@@ -971,6 +1069,8 @@ int main(void)
 		teardown),
 	    cmocka_unit_test_setup_teardown(
 		wrapped_repository_keeps_durable_invalidation, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		failed_fill_does_not_validate_a_load, setup, teardown),
 	    cmocka_unit_test_setup_teardown(redis_killed_then_back, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(paused_redis_does_not_hold_requests,

@@ -332,6 +332,44 @@ static void late_joiner_of_a_voided_load_gets_the_new_row(void **state)
 	aside_cache_close(b);
 }
 
+static void late_invalidation_revalidates_a_load(void **state)
+{
+	NEED_SERVERS(state);
+	aside_cache *c = open_cache(NULL);
+	source s;
+	source_init(&s, "old-row");
+	s.gated = true;
+	reader r1 = {c, &s, "lk:late", 0, ""}, r2 = {c, &s, "lk:late", 0, ""};
+	pthread_t t1, t2;
+	pthread_create(&t1, NULL, read_thread, &r1);
+	wait_inside(&s); /* r1 leads: it holds the lease, read the old row */
+
+	/* A write completes whose invalidation did not reach Redis (it is
+	 * owed): the lease stands, and no message comes. */
+	pthread_mutex_lock(&s.lock);
+	s.value = "new-row";
+	pthread_mutex_unlock(&s.lock);
+
+	/* r2 begins after the write and joins r1's load; then the owed
+	 * invalidation is delivered, late, in this process. */
+	pthread_create(&t2, NULL, read_thread, &r2);
+	while (metrics(c).waiting < 1)
+		pause_ms(1);
+	assert_int_equal(aside_cache_invalidate_late(c, "lk:late", 7, 0, NULL),
+			 ASIDE_OK);
+
+	/* The load is voided, but not by a write completing now: r2 must
+	 * get the new row (r1 began before the write: either will do). */
+	open_gate(&s);
+	pthread_join(t1, NULL);
+	pthread_join(t2, NULL);
+	assert_int_equal(r1.rc, ASIDE_OK);
+	assert_int_equal(r2.rc, ASIDE_OK);
+	assert_string_equal(r2.got, "new-row");
+	assert_int_equal(s.loads, 2);
+	aside_cache_close(c);
+}
+
 static void dead_holders_lease_lapses(void **state)
 {
 	NEED_SERVERS(state);
@@ -707,6 +745,7 @@ int main(int argc, char **argv)
 				   setup),
 	    cmocka_unit_test_setup(
 		late_joiner_of_a_voided_load_gets_the_new_row, setup),
+	    cmocka_unit_test_setup(late_invalidation_revalidates_a_load, setup),
 	    cmocka_unit_test_setup(dead_holders_lease_lapses, setup),
 	    cmocka_unit_test_setup(lease_held_too_long_is_waited_out, setup),
 	    cmocka_unit_test_setup(
