@@ -69,6 +69,16 @@ for cache in "$redis" "$redis?l1=1000"; do
 		fail "aside, Redis faults, $cache: findings"
 	grep -q '^faults: [1-9]' "$tmp" || fail "aside, Redis faults, $cache: none made"
 done
+# The same on few keys with slow loads, where readers join loads whose
+# fills the faults make fail (the configuration that found those races).
+status=0
+"$aside" check --db "$ASIDE_TEST_PG_URL" --cache "$redis" --processes 3 --threads 6 \
+	--keys 4 --duration-s 2 --load-delay-ms 30 --inval-delay-ms 0 \
+	--redis-faults-ms 300 >"$tmp" 2>/dev/null || status=$?
+cat "$tmp"
+[ "$status" -eq 0 ] || fail "aside, Redis faults, 4 keys: exit $status"
+grep -q '^findings: 0 stale reads .*, 0 divergent keys$' "$tmp" ||
+	fail "aside, Redis faults, 4 keys: findings"
 
 # The seed's cache-aside under the same races.
 status=0
