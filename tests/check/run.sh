@@ -80,6 +80,31 @@ cat "$tmp"
 grep -q '^findings: 0 stale reads .*, 0 divergent keys$' "$tmp" ||
 	fail "aside, Redis faults, 4 keys: findings"
 
+# Redis killed and restarted (empty) twice under the load, when the servers
+# are this test's own: outages, reconnections and the outbox.
+if [ -n "${ASIDE_TEST_SERVICES_DIR:-}" ]; then
+	here=$(cd "$(dirname "$0")" && pwd)
+	services=$here/../../scripts/services
+	(for i in 1 2; do
+		sleep 0.5
+		"$services" redis-kill "$ASIDE_TEST_SERVICES_DIR"
+		sleep 0.2
+		"$services" redis-start "$ASIDE_TEST_SERVICES_DIR"
+	done) >/dev/null 2>&1 &
+	restarts=$!
+	status=0
+	"$aside" check --db "$ASIDE_TEST_PG_URL" --cache "$redis" --processes 3 \
+		--threads 6 --keys 6 --duration-s 5 >"$tmp" 2>/dev/null || status=$?
+	wait "$restarts" || true
+	redis-cli -u "$ASIDE_TEST_REDIS_URL" ping >/dev/null 2>&1 ||
+		"$services" redis-start "$ASIDE_TEST_SERVICES_DIR"
+	cat "$tmp"
+	[ "$status" -eq 0 ] || fail "aside, Redis restarted: exit $status"
+	grep -q '^findings: 0 stale reads .*, 0 divergent keys$' "$tmp" ||
+		fail "aside, Redis restarted: findings"
+	grep -q '^cache: [1-9]' "$tmp" || fail "aside, Redis restarted: no outage seen"
+fi
+
 # The seed's cache-aside under the same races.
 status=0
 "$aside" check --naive --db "$ASIDE_TEST_PG_URL" --cache "$redis" --processes 3 \
