@@ -923,17 +923,13 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 				source = i;
 			else if (lr == ASIDE_LEASED && leased < 0)
 				leased = i;
-			else if (lr == LEASE_TIMEOUT)
-				/* No lease will validate this load, nor the
+			else if (lr == LEASE_TIMEOUT || lr < 0)
+				/* No lease will validate this load (the holder
+				 * was waited out, or the tier failed), nor the
 				 * next rounds' (read directly): each is valid
-				 * only for readers who joined before it. */
+				 * only for readers who joined before it began,
+				 * up to READ_ROUNDS reads. */
 				timed_out = waited_out = unleased = true;
-			else if (lr < 0)
-				/* The tier failed (Redis away): the same for
-				 * this round; the next, direct, is taken as it
-				 * is, so that an outage costs a contended key
-				 * two reads a flight, not READ_ROUNDS. */
-				waited_out = unleased = true;
 		}
 		rc =
 		    source >= 0 ? ASIDE_OK : run_load(c, f, ld, now, &v, &lerr);
