@@ -262,10 +262,13 @@ static redisContext *connect_one(struct redis *r, char *why, size_t cap)
 	}
 	return ctx;
 refused:
-	snprintf(why, cap, "%s",
-		 rep	    ? rep->str
-		 : ctx->err ? ctx->errstr
-			    : "no reply");
+	/* An answer (a wrong password or database) is the URL's fault; a
+	 * connection lost on the way is Redis being away, as at connect. */
+	if (rep)
+		snprintf(why, cap, "%s", rep->str);
+	else
+		snprintf(why, cap, "connect: %s",
+			 ctx->err ? ctx->errstr : "no reply");
 	if (rep)
 		freeReplyObject(rep);
 	redisFree(ctx);
