@@ -890,10 +890,10 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 	aside_value *v = NULL;
 	aside_error lerr;
 	int rc, source;
-	/* A lease held too long by another reader was waited out once: the
-	 * reads after that go to the source directly, not through another
-	 * wait. */
-	bool waited_out = false, timed_out = false;
+	/* A lease held too long by another reader was waited out once, or
+	 * the shared tier failed: the reads after that go to the source
+	 * directly, not through another wait, and no lease validates them. */
+	bool waited_out = false, no_lease = false;
 	for (;;) {
 		aside_error_clear(&lerr);
 		int64_t now = now_of(c);
@@ -902,7 +902,7 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 		bool stale = false; /* v is a stale copy: serve, never store */
 		/* A load no lease will validate: after a lease was waited
 		 * out, every round's, as no lease is asked for again. */
-		bool unleased = timed_out;
+		bool unleased = no_lease;
 		pthread_mutex_lock(&sh->lock);
 		unsigned round = ++f->started;
 		pthread_mutex_unlock(&sh->lock);
@@ -929,7 +929,7 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 				 * next rounds' (read directly): each is valid
 				 * only for readers who joined before it began,
 				 * up to READ_ROUNDS reads. */
-				timed_out = waited_out = unleased = true;
+				no_lease = waited_out = unleased = true;
 		}
 		rc =
 		    source >= 0 ? ASIDE_OK : run_load(c, f, ld, now, &v, &lerr);
