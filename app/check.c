@@ -261,31 +261,34 @@ static int child(const struct check_cfg *cfg)
 	if (f)
 		fclose(f);
 	aside_error err;
-	user_repo db;
+	user_repo db = {0};
+	aside_cache *cache = NULL;
+	user_service *svc = NULL;
+	long n = cfg->threads;
+	struct worker *w = NULL;
+	pthread_t *th = NULL;
+	int rc = 2;
 	if (!ids || user_repo_open(cfg->db_url, &db, &err) != ASIDE_OK) {
 		fprintf(stderr, "aside check: %s\n",
 			ids ? err.message : "out of memory");
-		return 2;
+		goto out;
 	}
 	struct slow_repo slow;
 	user_repo repo = slow_repo_wrap(&slow, db, 0);
 	slow.after_read_ms = cfg->load_delay_ms;
 	slow.after_update_ms = cfg->inval_delay_ms;
-	aside_cache *cache = NULL;
-	user_service *svc = NULL;
 	if (!cfg->naive) {
 		if (aside_cache_open(cfg->cache_url, &cache, &err) !=
 		    ASIDE_OK) {
 			fprintf(stderr, "aside check: %s\n", err.message);
-			return 2;
+			goto out;
 		}
 		svc = user_service_new(repo, cache);
 	}
-	long n = cfg->threads;
-	struct worker *w = calloc((size_t)n, sizeof(*w));
-	pthread_t *th = calloc((size_t)n, sizeof(*th));
+	w = calloc((size_t)n, sizeof(*w));
+	th = calloc((size_t)n, sizeof(*th));
 	if (!w || !th)
-		return 2;
+		goto out;
 	for (long i = 0; i < n; i++) {
 		w[i] =
 		    (struct worker){.cfg = cfg,
@@ -297,7 +300,7 @@ static int child(const struct check_cfg *cfg)
 		    !(w[i].redis = naive_connect(cfg->cache_url))) {
 			fprintf(stderr, "aside check: cannot reach %s\n",
 				cfg->cache_url);
-			return 2;
+			goto out;
 		}
 	}
 	for (long i = 0; i < n; i++)
@@ -318,8 +321,7 @@ static int child(const struct check_cfg *cfg)
 				(long long)o->end);
 		}
 		free(w[i].ops);
-		if (w[i].redis)
-			redisFree(w[i].redis);
+		w[i].ops = NULL;
 	}
 	if (f) {
 		/* E count status: the errors by status; the rest unnamed. */
@@ -341,15 +343,21 @@ static int child(const struct check_cfg *cfg)
 				(long)m.lease_timeouts);
 		}
 	}
-	if (!f || fclose(f) != 0)
-		return 2;
+	if (f && fclose(f) == 0)
+		rc = 0;
+out:
+	for (long i = 0; w && i < n; i++) {
+		free(w[i].ops);
+		if (w[i].redis)
+			redisFree(w[i].redis);
+	}
 	user_service_free(svc);
 	aside_cache_close(cache);
 	user_repo_close(&db);
 	free(w);
 	free(th);
 	free(ids);
-	return 0;
+	return rc;
 }
 
 /* ---- the parent: set up, run, stall, judge ------------------------------ */
