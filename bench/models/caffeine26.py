@@ -39,20 +39,15 @@ What it models:
 - --no-random: never admit a losing candidate at random.
 """
 import argparse
-import gzip
 import random
 from collections import OrderedDict
+
+from lirs import Ghost, read_trace  # the models' shared pieces
 
 M32 = 0xFFFFFFFF
 M64 = 0xFFFFFFFFFFFFFFFF
 ROW_SEEDS = [0xC3A5C85C97CB3127, 0xB492B66FBE98F273,
              0x9AE16A3B2F90404F, 0xCBF29CE484222325]
-
-
-def read_trace(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt") as f:
-        return [int(line) for line in f if line.strip()]
 
 
 def s32(x):
@@ -114,21 +109,6 @@ class Sketch:
                     odd += bin(w & 0x1111111111111111).count("1")
                     self.table[i] = (w >> 1) & 0x7777777777777777
                 self.size = (self.size >> 1) - (odd >> 2)
-
-
-class Ghost:
-    def __init__(self, size):
-        self.size = max(1, size)
-        self.keys = OrderedDict()
-
-    def add(self, k):
-        self.keys[k] = True
-        self.keys.move_to_end(k)
-        if len(self.keys) > self.size:
-            self.keys.popitem(last=False)
-
-    def take(self, k):
-        return self.keys.pop(k, None) is not None
 
 
 def caffeine(trace, cap, seed=1, lazy=True, drops=True, rand=True,

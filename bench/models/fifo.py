@@ -21,14 +21,9 @@ walks from the oldest key towards the newest, clearing visited bits, and
 evicts the first unvisited key it finds, staying where it stopped.
 """
 import argparse
-import gzip
 from collections import OrderedDict
 
-
-def read_trace(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt") as f:
-        return [int(line) for line in f if line.strip()]
+from lirs import read_trace  # the models' shared piece
 
 
 def s3fifo(trace, cap, small_share=0.10, promote=1):
