@@ -873,19 +873,9 @@ static bool fill_tiers(aside_cache *c, struct flight *f, aside_value *v,
  * flight is sealed once a result is in hand, so that later readers start a
  * flight of their own.
  */
-/*
- * The flight this thread leads, if any.  A tier may run the cache's
- * reconnect hook in the middle of a fill (a probe, or a connection found
- * closed), and the hook may invalidate the very key being filled: that
- * invalidation must not wait for the fill, which waits for it.
- */
-static _Thread_local struct flight *leading;
-
 static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 		 const aside_loader *ld)
 {
-	struct flight *outer = leading; /* a loader may read other keys */
-	leading = f;
 	struct aside__stripe *st = stripe(c);
 	aside_value *v = NULL;
 	aside_error lerr;
@@ -893,7 +883,7 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 	/* A lease held too long by another reader was waited out once, or
 	 * the shared tier failed: the reads after that go to the source
 	 * directly, not through another wait, and no lease validates them. */
-	bool waited_out = false, no_lease = false;
+	bool no_lease = false;
 	for (;;) {
 		aside_error_clear(&lerr);
 		int64_t now = now_of(c);
@@ -915,7 +905,7 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 					source = i;
 				continue;
 			}
-			if (waited_out)
+			if (no_lease)
 				continue;
 			int lr = lease_lookup(c, i, f, now, ld, &v, &token);
 			stale |= lr == LEASE_STALE;
@@ -929,7 +919,7 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 				 * next rounds' (read directly): each is valid
 				 * only for readers who joined before it began,
 				 * up to READ_ROUNDS reads. */
-				no_lease = waited_out = unleased = true;
+				no_lease = unleased = true;
 		}
 		rc =
 		    source >= 0 ? ASIDE_OK : run_load(c, f, ld, now, &v, &lerr);
@@ -989,7 +979,6 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 		v = NULL;
 	}
 
-	leading = outer;
 	pthread_mutex_lock(&sh->lock);
 	f->filling = false;
 	f->done = true;
@@ -1221,15 +1210,6 @@ again:
 			continue;
 		f->voided = true;
 		f->voided_elsewhere |= late;
-		if (f == leading) {
-			/* This thread's own flight, whose fill it interrupted
-			 * to deliver invalidations owed since an outage: the
-			 * shared tier refuses the fill once this one reached
-			 * it, and the flight reads again. */
-			f->voided_elsewhere = true;
-			flight_unlink_locked(sh, f);
-			continue;
-		}
 		if (!f->filling) {
 			flight_unlink_locked(sh, f);
 			continue;

@@ -119,10 +119,12 @@ enum { TRY_NO, TRY_YES, TRY_PROBE };
 
 /*
  * May this call use Redis?  Fast when closed; when open, one call at a time
- * probes once the backoff has passed.  The thread replaying owed
- * invalidations uses it while it is still open to everyone else.
+ * probes once the backoff has passed, if it may (a fill may not: the
+ * probe's invalidations may have to wait for a fill to end, so one never
+ * runs inside a fill).  The thread replaying owed invalidations uses it
+ * while it is still open to everyone else.
  */
-static int may_try(struct redis *r)
+static int may_try(struct redis *r, bool may_probe)
 {
 	if (atomic_load_explicit(&r->up, memory_order_acquire) ||
 	    replaying == r)
@@ -131,7 +133,8 @@ static int may_try(struct redis *r)
 	pthread_mutex_lock(&r->lock);
 	if (atomic_load_explicit(&r->up, memory_order_relaxed)) {
 		ok = TRY_YES;
-	} else if (!r->probing && aside__mono_us() >= r->retry_at) {
+	} else if (may_probe && !r->probing &&
+		   aside__mono_us() >= r->retry_at) {
 		r->probing = true;
 		ok = TRY_PROBE;
 	}
@@ -231,7 +234,7 @@ static int await_probe(struct redis *r)
 		if (pthread_cond_timedwait(&r->probed, &r->lock, &until) != 0)
 			break;
 	pthread_mutex_unlock(&r->lock);
-	return may_try(r);
+	return may_try(r, true);
 }
 
 /* ---- the pool ----------------------------------------------------------- */
@@ -411,7 +414,7 @@ static bool probe(struct redis *r, aside_error *err)
 static redisReply *run(struct redis *r, enum cmd kind, int argc,
 		       const char **argv, const size_t *lens, aside_error *err)
 {
-	int may = may_try(r);
+	int may = may_try(r, kind != CMD_FILL);
 	if (may == TRY_NO && kind != CMD_FILL && reconnecting(r))
 		may = kind == CMD_INVAL ? TRY_YES : await_probe(r);
 	if (may == TRY_NO) {
@@ -455,8 +458,9 @@ static redisReply *run_once(struct redis *r, enum cmd kind, int argc,
 		 * by the first lookup; other lookups wait for it, fills give
 		 * up, and invalidations (which read nothing and may run
 		 * twice) go ahead.  Then the command runs again on a new
-		 * connection.  A fill never waits: the probe's invalidations
-		 * may wait for that fill.  Every command we send may run
+		 * connection.  A fill never waits for the probe nor runs it:
+		 * the probe's invalidations may wait for that fill.  Every
+		 * command we send may run
 		 * twice: reads, leases, fills and invalidations are checked
 		 * by token or idempotent.  A timeout, which says Redis is
 		 * slow or gone, is not retried.
@@ -464,7 +468,7 @@ static redisReply *run_once(struct redis *r, enum cmd kind, int argc,
 		give(r, ctx);
 		if (kind != CMD_INVAL && !quiet) {
 			reopen(r);
-			int may = kind == CMD_FILL ? TRY_NO : may_try(r);
+			int may = kind == CMD_FILL ? TRY_NO : may_try(r, true);
 			if (may == TRY_NO && kind == CMD_LOOKUP)
 				may = await_probe(r);
 			if (may == TRY_NO) {

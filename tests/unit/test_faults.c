@@ -568,6 +568,17 @@ static void invalidation_missed_in_an_outage_is_replayed(void **state)
 	aside_cache_close(c2);
 }
 
+/* A cache on this program's Redis database with no L1: every read reaches
+ * Redis. */
+static aside_cache *redis_only_cache(void)
+{
+	char url[600];
+	aside_cache *c = NULL;
+	assert_true(test_redis_url(url, REDIS_DB, NULL));
+	assert_int_equal(aside_cache_open(url, &c, NULL), ASIDE_OK);
+	return c;
+}
+
 /* The Redis tier's counters of c: errors, and whether its breaker is closed. */
 static void redis_tier(aside_cache *c, uint64_t *errors, int *up)
 {
@@ -585,10 +596,7 @@ static void connections_closed_by_redis_are_replaced(void **state)
 	fx *f = *state;
 	NEED_SERVERS(f);
 	/* A second process's view, without an L1: it reads Redis. */
-	char url[600];
-	assert_true(test_redis_url(url, REDIS_DB, NULL));
-	aside_cache *c2;
-	assert_int_equal(aside_cache_open(url, &c2, NULL), ASIDE_OK);
+	aside_cache *c2 = redis_only_cache();
 	user_service *s2 = user_service_new(f->db, c2);
 	user u = add_user(f, 1), got;
 	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
@@ -627,12 +635,13 @@ static void connections_closed_by_redis_are_replaced(void **state)
 }
 
 /*
- * A repository that, on one armed read, drops every Redis connection and
- * leaves an outbox row for the user read: as if a write to that user had
- * been cut off from Redis while the read's load ran.  With a cache set, it
- * then reads another key through it, which finds its connection closed
- * (the breaker opens for a probe).  The outbox passes through, so that the
- * service replays it.
+ * A repository that, on one armed read, pauses Redis past the command
+ * timeout and leaves an outbox row for the user read: as if a write to that
+ * user had been cut off from Redis while the read's load ran.  With a cache
+ * set, it then reads another key through it, which times out (the breaker
+ * opens), and waits until Redis answers again and the backoff has passed,
+ * so that the load's fill is the first command that could probe.  The
+ * outbox passes through, so that the service replays it.
  */
 struct killing_repo {
 	user_repo inner;
@@ -661,8 +670,10 @@ static int kr_get_ex(void *self, int64_t id, user *out, aside_error *err)
 	if (k->during_load) {
 		k->during_load(k, id);
 	} else {
-		const char *kill[] = {"CLIENT", "KILL", "TYPE", "normal"};
-		test_redis_cmd(REDIS_DB, NULL, 0, 4, kill);
+		/* Redis stops answering for 400 ms (longer than a
+		 * command's 250-ms timeout). */
+		const char *pause[] = {"CLIENT", "PAUSE", "400", "ALL"};
+		test_redis_cmd(REDIS_DB, NULL, 0, 4, pause);
 		char sql[200];
 		snprintf(sql, sizeof(sql),
 			 "INSERT INTO aside_outbox (user_id, created_at_us) "
@@ -676,6 +687,7 @@ static int kr_get_ex(void *self, int64_t id, user *out, aside_error *err)
 					    NULL) == ASIDE_OK)
 				aside_value_unref(v);
 		}
+		pause_ms(300); /* Redis answers again; the backoff passed */
 	}
 	return rc;
 }
@@ -749,18 +761,14 @@ static void owed_invalidation_found_by_a_fill_of_its_own_key(void **state)
 	fx *f = *state;
 	NEED_SERVERS(f);
 	/* Redis only: the reader's commands all go to Redis. */
-	char url[600];
-	assert_true(test_redis_url(url, REDIS_DB, NULL));
-	aside_cache *c;
-	assert_int_equal(aside_cache_open(url, &c, NULL), ASIDE_OK);
+	aside_cache *c = redis_only_cache();
 	struct killing_repo k = {f->db, f->pg, 0, c, NULL, NULL};
 	user_service *s = user_service_new((user_repo){&killing_ops, &k}, c);
 	user u = add_user(f, 1);
-	/* The load drops the connections, owes an invalidation of the very
-	 * key it loads, and opens the breaker for a probe; its fill is the
-	 * next command, so it probes, and delivers what is owed before it
-	 * fills: a write to the key it is filling, which must not wait for
-	 * that fill (it waited for ever before). */
+	/* The load owes an invalidation of the very key it loads, and leaves
+	 * the breaker open, due for a probe; its fill is the next command.
+	 * A fill must not probe: the probe would deliver a write to the key
+	 * being filled, which would wait for that fill (for ever, before). */
 	atomic_store(&k.armed, 1);
 	struct reader r = {s, u.id, -1, {0}};
 	pthread_t t;
@@ -814,11 +822,7 @@ static void failed_fill_does_not_validate_a_load(void **state)
 {
 	fx *f = *state;
 	NEED_SERVERS(f);
-	char url[600];
-	assert_true(test_redis_url(url, REDIS_DB, NULL));
-	aside_cache *c, *c2;
-	assert_int_equal(aside_cache_open(url, &c, NULL), ASIDE_OK);
-	assert_int_equal(aside_cache_open(url, &c2, NULL), ASIDE_OK);
+	aside_cache *c = redis_only_cache(), *c2 = redis_only_cache();
 	struct fill_race fr = {0};
 	struct killing_repo k = {f->db, f->pg, 0, NULL, write_join_kill, &fr};
 	user_service *s = user_service_new((user_repo){&killing_ops, &k}, c);
