@@ -9,7 +9,8 @@ hill climber: 2.6.2 keeps its window ("eden") at 1% of the capacity.
 
     bench/models/caffeine26.py [--seed N] [--runs R] [--no-lazy]
         [--lazy-at F] [--lazy-what both|count|reorder] [--no-drops]
-        [--no-random] [--window PCT] [--adapt] TRACE CAPACITY [...]
+        [--no-random] [--window PCT] [--adapt] [--tie-irr]
+        TRACE CAPACITY [...]
 
 What it models:
 - eden (1%) -> probation -> protected (80% of the main area), exact LRU
@@ -37,6 +38,12 @@ What it models:
   and drains it when a write happens or the ring is full; the read that
   finds it full is dropped, so in a run of hits one read in 17 is lost.
 - --no-random: never admit a losing candidate at random.
+- --tie-irr: on a tie, admit the candidate if the gap between its last two
+  accesses is shorter than the time since the victim's last access (LIRS's
+  test, with exact times the L1 would not have).
+
+caffeine() takes a `record` object (see where.py): it is told of every
+access, hit or not, and of every contest between a candidate and a victim.
 """
 import argparse
 import random
@@ -112,7 +119,8 @@ class Sketch:
 
 
 def caffeine(trace, cap, seed=1, lazy=True, drops=True, rand=True,
-             window=1.0, adapt=False, lazy_at=0.5, lazy_what="both"):
+             window=1.0, adapt=False, lazy_at=0.5, lazy_what="both",
+             tie_irr=False, record=None):
     rng = random.Random(seed)
     sketch = Sketch(rng.getrandbits(32))
     eden_max = cap - int(cap * (1 - window / 100))
@@ -147,15 +155,28 @@ def caffeine(trace, cap, seed=1, lazy=True, drops=True, rand=True,
             apply_read(k)
         ring.clear()
 
+    last, gap = {}, {}  # access times, for --tie-irr
+    now = -1
+
     def admit(cand, victim):
         cf, vf = sketch.frequency(cand), sketch.frequency(victim)
-        if cf > vf:
+        won = cf > vf or (tie_irr and cf == vf and
+                          gap.get(cand, now + 1) < now - last[victim])
+        if record:
+            record.contest(now, cand, victim, cf, vf, won)
+        if won:
             return True
         if cf <= 5 or not rand:
             return False
         return rng.getrandbits(32) & 127 == 0
 
     for k in trace:
+        now += 1
+        if k in last:
+            gap[k] = now - last[k]
+        last[k] = now
+        if record:
+            record.access(now, k, k in where)
         if k in where:
             hits += 1
             if sketch.table is None and lazy:
@@ -232,6 +253,7 @@ def main():
     ap.add_argument("--no-random", dest="rand", action="store_false")
     ap.add_argument("--window", type=float, default=1.0)
     ap.add_argument("--adapt", action="store_true")
+    ap.add_argument("--tie-irr", action="store_true")
     ap.add_argument("--lazy-at", type=float, default=0.5)
     ap.add_argument("--lazy-what", default="both",
                     choices=["both", "count", "reorder"])
@@ -242,7 +264,8 @@ def main():
     for path, cap in zip(a.pairs[::2], a.pairs[1::2]):
         trace = read_trace(path)
         rs = [caffeine(trace, int(cap), a.seed + r, a.lazy, a.drops, a.rand,
-                       a.window, a.adapt, a.lazy_at, a.lazy_what) for r in range(a.runs)]
+                       a.window, a.adapt, a.lazy_at, a.lazy_what, a.tie_irr)
+              for r in range(a.runs)]
         name = path.rsplit("/", 1)[-1]
         print(f"trace={name} capacity={cap} hit_ratio={sum(rs) / len(rs):.4f}"
               f" min={min(rs):.4f} max={max(rs):.4f}", flush=True)

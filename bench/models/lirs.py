@@ -5,13 +5,16 @@ Not shipped code: a reference simulation (exact stacks, no sharding, no
 concurrency) used to decide whether porting LIRS to src/tiers/mem.c would
 pass the policy bar of docs/performance.md.  Prints one line per trace.
 
-    bench/models/lirs.py [--hir PCT] [--adapt] TRACE CAPACITY [TRACE CAPACITY...]
+    bench/models/lirs.py [--hir PCT] [--adapt] [--grow G] TRACE CAPACITY [...]
 
 --hir sets the share of the capacity kept for resident HIR entries (LIRS
 paper: 1%).  --adapt moves that share as the L1 moves its window: two ghosts
 (a quarter of the capacity each) remember HIR entries evicted before ever
 being LIR, and entries evicted after being demoted from LIR; a miss on the
 first grows the HIR share by one entry, a miss on the second shrinks it.
+--grow sets how much a miss on the first grows it (entries, may be a
+fraction; default 1): ARC's rule is symmetric, and sprite wants the share
+to grow faster than it shrinks.
 """
 import argparse
 import gzip
@@ -39,8 +42,9 @@ class Ghost:
         return self.keys.pop(k, None) is not None
 
 
-def lirs(trace, cap, hir_share=0.01, adapt=False):
-    hir = max(1, int(cap * hir_share))
+def lirs(trace, cap, hir_share=0.01, adapt=False, grow=1.0, record=None):
+    """The hit ratio; record, a list, is given each access's hit or miss."""
+    hir = max(1.0, float(int(cap * hir_share)))
     stack = OrderedDict()  # recency stack S, oldest first
     queue = OrderedDict()  # resident HIR entries Q, oldest first
     lir, resident, was_lir = set(), set(), set()
@@ -63,10 +67,12 @@ def lirs(trace, cap, hir_share=0.01, adapt=False):
         prune()
 
     def balance():
-        while len(lir) > cap - hir and stack:
+        while len(lir) > cap - int(hir) and stack:
             demote_bottom()
 
     for x in trace:
+        if record is not None:
+            record.append(x in resident)
         if x in resident:
             hits += 1
             if x in lir:
@@ -85,10 +91,10 @@ def lirs(trace, cap, hir_share=0.01, adapt=False):
             continue
         if adapt:
             if fresh.take(x):
-                hir = min(cap - 1, hir + 1)
+                hir = min(cap - 1.0, hir + grow)
             elif demoted.take(x):
-                hir = max(1, hir - 1)
-        if len(resident) < cap and len(lir) < cap - hir:
+                hir = max(1.0, hir - 1)
+        if len(resident) < cap and len(lir) < cap - int(hir):
             resident.add(x)
             lir.add(x)
             stack[x] = True
@@ -123,12 +129,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--hir", type=float, default=1.0, help="HIR share, percent")
     ap.add_argument("--adapt", action="store_true")
+    ap.add_argument("--grow", type=float, default=1.0)
     ap.add_argument("pairs", nargs="+", help="TRACE CAPACITY ...")
     a = ap.parse_args()
     if len(a.pairs) % 2:
         ap.error("give each trace its capacity")
     for path, cap in zip(a.pairs[::2], a.pairs[1::2]):
-        r = lirs(read_trace(path), int(cap), a.hir / 100, a.adapt)
+        r = lirs(read_trace(path), int(cap), a.hir / 100, a.adapt, a.grow)
         name = path.rsplit("/", 1)[-1]
         print(f"trace={name} capacity={cap} hit_ratio={r:.4f}", flush=True)
 
