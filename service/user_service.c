@@ -385,7 +385,8 @@ static int invalidate(user_service *s, int64_t id, int64_t version, bool late)
  * Writes a change through the outbox when there is one, then invalidates.
  * The write has committed when this returns ASIDE_OK, whatever happens to
  * the invalidation: one that fails stays in the outbox, to be replayed; a
- * tier that cannot be reached is counted in the cache's metrics.
+ * tier that cannot be reached is counted in the cache's metrics.  A write
+ * that fails is invalidated too, unless it certainly changed nothing.
  */
 static int change(user_service *s, user_repo_change what, user *u,
 		  aside_error *err)
@@ -415,6 +416,13 @@ static int change(user_service *s, user_repo_change what, user *u,
 	if (rc == ASIDE_OK && invalidate(s, u->id, fence, false) == ASIDE_OK &&
 	    outbox)
 		ops->outbox_done(s->db.self, outbox, NULL);
+	/* A write that failed may still have committed: its connection lost
+	 * after the database ran it, say.  Then its outbox row would be
+	 * replayed a second or two later, and the old row served until then;
+	 * an invalidation now costs at most a miss.  Late, because the write
+	 * (if there was one) completed before this call learnt of it. */
+	if (rc != ASIDE_OK && rc != ASIDE_NOT_FOUND && what != USER_REPO_CREATE)
+		invalidate(s, u->id, 0, true);
 	return repo_status(rc, err);
 }
 

@@ -121,10 +121,14 @@ int user_service_get(user_service *s, int64_t id, user *out);
  */
 int user_service_create(user_service *s, user *u);
 
-/* seed: UpdateUser.  Name and email of u->id; ASIDE_NOT_FOUND if absent. */
+/*
+ * seed: UpdateUser.  Name and email of u->id; ASIDE_NOT_FOUND if absent.
+ * A database error may come after the change committed (its answer lost):
+ * the user's key is invalidated on every failure but ASIDE_NOT_FOUND.
+ */
 int user_service_update(user_service *s, const user *u);
 
-/* seed: DeleteUser.  ASIDE_NOT_FOUND if absent. */
+/* seed: DeleteUser.  ASIDE_NOT_FOUND if absent; errors as for update. */
 int user_service_delete(user_service *s, int64_t id);
 
 /* seed: GetMetrics. */

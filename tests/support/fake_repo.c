@@ -140,18 +140,25 @@ static int p_create(void *self, user *u)
 	return p->inner.ops->create(p->inner.self, u);
 }
 
+/* A write's own status, or the one that replaces its answer. */
+static int p_answer(probe_repo *p, int rc)
+{
+	int lose = atomic_load(&p->lose_writes);
+	return rc == ASIDE_OK && lose ? lose : rc;
+}
+
 static int p_update(void *self, const user *u)
 {
 	probe_repo *p = self;
 	atomic_fetch_add(&p->writes, 1);
-	return p->inner.ops->update(p->inner.self, u);
+	return p_answer(p, p->inner.ops->update(p->inner.self, u));
 }
 
 static int p_remove(void *self, int64_t id)
 {
 	probe_repo *p = self;
 	atomic_fetch_add(&p->writes, 1);
-	return p->inner.ops->remove(p->inner.self, id);
+	return p_answer(p, p->inner.ops->remove(p->inner.self, id));
 }
 
 static const user_repo_ops probe_ops = {

@@ -31,6 +31,9 @@ typedef struct probe_repo {
 	user_repo inner;
 	_Atomic unsigned gets, writes;
 	_Atomic int fail_gets; /* status every get returns; 0: none */
+	/* status every update and delete returns after it ran: an answer
+	 * lost after the commit; 0: none */
+	_Atomic int lose_writes;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	int64_t hold_id; /* the next get of this id is held after reading */

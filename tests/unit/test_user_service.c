@@ -513,6 +513,27 @@ static void database_errors_are_reported_not_cached(void **state)
 	assert_string_equal(got.name, "Ivy");
 }
 
+/* An update and a delete that ran, but whose answers were lost. */
+static void writes_whose_answer_is_lost_are_invalidated(void **state)
+{
+	fx *f = *state;
+	user u = new_user(f, "Jay", "jay@example.com"), got;
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	assert_int_equal(user_service_get_metrics(f->svc).cache_hits, 1);
+	atomic_store(&f->probe.lose_writes, ASIDE_EDB);
+	snprintf(u.name, sizeof(u.name), "Kay");
+	assert_int_equal(user_service_update(f->svc, &u), ASIDE_EDB);
+	atomic_store(&f->probe.lose_writes, 0);
+	/* The update may have happened: the cached row is not trusted. */
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	assert_string_equal(got.name, "Kay");
+	atomic_store(&f->probe.lose_writes, ASIDE_EDB);
+	assert_int_equal(user_service_delete(f->svc, u.id), ASIDE_EDB);
+	atomic_store(&f->probe.lose_writes, 0);
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_NOT_FOUND);
+}
+
 typedef struct stress {
 	fx *f;
 	int64_t id;
@@ -577,6 +598,7 @@ int main(void)
 	    T(writer_reads_its_write_during_a_slow_load),
 	    T(stale_load_is_never_stored),
 	    T(database_errors_are_reported_not_cached),
+	    T(writes_whose_answer_is_lost_are_invalidated),
 	    T(concurrent_readers_see_completed_writes),
 	    T(versions_grow_with_writes),
 	    T(longest_fields_round_trip),
