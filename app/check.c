@@ -19,6 +19,10 @@
  * cache-aside instead (GET; on a miss, read the database and SET; on a
  * write, update then DEL), which these races defeat: the proof that the
  * checker can fail.  Exit status: 0 when nothing was found, 1 otherwise.
+ *
+ * A write that fails may still have committed (its answer lost with its
+ * connection): the writer then reads the row back from the database, and
+ * a write found there counts as completed when the read-back returns.
  */
 #include "app.h"
 
@@ -26,6 +30,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <hiredis/hiredis.h>
+#include <libpq-fe.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
@@ -43,7 +48,7 @@ struct check_cfg {
 	const char *db_url, *cache_url;
 	bool naive;
 	long procs, threads, keys, load_delay_ms, inval_delay_ms, stall_ms;
-	long bound_ms, faults_ms;
+	long bound_ms, faults_ms, db_faults_ms;
 	double seconds;
 	/* In a child: */
 	const char *dir;
@@ -71,6 +76,9 @@ struct op {
 	int64_t begin, end;
 };
 
+/* The children's name in pg_stat_activity, for --db-faults-ms. */
+#define CHECK_APP "aside-check"
+
 /* Errors are counted by status, -1 to -(CHECK_STATUSES - 1); 0: others. */
 #define CHECK_STATUSES 64
 
@@ -85,6 +93,7 @@ struct worker {
 	size_t nops, cap;
 	long errors;
 	long by_status[CHECK_STATUSES]; /* errors by -status */
+	long lost; /* writes that failed but had committed */
 };
 
 static void count_error(struct worker *w, int rc)
@@ -178,7 +187,16 @@ static void *work(void *arg)
 			int64_t t1 = mono_ns();
 			if (rc != ASIDE_OK) {
 				count_error(w, rc);
-				continue;
+				/* Did it commit all the same?  Then it has
+				 * completed by the time we know. */
+				user now;
+				if (w->repo.ops->get_ex(w->repo.self, u.id,
+							&now,
+							NULL) != ASIDE_OK ||
+				    version_of(now.name) != versions[k] + 1)
+					continue;
+				t1 = mono_ns();
+				w->lost++;
 			}
 			versions[k]++;
 			record(w, 'W', k, versions[k], t0, t1);
@@ -268,7 +286,21 @@ static int child(const struct check_cfg *cfg)
 	struct worker *w = NULL;
 	pthread_t *th = NULL;
 	int rc = 2;
-	if (!ids || user_repo_open(cfg->db_url, &db, &err) != ASIDE_OK) {
+	/* Under database faults, a connection may be terminated while the
+	 * repository opens: try again, for up to a second. */
+	int opened = ASIDE_EDB;
+	/* Named, so that database faults end our connections only. */
+	char url[4096];
+	snprintf(url, sizeof(url), "%s%capplication_name=" CHECK_APP,
+		 cfg->db_url, strchr(cfg->db_url, '?') ? '&' : '?');
+	for (int i = 0; ids && opened != ASIDE_OK && i < 20; i++) {
+		opened = user_repo_open(url, &db, &err);
+		if (opened != ASIDE_OK && !cfg->db_faults_ms)
+			break;
+		if (opened != ASIDE_OK)
+			sleep_ms(50);
+	}
+	if (!ids || opened != ASIDE_OK) {
 		fprintf(stderr, "aside check: %s\n",
 			ids ? err.message : "out of memory");
 		goto out;
@@ -333,15 +365,18 @@ static int child(const struct check_cfg *cfg)
 			}
 		if (errors > named)
 			fprintf(f, "E %ld 0 0 0\n", errors - named);
-		/* T count count: commands a cache tier failed (each one
-		 * that carried an invalidation left it owed to the outbox),
-		 * and leases waited out (loads no lease validated). */
-		if (!cfg->naive) {
-			aside_metrics m;
+		/* T count count count: commands a cache tier failed (each
+		 * one that carried an invalidation left it owed to the
+		 * outbox), leases waited out (loads no lease validated), and
+		 * writes that failed but had committed. */
+		long lost = 0;
+		for (long i = 0; i < n; i++)
+			lost += w[i].lost;
+		aside_metrics m = {0};
+		if (!cfg->naive)
 			aside_cache_metrics(cache, &m);
-			fprintf(f, "T %ld %ld 0 0\n", (long)m.tier_errors,
-				(long)m.lease_timeouts);
-		}
+		fprintf(f, "T %ld %ld %ld 0\n", (long)m.tier_errors,
+			(long)m.lease_timeouts, lost);
 	}
 	if (f && fclose(f) == 0)
 		rc = 0;
@@ -436,9 +471,83 @@ static void *inject_faults(void *arg)
 	return NULL;
 }
 
+/*
+ * Database faults, while the children run: every db_faults_ms or so (half
+ * to one and a half times), every connection of the children to the
+ * database is terminated (pg_terminate_backend; they name themselves
+ * CHECK_APP, and no other client is touched): statements in flight fail,
+ * and a write whose commit came just before may lose its answer.  The
+ * pools replace the connections.
+ */
+struct db_faults {
+	const struct check_cfg *cfg;
+	int64_t until;
+	long rounds, terminated, failed;
+};
+
+/* The URL without the parameters our repository takes and libpq would
+ * refuse (service/repo_pg.c). */
+static void libpq_url(const char *url, char *out, size_t cap)
+{
+	size_t q = strcspn(url, "?");
+	snprintf(out, cap, "%.*s", (int)q, url);
+	const char *p = url + q;
+	char sep = '?';
+	while (*p) {
+		p++; /* past '?' or '&' */
+		size_t n = strcspn(p, "&");
+		if (strncmp(p, "pool=", 5) != 0 &&
+		    strncmp(p, "statement_timeout_ms=", 21) != 0) {
+			size_t len = strlen(out);
+			snprintf(out + len, cap - len, "%c%.*s", sep, (int)n,
+				 p);
+			sep = '&';
+		}
+		p += n;
+	}
+}
+
+static void *inject_db_faults(void *arg)
+{
+	struct db_faults *fa = arg;
+	const struct check_cfg *cfg = fa->cfg;
+	char url[4096];
+	libpq_url(cfg->db_url, url, sizeof(url));
+	PGconn *pg = NULL;
+	for (;;) {
+		long ms =
+		    cfg->db_faults_ms / 2 +
+		    (long)(app_rand() % (uint64_t)(cfg->db_faults_ms + 1));
+		if (mono_ns() + ms * 1000000 >= fa->until)
+			break;
+		sleep_ms(ms);
+		if (!pg || PQstatus(pg) != CONNECTION_OK) {
+			PQfinish(pg);
+			pg = PQconnectdb(url);
+		}
+		PGresult *res =
+		    PQexec(pg, "SELECT count(*) FROM ("
+			       "SELECT pg_terminate_backend(pid) FROM "
+			       "pg_stat_activity WHERE datname = "
+			       "current_database() AND application_name = "
+			       "'" CHECK_APP "') t");
+		if (PQresultStatus(res) == PGRES_TUPLES_OK &&
+		    PQntuples(res) == 1) {
+			fa->rounds++;
+			fa->terminated +=
+			    strtol(PQgetvalue(res, 0, 0), NULL, 10);
+		} else {
+			fa->failed++;
+		}
+		PQclear(res);
+	}
+	PQfinish(pg);
+	return NULL;
+}
+
 /* Spawns the children, stalls them now and then, and waits for them. */
 static bool run_children(const struct check_cfg *cfg, char **argv, int argc,
-			 long *stalls, struct faults *fa)
+			 long *stalls, struct faults *fa, struct db_faults *dfa)
 {
 	char self[4096];
 	ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
@@ -479,6 +588,12 @@ static bool run_children(const struct check_cfg *cfg, char **argv, int argc,
 	bool injecting =
 	    cfg->faults_ms > 0 &&
 	    pthread_create(&injector, NULL, inject_faults, fa) == 0;
+	pthread_t db_injector;
+	dfa->cfg = cfg;
+	dfa->until = until;
+	bool db_injecting =
+	    cfg->db_faults_ms > 0 &&
+	    pthread_create(&db_injector, NULL, inject_db_faults, dfa) == 0;
 	while (cfg->stall_ms > 0 &&
 	       mono_ns() + cfg->stall_ms * 2000000 < until) {
 		sleep_ms(cfg->stall_ms);
@@ -490,6 +605,8 @@ static bool run_children(const struct check_cfg *cfg, char **argv, int argc,
 	}
 	if (injecting)
 		pthread_join(injector, NULL);
+	if (db_injecting)
+		pthread_join(db_injector, NULL);
 	bool ok = true;
 	for (long p = 0; p < cfg->procs; p++) {
 		int status;
@@ -595,16 +712,22 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 		    "clients paused for %ld ms\n",
 		    cfg->faults_ms, cfg->faults_ms / 4 + 1);
 	fflush(stdout);
+	if (cfg->db_faults_ms > 0)
+		printf("  database faults every %ld ms or so: the processes' "
+		       "connections terminated\n",
+		       cfg->db_faults_ms);
+	fflush(stdout);
 	long stalls = 0;
 	struct faults fa = {0};
-	bool ran = run_children(cfg, argv, argc, &stalls, &fa);
+	struct db_faults dfa = {0};
+	bool ran = run_children(cfg, argv, argc, &stalls, &fa, &dfa);
 
 	/* Gather every process's record. */
 	struct op *ops = NULL;
 	size_t nops = 0, cap = 0;
 	long errors = 0, reads = 0, writes = 0;
 	long by_status[CHECK_STATUSES] = {0}, tier_errors = 0,
-	     lease_timeouts = 0;
+	     lease_timeouts = 0, lost_writes = 0;
 	for (long p = 0; ran && p < cfg->procs; p++) {
 		snprintf(path, sizeof(path), "%s/ops.%ld", dir, p);
 		f = fopen(path, "r");
@@ -615,6 +738,7 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 			if (o.kind == 'T') {
 				tier_errors += o.key;
 				lease_timeouts += o.version;
+				lost_writes += b;
 				continue;
 			}
 			if (o.kind == 'E') {
@@ -724,6 +848,11 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 		printf("faults: %ld connection kills, %ld pauses, %ld not "
 		       "made\n",
 		       fa.kills, fa.pauses, fa.failed);
+	if (cfg->db_faults_ms > 0)
+		printf("database faults: %ld rounds terminated %ld "
+		       "connections, %ld not made; %ld writes failed but had "
+		       "committed\n",
+		       dfa.rounds, dfa.terminated, dfa.failed, lost_writes);
 	printf("findings: %ld stale reads (worst %.1f ms after the write "
 	       "completed), %ld divergent keys\n",
 	       stale, (double)worst_ns / 1e6, divergent);
@@ -741,7 +870,9 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 	redisFree(rc);
 	aside_cache_close(peek);
 	user_repo_close(&db);
-	if (!ran || errors)
+	/* Under database faults, failed operations are the faults' doing;
+	 * a run where nothing got through proves nothing, though. */
+	if (!ran || (errors && !cfg->db_faults_ms) || !reads || !writes)
 		return 2;
 	return stale || divergent ? 1 : 0;
 }
@@ -770,6 +901,11 @@ static void usage(FILE *f)
 		"connection, or every\n"
 		"                       subscription, or pause Redis for F/4 "
 		"ms (default 0: never)\n"
+		"  --db-faults-ms F     every F ms or so, terminate the "
+		"processes' connections to\n"
+		"                       the database (PostgreSQL; default 0: "
+		"never); errors are then\n"
+		"                       expected, and do not fail the check\n"
 		"exit status: 0 nothing found, 1 findings, 2 the check could "
 		"not run\n");
 }
@@ -796,6 +932,7 @@ int app_check(int argc, char **argv)
 	    {"stall-ms", required_argument, NULL, 'S'},
 	    {"bound-ms", required_argument, NULL, 'B'},
 	    {"redis-faults-ms", required_argument, NULL, 'F'},
+	    {"db-faults-ms", required_argument, NULL, 'G'},
 	    {"child-dir", required_argument, NULL, 'D'},
 	    {"child-index", required_argument, NULL, 'X'},
 	    {"help", no_argument, NULL, 'h'},
@@ -848,6 +985,10 @@ int app_check(int argc, char **argv)
 			ok = app_long("redis-faults-ms", optarg, 0, 60000,
 				      &cfg.faults_ms);
 			break;
+		case 'G':
+			ok = app_long("db-faults-ms", optarg, 0, 60000,
+				      &cfg.db_faults_ms);
+			break;
 		case 'D':
 			cfg.dir = optarg;
 			break;
@@ -866,6 +1007,12 @@ int app_check(int argc, char **argv)
 	if (!cfg.db_url || !cfg.cache_url ||
 	    strncmp(cfg.cache_url, "redis://", 8) != 0) {
 		usage(stderr);
+		return 2;
+	}
+	if (cfg.db_faults_ms && strncmp(cfg.db_url, "postgresql://", 13) != 0 &&
+	    strncmp(cfg.db_url, "postgres://", 11) != 0) {
+		fprintf(stderr, "aside check: --db-faults-ms needs a "
+				"postgresql:// database\n");
 		return 2;
 	}
 	if (cfg.dir && cfg.index >= 0)

@@ -93,6 +93,9 @@ struct redis {
 	int64_t backoff;  /* guarded by lock */
 	bool probing;	  /* guarded by lock */
 	bool reopened; /* opened by a closed connection, not an outage; lock */
+	/* Redis answered the last probe, but what was owed to it could not be
+	 * delivered (the hook failed: the outbox could not be read); lock */
+	bool owing;
 	pthread_cond_t probed; /* a probe ended; with lock */
 };
 
@@ -143,24 +146,22 @@ static int may_try(struct redis *r, bool may_probe)
 }
 
 /*
- * A command got an answer.  While a probe runs, only the probe closes the
- * breaker: a command sent before it opened may answer meanwhile, and Redis
- * must not be read before the probe has delivered what is owed to it.
+ * A command got an answer.  Only a probe closes an open breaker: another
+ * command may answer meanwhile (one sent before it opened, or an
+ * invalidation, which may go ahead), and Redis must not be read before the
+ * probe has delivered what is owed to it.
  */
 static void succeeded(struct redis *r, bool by_probe)
 {
-	if (atomic_load_explicit(&r->up, memory_order_acquire))
+	if (!by_probe || atomic_load_explicit(&r->up, memory_order_acquire))
 		return;
 	pthread_mutex_lock(&r->lock);
-	if (r->probing && !by_probe) {
-		pthread_mutex_unlock(&r->lock);
-		return;
-	}
 	bool was_down = !atomic_load_explicit(&r->up, memory_order_relaxed);
 	bool reopened = r->reopened;
 	atomic_store_explicit(&r->up, 1, memory_order_release);
 	r->probing = false;
 	r->reopened = false;
+	r->owing = false;
 	r->backoff = 0;
 	pthread_cond_broadcast(&r->probed);
 	pthread_mutex_unlock(&r->lock);
@@ -169,12 +170,18 @@ static void succeeded(struct redis *r, bool by_probe)
 		      reopened ? "reconnected" : "back");
 }
 
-static void failed(struct redis *r, const char *why)
+/*
+ * The breaker opens, for a probe after the backoff.  owing: Redis answers,
+ * but the probe could not deliver what is owed to it; new invalidations
+ * still go to it meanwhile (they read nothing), reads and fills do not.
+ */
+static void opened(struct redis *r, const char *why, bool owing)
 {
 	pthread_mutex_lock(&r->lock);
 	bool was_up = atomic_load_explicit(&r->up, memory_order_relaxed) ||
 		      r->reopened; /* a reconnection that found it gone */
 	r->reopened = false;
+	r->owing = owing;
 	atomic_store_explicit(&r->up, 0, memory_order_release);
 	r->backoff = r->backoff ? r->backoff * 2 : BACKOFF_MIN_US;
 	if (r->backoff > BACKOFF_MAX_US)
@@ -185,8 +192,13 @@ static void failed(struct redis *r, const char *why)
 	pthread_mutex_unlock(&r->lock);
 	if (was_up)
 		logf_(r, ASIDE_LOG_WARN,
-		      "redis %s:%d is unreachable (%s); serving without it",
-		      r->host, r->port, why);
+		      "redis %s:%d is %s (%s); serving without it", r->host,
+		      r->port, owing ? "not read" : "unreachable", why);
+}
+
+static void failed(struct redis *r, const char *why)
+{
+	opened(r, why, false);
 }
 
 /*
@@ -212,6 +224,15 @@ static bool reconnecting(struct redis *r)
 	bool soft = r->reopened;
 	pthread_mutex_unlock(&r->lock);
 	return soft;
+}
+
+/* Whether Redis answers while the breaker is open: invalidations go. */
+static bool answering(struct redis *r)
+{
+	pthread_mutex_lock(&r->lock);
+	bool yes = r->reopened || r->owing;
+	pthread_mutex_unlock(&r->lock);
+	return yes;
 }
 
 /*
@@ -396,7 +417,10 @@ static bool probe(struct redis *r, aside_error *err)
 	int rc = r->on_back ? r->on_back(r->on_back_ctx) : ASIDE_OK;
 	replaying = NULL;
 	if (rc != ASIDE_OK) {
-		failed(r, "could not deliver the invalidations it missed");
+		/* Redis answers: only what it is owed is late.  Reads wait
+		 * for a probe that delivers it; new invalidations do not. */
+		opened(r, "the invalidations it missed could not be delivered",
+		       true);
 		aside__fail(err, ASIDE_ECACHE,
 			    "redis %s:%d: back, but owed invalidations could "
 			    "not be delivered",
@@ -415,8 +439,10 @@ static redisReply *run(struct redis *r, enum cmd kind, int argc,
 		       const char **argv, const size_t *lens, aside_error *err)
 {
 	int may = may_try(r, kind != CMD_FILL);
-	if (may == TRY_NO && kind != CMD_FILL && reconnecting(r))
-		may = kind == CMD_INVAL ? TRY_YES : await_probe(r);
+	if (may == TRY_NO && kind == CMD_INVAL && answering(r))
+		may = TRY_YES;
+	else if (may == TRY_NO && kind == CMD_LOOKUP && reconnecting(r))
+		may = await_probe(r);
 	if (may == TRY_NO) {
 		aside__fail(err, ASIDE_ECACHE,
 			    "redis %s:%d is down; retrying later", r->host,

@@ -80,6 +80,28 @@ cat "$tmp"
 grep -q '^findings: 0 stale reads .*, 0 divergent keys$' "$tmp" ||
 	fail "aside, Redis faults, 4 keys: findings"
 
+# The database failing as well: every 60 ms or so the processes' connections
+# to PostgreSQL are terminated (errors are expected then), with and without
+# Redis faults and an L1.  A write whose owed invalidations cannot be read
+# from the outbox must not stop the next ones from reaching Redis.
+for cache in "$redis" "$redis?l1=1000"; do
+	bound=0
+	case $cache in *l1=*) bound=150 ;; esac
+	for faults in 0 150; do
+		status=0
+		"$aside" check --db "$ASIDE_TEST_PG_URL" --cache "$cache" --bound-ms "$bound" \
+			--processes 3 --threads 6 --keys 4 --duration-s 2 \
+			--db-faults-ms 60 --redis-faults-ms "$faults" >"$tmp" 2>/dev/null || status=$?
+		cat "$tmp"
+		what="database faults, Redis faults $faults, $cache"
+		[ "$status" -eq 0 ] || fail "aside, $what: exit $status"
+		grep -q '^findings: 0 stale reads .*, 0 divergent keys$' "$tmp" ||
+			fail "aside, $what: findings"
+		grep -q '^database faults: [1-9][0-9]* rounds terminated [1-9]' "$tmp" ||
+			fail "aside, $what: none made"
+	done
+done
+
 # Redis killed and restarted (empty) twice under the load, when the servers
 # are this test's own: outages, reconnections and the outbox.
 if [ -n "${ASIDE_TEST_SERVICES_DIR:-}" ]; then

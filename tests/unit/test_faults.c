@@ -634,6 +634,92 @@ static void connections_closed_by_redis_are_replaced(void **state)
 	aside_cache_close(c2);
 }
 
+/* A reconnect hook that fails while asked to, as with the outbox unread. */
+struct flaky_hook {
+	_Atomic int fail, calls;
+};
+
+static int flaky_hook(void *arg)
+{
+	struct flaky_hook *h = arg;
+	atomic_fetch_add(&h->calls, 1);
+	return atomic_load(&h->fail) ? ASIDE_EDB : ASIDE_OK;
+}
+
+static int load_text(void *arg, const char *key, size_t klen, aside_value **out,
+		     aside_error *err)
+{
+	(void)err;
+	return aside_value_new(key, klen, arg, strlen(arg), out);
+}
+
+/* What c returns for key, loading `load` on a miss. */
+static void expect_text(aside_cache *c, const char *key, const char *load,
+			const char *want)
+{
+	aside_loader ld = {load_text, NULL, (void *)load};
+	aside_value *v;
+	assert_int_equal(aside_cache_get(c, key, strlen(key), &ld, &v, NULL),
+			 ASIDE_OK);
+	size_t len;
+	const char *got = aside_value_data(v, &len);
+	assert_int_equal(len, strlen(want));
+	assert_memory_equal(got, want, len);
+	aside_value_unref(v);
+}
+
+/*
+ * Redis is back but what a cache owes it cannot be delivered (its hook
+ * fails: the database holding the outbox is down too).  That cache must not
+ * read Redis, but its new invalidations must still reach it: refused, they
+ * would be owed as well, and other processes, which read Redis, would serve
+ * the old value until they were delivered (found by `aside check` with
+ * database and Redis faults together: hundreds of stale reads, up to 119 ms
+ * late).
+ */
+static void undeliverable_owed_invalidations_hold_reads_only(void **state)
+{
+	fx *f = *state;
+	NEED_SERVERS(f);
+	aside_cache *a = redis_only_cache(), *b = redis_only_cache();
+	struct flaky_hook h = {.fail = 1};
+	aside_cache_on_reconnect(a, flaky_hook, &h);
+	expect_text(a, "owe:k", "v1", "v1");
+	expect_text(b, "owe:k", "v2", "v1"); /* from Redis */
+
+	/* Every connection dropped: a's next read probes; Redis answers the
+	 * ping, the hook fails.  The read is served from its loader. */
+	const char *kill[] = {"CLIENT", "KILL", "TYPE", "normal"};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 4, kill));
+	expect_text(a, "owe:other", "x", "x");
+	assert_int_equal(atomic_load(&h.calls), 1);
+	uint64_t errors;
+	int up;
+	redis_tier(a, &errors, &up);
+	assert_int_equal(up, 0);
+
+	/* a's write: its invalidation reaches Redis all the same, so b loads
+	 * the new value instead of serving the old one. */
+	assert_int_equal(aside_cache_invalidate(a, "owe:k", 5, NULL), ASIDE_OK);
+	expect_text(b, "owe:k", "v2", "v2");
+	/* An invalidation that got through does not close the breaker:
+	 * only a probe that delivered what is owed does. */
+	redis_tier(a, &errors, &up);
+	assert_int_equal(up, 0);
+	expect_text(a, "owe:k", "v3", "v3"); /* its loader, not Redis */
+
+	/* The hook succeeds again: after the backoff, the next read probes,
+	 * and Redis is read again. */
+	atomic_store(&h.fail, 0);
+	pause_ms(250);
+	expect_text(a, "owe:k", "v4", "v2");
+	assert_int_equal(atomic_load(&h.calls), 2);
+	redis_tier(a, &errors, &up);
+	assert_int_equal(up, 1);
+	aside_cache_close(a);
+	aside_cache_close(b);
+}
+
 /*
  * A repository that, on one armed read, pauses Redis past the command
  * timeout and leaves an outbox row for the user read: as if a write to that
@@ -1068,6 +1154,9 @@ int main(void)
 		redis_password_and_database_in_the_url, setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 		connections_closed_by_redis_are_replaced, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		undeliverable_owed_invalidations_hold_reads_only, setup,
+		teardown),
 	    cmocka_unit_test_setup_teardown(
 		owed_invalidation_found_by_a_fill_of_its_own_key, setup,
 		teardown),
