@@ -820,7 +820,12 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 	long divergent = 0;
 	for (long k = 0; ran && k < cfg->keys; k++) {
 		user u;
-		if (db.ops->get(db.self, ids[k], &u) != ASIDE_OK) {
+		/* A server restarted meanwhile ended this connection too:
+		 * the pool opens another on the next call. */
+		int got = db.ops->get(db.self, ids[k], &u);
+		if (got == ASIDE_EDB)
+			got = db.ops->get(db.self, ids[k], &u);
+		if (got != ASIDE_OK) {
 			errors++;
 			continue;
 		}

@@ -260,8 +260,13 @@ static int await_probe(struct redis *r)
 
 /* ---- the pool ----------------------------------------------------------- */
 
-static redisContext *connect_one(struct redis *r, char *why, size_t cap)
+static bool closed_by_peer(const redisContext *ctx);
+
+/* One attempt; *lost if Redis accepted, then closed, the connection. */
+static redisContext *connect_try(struct redis *r, char *why, size_t cap,
+				 bool *lost)
 {
+	*lost = false;
 	redisContext *ctx =
 	    redisConnectWithTimeout(r->host, r->port, r->connect_timeout);
 	if (!ctx || ctx->err) {
@@ -295,8 +300,24 @@ refused:
 			 ctx->err ? ctx->errstr : "no reply");
 	if (rep)
 		freeReplyObject(rep);
+	else
+		*lost = closed_by_peer(ctx);
 	redisFree(ctx);
 	return NULL;
+}
+
+/*
+ * A new connection, ready for commands.  One that Redis accepted and then
+ * closed before it was ready (a CLIENT KILL or a restart racing with it)
+ * is tried once more before Redis counts as away.
+ */
+static redisContext *connect_one(struct redis *r, char *why, size_t cap)
+{
+	bool lost;
+	redisContext *ctx = connect_try(r, why, cap, &lost);
+	if (!ctx && lost)
+		ctx = connect_try(r, why, cap, &lost);
+	return ctx;
 }
 
 /*
@@ -449,7 +470,10 @@ static redisReply *run(struct redis *r, enum cmd kind, int argc,
 			    r->port);
 		return NULL;
 	}
-	if (may == TRY_PROBE && !probe(r, err))
+	/* An invalidation that probed goes on if Redis answered, even if
+	 * what was owed to it could not be delivered. */
+	if (may == TRY_PROBE && !probe(r, err) &&
+	    !(kind == CMD_INVAL && answering(r)))
 		return NULL;
 	return run_once(r, kind, argc, argv, lens, err);
 }
@@ -473,7 +497,9 @@ static redisReply *run_once(struct redis *r, enum cmd kind, int argc,
 		return NULL;
 	}
 	redisReply *rep = redisCommandArgv(ctx, argc, argv, lens);
-	if (!rep && reused && closed_by_peer(ctx)) {
+	/* A new connection closed under a command is retried as an idle one
+	 * is, for an invalidation only: the others fall back safely. */
+	if (!rep && (reused || kind == CMD_INVAL) && closed_by_peer(ctx)) {
 		/*
 		 * An idle connection that Redis or the network closed while
 		 * it waited (a restart, CLIENT KILL, an idle timeout): not an

@@ -125,6 +125,25 @@ if [ -n "${ASIDE_TEST_SERVICES_DIR:-}" ]; then
 	grep -q '^findings: 0 stale reads .*, 0 divergent keys$' "$tmp" ||
 		fail "aside, Redis restarted: findings"
 	grep -q '^cache: [1-9]' "$tmp" || fail "aside, Redis restarted: no outage seen"
+
+	# PostgreSQL restarted twice under the load (with an L1, and database
+	# faults now and then, which also lets the check count errors).
+	(for i in 1 2; do
+		sleep 1
+		"$services" pg-restart "$ASIDE_TEST_SERVICES_DIR"
+	done) >/dev/null 2>&1 &
+	restarts=$!
+	status=0
+	"$aside" check --db "$ASIDE_TEST_PG_URL" --cache "$redis?l1=1000" --bound-ms 150 \
+		--processes 3 --threads 6 --keys 6 --duration-s 5 --db-faults-ms 2000 \
+		>"$tmp" 2>/dev/null || status=$?
+	wait "$restarts" || true
+	cat "$tmp"
+	[ "$status" -eq 0 ] || fail "aside, PostgreSQL restarted: exit $status"
+	grep -q '^findings: 0 stale reads .*, 0 divergent keys$' "$tmp" ||
+		fail "aside, PostgreSQL restarted: findings"
+	grep -q '^ops: .*, [1-9][0-9]* errors' "$tmp" ||
+		fail "aside, PostgreSQL restarted: no outage seen"
 fi
 
 # The seed's cache-aside under the same races.
