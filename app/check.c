@@ -225,15 +225,45 @@ static void *work(void *arg)
 	return NULL;
 }
 
-/* Redis host, port and db from a redis:// URL, for the naive mode. */
+static int hex_digit(char c)
+{
+	return c >= '0' && c <= '9'   ? c - '0'
+	       : c >= 'a' && c <= 'f' ? c - 'a' + 10
+	       : c >= 'A' && c <= 'F' ? c - 'A' + 10
+				      : -1;
+}
+
+/*
+ * Redis host, port, db and password (percent-decoded; "" if none) from a
+ * redis://[:PASSWORD@]HOST[:PORT][/DB] URL, for the naive mode and the
+ * fault injector.
+ */
 static bool redis_addr(const char *url, char *host, size_t cap, int *port,
-		       int *db)
+		       int *db, char *password, size_t pcap)
 {
 	if (strncmp(url, "redis://", 8) != 0)
 		return false;
 	const char *p = url + 8, *at = strchr(p, '@');
-	if (at)
+	password[0] = '\0';
+	if (at) {
+		const char *colon = memchr(p, ':', (size_t)(at - p));
+		size_t o = 0;
+		for (const char *q = colon ? colon + 1 : at; q < at; q++) {
+			int hi, lo;
+			char c = *q;
+			if (c == '%' && q + 2 < at &&
+			    (hi = hex_digit(q[1])) >= 0 &&
+			    (lo = hex_digit(q[2])) >= 0) {
+				c = (char)(hi * 16 + lo);
+				q += 2;
+			}
+			if (o + 1 >= pcap)
+				return false;
+			password[o++] = c;
+		}
+		password[o] = '\0';
 		p = at + 1;
+	}
 	size_t n = strcspn(p, ":/?");
 	if (n == 0 || n >= cap)
 		return false;
@@ -249,18 +279,31 @@ static bool redis_addr(const char *url, char *host, size_t cap, int *port,
 	return true;
 }
 
+/* A plain connection to the URL's Redis, authenticated, its db selected. */
 static redisContext *naive_connect(const char *url)
 {
-	char host[256];
+	char host[256], password[256];
 	int port, db;
-	if (!redis_addr(url, host, sizeof(host), &port, &db))
+	if (!redis_addr(url, host, sizeof(host), &port, &db, password,
+			sizeof(password)))
 		return NULL;
 	redisContext *c = redisConnect(host, port);
 	if (!c || c->err) {
 		redisFree(c);
 		return NULL;
 	}
-	redisReply *r = redisCommand(c, "SELECT %d", db);
+	redisReply *r = NULL;
+	if (password[0]) {
+		r = redisCommand(c, "AUTH %s", password);
+		if (!r || r->type == REDIS_REPLY_ERROR) {
+			if (r)
+				freeReplyObject(r);
+			redisFree(c);
+			return NULL;
+		}
+		freeReplyObject(r);
+	}
+	r = redisCommand(c, "SELECT %d", db);
 	if (r)
 		freeReplyObject(r);
 	return c;
@@ -330,8 +373,10 @@ static int child(const struct check_cfg *cfg)
 				    .writer = i == 0 && cfg->index < cfg->keys};
 		if (cfg->naive &&
 		    !(w[i].redis = naive_connect(cfg->cache_url))) {
+			char shown[256];
 			fprintf(stderr, "aside check: cannot reach %s\n",
-				cfg->cache_url);
+				aside_url_redact(cfg->cache_url, shown,
+						 sizeof(shown)));
 			goto out;
 		}
 	}
@@ -412,8 +457,7 @@ static int by_begin(const void *a, const void *b)
  *   - every subscription dropped (CLIENT KILL TYPE pubsub: the L1s hear no
  *     invalidations until they resubscribe);
  *   - every client paused for faults_ms / 4 (CLIENT PAUSE: Redis stalls).
- * The injector's own connection is spared (SKIPME is the default).  It
- * connects without a password, as the naive mode does.
+ * The injector's own connection is spared (SKIPME is the default).
  */
 struct faults {
 	const struct check_cfg *cfg;
@@ -425,10 +469,6 @@ static void *inject_faults(void *arg)
 {
 	struct faults *fa = arg;
 	const struct check_cfg *cfg = fa->cfg;
-	char host[256];
-	int port, db;
-	if (!redis_addr(cfg->cache_url, host, sizeof(host), &port, &db))
-		return NULL;
 	redisContext *c = NULL;
 	for (;;) {
 		long ms = cfg->faults_ms / 2 +
@@ -439,7 +479,7 @@ static void *inject_faults(void *arg)
 		if (!c || c->err) {
 			if (c)
 				redisFree(c);
-			c = redisConnect(host, port);
+			c = naive_connect(cfg->cache_url);
 		}
 		if (!c || c->err) {
 			fa->failed++;
@@ -671,8 +711,9 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 		 (int)strcspn(cfg->cache_url, "?"), cfg->cache_url);
 	if (aside_cache_open(peek_url, &peek, &err) != ASIDE_OK ||
 	    !(rc = naive_connect(cfg->cache_url))) {
+		char shown[256];
 		fprintf(stderr, "aside check: %s: cannot use it\n",
-			cfg->cache_url);
+			aside_url_redact(cfg->cache_url, shown, sizeof(shown)));
 		return 2;
 	}
 	int64_t *ids = calloc((size_t)cfg->keys, sizeof(*ids));
@@ -700,7 +741,11 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 	       "each), %ld keys, %.1f s\n",
 	       cfg->naive ? "naive cache-aside" : "aside", cfg->procs,
 	       cfg->threads, cfg->keys, cfg->seconds);
-	printf("  database %s, cache %s\n", cfg->db_url, cfg->cache_url);
+	char shown_db[256], shown_cache[256];
+	printf(
+	    "  database %s, cache %s\n",
+	    aside_url_redact(cfg->db_url, shown_db, sizeof(shown_db)),
+	    aside_url_redact(cfg->cache_url, shown_cache, sizeof(shown_cache)));
 	printf("  delays: load->fill up to %ld ms, commit->invalidation up to "
 	       "%ld ms, process stalls of %ld ms; bound %ld ms\n",
 	       cfg->load_delay_ms, cfg->inval_delay_ms, cfg->stall_ms,

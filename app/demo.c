@@ -140,9 +140,11 @@ int app_demo(int argc, char **argv)
 	}
 
 	printf("aside demo: the cache-aside scenario\n");
-	printf("  database %s (each read takes %ld ms more)\n", db_url,
-	       delay_ms);
-	printf("  cache    %s, user TTL %lld s\n", cache_url,
+	char shown[256];
+	printf("  database %s (each read takes %ld ms more)\n",
+	       aside_url_redact(db_url, shown, sizeof(shown)), delay_ms);
+	printf("  cache    %s, user TTL %lld s\n",
+	       aside_url_redact(cache_url, shown, sizeof(shown)),
 	       (long long)aside_cache_ttl_ms(cache, "user") / 1000);
 
 	user alice = {.name = "Alice", .email = "alice@example.com"};

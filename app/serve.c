@@ -615,14 +615,18 @@ int app_serve(int argc, char **argv)
 	s->max_body = (size_t)max_body;
 	s->access_log = access_log;
 	if (user_repo_open(db_url, &s->db, &err) != ASIDE_OK) {
-		fprintf(stderr, "aside serve: database %s: %s\n", db_url,
+		char shown[256];
+		fprintf(stderr, "aside serve: database %s: %s\n",
+			aside_url_redact(db_url, shown, sizeof(shown)),
 			err.message);
 		goto out;
 	}
 	aside_options copts = {.log = log_to_stderr};
 	if (aside_cache_open_opts(cache_url, &copts, &s->cache, &err) !=
 	    ASIDE_OK) {
-		fprintf(stderr, "aside serve: cache %s: %s\n", cache_url,
+		char shown[256];
+		fprintf(stderr, "aside serve: cache %s: %s\n",
+			aside_url_redact(cache_url, shown, sizeof(shown)),
 			err.message);
 		goto out;
 	}

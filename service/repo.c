@@ -30,10 +30,11 @@ int user_repo_open(const char *url, user_repo *out, aside_error *err)
 	if (strncmp(url, "postgresql://", 13) == 0 ||
 	    strncmp(url, "postgres://", 11) == 0)
 		return repo__pg_open(url, out, err);
+	char shown[256]; /* no password in a message */
 	return repo__fail(err, ASIDE_EURL,
 			  "unsupported database URL '%s' (expected "
 			  "sqlite:PATH, sqlite::memory: or postgresql://...)",
-			  url);
+			  aside_url_redact(url, shown, sizeof(shown)));
 }
 
 bool repo__has_outbox(user_repo r)

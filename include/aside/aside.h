@@ -63,6 +63,15 @@ const char *aside_strerror(int status);
 const char *aside_status_name(int status);
 
 /*
+ * A URL fit to print: url copied into buf (cap bytes, truncated if it must
+ * be), with the password of its user part ("redis://:PASSWORD@host",
+ * "postgresql://user:PASSWORD@host") and the value of any "password="
+ * parameter replaced by "***".  Returns buf.  Every message aside writes
+ * prints URLs this way.
+ */
+char *aside_url_redact(const char *url, char *buf, size_t cap);
+
+/*
  * Detail about a failure, owned by the caller and passed as an optional
  * argument (NULL is always accepted).  `code` repeats the status returned;
  * `backend_code` and `sqlstate` keep the original error of the backend that

@@ -221,7 +221,7 @@ static bool url_part(char *dst, size_t cap, const char *s, size_t n)
 	return true;
 }
 
-/* redis://[:PASSWORD@]HOST[:PORT][/DB], up to the '?' */
+/* redis://[:PASSWORD@]HOST[:PORT][/DB], up to the '?'; url: as shown */
 static int parse_redis_authority(const char *url, const char *s, size_t n,
 				 aside__redis_params *r, aside_error *err)
 {
@@ -329,20 +329,22 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 	const char *rest, *query;
 	bool redis_l1 = false;
 	int rc;
+	char shown[256]; /* the URL as messages show it: no password */
+	aside_url_redact(url, shown, sizeof(shown));
 	if (strncmp(url, "mem://", 6) == 0) {
 		rest = url + 6;
 		p.l1.capacity = 100000;
 		if (*rest && *rest != '?')
 			return aside__fail(err, ASIDE_EURL,
 					   "mem:// takes no host or path: '%s'",
-					   url);
+					   shown);
 		query = *rest ? rest + 1 : rest;
 	} else if (strncmp(url, "redis://", 8) == 0) {
 		p.redis = true;
 		rest = url + 8;
 		const char *q = strchr(rest, '?');
 		size_t n = q ? (size_t)(q - rest) : strlen(rest);
-		rc = parse_redis_authority(url, rest, n, &p.r, err);
+		rc = parse_redis_authority(shown, rest, n, &p.r, err);
 		if (rc != ASIDE_OK)
 			return rc;
 		query = q ? q + 1 : "";
@@ -352,7 +354,7 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 				   "unsupported cache URL '%s' (expected "
 				   "mem://[?capacity=N] or "
 				   "redis://HOST:PORT[?l1=N])",
-				   url);
+				   shown);
 	}
 	rc = aside__parse_query(query, param, &p, err);
 	if (rc != ASIDE_OK)

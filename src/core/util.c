@@ -149,3 +149,55 @@ int aside__thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
 	pthread_sigmask(SIG_SETMASK, &was, NULL);
 	return rc;
 }
+
+/* Appends c to buf (o bytes used of cap), if there is room for it and a NUL. */
+static void put_char(char *buf, size_t cap, size_t *o, char c)
+{
+	if (*o + 1 < cap)
+		buf[(*o)++] = c;
+}
+
+static void put_str(char *buf, size_t cap, size_t *o, const char *s)
+{
+	while (*s)
+		put_char(buf, cap, o, *s++);
+}
+
+char *aside_url_redact(const char *url, char *buf, size_t cap)
+{
+	if (!buf || cap == 0)
+		return buf;
+	buf[0] = '\0';
+	if (!url)
+		return buf;
+	const char *auth = strstr(url, "://");
+	auth = auth ? auth + 3 : url;
+	const char *end = auth + strcspn(auth, "/?#");
+	const char *at = NULL;
+	for (const char *p = auth; p < end; p++)
+		if (*p == '@')
+			at = p; /* the last one: a password may hold an '@' */
+	const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+	if (colon && colon + 1 == at)
+		colon = NULL; /* an empty password: nothing to hide */
+	const char *query = strchr(end, '?');
+	size_t o = 0;
+	for (const char *p = url; *p; p++) {
+		if (colon && p == colon + 1) {
+			put_str(buf, cap, &o, "***");
+			p = at - 1; /* on to the '@' */
+			continue;
+		}
+		put_char(buf, cap, &o, *p);
+		/* A "password=" parameter: its value goes too. */
+		if (query && p >= query && (*p == '?' || *p == '&') &&
+		    strncmp(p + 1, "password=", 9) == 0) {
+			put_str(buf, cap, &o, "password=***");
+			p += 9;
+			while (p[1] && p[1] != '&' && p[1] != '#')
+				p++;
+		}
+	}
+	buf[o] = '\0';
+	return buf;
+}

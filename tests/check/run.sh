@@ -126,6 +126,24 @@ if [ -n "${ASIDE_TEST_SERVICES_DIR:-}" ]; then
 		fail "aside, Redis restarted: findings"
 	grep -q '^cache: [1-9]' "$tmp" || fail "aside, Redis restarted: no outage seen"
 
+	# A Redis that asks for a password (percent-encoded in the URL): the
+	# faults and the naive mode authenticate as the library does.
+	redis-cli -u "$ASIDE_TEST_REDIS_URL" CONFIG SET requirepass 'pa%ss' >/dev/null
+	authed=$(echo "$redis" | sed 's|^redis://|redis://:pa%25ss@|')
+	status=0
+	"$aside" check --db "$ASIDE_TEST_PG_URL" --cache "$authed" --processes 2 \
+		--threads 4 --keys 4 --duration-s 1 --redis-faults-ms 150 >"$tmp" 2>/dev/null || status=$?
+	nstatus=0
+	"$aside" check --naive --db "$ASIDE_TEST_PG_URL" --cache "$authed" --processes 2 \
+		--threads 4 --keys 4 --duration-s 1 --load-delay-ms 50 >"$tmp.naive" 2>/dev/null || nstatus=$?
+	redis-cli -u "$ASIDE_TEST_REDIS_URL" -a 'pa%ss' --no-auth-warning \
+		CONFIG SET requirepass '' >/dev/null
+	cat "$tmp" "$tmp.naive"
+	[ "$status" -eq 0 ] || fail "aside, Redis password: exit $status"
+	grep -q '^faults: [1-9].*, 0 not made$' "$tmp" || fail "aside, Redis password: faults not made"
+	[ "$nstatus" -eq 1 ] || fail "naive, Redis password: exit $nstatus, expected 1"
+	rm -f "$tmp.naive"
+
 	# PostgreSQL restarted twice under the load (with an L1, and database
 	# faults now and then, which also lets the check count errors).
 	(for i in 1 2; do

@@ -271,6 +271,43 @@ static void open_rejects_bad_urls(void **state)
 	}
 }
 
+/* Messages and logs show URLs without their passwords. */
+static void urls_are_shown_without_passwords(void **state)
+{
+	(void)state;
+	static const char *const cases[][2] = {
+	    {"redis://:secret@host:6379/2", "redis://:***@host:6379/2"},
+	    {"postgresql://u:pw@h:5432/db?sslmode=disable&password=x&a=b",
+	     "postgresql://u:***@h:5432/db?sslmode=disable&password=***&a=b"},
+	    {"postgres://h/db?password=x", "postgres://h/db?password=***"},
+	    {"redis://:p@ss@host", "redis://:***@host"},
+	    {"postgresql://user@host/db", "postgresql://user@host/db"},
+	    {"redis://:@host", "redis://:@host"},
+	    {"redis://host:6379?l1=10", "redis://host:6379?l1=10"},
+	    {"mem://?capacity=10", "mem://?capacity=10"},
+	    {"sqlite:/tmp/a:b@c.db", "sqlite:/tmp/a:b@c.db"},
+	    {"", ""},
+	};
+	char buf[128];
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		assert_string_equal(
+		    aside_url_redact(cases[i][0], buf, sizeof(buf)),
+		    cases[i][1]);
+	char small[10];
+	assert_string_equal(
+	    aside_url_redact("redis://:secret@host", small, sizeof(small)),
+	    "redis://:");
+	assert_string_equal(aside_url_redact(NULL, buf, sizeof(buf)), "");
+	/* An open that fails says which URL, without its password. */
+	aside_cache *c = NULL;
+	aside_error err;
+	assert_int_equal(
+	    aside_cache_open("redis://:topsecret@host:xx", &c, &err),
+	    ASIDE_EURL);
+	assert_non_null(strstr(err.message, "redis://:***@host:xx"));
+	assert_null(strstr(err.message, "topsecret"));
+}
+
 /* ---- single-flight ----------------------------------------------------- */
 
 typedef struct reader {
@@ -726,6 +763,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(bad_arguments_are_refused, setup,
 					    teardown),
 	    cmocka_unit_test(open_rejects_bad_urls),
+	    cmocka_unit_test(urls_are_shown_without_passwords),
 	    cmocka_unit_test_setup_teardown(get_coalesces_concurrent_misses,
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(

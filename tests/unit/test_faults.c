@@ -1136,6 +1136,10 @@ static void bad_database_urls_say_why(void **state)
 	snprintf(url, sizeof(url), "%s?pool=0", f->pg);
 	assert_int_equal(user_repo_open(url, &r, &err), ASIDE_EURL);
 	assert_int_equal(user_repo_open("mysql://x", &r, &err), ASIDE_EURL);
+	assert_int_equal(user_repo_open("mysql://u:hush@x/db", &r, &err),
+			 ASIDE_EURL);
+	assert_non_null(strstr(err.message, "mysql://u:***@x/db"));
+	assert_null(strstr(err.message, "hush"));
 	assert_int_equal(
 	    user_repo_open("postgresql://aside@127.0.0.1:1/x", &r, &err),
 	    ASIDE_EDB);
