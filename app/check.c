@@ -79,6 +79,12 @@ struct op {
 /* The children's name in pg_stat_activity, for --db-faults-ms. */
 #define CHECK_APP "aside-check"
 
+static bool is_postgres(const char *url)
+{
+	return strncmp(url, "postgresql://", 13) == 0 ||
+	       strncmp(url, "postgres://", 11) == 0;
+}
+
 /* Errors are counted by status, -1 to -(CHECK_STATUSES - 1); 0: others. */
 #define CHECK_STATUSES 64
 
@@ -334,8 +340,11 @@ static int child(const struct check_cfg *cfg)
 	int opened = ASIDE_EDB;
 	/* Named, so that database faults end our connections only. */
 	char url[4096];
-	snprintf(url, sizeof(url), "%s%capplication_name=" CHECK_APP,
-		 cfg->db_url, strchr(cfg->db_url, '?') ? '&' : '?');
+	if (is_postgres(cfg->db_url))
+		snprintf(url, sizeof(url), "%s%capplication_name=" CHECK_APP,
+			 cfg->db_url, strchr(cfg->db_url, '?') ? '&' : '?');
+	else
+		snprintf(url, sizeof(url), "%s", cfg->db_url);
 	for (int i = 0; ids && opened != ASIDE_OK && i < 20; i++) {
 		opened = user_repo_open(url, &db, &err);
 		if (opened != ASIDE_OK && !cfg->db_faults_ms)
@@ -1059,8 +1068,7 @@ int app_check(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	if (cfg.db_faults_ms && strncmp(cfg.db_url, "postgresql://", 13) != 0 &&
-	    strncmp(cfg.db_url, "postgres://", 11) != 0) {
+	if (cfg.db_faults_ms && !is_postgres(cfg.db_url)) {
 		fprintf(stderr, "aside check: --db-faults-ms needs a "
 				"postgresql:// database\n");
 		return 2;
