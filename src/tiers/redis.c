@@ -23,8 +23,9 @@
  * a connection-level failure (refused, reset, timed out) the breaker opens
  * and every operation fails fast until a retry time, backing off from
  * 100 ms to 5 s; then one request probes while the others still fail fast.
- * A success closes it.  Each transition is logged once.  Redis error replies
- * (a wrong type, say) are answers, not outages.
+ * A success closes it.  An invalidation alone may try before that, when
+ * the failure came at once (cheap_to_try).  Each transition is logged
+ * once.  Redis error replies (a wrong type, say) are answers, not outages.
  */
 #include "../core/internal.h"
 
@@ -96,6 +97,10 @@ struct redis {
 	/* Redis answered the last probe, but what was owed to it could not be
 	 * delivered (the hook failed: the outbox could not be read); lock */
 	bool owing;
+	/* How long the last connection-level failure took (µs; lock): one
+	 * that came at once (refused) makes an invalidation worth trying
+	 * while the breaker is open; see cheap_to_try. */
+	int64_t fail_us;
 	pthread_cond_t probed; /* a probe ended; with lock */
 };
 
@@ -233,6 +238,54 @@ static bool answering(struct redis *r)
 	bool yes = r->reopened || r->owing;
 	pthread_mutex_unlock(&r->lock);
 	return yes;
+}
+
+/*
+ * Whether an invalidation should try Redis although the breaker is open for
+ * an outage: when the failure that opened it (or the last since) came at
+ * once, as a refused connection does, trying costs a write next to nothing,
+ * and Redis may be back before this process's probe is due.  Other
+ * processes may already read it, and would serve the old row until the
+ * owed invalidation was delivered (found by `aside check` with Redis killed
+ * and started again: stale reads up to 82 ms late).  A failure that took
+ * its time (a timeout: Redis hung, the network dropping packets) is not
+ * tried again before the probe: every write would wait as long.
+ */
+static bool cheap_to_try(struct redis *r)
+{
+	int64_t cheap =
+	    ((int64_t)r->timeout.tv_sec * 1000000 + r->timeout.tv_usec) / 10;
+	pthread_mutex_lock(&r->lock);
+	bool yes = r->fail_us < cheap;
+	pthread_mutex_unlock(&r->lock);
+	return yes;
+}
+
+/*
+ * An invalidation tried while the breaker was open for an outage got an
+ * answer: Redis is back, so the probe is due now, not at the end of its
+ * backoff.
+ */
+static void probe_soon(struct redis *r)
+{
+	pthread_mutex_lock(&r->lock);
+	if (!atomic_load_explicit(&r->up, memory_order_relaxed) && !r->owing &&
+	    !r->reopened) {
+		r->retry_at = aside__mono_us();
+		r->backoff = 0;
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* A connection-level failure that took since t0; the breaker opens, unless
+ * the caller leaves that to someone else (quiet). */
+static void fell(struct redis *r, const char *why, int64_t t0, bool quiet)
+{
+	pthread_mutex_lock(&r->lock);
+	r->fail_us = aside__mono_us() - t0;
+	pthread_mutex_unlock(&r->lock);
+	if (!quiet)
+		failed(r, why);
 }
 
 /*
@@ -415,8 +468,8 @@ enum cmd {
 	CMD_INVAL   /* an invalidation: never reads, safe to send twice */
 };
 
-static redisReply *run_once(struct redis *r, enum cmd kind, int argc,
-			    const char **argv, const size_t *lens,
+static redisReply *run_once(struct redis *r, enum cmd kind, bool tentative,
+			    int argc, const char **argv, const size_t *lens,
 			    aside_error *err);
 
 /*
@@ -428,7 +481,7 @@ static bool probe(struct redis *r, aside_error *err)
 	const char *argv[] = {"PING"};
 	size_t lens[] = {4};
 	replaying = r;
-	redisReply *rep = run_once(r, CMD_LOOKUP, 1, argv, lens, err);
+	redisReply *rep = run_once(r, CMD_LOOKUP, false, 1, argv, lens, err);
 	if (!rep) {
 		replaying = NULL;
 		failed(r, "no answer to a probe");
@@ -460,8 +513,11 @@ static redisReply *run(struct redis *r, enum cmd kind, int argc,
 		       const char **argv, const size_t *lens, aside_error *err)
 {
 	int may = may_try(r, kind != CMD_FILL);
+	bool tentative = false;
 	if (may == TRY_NO && kind == CMD_INVAL && answering(r))
 		may = TRY_YES;
+	else if (may == TRY_NO && kind == CMD_INVAL && cheap_to_try(r))
+		may = TRY_YES, tentative = true;
 	else if (may == TRY_NO && kind == CMD_LOOKUP && reconnecting(r))
 		may = await_probe(r);
 	if (may == TRY_NO) {
@@ -475,23 +531,32 @@ static redisReply *run(struct redis *r, enum cmd kind, int argc,
 	if (may == TRY_PROBE && !probe(r, err) &&
 	    !(kind == CMD_INVAL && answering(r)))
 		return NULL;
-	return run_once(r, kind, argc, argv, lens, err);
+	redisReply *rep = run_once(r, kind, tentative, argc, argv, lens, err);
+	if (rep && tentative)
+		probe_soon(r);
+	return rep;
 }
 
-/* The command itself, breaker bookkeeping included. */
-static redisReply *run_once(struct redis *r, enum cmd kind, int argc,
-			    const char **argv, const size_t *lens,
+/*
+ * The command itself, breaker bookkeeping included; a tentative command
+ * (an invalidation tried while the breaker is open) leaves the breaker's
+ * schedule alone if it fails.
+ */
+static redisReply *run_once(struct redis *r, enum cmd kind, bool tentative,
+			    int argc, const char **argv, const size_t *lens,
 			    aside_error *err)
 {
-	bool quiet = replaying == r; /* the probe decides the breaker */
+	/* The probe decides the breaker, and a tentative command may not. */
+	bool quiet = replaying == r || tentative;
+	int64_t t0 = aside__mono_us();
 	char why[200];
 	bool busy = false, reused = true;
 	redisContext *ctx = take(r, why, sizeof(why), &busy, &reused);
 	if (!ctx) {
 		/* Every connection busy is load, not an outage: the breaker
 		 * stays closed; only a failed connect opens it. */
-		if (!busy && !quiet)
-			failed(r, why);
+		if (!busy)
+			fell(r, why, t0, quiet);
 		aside__fail(err, ASIDE_ECACHE, "redis %s:%d: %s", r->host,
 			    r->port, why);
 		return NULL;
@@ -536,8 +601,8 @@ static redisReply *run_once(struct redis *r, enum cmd kind, int argc,
 		reused = false; /* the other idle ones likely went with it */
 		ctx = take(r, why, sizeof(why), &busy, &reused);
 		if (!ctx) {
-			if (!busy && !quiet)
-				failed(r, why);
+			if (!busy)
+				fell(r, why, t0, quiet);
 			aside__fail(err, ASIDE_ECACHE, "redis %s:%d: %s",
 				    r->host, r->port, why);
 			return NULL;
@@ -550,8 +615,7 @@ static redisReply *run_once(struct redis *r, enum cmd kind, int argc,
 		if (!ctx->err)
 			ctx->err = REDIS_ERR_OTHER; /* do not reuse it */
 		give(r, ctx);
-		if (!quiet)
-			failed(r, why);
+		fell(r, why, t0, quiet);
 		aside__fail(err, ASIDE_ECACHE, "redis %s:%d: %s", r->host,
 			    r->port, why);
 		return NULL;
