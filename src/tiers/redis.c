@@ -52,6 +52,12 @@
 #define HEADER2 25
 #define BACKOFF_MIN_US 100000
 #define BACKOFF_MAX_US 5000000
+/* Owing (Redis answers, the owed invalidations could not be delivered: the
+ * database is away) backs off to a second at most: each probe costs one
+ * read of the outbox, and every second that Redis stays unread after the
+ * database is back is a second of the whole read load on a database that
+ * has just recovered. */
+#define OWING_BACKOFF_MAX_US 1000000
 
 /* The Lua scripts (below), by index. */
 enum { S_LEASE_GET, S_LEASE_FILL, S_LEASE_DROP, S_DEL, S_TOMBSTONE, NSCRIPTS };
@@ -189,8 +195,9 @@ static void opened(struct redis *r, const char *why, bool owing)
 	r->owing = owing;
 	atomic_store_explicit(&r->up, 0, memory_order_release);
 	r->backoff = r->backoff ? r->backoff * 2 : BACKOFF_MIN_US;
-	if (r->backoff > BACKOFF_MAX_US)
-		r->backoff = BACKOFF_MAX_US;
+	int64_t most = owing ? OWING_BACKOFF_MAX_US : BACKOFF_MAX_US;
+	if (r->backoff > most)
+		r->backoff = most;
 	r->retry_at = aside__mono_us() + r->backoff;
 	r->probing = false;
 	pthread_cond_broadcast(&r->probed);

@@ -807,6 +807,58 @@ static void undeliverable_owed_invalidations_hold_reads_only(void **state)
 }
 
 /*
+ * The owed invalidations stay undeliverable for seconds (the database is
+ * down), then can be delivered: Redis is read again within about a second,
+ * not after a backoff grown to 5 s, which would leave the whole read load on
+ * the database that just came back.
+ */
+static void owing_probes_back_off_to_a_second(void **state)
+{
+	fx *f = *state;
+	NEED_SERVERS(f);
+	aside_cache *a = redis_only_cache(), *b = redis_only_cache();
+	struct flaky_hook h = {.fail = 1};
+	aside_cache_on_reconnect(a, flaky_hook, &h);
+	expect_text(a, "owe:s", "v1", "v1");
+	const char *kill[] = {"CLIENT", "KILL", "TYPE", "normal"};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 4, kill));
+
+	/* 3.5 s of reads while the hook fails: probes after 100, 200, 400,
+	 * 800 ms, then every second. */
+	double t0 = now_s();
+	while (now_s() - t0 < 3.5) {
+		expect_text(a, "owe:other", "x", "x");
+		pause_ms(20);
+	}
+	uint64_t errors;
+	int up;
+	redis_tier(a, &errors, &up);
+	assert_int_equal(up, 0);
+	int calls = atomic_load(&h.calls);
+	assert_true(calls >= 6);
+
+	/* The database is back: the next probe, within a second, delivers,
+	 * and Redis is read again. */
+	atomic_store(&h.fail, 0);
+	expect_text(b, "owe:s", "v2", "v1");
+	t0 = now_s();
+	while (up != 1 && now_s() - t0 < 5) {
+		expect_text(a, "owe:late", "z", "z");
+		redis_tier(a, &errors, &up);
+		pause_ms(20);
+	}
+	double took = now_s() - t0;
+	printf("    Redis read again %.0f ms after the owed invalidations "
+	       "could be delivered (%d probes failed before)\n",
+	       took * 1000, calls);
+	assert_int_equal(up, 1);
+	assert_true(took < 1.5);
+	expect_text(a, "owe:s", "v3", "v1"); /* from Redis */
+	aside_cache_close(a);
+	aside_cache_close(b);
+}
+
+/*
  * A repository that, on one armed read, pauses Redis past the command
  * timeout and leaves an outbox row for the user read: as if a write to that
  * user had been cut off from Redis while the read's load ran.  With a cache
@@ -1241,6 +1293,8 @@ int main(void)
 		teardown),
 	    cmocka_unit_test_setup_teardown(
 		writes_reach_a_redis_back_before_their_probe, setup, teardown),
+	    cmocka_unit_test_setup_teardown(owing_probes_back_off_to_a_second,
+					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 		owed_invalidation_found_by_a_fill_of_its_own_key, setup,
 		teardown),
