@@ -84,7 +84,9 @@ struct aside_cache {
 	 * confirmed within l1_bound_us that it missed nothing. */
 	_Atomic int64_t *confirmed;
 	int64_t l1_bound_us;
-	/* aside_cache_on_reconnect's hook; guarded by ns_lock. */
+	/* aside_cache_on_reconnect's hook; guarded by hook_lock, which
+	 * it runs under. */
+	pthread_mutex_t hook_lock;
 	int (*reconnect_fn)(void *arg);
 	void *reconnect_arg;
 	aside_clock_fn clock;
@@ -271,24 +273,24 @@ static void heard(void *ctx, const char *key, size_t klen)
 
 /* From the Redis listener: invalidations may have been missed. */
 /* A shared tier is back: the application delivers what it owes it. */
+/* The hook runs under hook_lock, so that removing it waits for it. */
 static int back(void *ctx)
 {
 	aside_cache *c = ctx;
-	pthread_mutex_lock(&c->ns_lock);
-	int (*fn)(void *) = c->reconnect_fn;
-	void *arg = c->reconnect_arg;
-	pthread_mutex_unlock(&c->ns_lock);
-	return fn ? fn(arg) : ASIDE_OK;
+	pthread_mutex_lock(&c->hook_lock);
+	int rc = c->reconnect_fn ? c->reconnect_fn(c->reconnect_arg) : ASIDE_OK;
+	pthread_mutex_unlock(&c->hook_lock);
+	return rc;
 }
 
 void aside_cache_on_reconnect(aside_cache *c, int (*fn)(void *arg), void *arg)
 {
 	if (!c)
 		return;
-	pthread_mutex_lock(&c->ns_lock);
+	pthread_mutex_lock(&c->hook_lock);
 	c->reconnect_fn = fn;
 	c->reconnect_arg = arg;
-	pthread_mutex_unlock(&c->ns_lock);
+	pthread_mutex_unlock(&c->hook_lock);
 }
 
 int aside_cache_shared(const aside_cache *c)
@@ -377,6 +379,7 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 	c->default_ttl_ms = (int64_t)p.ttl_ms;
 	c->default_jitter_pct = (int)p.jitter_pct;
 	pthread_mutex_init(&c->ns_lock, NULL);
+	pthread_mutex_init(&c->hook_lock, NULL);
 	for (int i = 0; i < FLIGHT_SHARDS; i++)
 		pthread_mutex_init(&c->flights[i].lock, NULL);
 
@@ -432,6 +435,7 @@ void aside_cache_close(aside_cache *c)
 		free(n);
 	}
 	pthread_mutex_destroy(&c->ns_lock);
+	pthread_mutex_destroy(&c->hook_lock);
 	for (int i = 0; i < FLIGHT_SHARDS; i++)
 		pthread_mutex_destroy(&c->flights[i].lock);
 	aside__ticker_release(c->ticker);

@@ -90,7 +90,7 @@ struct redis {
 
 	int64_t lease_ms;	/* how long a lease holds before it lapses */
 	int64_t tomb_ms;	/* how long a tombstone fences older fills */
-	int (*on_back)(void *); /* set before use; see aside__redis_on_back */
+	int (*on_back)(void *); /* see aside__redis_on_back; lock */
 	void *on_back_ctx;
 	int64_t stale_ms;	/* keep a stale copy in tombstones this long */
 	char sha[NSCRIPTS][41]; /* the scripts' SHA1s, once loaded; lock */
@@ -98,7 +98,8 @@ struct redis {
 	_Atomic int up;	  /* breaker: 1 closed (Redis usable), 0 open */
 	int64_t retry_at; /* mono µs; guarded by lock */
 	int64_t backoff;  /* guarded by lock */
-	bool probing;	  /* guarded by lock */
+	bool probing;	  /* the prober is in a probe; lock */
+	bool delivering;  /* ... and Redis answered its ping; lock */
 	bool reopened; /* opened by a closed connection, not an outage; lock */
 	/* Redis answered the last probe, but what was owed to it could not be
 	 * delivered (the hook failed: the outbox could not be read); lock */
@@ -108,6 +109,9 @@ struct redis {
 	 * while the breaker is open; see cheap_to_try. */
 	int64_t fail_us;
 	pthread_cond_t probed; /* a probe ended; with lock */
+	pthread_cond_t wake;   /* the breaker opened, or closes; with lock */
+	pthread_t prober;
+	bool prober_started;
 };
 
 static void logf_(struct redis *r, int level, const char *fmt, ...)
@@ -129,31 +133,15 @@ static void logf_(struct redis *r, int level, const char *fmt, ...)
 /* The tier this thread is replaying owed invalidations to, if any. */
 static _Thread_local struct redis *replaying;
 
-enum { TRY_NO, TRY_YES, TRY_PROBE };
-
 /*
- * May this call use Redis?  Fast when closed; when open, one call at a time
- * probes once the backoff has passed, if it may (a fill may not: the
- * probe's invalidations may have to wait for a fill to end, so one never
- * runs inside a fill).  The thread replaying owed invalidations uses it
- * while it is still open to everyone else.
+ * May this call use Redis?  While the breaker is closed; and, while it is
+ * open, the prober (which replays owed invalidations through it before it
+ * closes it for everyone else).
  */
-static int may_try(struct redis *r, bool may_probe)
+static bool may_try(struct redis *r)
 {
-	if (atomic_load_explicit(&r->up, memory_order_acquire) ||
-	    replaying == r)
-		return TRY_YES;
-	int ok = TRY_NO;
-	pthread_mutex_lock(&r->lock);
-	if (atomic_load_explicit(&r->up, memory_order_relaxed)) {
-		ok = TRY_YES;
-	} else if (may_probe && !r->probing &&
-		   aside__mono_us() >= r->retry_at) {
-		r->probing = true;
-		ok = TRY_PROBE;
-	}
-	pthread_mutex_unlock(&r->lock);
-	return ok;
+	return atomic_load_explicit(&r->up, memory_order_acquire) ||
+	       replaying == r;
 }
 
 /*
@@ -170,9 +158,9 @@ static void succeeded(struct redis *r, bool by_probe)
 	bool was_down = !atomic_load_explicit(&r->up, memory_order_relaxed);
 	bool reopened = r->reopened;
 	atomic_store_explicit(&r->up, 1, memory_order_release);
-	r->probing = false;
 	r->reopened = false;
 	r->owing = false;
+	r->delivering = false;
 	r->backoff = 0;
 	pthread_cond_broadcast(&r->probed);
 	pthread_mutex_unlock(&r->lock);
@@ -185,22 +173,38 @@ static void succeeded(struct redis *r, bool by_probe)
  * The breaker opens, for a probe after the backoff.  owing: Redis answers,
  * but the probe could not deliver what is owed to it; new invalidations
  * still go to it meanwhile (they read nothing), reads and fills do not.
+ * The backoff starts when the breaker opens and doubles with each probe
+ * that fails; other commands that fail meanwhile (sent before it opened,
+ * all held up by the same outage) leave it alone.  It counts from the start
+ * of the attempt that failed: after a timeout, which took longer than the
+ * backoff, the prober asks again at once, so that a ping is waiting
+ * whenever Redis answers again.
  */
-static void opened(struct redis *r, const char *why, bool owing)
+static void opened(struct redis *r, const char *why, bool owing, bool by_probe)
 {
 	pthread_mutex_lock(&r->lock);
 	bool was_up = atomic_load_explicit(&r->up, memory_order_relaxed) ||
 		      r->reopened; /* a reconnection that found it gone */
+	if (!was_up && !by_probe) {
+		/* Already open: the probe keeps the schedule.  A Redis that
+		 * answered (owing) does not any more. */
+		r->owing = false;
+		pthread_mutex_unlock(&r->lock);
+		return;
+	}
 	r->reopened = false;
 	r->owing = owing;
+	r->delivering = false;
 	atomic_store_explicit(&r->up, 0, memory_order_release);
 	r->backoff = r->backoff ? r->backoff * 2 : BACKOFF_MIN_US;
 	int64_t most = owing ? OWING_BACKOFF_MAX_US : BACKOFF_MAX_US;
 	if (r->backoff > most)
 		r->backoff = most;
-	r->retry_at = aside__mono_us() + r->backoff;
-	r->probing = false;
+	int64_t spent = owing ? 0 : r->fail_us;
+	r->retry_at = aside__mono_us() + r->backoff -
+		      (spent < r->backoff ? spent : r->backoff);
 	pthread_cond_broadcast(&r->probed);
+	pthread_cond_broadcast(&r->wake);
 	pthread_mutex_unlock(&r->lock);
 	if (was_up)
 		logf_(r, ASIDE_LOG_WARN,
@@ -210,7 +214,7 @@ static void opened(struct redis *r, const char *why, bool owing)
 
 static void failed(struct redis *r, const char *why)
 {
-	opened(r, why, false);
+	opened(r, why, false, replaying == r);
 }
 
 /*
@@ -225,6 +229,7 @@ static void reopen(struct redis *r)
 		atomic_store_explicit(&r->up, 0, memory_order_release);
 		r->retry_at = aside__mono_us();
 		r->reopened = true;
+		pthread_cond_broadcast(&r->wake);
 	}
 	pthread_mutex_unlock(&r->lock);
 }
@@ -256,7 +261,9 @@ static bool answering(struct redis *r)
  * owed invalidation was delivered (found by `aside check` with Redis killed
  * and started again: stale reads up to 82 ms late).  A failure that took
  * its time (a timeout: Redis hung, the network dropping packets) is not
- * tried again before the probe: every write would wait as long.
+ * tried again by every write: each would wait as long.  Then the prober
+ * keeps a ping waiting instead, and delivers what is owed the moment Redis
+ * answers it.
  */
 static bool cheap_to_try(struct redis *r)
 {
@@ -280,6 +287,7 @@ static void probe_soon(struct redis *r)
 	    !r->reopened) {
 		r->retry_at = aside__mono_us();
 		r->backoff = 0;
+		pthread_cond_broadcast(&r->wake);
 	}
 	pthread_mutex_unlock(&r->lock);
 }
@@ -296,10 +304,12 @@ static void fell(struct redis *r, const char *why, int64_t t0, bool quiet)
 }
 
 /*
- * Waits, at most the command timeout, for the probe of a reconnection that
- * another thread runs; then says what may_try says.
+ * Waits, at most the command timeout, for the prober: while it reconnects
+ * (a connection was found closed: Redis is likely there), and while Redis
+ * answered its ping and it delivers what is owed.  Then says what may_try
+ * says.  Not while it waits for an answer: that may take the timeout.
  */
-static int await_probe(struct redis *r)
+static bool await_probe(struct redis *r)
 {
 	struct timespec until;
 	clock_gettime(CLOCK_REALTIME, &until);
@@ -311,11 +321,12 @@ static int await_probe(struct redis *r)
 	}
 	pthread_mutex_lock(&r->lock);
 	while (!atomic_load_explicit(&r->up, memory_order_relaxed) &&
-	       r->reopened && r->probing)
+	       (r->reopened || r->delivering) &&
+	       !atomic_load_explicit(&r->stopping, memory_order_relaxed))
 		if (pthread_cond_timedwait(&r->probed, &r->lock, &until) != 0)
 			break;
 	pthread_mutex_unlock(&r->lock);
-	return may_try(r, true);
+	return may_try(r);
 }
 
 /* ---- the pool ----------------------------------------------------------- */
@@ -481,63 +492,107 @@ static redisReply *run_once(struct redis *r, enum cmd kind, bool tentative,
 
 /*
  * Probes a Redis that was away: a PING, then the owed invalidations (the
- * on_back hook), and only then is it used again.  True if it is back.
+ * on_back hook), and only then is it used again.  Runs on the prober.
  */
-static bool probe(struct redis *r, aside_error *err)
+static void probe(struct redis *r)
 {
 	const char *argv[] = {"PING"};
 	size_t lens[] = {4};
 	replaying = r;
-	redisReply *rep = run_once(r, CMD_LOOKUP, false, 1, argv, lens, err);
+	redisReply *rep = run_once(r, CMD_LOOKUP, false, 1, argv, lens, NULL);
 	if (!rep) {
 		replaying = NULL;
-		failed(r, "no answer to a probe");
-		return false;
+		opened(r, "no answer to a probe", false, true);
+		return;
 	}
 	freeReplyObject(rep);
-	int rc = r->on_back ? r->on_back(r->on_back_ctx) : ASIDE_OK;
+	pthread_mutex_lock(&r->lock);
+	r->delivering = true; /* invalidations wait for the hook's end */
+	int (*fn)(void *) = r->on_back;
+	void *ctx = r->on_back_ctx;
+	pthread_mutex_unlock(&r->lock);
+	int rc = fn ? fn(ctx) : ASIDE_OK;
 	replaying = NULL;
 	if (rc != ASIDE_OK) {
 		/* Redis answers: only what it is owed is late.  Reads wait
 		 * for a probe that delivers it; new invalidations do not. */
 		opened(r, "the invalidations it missed could not be delivered",
-		       true);
-		aside__fail(err, ASIDE_ECACHE,
-			    "redis %s:%d: back, but owed invalidations could "
-			    "not be delivered",
-			    r->host, r->port);
-		return false;
+		       true, true);
+		return;
 	}
 	succeeded(r, true);
-	return true;
+}
+
+/*
+ * The prober: a thread of the tier's own that, while the breaker is open,
+ * probes once the backoff has passed, whether requests come or not.  No
+ * request waits for Redis to answer a probe, none runs the owed
+ * invalidations (a database read, which may be slow when the database is
+ * failing too), and an idle process delivers them as soon as Redis is
+ * back.  A fill never waits for it: the probe's invalidations may wait for
+ * a fill to end.
+ */
+static void *probe_loop(void *arg)
+{
+	struct redis *r = arg;
+	pthread_mutex_lock(&r->lock);
+	while (!atomic_load_explicit(&r->stopping, memory_order_relaxed)) {
+		if (atomic_load_explicit(&r->up, memory_order_relaxed)) {
+			pthread_cond_wait(&r->wake, &r->lock);
+			continue;
+		}
+		int64_t wait = r->retry_at - aside__mono_us();
+		if (wait > 0) {
+			struct timespec until;
+			clock_gettime(CLOCK_REALTIME, &until);
+			until.tv_sec += (time_t)(wait / 1000000);
+			until.tv_nsec += (long)(wait % 1000000) * 1000;
+			if (until.tv_nsec >= 1000000000L) {
+				until.tv_sec++;
+				until.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&r->wake, &r->lock, &until);
+			continue;
+		}
+		r->probing = true;
+		pthread_mutex_unlock(&r->lock);
+		probe(r);
+		pthread_mutex_lock(&r->lock);
+		r->probing = false;
+		pthread_cond_broadcast(&r->probed);
+	}
+	pthread_mutex_unlock(&r->lock);
+	return NULL;
 }
 
 /*
  * Runs one command.  Returns the reply (the caller frees it), or NULL with
- * err set: ASIDE_ECACHE, fast when the breaker is open.
+ * err set: ASIDE_ECACHE, fast when the breaker is open.  While it is open:
+ * a lookup waits (a moment) for a reconnection; an invalidation goes to a
+ * Redis that answers (see answering), or tries one that refused it (see
+ * cheap_to_try), or waits while the prober delivers what is owed; anything
+ * else fails at once.
  */
 static redisReply *run(struct redis *r, enum cmd kind, int argc,
 		       const char **argv, const size_t *lens, aside_error *err)
 {
-	int may = may_try(r, kind != CMD_FILL);
-	bool tentative = false;
-	if (may == TRY_NO && kind == CMD_INVAL && answering(r))
-		may = TRY_YES;
-	else if (may == TRY_NO && kind == CMD_INVAL && cheap_to_try(r))
-		may = TRY_YES, tentative = true;
-	else if (may == TRY_NO && kind == CMD_LOOKUP && reconnecting(r))
+	bool may = may_try(r), tentative = false;
+	if (!may && kind == CMD_INVAL) {
+		if (answering(r))
+			may = true;
+		else if (cheap_to_try(r))
+			may = tentative = true;
+		else
+			may = await_probe(r);
+	} else if (!may && kind == CMD_LOOKUP && reconnecting(r)) {
 		may = await_probe(r);
-	if (may == TRY_NO) {
+	}
+	if (!may) {
 		aside__fail(err, ASIDE_ECACHE,
 			    "redis %s:%d is down; retrying later", r->host,
 			    r->port);
 		return NULL;
 	}
-	/* An invalidation that probed goes on if Redis answered, even if
-	 * what was owed to it could not be delivered. */
-	if (may == TRY_PROBE && !probe(r, err) &&
-	    !(kind == CMD_INVAL && answering(r)))
-		return NULL;
 	redisReply *rep = run_once(r, kind, tentative, argc, argv, lens, err);
 	if (rep && tentative)
 		probe_soon(r);
@@ -592,18 +647,13 @@ static redisReply *run_once(struct redis *r, enum cmd kind, bool tentative,
 		give(r, ctx);
 		if (kind != CMD_INVAL && !quiet) {
 			reopen(r);
-			int may = kind == CMD_FILL ? TRY_NO : may_try(r, true);
-			if (may == TRY_NO && kind == CMD_LOOKUP)
-				may = await_probe(r);
-			if (may == TRY_NO) {
+			if (kind == CMD_FILL || !await_probe(r)) {
 				aside__fail(err, ASIDE_ECACHE,
 					    "redis %s:%d: connection closed; "
 					    "reconnecting",
 					    r->host, r->port);
 				return NULL;
 			}
-			if (may == TRY_PROBE && !probe(r, err))
-				return NULL;
 		}
 		reused = false; /* the other idle ones likely went with it */
 		ctx = take(r, why, sizeof(why), &busy, &reused);
@@ -636,8 +686,10 @@ static redisReply *run_once(struct redis *r, enum cmd kind, bool tentative,
 void aside__redis_on_back(void *self, int (*fn)(void *), void *ctx)
 {
 	struct redis *r = self;
+	pthread_mutex_lock(&r->lock);
 	r->on_back = fn;
 	r->on_back_ctx = ctx;
+	pthread_mutex_unlock(&r->lock);
 }
 
 /* ---- the ops ------------------------------------------------------------ */
@@ -1280,8 +1332,14 @@ static void r_close(void *self)
 	struct redis *r = self;
 	if (!r)
 		return;
+	pthread_mutex_lock(&r->lock);
+	atomic_store(&r->stopping, 1);
+	pthread_cond_broadcast(&r->wake);
+	pthread_cond_broadcast(&r->probed);
+	pthread_mutex_unlock(&r->lock);
+	if (r->prober_started)
+		pthread_join(r->prober, NULL);
 	if (r->listening) {
-		atomic_store(&r->stopping, 1);
 		int fd = atomic_load(&r->listen_fd);
 		if (fd >= 0)
 			shutdown(fd, SHUT_RDWR); /* wakes the blocking read */
@@ -1293,6 +1351,7 @@ static void r_close(void *self)
 	pthread_mutex_destroy(&r->lock);
 	pthread_cond_destroy(&r->cond);
 	pthread_cond_destroy(&r->probed);
+	pthread_cond_destroy(&r->wake);
 	free(r);
 }
 
@@ -1342,6 +1401,7 @@ int aside__redis_open(const aside__redis_params *p, aside_tier *out,
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->cond, NULL);
 	pthread_cond_init(&r->probed, NULL);
+	pthread_cond_init(&r->wake, NULL);
 	atomic_store(&r->up, 1);
 	/* One connection now, so that a wrong address or password is an
 	 * error at open; an unreachable server is not (it may come up). */
@@ -1357,6 +1417,11 @@ int aside__redis_open(const aside__redis_params *p, aside_tier *out,
 	} else {
 		failed(r, why);
 	}
+	if (pthread_create(&r->prober, NULL, probe_loop, r) != 0) {
+		r_close(r);
+		return aside__fail(err, ASIDE_ENOMEM, "cannot start a thread");
+	}
+	r->prober_started = true;
 	out->ops = &redis_ops;
 	out->self = r;
 	return ASIDE_OK;

@@ -202,24 +202,19 @@ static void redis_killed_then_back(void **state)
 	assert_string_equal(got.name, "Changed");
 	assert_int_equal(metrics(f->cache).tier_up[1], 0);
 
-	/* Back: the tier is used again once the breaker's retry comes. */
+	/* Back: the tier is used again once the breaker's retry comes (the
+	 * prober's, whether requests come or not). */
 	assert_true(test_services("redis-start"));
-	uint64_t hits_before = metrics(f->cache).tier_hits[1];
-	bool used = false;
-	for (int i = 0; i < 200 && !used; i++) {
-		/* a cold key for L1 each time, so the read must go below */
-		aside_cache_invalidate(f->cache, "user:0", 6, NULL);
-		char key[32];
-		size_t klen = user_cache_key(extra.id, key);
-		aside_cache_invalidate(f->cache, key, klen, NULL);
-		assert_int_equal(user_service_get(f->svc, extra.id, &got),
-				 ASIDE_OK);
-		aside_metrics m = metrics(f->cache);
-		used = m.tier_up[1] == 1 && m.fills > 0;
-		if (!used)
-			pause_ms(50);
-	}
-	assert_true(used);
+	for (int i = 0; i < 200 && metrics(f->cache).tier_up[1] != 1; i++)
+		pause_ms(50);
+	assert_int_equal(metrics(f->cache).tier_up[1], 1);
+	/* a cold key for L1, so the read goes below, and fills Redis */
+	char key[32];
+	size_t klen = user_cache_key(extra.id, key);
+	aside_cache_invalidate(f->cache, key, klen, NULL);
+	uint64_t fills = metrics(f->cache).fills;
+	assert_int_equal(user_service_get(f->svc, extra.id, &got), ASIDE_OK);
+	assert_true(metrics(f->cache).fills > fills);
 	/* The bare cache sees Redis again too, and says so once. */
 	for (int i = 0; i < 200 && metrics(bare).tier_up[0] != 1; i++) {
 		user_service_get(direct, users[1].id, &got);
@@ -239,7 +234,6 @@ static void redis_killed_then_back(void **state)
 	assert_int_equal(metrics(c2).loads, 0);
 	user_service_free(s2);
 	aside_cache_close(c2);
-	(void)hits_before;
 }
 
 struct pauser {
@@ -679,17 +673,23 @@ static void writes_reach_a_redis_back_before_their_probe(void **state)
 	assert_int_equal(outbox_rows(f), 0);
 	assert_int_equal(user_service_get(sr, u.id, &got), ASIDE_OK);
 	assert_string_equal(got.name, "Written before the probe");
-	/* That answer brought the writer's probe forward: its next read
-	 * closes the breaker. */
-	assert_int_equal(user_service_get(sw, u.id, &got), ASIDE_OK);
-	redis_tier(w, &errors, &up);
+	/* That answer brought the writer's probe forward: its prober
+	 * closes the breaker at once, not after the backoff. */
+	for (int i = 0; i < 50 && up != 1; i++) {
+		pause_ms(10);
+		redis_tier(w, &errors, &up);
+	}
 	assert_int_equal(up, 1);
 
 	/* Redis paused: the writer's read waits out the command timeout
 	 * (250 ms) and the breaker opens.  A write then does not wait as
-	 * long again: its invalidation is owed, not tried. */
-	struct pauser p = {900};
+	 * long again: its invalidation is owed, not tried.  The prober,
+	 * which asked again at once, has a ping waiting: the owed
+	 * invalidation is delivered as the pause ends, not a second or two
+	 * later by the replayer. */
+	struct pauser p = {600};
 	pthread_t t;
+	double tp = now_s();
 	pthread_create(&t, NULL, pause_redis, &p);
 	pthread_join(t, NULL);
 	assert_int_equal(user_service_get(sw, u.id, &got), ASIDE_OK);
@@ -698,11 +698,14 @@ static void writes_reach_a_redis_back_before_their_probe(void **state)
 	snprintf(u.name, sizeof(u.name), "Written in the pause");
 	assert_int_equal(user_service_update(sw, &u), ASIDE_OK);
 	assert_int_equal(outbox_rows(f), 1);
-	pause_ms(1000); /* let the pause end; the replayer delivers it */
-	t0 = now_s();
-	while (outbox_rows(f) != 0 && now_s() - t0 < 3)
-		pause_ms(20);
+	while (outbox_rows(f) != 0 && now_s() - tp < 4)
+		pause_ms(5);
+	double took = now_s() - tp;
+	printf("    a write owed in a 600 ms pause was delivered %.0f ms after "
+	       "the pause began\n",
+	       took * 1000);
 	assert_int_equal(outbox_rows(f), 0);
+	assert_true(took < 1.0); /* the replayer: 1.25 s at the earliest */
 	assert_int_equal(user_service_get(sr, u.id, &got), ASIDE_OK);
 	assert_string_equal(got.name, "Written in the pause");
 	user_service_free(sw);
