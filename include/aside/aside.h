@@ -386,13 +386,14 @@ int aside_cache_add_related(aside_cache *c, const char *ns, const char *key);
 /*
  * Durable invalidation's hook: fn(arg) runs when a shared tier (Redis)
  * comes back after an outage, or after it closed a connection (it may have
- * restarted), before anything is read from it again, on the thread of the
- * request that found it back (never one storing a load).  It should
- * deliver the invalidations that failed while the tier was away, by
+ * restarted), before anything is read from it again, on the tier's own
+ * thread (its prober; never a request's).  It should deliver the
+ * invalidations that failed while the tier was away, by
  * aside_cache_invalidate_late (which reaches the tier for this thread
- * alone; other requests keep going past the tier, or wait a moment,
- * meanwhile).  It returns ASIDE_OK, or an error to keep the tier away and
- * run fn again at the next probe.  One hook per cache; NULL removes it.
+ * alone; requests keep going past the tier, or wait a moment, meanwhile).
+ * It returns ASIDE_OK, or an error to keep the tier away and run fn again
+ * at the next probe.  One hook per cache; NULL removes it, and waits for a
+ * call of the hook that is running to return.
  */
 void aside_cache_on_reconnect(aside_cache *c, int (*fn)(void *arg), void *arg);
 
