@@ -48,7 +48,7 @@ struct check_cfg {
 	const char *db_url, *cache_url;
 	bool naive;
 	long procs, threads, keys, load_delay_ms, inval_delay_ms, stall_ms;
-	long bound_ms, faults_ms, db_faults_ms;
+	long bound_ms, faults_ms, pause_ms, db_faults_ms;
 	double seconds;
 	/* In a child: */
 	const char *dir;
@@ -459,13 +459,15 @@ static int by_begin(const void *a, const void *b)
 
 /*
  * Redis faults, while the children run: every faults_ms or so (half to one
- * and a half times), one of
+ * and a half times), the next of (in turn, from a random one, so that any
+ * three faults in a row include each)
  *   - every data connection dropped (CLIENT KILL TYPE normal: the
  *     processes find their idle connections closed, and a command in
  *     flight may be lost after it ran);
  *   - every subscription dropped (CLIENT KILL TYPE pubsub: the L1s hear no
  *     invalidations until they resubscribe);
- *   - every client paused for faults_ms / 4 (CLIENT PAUSE: Redis stalls).
+ *   - every client paused for pause_ms (CLIENT PAUSE: Redis stalls; past
+ *     the command timeout, the processes' breakers open).
  * The injector's own connection is spared (SKIPME is the default).
  */
 struct faults {
@@ -479,6 +481,7 @@ static void *inject_faults(void *arg)
 	struct faults *fa = arg;
 	const struct check_cfg *cfg = fa->cfg;
 	redisContext *c = NULL;
+	uint64_t turn = app_rand();
 	for (;;) {
 		long ms = cfg->faults_ms / 2 +
 			  (long)(app_rand() % (uint64_t)(cfg->faults_ms + 1));
@@ -495,7 +498,7 @@ static void *inject_faults(void *arg)
 			continue;
 		}
 		redisReply *r;
-		switch (app_rand() % 3) {
+		switch (turn++ % 3) {
 		case 0:
 			r = redisCommand(c, "CLIENT KILL TYPE normal");
 			fa->kills++;
@@ -506,7 +509,7 @@ static void *inject_faults(void *arg)
 			break;
 		default:
 			r = redisCommand(c, "CLIENT PAUSE %ld ALL",
-					 cfg->faults_ms / 4 + 1);
+					 cfg->pause_ms);
 			fa->pauses++;
 			break;
 		}
@@ -764,7 +767,7 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 		printf(
 		    "  Redis faults every %ld ms or so: connections dropped, "
 		    "clients paused for %ld ms\n",
-		    cfg->faults_ms, cfg->faults_ms / 4 + 1);
+		    cfg->faults_ms, cfg->pause_ms);
 	fflush(stdout);
 	if (cfg->db_faults_ms > 0)
 		printf("  database faults every %ld ms or so: the processes' "
@@ -979,8 +982,12 @@ static void usage(FILE *f)
 		"                       write completed (default 0)\n"
 		"  --redis-faults-ms F  every F ms or so, drop every Redis "
 		"connection, or every\n"
-		"                       subscription, or pause Redis for F/4 "
-		"ms (default 0: never)\n"
+		"                       subscription, or pause Redis, in turn "
+		"(default 0: never)\n"
+		"  --redis-pause-ms P   pause Redis for P ms (default F/4 + 1; "
+		"past the command\n"
+		"                       timeout of 250 ms, the processes' "
+		"breakers open)\n"
 		"  --db-faults-ms F     every F ms or so, terminate the "
 		"processes' connections to\n"
 		"                       the database (PostgreSQL; default 0: "
@@ -1012,6 +1019,7 @@ int app_check(int argc, char **argv)
 	    {"stall-ms", required_argument, NULL, 'S'},
 	    {"bound-ms", required_argument, NULL, 'B'},
 	    {"redis-faults-ms", required_argument, NULL, 'F'},
+	    {"redis-pause-ms", required_argument, NULL, 'P'},
 	    {"db-faults-ms", required_argument, NULL, 'G'},
 	    {"child-dir", required_argument, NULL, 'D'},
 	    {"child-index", required_argument, NULL, 'X'},
@@ -1065,6 +1073,10 @@ int app_check(int argc, char **argv)
 			ok = app_long("redis-faults-ms", optarg, 0, 60000,
 				      &cfg.faults_ms);
 			break;
+		case 'P':
+			ok = app_long("redis-pause-ms", optarg, 1, 60000,
+				      &cfg.pause_ms);
+			break;
 		case 'G':
 			ok = app_long("db-faults-ms", optarg, 0, 60000,
 				      &cfg.db_faults_ms);
@@ -1094,6 +1106,8 @@ int app_check(int argc, char **argv)
 				"postgresql:// database\n");
 		return 2;
 	}
+	if (!cfg.pause_ms)
+		cfg.pause_ms = cfg.faults_ms / 4 + 1;
 	if (cfg.dir && cfg.index >= 0)
 		return child(&cfg);
 	return parent(&cfg, argc, argv);

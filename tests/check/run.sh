@@ -80,6 +80,21 @@ cat "$tmp"
 grep -q '^findings: 0 stale reads .*, 0 divergent keys$' "$tmp" ||
 	fail "aside, Redis faults, 4 keys: findings"
 
+# Redis paused past the command timeout (300 ms against 250): the commands
+# held up fail, the breakers open, and writes meanwhile are owed; each
+# process's prober has a ping waiting when the pause ends, and delivers
+# before reading again (with the backoff doubling per failed command, and
+# probes run by requests, this found thousands of stale reads).
+status=0
+"$aside" check --db "$ASIDE_TEST_PG_URL" --cache "$redis" --processes 3 --threads 6 \
+	--keys 6 --duration-s 3 --redis-faults-ms 600 --redis-pause-ms 300 \
+	>"$tmp" 2>/dev/null || status=$?
+cat "$tmp"
+[ "$status" -eq 0 ] || fail "aside, long Redis pauses: exit $status"
+grep -q '^findings: 0 stale reads .*, 0 divergent keys$' "$tmp" ||
+	fail "aside, long Redis pauses: findings"
+grep -q '^faults: .*, [1-9][0-9]* pauses' "$tmp" || fail "aside, long Redis pauses: none made"
+
 # The database failing as well: every 60 ms or so the processes' connections
 # to PostgreSQL are terminated (errors are expected then), with and without
 # Redis faults and an L1.  A write whose owed invalidations cannot be read
