@@ -1417,7 +1417,7 @@ int aside__redis_open(const aside__redis_params *p, aside_tier *out,
 	} else {
 		failed(r, why);
 	}
-	if (pthread_create(&r->prober, NULL, probe_loop, r) != 0) {
+	if (aside__thread_start(&r->prober, probe_loop, r) != 0) {
 		r_close(r);
 		return aside__fail(err, ASIDE_ENOMEM, "cannot start a thread");
 	}
