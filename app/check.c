@@ -915,10 +915,9 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 	printf("ops: %ld reads, %ld writes, %ld errors; %ld stalls\n", reads,
 	       writes, errors, stalls);
 	if (owed)
-		printf(
-		    "  owed invalidations left when the processes ended: %ld, "
-		    "delivered before the comparison\n",
-		    owed);
+		printf("  owed invalidations left when the processes ended: "
+		       "%ld%s, delivered before the comparison\n",
+		       owed, owed == 256 ? " or more" : "");
 	for (int c = 1; c < CHECK_STATUSES; c++)
 		if (by_status[c])
 			printf("  errors %s (%s): %ld\n", aside_status_name(-c),

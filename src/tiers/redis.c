@@ -175,10 +175,14 @@ static void succeeded(struct redis *r, bool by_probe)
  * still go to it meanwhile (they read nothing), reads and fills do not.
  * The backoff starts when the breaker opens and doubles with each probe
  * that fails; other commands that fail meanwhile (sent before it opened,
- * all held up by the same outage) leave it alone.  It counts from the start
- * of the attempt that failed: after a timeout, which took longer than the
- * backoff, the prober asks again at once, so that a ping is waiting
- * whenever Redis answers again.
+ * all held up by the same outage) leave it alone.  It spaces attempts that
+ * fail at once (a refused connection: without it the prober would spin).
+ * An attempt that failed by timing out was its own pause: the prober asks
+ * again at once, so that a ping is waiting whenever a hung or paused Redis
+ * answers again, in every process alike (with gaps between the pings, the
+ * processes came back at different times, and the writes of those still
+ * waiting were owed while the others read Redis again).  That is one
+ * connection attempt per command timeout, for as long as Redis hangs.
  */
 static void opened(struct redis *r, const char *why, bool owing, bool by_probe)
 {
@@ -200,9 +204,10 @@ static void opened(struct redis *r, const char *why, bool owing, bool by_probe)
 	int64_t most = owing ? OWING_BACKOFF_MAX_US : BACKOFF_MAX_US;
 	if (r->backoff > most)
 		r->backoff = most;
-	int64_t spent = owing ? 0 : r->fail_us;
-	r->retry_at = aside__mono_us() + r->backoff -
-		      (spent < r->backoff ? spent : r->backoff);
+	/* A failure that took its time (a timeout) is followed by the next
+	 * ping at once, whatever the backoff: one is always waiting. */
+	bool slow = !owing && r->fail_us >= BACKOFF_MIN_US;
+	r->retry_at = aside__mono_us() + (slow ? 0 : r->backoff);
 	pthread_cond_broadcast(&r->probed);
 	pthread_cond_broadcast(&r->wake);
 	pthread_mutex_unlock(&r->lock);
