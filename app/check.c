@@ -429,8 +429,11 @@ static int child(const struct check_cfg *cfg)
 		aside_metrics m = {0};
 		if (!cfg->naive)
 			aside_cache_metrics(cache, &m);
-		fprintf(f, "T %ld %ld %ld 0\n", (long)m.tier_errors,
-			(long)m.lease_timeouts, lost);
+		uint64_t skipped = 0;
+		for (int i = 0; i < m.ntiers; i++)
+			skipped += m.tier_skipped[i];
+		fprintf(f, "T %ld %ld %ld %ld\n", (long)m.tier_errors,
+			(long)m.lease_timeouts, lost, (long)skipped);
 	}
 	if (f && fclose(f) == 0)
 		rc = 0;
@@ -784,7 +787,7 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 	size_t nops = 0, cap = 0;
 	long errors = 0, reads = 0, writes = 0;
 	long by_status[CHECK_STATUSES] = {0}, tier_errors = 0,
-	     lease_timeouts = 0, lost_writes = 0;
+	     lease_timeouts = 0, lost_writes = 0, tier_skipped = 0;
 	for (long p = 0; ran && p < cfg->procs; p++) {
 		snprintf(path, sizeof(path), "%s/ops.%ld", dir, p);
 		f = fopen(path, "r");
@@ -796,6 +799,7 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 				tier_errors += o.key;
 				lease_timeouts += o.version;
 				lost_writes += b;
+				tier_skipped += e;
 				continue;
 			}
 			if (o.kind == 'E') {
@@ -923,9 +927,11 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 			printf("  errors %s (%s): %ld\n", aside_status_name(-c),
 			       aside_strerror(-c), by_status[c]);
 	if (!cfg->naive)
-		printf("cache: %ld commands failed in the processes' tiers, "
-		       "%ld leases waited out\n",
-		       tier_errors, lease_timeouts);
+		printf(
+		    "cache: %ld commands failed in the processes' tiers (%ld "
+		    "of them refused at once, the breaker open), %ld leases "
+		    "waited out\n",
+		    tier_errors, tier_skipped, lease_timeouts);
 	if (cfg->faults_ms > 0)
 		printf("faults: %ld connection kills, %ld pauses, %ld not "
 		       "made\n",

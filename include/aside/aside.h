@@ -189,7 +189,7 @@ typedef void (*aside_log_fn)(void *ctx, int level, const char *msg);
  * the engine.  Members may be appended in later versions; `version` tells
  * which are present.
  */
-#define ASIDE_TIER_OPS_VERSION 2
+#define ASIDE_TIER_OPS_VERSION 3
 typedef struct aside_tier_ops {
 	int version;
 	const char *name; /* "mem", "redis", ... (used in metrics labels) */
@@ -234,6 +234,12 @@ typedef struct aside_tier_ops {
 	 */
 	int (*tombstone)(void *self, const char *key, size_t klen,
 			 uint64_t hash, int64_t version, aside_error *err);
+	/*
+	 * Version 3, optional (for metrics): how many operations so far the
+	 * tier refused without touching the network, because it holds the
+	 * server for down (a breaker open).  They are errors too.
+	 */
+	uint64_t (*skipped)(void *self);
 } aside_tier_ops;
 
 typedef struct aside_tier {
@@ -446,6 +452,9 @@ typedef struct aside_metrics {
 	int ntiers;
 	const char *tier_names[ASIDE_TIERS_MAX];
 	int tier_up[ASIDE_TIERS_MAX]; /* 1 usable, 0 down */
+	/* Of tier_errors, those a tier refused at once while it held its
+	 * server for down (the Redis breaker open), per tier. */
+	uint64_t tier_skipped[ASIDE_TIERS_MAX];
 } aside_metrics;
 
 /* Fills *m with a consistent-enough snapshot (counters are read one by one). */

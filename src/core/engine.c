@@ -1351,6 +1351,9 @@ void aside_cache_metrics(aside_cache *c, aside_metrics *m)
 		if (c->tiers[i].ops->evictions)
 			m->evictions +=
 			    c->tiers[i].ops->evictions(c->tiers[i].self);
+		if (c->tiers[i].ops->version >= 3 && c->tiers[i].ops->skipped)
+			m->tier_skipped[i] =
+			    c->tiers[i].ops->skipped(c->tiers[i].self);
 	}
 	m->misses = sum[ASIDE__C_misses];
 	m->loads = sum[ASIDE__C_loads];

@@ -143,6 +143,17 @@ size_t aside_metrics_prometheus(const aside_metrics *m, const char *prefix,
 		    prefix, i + 1, m->tier_names[i] ? m->tier_names[i] : "",
 		    m->tier_up[i]);
 	put(&o,
+	    "# HELP %s_cache_tier_skipped_total Cache tier operations refused "
+	    "at once while the tier was down (counted in tier errors too).\n"
+	    "# TYPE %s_cache_tier_skipped_total counter\n",
+	    prefix, prefix);
+	for (int i = 0; i < m->ntiers; i++)
+		put(&o,
+		    "%s_cache_tier_skipped_total{tier=\"%d\",name=\"%s\"} "
+		    "%llu\n",
+		    prefix, i + 1, m->tier_names[i] ? m->tier_names[i] : "",
+		    (unsigned long long)m->tier_skipped[i]);
+	put(&o,
 	    "# HELP %s_cache_tier_misses_total Lookups a cache tier could not "
 	    "serve.\n# TYPE %s_cache_tier_misses_total counter\n",
 	    prefix, prefix);

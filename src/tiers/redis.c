@@ -108,8 +108,9 @@ struct redis {
 	 * that came at once (refused) makes an invalidation worth trying
 	 * while the breaker is open; see cheap_to_try. */
 	int64_t fail_us;
-	pthread_cond_t probed; /* a probe ended; with lock */
-	pthread_cond_t wake;   /* the breaker opened, or closes; with lock */
+	pthread_cond_t probed;	  /* a probe ended; with lock */
+	pthread_cond_t wake;	  /* the breaker opened, or closes; with lock */
+	_Atomic uint64_t skipped; /* commands refused while it was open */
 	pthread_t prober;
 	bool prober_started;
 };
@@ -593,6 +594,7 @@ static redisReply *run(struct redis *r, enum cmd kind, int argc,
 		may = await_probe(r);
 	}
 	if (!may) {
+		atomic_fetch_add_explicit(&r->skipped, 1, memory_order_relaxed);
 		aside__fail(err, ASIDE_ECACHE,
 			    "redis %s:%d is down; retrying later", r->host,
 			    r->port);
@@ -1326,6 +1328,12 @@ static int64_t r_count(void *self)
 	return -1;
 }
 
+static uint64_t r_skipped(void *self)
+{
+	struct redis *r = self;
+	return atomic_load_explicit(&r->skipped, memory_order_relaxed);
+}
+
 static int r_up(void *self)
 {
 	struct redis *r = self;
@@ -1373,6 +1381,7 @@ static const aside_tier_ops redis_ops = {
     .lease_get = r_lease_get,
     .lease_end = r_lease_end,
     .tombstone = r_tombstone,
+    .skipped = r_skipped,
 };
 
 int aside__redis_open(const aside__redis_params *p, aside_tier *out,

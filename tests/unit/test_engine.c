@@ -728,6 +728,9 @@ static void prometheus_text_has_the_counters(void **state)
 	assert_non_null(strstr(buf, "aside_cache_misses_total 2\n"));
 	assert_non_null(strstr(buf, "aside_cache_tier_misses_total{tier=\"1\","
 				    "name=\"mem\"} 2\n"));
+	/* mem:// has no breaker: nothing skipped */
+	assert_non_null(strstr(buf, "aside_cache_tier_skipped_total{tier=\"1\","
+				    "name=\"mem\"} 0\n"));
 	assert_non_null(strstr(buf, "aside_db_loads_total 2\n"));
 	assert_non_null(strstr(buf, "aside_cache_entries 2\n"));
 	assert_non_null(

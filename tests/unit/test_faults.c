@@ -193,6 +193,13 @@ static void redis_killed_then_back(void **state)
 	       took, (unsigned long long)bm.loads);
 	assert_int_equal(bm.loads, 200);
 	assert_true(took < 10); /* a fast local check, not a timeout each */
+	/* The first read found Redis gone; the breaker refused the rest at
+	 * once, and the metrics tell those apart from failures. */
+	printf("    of %llu tier errors, %llu refused by the open breaker\n",
+	       (unsigned long long)bm.tier_errors,
+	       (unsigned long long)bm.tier_skipped[0]);
+	assert_true(bm.tier_skipped[0] >= 190);
+	assert_true(bm.tier_errors >= bm.tier_skipped[0]);
 	assert_int_equal(logs.down, 1); /* once, not once per request */
 	user changed = users[3];
 	snprintf(changed.name, sizeof(changed.name), "Changed");
