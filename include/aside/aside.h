@@ -287,7 +287,12 @@ int aside_cache_open(const char *url, aside_cache **out, aside_error *err);
 int aside_cache_open_opts(const char *url, const aside_options *opts,
 			  aside_cache **out, aside_error *err);
 
-/* Closes the cache and its tiers.  Values handed out stay valid. NULL ok. */
+/*
+ * Closes the cache and its tiers.  Values handed out stay valid.  NULL ok.
+ * While Redis is down, this waits for the probe in progress, if any: at most
+ * the connect and command timeouts (500 ms by default), and the reconnect
+ * hook (aside_cache_on_reconnect) if Redis answered it.
+ */
 void aside_cache_close(aside_cache *c);
 
 /*
