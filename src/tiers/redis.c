@@ -21,11 +21,12 @@
  *
  * A dead or hung Redis must cost a request no more than a local check: after
  * a connection-level failure (refused, reset, timed out) the breaker opens
- * and every operation fails fast until a retry time, backing off from
- * 100 ms to 5 s; then one request probes while the others still fail fast.
- * A success closes it.  An invalidation alone may try before that, when
- * the failure came at once (cheap_to_try).  Each transition is logged
- * once.  Redis error replies (a wrong type, say) are answers, not outages.
+ * and every operation fails fast, while a thread of the tier's own, the
+ * prober, probes Redis (see probe_loop and opened for when); only a probe
+ * that delivered what is owed closes it.  An invalidation alone may try
+ * Redis meanwhile, when the failure came at once (cheap_to_try).  Each
+ * transition is logged once.  Redis error replies (a wrong type, say) are
+ * answers, not outages.
  */
 #include "../core/internal.h"
 
@@ -98,8 +99,7 @@ struct redis {
 	_Atomic int up;	  /* breaker: 1 closed (Redis usable), 0 open */
 	int64_t retry_at; /* mono µs; guarded by lock */
 	int64_t backoff;  /* guarded by lock */
-	bool probing;	  /* the prober is in a probe; lock */
-	bool delivering;  /* ... and Redis answered its ping; lock */
+	bool delivering;  /* the prober had its ping answered; lock */
 	bool reopened; /* opened by a closed connection, not an outage; lock */
 	/* Redis answered the last probe, but what was owed to it could not be
 	 * delivered (the hook failed: the outbox could not be read); lock */
@@ -560,11 +560,9 @@ static void *probe_loop(void *arg)
 			pthread_cond_timedwait(&r->wake, &r->lock, &until);
 			continue;
 		}
-		r->probing = true;
 		pthread_mutex_unlock(&r->lock);
 		probe(r);
 		pthread_mutex_lock(&r->lock);
-		r->probing = false;
 		pthread_cond_broadcast(&r->probed);
 	}
 	pthread_mutex_unlock(&r->lock);
