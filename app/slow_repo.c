@@ -134,6 +134,18 @@ static int outbox_done(void *self, int64_t row, aside_error *err)
 	struct slow_repo *w = self;
 	return w->inner.ops->outbox_done(w->inner.self, row, err);
 }
+static int outbox_done_many(void *self, const int64_t *rows, int n,
+			    aside_error *err)
+{
+	struct slow_repo *w = self;
+	const user_repo_ops *in = w->inner.ops;
+	if (in->outbox_done_many)
+		return in->outbox_done_many(w->inner.self, rows, n, err);
+	int rc = ASIDE_OK;
+	for (int i = 0; i < n && rc == ASIDE_OK; i++)
+		rc = in->outbox_done(w->inner.self, rows[i], err);
+	return rc;
+}
 
 #define SLOW_OPS                                                               \
 	.get = get, .create = create, .update = update, .remove = remove_,     \
@@ -143,7 +155,7 @@ static int outbox_done(void *self, int64_t row, aside_error *err)
 static const user_repo_ops slow_ops = {SLOW_OPS};
 static const user_repo_ops slow_ops_outbox = {
     SLOW_OPS, .logged_change = logged_change, .outbox_pending = outbox_pending,
-    .outbox_done = outbox_done};
+    .outbox_done = outbox_done, .outbox_done_many = outbox_done_many};
 
 user_repo slow_repo_wrap(struct slow_repo *w, user_repo inner, long delay_us)
 {

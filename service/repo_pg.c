@@ -94,6 +94,8 @@ static const struct {
      "ORDER BY id LIMIT $2",
      2},
     {"aside_obx_del", "DELETE FROM aside_outbox WHERE id = $1", 1},
+    {"aside_obx_del_many",
+     "DELETE FROM aside_outbox WHERE id = ANY($1::bigint[])", 1},
 };
 
 static int pg_fail(aside_error *err, PGconn *pg, PGresult *res,
@@ -435,6 +437,27 @@ static int pg_done(void *self, int64_t outbox, aside_error *err)
 	return rc == ASIDE_NOT_FOUND ? ASIDE_OK : rc;
 }
 
+static int pg_done_many(void *self, const int64_t *rows, int n,
+			aside_error *err)
+{
+	/* An array literal: "{1,2,3}", 20 digits and a comma each at most. */
+	size_t cap = (size_t)n * 21 + 3, len = 0;
+	char *arr = malloc(cap);
+	if (!arr)
+		return repo__fail(err, ASIDE_ENOMEM, "out of memory");
+	arr[len++] = '{';
+	for (int i = 0; i < n; i++)
+		len += (size_t)snprintf(arr + len, cap - len, "%s%lld",
+					i ? "," : "", (long long)rows[i]);
+	arr[len++] = '}';
+	arr[len] = '\0';
+	const char *params[] = {arr};
+	int rc = changed(self, "aside_obx_del_many", params, 1, err,
+			 "clearing the outbox");
+	free(arr);
+	return rc == ASIDE_NOT_FOUND ? ASIDE_OK : rc;
+}
+
 static int pg_ping(void *self, aside_error *err)
 {
 	struct conn *c = borrow(self, err);
@@ -489,6 +512,7 @@ static const user_repo_ops pg_ops = {
     .logged_change = pg_change,
     .outbox_pending = pg_pending,
     .outbox_done = pg_done,
+    .outbox_done_many = pg_done_many,
 };
 
 static bool number(const char *s, long lo, long hi, long *out)

@@ -22,7 +22,8 @@
 struct conn {
 	sqlite3 *db;
 	sqlite3_stmt *get, *ins, *upd, *del, *ping;
-	sqlite3_stmt *obx_ins, *obx_list, *obx_del, *begin, *commit, *rollback;
+	sqlite3_stmt *obx_ins, *obx_list, *obx_del, *obx_del_many;
+	sqlite3_stmt *begin, *commit, *rollback;
 };
 
 struct sqlite_repo {
@@ -67,6 +68,7 @@ static void conn_free(struct conn *c)
 	sqlite3_finalize(c->obx_ins);
 	sqlite3_finalize(c->obx_list);
 	sqlite3_finalize(c->obx_del);
+	sqlite3_finalize(c->obx_del_many);
 	sqlite3_finalize(c->begin);
 	sqlite3_finalize(c->commit);
 	sqlite3_finalize(c->rollback);
@@ -121,6 +123,9 @@ static struct conn *conn_open(struct sqlite_repo *r, bool first,
 	    {&c->obx_list, "SELECT id, user_id FROM aside_outbox "
 			   "WHERE created_at_us < ? ORDER BY id LIMIT ?"},
 	    {&c->obx_del, "DELETE FROM aside_outbox WHERE id = ?"},
+	    /* the ids as a JSON array: SQLite's json_each (built in) */
+	    {&c->obx_del_many, "DELETE FROM aside_outbox WHERE id IN "
+			       "(SELECT value FROM json_each(?))"},
 	    {&c->begin, "BEGIN IMMEDIATE"},
 	    {&c->commit, "COMMIT"},
 	    {&c->rollback, "ROLLBACK"},
@@ -375,6 +380,36 @@ static int sq_done(void *self, int64_t outbox, aside_error *err)
 	return ret;
 }
 
+static int sq_done_many(void *self, const int64_t *rows, int n,
+			aside_error *err)
+{
+	size_t cap = (size_t)n * 21 + 3, len = 0;
+	char *arr = malloc(cap);
+	if (!arr)
+		return repo__fail(err, ASIDE_ENOMEM, "out of memory");
+	arr[len++] = '[';
+	for (int i = 0; i < n; i++)
+		len += (size_t)snprintf(arr + len, cap - len, "%s%lld",
+					i ? "," : "", (long long)rows[i]);
+	arr[len++] = ']';
+	arr[len] = '\0';
+	struct conn *c = borrow(self, err);
+	if (!c) {
+		free(arr);
+		return ASIDE_EDB;
+	}
+	sqlite3_bind_text(c->obx_del_many, 1, arr, (int)len, SQLITE_STATIC);
+	int rc = sqlite3_step(c->obx_del_many);
+	int ret = rc == SQLITE_DONE
+		      ? ASIDE_OK
+		      : db_fail(err, c->db, rc, "clearing the outbox");
+	sqlite3_reset(c->obx_del_many);
+	sqlite3_clear_bindings(c->obx_del_many);
+	give_back(self, c, ret == ASIDE_EDB && is_broken(rc));
+	free(arr);
+	return ret;
+}
+
 static int sq_ping(void *self, aside_error *err)
 {
 	struct conn *c = borrow(self, err);
@@ -429,6 +464,7 @@ static const user_repo_ops sqlite_ops = {
     .logged_change = sq_change,
     .outbox_pending = sq_pending,
     .outbox_done = sq_done,
+    .outbox_done_many = sq_done_many,
 };
 
 int repo__sqlite_open(const char *path, user_repo *out, aside_error *err)

@@ -77,6 +77,13 @@ typedef struct user_repo_ops {
 			      int64_t *users, int max, int *n,
 			      aside_error *err);
 	int (*outbox_done)(void *self, int64_t row, aside_error *err);
+	/*
+	 * Appended, optional (NULL: outbox_done, row by row): deletes the n
+	 * rows in one statement, absent ones included.  After an outage the
+	 * outbox may hold a row for every write made meanwhile.
+	 */
+	int (*outbox_done_many)(void *self, const int64_t *rows, int n,
+				aside_error *err);
 } user_repo_ops; /* more members may be appended after these */
 
 typedef struct user_repo {
