@@ -5,6 +5,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int repo__fail(aside_error *err, int code, const char *fmt, ...)
@@ -35,6 +36,24 @@ int user_repo_open(const char *url, user_repo *out, aside_error *err)
 			  "unsupported database URL '%s' (expected "
 			  "sqlite:PATH, sqlite::memory: or postgresql://...)",
 			  aside_url_redact(url, shown, sizeof(shown)));
+}
+
+char *repo__id_list(const int64_t *ids, int n, char open, char close,
+		    size_t *len)
+{
+	/* A sign, 19 digits and a comma each at most, the brackets, a NUL. */
+	size_t cap = (size_t)n * 21 + 3, at = 0;
+	char *s = malloc(cap);
+	if (!s)
+		return NULL;
+	s[at++] = open;
+	for (int i = 0; i < n; i++)
+		at += (size_t)snprintf(s + at, cap - at, "%s%lld", i ? "," : "",
+				       (long long)ids[i]);
+	s[at++] = close;
+	s[at] = '\0';
+	*len = at;
+	return s;
 }
 
 bool repo__has_outbox(user_repo r)

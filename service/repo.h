@@ -35,6 +35,14 @@ void repo__pool_fini(repo__pool *p);
 int repo__fail(aside_error *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/*
+ * The n ids as one text parameter, between open and close ("{1,2}" for a
+ * PostgreSQL array, "[1,2]" for SQLite's json_each), in *len bytes; malloc'd
+ * (NULL when out of memory).
+ */
+char *repo__id_list(const int64_t *ids, int n, char open, char close,
+		    size_t *len);
+
 /* Whether r has an outbox: all three of its members (users.h). */
 bool repo__has_outbox(user_repo r);
 

@@ -440,17 +440,10 @@ static int pg_done(void *self, int64_t outbox, aside_error *err)
 static int pg_done_many(void *self, const int64_t *rows, int n,
 			aside_error *err)
 {
-	/* An array literal: "{1,2,3}", 20 digits and a comma each at most. */
-	size_t cap = (size_t)n * 21 + 3, len = 0;
-	char *arr = malloc(cap);
+	size_t len;
+	char *arr = repo__id_list(rows, n, '{', '}', &len); /* an array */
 	if (!arr)
 		return repo__fail(err, ASIDE_ENOMEM, "out of memory");
-	arr[len++] = '{';
-	for (int i = 0; i < n; i++)
-		len += (size_t)snprintf(arr + len, cap - len, "%s%lld",
-					i ? "," : "", (long long)rows[i]);
-	arr[len++] = '}';
-	arr[len] = '\0';
 	const char *params[] = {arr};
 	int rc = changed(self, "aside_obx_del_many", params, 1, err,
 			 "clearing the outbox");

@@ -383,16 +383,10 @@ static int sq_done(void *self, int64_t outbox, aside_error *err)
 static int sq_done_many(void *self, const int64_t *rows, int n,
 			aside_error *err)
 {
-	size_t cap = (size_t)n * 21 + 3, len = 0;
-	char *arr = malloc(cap);
+	size_t len;
+	char *arr = repo__id_list(rows, n, '[', ']', &len); /* JSON */
 	if (!arr)
 		return repo__fail(err, ASIDE_ENOMEM, "out of memory");
-	arr[len++] = '[';
-	for (int i = 0; i < n; i++)
-		len += (size_t)snprintf(arr + len, cap - len, "%s%lld",
-					i ? "," : "", (long long)rows[i]);
-	arr[len++] = ']';
-	arr[len] = '\0';
 	struct conn *c = borrow(self, err);
 	if (!c) {
 		free(arr);

@@ -117,6 +117,19 @@ static void counter(struct out *o, const char *prefix, const char *name,
 	    name, help, prefix, name, prefix, name, (unsigned long long)v);
 }
 
+/* A counter with one series a tier, labelled with its number and name. */
+static void tier_counter(struct out *o, const char *prefix, const char *name,
+			 const char *help, const aside_metrics *m,
+			 const uint64_t *v)
+{
+	put(o, "# HELP %s_%s %s\n# TYPE %s_%s counter\n", prefix, name, help,
+	    prefix, name);
+	for (int i = 0; i < m->ntiers; i++)
+		put(o, "%s_%s{tier=\"%d\",name=\"%s\"} %llu\n", prefix, name,
+		    i + 1, m->tier_names[i] ? m->tier_names[i] : "",
+		    (unsigned long long)v[i]);
+}
+
 size_t aside_metrics_prometheus(const aside_metrics *m, const char *prefix,
 				char *buf, size_t cap)
 {
@@ -126,14 +139,8 @@ size_t aside_metrics_prometheus(const aside_metrics *m, const char *prefix,
 	if (!prefix || !*prefix)
 		prefix = "aside";
 
-	put(&o,
-	    "# HELP %s_cache_hits_total Reads served from a cache tier.\n"
-	    "# TYPE %s_cache_hits_total counter\n",
-	    prefix, prefix);
-	for (int i = 0; i < m->ntiers; i++)
-		put(&o, "%s_cache_hits_total{tier=\"%d\",name=\"%s\"} %llu\n",
-		    prefix, i + 1, m->tier_names[i] ? m->tier_names[i] : "",
-		    (unsigned long long)m->tier_hits[i]);
+	tier_counter(&o, prefix, "cache_hits_total",
+		     "Reads served from a cache tier.", m, m->tier_hits);
 	put(&o,
 	    "# HELP %s_cache_tier_up 1 while a cache tier is usable, 0 while "
 	    "it is down.\n# TYPE %s_cache_tier_up gauge\n",
@@ -142,27 +149,13 @@ size_t aside_metrics_prometheus(const aside_metrics *m, const char *prefix,
 		put(&o, "%s_cache_tier_up{tier=\"%d\",name=\"%s\"} %d\n",
 		    prefix, i + 1, m->tier_names[i] ? m->tier_names[i] : "",
 		    m->tier_up[i]);
-	put(&o,
-	    "# HELP %s_cache_tier_skipped_total Cache tier operations refused "
-	    "at once while the tier was down (counted in tier errors too).\n"
-	    "# TYPE %s_cache_tier_skipped_total counter\n",
-	    prefix, prefix);
-	for (int i = 0; i < m->ntiers; i++)
-		put(&o,
-		    "%s_cache_tier_skipped_total{tier=\"%d\",name=\"%s\"} "
-		    "%llu\n",
-		    prefix, i + 1, m->tier_names[i] ? m->tier_names[i] : "",
-		    (unsigned long long)m->tier_skipped[i]);
-	put(&o,
-	    "# HELP %s_cache_tier_misses_total Lookups a cache tier could not "
-	    "serve.\n# TYPE %s_cache_tier_misses_total counter\n",
-	    prefix, prefix);
-	for (int i = 0; i < m->ntiers; i++)
-		put(&o,
-		    "%s_cache_tier_misses_total{tier=\"%d\",name=\"%s\"} "
-		    "%llu\n",
-		    prefix, i + 1, m->tier_names[i] ? m->tier_names[i] : "",
-		    (unsigned long long)m->tier_misses[i]);
+	tier_counter(&o, prefix, "cache_tier_skipped_total",
+		     "Cache tier operations refused at once while the tier was "
+		     "down (counted in tier errors too).",
+		     m, m->tier_skipped);
+	tier_counter(&o, prefix, "cache_tier_misses_total",
+		     "Lookups a cache tier could not serve.", m,
+		     m->tier_misses);
 	counter(&o, prefix, "cache_misses_total",
 		"Reads no cache tier could serve.", m->misses);
 	counter(&o, prefix, "db_loads_total",
