@@ -111,6 +111,7 @@ struct redis {
 	pthread_cond_t probed;	  /* a probe ended; with lock */
 	pthread_cond_t wake;	  /* the breaker opened, or closes; with lock */
 	_Atomic uint64_t skipped; /* commands refused while it was open */
+	_Atomic int tomb_refused; /* tombstones refused lately: logged once */
 	pthread_t prober;
 	bool prober_started;
 };
@@ -1089,12 +1090,10 @@ static int r_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 static int r_tombstone(void *self, const char *key, size_t klen, uint64_t hash,
 		       int64_t version, aside_error *err);
 
-static int r_del(void *self, const char *key, size_t klen, uint64_t hash,
-		 aside_error *err)
+/* The key and its lease deleted, and the other caches told. */
+static int plain_del(struct redis *r, const char *key, size_t klen,
+		     aside_error *err)
 {
-	struct redis *r = self;
-	if (r->stale_ms) /* keep the old entry as a stale copy */
-		return r_tombstone(self, key, klen, hash, 0, err);
 	char lk[ASIDE_KEY_MAX + 16];
 	const char *kv[] = {key, lk, r->channel, r->self_id};
 	size_t kl[] = {klen, lease_key(key, klen, lk), strlen(r->channel),
@@ -1108,6 +1107,15 @@ static int r_del(void *self, const char *key, size_t klen, uint64_t hash,
 		: ASIDE_OK;
 	freeReplyObject(rep);
 	return rc;
+}
+
+static int r_del(void *self, const char *key, size_t klen, uint64_t hash,
+		 aside_error *err)
+{
+	struct redis *r = self;
+	if (r->stale_ms) /* keep the old entry as a stale copy */
+		return r_tombstone(self, key, klen, hash, 0, err);
+	return plain_del(r, key, klen, err);
 }
 
 /* r_del, leaving a tombstone of version: the version fence. */
@@ -1137,12 +1145,25 @@ static int r_tombstone(void *self, const char *key, size_t klen, uint64_t hash,
 	redisReply *rep = run_script(r, S_TOMBSTONE, 2, 8, kv, kl, err);
 	if (!rep)
 		return ASIDE_ECACHE;
-	int rc = rep->type == REDIS_REPLY_ERROR
-		     ? aside__fail(err, ASIDE_ECACHE, "redis: tombstone: %s",
-				   rep->str)
-		     : ASIDE_OK;
+	if (rep->type != REDIS_REPLY_ERROR) {
+		freeReplyObject(rep);
+		atomic_store_explicit(&r->tomb_refused, 0,
+				      memory_order_relaxed);
+		return ASIDE_OK;
+	}
+	/*
+	 * Refused: a Redis at its maxmemory with no eviction refuses the
+	 * tombstone (a write that adds data), and would keep serving the old
+	 * row (found by test_faults).  A plain delete frees memory and is
+	 * allowed: the old row goes, without the fence for this write.
+	 */
+	if (!atomic_exchange_explicit(&r->tomb_refused, 1,
+				      memory_order_relaxed))
+		logf_(r, ASIDE_LOG_WARN,
+		      "redis %s:%d refuses tombstones (%s); deleting instead",
+		      r->host, r->port, rep->str);
 	freeReplyObject(rep);
-	return rc;
+	return plain_del(r, key, klen, err);
 }
 
 /* "ID KEY" from another cache: its key, to drop here; ours are skipped. */

@@ -725,6 +725,50 @@ static void writes_reach_a_redis_back_before_their_probe(void **state)
 	aside_cache_close(r);
 }
 
+static void redis_maxmemory(const char *bytes)
+{
+	const char *policy[] = {"CONFIG", "SET", "maxmemory-policy",
+				"noeviction"};
+	const char *max[] = {"CONFIG", "SET", "maxmemory", bytes};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 4, policy));
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 4, max));
+}
+
+/*
+ * Redis full (maxmemory reached, and no eviction): it refuses every command
+ * that may add data, scripts that write included.  A write's invalidation
+ * must still take the old row out (a delete frees memory, and is allowed),
+ * in this process and in the others, at once: not be owed while the old
+ * row is served.
+ */
+static void invalidations_get_through_a_full_redis(void **state)
+{
+	fx *f = *state;
+	NEED_OWN_SERVERS(f);
+	aside_cache *c2 = redis_only_cache();
+	user_service *s2 = user_service_new(f->db, c2);
+	user u = add_user(f, 1), got;
+	assert_int_equal(user_service_get(s2, u.id, &got), ASIDE_OK);
+	char entry[2048];
+	assert_non_null(
+	    strstr(redis_entry(u.id, entry, sizeof(entry)), "\"User 1\""));
+	redis_maxmemory("1");
+	snprintf(u.name, sizeof(u.name), "Written into a full Redis");
+	int rc = user_service_update(f->svc, &u);
+	bool gone = strstr(redis_entry(u.id, entry, sizeof(entry)),
+			   "\"User 1\"") == NULL;
+	long owed = outbox_rows(f);
+	int rc2 = user_service_get(s2, u.id, &got);
+	redis_maxmemory("0");
+	assert_int_equal(rc, ASIDE_OK);
+	assert_true(gone);
+	assert_int_equal(owed, 0);
+	assert_int_equal(rc2, ASIDE_OK);
+	assert_string_equal(got.name, "Written into a full Redis");
+	user_service_free(s2);
+	aside_cache_close(c2);
+}
+
 /* A reconnect hook that fails while asked to, as with the outbox unread. */
 struct flaky_hook {
 	_Atomic int fail, calls;
@@ -1309,6 +1353,8 @@ int main(void)
 		writes_reach_a_redis_back_before_their_probe, setup, teardown),
 	    cmocka_unit_test_setup_teardown(owing_probes_back_off_to_a_second,
 					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		invalidations_get_through_a_full_redis, setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 		owed_invalidation_found_by_a_fill_of_its_own_key, setup,
 		teardown),
