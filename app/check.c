@@ -419,10 +419,11 @@ static int child(const struct check_cfg *cfg)
 			}
 		if (errors > named)
 			fprintf(f, "E %ld 0 0 0\n", errors - named);
-		/* T count count count: commands a cache tier failed (each
-		 * one that carried an invalidation left it owed to the
-		 * outbox), leases waited out (loads no lease validated), and
-		 * writes that failed but had committed. */
+		/* T count count count count: commands a cache tier failed
+		 * (each one that carried an invalidation left it owed to the
+		 * outbox), leases waited out (loads no lease validated),
+		 * writes that failed but had committed, and of the failed
+		 * commands those an open breaker refused at once. */
 		long lost = 0;
 		for (long i = 0; i < n; i++)
 			lost += w[i].lost;
@@ -765,13 +766,11 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 	       "%ld ms, process stalls of %ld ms; bound %ld ms\n",
 	       cfg->load_delay_ms, cfg->inval_delay_ms, cfg->stall_ms,
 	       cfg->bound_ms);
-	fflush(stdout);
 	if (cfg->faults_ms > 0)
 		printf(
 		    "  Redis faults every %ld ms or so: connections dropped, "
 		    "clients paused for %ld ms\n",
 		    cfg->faults_ms, cfg->pause_ms);
-	fflush(stdout);
 	if (cfg->db_faults_ms > 0)
 		printf("  database faults every %ld ms or so: the processes' "
 		       "connections terminated\n",

@@ -433,11 +433,7 @@ static int64_t wall_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/*
- * Delivers the outbox rows written before before_us (0: all): each user's
- * invalidation again, and the row cleared once it got through.  Returns
- * ASIDE_OK, or the first error (the rest waits for the next replay).
- */
+/* An outbox row, by the user it names. */
 struct owed {
 	int64_t user, row;
 };
@@ -448,6 +444,11 @@ static int by_user(const void *a, const void *b)
 	return (x->user > y->user) - (x->user < y->user);
 }
 
+/*
+ * Delivers the outbox rows written before before_us (0: all): each user's
+ * invalidation again, and the rows cleared once it got through.  Returns
+ * ASIDE_OK, or the first error (the rest waits for the next replay).
+ */
 static int replay(user_service *s, int64_t before_us)
 {
 	const user_repo_ops *ops = s->db.ops;

@@ -271,9 +271,10 @@ static void heard(void *ctx, const char *key, size_t klen)
 		invalidate_one(ctx, key, klen, true, true, 0, NULL);
 }
 
-/* From the Redis listener: invalidations may have been missed. */
-/* A shared tier is back: the application delivers what it owes it. */
-/* The hook runs under hook_lock, so that removing it waits for it. */
+/*
+ * A shared tier is back (from its prober): the application delivers what it
+ * owes it.  The hook runs under hook_lock, so that removing it waits for it.
+ */
 static int back(void *ctx)
 {
 	aside_cache *c = ctx;
@@ -298,6 +299,7 @@ int aside_cache_shared(const aside_cache *c)
 	return c && c->leases;
 }
 
+/* From the Redis listener: invalidations may have been missed. */
 static void deaf(void *ctx)
 {
 	aside_cache *c = ctx;
