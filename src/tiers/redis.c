@@ -108,6 +108,9 @@ struct redis {
 	 * that came at once (refused) makes an invalidation worth trying
 	 * while the breaker is open; see cheap_to_try. */
 	int64_t fail_us;
+	/* Redis answered an invalidation with a refusal (see refused): the
+	 * probe checks that it takes writes before anything else; lock */
+	bool refusing;
 	pthread_cond_t probed;	  /* a probe ended; with lock */
 	pthread_cond_t wake;	  /* the breaker opened, or closes; with lock */
 	_Atomic uint64_t skipped; /* commands refused while it was open */
@@ -162,6 +165,7 @@ static void succeeded(struct redis *r, bool by_probe)
 	atomic_store_explicit(&r->up, 1, memory_order_release);
 	r->reopened = false;
 	r->owing = false;
+	r->refusing = false;
 	r->delivering = false;
 	r->backoff = 0;
 	pthread_cond_broadcast(&r->probed);
@@ -239,6 +243,23 @@ static void reopen(struct redis *r)
 		pthread_cond_broadcast(&r->wake);
 	}
 	pthread_mutex_unlock(&r->lock);
+}
+
+/*
+ * Redis refuses writes (see refused): it is not read until it takes them
+ * again and what is owed to it is delivered.  The breaker opens as when
+ * owing: invalidations still go to it (they are refused, and owed, and
+ * tell the other caches), reads and fills do not.
+ */
+static void refusing_now(struct redis *r, const char *why)
+{
+	pthread_mutex_lock(&r->lock);
+	r->refusing = true;
+	bool was_up = atomic_load_explicit(&r->up, memory_order_relaxed) ||
+		      r->reopened;
+	pthread_mutex_unlock(&r->lock);
+	if (was_up)
+		opened(r, why, true, false);
 }
 
 /* Whether the breaker is open for a reconnection, not for an outage. */
@@ -496,10 +517,12 @@ enum cmd {
 static redisReply *run_once(struct redis *r, enum cmd kind, bool tentative,
 			    int argc, const char **argv, const size_t *lens,
 			    aside_error *err);
+static bool takes_writes(struct redis *r, char *why, size_t cap);
 
 /*
- * Probes a Redis that was away: a PING, then the owed invalidations (the
- * on_back hook), and only then is it used again.  Runs on the prober.
+ * Probes a Redis that was away: a PING, then, if it refused writes, a
+ * delete of a key of its own, then the owed invalidations (the on_back
+ * hook), and only then is it used again.  Runs on the prober.
  */
 static void probe(struct redis *r)
 {
@@ -513,6 +536,15 @@ static void probe(struct redis *r)
 		return;
 	}
 	freeReplyObject(rep);
+	pthread_mutex_lock(&r->lock);
+	bool check = r->refusing;
+	pthread_mutex_unlock(&r->lock);
+	char why[200];
+	if (check && !takes_writes(r, why, sizeof(why))) {
+		replaying = NULL;
+		opened(r, why, true, true);
+		return;
+	}
 	pthread_mutex_lock(&r->lock);
 	r->delivering = true; /* invalidations wait for the hook's end */
 	int (*fn)(void *) = r->on_back;
@@ -1090,6 +1122,69 @@ static int r_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 static int r_tombstone(void *self, const char *key, size_t klen, uint64_t hash,
 		       int64_t version, aside_error *err);
 
+/* What a cache publishes, instead of its id, when Redis refused its
+ * invalidation of the key that follows. */
+#define REFUSED_TAG "!refused"
+
+/*
+ * An invalidation answered with an error, not a failure: Redis is there
+ * but refuses writes.  A primary demoted to a replica by a failover
+ * (READONLY) or one short of the replicas it must write to (NOREPLICAS)
+ * still serves reads, and serves the old row that the write could not
+ * delete, to every process and for its whole TTL (found by test_faults,
+ * with the writer's own process reading it back).  So the breaker opens
+ * (refusing_now), and the other caches are told on the channel, which a
+ * replica still serves: they drop the key from their L1 and stop reading
+ * Redis as well.  One that misses the message learns the same from its
+ * replayer, whose delivery of the owed row is refused in turn.  The probe
+ * (not this) decides for the invalidations it delivers.
+ */
+static void refused(struct redis *r, const char *key, size_t klen,
+		    const char *reply)
+{
+	if (replaying == r)
+		return;
+	char why[160];
+	snprintf(why, sizeof(why), "it refuses invalidations: %s", reply);
+	refusing_now(r, why);
+	char msg[sizeof(REFUSED_TAG) + ASIDE_KEY_MAX];
+	memcpy(msg, REFUSED_TAG " ", sizeof(REFUSED_TAG));
+	memcpy(msg + sizeof(REFUSED_TAG), key, klen);
+	const char *argv[] = {"PUBLISH", r->channel, msg};
+	size_t lens[] = {7, strlen(r->channel), sizeof(REFUSED_TAG) + klen};
+	redisReply *rep = run(r, CMD_INVAL, 3, argv, lens, NULL);
+	if (rep)
+		freeReplyObject(rep);
+}
+
+/*
+ * Whether Redis takes the invalidation script again: asked by the probe
+ * of a Redis that refused it, on a key of this cache's own, before the
+ * hook delivers what is owed (which succeeds when nothing is, and a cache
+ * without an outbox owes what it cannot list).
+ */
+static bool takes_writes(struct redis *r, char *why, size_t cap)
+{
+	char key[96], lk[96 + 16];
+	int klen = snprintf(key, sizeof(key), "%s:probe:%s", r->channel,
+			    r->self_id);
+	const char *kv[] = {key, lk, r->channel, r->self_id};
+	size_t kl[] = {(size_t)klen, lease_key(key, (size_t)klen, lk),
+		       strlen(r->channel), strlen(r->self_id)};
+	aside_error err;
+	redisReply *rep = run_script(r, S_DEL, 2, 4, kv, kl, &err);
+	if (!rep) {
+		snprintf(why, cap, "%.150s", err.message);
+		return false;
+	}
+	bool yes = rep->type != REDIS_REPLY_ERROR;
+	if (!yes)
+		snprintf(why, cap, "it still refuses invalidations: %s",
+			 rep->str);
+	freeReplyObject(rep);
+	return yes;
+}
+
 /* The key and its lease deleted, and the other caches told. */
 static int plain_del(struct redis *r, const char *key, size_t klen,
 		     aside_error *err)
@@ -1101,10 +1196,11 @@ static int plain_del(struct redis *r, const char *key, size_t klen,
 	redisReply *rep = run_script(r, S_DEL, 2, 4, kv, kl, err);
 	if (!rep)
 		return ASIDE_ECACHE;
-	int rc =
-	    rep->type == REDIS_REPLY_ERROR
-		? aside__fail(err, ASIDE_ECACHE, "redis: DEL: %s", rep->str)
-		: ASIDE_OK;
+	int rc = ASIDE_OK;
+	if (rep->type == REDIS_REPLY_ERROR) {
+		rc = aside__fail(err, ASIDE_ECACHE, "redis: DEL: %s", rep->str);
+		refused(r, key, klen, rep->str);
+	}
 	freeReplyObject(rep);
 	return rc;
 }
@@ -1166,7 +1262,13 @@ static int r_tombstone(void *self, const char *key, size_t klen, uint64_t hash,
 	return plain_del(r, key, klen, err);
 }
 
-/* "ID KEY" from another cache: its key, to drop here; ours are skipped. */
+/*
+ * "ID KEY" from another cache: its key, to drop here; ours are skipped.
+ * "!refused KEY": Redis refused a cache's invalidation of KEY (see
+ * refused): it is not read from here either until it takes writes, and
+ * KEY is dropped (Redis first, so that a read that misses the L1 then does
+ * not find the old row there).
+ */
 static void deliver(struct redis *r, const char *msg, size_t len)
 {
 	const char *sp = memchr(msg, ' ', len);
@@ -1175,6 +1277,9 @@ static void deliver(struct redis *r, const char *msg, size_t len)
 	size_t idlen = (size_t)(sp - msg);
 	if (idlen == strlen(r->self_id) && !memcmp(msg, r->self_id, idlen))
 		return;
+	if (idlen == sizeof(REFUSED_TAG) - 1 &&
+	    !memcmp(msg, REFUSED_TAG, idlen))
+		refusing_now(r, "it refused another cache's invalidation");
 	r->on_key(r->listen_ctx, sp + 1, len - idlen - 1);
 }
 

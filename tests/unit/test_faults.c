@@ -769,6 +769,130 @@ static void invalidations_get_through_a_full_redis(void **state)
 	aside_cache_close(c2);
 }
 
+/* Makes Redis refuse writes, as `how` says, or take them again (NULL). */
+static void redis_refuses_writes(const char *how)
+{
+	const char *replica[] = {"REPLICAOF", "127.0.0.1", "1"};
+	const char *primary[] = {"REPLICAOF", "NO", "ONE"};
+	const char *few[] = {"CONFIG", "SET", "min-replicas-to-write", "1"};
+	const char *any[] = {"CONFIG", "SET", "min-replicas-to-write", "0"};
+	if (!how) {
+		assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 3, primary));
+		assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 4, any));
+	} else if (!strcmp(how, "READONLY")) {
+		/* A primary demoted by a failover: a replica of a primary it
+		 * cannot reach, still serving what it holds. */
+		assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 3, replica));
+	} else {
+		assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 4, few));
+	}
+}
+
+/*
+ * Redis answers reads but refuses writes: a primary demoted to a replica by
+ * a failover (READONLY), one short of the replicas it must write to
+ * (NOREPLICAS), or one that cannot save (MISCONF).  A write's invalidation
+ * is refused and owed, and the old row stays in Redis.  It must not be
+ * served meanwhile: not by the writer's process, which read it from Redis
+ * until the replayer delivered the row (never, while Redis refused), nor by
+ * the others, which it tells; and once Redis takes writes again, what is
+ * owed is delivered before it is read again.
+ */
+static void redis_refusing_writes_is_not_read(void **state)
+{
+	fx *f = *state;
+	NEED_OWN_SERVERS(f);
+	const char *hows[] = {"READONLY", "NOREPLICAS"};
+	for (int i = 0; i < 2; i++) {
+		aside_cache *c2 = redis_only_cache(), *c3;
+		assert_int_equal(aside_cache_open(f->redis, &c3, NULL),
+				 ASIDE_OK);
+		user_service *s2 = user_service_new(f->db, c2);
+		user_service *s3 = user_service_new(f->db, c3);
+		user u = add_user(f, i), got;
+		/* Cached in Redis, and in c3's L1. */
+		assert_int_equal(user_service_get(s2, u.id, &got), ASIDE_OK);
+		assert_int_equal(user_service_get(s3, u.id, &got), ASIDE_OK);
+		char entry[2048];
+		assert_non_null(strstr(redis_entry(u.id, entry, sizeof(entry)),
+				       u.name));
+
+		redis_refuses_writes(hows[i]);
+		char old[sizeof(u.name)];
+		snprintf(old, sizeof(old), "%s", u.name);
+		snprintf(u.name, sizeof(u.name), "Written while refused");
+		int rc = user_service_update(f->svc, &u);
+		long owed = outbox_rows(f);
+		bool kept = strstr(redis_entry(u.id, entry, sizeof(entry)),
+				   old) != NULL;
+		/*
+		 * The writer reads its write at once.  A cache with an L1
+		 * hears of the refusal on its subscription; one without
+		 * (none) finds out when its replayer's delivery of the owed
+		 * row (a second old, every second) is refused.
+		 */
+		user mine, other = {0};
+		int rc1 = user_service_get(f->svc, u.id, &mine);
+		double t0 = now_s(), heard2 = 0, heard3 = 0;
+		int rc2 = ASIDE_OK, rc3 = ASIDE_OK;
+		while ((!heard2 || !heard3) && now_s() - t0 < 4 &&
+		       rc2 == ASIDE_OK && rc3 == ASIDE_OK) {
+			if (!heard2 &&
+			    (rc2 = user_service_get(s2, u.id, &other)) ==
+				ASIDE_OK &&
+			    !strcmp(other.name, u.name))
+				heard2 = now_s() - t0;
+			if (!heard3 &&
+			    (rc3 = user_service_get(s3, u.id, &other)) ==
+				ASIDE_OK &&
+			    !strcmp(other.name, u.name))
+				heard3 = now_s() - t0;
+			pause_ms(2);
+		}
+		uint64_t errors;
+		int up;
+		redis_tier(f->cache, &errors, &up);
+
+		/* Redis takes writes again: the owed invalidation is
+		 * delivered, and Redis is read again. */
+		redis_refuses_writes(NULL);
+		t0 = now_s();
+		int up2 = 0, up3 = 0, upw = 0;
+		while (now_s() - t0 < 5 &&
+		       (outbox_rows(f) || !upw || !up2 || !up3)) {
+			pause_ms(10);
+			redis_tier(f->cache, &errors, &upw);
+			redis_tier(c2, &errors, &up2);
+			redis_tier(c3, &errors, &up3);
+		}
+		printf("    %s: the others stopped reading Redis after %.0f "
+		       "ms (L1) and %.0f ms (none); it was read again %.0f ms "
+		       "after it took writes\n",
+		       hows[i], heard3 * 1000, heard2 * 1000,
+		       (now_s() - t0) * 1000);
+		assert_int_equal(rc, ASIDE_OK);
+		assert_int_equal(owed, 1);
+		assert_true(kept);
+		assert_int_equal(rc1, ASIDE_OK);
+		assert_string_equal(mine.name, u.name);
+		assert_int_equal(up, 0);
+		assert_int_equal(rc2, ASIDE_OK);
+		assert_int_equal(rc3, ASIDE_OK);
+		assert_true(heard3 > 0 && heard3 < 0.5);
+		assert_true(heard2 > 0 && heard2 < 3.5);
+		assert_int_equal(outbox_rows(f), 0);
+		assert_true(upw && up2 && up3);
+		assert_null(strstr(redis_entry(u.id, entry, sizeof(entry)),
+				   old));
+		assert_int_equal(user_service_get(s2, u.id, &got), ASIDE_OK);
+		assert_string_equal(got.name, u.name);
+		user_service_free(s2);
+		user_service_free(s3);
+		aside_cache_close(c2);
+		aside_cache_close(c3);
+	}
+}
+
 /* A reconnect hook that fails while asked to, as with the outbox unread. */
 struct flaky_hook {
 	_Atomic int fail, calls;
@@ -1355,6 +1479,8 @@ int main(void)
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 		invalidations_get_through_a_full_redis, setup, teardown),
+	    cmocka_unit_test_setup_teardown(redis_refusing_writes_is_not_read,
+					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 		owed_invalidation_found_by_a_fill_of_its_own_key, setup,
 		teardown),
@@ -1384,5 +1510,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(l1_entries_have_a_bounded_life,
 					    setup, teardown),
 	};
+	if (getenv("TEST_FILTER"))
+		cmocka_set_test_filter(getenv("TEST_FILTER"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
