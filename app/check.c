@@ -48,7 +48,7 @@ struct check_cfg {
 	const char *db_url, *cache_url;
 	bool naive;
 	long procs, threads, keys, load_delay_ms, inval_delay_ms, stall_ms;
-	long bound_ms, faults_ms, pause_ms, db_faults_ms;
+	long bound_ms, faults_ms, pause_ms, demote_ms, db_faults_ms;
 	double seconds;
 	/* In a child: */
 	const char *dir;
@@ -471,13 +471,16 @@ static int by_begin(const void *a, const void *b)
  *   - every subscription dropped (CLIENT KILL TYPE pubsub: the L1s hear no
  *     invalidations until they resubscribe);
  *   - every client paused for pause_ms (CLIENT PAUSE: Redis stalls; past
- *     the command timeout, the processes' breakers open).
+ *     the command timeout, the processes' breakers open);
+ *   - with demote_ms, Redis demoted for demote_ms (REPLICAOF a primary
+ *     that is not there, as a failover leaves the old primary: it serves
+ *     reads and refuses writes), then made a primary again.
  * The injector's own connection is spared (SKIPME is the default).
  */
 struct faults {
 	const struct check_cfg *cfg;
 	int64_t until;
-	long kills, pauses, failed;
+	long kills, pauses, demotions, failed;
 };
 
 static void *inject_faults(void *arg)
@@ -502,7 +505,7 @@ static void *inject_faults(void *arg)
 			continue;
 		}
 		redisReply *r;
-		switch (turn++ % 3) {
+		switch (turn++ % (cfg->demote_ms ? 4 : 3)) {
 		case 0:
 			r = redisCommand(c, "CLIENT KILL TYPE normal");
 			fa->kills++;
@@ -511,10 +514,40 @@ static void *inject_faults(void *arg)
 			r = redisCommand(c, "CLIENT KILL TYPE pubsub");
 			fa->kills++;
 			break;
-		default:
+		case 2:
 			r = redisCommand(c, "CLIENT PAUSE %ld ALL",
 					 cfg->pause_ms);
 			fa->pauses++;
+			break;
+		default:
+			/* Port 1: nothing listens there, so no sync ever
+			 * replaces the data it holds. */
+			r = redisCommand(c, "REPLICAOF 127.0.0.1 1");
+			if (r && r->type != REDIS_REPLY_ERROR) {
+				fa->demotions++;
+				sleep_ms(cfg->demote_ms);
+				freeReplyObject(r);
+				/* Never left demoted: retried on a new
+				 * connection if this one failed. */
+				for (int i = 0; i < 50; i++) {
+					if (!c || c->err) {
+						if (c)
+							redisFree(c);
+						c = naive_connect(
+						    cfg->cache_url);
+					}
+					r = c && !c->err
+						? redisCommand(
+						      c, "REPLICAOF NO ONE")
+						: NULL;
+					if (r && r->type != REDIS_REPLY_ERROR)
+						break;
+					if (r)
+						freeReplyObject(r);
+					r = NULL;
+					sleep_ms(20);
+				}
+			}
 			break;
 		}
 		if (!r || r->type == REDIS_REPLY_ERROR)
@@ -769,8 +802,9 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 	if (cfg->faults_ms > 0)
 		printf(
 		    "  Redis faults every %ld ms or so: connections dropped, "
-		    "clients paused for %ld ms\n",
-		    cfg->faults_ms, cfg->pause_ms);
+		    "clients paused for %ld ms%s\n",
+		    cfg->faults_ms, cfg->pause_ms,
+		    cfg->demote_ms ? ", Redis demoted to a replica" : "");
 	if (cfg->db_faults_ms > 0)
 		printf("  database faults every %ld ms or so: the processes' "
 		       "connections terminated\n",
@@ -932,9 +966,9 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 		    "waited out\n",
 		    tier_errors, tier_skipped, lease_timeouts);
 	if (cfg->faults_ms > 0)
-		printf("faults: %ld connection kills, %ld pauses, %ld not "
-		       "made\n",
-		       fa.kills, fa.pauses, fa.failed);
+		printf("faults: %ld connection kills, %ld pauses, %ld "
+		       "demotions, %ld not made\n",
+		       fa.kills, fa.pauses, fa.demotions, fa.failed);
 	if (cfg->db_faults_ms > 0)
 		printf("database faults: %ld rounds terminated %ld "
 		       "connections, %ld not made; %ld writes failed but had "
@@ -992,6 +1026,10 @@ static void usage(FILE *f)
 		"past the command\n"
 		"                       timeout of 250 ms, the processes' "
 		"breakers open)\n"
+		"  --redis-demote-ms D  add to the Redis faults: Redis made a "
+		"replica of a primary\n"
+		"                       that is not there for D ms (it serves "
+		"reads, refuses writes)\n"
 		"  --db-faults-ms F     every F ms or so, terminate the "
 		"processes' connections to\n"
 		"                       the database (PostgreSQL; default 0: "
@@ -1024,6 +1062,7 @@ int app_check(int argc, char **argv)
 	    {"bound-ms", required_argument, NULL, 'B'},
 	    {"redis-faults-ms", required_argument, NULL, 'F'},
 	    {"redis-pause-ms", required_argument, NULL, 'P'},
+	    {"redis-demote-ms", required_argument, NULL, 'R'},
 	    {"db-faults-ms", required_argument, NULL, 'G'},
 	    {"child-dir", required_argument, NULL, 'D'},
 	    {"child-index", required_argument, NULL, 'X'},
@@ -1080,6 +1119,10 @@ int app_check(int argc, char **argv)
 		case 'P':
 			ok = app_long("redis-pause-ms", optarg, 1, 60000,
 				      &cfg.pause_ms);
+			break;
+		case 'R':
+			ok = app_long("redis-demote-ms", optarg, 0, 60000,
+				      &cfg.demote_ms);
 			break;
 		case 'G':
 			ok = app_long("db-faults-ms", optarg, 0, 60000,

@@ -99,6 +99,21 @@ grep -q '^faults: .*, [1-9][0-9]* pauses' "$tmp" || fail "aside, long Redis paus
 # to PostgreSQL are terminated (errors are expected then), with and without
 # Redis faults and an L1.  A write whose owed invalidations cannot be read
 # from the outbox must not stop the next ones from reaching Redis.
+# Redis demoted to a replica now and then (it serves reads and refuses
+# writes): a write's refused invalidation must keep the old row from being
+# served, and the L1s hear of it on their subscription.  (Without an L1 a
+# process has no subscription, and reads the old row until its own writes
+# or its replayer are refused: docs/consistency.md, Limits.)
+status=0
+"$aside" check --db "$ASIDE_TEST_PG_URL" --cache "$redis?l1=1000" --bound-ms 150 \
+	--processes 3 --threads 6 --keys 6 --duration-s 3 --redis-faults-ms 300 \
+	--redis-demote-ms 300 >"$tmp" 2>/dev/null || status=$?
+cat "$tmp"
+[ "$status" -eq 0 ] || fail "aside, Redis demoted: exit $status"
+grep -q '^findings: 0 stale reads .*, 0 divergent keys$' "$tmp" ||
+	fail "aside, Redis demoted: findings"
+grep -q '^faults: .*, [1-9][0-9]* demotions' "$tmp" || fail "aside, Redis demoted: none made"
+
 for cache in "$redis" "$redis?l1=1000"; do
 	bound=0
 	case $cache in *l1=*) bound=150 ;; esac
