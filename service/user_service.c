@@ -455,7 +455,11 @@ static int replay(user_service *s, int64_t before_us)
 	int64_t *rows = malloc(REPLAY_BATCH * sizeof(*rows));
 	int64_t *users = malloc(REPLAY_BATCH * sizeof(*users));
 	struct owed *o = malloc(REPLAY_BATCH * sizeof(*o));
-	int rc = rows && users && o ? ASIDE_OK : ASIDE_ENOMEM;
+	char(*keys)[32] = malloc(REPLAY_BATCH * sizeof(*keys));
+	const char **kp = malloc(REPLAY_BATCH * sizeof(*kp));
+	size_t *klens = malloc(REPLAY_BATCH * sizeof(*klens));
+	int rc =
+	    rows && users && o && keys && kp && klens ? ASIDE_OK : ASIDE_ENOMEM;
 	while (rc == ASIDE_OK) {
 		int n = 0, ndone = 0;
 		rc = ops->outbox_pending(s->db.self, before_us, rows, users,
@@ -465,18 +469,29 @@ static int replay(user_service *s, int64_t before_us)
 		/*
 		 * Each user once a batch: every row's write has committed, so
 		 * one invalidation covers them all (after an outage a hot row
-		 * may have thousands).  The rows delivered so far are cleared
-		 * in one statement, even when a later user's fails.
+		 * may have thousands), and the users together, in as few
+		 * round trips as the cache allows (after an outage there may
+		 * be thousands of them).  The batch's rows are cleared in one
+		 * statement once every user's invalidation got through; else
+		 * they all wait for the next replay (delivering twice is
+		 * harmless).
 		 */
 		for (int i = 0; i < n; i++)
 			o[i] = (struct owed){users[i], rows[i]};
 		qsort(o, (size_t)n, sizeof(*o), by_user);
-		for (int i = 0; i < n && rc == ASIDE_OK; i++) {
-			if (i == 0 || o[i].user != o[i - 1].user)
-				rc = invalidate(s, o[i].user, 0, true);
-			if (rc == ASIDE_OK)
-				rows[ndone++] = o[i].row;
+		int nkeys = 0;
+		for (int i = 0; i < n; i++) {
+			if (i > 0 && o[i].user == o[i - 1].user)
+				continue;
+			klens[nkeys] = user_cache_key(o[i].user, keys[nkeys]);
+			kp[nkeys] = keys[nkeys];
+			nkeys++;
 		}
+		rc = aside_cache_invalidate_late_many(s->cache, kp, klens,
+						      (size_t)nkeys, NULL);
+		if (rc == ASIDE_OK)
+			for (int i = 0; i < n; i++)
+				rows[ndone++] = o[i].row;
 		if (ndone && ops->outbox_done_many)
 			ops->outbox_done_many(s->db.self, rows, ndone, NULL);
 		else
@@ -488,6 +503,9 @@ static int replay(user_service *s, int64_t before_us)
 	free(rows);
 	free(users);
 	free(o);
+	free(keys);
+	free(kp);
+	free(klens);
 	return rc;
 }
 

@@ -189,7 +189,7 @@ typedef void (*aside_log_fn)(void *ctx, int level, const char *msg);
  * the engine.  Members may be appended in later versions; `version` tells
  * which are present.
  */
-#define ASIDE_TIER_OPS_VERSION 3
+#define ASIDE_TIER_OPS_VERSION 4
 typedef struct aside_tier_ops {
 	int version;
 	const char *name; /* "mem", "redis", ... (used in metrics labels) */
@@ -240,6 +240,14 @@ typedef struct aside_tier_ops {
 	 * server for down (a breaker open).  They are errors too.
 	 */
 	uint64_t (*skipped)(void *self);
+	/*
+	 * Version 4, optional: del of n keys at once (hashes[i] is keys[i]'s),
+	 * in one round trip where the tier has them.  ASIDE_OK when every key
+	 * is gone, else an error (some may be gone: del may run again).
+	 */
+	int (*del_many)(void *self, const char *const *keys,
+			const size_t *klens, const uint64_t *hashes, size_t n,
+			aside_error *err);
 } aside_tier_ops;
 
 typedef struct aside_tier {
@@ -375,6 +383,17 @@ int aside_cache_invalidate_version(aside_cache *c, const char *key, size_t klen,
  */
 int aside_cache_invalidate_late(aside_cache *c, const char *key, size_t klen,
 				int64_t version, aside_error *err);
+
+/*
+ * aside_cache_invalidate_late of n keys (version 0), each of their related
+ * keys once, in as few round trips as the tiers allow: a tier with
+ * del_many (Redis) takes up to 256 keys a command.  For an outbox
+ * delivered after an outage.  Returns ASIDE_OK, or the first error (the
+ * other keys are still invalidated).
+ */
+int aside_cache_invalidate_late_many(aside_cache *c, const char *const *keys,
+				     const size_t *klens, size_t n,
+				     aside_error *err);
 
 /*
  * Namespaces are the part of a key before its first ':' ("user" for

@@ -1173,20 +1173,10 @@ int aside_cache_read(aside_cache *c, const char *key, size_t klen,
 
 /* ---- the write path ---------------------------------------------------- */
 
-/*
- * Invalidates one key; see the protocol at the top of this file.  The key
- * is marked as being invalidated until its last delete is done, so that a
- * flight starting meanwhile (which could read the old value from a tier not
- * yet cleaned) never stores.  Every flight already there is voided; one
- * that is storing stays linked until it is done, so that each invalidation
- * arriving meanwhile, not just the first, waits for the store before it
- * deletes.
- */
-static int invalidate_one(aside_cache *c, const char *key, size_t klen,
-			  bool local_only, bool late, int64_t version,
-			  aside_error *err)
+/* The first half of an invalidation: the key marked, its flights voided. */
+static int inval_begin(aside_cache *c, const char *key, size_t klen,
+		       uint64_t hash, bool late, aside_error *err)
 {
-	uint64_t hash = aside_hash(key, klen);
 	struct flight_shard *sh = flight_shard(c, hash);
 	struct inval *mark = calloc(1, sizeof(*mark));
 	if (mark && !(mark->key = malloc(klen))) {
@@ -1229,36 +1219,16 @@ again:
 		goto again; /* the list may have changed while we waited */
 	}
 	pthread_mutex_unlock(&sh->lock);
+	return ASIDE_OK;
+}
 
-	/* Shared tiers first: an in-process tier refilled meanwhile could
-	 * only be refilled from them.  Local only: another cache has done the
-	 * shared ones and told us. */
-	int rc = ASIDE_OK;
-	for (int i = local_only ? (c->l1 ? 0 : -1) : c->ntiers - 1; i >= 0;
-	     i--) {
-		aside_error terr;
-		const aside_tier *t = &c->tiers[i];
-		int trc =
-		    version > 0 && t->ops->version >= 2 && t->ops->tombstone
-			? t->ops->tombstone(t->self, key, klen, hash, version,
-					    &terr)
-			: t->ops->del(t->self, key, klen, hash, &terr);
-		if (trc < 0) {
-			aside__count(stripe(c), ASIDE__C_tier_errors, 1);
-			if (rc == ASIDE_OK) {
-				rc = trc;
-				if (err)
-					*err = terr;
-			}
-		}
-	}
-	aside__count(stripe(c),
-		     local_only ? ASIDE__C_remote_invalidations
-				: ASIDE__C_invalidations,
-		     1);
-
+/* The last half: the mark taken off, once the last delete is done. */
+static void inval_end(aside_cache *c, const char *key, size_t klen,
+		      uint64_t hash)
+{
+	struct flight_shard *sh = flight_shard(c, hash);
 	pthread_mutex_lock(&sh->lock);
-	pp = inval_find_locked(sh, hash, key, klen);
+	struct inval **pp = inval_find_locked(sh, hash, key, klen);
 	struct inval *done = NULL;
 	if (*pp && --(*pp)->count == 0) {
 		done = *pp;
@@ -1269,6 +1239,168 @@ again:
 		free(done->key);
 		free(done);
 	}
+}
+
+/* A tier's error: counted, and kept if it is the first. */
+static void tier_failed(aside_cache *c, int trc, const aside_error *terr,
+			int *rc, aside_error *err)
+{
+	aside__count(stripe(c), ASIDE__C_tier_errors, 1);
+	if (*rc == ASIDE_OK) {
+		*rc = trc;
+		if (err)
+			*err = *terr;
+	}
+}
+
+/*
+ * Invalidates one key; see the protocol at the top of this file.  The key
+ * is marked as being invalidated until its last delete is done, so that a
+ * flight starting meanwhile (which could read the old value from a tier not
+ * yet cleaned) never stores.  Every flight already there is voided; one
+ * that is storing stays linked until it is done, so that each invalidation
+ * arriving meanwhile, not just the first, waits for the store before it
+ * deletes.
+ */
+static int invalidate_one(aside_cache *c, const char *key, size_t klen,
+			  bool local_only, bool late, int64_t version,
+			  aside_error *err)
+{
+	uint64_t hash = aside_hash(key, klen);
+	int rc = inval_begin(c, key, klen, hash, late, err);
+	if (rc != ASIDE_OK)
+		return rc;
+
+	/* Shared tiers first: an in-process tier refilled meanwhile could
+	 * only be refilled from them.  Local only: another cache has done the
+	 * shared ones and told us. */
+	for (int i = local_only ? (c->l1 ? 0 : -1) : c->ntiers - 1; i >= 0;
+	     i--) {
+		aside_error terr;
+		const aside_tier *t = &c->tiers[i];
+		int trc =
+		    version > 0 && t->ops->version >= 2 && t->ops->tombstone
+			? t->ops->tombstone(t->self, key, klen, hash, version,
+					    &terr)
+			: t->ops->del(t->self, key, klen, hash, &terr);
+		if (trc < 0)
+			tier_failed(c, trc, &terr, &rc, err);
+	}
+	aside__count(stripe(c),
+		     local_only ? ASIDE__C_remote_invalidations
+				: ASIDE__C_invalidations,
+		     1);
+	inval_end(c, key, klen, hash);
+	return rc;
+}
+
+#define INVAL_BATCH 256 /* keys a tier's del_many gets at once */
+
+/* invalidate_one of n <= INVAL_BATCH keys (late, version 0) together. */
+static int invalidate_batch(aside_cache *c, const char *const *keys,
+			    const size_t *klens, size_t n, aside_error *err)
+{
+	uint64_t hashes[INVAL_BATCH];
+	size_t begun = 0;
+	int rc = ASIDE_OK;
+	for (; begun < n; begun++) {
+		hashes[begun] = aside_hash(keys[begun], klens[begun]);
+		rc = inval_begin(c, keys[begun], klens[begun], hashes[begun],
+				 true, err);
+		if (rc != ASIDE_OK)
+			break;
+	}
+	/* Shared tiers first, as above. */
+	for (int i = c->ntiers - 1; i >= 0 && begun; i--) {
+		aside_error terr;
+		const aside_tier *t = &c->tiers[i];
+		if (t->ops->version >= 4 && t->ops->del_many) {
+			int trc = t->ops->del_many(t->self, keys, klens, hashes,
+						   begun, &terr);
+			if (trc < 0)
+				tier_failed(c, trc, &terr, &rc, err);
+			continue;
+		}
+		for (size_t k = 0; k < begun; k++) {
+			int trc = t->ops->del(t->self, keys[k], klens[k],
+					      hashes[k], &terr);
+			if (trc < 0)
+				tier_failed(c, trc, &terr, &rc, err);
+		}
+	}
+	aside__count(stripe(c), ASIDE__C_invalidations, begun);
+	for (size_t k = 0; k < begun; k++)
+		inval_end(c, keys[k], klens[k], hashes[k]);
+	return rc;
+}
+
+/* Adds s to the set of n strings (growing it); ASIDE_OK or ASIDE_ENOMEM. */
+static int add_once(char ***set, size_t *n, size_t *cap, const char *s)
+{
+	for (size_t i = 0; i < *n; i++)
+		if (!strcmp((*set)[i], s))
+			return ASIDE_OK;
+	if (*n == *cap) {
+		size_t ncap = *cap ? *cap * 2 : 4;
+		char **grown = realloc(*set, ncap * sizeof(**set));
+		if (!grown)
+			return ASIDE_ENOMEM;
+		*set = grown;
+		*cap = ncap;
+	}
+	if (!((*set)[*n] = strdup(s)))
+		return ASIDE_ENOMEM;
+	(*n)++;
+	return ASIDE_OK;
+}
+
+int aside_cache_invalidate_late_many(aside_cache *c, const char *const *keys,
+				     const size_t *klens, size_t n,
+				     aside_error *err)
+{
+	if (!c || (n && (!keys || !klens)))
+		return aside__fail(err, ASIDE_EINVAL,
+				   "aside_cache_invalidate_late_many: bad "
+				   "arguments");
+	for (size_t i = 0; i < n; i++)
+		if (!keys[i] || klens[i] == 0 || klens[i] > ASIDE_KEY_MAX)
+			return aside__fail(err, ASIDE_EINVAL,
+					   "aside_cache_invalidate_late_many: "
+					   "bad key %zu",
+					   i);
+
+	/* Their related keys, each once, copied out so that no lock is held
+	 * across tiers. */
+	char **related = NULL;
+	size_t nrel = 0, cap = 0;
+	int rc = ASIDE_OK;
+	pthread_mutex_lock(&c->ns_lock);
+	for (size_t i = 0; i < n && rc == ASIDE_OK; i++) {
+		struct ns_policy *ns =
+		    ns_find_locked(c, keys[i], ns_len(keys[i], klens[i]));
+		for (size_t j = 0; ns && j < ns->nrelated && rc == ASIDE_OK;
+		     j++)
+			rc = add_once(&related, &nrel, &cap, ns->related[j]);
+	}
+	pthread_mutex_unlock(&c->ns_lock);
+	if (rc != ASIDE_OK)
+		aside__fail(err, rc, "out of memory");
+
+	for (size_t at = 0; at < n; at += INVAL_BATCH) {
+		size_t m = n - at < INVAL_BATCH ? n - at : INVAL_BATCH;
+		int r = invalidate_batch(c, keys + at, klens + at, m,
+					 rc == ASIDE_OK ? err : NULL);
+		if (rc == ASIDE_OK)
+			rc = r;
+	}
+	for (size_t i = 0; i < nrel; i++) {
+		int r = invalidate_one(c, related[i], strlen(related[i]), false,
+				       true, 0, rc == ASIDE_OK ? err : NULL);
+		if (rc == ASIDE_OK)
+			rc = r;
+		free(related[i]);
+	}
+	free(related);
 	return rc;
 }
 

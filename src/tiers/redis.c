@@ -32,6 +32,7 @@
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -61,7 +62,15 @@
 #define OWING_BACKOFF_MAX_US 1000000
 
 /* The Lua scripts (below), by index. */
-enum { S_LEASE_GET, S_LEASE_FILL, S_LEASE_DROP, S_DEL, S_TOMBSTONE, NSCRIPTS };
+enum {
+	S_LEASE_GET,
+	S_LEASE_FILL,
+	S_LEASE_DROP,
+	S_DEL,
+	S_TOMBSTONE,
+	S_DEL_MANY,
+	NSCRIPTS
+};
 
 struct redis {
 	char host[256];
@@ -255,8 +264,8 @@ static void refusing_now(struct redis *r, const char *why)
 {
 	pthread_mutex_lock(&r->lock);
 	r->refusing = true;
-	bool was_up = atomic_load_explicit(&r->up, memory_order_relaxed) ||
-		      r->reopened;
+	bool was_up =
+	    atomic_load_explicit(&r->up, memory_order_relaxed) || r->reopened;
 	pthread_mutex_unlock(&r->lock);
 	if (was_up)
 		opened(r, why, true, false);
@@ -866,7 +875,18 @@ static const char *const scripts[NSCRIPTS] = {
     "redis.call('DEL', KEYS[2]) "
     "redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. KEYS[1]) "
     "return 1",
+    /* KEYS: value, lease, value, lease...; ARGV: channel, message prefix.
+     * The delete of each pair. */
+    "for i = 1, #KEYS, 2 do "
+    "redis.call('DEL', KEYS[i], KEYS[i + 1]) "
+    "redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. KEYS[i]) end "
+    "return 1",
 };
+
+static redisReply *run_script_with(struct redis *r, int s, int nkeys, int n,
+				   const char **kv, const size_t *kvlens,
+				   const char **argv, size_t *lens,
+				   aside_error *err);
 
 /*
  * Runs script s with keys and arguments (n of them, nkeys first).  Reply
@@ -876,12 +896,34 @@ static redisReply *run_script(struct redis *r, int s, int nkeys, int n,
 			      const char **kv, const size_t *kvlens,
 			      aside_error *err)
 {
-	const char *argv[12];
-	size_t lens[12];
-	char sha[41], nk[4];
-	enum cmd kind = s == S_DEL || s == S_TOMBSTONE ? CMD_INVAL
-			: s == S_LEASE_GET	       ? CMD_LOOKUP
-						       : CMD_FILL;
+	const char *fixed[12], **argv = fixed;
+	size_t fixed_lens[12], *lens = fixed_lens;
+	if (n > 9 && (!(argv = malloc((size_t)(3 + n) * sizeof(*argv))) ||
+		      !(lens = malloc((size_t)(3 + n) * sizeof(*lens))))) {
+		free(argv);
+		aside__fail(err, ASIDE_ENOMEM, "out of memory");
+		return NULL;
+	}
+	redisReply *rep =
+	    run_script_with(r, s, nkeys, n, kv, kvlens, argv, lens, err);
+	if (argv != fixed) {
+		free(argv);
+		free(lens);
+	}
+	return rep;
+}
+
+/* run_script, with room for its command's 3 + n arguments. */
+static redisReply *run_script_with(struct redis *r, int s, int nkeys, int n,
+				   const char **kv, const size_t *kvlens,
+				   const char **argv, size_t *lens,
+				   aside_error *err)
+{
+	char sha[41], nk[12];
+	enum cmd kind = s == S_DEL || s == S_TOMBSTONE || s == S_DEL_MANY
+			    ? CMD_INVAL
+			: s == S_LEASE_GET ? CMD_LOOKUP
+					   : CMD_FILL;
 	snprintf(nk, sizeof(nk), "%d", nkeys);
 	pthread_mutex_lock(&r->lock);
 	memcpy(sha, r->sha[s], sizeof(sha));
@@ -1166,8 +1208,8 @@ static void refused(struct redis *r, const char *key, size_t klen,
 static bool takes_writes(struct redis *r, char *why, size_t cap)
 {
 	char key[96], lk[96 + 16];
-	int klen = snprintf(key, sizeof(key), "%s:probe:%s", r->channel,
-			    r->self_id);
+	int klen =
+	    snprintf(key, sizeof(key), "%s:probe:%s", r->channel, r->self_id);
 	const char *kv[] = {key, lk, r->channel, r->self_id};
 	size_t kl[] = {(size_t)klen, lease_key(key, (size_t)klen, lk),
 		       strlen(r->channel), strlen(r->self_id)};
@@ -1212,6 +1254,65 @@ static int r_del(void *self, const char *key, size_t klen, uint64_t hash,
 	if (r->stale_ms) /* keep the old entry as a stale copy */
 		return r_tombstone(self, key, klen, hash, 0, err);
 	return plain_del(r, key, klen, err);
+}
+
+/*
+ * del of n keys in one command (for an outbox delivered after an outage):
+ * each key and its lease deleted, and the other caches told, as plain_del
+ * does one.  Where stale copies are kept, each key goes by r_del, whose
+ * tombstone keeps its copy.
+ */
+static int r_del_many(void *self, const char *const *keys, const size_t *klens,
+		      const uint64_t *hashes, size_t n, aside_error *err)
+{
+	struct redis *r = self;
+	if (r->stale_ms || n == 1) {
+		int rc = ASIDE_OK;
+		for (size_t i = 0; i < n; i++) {
+			int one = r_del(self, keys[i], klens[i], hashes[i],
+					rc == ASIDE_OK ? err : NULL);
+			if (rc == ASIDE_OK)
+				rc = one;
+		}
+		return rc;
+	}
+	size_t nkv = 2 * n + 2, room = ASIDE_KEY_MAX + 16;
+	const char **kv = malloc(nkv * sizeof(*kv));
+	size_t *kl = malloc(nkv * sizeof(*kl));
+	char *leases = malloc(n * room);
+	int rc = ASIDE_ENOMEM;
+	if (!kv || !kl || !leases || nkv > INT_MAX) {
+		aside__fail(err, rc, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		kv[2 * i] = keys[i];
+		kl[2 * i] = klens[i];
+		kv[2 * i + 1] = leases + i * room;
+		kl[2 * i + 1] = lease_key(keys[i], klens[i], leases + i * room);
+	}
+	kv[2 * n] = r->channel;
+	kl[2 * n] = strlen(r->channel);
+	kv[2 * n + 1] = r->self_id;
+	kl[2 * n + 1] = strlen(r->self_id);
+	redisReply *rep =
+	    run_script(r, S_DEL_MANY, (int)(2 * n), (int)nkv, kv, kl, err);
+	if (!rep) {
+		rc = ASIDE_ECACHE;
+	} else if (rep->type == REDIS_REPLY_ERROR) {
+		rc = aside__fail(err, ASIDE_ECACHE, "redis: DEL: %s", rep->str);
+		for (size_t i = 0; i < n; i++)
+			refused(r, keys[i], klens[i], rep->str);
+	} else {
+		rc = ASIDE_OK;
+	}
+	if (rep)
+		freeReplyObject(rep);
+out:
+	free(kv);
+	free(kl);
+	free(leases);
+	return rc;
 }
 
 /* r_del, leaving a tombstone of version: the version fence. */
@@ -1506,6 +1607,7 @@ static const aside_tier_ops redis_ops = {
     .lease_end = r_lease_end,
     .tombstone = r_tombstone,
     .skipped = r_skipped,
+    .del_many = r_del_many,
 };
 
 int aside__redis_open(const aside__redis_params *p, aside_tier *out,

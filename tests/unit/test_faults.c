@@ -814,8 +814,8 @@ static void redis_refusing_writes_is_not_read(void **state)
 		assert_int_equal(user_service_get(s2, u.id, &got), ASIDE_OK);
 		assert_int_equal(user_service_get(s3, u.id, &got), ASIDE_OK);
 		char entry[2048];
-		assert_non_null(strstr(redis_entry(u.id, entry, sizeof(entry)),
-				       u.name));
+		assert_non_null(
+		    strstr(redis_entry(u.id, entry, sizeof(entry)), u.name));
 
 		redis_refuses_writes(hows[i]);
 		char old[sizeof(u.name)];
@@ -882,8 +882,8 @@ static void redis_refusing_writes_is_not_read(void **state)
 		assert_true(heard2 > 0 && heard2 < 3.5);
 		assert_int_equal(outbox_rows(f), 0);
 		assert_true(upw && up2 && up3);
-		assert_null(strstr(redis_entry(u.id, entry, sizeof(entry)),
-				   old));
+		assert_null(
+		    strstr(redis_entry(u.id, entry, sizeof(entry)), old));
 		assert_int_equal(user_service_get(s2, u.id, &got), ASIDE_OK);
 		assert_string_equal(got.name, u.name);
 		user_service_free(s2);
@@ -925,6 +925,81 @@ static void expect_text(aside_cache *c, const char *key, const char *load,
 	assert_int_equal(len, strlen(want));
 	assert_memory_equal(got, want, len);
 	aside_value_unref(v);
+}
+
+/* How many times Redis has run cmd (INFO commandstats), or -1. */
+static long redis_calls(const char *cmd)
+{
+	static char info[16384];
+	const char *argv[] = {"INFO", "commandstats"};
+	if (!test_redis_cmd(REDIS_DB, info, sizeof(info), 2, argv))
+		return -1;
+	char want[64];
+	snprintf(want, sizeof(want), "cmdstat_%s:calls=", cmd);
+	const char *at = strstr(info, want);
+	return at ? atol(at + strlen(want)) : 0;
+}
+
+/*
+ * An outbox delivered after an outage names thousands of keys; they go to
+ * Redis up to 256 a command (one round trip each), not one a command, and
+ * each is deleted, its lease with it, and heard by the other caches' L1s;
+ * a related key goes once for them all.
+ */
+static void owed_invalidations_go_by_batch(void **state)
+{
+	fx *f = *state;
+	NEED_SERVERS(f);
+	enum { N = 600 };
+	aside_cache *other;
+	assert_int_equal(aside_cache_open(f->redis, &other, NULL), ASIDE_OK);
+	assert_int_equal(aside_cache_add_related(f->cache, "bk", "bk:all"),
+			 ASIDE_OK);
+	static char names[N][16];
+	const char *keys[N];
+	size_t klens[N];
+	for (int i = 0; i < N; i++) {
+		klens[i] = (size_t)snprintf(names[i], sizeof(names[i]),
+					    "bk:%d", i);
+		keys[i] = names[i];
+		expect_text(f->cache, keys[i], "old", "old");
+		expect_text(other, keys[i], "other", "old"); /* its L1 too */
+	}
+	expect_text(f->cache, "bk:all", "old", "old");
+	uint64_t heard = metrics(other).remote_invalidations;
+	uint64_t invals = metrics(f->cache).invalidations;
+	long evalsha = redis_calls("evalsha"), eval = redis_calls("eval");
+
+	assert_int_equal(aside_cache_invalidate_late_many(f->cache, keys, klens,
+							  N, NULL),
+			 ASIDE_OK);
+	long commands = redis_calls("evalsha") - evalsha +
+			redis_calls("eval") - eval;
+	printf("    %d keys and a related one invalidated in %ld scripts\n",
+	       N, commands);
+	/* Three batches (256, 256, 88) and bk:all; a script sent again on
+	 * NOSCRIPT would count twice. */
+	assert_true(commands >= 4 && commands <= 8);
+	assert_int_equal(metrics(f->cache).invalidations - invals, N + 1);
+	char got[64];
+	for (int i = 0; i < N; i += 37) {
+		const char *get[] = {"EXISTS", keys[i]};
+		assert_true(test_redis_cmd(REDIS_DB, got, sizeof(got), 2, get));
+		assert_string_equal(got, "0");
+	}
+	assert_true(heard_within(other, heard + N + 1, 2000));
+	for (int i = 0; i < N; i += 37)
+		expect_text(other, keys[i], "new", "new");
+	expect_text(f->cache, "bk:all", "new", "new");
+	/* Nothing to do is no error. */
+	assert_int_equal(
+	    aside_cache_invalidate_late_many(f->cache, NULL, NULL, 0, NULL),
+	    ASIDE_OK);
+	size_t zero = 0;
+	assert_int_equal(
+	    aside_cache_invalidate_late_many(f->cache, keys, &zero, 1, NULL),
+	    ASIDE_EINVAL);
+	aside_cache_close(other);
 }
 
 /*
@@ -1480,6 +1555,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(
 		invalidations_get_through_a_full_redis, setup, teardown),
 	    cmocka_unit_test_setup_teardown(redis_refusing_writes_is_not_read,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(owed_invalidations_go_by_batch,
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 		owed_invalidation_found_by_a_fill_of_its_own_key, setup,
