@@ -1354,6 +1354,36 @@ static int add_once(char ***set, size_t *n, size_t *cap, const char *s)
 	return ASIDE_OK;
 }
 
+/* Adds the keys related to key's namespace to the set, copied out so that
+ * no lock is held across tiers.  ASIDE_OK or ASIDE_ENOMEM. */
+static int add_related(aside_cache *c, const char *key, size_t klen,
+		       char ***set, size_t *n, size_t *cap)
+{
+	int rc = ASIDE_OK;
+	pthread_mutex_lock(&c->ns_lock);
+	struct ns_policy *ns = ns_find_locked(c, key, ns_len(key, klen));
+	for (size_t j = 0; ns && j < ns->nrelated && rc == ASIDE_OK; j++)
+		rc = add_once(set, n, cap, ns->related[j]);
+	pthread_mutex_unlock(&c->ns_lock);
+	return rc;
+}
+
+/* Invalidates the n related keys and frees them; rc: the caller's so far,
+ * returned unless it is ASIDE_OK and one of them fails. */
+static int invalidate_related(aside_cache *c, char **set, size_t n, bool late,
+			      int rc, aside_error *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		int r = invalidate_one(c, set[i], strlen(set[i]), false, late,
+				       0, rc == ASIDE_OK ? err : NULL);
+		if (rc == ASIDE_OK)
+			rc = r;
+		free(set[i]);
+	}
+	free(set);
+	return rc;
+}
+
 int aside_cache_invalidate_late_many(aside_cache *c, const char *const *keys,
 				     const size_t *klens, size_t n,
 				     aside_error *err)
@@ -1368,24 +1398,13 @@ int aside_cache_invalidate_late_many(aside_cache *c, const char *const *keys,
 					   "aside_cache_invalidate_late_many: "
 					   "bad key %zu",
 					   i);
-
-	/* Their related keys, each once, copied out so that no lock is held
-	 * across tiers. */
-	char **related = NULL;
+	char **related = NULL; /* each once for them all */
 	size_t nrel = 0, cap = 0;
 	int rc = ASIDE_OK;
-	pthread_mutex_lock(&c->ns_lock);
-	for (size_t i = 0; i < n && rc == ASIDE_OK; i++) {
-		struct ns_policy *ns =
-		    ns_find_locked(c, keys[i], ns_len(keys[i], klens[i]));
-		for (size_t j = 0; ns && j < ns->nrelated && rc == ASIDE_OK;
-		     j++)
-			rc = add_once(&related, &nrel, &cap, ns->related[j]);
-	}
-	pthread_mutex_unlock(&c->ns_lock);
+	for (size_t i = 0; i < n && rc == ASIDE_OK; i++)
+		rc = add_related(c, keys[i], klens[i], &related, &nrel, &cap);
 	if (rc != ASIDE_OK)
 		aside__fail(err, rc, "out of memory");
-
 	for (size_t at = 0; at < n; at += INVAL_BATCH) {
 		size_t m = n - at < INVAL_BATCH ? n - at : INVAL_BATCH;
 		int r = invalidate_batch(c, keys + at, klens + at, m,
@@ -1393,15 +1412,7 @@ int aside_cache_invalidate_late_many(aside_cache *c, const char *const *keys,
 		if (rc == ASIDE_OK)
 			rc = r;
 	}
-	for (size_t i = 0; i < nrel; i++) {
-		int r = invalidate_one(c, related[i], strlen(related[i]), false,
-				       true, 0, rc == ASIDE_OK ? err : NULL);
-		if (rc == ASIDE_OK)
-			rc = r;
-		free(related[i]);
-	}
-	free(related);
-	return rc;
+	return invalidate_related(c, related, nrel, true, rc, err);
 }
 
 int aside_cache_invalidate(aside_cache *c, const char *key, size_t klen,
@@ -1419,32 +1430,12 @@ static int invalidate_with_related(aside_cache *c, const char *key, size_t klen,
 		return aside__fail(err, ASIDE_EINVAL,
 				   "aside_cache_invalidate: bad arguments");
 	int rc = invalidate_one(c, key, klen, false, late, version, err);
-
-	/* Related keys, copied out so that no lock is held across tiers. */
 	char **related = NULL;
-	size_t n = 0;
-	pthread_mutex_lock(&c->ns_lock);
-	struct ns_policy *ns = ns_find_locked(c, key, ns_len(key, klen));
-	if (ns && ns->nrelated) {
-		related = calloc(ns->nrelated, sizeof(*related));
-		for (size_t i = 0; related && i < ns->nrelated; i++)
-			if ((related[i] = strdup(ns->related[i])))
-				n = i + 1;
-			else
-				break;
-		if (n < ns->nrelated && rc == ASIDE_OK)
-			rc = aside__fail(err, ASIDE_ENOMEM, "out of memory");
-	}
-	pthread_mutex_unlock(&c->ns_lock);
-	for (size_t i = 0; i < n; i++) {
-		int r = invalidate_one(c, related[i], strlen(related[i]), false,
-				       late, 0, rc == ASIDE_OK ? err : NULL);
-		if (rc == ASIDE_OK)
-			rc = r;
-		free(related[i]);
-	}
-	free(related);
-	return rc;
+	size_t n = 0, cap = 0;
+	if (add_related(c, key, klen, &related, &n, &cap) != ASIDE_OK &&
+	    rc == ASIDE_OK)
+		rc = aside__fail(err, ASIDE_ENOMEM, "out of memory");
+	return invalidate_related(c, related, n, late, rc, err);
 }
 
 int aside_cache_invalidate_version(aside_cache *c, const char *key, size_t klen,

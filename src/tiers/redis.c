@@ -910,6 +910,24 @@ static redisReply *run_script(struct redis *r, int s, int nkeys, int n,
 		free(argv);
 		free(lens);
 	}
+	/*
+	 * A lookup (whose lease is a write) or a fill refused as writes are
+	 * (a replica, too few replicas, a failed save): so are invalidations,
+	 * this process's and the others', and the old rows they leave are
+	 * not to be read.  A cache without an L1 hears no other cache's
+	 * refusal (see refused); this may be how it finds out.  Refused
+	 * invalidations are handled where they are made.
+	 */
+	if (rep && rep->type == REDIS_REPLY_ERROR &&
+	    (s == S_LEASE_GET || s == S_LEASE_FILL || s == S_LEASE_DROP) &&
+	    replaying != r &&
+	    (!strncmp(rep->str, "READONLY", 8) ||
+	     !strncmp(rep->str, "NOREPLICAS", 10) ||
+	     !strncmp(rep->str, "MISCONF", 7))) {
+		char why[160];
+		snprintf(why, sizeof(why), "it refuses writes: %s", rep->str);
+		refusing_now(r, why);
+	}
 	return rep;
 }
 

@@ -817,7 +817,18 @@ static void redis_refusing_writes_is_not_read(void **state)
 		assert_non_null(
 		    strstr(redis_entry(u.id, entry, sizeof(entry)), u.name));
 
+		user v = add_user(f, 10 + i); /* not cached */
+		aside_cache *c4 = redis_only_cache();
+		user_service *s4 = user_service_new(f->db, c4);
+
 		redis_refuses_writes(hows[i]);
+		/* A cache without an L1, which hears no other cache's
+		 * refusal, finds out on its first miss: its lease is a write,
+		 * refused too. */
+		int rc4 = user_service_get(s4, v.id, &got);
+		int up4;
+		uint64_t errors4;
+		redis_tier(c4, &errors4, &up4);
 		char old[sizeof(u.name)];
 		snprintf(old, sizeof(old), "%s", u.name);
 		snprintf(u.name, sizeof(u.name), "Written while refused");
@@ -870,6 +881,9 @@ static void redis_refusing_writes_is_not_read(void **state)
 		       "after it took writes\n",
 		       hows[i], heard3 * 1000, heard2 * 1000,
 		       (now_s() - t0) * 1000);
+		assert_int_equal(rc4, ASIDE_OK);
+		assert_string_equal(got.name, v.name);
+		assert_int_equal(up4, 0);
 		assert_int_equal(rc, ASIDE_OK);
 		assert_int_equal(owed, 1);
 		assert_true(kept);
@@ -888,8 +902,10 @@ static void redis_refusing_writes_is_not_read(void **state)
 		assert_string_equal(got.name, u.name);
 		user_service_free(s2);
 		user_service_free(s3);
+		user_service_free(s4);
 		aside_cache_close(c2);
 		aside_cache_close(c3);
+		aside_cache_close(c4);
 	}
 }
 
@@ -959,8 +975,8 @@ static void owed_invalidations_go_by_batch(void **state)
 	const char *keys[N];
 	size_t klens[N];
 	for (int i = 0; i < N; i++) {
-		klens[i] = (size_t)snprintf(names[i], sizeof(names[i]),
-					    "bk:%d", i);
+		klens[i] =
+		    (size_t)snprintf(names[i], sizeof(names[i]), "bk:%d", i);
 		keys[i] = names[i];
 		expect_text(f->cache, keys[i], "old", "old");
 		expect_text(other, keys[i], "other", "old"); /* its L1 too */
@@ -970,13 +986,13 @@ static void owed_invalidations_go_by_batch(void **state)
 	uint64_t invals = metrics(f->cache).invalidations;
 	long evalsha = redis_calls("evalsha"), eval = redis_calls("eval");
 
-	assert_int_equal(aside_cache_invalidate_late_many(f->cache, keys, klens,
-							  N, NULL),
-			 ASIDE_OK);
-	long commands = redis_calls("evalsha") - evalsha +
-			redis_calls("eval") - eval;
-	printf("    %d keys and a related one invalidated in %ld scripts\n",
-	       N, commands);
+	assert_int_equal(
+	    aside_cache_invalidate_late_many(f->cache, keys, klens, N, NULL),
+	    ASIDE_OK);
+	long commands =
+	    redis_calls("evalsha") - evalsha + redis_calls("eval") - eval;
+	printf("    %d keys and a related one invalidated in %ld scripts\n", N,
+	       commands);
 	/* Three batches (256, 256, 88) and bk:all; a script sent again on
 	 * NOSCRIPT would count twice. */
 	assert_true(commands >= 4 && commands <= 8);
