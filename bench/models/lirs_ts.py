@@ -22,10 +22,18 @@ queue.  This model keeps to what the L1 could do:
   the capacity: HIR entries evicted without ever being LIR grow it by
   --grow entries, demoted ones shrink it by one);
 - --shards splits the keys by a seeded hash, each shard with its share of
-  the capacity, as mem:// does.
+  the capacity, as mem:// does;
+- --filter strict|ties puts a frequency filter in front of the HIR queue,
+  as TinyLFU's is in front of W-TinyLFU's main area: a new key that would
+  be queued (not one found in the stack, which becomes LIR) replaces the
+  queue's next victim only if it was seen more often lately (exact counts
+  of up to 15, halved every 10 x capacity accesses: an ideal sketch);
+  strict turns it away on a tie too, ties lets it in.  A key turned away
+  is remembered as non-resident, so its next access may find it in the
+  stack.
 
     bench/models/lirs_ts.py [--grow G] [--history H] [--shards S]
-        [--seed N] TRACE CAPACITY [TRACE CAPACITY...]
+        [--seed N] [--filter strict|ties] TRACE CAPACITY [TRACE CAPACITY...]
 """
 import argparse
 from collections import OrderedDict
@@ -33,7 +41,7 @@ from collections import OrderedDict
 from lirs import Ghost, read_trace  # the models' shared pieces
 
 
-def lirs_ts(trace, cap, grow=1.5, history=3.0, hir_share=0.01):
+def lirs_ts(trace, cap, grow=1.5, history=3.0, hir_share=0.01, filt=None):
     hir = max(1.0, float(int(cap * hir_share)))
     lir = OrderedDict()   # key -> stamp; the oldest (the bottom) first
     queue = OrderedDict() # resident HIR key -> stamp; the next victim first
@@ -42,6 +50,26 @@ def lirs_ts(trace, cap, grow=1.5, history=3.0, hir_share=0.01):
     was_lir = set()
     fresh, demoted = Ghost(cap // 4), Ghost(cap // 4)
     hits = clock = 0
+    freq, seen, period = {}, 0, 10 * cap  # for --filter
+
+    def count(k):
+        nonlocal seen, freq
+        freq[k] = min(15, freq.get(k, 0) + 1)
+        seen += 1
+        if seen >= period:
+            seen = 0
+            freq = {a: b // 2 for a, b in freq.items() if b // 2}
+
+    def turned_away(x):
+        """Whether the filter keeps x out, in favour of the next victim."""
+        stamp = gone.get(x)
+        if not filt or not queue or (stamp is not None and stamp > bottom()):
+            return False
+        h = next(iter(queue))
+        if counts.get(h, 0):
+            return False  # a hit not yet applied: not the victim
+        fx, fh = freq.get(x, 0), freq.get(h, 0)
+        return fx < fh or (fx == fh and filt == "strict")
 
     def bottom():
         """The oldest LIR entry's stamp, once hit ones have gone back up."""
@@ -65,6 +93,8 @@ def lirs_ts(trace, cap, grow=1.5, history=3.0, hir_share=0.01):
             demote()
 
     for x in trace:
+        if filt:
+            count(x)
         if x in lir or x in queue:
             hits += 1
             counts[x] = counts.get(x, 0) + 1
@@ -77,6 +107,12 @@ def lirs_ts(trace, cap, grow=1.5, history=3.0, hir_share=0.01):
         if len(lir) + len(queue) < cap and len(lir) < cap - int(hir):
             gone.pop(x, None)
             lir[x] = clock
+            continue
+        if len(lir) + len(queue) >= cap and turned_away(x):
+            gone.pop(x, None)
+            gone[x] = clock
+            if len(gone) > history * cap:
+                gone.popitem(last=False)
             continue
         while len(lir) + len(queue) >= cap:
             if not queue:
@@ -125,13 +161,14 @@ def main():
     ap.add_argument("--history", type=float, default=3.0)
     ap.add_argument("--shards", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--filter", choices=["strict", "ties"], default=None)
     ap.add_argument("pairs", nargs="+", help="TRACE CAPACITY ...")
     a = ap.parse_args()
     if len(a.pairs) % 2:
         ap.error("give each trace its capacity")
     for path, cap in zip(a.pairs[::2], a.pairs[1::2]):
         r = sharded(read_trace(path), int(cap), a.shards, a.seed,
-                    grow=a.grow, history=a.history)
+                    grow=a.grow, history=a.history, filt=a.filter)
         name = path.rsplit("/", 1)[-1]
         print(f"trace={name} capacity={cap} shards={a.shards} "
               f"hit_ratio={r:.4f}", flush=True)
