@@ -117,8 +117,9 @@ struct redis {
 	 * that came at once (refused) makes an invalidation worth trying
 	 * while the breaker is open; see cheap_to_try. */
 	int64_t fail_us;
-	/* Redis answered an invalidation with a refusal (see refused): the
-	 * probe checks that it takes writes before anything else; lock */
+	/* Redis refused a write: an invalidation (see refused), a lease or a
+	 * fill (see run_script); the probe checks that it takes writes again
+	 * before anything else; lock */
 	bool refusing;
 	pthread_cond_t probed;	  /* a probe ended; with lock */
 	pthread_cond_t wake;	  /* the breaker opened, or closes; with lock */
@@ -1195,8 +1196,9 @@ static int r_tombstone(void *self, const char *key, size_t klen, uint64_t hash,
  * with the writer's own process reading it back).  So the breaker opens
  * (refusing_now), and the other caches are told on the channel, which a
  * replica still serves: they drop the key from their L1 and stop reading
- * Redis as well.  One that misses the message learns the same from its
- * replayer, whose delivery of the owed row is refused in turn.  The probe
+ * Redis as well.  One that misses the message (or has no L1, and so no
+ * subscription) learns the same when a write of its own is refused: a
+ * miss's lease, or its replayer's delivery of the owed row.  The probe
  * (not this) decides for the invalidations it delivers.
  */
 static void refused(struct redis *r, const char *key, size_t klen,
