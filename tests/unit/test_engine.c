@@ -674,6 +674,79 @@ static void invalidate_removes_related_keys(void **state)
 	assert_int_equal(metrics(f).invalidations, 2);
 }
 
+/*
+ * aside_cache_invalidate_late_many is each key's late invalidation, by
+ * batches of 256: every key goes, a load in flight is not stored, and a
+ * related key goes once for them all.
+ */
+static void late_many_invalidates_each_key_once(void **state)
+{
+	fixture *f = *state;
+	enum { N = 300 }; /* two batches */
+	assert_int_equal(aside_cache_add_related(f->cache, "user", "users:all"),
+			 ASIDE_OK);
+	static char names[N + 1][16];
+	const char *keys[N];
+	size_t klens[N];
+	for (int i = 0; i <= N; i++) {
+		snprintf(names[i], sizeof(names[i]), "user:%d", i + 1);
+		assert_int_equal(get_version(f, names[i]), 1);
+	}
+	for (int i = 0; i < N; i++) {
+		keys[i] = names[i];
+		klens[i] = strlen(names[i]);
+	}
+	assert_int_equal(get_version(f, "users:all"), 1);
+	/* The last key, in the second batch, has a load in flight that has
+	 * read version 1. */
+	assert_int_equal(
+	    aside_cache_invalidate(f->cache, keys[N - 1], klens[N - 1], NULL),
+	    ASIDE_OK);
+	source_hold_next(&f->src);
+	pthread_t old;
+	reader r1 = {f, keys[N - 1], 0, {0}};
+	pthread_create(&old, NULL, read_thread, &r1);
+	source_wait_held(&f->src);
+	uint64_t invals = metrics(f).invalidations;
+
+	f->src.version = 2;
+	assert_int_equal(
+	    aside_cache_invalidate_late_many(f->cache, keys, klens, N, NULL),
+	    ASIDE_OK);
+	source_release(&f->src);
+	pthread_join(old, NULL);
+	assert_true(metrics(f).fills_voided >= 1);
+	assert_int_equal(metrics(f).invalidations - invals, N + 1);
+	aside_value *v;
+	for (int i = 0; i < N - 1; i++)
+		assert_int_equal(
+		    aside_cache_peek(f->cache, keys[i], klens[i], &v),
+		    ASIDE_NOT_FOUND);
+	assert_int_equal(aside_cache_peek(f->cache, "users:all", 9, &v),
+			 ASIDE_NOT_FOUND);
+	/* Not named, so kept. */
+	assert_int_equal(
+	    aside_cache_peek(f->cache, names[N], strlen(names[N]), &v),
+	    ASIDE_OK);
+	aside_value_unref(v);
+	/* The load in flight stored nothing old. */
+	assert_int_equal(get_version(f, keys[N - 1]), 2);
+	assert_int_equal(get_version(f, keys[0]), 2);
+
+	/* Bad arguments change nothing. */
+	size_t zero = 0;
+	assert_int_equal(
+	    aside_cache_invalidate_late_many(f->cache, keys, &zero, 1, NULL),
+	    ASIDE_EINVAL);
+	assert_int_equal(
+	    aside_cache_invalidate_late_many(NULL, keys, klens, 1, NULL),
+	    ASIDE_EINVAL);
+	assert_int_equal(
+	    aside_cache_invalidate_late_many(f->cache, NULL, NULL, 0, NULL),
+	    ASIDE_OK);
+	assert_int_equal(get_version(f, keys[0]), 2);
+}
+
 /* ---- corrupt entries --------------------------------------------------- */
 
 static void undecodable_entry_is_dropped_and_reloaded(void **state)
@@ -783,6 +856,8 @@ int main(void)
 					    teardown),
 	    cmocka_unit_test_setup_teardown(default_ttl_is_one_hour, setup,
 					    teardown),
+	    cmocka_unit_test_setup_teardown(late_many_invalidates_each_key_once,
+					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(invalidate_removes_related_keys,
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(
