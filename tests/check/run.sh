@@ -13,44 +13,46 @@ if [ -z "${ASIDE_TEST_REDIS_URL:-}" ] || [ -z "${ASIDE_TEST_PG_URL:-}" ]; then
 fi
 redis="$ASIDE_TEST_REDIS_URL/4"
 tmp=$(mktemp)
-trap 'rm -f "$tmp"' EXIT
+trap 'rm -f "$tmp" "$tmp.authed"' EXIT
+
+# run ARGS...: aside check on the test database; its report in $tmp (and
+# printed), its exit status in $status.
+run() {
+	status=0
+	"$aside" check --db "$ASIDE_TEST_PG_URL" "$@" >"$tmp" 2>/dev/null || status=$?
+	cat "$tmp"
+}
+# clean NAME: the last run exited 0 and found nothing.
+clean() {
+	[ "$status" -eq 0 ] || fail "$1: exit $status"
+	grep -q '^findings: 0 stale reads .*, 0 divergent keys$' "$tmp" || fail "$1: findings"
+}
+# saw NAME PATTERN WHAT: the last report has a line matching PATTERN.
+saw() {
+	grep -q "$2" "$tmp" || fail "$1: $3"
+}
 
 # aside, with stalls of whole processes; PostgreSQL's notices go to stderr.
-status=0
-"$aside" check --db "$ASIDE_TEST_PG_URL" --cache "$redis" --processes 3 \
-	--threads 6 --keys 6 --duration-s 2 --stall-ms 200 >"$tmp" 2>/dev/null || status=$?
-cat "$tmp"
-[ "$status" -eq 0 ] || fail "aside: exit $status"
-grep -q '^findings: 0 stale reads .*, 0 divergent keys$' "$tmp" || fail "aside: findings"
-grep -q '^ops: [1-9][0-9]* reads, [1-9][0-9]* writes, 0 errors' "$tmp" || fail "aside: ops"
+run --cache "$redis" --processes 3 --threads 6 --keys 6 --duration-s 2 --stall-ms 200
+clean "aside"
+saw "aside" '^ops: [1-9][0-9]* reads, [1-9][0-9]* writes, 0 errors' "ops"
 
 # aside with an L1 in each process: stale only within the stated bound
 # (l1_bound_ms, 100 by default, plus up to two ticks of the coarse clock:
 # 8 ms at 250 Hz, 20 ms at 100 Hz; 150 leaves room for both).
-status=0
-"$aside" check --db "$ASIDE_TEST_PG_URL" --cache "$redis?l1=1000" --bound-ms 150 \
-	--processes 3 --threads 6 --keys 6 --duration-s 2 --stall-ms 200 >"$tmp" 2>/dev/null || status=$?
-cat "$tmp"
-[ "$status" -eq 0 ] || fail "aside with L1: exit $status"
-grep -q '^findings: 0 stale reads .*, 0 divergent keys$' "$tmp" || fail "aside with L1: findings"
+run --cache "$redis?l1=1000" --bound-ms 150 --processes 3 --threads 6 --keys 6 \
+	--duration-s 2 --stall-ms 200
+clean "aside with L1"
 
 # Many readers on few keys, so that readers join loads that writes in other
 # processes overtake (the races of docs/consistency.md's table): with an L1
 # and long stalls, then without an L1 and with short delays.
-status=0
-"$aside" check --db "$ASIDE_TEST_PG_URL" --cache "$redis?l1=1000" --bound-ms 150 \
-	--processes 3 --threads 6 --keys 2 --duration-s 2 --stall-ms 300 \
-	--load-delay-ms 50 >"$tmp" 2>/dev/null || status=$?
-cat "$tmp"
-[ "$status" -eq 0 ] || fail "aside, L1, 2 keys: exit $status"
-grep -q '^findings: 0 stale reads .*, 0 divergent keys$' "$tmp" || fail "aside, L1, 2 keys: findings"
-status=0
-"$aside" check --db "$ASIDE_TEST_PG_URL" --cache "$redis" --processes 2 \
-	--threads 12 --keys 1 --duration-s 2 --load-delay-ms 5 --inval-delay-ms 5 \
-	>"$tmp" 2>/dev/null || status=$?
-cat "$tmp"
-[ "$status" -eq 0 ] || fail "aside, 1 key: exit $status"
-grep -q '^findings: 0 stale reads .*, 0 divergent keys$' "$tmp" || fail "aside, 1 key: findings"
+run --cache "$redis?l1=1000" --bound-ms 150 --processes 3 --threads 6 --keys 2 \
+	--duration-s 2 --stall-ms 300 --load-delay-ms 50
+clean "aside, L1, 2 keys"
+run --cache "$redis" --processes 2 --threads 12 --keys 1 --duration-s 2 \
+	--load-delay-ms 5 --inval-delay-ms 5
+clean "aside, 1 key"
 
 # Redis faults: every 150 ms or so, every data connection or every
 # subscription dropped (CLIENT KILL), or Redis paused (CLIENT PAUSE); with
@@ -59,76 +61,50 @@ grep -q '^findings: 0 stale reads .*, 0 divergent keys$' "$tmp" || fail "aside, 
 for cache in "$redis" "$redis?l1=1000"; do
 	bound=0
 	case $cache in *l1=*) bound=150 ;; esac
-	status=0
-	"$aside" check --db "$ASIDE_TEST_PG_URL" --cache "$cache" --bound-ms "$bound" \
-		--processes 3 --threads 6 --keys 6 --duration-s 2 \
-		--redis-faults-ms 150 >"$tmp" 2>/dev/null || status=$?
-	cat "$tmp"
-	[ "$status" -eq 0 ] || fail "aside, Redis faults, $cache: exit $status"
-	grep -q '^findings: 0 stale reads .*, 0 divergent keys$' "$tmp" ||
-		fail "aside, Redis faults, $cache: findings"
-	grep -q '^faults: [1-9]' "$tmp" || fail "aside, Redis faults, $cache: none made"
+	run --cache "$cache" --bound-ms "$bound" --processes 3 --threads 6 --keys 6 \
+		--duration-s 2 --redis-faults-ms 150
+	clean "aside, Redis faults, $cache"
+	saw "aside, Redis faults, $cache" '^faults: [1-9]' "none made"
 done
 # The same on few keys with slow loads, where readers join loads whose
 # fills the faults make fail (the configuration that found those races).
-status=0
-"$aside" check --db "$ASIDE_TEST_PG_URL" --cache "$redis" --processes 3 --threads 6 \
-	--keys 4 --duration-s 2 --load-delay-ms 30 --inval-delay-ms 0 \
-	--redis-faults-ms 300 >"$tmp" 2>/dev/null || status=$?
-cat "$tmp"
-[ "$status" -eq 0 ] || fail "aside, Redis faults, 4 keys: exit $status"
-grep -q '^findings: 0 stale reads .*, 0 divergent keys$' "$tmp" ||
-	fail "aside, Redis faults, 4 keys: findings"
+run --cache "$redis" --processes 3 --threads 6 --keys 4 --duration-s 2 \
+	--load-delay-ms 30 --inval-delay-ms 0 --redis-faults-ms 300
+clean "aside, Redis faults, 4 keys"
 
 # Redis paused past the command timeout (300 ms against 250): the commands
 # held up fail, the breakers open, and writes meanwhile are owed; each
 # process's prober has a ping waiting when the pause ends, and delivers
 # before reading again (with the backoff doubling per failed command, and
 # probes run by requests, this found thousands of stale reads).
-status=0
-"$aside" check --db "$ASIDE_TEST_PG_URL" --cache "$redis" --processes 3 --threads 6 \
-	--keys 6 --duration-s 3 --redis-faults-ms 600 --redis-pause-ms 300 \
-	>"$tmp" 2>/dev/null || status=$?
-cat "$tmp"
-[ "$status" -eq 0 ] || fail "aside, long Redis pauses: exit $status"
-grep -q '^findings: 0 stale reads .*, 0 divergent keys$' "$tmp" ||
-	fail "aside, long Redis pauses: findings"
-grep -q '^faults: .*, [1-9][0-9]* pauses' "$tmp" || fail "aside, long Redis pauses: none made"
+run --cache "$redis" --processes 3 --threads 6 --keys 6 --duration-s 3 \
+	--redis-faults-ms 600 --redis-pause-ms 300
+clean "aside, long Redis pauses"
+saw "aside, long Redis pauses" '^faults: .*, [1-9][0-9]* pauses' "none made"
+
+# Redis demoted to a replica now and then (it serves reads and refuses
+# writes): a write's refused invalidation must keep the old row from being
+# served, and the L1s hear of it on their subscription.  (Without an L1 a
+# process has no subscription, and reads the old row until one of its own
+# writes is refused: docs/consistency.md, Limits.)
+run --cache "$redis?l1=1000" --bound-ms 150 --processes 3 --threads 6 --keys 6 \
+	--duration-s 3 --redis-faults-ms 300 --redis-demote-ms 300
+clean "aside, Redis demoted"
+saw "aside, Redis demoted" '^faults: .*, [1-9][0-9]* demotions' "none made"
 
 # The database failing as well: every 60 ms or so the processes' connections
 # to PostgreSQL are terminated (errors are expected then), with and without
 # Redis faults and an L1.  A write whose owed invalidations cannot be read
 # from the outbox must not stop the next ones from reaching Redis.
-# Redis demoted to a replica now and then (it serves reads and refuses
-# writes): a write's refused invalidation must keep the old row from being
-# served, and the L1s hear of it on their subscription.  (Without an L1 a
-# process has no subscription, and reads the old row until its own writes
-# or its replayer are refused: docs/consistency.md, Limits.)
-status=0
-"$aside" check --db "$ASIDE_TEST_PG_URL" --cache "$redis?l1=1000" --bound-ms 150 \
-	--processes 3 --threads 6 --keys 6 --duration-s 3 --redis-faults-ms 300 \
-	--redis-demote-ms 300 >"$tmp" 2>/dev/null || status=$?
-cat "$tmp"
-[ "$status" -eq 0 ] || fail "aside, Redis demoted: exit $status"
-grep -q '^findings: 0 stale reads .*, 0 divergent keys$' "$tmp" ||
-	fail "aside, Redis demoted: findings"
-grep -q '^faults: .*, [1-9][0-9]* demotions' "$tmp" || fail "aside, Redis demoted: none made"
-
 for cache in "$redis" "$redis?l1=1000"; do
 	bound=0
 	case $cache in *l1=*) bound=150 ;; esac
 	for faults in 0 150; do
-		status=0
-		"$aside" check --db "$ASIDE_TEST_PG_URL" --cache "$cache" --bound-ms "$bound" \
-			--processes 3 --threads 6 --keys 4 --duration-s 2 \
-			--db-faults-ms 60 --redis-faults-ms "$faults" >"$tmp" 2>/dev/null || status=$?
-		cat "$tmp"
-		what="database faults, Redis faults $faults, $cache"
-		[ "$status" -eq 0 ] || fail "aside, $what: exit $status"
-		grep -q '^findings: 0 stale reads .*, 0 divergent keys$' "$tmp" ||
-			fail "aside, $what: findings"
-		grep -q '^database faults: [1-9][0-9]* rounds terminated [1-9]' "$tmp" ||
-			fail "aside, $what: none made"
+		what="aside, database faults, Redis faults $faults, $cache"
+		run --cache "$cache" --bound-ms "$bound" --processes 3 --threads 6 \
+			--keys 4 --duration-s 2 --db-faults-ms 60 --redis-faults-ms "$faults"
+		clean "$what"
+		saw "$what" '^database faults: [1-9][0-9]* rounds terminated [1-9]' "none made"
 	done
 done
 
@@ -144,17 +120,12 @@ if [ -n "${ASIDE_TEST_SERVICES_DIR:-}" ]; then
 		"$services" redis-start "$ASIDE_TEST_SERVICES_DIR"
 	done) >/dev/null 2>&1 &
 	restarts=$!
-	status=0
-	"$aside" check --db "$ASIDE_TEST_PG_URL" --cache "$redis" --processes 3 \
-		--threads 6 --keys 6 --duration-s 5 >"$tmp" 2>/dev/null || status=$?
+	run --cache "$redis" --processes 3 --threads 6 --keys 6 --duration-s 5
 	wait "$restarts" || true
 	redis-cli -u "$ASIDE_TEST_REDIS_URL" ping >/dev/null 2>&1 ||
 		"$services" redis-start "$ASIDE_TEST_SERVICES_DIR"
-	cat "$tmp"
-	[ "$status" -eq 0 ] || fail "aside, Redis restarted: exit $status"
-	grep -q '^findings: 0 stale reads .*, 0 divergent keys$' "$tmp" ||
-		fail "aside, Redis restarted: findings"
-	grep -q '^cache: [1-9]' "$tmp" || fail "aside, Redis restarted: no outage seen"
+	clean "aside, Redis restarted"
+	saw "aside, Redis restarted" '^cache: [1-9]' "no outage seen"
 
 	# Redis hung (SIGSTOP: connections are accepted, nothing is answered)
 	# for 1.2 s, twice: every process's breaker opens, its writes are owed,
@@ -170,34 +141,29 @@ if [ -n "${ASIDE_TEST_SERVICES_DIR:-}" ]; then
 		kill -CONT "$pid"
 	done) >/dev/null 2>&1 &
 	hangs=$!
-	status=0
-	"$aside" check --db "$ASIDE_TEST_PG_URL" --cache "$redis" --processes 3 \
-		--threads 6 --keys 6 --duration-s 5 >"$tmp" 2>/dev/null || status=$?
+	run --cache "$redis" --processes 3 --threads 6 --keys 6 --duration-s 5
 	wait "$hangs" || true
 	kill -CONT "$pid" 2>/dev/null || true
-	cat "$tmp"
-	[ "$status" -eq 0 ] || fail "aside, Redis hung: exit $status"
-	grep -q '^findings: 0 stale reads .*, 0 divergent keys$' "$tmp" ||
-		fail "aside, Redis hung: findings"
-	grep -q '^cache: [1-9]' "$tmp" || fail "aside, Redis hung: no outage seen"
+	clean "aside, Redis hung"
+	saw "aside, Redis hung" '^cache: [1-9]' "no outage seen"
 
 	# A Redis that asks for a password (percent-encoded in the URL): the
 	# faults and the naive mode authenticate as the library does.
 	redis-cli -u "$ASIDE_TEST_REDIS_URL" CONFIG SET requirepass 'pa%ss' >/dev/null
 	authed=$(echo "$redis" | sed 's|^redis://|redis://:pa%25ss@|')
-	status=0
-	"$aside" check --db "$ASIDE_TEST_PG_URL" --cache "$authed" --processes 2 \
-		--threads 4 --keys 4 --duration-s 1 --redis-faults-ms 150 >"$tmp" 2>/dev/null || status=$?
-	nstatus=0
-	"$aside" check --naive --db "$ASIDE_TEST_PG_URL" --cache "$authed" --processes 2 \
-		--threads 4 --keys 4 --duration-s 1 --load-delay-ms 50 >"$tmp.naive" 2>/dev/null || nstatus=$?
+	run --cache "$authed" --processes 2 --threads 4 --keys 4 --duration-s 1 \
+		--redis-faults-ms 150
+	astatus=$status
+	cp "$tmp" "$tmp.authed"
+	run --naive --cache "$authed" --processes 2 --threads 4 --keys 4 --duration-s 1 \
+		--load-delay-ms 50
 	redis-cli -u "$ASIDE_TEST_REDIS_URL" -a 'pa%ss' --no-auth-warning \
 		CONFIG SET requirepass '' >/dev/null
-	cat "$tmp" "$tmp.naive"
-	[ "$status" -eq 0 ] || fail "aside, Redis password: exit $status"
-	grep -q '^faults: [1-9].*, 0 not made$' "$tmp" || fail "aside, Redis password: faults not made"
-	[ "$nstatus" -eq 1 ] || fail "naive, Redis password: exit $nstatus, expected 1"
-	rm -f "$tmp.naive"
+	[ "$astatus" -eq 0 ] || fail "aside, Redis password: exit $astatus"
+	grep -q '^faults: [1-9].*, 0 not made$' "$tmp.authed" ||
+		fail "aside, Redis password: faults not made"
+	[ "$status" -eq 1 ] || fail "naive, Redis password: exit $status, expected 1"
+	rm -f "$tmp.authed"
 
 	# PostgreSQL restarted twice under the load (with an L1, and database
 	# faults now and then, which also lets the check count errors).
@@ -206,24 +172,16 @@ if [ -n "${ASIDE_TEST_SERVICES_DIR:-}" ]; then
 		"$services" pg-restart "$ASIDE_TEST_SERVICES_DIR"
 	done) >/dev/null 2>&1 &
 	restarts=$!
-	status=0
-	"$aside" check --db "$ASIDE_TEST_PG_URL" --cache "$redis?l1=1000" --bound-ms 150 \
-		--processes 3 --threads 6 --keys 6 --duration-s 5 --db-faults-ms 2000 \
-		>"$tmp" 2>/dev/null || status=$?
+	run --cache "$redis?l1=1000" --bound-ms 150 --processes 3 --threads 6 --keys 6 \
+		--duration-s 5 --db-faults-ms 2000
 	wait "$restarts" || true
-	cat "$tmp"
-	[ "$status" -eq 0 ] || fail "aside, PostgreSQL restarted: exit $status"
-	grep -q '^findings: 0 stale reads .*, 0 divergent keys$' "$tmp" ||
-		fail "aside, PostgreSQL restarted: findings"
-	grep -q '^ops: .*, [1-9][0-9]* errors' "$tmp" ||
-		fail "aside, PostgreSQL restarted: no outage seen"
+	clean "aside, PostgreSQL restarted"
+	saw "aside, PostgreSQL restarted" '^ops: .*, [1-9][0-9]* errors' "no outage seen"
 fi
 
 # The seed's cache-aside under the same races.
-status=0
-"$aside" check --naive --db "$ASIDE_TEST_PG_URL" --cache "$redis" --processes 3 \
-	--threads 6 --keys 4 --duration-s 2 --load-delay-ms 50 >"$tmp" 2>/dev/null || status=$?
-cat "$tmp"
+run --naive --cache "$redis" --processes 3 --threads 6 --keys 4 --duration-s 2 \
+	--load-delay-ms 50
 [ "$status" -eq 1 ] || fail "naive: exit $status, expected 1 (findings)"
-grep -q '^findings: [1-9][0-9]* stale reads' "$tmp" || fail "naive: no stale read found"
+saw "naive" '^findings: [1-9][0-9]* stale reads' "no stale read found"
 echo "check test: ok"
