@@ -48,7 +48,7 @@ struct check_cfg {
 	const char *db_url, *cache_url;
 	bool naive;
 	long procs, threads, keys, load_delay_ms, inval_delay_ms, stall_ms;
-	long bound_ms, faults_ms, pause_ms, demote_ms, db_faults_ms;
+	long bound_ms, faults_ms, pause_ms, demote_ms, full_ms, db_faults_ms;
 	double seconds;
 	/* In a child: */
 	const char *dir;
@@ -474,14 +474,48 @@ static int by_begin(const void *a, const void *b)
  *     the command timeout, the processes' breakers open);
  *   - with demote_ms, Redis demoted for demote_ms (REPLICAOF a primary
  *     that is not there, as a failover leaves the old primary: it serves
- *     reads and refuses writes), then made a primary again.
+ *     reads and refuses writes), then made a primary again;
+ *   - with full_ms, Redis full for full_ms (maxmemory 1 with noeviction:
+ *     it refuses whatever adds data, and allows deletes).
  * The injector's own connection is spared (SKIPME is the default).
  */
 struct faults {
 	const struct check_cfg *cfg;
 	int64_t until;
-	long kills, pauses, demotions, failed;
+	long kills, pauses, demotions, fulls, failed;
 };
+
+/*
+ * Runs `set`, waits ms, then runs `undo`, on a new connection if need be
+ * and until it takes: Redis is never left demoted or full.  Returns
+ * whether both took.
+ */
+static bool held(redisContext **c, const char *url, const char *set,
+		 const char *undo, long ms)
+{
+	redisReply *r = redisCommand(*c, set);
+	bool took = r && r->type != REDIS_REPLY_ERROR;
+	if (r)
+		freeReplyObject(r);
+	if (!took)
+		return false;
+	sleep_ms(ms);
+	for (int i = 0; i < 50; i++) {
+		if (!*c || (*c)->err) {
+			if (*c)
+				redisFree(*c);
+			*c = naive_connect(url);
+		}
+		r = *c && !(*c)->err ? redisCommand(*c, undo) : NULL;
+		bool done = r && r->type != REDIS_REPLY_ERROR;
+		if (r)
+			freeReplyObject(r);
+		if (done)
+			return true;
+		sleep_ms(20);
+	}
+	return false;
+}
 
 static void *inject_faults(void *arg)
 {
@@ -489,6 +523,15 @@ static void *inject_faults(void *arg)
 	const struct check_cfg *cfg = fa->cfg;
 	redisContext *c = NULL;
 	uint64_t turn = app_rand();
+	enum { KILL_NORMAL, KILL_PUBSUB, PAUSE, DEMOTE, FULL } kinds[5];
+	int nkinds = 0;
+	kinds[nkinds++] = KILL_NORMAL;
+	kinds[nkinds++] = KILL_PUBSUB;
+	kinds[nkinds++] = PAUSE;
+	if (cfg->demote_ms)
+		kinds[nkinds++] = DEMOTE;
+	if (cfg->full_ms)
+		kinds[nkinds++] = FULL;
 	for (;;) {
 		long ms = cfg->faults_ms / 2 +
 			  (long)(app_rand() % (uint64_t)(cfg->faults_ms + 1));
@@ -504,51 +547,40 @@ static void *inject_faults(void *arg)
 			fa->failed++;
 			continue;
 		}
-		redisReply *r;
-		switch (turn++ % (cfg->demote_ms ? 4 : 3)) {
-		case 0:
+		redisReply *r = NULL;
+		bool ok;
+		switch (kinds[turn++ % (uint64_t)nkinds]) {
+		case KILL_NORMAL:
 			r = redisCommand(c, "CLIENT KILL TYPE normal");
 			fa->kills++;
 			break;
-		case 1:
+		case KILL_PUBSUB:
 			r = redisCommand(c, "CLIENT KILL TYPE pubsub");
 			fa->kills++;
 			break;
-		case 2:
+		case PAUSE:
 			r = redisCommand(c, "CLIENT PAUSE %ld ALL",
 					 cfg->pause_ms);
 			fa->pauses++;
 			break;
-		default:
+		case DEMOTE:
 			/* Port 1: nothing listens there, so no sync ever
 			 * replaces the data it holds. */
-			r = redisCommand(c, "REPLICAOF 127.0.0.1 1");
-			if (r && r->type != REDIS_REPLY_ERROR) {
-				fa->demotions++;
-				sleep_ms(cfg->demote_ms);
+			ok = held(&c, cfg->cache_url, "REPLICAOF 127.0.0.1 1",
+				  "REPLICAOF NO ONE", cfg->demote_ms);
+			fa->demotions += ok;
+			fa->failed += !ok;
+			continue;
+		case FULL:
+			r = redisCommand(c, "CONFIG SET maxmemory-policy "
+					    "noeviction");
+			if (r)
 				freeReplyObject(r);
-				/* Never left demoted: retried on a new
-				 * connection if this one failed. */
-				for (int i = 0; i < 50; i++) {
-					if (!c || c->err) {
-						if (c)
-							redisFree(c);
-						c = naive_connect(
-						    cfg->cache_url);
-					}
-					r = c && !c->err
-						? redisCommand(
-						      c, "REPLICAOF NO ONE")
-						: NULL;
-					if (r && r->type != REDIS_REPLY_ERROR)
-						break;
-					if (r)
-						freeReplyObject(r);
-					r = NULL;
-					sleep_ms(20);
-				}
-			}
-			break;
+			ok = held(&c, cfg->cache_url, "CONFIG SET maxmemory 1",
+				  "CONFIG SET maxmemory 0", cfg->full_ms);
+			fa->fulls += ok;
+			fa->failed += !ok;
+			continue;
 		}
 		if (!r || r->type == REDIS_REPLY_ERROR)
 			fa->failed++;
@@ -802,9 +834,10 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 	if (cfg->faults_ms > 0)
 		printf(
 		    "  Redis faults every %ld ms or so: connections dropped, "
-		    "clients paused for %ld ms%s\n",
+		    "clients paused for %ld ms%s%s\n",
 		    cfg->faults_ms, cfg->pause_ms,
-		    cfg->demote_ms ? ", Redis demoted to a replica" : "");
+		    cfg->demote_ms ? ", Redis demoted to a replica" : "",
+		    cfg->full_ms ? ", Redis full" : "");
 	if (cfg->db_faults_ms > 0)
 		printf("  database faults every %ld ms or so: the processes' "
 		       "connections terminated\n",
@@ -967,8 +1000,8 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 		    tier_errors, tier_skipped, lease_timeouts);
 	if (cfg->faults_ms > 0)
 		printf("faults: %ld connection kills, %ld pauses, %ld "
-		       "demotions, %ld not made\n",
-		       fa.kills, fa.pauses, fa.demotions, fa.failed);
+		       "demotions, %ld times full, %ld not made\n",
+		       fa.kills, fa.pauses, fa.demotions, fa.fulls, fa.failed);
 	if (cfg->db_faults_ms > 0)
 		printf("database faults: %ld rounds terminated %ld "
 		       "connections, %ld not made; %ld writes failed but had "
@@ -1000,43 +1033,47 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: aside check --db URL --cache redis://... [OPTIONS]\n"
-		"  --naive              the seed's plain cache-aside instead "
-		"of aside\n"
-		"  --processes N        processes (default 3)\n"
-		"  --threads N          threads per process, one of them a "
-		"writer (default 8)\n"
-		"  --keys N             rows (default 8)\n"
-		"  --duration-s S       seconds of load (default 3)\n"
-		"  --load-delay-ms D    sleep up to D ms between a load's read "
-		"and its fill (default 20)\n"
-		"  --inval-delay-ms D   sleep up to D ms between a commit and "
-		"its invalidation (default 20)\n"
-		"  --stall-ms D         stop a random process for D ms, now "
-		"and then (default 0: never)\n"
-		"  --bound-ms B         a read is stale only if it began more "
-		"than B ms after the\n"
-		"                       write completed (default 0)\n"
-		"  --redis-faults-ms F  every F ms or so, drop every Redis "
-		"connection, or every\n"
-		"                       subscription, or pause Redis, in turn "
-		"(default 0: never)\n"
-		"  --redis-pause-ms P   pause Redis for P ms (default F/4 + 1; "
-		"past the command\n"
-		"                       timeout of 250 ms, the processes' "
-		"breakers open)\n"
-		"  --redis-demote-ms D  add to the Redis faults: Redis made a "
-		"replica of a primary\n"
-		"                       that is not there for D ms (it serves "
-		"reads, refuses writes)\n"
-		"  --db-faults-ms F     every F ms or so, terminate the "
-		"processes' connections to\n"
-		"                       the database (PostgreSQL; default 0: "
-		"never); errors are then\n"
-		"                       expected, and do not fail the check\n"
-		"exit status: 0 nothing found, 1 findings, 2 the check could "
-		"not run\n");
+	fprintf(
+	    f, "usage: aside check --db URL --cache redis://... [OPTIONS]\n"
+	       "  --naive              the seed's plain cache-aside instead "
+	       "of aside\n"
+	       "  --processes N        processes (default 3)\n"
+	       "  --threads N          threads per process, one of them a "
+	       "writer (default 8)\n"
+	       "  --keys N             rows (default 8)\n"
+	       "  --duration-s S       seconds of load (default 3)\n"
+	       "  --load-delay-ms D    sleep up to D ms between a load's read "
+	       "and its fill (default 20)\n"
+	       "  --inval-delay-ms D   sleep up to D ms between a commit and "
+	       "its invalidation (default 20)\n"
+	       "  --stall-ms D         stop a random process for D ms, now "
+	       "and then (default 0: never)\n"
+	       "  --bound-ms B         a read is stale only if it began more "
+	       "than B ms after the\n"
+	       "                       write completed (default 0)\n"
+	       "  --redis-faults-ms F  every F ms or so, drop every Redis "
+	       "connection, or every\n"
+	       "                       subscription, or pause Redis, in turn "
+	       "(default 0: never)\n"
+	       "  --redis-pause-ms P   pause Redis for P ms (default F/4 + 1; "
+	       "past the command\n"
+	       "                       timeout of 250 ms, the processes' "
+	       "breakers open)\n"
+	       "  --redis-demote-ms D  add to the Redis faults: Redis made a "
+	       "replica of a primary\n"
+	       "                       that is not there for D ms (it serves "
+	       "reads, refuses writes)\n"
+	       "  --redis-full-ms D    add to the Redis faults: Redis full for "
+	       "D ms (maxmemory 1,\n"
+	       "                       noeviction: it refuses what adds data, "
+	       "allows deletes)\n"
+	       "  --db-faults-ms F     every F ms or so, terminate the "
+	       "processes' connections to\n"
+	       "                       the database (PostgreSQL; default 0: "
+	       "never); errors are then\n"
+	       "                       expected, and do not fail the check\n"
+	       "exit status: 0 nothing found, 1 findings, 2 the check could "
+	       "not run\n");
 }
 
 int app_check(int argc, char **argv)
@@ -1063,6 +1100,7 @@ int app_check(int argc, char **argv)
 	    {"redis-faults-ms", required_argument, NULL, 'F'},
 	    {"redis-pause-ms", required_argument, NULL, 'P'},
 	    {"redis-demote-ms", required_argument, NULL, 'R'},
+	    {"redis-full-ms", required_argument, NULL, 'M'},
 	    {"db-faults-ms", required_argument, NULL, 'G'},
 	    {"child-dir", required_argument, NULL, 'D'},
 	    {"child-index", required_argument, NULL, 'X'},
@@ -1123,6 +1161,10 @@ int app_check(int argc, char **argv)
 		case 'R':
 			ok = app_long("redis-demote-ms", optarg, 0, 60000,
 				      &cfg.demote_ms);
+			break;
+		case 'M':
+			ok = app_long("redis-full-ms", optarg, 0, 60000,
+				      &cfg.full_ms);
 			break;
 		case 'G':
 			ok = app_long("db-faults-ms", optarg, 0, 60000,
