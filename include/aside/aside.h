@@ -388,8 +388,9 @@ int aside_cache_invalidate_late(aside_cache *c, const char *key, size_t klen,
  * aside_cache_invalidate_late of n keys (version 0), each of their related
  * keys once, in as few round trips as the tiers allow: a tier with
  * del_many (Redis) takes up to 256 keys a command.  For an outbox
- * delivered after an outage.  Returns ASIDE_OK, or the first error (the
- * other keys are still invalidated).
+ * delivered after an outage.  Returns ASIDE_OK, or the first error: a
+ * tier's error leaves the other keys invalidated; running out of memory
+ * may leave some keys not invalidated (run it again).
  */
 int aside_cache_invalidate_late_many(aside_cache *c, const char *const *keys,
 				     const size_t *klens, size_t n,
