@@ -1199,16 +1199,25 @@ static int r_tombstone(void *self, const char *key, size_t klen, uint64_t hash,
  * Redis as well.  One that misses the message (or has no L1, and so no
  * subscription) learns the same when a write of its own is refused: a
  * miss's lease, or its replayer's delivery of the owed row.  The probe
- * (not this) decides for the invalidations it delivers.
+ * (not this) decides the breaker for the invalidations it delivers.
  */
 static void refused(struct redis *r, const char *key, size_t klen,
 		    const char *reply)
 {
-	if (replaying == r)
-		return;
 	char why[160];
 	snprintf(why, sizeof(why), "it refuses invalidations: %s", reply);
-	refusing_now(r, why);
+	if (replaying == r) {
+		/* The probe's delivery: the probe keeps the breaker open,
+		 * and the next one checks that Redis takes writes.  The
+		 * others are told all the same: a write whose invalidation
+		 * timed out (Redis paused, then demoted) is refused only
+		 * here. */
+		pthread_mutex_lock(&r->lock);
+		r->refusing = true;
+		pthread_mutex_unlock(&r->lock);
+	} else {
+		refusing_now(r, why);
+	}
 	char msg[sizeof(REFUSED_TAG) + ASIDE_KEY_MAX];
 	memcpy(msg, REFUSED_TAG " ", sizeof(REFUSED_TAG));
 	memcpy(msg + sizeof(REFUSED_TAG), key, klen);

@@ -943,6 +943,61 @@ static void expect_text(aside_cache *c, const char *key, const char *load,
 	aside_value_unref(v);
 }
 
+/*
+ * Redis paused, and demoted meanwhile: a write's invalidation times out in
+ * the pause (owed, not refused), and Redis refuses it only when the
+ * writer's probe delivers it.  The other caches must be told then: an L1
+ * elsewhere kept the old row until its own replayer's delivery was refused
+ * (the row a second old, so more than a second).
+ */
+static void refusal_met_by_the_probe_is_told(void **state)
+{
+	fx *f = *state;
+	NEED_OWN_SERVERS(f);
+	aside_cache *w = redis_only_cache(), *c3;
+	assert_int_equal(aside_cache_open(f->redis, &c3, NULL), ASIDE_OK);
+	user_service *sw = user_service_new(f->db, w);
+	user_service *s3 = user_service_new(f->db, c3);
+	user u = add_user(f, 1), got;
+	assert_int_equal(user_service_get(s3, u.id, &got), ASIDE_OK);
+
+	redis_refuses_writes("READONLY");
+	const char *pause[] = {"CLIENT", "PAUSE", "400", "WRITE"};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 4, pause));
+	snprintf(u.name, sizeof(u.name), "Written in a paused replica");
+	int rc = user_service_update(sw, &u);
+	double t0 = now_s(), heard = 0;
+	int rc3 = ASIDE_OK;
+	while (!heard && now_s() - t0 < 3 && rc3 == ASIDE_OK) {
+		rc3 = user_service_get(s3, u.id, &got);
+		if (rc3 == ASIDE_OK && !strcmp(got.name, u.name))
+			heard = now_s() - t0;
+		else
+			pause_ms(2);
+	}
+	redis_refuses_writes(NULL);
+	uint64_t errors;
+	int upw = 0, up3 = 0;
+	double t1 = now_s();
+	while (now_s() - t1 < 5 && (outbox_rows(f) || !upw || !up3)) {
+		pause_ms(10);
+		redis_tier(w, &errors, &upw);
+		redis_tier(c3, &errors, &up3);
+	}
+	printf("    the L1 elsewhere heard of the refusal %.0f ms after the "
+	       "write returned\n",
+	       heard * 1000);
+	assert_int_equal(rc, ASIDE_OK);
+	assert_int_equal(rc3, ASIDE_OK);
+	assert_true(heard > 0 && heard < 0.8);
+	assert_int_equal(outbox_rows(f), 0);
+	assert_true(upw && up3);
+	user_service_free(sw);
+	user_service_free(s3);
+	aside_cache_close(w);
+	aside_cache_close(c3);
+}
+
 /* How many times Redis has run cmd (INFO commandstats), or -1. */
 static long redis_calls(const char *cmd)
 {
@@ -1573,6 +1628,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(redis_refusing_writes_is_not_read,
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(owed_invalidations_go_by_batch,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(refusal_met_by_the_probe_is_told,
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 		owed_invalidation_found_by_a_fill_of_its_own_key, setup,
