@@ -433,15 +433,10 @@ static int64_t wall_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* An outbox row, by the user it names. */
-struct owed {
-	int64_t user, row;
-};
-
-static int by_user(const void *a, const void *b)
+static int by_id(const void *a, const void *b)
 {
-	const struct owed *x = a, *y = b;
-	return (x->user > y->user) - (x->user < y->user);
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return (x > y) - (x < y);
 }
 
 /*
@@ -454,14 +449,12 @@ static int replay(user_service *s, int64_t before_us)
 	const user_repo_ops *ops = s->db.ops;
 	int64_t *rows = malloc(REPLAY_BATCH * sizeof(*rows));
 	int64_t *users = malloc(REPLAY_BATCH * sizeof(*users));
-	struct owed *o = malloc(REPLAY_BATCH * sizeof(*o));
 	char(*keys)[32] = malloc(REPLAY_BATCH * sizeof(*keys));
 	const char **kp = malloc(REPLAY_BATCH * sizeof(*kp));
 	size_t *klens = malloc(REPLAY_BATCH * sizeof(*klens));
-	int rc =
-	    rows && users && o && keys && kp && klens ? ASIDE_OK : ASIDE_ENOMEM;
+	int rc = rows && users && keys && kp && klens ? ASIDE_OK : ASIDE_ENOMEM;
 	while (rc == ASIDE_OK) {
-		int n = 0, ndone = 0;
+		int n = 0;
 		rc = ops->outbox_pending(s->db.self, before_us, rows, users,
 					 REPLAY_BATCH, &n, NULL);
 		if (rc != ASIDE_OK)
@@ -476,33 +469,27 @@ static int replay(user_service *s, int64_t before_us)
 		 * they all wait for the next replay (delivering twice is
 		 * harmless).
 		 */
-		for (int i = 0; i < n; i++)
-			o[i] = (struct owed){users[i], rows[i]};
-		qsort(o, (size_t)n, sizeof(*o), by_user);
+		qsort(users, (size_t)n, sizeof(*users), by_id);
 		int nkeys = 0;
 		for (int i = 0; i < n; i++) {
-			if (i > 0 && o[i].user == o[i - 1].user)
+			if (i > 0 && users[i] == users[i - 1])
 				continue;
-			klens[nkeys] = user_cache_key(o[i].user, keys[nkeys]);
+			klens[nkeys] = user_cache_key(users[i], keys[nkeys]);
 			kp[nkeys] = keys[nkeys];
 			nkeys++;
 		}
 		rc = aside_cache_invalidate_late_many(s->cache, kp, klens,
 						      (size_t)nkeys, NULL);
-		if (rc == ASIDE_OK)
+		if (rc == ASIDE_OK && n && ops->outbox_done_many)
+			ops->outbox_done_many(s->db.self, rows, n, NULL);
+		else if (rc == ASIDE_OK)
 			for (int i = 0; i < n; i++)
-				rows[ndone++] = o[i].row;
-		if (ndone && ops->outbox_done_many)
-			ops->outbox_done_many(s->db.self, rows, ndone, NULL);
-		else
-			for (int i = 0; i < ndone; i++)
 				ops->outbox_done(s->db.self, rows[i], NULL);
 		if (n < REPLAY_BATCH)
 			break;
 	}
 	free(rows);
 	free(users);
-	free(o);
 	free(keys);
 	free(kp);
 	free(klens);
