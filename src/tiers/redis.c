@@ -889,6 +889,16 @@ static redisReply *run_script_with(struct redis *r, int s, int nkeys, int n,
 				   const char **argv, size_t *lens,
 				   aside_error *err);
 
+/* Whether a reply is Redis refusing every write: a replica, too few
+ * replicas, a failed save (not a full Redis, which still deletes). */
+static bool refuses_writes(const redisReply *rep)
+{
+	return rep->type == REDIS_REPLY_ERROR &&
+	       (!strncmp(rep->str, "READONLY", 8) ||
+		!strncmp(rep->str, "NOREPLICAS", 10) ||
+		!strncmp(rep->str, "MISCONF", 7));
+}
+
 /*
  * Runs script s with keys and arguments (n of them, nkeys first).  Reply
  * as run(); a NOSCRIPT answer sends the script's text again.
@@ -919,12 +929,9 @@ static redisReply *run_script(struct redis *r, int s, int nkeys, int n,
 	 * refusal (see refused); this may be how it finds out.  Refused
 	 * invalidations are handled where they are made.
 	 */
-	if (rep && rep->type == REDIS_REPLY_ERROR &&
+	if (rep && refuses_writes(rep) &&
 	    (s == S_LEASE_GET || s == S_LEASE_FILL || s == S_LEASE_DROP) &&
-	    replaying != r &&
-	    (!strncmp(rep->str, "READONLY", 8) ||
-	     !strncmp(rep->str, "NOREPLICAS", 10) ||
-	     !strncmp(rep->str, "MISCONF", 7))) {
+	    replaying != r) {
 		char why[160];
 		snprintf(why, sizeof(why), "it refuses writes: %s", rep->str);
 		refusing_now(r, why);
@@ -1376,6 +1383,14 @@ static int r_tombstone(void *self, const char *key, size_t klen, uint64_t hash,
 		atomic_store_explicit(&r->tomb_refused, 0,
 				      memory_order_relaxed);
 		return ASIDE_OK;
+	}
+	/* A Redis that refuses every write refuses a delete too. */
+	if (refuses_writes(rep)) {
+		int rc =
+		    aside__fail(err, ASIDE_ECACHE, "redis: DEL: %s", rep->str);
+		refused(r, key, klen, rep->str);
+		freeReplyObject(rep);
+		return rc;
 	}
 	/*
 	 * Refused: a Redis at its maxmemory with no eviction refuses the
