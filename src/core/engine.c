@@ -405,10 +405,12 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 			c->confirmed = aside__redis_confirmed(redis);
 			c->l1_bound_us = (int64_t)p.l1_bound_ms * 1000;
 		}
-		if (c->l1 &&
-		    (rc = aside__redis_listen(redis, heard, deaf, c,
-					      (int64_t)p.l1_bound_ms * 1000,
-					      err)) != ASIDE_OK)
+		/* Without an L1, only Redis refusing writes is heard. */
+		rc = c->l1 ? aside__redis_listen(redis, heard, deaf, c,
+						 (int64_t)p.l1_bound_ms * 1000,
+						 err)
+			   : aside__redis_listen(redis, NULL, NULL, c, 0, err);
+		if (rc != ASIDE_OK)
 			goto fail;
 	}
 	for (int i = 0; i < c->ntiers; i++)

@@ -356,7 +356,9 @@ void aside__mem_clear(void *self);
  * Listens for invalidations other caches publish on the Redis tier: a
  * thread calls key(ctx, key, klen) for each, and lost(ctx) whenever some
  * may have been missed (the subscription dropped, or was just restored).
- * Stopped by closing the tier.
+ * It also hears Redis refusing any cache's writes, and stops reading Redis
+ * then.  With key and lost NULL (a cache without an L1), it hears only
+ * that.  Stopped by closing the tier.
  */
 int aside__redis_listen(void *self, void (*key)(void *, const char *, size_t),
 			void (*lost)(void *), void *ctx, int64_t confirm_us,

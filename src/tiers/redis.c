@@ -86,11 +86,15 @@ struct redis {
 	int nidle, open, max;
 
 	char channel[64]; /* where invalidations are published */
+	/* Where refusals are (see refused): every cache on this database
+	 * hears them, with an L1 or not. */
+	char refused_channel[64];
 	char self_id[20]; /* prefixes what we publish, so we skip our own */
 	pthread_t listener;
 	bool listening;
 	_Atomic int stopping;
 	_Atomic int listen_fd; /* the subscriber's socket, for shutdown() */
+	/* Both NULL for a cache without an L1, which hears only refusals. */
 	void (*on_key)(void *, const char *, size_t);
 	void (*on_lost)(void *);
 	void *listen_ctx;
@@ -925,9 +929,9 @@ static redisReply *run_script(struct redis *r, int s, int nkeys, int n,
 	 * A lookup (whose lease is a write) or a fill refused as writes are
 	 * (a replica, too few replicas, a failed save): so are invalidations,
 	 * this process's and the others', and the old rows they leave are
-	 * not to be read.  A cache without an L1 hears no other cache's
-	 * refusal (see refused); this may be how it finds out.  Refused
-	 * invalidations are handled where they are made.
+	 * not to be read.  A cache whose subscription was down when another
+	 * cache's refusal was published (see refused) may find out so.
+	 * Refused invalidations are handled where they are made.
 	 */
 	if (rep && refuses_writes(rep) &&
 	    (s == S_LEASE_GET || s == S_LEASE_FILL || s == S_LEASE_DROP) &&
@@ -1190,10 +1194,6 @@ static int r_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 static int r_tombstone(void *self, const char *key, size_t klen, uint64_t hash,
 		       int64_t version, aside_error *err);
 
-/* What a cache publishes, instead of its id, when Redis refused its
- * invalidation of the key that follows. */
-#define REFUSED_TAG "!refused"
-
 /*
  * An invalidation answered with an error, not a failure: Redis is there
  * but refuses writes.  A primary demoted to a replica by a failover
@@ -1201,12 +1201,14 @@ static int r_tombstone(void *self, const char *key, size_t klen, uint64_t hash,
  * still serves reads, and serves the old row that the write could not
  * delete, to every process and for its whole TTL (found by test_faults,
  * with the writer's own process reading it back).  So the breaker opens
- * (refusing_now), and the other caches are told on the channel, which a
- * replica still serves: they drop the key from their L1 and stop reading
- * Redis as well.  One that misses the message (or has no L1, and so no
- * subscription) learns the same when a write of its own is refused: a
- * miss's lease, or its replayer's delivery of the owed row.  The probe
- * (not this) decides the breaker for the invalidations it delivers.
+ * (refusing_now), and the other caches are told on a channel of refusals,
+ * which a replica still serves: they stop reading Redis as well, and drop
+ * the key from their L1.  Every cache hears that channel, with an L1 or
+ * without (a refusal is rare, unlike the invalidations that only caches
+ * with an L1 hear).  One that misses the message (its subscription was
+ * down) learns the same when a write of its own is refused: a miss's
+ * lease, or its replayer's delivery of the owed row.  The probe (not
+ * this) decides the breaker for the invalidations it delivers.
  */
 static void refused(struct redis *r, const char *key, size_t klen,
 		    const char *reply)
@@ -1225,11 +1227,8 @@ static void refused(struct redis *r, const char *key, size_t klen,
 	} else {
 		refusing_now(r, why);
 	}
-	char msg[sizeof(REFUSED_TAG) + ASIDE_KEY_MAX];
-	memcpy(msg, REFUSED_TAG " ", sizeof(REFUSED_TAG));
-	memcpy(msg + sizeof(REFUSED_TAG), key, klen);
-	const char *argv[] = {"PUBLISH", r->channel, msg};
-	size_t lens[] = {7, strlen(r->channel), sizeof(REFUSED_TAG) + klen};
+	const char *argv[] = {"PUBLISH", r->refused_channel, key};
+	size_t lens[] = {7, strlen(r->refused_channel), klen};
 	redisReply *rep = run(r, CMD_INVAL, 3, argv, lens, NULL);
 	if (rep)
 		freeReplyObject(rep);
@@ -1408,23 +1407,28 @@ static int r_tombstone(void *self, const char *key, size_t klen, uint64_t hash,
 }
 
 /*
- * "ID KEY" from another cache: its key, to drop here; ours are skipped.
- * "!refused KEY": Redis refused a cache's invalidation of KEY (see
- * refused): it is not read from here either until it takes writes, and
+ * "ID KEY" on the invalidation channel, from another cache: its key, to
+ * drop here; ours are skipped.  "KEY" on the channel of refusals: Redis
+ * refused a cache's invalidation of KEY (see refused), this one's own
+ * included: it is not read from here either until it takes writes, and
  * KEY is dropped (Redis first, so that a read that misses the L1 then does
  * not find the old row there).
  */
-static void deliver(struct redis *r, const char *msg, size_t len)
+static void deliver(struct redis *r, const char *channel, const char *msg,
+		    size_t len)
 {
+	if (!strcmp(channel, r->refused_channel)) {
+		refusing_now(r, "it refused a cache's invalidation");
+		if (r->on_key)
+			r->on_key(r->listen_ctx, msg, len);
+		return;
+	}
 	const char *sp = memchr(msg, ' ', len);
-	if (!sp)
+	if (!sp || !r->on_key)
 		return;
 	size_t idlen = (size_t)(sp - msg);
 	if (idlen == strlen(r->self_id) && !memcmp(msg, r->self_id, idlen))
 		return;
-	if (idlen == sizeof(REFUSED_TAG) - 1 &&
-	    !memcmp(msg, REFUSED_TAG, idlen))
-		refusing_now(r, "it refused another cache's invalidation");
 	r->on_key(r->listen_ctx, sp + 1, len - idlen - 1);
 }
 
@@ -1463,10 +1467,11 @@ static void listen_subscribed(struct redis *r, redisContext *ctx)
 		       reply) {
 			redisReply *m = reply;
 			if (m->type == REDIS_REPLY_ARRAY && m->elements == 3 &&
+			    m->element[1]->type == REDIS_REPLY_STRING &&
 			    m->element[2]->type == REDIS_REPLY_STRING &&
 			    !strcmp(m->element[0]->str, "message")) {
-				deliver(r, m->element[2]->str,
-					m->element[2]->len);
+				deliver(r, m->element[1]->str,
+					m->element[2]->str, m->element[2]->len);
 			} else if (is_pong(m) && sent) {
 				/* Everything published before the ping has
 				 * been applied. */
@@ -1514,13 +1519,20 @@ static void *listen_loop(void *arg)
 				redisFree(ctx);
 				break;
 			}
+			/* The refusals first: their confirmation is the
+			 * reply read here, the other's comes after. */
 			redisReply *rep =
-			    redisCommand(ctx, "SUBSCRIBE %s", r->channel);
+			    r->on_key
+				? redisCommand(ctx, "SUBSCRIBE %s %s",
+					       r->refused_channel, r->channel)
+				: redisCommand(ctx, "SUBSCRIBE %s",
+					       r->refused_channel);
 			if (rep) {
 				freeReplyObject(rep);
 				/* Subscribed: whatever was published while
 				 * we were away is unknown. */
-				r->on_lost(r->listen_ctx);
+				if (r->on_lost)
+					r->on_lost(r->listen_ctx);
 				if (!r->confirm_us)
 					first_try(r);
 				backoff = BACKOFF_MIN_US;
@@ -1530,11 +1542,13 @@ static void *listen_loop(void *arg)
 			redisFree(ctx);
 			if (atomic_load(&r->stopping))
 				break;
-			r->on_lost(r->listen_ctx);
-			logf_(r, ASIDE_LOG_WARN,
-			      "redis %s:%d: invalidation subscription lost; "
-			      "in-process cache flushed",
-			      r->host, r->port);
+			if (r->on_lost) {
+				r->on_lost(r->listen_ctx);
+				logf_(r, ASIDE_LOG_WARN,
+				      "redis %s:%d: invalidation subscription "
+				      "lost; in-process cache flushed",
+				      r->host, r->port);
+			}
 		}
 		first_try(r); /* no Redis at open: do not hold the caller */
 		struct timespec ts = {backoff / 1000000,
@@ -1680,6 +1694,8 @@ int aside__redis_open(const aside__redis_params *p, aside_tier *out,
 	r->stale_ms = (int64_t)p->stale_ms;
 	snprintf(r->channel, sizeof(r->channel), "aside:invalidate:%d",
 		 (int)p->db);
+	snprintf(r->refused_channel, sizeof(r->refused_channel),
+		 "aside:refused:%d", (int)p->db);
 	snprintf(r->self_id, sizeof(r->self_id), "%016llx",
 		 (unsigned long long)aside__rand());
 	pthread_mutex_init(&r->lock, NULL);
