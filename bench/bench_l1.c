@@ -4,13 +4,19 @@
  * resident keys, uniform random reads by xorshift, T threads, S seconds
  * each, after a warm-up round.
  *
- *   bench_l1 [engine|bare|service] [N] [T] [S]
+ *   bench_l1 [engine|ref|bare|lean|service] [N] [T] [S]
  *
  * engine   aside_cache_read on a hit, metrics on: the value is lent to a
  *          callback, no reference taken (what user_service_get uses)
  * ref      aside_cache_get on a hit: a counted reference, then unref
  * bare     a hash probe plus an atomic reference, nothing else
+ * lean     the same probe without the reference: a plain hash lookup
  * service  user_service_get on a hit: key formatting, engine, struct copy
+ *
+ * BENCH_PAD=40 or 80 adds that many register-only instructions (x86-64)
+ * after each read, independent of it: what they cost says whether a read
+ * is bound by memory or by how many reads the CPU's instruction window
+ * holds at once (docs/performance.md).
  */
 #include <aside/users.h>
 #include <pthread.h>
@@ -22,7 +28,7 @@
 
 #include "bench.h"
 
-static int mode_engine, mode_ref, mode_service;
+static int mode_engine, mode_ref, mode_service, mode_lean, pad;
 static long nkeys = 100000;
 static double seconds = 5;
 static aside_cache *cache;
@@ -59,6 +65,17 @@ struct bare_entry {
 };
 static struct bare_entry **bare;
 static size_t bare_mask;
+
+/* n groups of four adds, on registers no read uses. */
+#if defined(__x86_64__)
+#define PAD_ADDS(n)                                                            \
+	__asm__ volatile(".rept " #n "\n\t"                                    \
+			 "add $1, %%r8\n\tadd $1, %%r9\n\t"                    \
+			 "add $1, %%r10\n\tadd $1, %%r11\n\t.endr" ::          \
+			     : "r8", "r9", "r10", "r11", "cc")
+#else
+#define PAD_ADDS(n) ((void)0)
+#endif
 
 static double now_s(void)
 {
@@ -103,6 +120,19 @@ static void *run(void *arg)
 					hits++;
 					aside_value_unref(v);
 				}
+			} else if (mode_lean) {
+				uint64_t h = aside_hash(key, klen);
+				for (size_t i = h & bare_mask;;
+				     i = (i + 1) & bare_mask) {
+					struct bare_entry *e = bare[i];
+					if (!e)
+						break;
+					if (e->klen == klen &&
+					    !memcmp(e->key, key, klen)) {
+						hits++;
+						break;
+					}
+				}
 			} else {
 				uint64_t h = aside_hash(key, klen);
 				for (size_t i = h & bare_mask;;
@@ -119,6 +149,10 @@ static void *run(void *arg)
 					}
 				}
 			}
+			if (pad == 40)
+				PAD_ADDS(10);
+			else if (pad == 80)
+				PAD_ADDS(20);
 		}
 		ops += 1024;
 		t = now_s();
@@ -137,11 +171,14 @@ int main(int argc, char **argv)
 	mode_engine = !strcmp(mode, "engine");
 	mode_ref = !strcmp(mode, "ref");
 	mode_service = !strcmp(mode, "service");
-	if ((!mode_engine && !mode_ref && !mode_service &&
+	mode_lean = !strcmp(mode, "lean");
+	pad = getenv("BENCH_PAD") ? atoi(getenv("BENCH_PAD")) : 0;
+	if ((!mode_engine && !mode_ref && !mode_service && !mode_lean &&
 	     strcmp(mode, "bare")) ||
 	    nkeys < 1 || nkeys > 0xffffffffL || threads < 1 || threads > 64) {
-		fprintf(stderr, "usage: bench_l1 [engine|ref|bare|service] [N] "
-				"[THREADS] [SECONDS]\n");
+		fprintf(stderr,
+			"usage: bench_l1 [engine|ref|bare|lean|service] [N] "
+			"[THREADS] [SECONDS]\n");
 		return 2;
 	}
 
@@ -209,7 +246,7 @@ int main(int argc, char **argv)
 	}
 	aside_metrics m;
 	aside_cache_metrics(cache, &m);
-	if (strcmp(mode, "bare") != 0)
+	if (strcmp(mode, "bare") != 0 && !mode_lean)
 		printf("  hits %llu misses %llu entries %lld\n",
 		       (unsigned long long)m.hits, (unsigned long long)m.misses,
 		       (long long)m.entries);
