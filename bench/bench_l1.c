@@ -28,7 +28,8 @@
 
 #include "bench.h"
 
-static int mode_engine, mode_ref, mode_service, mode_lean, pad;
+enum { M_ENGINE, M_REF, M_BARE, M_LEAN, M_SERVICE };
+static int mode, pad;
 static long nkeys = 100000;
 static double seconds = 5;
 static aside_cache *cache;
@@ -90,9 +91,20 @@ struct worker {
 	long hits;
 };
 
-static void *run(void *arg)
+/*
+ * One thread's rounds, for mode m (a constant where it is inlined, so that
+ * each mode's loop is its own, with nothing to dispatch on, as the peer's
+ * loop has nothing: every global it uses is read once, before the loop).
+ */
+static inline __attribute__((always_inline)) void loop(struct worker *w, int m)
 {
-	struct worker *w = arg;
+	aside_cache *const c = cache;
+	user_service *const sv = svc;
+	struct bare_entry **const table = bare;
+	const size_t tmask = bare_mask;
+	const uint64_t n = (uint64_t)nkeys;
+	const int padding = pad;
+	const double secs = seconds;
 	uint64_t s = (uint64_t)w->id * 7919 + 1;
 	long ops = 0, hits = 0;
 	double t0 = now_s(), t;
@@ -102,79 +114,92 @@ static void *run(void *arg)
 			s ^= s << 13;
 			s ^= s >> 7;
 			s ^= s << 17;
-			long k = (long)(s % (uint64_t)nkeys);
+			uint64_t k = s % n;
 			char key[16] __attribute__((aligned(8)));
-			size_t klen = make_key((uint64_t)k, key);
-			if (mode_service) {
-				hits += user_service_get(svc, k + 1, &u) ==
-					ASIDE_OK;
-			} else if (mode_engine) {
-				if (aside_cache_read(cache, key, klen, &loader,
+			size_t klen = make_key(k, key);
+			if (m == M_SERVICE) {
+				hits += user_service_get(sv, (int64_t)k + 1,
+							 &u) == ASIDE_OK;
+			} else if (m == M_ENGINE) {
+				if (aside_cache_read(c, key, klen, &loader,
 						     touch, &hits,
 						     NULL) != ASIDE_OK)
 					hits = -(1L << 40);
-			} else if (mode_ref) {
+			} else if (m == M_REF) {
 				aside_value *v;
-				if (aside_cache_get(cache, key, klen, &loader,
-						    &v, NULL) == ASIDE_OK) {
+				if (aside_cache_get(c, key, klen, &loader, &v,
+						    NULL) == ASIDE_OK) {
 					hits++;
 					aside_value_unref(v);
 				}
-			} else if (mode_lean) {
-				uint64_t h = aside_hash(key, klen);
-				for (size_t i = h & bare_mask;;
-				     i = (i + 1) & bare_mask) {
-					struct bare_entry *e = bare[i];
-					if (!e)
-						break;
-					if (e->klen == klen &&
-					    !memcmp(e->key, key, klen)) {
-						hits++;
-						break;
-					}
-				}
 			} else {
 				uint64_t h = aside_hash(key, klen);
-				for (size_t i = h & bare_mask;;
-				     i = (i + 1) & bare_mask) {
-					struct bare_entry *e = bare[i];
+				for (size_t i = h & tmask;;
+				     i = (i + 1) & tmask) {
+					struct bare_entry *e = table[i];
 					if (!e)
 						break;
 					if (e->klen == klen &&
 					    !memcmp(e->key, key, klen)) {
-						atomic_fetch_add(&e->refs, 1);
+						if (m == M_BARE)
+							atomic_fetch_add(
+							    &e->refs, 1);
 						hits++;
-						atomic_fetch_sub(&e->refs, 1);
+						if (m == M_BARE)
+							atomic_fetch_sub(
+							    &e->refs, 1);
 						break;
 					}
 				}
 			}
-			if (pad == 40)
-				PAD_ADDS(10);
-			else if (pad == 80)
-				PAD_ADDS(20);
+			if (__builtin_expect(padding != 0, 0)) {
+				if (padding == 40)
+					PAD_ADDS(10);
+				else
+					PAD_ADDS(20);
+			}
 		}
 		ops += 1024;
 		t = now_s();
-	} while (t - t0 < seconds);
+	} while (t - t0 < secs);
 	w->rate = (double)ops / (t - t0);
 	w->hits = hits;
+}
+
+static void *run(void *arg)
+{
+	switch (mode) {
+	case M_ENGINE:
+		loop(arg, M_ENGINE);
+		break;
+	case M_REF:
+		loop(arg, M_REF);
+		break;
+	case M_SERVICE:
+		loop(arg, M_SERVICE);
+		break;
+	case M_BARE:
+		loop(arg, M_BARE);
+		break;
+	default:
+		loop(arg, M_LEAN);
+		break;
+	}
 	return NULL;
 }
 
 int main(int argc, char **argv)
 {
-	const char *mode = argc > 1 ? argv[1] : "engine";
+	const char *name = argc > 1 ? argv[1] : "engine";
+	static const char *const names[] = {"engine", "ref", "bare", "lean",
+					    "service"};
 	nkeys = argc > 2 ? atol(argv[2]) : 100000;
 	int threads = argc > 3 ? atoi(argv[3]) : 1;
 	seconds = argc > 4 ? atof(argv[4]) : 5;
-	mode_engine = !strcmp(mode, "engine");
-	mode_ref = !strcmp(mode, "ref");
-	mode_service = !strcmp(mode, "service");
-	mode_lean = !strcmp(mode, "lean");
 	pad = getenv("BENCH_PAD") ? atoi(getenv("BENCH_PAD")) : 0;
-	if ((!mode_engine && !mode_ref && !mode_service && !mode_lean &&
-	     strcmp(mode, "bare")) ||
+	for (mode = 0; mode <= M_SERVICE && strcmp(name, names[mode]); mode++)
+		;
+	if (mode > M_SERVICE || (pad != 0 && pad != 40 && pad != 80) ||
 	    nkeys < 1 || nkeys > 0xffffffffL || threads < 1 || threads > 64) {
 		fprintf(stderr,
 			"usage: bench_l1 [engine|ref|bare|lean|service] [N] "
@@ -194,12 +219,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "bench_l1: %s\n", err.message);
 		return 1;
 	}
-	if (mode_service) {
+	if (mode == M_SERVICE) {
 		svc = user_service_new((user_repo){&synth_ops, NULL}, cache);
 		user u;
 		for (long k = 0; k < nkeys; k++)
 			user_service_get(svc, k + 1, &u);
-	} else if (mode_engine || mode_ref) {
+	} else if (mode == M_ENGINE || mode == M_REF) {
 		for (long k = 0; k < nkeys; k++) {
 			char key[16];
 			size_t klen = make_key((uint64_t)k, key);
@@ -237,7 +262,7 @@ int main(int argc, char **argv)
 			continue;
 		for (int i = 0; i < threads; i++) {
 			printf("aside-%s N=%ld T=%d thread %d: %.1f M gets/s\n",
-			       mode, nkeys, threads, i, w[i].rate / 1e6);
+			       name, nkeys, threads, i, w[i].rate / 1e6);
 			if (w[i].hits == 0) {
 				fprintf(stderr, "bench_l1: no hits\n");
 				return 1;
@@ -246,7 +271,7 @@ int main(int argc, char **argv)
 	}
 	aside_metrics m;
 	aside_cache_metrics(cache, &m);
-	if (strcmp(mode, "bare") != 0 && !mode_lean)
+	if (mode != M_BARE && mode != M_LEAN)
 		printf("  hits %llu misses %llu entries %lld\n",
 		       (unsigned long long)m.hits, (unsigned long long)m.misses,
 		       (long long)m.entries);
