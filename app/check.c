@@ -239,35 +239,44 @@ static int hex_digit(char c)
 				      : -1;
 }
 
+/* Copies [s, end) percent-decoded into out (cap bytes); false if long. */
+static bool decoded(const char *s, const char *end, char *out, size_t cap)
+{
+	size_t o = 0;
+	for (const char *q = s; q < end; q++) {
+		int hi, lo;
+		char c = *q;
+		if (c == '%' && q + 2 < end && (hi = hex_digit(q[1])) >= 0 &&
+		    (lo = hex_digit(q[2])) >= 0) {
+			c = (char)(hi * 16 + lo);
+			q += 2;
+		}
+		if (o + 1 >= cap)
+			return false;
+		out[o++] = c;
+	}
+	out[o] = '\0';
+	return true;
+}
+
 /*
- * Redis host, port, db and password (percent-decoded; "" if none) from a
- * redis://[:PASSWORD@]HOST[:PORT][/DB] URL, for the naive mode and the
- * fault injector.
+ * Redis host, port, db, user and password (percent-decoded; "" if none)
+ * from a redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] URL, for the naive
+ * mode and the fault injector.
  */
 static bool redis_addr(const char *url, char *host, size_t cap, int *port,
-		       int *db, char *password, size_t pcap)
+		       int *db, char *acl_user, char *password, size_t pcap)
 {
 	if (strncmp(url, "redis://", 8) != 0)
 		return false;
 	const char *p = url + 8, *at = strchr(p, '@');
-	password[0] = '\0';
+	acl_user[0] = password[0] = '\0';
 	if (at) {
 		const char *colon = memchr(p, ':', (size_t)(at - p));
-		size_t o = 0;
-		for (const char *q = colon ? colon + 1 : at; q < at; q++) {
-			int hi, lo;
-			char c = *q;
-			if (c == '%' && q + 2 < at &&
-			    (hi = hex_digit(q[1])) >= 0 &&
-			    (lo = hex_digit(q[2])) >= 0) {
-				c = (char)(hi * 16 + lo);
-				q += 2;
-			}
-			if (o + 1 >= pcap)
-				return false;
-			password[o++] = c;
-		}
-		password[o] = '\0';
+		if (colon && !decoded(p, colon, acl_user, pcap))
+			return false;
+		if (!decoded(colon ? colon + 1 : at, at, password, pcap))
+			return false;
 		p = at + 1;
 	}
 	size_t n = strcspn(p, ":/?");
@@ -288,9 +297,9 @@ static bool redis_addr(const char *url, char *host, size_t cap, int *port,
 /* A plain connection to the URL's Redis, authenticated, its db selected. */
 static redisContext *naive_connect(const char *url)
 {
-	char host[256], password[256];
+	char host[256], acl_user[256], password[256];
 	int port, db;
-	if (!redis_addr(url, host, sizeof(host), &port, &db, password,
+	if (!redis_addr(url, host, sizeof(host), &port, &db, acl_user, password,
 			sizeof(password)))
 		return NULL;
 	redisContext *c = redisConnect(host, port);
@@ -299,8 +308,10 @@ static redisContext *naive_connect(const char *url)
 		return NULL;
 	}
 	redisReply *r = NULL;
-	if (password[0]) {
-		r = redisCommand(c, "AUTH %s", password);
+	if (acl_user[0] || password[0]) {
+		r = acl_user[0]
+			? redisCommand(c, "AUTH %s %s", acl_user, password)
+			: redisCommand(c, "AUTH %s", password);
 		if (!r || r->type == REDIS_REPLY_ERROR) {
 			if (r)
 				freeReplyObject(r);

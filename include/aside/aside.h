@@ -280,11 +280,11 @@ typedef struct aside_options {
  *     given, B bytes; T the default TTL (3600000, one hour); J the TTL jitter
  *     in percent (10: a TTL is drawn from [T*(1-J/100), T]); W the longest a
  *     reader waits for another thread's load (5000).
- *   redis://[:PASSWORD@]HOST[:PORT][/DB][?l1=N][&l1_max_bytes=B]
+ *   redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?l1=N][&l1_max_bytes=B]
  *           [&l1_ttl_ms=L][&connect_timeout_ms=C][&timeout_ms=T][&pool=P]
  *           [&lease_ms=M][&l1_bound_ms=D][&tomb_ms=X][&stale_ms=S]
  *     Redis as a shared tier (port 6379, db 0, timeouts 250 ms, a pool of 16
- *     connections), with an in-process tier of N entries in front when l1
+ *     connections; USER an ACL user, else the default user), with an in-process tier of N entries in front when l1
  *     is given.  Every invalidation is published on Redis, and caches with
  *     an L1 drop the key when they hear it; an L1 entry is kept at most L ms
  *     (default 60000) in case a message is lost.  An unreachable Redis is

@@ -223,18 +223,21 @@ static bool url_part(char *dst, size_t cap, const char *s, size_t n)
 	return true;
 }
 
-/* redis://[:PASSWORD@]HOST[:PORT][/DB], up to the '?'; url: as shown */
+/* redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], up to the '?'; url: as shown */
 static int parse_redis_authority(const char *url, const char *s, size_t n,
 				 aside__redis_params *r, aside_error *err)
 {
 	const char *at = memchr(s, '@', n);
 	if (at) {
 		const char *colon = memchr(s, ':', (size_t)(at - s));
-		if (!colon || !url_part(r->password, sizeof(r->password),
-					colon + 1, (size_t)(at - colon - 1)))
+		if (!colon ||
+		    !url_part(r->user, sizeof(r->user), s,
+			      (size_t)(colon - s)) ||
+		    !url_part(r->password, sizeof(r->password), colon + 1,
+			      (size_t)(at - colon - 1)))
 			return aside__fail(err, ASIDE_EURL,
 					   "redis URL '%s': expected "
-					   "redis://:PASSWORD@HOST",
+					   "redis://[USER]:PASSWORD@HOST",
 					   url);
 		n -= (size_t)(at + 1 - s);
 		s = at + 1;

@@ -340,6 +340,7 @@ int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 		    aside_error *err);
 typedef struct aside__redis_params {
 	char host[256];
+	char user[256]; /* an ACL user (Redis 6 and later); "": the default */
 	char password[256];
 	uint64_t port, db, connect_timeout_ms, timeout_ms, pool, lease_ms;
 	uint64_t tomb_ms, stale_ms;

@@ -75,7 +75,7 @@ enum {
 struct redis {
 	char host[256];
 	int port, db;
-	char password[256];
+	char user[256], password[256];
 	struct timeval connect_timeout, timeout;
 	aside_log_fn log;
 	void *log_ctx;
@@ -390,8 +390,10 @@ static redisContext *connect_try(struct redis *r, char *why, size_t cap,
 	}
 	redisSetTimeout(ctx, r->timeout);
 	redisReply *rep = NULL;
-	if (r->password[0]) {
-		rep = redisCommand(ctx, "AUTH %s", r->password);
+	if (r->user[0] || r->password[0]) {
+		rep = r->user[0] ? redisCommand(ctx, "AUTH %s %s", r->user,
+						r->password)
+				 : redisCommand(ctx, "AUTH %s", r->password);
 		if (!rep || rep->type == REDIS_REPLY_ERROR)
 			goto refused;
 		freeReplyObject(rep);
@@ -1677,6 +1679,7 @@ int aside__redis_open(const aside__redis_params *p, aside_tier *out,
 		return aside__fail(err, ASIDE_ENOMEM, "out of memory");
 	}
 	snprintf(r->host, sizeof(r->host), "%s", p->host);
+	snprintf(r->user, sizeof(r->user), "%s", p->user);
 	snprintf(r->password, sizeof(r->password), "%s", p->password);
 	r->port = (int)p->port;
 	r->db = (int)p->db;

@@ -438,6 +438,57 @@ static void redis_password_and_database_in_the_url(void **state)
 	assert_true(test_redis_flush(3));
 }
 
+/*
+ * An ACL user (Redis 6 and later) in the URL: redis://USER:PASSWORD@HOST
+ * authenticates as that user.  It was taken for the default user's
+ * password, the user dropped: AUTH PASSWORD, refused.
+ */
+static void redis_acl_user_in_the_url(void **state)
+{
+	fx *f = *state;
+	NEED_OWN_SERVERS(f);
+	const char *add[] = {"ACL",	"SETUSER", "aside-acl", "on",
+			     ">acl@pw", "~*",	   "&*",	"+@all"};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 8, add));
+	const char *base = getenv("ASIDE_TEST_REDIS_URL") + 8;
+	char url[600];
+	aside_cache *c = NULL, *bad = NULL, *nobody = NULL;
+	aside_error err, berr, nerr;
+	/* "%40" is a percent-encoded '@' */
+	snprintf(url, sizeof(url), "redis://aside-acl:acl%%40pw@%s/3?l1=100",
+		 base);
+	int rc = aside_cache_open(url, &c, &err);
+	snprintf(url, sizeof(url), "redis://aside-acl:wrong@%s/3", base);
+	int brc = aside_cache_open(url, &bad, &berr);
+	snprintf(url, sizeof(url), "redis://nobody:acl%%40pw@%s/3", base);
+	int nrc = aside_cache_open(url, &nobody, &nerr);
+	assert_int_equal(rc, ASIDE_OK);
+	assert_int_equal(brc, ASIDE_EURL);
+	assert_non_null(strstr(berr.message, "WRONGPASS"));
+	assert_null(strstr(berr.message, "wrong")); /* no password shown */
+	assert_int_equal(nrc, ASIDE_EURL);
+	assert_non_null(strstr(nerr.message, "WRONGPASS"));
+	/* The cache works as that user: values land in Redis, and its
+	 * subscription hears another cache's writes. */
+	user_service *s = user_service_new(f->db, c);
+	user u = add_user(f, 7), got;
+	assert_int_equal(user_service_get(s, u.id, &got), ASIDE_OK);
+	char key[32], out[32];
+	user_cache_key(u.id, key);
+	const char *exists[] = {"EXISTS", key};
+	assert_true(test_redis_cmd(3, out, sizeof(out), 2, exists));
+	assert_string_equal(out, "1");
+	const char *who[] = {"CLIENT", "LIST"};
+	static char clients[1 << 16];
+	assert_true(test_redis_cmd(REDIS_DB, clients, sizeof(clients), 2, who));
+	assert_non_null(strstr(clients, "user=aside-acl"));
+	user_service_free(s);
+	aside_cache_close(c);
+	const char *del[] = {"ACL", "DELUSER", "aside-acl"};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 3, del));
+	assert_true(test_redis_flush(3));
+}
+
 /* Polls until the cache has applied n remote invalidations (bounded). */
 static bool heard_within(aside_cache *c, uint64_t n, int ms)
 {
@@ -1614,6 +1665,8 @@ int main(void)
 					    teardown),
 	    cmocka_unit_test_setup_teardown(
 		redis_password_and_database_in_the_url, setup, teardown),
+	    cmocka_unit_test_setup_teardown(redis_acl_user_in_the_url, setup,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(
 		connections_closed_by_redis_are_replaced, setup, teardown),
 	    cmocka_unit_test_setup_teardown(
