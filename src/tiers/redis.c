@@ -61,6 +61,10 @@
  * has just recovered. */
 #define OWING_BACKOFF_MAX_US 1000000
 
+/* Refusals kept for the probe to publish (see refused); past that many,
+ * one message stands for them all. */
+#define UNSENT_MAX 64
+
 /* The Lua scripts (below), by index. */
 enum {
 	S_LEASE_GET,
@@ -125,6 +129,12 @@ struct redis {
 	 * fill (see run_script); the probe checks that it takes writes again
 	 * before anything else; lock */
 	bool refusing;
+	/* Keys whose refusal could not be published (see refused), and
+	 * whether more were lost past UNSENT_MAX; lock */
+	char *unsent[UNSENT_MAX];
+	size_t unsent_len[UNSENT_MAX];
+	int nunsent;
+	bool unsent_more;
 	pthread_cond_t probed;	  /* a probe ended; with lock */
 	pthread_cond_t wake;	  /* the breaker opened, or closes; with lock */
 	_Atomic uint64_t skipped; /* commands refused while it was open */
@@ -169,6 +179,16 @@ static bool may_try(struct redis *r)
  * invalidation, which may go ahead), and Redis must not be read before the
  * probe has delivered what is owed to it.
  */
+/* Forgets the refusals not yet published: Redis takes writes again, and
+ * the owed invalidations of their keys are delivered.  Caller holds lock. */
+static void unsent_clear_locked(struct redis *r)
+{
+	for (int i = 0; i < r->nunsent; i++)
+		free(r->unsent[i]);
+	r->nunsent = 0;
+	r->unsent_more = false;
+}
+
 static void succeeded(struct redis *r, bool by_probe)
 {
 	if (!by_probe || atomic_load_explicit(&r->up, memory_order_acquire))
@@ -182,6 +202,7 @@ static void succeeded(struct redis *r, bool by_probe)
 	r->refusing = false;
 	r->delivering = false;
 	r->backoff = 0;
+	unsent_clear_locked(r);
 	pthread_cond_broadcast(&r->probed);
 	pthread_mutex_unlock(&r->lock);
 	if (was_down)
@@ -534,6 +555,7 @@ static redisReply *run_once(struct redis *r, enum cmd kind, bool tentative,
 			    int argc, const char **argv, const size_t *lens,
 			    aside_error *err);
 static bool takes_writes(struct redis *r, char *why, size_t cap);
+static void publish_unsent(struct redis *r);
 
 /*
  * Probes a Redis that was away: a PING, then, if it refused writes, a
@@ -557,6 +579,7 @@ static void probe(struct redis *r)
 	pthread_mutex_unlock(&r->lock);
 	char why[200];
 	if (check && !takes_writes(r, why, sizeof(why))) {
+		publish_unsent(r);
 		replaying = NULL;
 		opened(r, why, true, true);
 		return;
@@ -1212,6 +1235,40 @@ static int r_tombstone(void *self, const char *key, size_t klen, uint64_t hash,
  * lease, or its replayer's delivery of the owed row.  The probe (not
  * this) decides the breaker for the invalidations it delivers.
  */
+/* Tells the other caches that Redis refused KEY's invalidation ("": every
+ * key); false if the message did not go. */
+static bool publish_refusal(struct redis *r, const char *key, size_t klen)
+{
+	const char *argv[] = {"PUBLISH", r->refused_channel, key};
+	size_t lens[] = {7, strlen(r->refused_channel), klen};
+	redisReply *rep = run(r, CMD_INVAL, 3, argv, lens, NULL);
+	bool sent = rep && rep->type == REDIS_REPLY_INTEGER;
+	if (rep)
+		freeReplyObject(rep);
+	return sent;
+}
+
+/* Keeps a refusal for the probe to publish, once (NULL: every key). */
+static void unsent_add(struct redis *r, const char *key, size_t klen)
+{
+	pthread_mutex_lock(&r->lock);
+	for (int i = 0; key && i < r->nunsent; i++)
+		if (r->unsent_len[i] == klen &&
+		    !memcmp(r->unsent[i], key, klen)) {
+			pthread_mutex_unlock(&r->lock);
+			return; /* users:all, say, refused with each user */
+		}
+	char *copy = key && r->nunsent < UNSENT_MAX ? malloc(klen + 1) : NULL;
+	if (copy) {
+		memcpy(copy, key, klen);
+		r->unsent[r->nunsent] = copy;
+		r->unsent_len[r->nunsent++] = klen;
+	} else {
+		r->unsent_more = true; /* or out of memory: all keys, then */
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
 static void refused(struct redis *r, const char *key, size_t klen,
 		    const char *reply)
 {
@@ -1229,11 +1286,36 @@ static void refused(struct redis *r, const char *key, size_t klen,
 	} else {
 		refusing_now(r, why);
 	}
-	const char *argv[] = {"PUBLISH", r->refused_channel, key};
-	size_t lens[] = {7, strlen(r->refused_channel), klen};
-	redisReply *rep = run(r, CMD_INVAL, 3, argv, lens, NULL);
-	if (rep)
-		freeReplyObject(rep);
+	if (!publish_refusal(r, key, klen))
+		unsent_add(r, key, klen);
+}
+
+/*
+ * Publishes the refusals that could not be published when they were met
+ * (Redis paused or the connection lost right after it refused): asked by
+ * the probe while Redis answers and still refuses writes, so that the
+ * other caches stop reading the old rows then, not when a write of their
+ * own is refused.  Past UNSENT_MAX keys, an empty message stands for all.
+ */
+static void publish_unsent(struct redis *r)
+{
+	pthread_mutex_lock(&r->lock);
+	int n = r->nunsent;
+	bool more = r->unsent_more;
+	char *keys[UNSENT_MAX];
+	size_t lens[UNSENT_MAX];
+	memcpy(keys, r->unsent, (size_t)n * sizeof(*keys));
+	memcpy(lens, r->unsent_len, (size_t)n * sizeof(*lens));
+	r->nunsent = 0;
+	r->unsent_more = false;
+	pthread_mutex_unlock(&r->lock);
+	if (more && !publish_refusal(r, "", 0))
+		unsent_add(r, NULL, 0);
+	for (int i = 0; i < n; i++) {
+		if (!publish_refusal(r, keys[i], lens[i]))
+			unsent_add(r, keys[i], lens[i]);
+		free(keys[i]);
+	}
 }
 
 /*
@@ -1414,15 +1496,17 @@ static int r_tombstone(void *self, const char *key, size_t klen, uint64_t hash,
  * refused a cache's invalidation of KEY (see refused), this one's own
  * included: it is not read from here either until it takes writes, and
  * KEY is dropped (Redis first, so that a read that misses the L1 then does
- * not find the old row there).
+ * not find the old row there); "" (see publish_unsent): every key.
  */
 static void deliver(struct redis *r, const char *channel, const char *msg,
 		    size_t len)
 {
 	if (!strcmp(channel, r->refused_channel)) {
 		refusing_now(r, "it refused a cache's invalidation");
-		if (r->on_key)
+		if (len && r->on_key)
 			r->on_key(r->listen_ctx, msg, len);
+		else if (!len && r->on_lost)
+			r->on_lost(r->listen_ctx); /* keys unknown: all */
 		return;
 	}
 	const char *sp = memchr(msg, ' ', len);
@@ -1511,6 +1595,7 @@ static void *listen_loop(void *arg)
 {
 	struct redis *r = arg;
 	int64_t backoff = BACKOFF_MIN_US;
+	bool warned = false; /* about a subscription Redis refuses */
 	while (!atomic_load(&r->stopping)) {
 		char why[200];
 		redisContext *ctx = connect_one(r, why, sizeof(why));
@@ -1529,8 +1614,21 @@ static void *listen_loop(void *arg)
 					       r->refused_channel, r->channel)
 				: redisCommand(ctx, "SUBSCRIBE %s",
 					       r->refused_channel);
-			if (rep) {
+			/* An answer that is an error (an ACL user without
+			 * the channels, NOPERM) is not a subscription: no
+			 * message would come, the pings' answers neither. */
+			bool denied = rep && rep->type == REDIS_REPLY_ERROR;
+			if (denied && !warned) {
+				logf_(r, ASIDE_LOG_WARN,
+				      "redis %s:%d: cannot subscribe (%s); "
+				      "other processes' writes and "
+				      "refusals are not heard",
+				      r->host, r->port, rep->str);
+				warned = true;
+			}
+			if (rep && !denied) {
 				freeReplyObject(rep);
+				warned = false;
 				/* Subscribed: whatever was published while
 				 * we were away is unknown. */
 				if (r->on_lost)
@@ -1539,12 +1637,14 @@ static void *listen_loop(void *arg)
 					first_try(r);
 				backoff = BACKOFF_MIN_US;
 				listen_subscribed(r, ctx);
+			} else if (rep) {
+				freeReplyObject(rep);
 			}
 			atomic_store(&r->listen_fd, -1);
 			redisFree(ctx);
 			if (atomic_load(&r->stopping))
 				break;
-			if (r->on_lost) {
+			if (r->on_lost && !denied) {
 				r->on_lost(r->listen_ctx);
 				logf_(r, ASIDE_LOG_WARN,
 				      "redis %s:%d: invalidation subscription "
@@ -1646,6 +1746,7 @@ static void r_close(void *self)
 	for (int i = 0; i < r->nidle; i++)
 		redisFree(r->idle[i]);
 	free(r->idle);
+	unsent_clear_locked(r); /* no thread left */
 	pthread_mutex_destroy(&r->lock);
 	pthread_cond_destroy(&r->cond);
 	pthread_cond_destroy(&r->probed);

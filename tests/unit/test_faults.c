@@ -960,6 +960,94 @@ static void redis_refusing_writes_is_not_read(void **state)
 	}
 }
 
+/*
+ * A refusal whose message cannot go when it is met (Redis paused, or the
+ * connection lost, right after it refused): the writer's probe publishes
+ * it while Redis answers and still refuses.  Without that, a cache
+ * elsewhere that writes nothing kept reading the old row until the
+ * writer's replayer delivered it (if the writer has one: a UserService
+ * does) and was refused, or for as long as Redis refused.  The message is
+ * kept from going by an ACL user without the channel of refusals, then
+ * given it; the writer is a cache alone, with no replayer.
+ */
+static void refusal_not_published_is_published_later(void **state)
+{
+	fx *f = *state;
+	NEED_OWN_SERVERS(f);
+	const char *add[] = {
+	    "ACL", "SETUSER",	    "aside-nopub",	   "on",   ">pw",
+	    "~*",  "resetchannels", "&aside:invalidate:*", "+@all"};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 9, add));
+	const char *base = getenv("ASIDE_TEST_REDIS_URL") + 8;
+	char url[600];
+	snprintf(url, sizeof(url), "redis://aside-nopub:pw@%s/%d", base,
+		 REDIS_DB);
+	aside_cache *w, *c2 = redis_only_cache(), *c3;
+	assert_int_equal(aside_cache_open(url, &w, NULL), ASIDE_OK);
+	assert_int_equal(aside_cache_open(f->redis, &c3, NULL), ASIDE_OK);
+
+	redis_refuses_writes("READONLY");
+	/* 66 refused keys, the first twice: past 64, one message stands
+	 * for every key, and an L1 that hears it is flushed. */
+	int refused = 0;
+	for (int i = 0; i < 67; i++) {
+		char key[32];
+		int n = snprintf(key, sizeof(key), "untold:%d", i ? i - 1 : 0);
+		refused +=
+		    aside_cache_invalidate(w, key, (size_t)n, NULL) != ASIDE_OK;
+	}
+	uint64_t flushes = metrics(c3).l1_flushes;
+	/* The messages could not go: the others still read Redis. */
+	pause_ms(300);
+	uint64_t errors;
+	int up2, up3, upw;
+	redis_tier(c2, &errors, &up2);
+	redis_tier(c3, &errors, &up3);
+	redis_tier(w, &errors, &upw);
+	/* It can now; the writer's next probe (its backoff is at most a
+	 * second while it owes) publishes it. */
+	const char *grant[] = {"ACL", "SETUSER", "aside-nopub",
+			       "&aside:refused:*"};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 4, grant));
+	double t0 = now_s(), heard = 0;
+	int now_up = 1;
+	while (now_s() - t0 < 3 && now_up) {
+		redis_tier(c2, &errors, &now_up);
+		if (!now_up)
+			heard = now_s() - t0;
+		else
+			pause_ms(5);
+	}
+	int down3;
+	redis_tier(c3, &errors, &down3);
+	uint64_t flushed = metrics(c3).l1_flushes - flushes;
+	redis_refuses_writes(NULL);
+	double t1 = now_s();
+	int back2 = 0, back3 = 0, backw = 0;
+	while (now_s() - t1 < 5 && (!back2 || !back3 || !backw)) {
+		pause_ms(10);
+		redis_tier(c2, &errors, &back2);
+		redis_tier(c3, &errors, &back3);
+		redis_tier(w, &errors, &backw);
+	}
+	printf("    a refusal that could not be published reached the others "
+	       "%.0f ms after it could\n",
+	       heard * 1000);
+	const char *del[] = {"ACL", "DELUSER", "aside-nopub"};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 3, del));
+	assert_int_equal(refused, 67);
+	assert_int_equal(upw, 0);
+	assert_int_equal(up2, 1);
+	assert_int_equal(up3, 1);
+	assert_true(heard > 0 && heard < 1.2);
+	assert_int_equal(down3, 0);
+	assert_true(flushed >= 1);
+	assert_true(back2 && back3 && backw);
+	aside_cache_close(w);
+	aside_cache_close(c2);
+	aside_cache_close(c3);
+}
+
 /* A reconnect hook that fails while asked to, as with the outbox unread. */
 struct flaky_hook {
 	_Atomic int fail, calls;
@@ -1680,6 +1768,8 @@ int main(void)
 		invalidations_get_through_a_full_redis, setup, teardown),
 	    cmocka_unit_test_setup_teardown(redis_refusing_writes_is_not_read,
 					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		refusal_not_published_is_published_later, setup, teardown),
 	    cmocka_unit_test_setup_teardown(owed_invalidations_go_by_batch,
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(refusal_met_by_the_probe_is_told,
