@@ -404,6 +404,20 @@ static bool set_password(const char *current, const char *next)
 	return test_redis_cmd_auth(REDIS_DB, current, NULL, 0, 4, cfg);
 }
 
+/* Reads a new user through c, and checks that it landed in Redis's db. */
+static void lands_in_db(fx *f, aside_cache *c, int db)
+{
+	user_service *s = user_service_new(f->db, c);
+	user u = add_user(f, 7), got;
+	assert_int_equal(user_service_get(s, u.id, &got), ASIDE_OK);
+	char key[32], out[32];
+	user_cache_key(u.id, key);
+	const char *exists[] = {"EXISTS", key};
+	assert_true(test_redis_cmd(db, out, sizeof(out), 2, exists));
+	assert_string_equal(out, "1");
+	user_service_free(s);
+}
+
 static void redis_password_and_database_in_the_url(void **state)
 {
 	fx *f = *state;
@@ -424,18 +438,12 @@ static void redis_password_and_database_in_the_url(void **state)
 	assert_int_equal(rc, ASIDE_OK);
 	assert_int_equal(brc, ASIDE_EURL); /* said at open, not per read */
 	assert_non_null(strstr(berr.message, "WRONGPASS"));
-	/* Values land in the database the URL names. */
-	user_service *s = user_service_new(f->db, c);
-	user u = add_user(f, 7), got;
-	assert_int_equal(user_service_get(s, u.id, &got), ASIDE_OK);
-	char key[32], out[32];
-	user_cache_key(u.id, key);
-	const char *exists[] = {"EXISTS", key};
-	assert_true(test_redis_cmd(3, out, sizeof(out), 2, exists));
-	assert_string_equal(out, "1");
-	assert_true(test_redis_cmd(REDIS_DB, out, sizeof(out), 2, exists));
+	/* Values land in the database the URL names, not in the default. */
+	lands_in_db(f, c, 3);
+	const char *size[] = {"DBSIZE"};
+	char out[32];
+	assert_true(test_redis_cmd(REDIS_DB, out, sizeof(out), 1, size));
 	assert_string_equal(out, "0");
-	user_service_free(s);
 	aside_cache_close(c);
 	assert_true(test_redis_flush(3));
 }
@@ -470,21 +478,12 @@ static void redis_acl_user_in_the_url(void **state)
 	assert_null(strstr(berr.message, "wrong")); /* no password shown */
 	assert_int_equal(nrc, ASIDE_EURL);
 	assert_non_null(strstr(nerr.message, "WRONGPASS"));
-	/* The cache works as that user: values land in Redis, and its
-	 * subscription hears another cache's writes. */
-	user_service *s = user_service_new(f->db, c);
-	user u = add_user(f, 7), got;
-	assert_int_equal(user_service_get(s, u.id, &got), ASIDE_OK);
-	char key[32], out[32];
-	user_cache_key(u.id, key);
-	const char *exists[] = {"EXISTS", key};
-	assert_true(test_redis_cmd(3, out, sizeof(out), 2, exists));
-	assert_string_equal(out, "1");
+	/* The cache works, as that user. */
+	lands_in_db(f, c, 3);
 	const char *who[] = {"CLIENT", "LIST"};
 	static char clients[1 << 16];
 	assert_true(test_redis_cmd(REDIS_DB, clients, sizeof(clients), 2, who));
 	assert_non_null(strstr(clients, "user=aside-acl"));
-	user_service_free(s);
 	aside_cache_close(c);
 	const char *del[] = {"ACL", "DELUSER", "aside-acl"};
 	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 3, del));
