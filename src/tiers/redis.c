@@ -64,6 +64,8 @@
 /* Refusals kept for the probe to publish (see refused); past that many,
  * one message stands for them all. */
 #define UNSENT_MAX 64
+/* Connections kept open for the invalidation they timed out on (see park) */
+#define PARKED_MAX 16
 
 /* The Lua scripts (below), by index. */
 enum {
@@ -135,6 +137,8 @@ struct redis {
 	size_t unsent_len[UNSENT_MAX];
 	int nunsent;
 	bool unsent_more;
+	redisContext *parked[PARKED_MAX]; /* see park; lock */
+	int nparked;
 	pthread_cond_t probed;	  /* a probe ended; with lock */
 	pthread_cond_t wake;	  /* the breaker opened, or closes; with lock */
 	_Atomic uint64_t skipped; /* commands refused while it was open */
@@ -523,6 +527,51 @@ static void give(struct redis *r, redisContext *ctx)
 }
 
 /*
+ * Keeps open, rather than frees, a connection whose invalidation timed out.
+ * The invalidation is still queued in Redis if Redis is paused (CLIENT
+ * PAUSE, as failover and maintenance tools do), and a paused Redis runs
+ * what it queued in the order it came: so it runs before the read of any
+ * process that began after the write returned, and that read does not find
+ * the old row.  Closed, the connection took the queued invalidation with
+ * it, and such a read found the old row when the pause ended, before the
+ * prober delivered what was owed (aside check with 300-ms pauses: stale
+ * reads in some runs; docs/consistency.md).  The invalidation is owed all
+ * the same, and delivered again.  Freed when a probe's ping is answered
+ * (everything queued before it has run) or the tier closes; the oldest
+ * goes first past PARKED_MAX.
+ */
+static void park(struct redis *r, redisContext *ctx)
+{
+	redisContext *oldest = NULL;
+	pthread_mutex_lock(&r->lock);
+	r->open--;
+	if (r->nparked == PARKED_MAX) {
+		oldest = r->parked[0];
+		memmove(r->parked, r->parked + 1,
+			(PARKED_MAX - 1) * sizeof(*r->parked));
+		r->nparked--;
+	}
+	r->parked[r->nparked++] = ctx;
+	pthread_cond_signal(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+	if (oldest)
+		redisFree(oldest);
+}
+
+/* Frees the parked connections (see park). */
+static void unpark(struct redis *r)
+{
+	redisContext *gone[PARKED_MAX];
+	pthread_mutex_lock(&r->lock);
+	int n = r->nparked;
+	memcpy(gone, r->parked, (size_t)n * sizeof(*gone));
+	r->nparked = 0;
+	pthread_mutex_unlock(&r->lock);
+	for (int i = 0; i < n; i++)
+		redisFree(gone[i]);
+}
+
+/*
  * Whether a command failed because the peer had closed the connection (end
  * of file, reset, broken pipe), not because it timed out or could not be
  * sent for another reason.
@@ -574,6 +623,7 @@ static void probe(struct redis *r)
 		return;
 	}
 	freeReplyObject(rep);
+	unpark(r);
 	pthread_mutex_lock(&r->lock);
 	bool check = r->refusing;
 	pthread_mutex_unlock(&r->lock);
@@ -744,11 +794,16 @@ static redisReply *run_once(struct redis *r, enum cmd kind, bool tentative,
 		rep = redisCommandArgv(ctx, argc, argv, lens);
 	}
 	if (!rep) {
+		bool timed_out = ctx->err == REDIS_ERR_IO &&
+				 (errno == EAGAIN || errno == EWOULDBLOCK);
 		snprintf(why, sizeof(why), "%s",
 			 ctx->err ? ctx->errstr : "no reply");
 		if (!ctx->err)
 			ctx->err = REDIS_ERR_OTHER; /* do not reuse it */
-		give(r, ctx);
+		if (timed_out && kind == CMD_INVAL)
+			park(r, ctx);
+		else
+			give(r, ctx);
 		fell(r, why, t0, quiet);
 		aside__fail(err, ASIDE_ECACHE, "redis %s:%d: %s", r->host,
 			    r->port, why);
@@ -968,6 +1023,27 @@ static redisReply *run_script(struct redis *r, int s, int nkeys, int n,
 	return rep;
 }
 
+/* Loads script s into Redis and learns its SHA1 (into sha, 41 bytes);
+ * false if Redis did not answer. */
+static bool load_script(struct redis *r, int s, enum cmd kind, char *sha,
+			aside_error *err)
+{
+	const char *lv[] = {"SCRIPT", "LOAD", scripts[s]};
+	size_t ll[] = {6, 4, strlen(scripts[s])};
+	redisReply *rep = run(r, kind, 3, lv, ll, err);
+	if (!rep)
+		return false;
+	if (rep->type == REDIS_REPLY_STRING && rep->len == 40) {
+		memcpy(sha, rep->str, 40);
+		sha[40] = '\0';
+		pthread_mutex_lock(&r->lock);
+		memcpy(r->sha[s], sha, 41);
+		pthread_mutex_unlock(&r->lock);
+	}
+	freeReplyObject(rep);
+	return true;
+}
+
 /* run_script, with room for its command's 3 + n arguments. */
 static redisReply *run_script_with(struct redis *r, int s, int nkeys, int n,
 				   const char **kv, const size_t *kvlens,
@@ -983,21 +1059,10 @@ static redisReply *run_script_with(struct redis *r, int s, int nkeys, int n,
 	pthread_mutex_lock(&r->lock);
 	memcpy(sha, r->sha[s], sizeof(sha));
 	pthread_mutex_unlock(&r->lock);
-	if (!sha[0]) {
-		const char *lv[] = {"SCRIPT", "LOAD", scripts[s]};
-		size_t ll[] = {6, 4, strlen(scripts[s])};
-		redisReply *rep = run(r, kind, 3, lv, ll, err);
-		if (!rep)
-			return NULL;
-		if (rep->type == REDIS_REPLY_STRING && rep->len == 40) {
-			memcpy(sha, rep->str, 40);
-			sha[40] = '\0';
-			pthread_mutex_lock(&r->lock);
-			memcpy(r->sha[s], sha, sizeof(sha));
-			pthread_mutex_unlock(&r->lock);
-		}
-		freeReplyObject(rep);
-	}
+	/* An invalidation is sent itself, not after a SCRIPT LOAD: in a
+	 * paused Redis, it is what must be queued (see park). */
+	if (!sha[0] && kind != CMD_INVAL && !load_script(r, s, kind, sha, err))
+		return NULL;
 	for (int i = 0; i < n; i++) {
 		argv[3 + i] = kv[i];
 		lens[3 + i] = kvlens[i];
@@ -1019,7 +1084,10 @@ static redisReply *run_script_with(struct redis *r, int s, int nkeys, int n,
 	lens[0] = 4;
 	argv[1] = scripts[s];
 	lens[1] = strlen(scripts[s]);
-	return run(r, kind, 3 + n, argv, lens, err);
+	redisReply *rep = run(r, kind, 3 + n, argv, lens, err);
+	if (rep && !sha[0])
+		load_script(r, s, kind, sha, NULL); /* for EVALSHA next time */
+	return rep;
 }
 
 /*
@@ -1746,6 +1814,7 @@ static void r_close(void *self)
 	for (int i = 0; i < r->nidle; i++)
 		redisFree(r->idle[i]);
 	free(r->idle);
+	unpark(r);
 	unsent_clear_locked(r); /* no thread left */
 	pthread_mutex_destroy(&r->lock);
 	pthread_cond_destroy(&r->cond);

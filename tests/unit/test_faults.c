@@ -1143,6 +1143,53 @@ static void refusal_met_by_the_probe_is_told(void **state)
 	aside_cache_close(c3);
 }
 
+/*
+ * Redis paused past the command timeout (CLIENT PAUSE, as failover and
+ * maintenance tools pause it): a write's invalidation times out, and is
+ * owed.  A read in another process that begins after the write returned is
+ * queued in the paused Redis too, behind the invalidation, and must not
+ * find the old row when the pause ends.  It did: the writer closed the
+ * connection that timed out, and the queued invalidation went with it.
+ */
+static void invalidation_queued_in_a_paused_redis_runs_first(void **state)
+{
+	fx *f = *state;
+	NEED_OWN_SERVERS(f);
+	aside_cache *w = redis_only_cache(), *r2 = redis_only_cache();
+	expect_text(r2, "paused:1", "old", "old");
+	/* Short enough that the read below waits for its end without
+	 * timing out: it must be answered by Redis, not go around it. */
+	struct pauser p = {400};
+	pthread_t t;
+	pthread_create(&t, NULL, pause_redis, &p);
+	pthread_join(t, NULL);
+	double t0 = now_s();
+	int rc = aside_cache_invalidate(w, "paused:1", 8, NULL);
+	double wrote = now_s() - t0;
+	/* Begun after the write returned; answered when the pause ends. */
+	expect_text(r2, "paused:1", "new", "new");
+	double read = now_s() - t0;
+	uint64_t errors2;
+	int up2;
+	redis_tier(r2, &errors2, &up2);
+	printf("    the write returned after %.0f ms (timed out, owed); the "
+	       "read after it was answered %.0f ms after the write began\n",
+	       wrote * 1000, read * 1000);
+	assert_int_not_equal(rc, ASIDE_OK);
+	assert_true(wrote >= 0.2 && read >= 0.3);
+	assert_int_equal(errors2, 0);
+	assert_int_equal(up2, 1);
+	uint64_t errors;
+	int up = 0;
+	for (int i = 0; i < 100 && !up; i++) {
+		pause_ms(10);
+		redis_tier(w, &errors, &up);
+	}
+	assert_int_equal(up, 1);
+	aside_cache_close(w);
+	aside_cache_close(r2);
+}
+
 /* How many times Redis has run cmd (INFO commandstats), or -1. */
 static long redis_calls(const char *cmd)
 {
@@ -1776,6 +1823,9 @@ int main(void)
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 		refusal_not_published_is_published_later, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		invalidation_queued_in_a_paused_redis_runs_first, setup,
+		teardown),
 	    cmocka_unit_test_setup_teardown(owed_invalidations_go_by_batch,
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(refusal_met_by_the_probe_is_told,
