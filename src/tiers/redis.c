@@ -137,8 +137,14 @@ struct redis {
 	size_t unsent_len[UNSENT_MAX];
 	int nunsent;
 	bool unsent_more;
-	redisContext *parked[PARKED_MAX]; /* see park; lock */
+	/* See park and send_queued: the connections kept open, send_queued's
+	 * own, and whether one could not be made in this outage; queue_lock
+	 * (taken before lock, when both are) */
+	pthread_mutex_t queue_lock;
+	redisContext *parked[PARKED_MAX];
 	int nparked;
+	redisContext *queued;
+	bool queue_failed;
 	pthread_cond_t probed;	  /* a probe ended; with lock */
 	pthread_cond_t wake;	  /* the breaker opened, or closes; with lock */
 	_Atomic uint64_t skipped; /* commands refused while it was open */
@@ -540,11 +546,9 @@ static void give(struct redis *r, redisContext *ctx)
  * (everything queued before it has run) or the tier closes; the oldest
  * goes first past PARKED_MAX.
  */
-static void park(struct redis *r, redisContext *ctx)
+static void park_locked(struct redis *r, redisContext *ctx, bool pooled)
 {
 	redisContext *oldest = NULL;
-	pthread_mutex_lock(&r->lock);
-	r->open--;
 	if (r->nparked == PARKED_MAX) {
 		oldest = r->parked[0];
 		memmove(r->parked, r->parked + 1,
@@ -552,23 +556,116 @@ static void park(struct redis *r, redisContext *ctx)
 		r->nparked--;
 	}
 	r->parked[r->nparked++] = ctx;
-	pthread_cond_signal(&r->cond);
-	pthread_mutex_unlock(&r->lock);
 	if (oldest)
 		redisFree(oldest);
+	if (pooled) {
+		pthread_mutex_lock(&r->lock);
+		r->open--;
+		pthread_cond_signal(&r->cond);
+		pthread_mutex_unlock(&r->lock);
+	}
 }
 
-/* Frees the parked connections (see park). */
+static void park(struct redis *r, redisContext *ctx, bool pooled)
+{
+	pthread_mutex_lock(&r->queue_lock);
+	park_locked(r, ctx, pooled);
+	pthread_mutex_unlock(&r->queue_lock);
+}
+
+/* Frees the parked connections (see park) and send_queued's: Redis has
+ * run what they carried, or will not. */
 static void unpark(struct redis *r)
 {
-	redisContext *gone[PARKED_MAX];
-	pthread_mutex_lock(&r->lock);
+	redisContext *gone[PARKED_MAX + 1];
+	pthread_mutex_lock(&r->queue_lock);
 	int n = r->nparked;
 	memcpy(gone, r->parked, (size_t)n * sizeof(*gone));
 	r->nparked = 0;
-	pthread_mutex_unlock(&r->lock);
+	if (r->queued)
+		gone[n++] = r->queued;
+	r->queued = NULL;
+	r->queue_failed = false;
+	pthread_mutex_unlock(&r->queue_lock);
 	for (int i = 0; i < n; i++)
 		redisFree(gone[i]);
+}
+
+/* Writes a command to fd, past hiredis (whose context may hold an error
+ * from a timeout), unanswered; false if it did not all go. */
+static bool send_raw(int fd, int argc, const char **argv, const size_t *lens)
+{
+	char *cmd;
+	int len = redisFormatCommandArgv(&cmd, argc, argv, lens);
+	if (len < 0)
+		return false;
+	size_t off = 0;
+	while (off < (size_t)len) {
+		ssize_t n =
+		    send(fd, cmd + off, (size_t)len - off, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		off += (size_t)n;
+	}
+	redisFreeCommand(cmd);
+	return off == (size_t)len;
+}
+
+/*
+ * Sends an invalidation to a Redis that stopped answering (hung, or
+ * paused) without waiting for an answer: a paused Redis queues it, and
+ * runs it before the reads queued after it (see park).  It is owed all the
+ * same.  It goes behind the last invalidation that timed out, on its
+ * connection, whose place in the queue is older than any read sent since;
+ * else on a connection of its own, opened for it (its AUTH and SELECT sent
+ * ahead, unanswered too), once per outage, so that a Redis that cannot be
+ * reached at all costs one write a connect timeout, not every write.  (A
+ * new connection has to be accepted before it is read, and a read sent on
+ * an old one a moment later may be queued first.)
+ */
+static void send_queued(struct redis *r, int argc, const char **argv,
+			const size_t *lens)
+{
+	pthread_mutex_lock(&r->queue_lock);
+	if (r->nparked &&
+	    send_raw(r->parked[r->nparked - 1]->fd, argc, argv, lens)) {
+		pthread_mutex_unlock(&r->queue_lock);
+		return;
+	}
+	redisContext *ctx = r->queued;
+	if (!ctx && !r->queue_failed) {
+		ctx = redisConnectWithTimeout(r->host, r->port,
+					      r->connect_timeout);
+		if (!ctx || ctx->err) {
+			if (ctx)
+				redisFree(ctx);
+			ctx = NULL;
+			r->queue_failed = true;
+		} else {
+			redisSetTimeout(ctx, r->timeout);
+			if (r->user[0])
+				redisAppendCommand(ctx, "AUTH %s %s", r->user,
+						   r->password);
+			else if (r->password[0])
+				redisAppendCommand(ctx, "AUTH %s", r->password);
+			if (r->db)
+				redisAppendCommand(ctx, "SELECT %d", r->db);
+			r->queued = ctx;
+		}
+	}
+	int done = 0;
+	if (ctx && redisAppendCommandArgv(ctx, argc, argv, lens) == REDIS_OK)
+		while (!done && redisBufferWrite(ctx, &done) == REDIS_OK)
+			;
+	if (ctx && !done) {
+		/* What went may still run: kept open, as a parked one. */
+		r->queued = NULL;
+		r->queue_failed = true;
+		park_locked(r, ctx, false);
+	}
+	pthread_mutex_unlock(&r->queue_lock);
 }
 
 /*
@@ -708,8 +805,8 @@ static redisReply *run(struct redis *r, enum cmd kind, int argc,
 			may = true;
 		else if (cheap_to_try(r))
 			may = tentative = true;
-		else
-			may = await_probe(r);
+		else if (!(may = await_probe(r)))
+			send_queued(r, argc, argv, lens);
 	} else if (!may && kind == CMD_LOOKUP && reconnecting(r)) {
 		may = await_probe(r);
 	}
@@ -801,7 +898,7 @@ static redisReply *run_once(struct redis *r, enum cmd kind, bool tentative,
 		if (!ctx->err)
 			ctx->err = REDIS_ERR_OTHER; /* do not reuse it */
 		if (timed_out && kind == CMD_INVAL)
-			park(r, ctx);
+			park(r, ctx, true);
 		else
 			give(r, ctx);
 		fell(r, why, t0, quiet);
@@ -1817,6 +1914,7 @@ static void r_close(void *self)
 	unpark(r);
 	unsent_clear_locked(r); /* no thread left */
 	pthread_mutex_destroy(&r->lock);
+	pthread_mutex_destroy(&r->queue_lock);
 	pthread_cond_destroy(&r->cond);
 	pthread_cond_destroy(&r->probed);
 	pthread_cond_destroy(&r->wake);
@@ -1872,6 +1970,7 @@ int aside__redis_open(const aside__redis_params *p, aside_tier *out,
 	snprintf(r->self_id, sizeof(r->self_id), "%016llx",
 		 (unsigned long long)aside__rand());
 	pthread_mutex_init(&r->lock, NULL);
+	pthread_mutex_init(&r->queue_lock, NULL);
 	pthread_cond_init(&r->cond, NULL);
 	pthread_cond_init(&r->probed, NULL);
 	pthread_cond_init(&r->wake, NULL);
