@@ -592,7 +592,8 @@ static void unpark(struct redis *r)
 }
 
 /* Writes a command to fd, past hiredis (whose context may hold an error
- * from a timeout), unanswered; false if it did not all go. */
+ * from a timeout), unanswered, without waiting for room in the socket's
+ * buffer; false if it did not all go. */
 static bool send_raw(int fd, int argc, const char **argv, const size_t *lens)
 {
 	char *cmd;
@@ -601,8 +602,8 @@ static bool send_raw(int fd, int argc, const char **argv, const size_t *lens)
 		return false;
 	size_t off = 0;
 	while (off < (size_t)len) {
-		ssize_t n =
-		    send(fd, cmd + off, (size_t)len - off, MSG_NOSIGNAL);
+		ssize_t n = send(fd, cmd + off, (size_t)len - off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
@@ -623,19 +624,26 @@ static bool send_raw(int fd, int argc, const char **argv, const size_t *lens)
  * ahead, unanswered too), once per outage, so that a Redis that cannot be
  * reached at all costs one write a connect timeout, not every write.  (A
  * new connection has to be accepted before it is read, and a read sent on
- * an old one a moment later may be queued first.)
+ * an old one a moment later may be queued first.)  Once one fails to go
+ * (its socket's buffer full, in a long outage), no more go until the
+ * outage ends: a write never waits for this.
  */
 static void send_queued(struct redis *r, int argc, const char **argv,
 			const size_t *lens)
 {
 	pthread_mutex_lock(&r->queue_lock);
-	if (r->nparked &&
-	    send_raw(r->parked[r->nparked - 1]->fd, argc, argv, lens)) {
+	if (r->queue_failed) {
+		pthread_mutex_unlock(&r->queue_lock);
+		return;
+	}
+	if (r->nparked) {
+		if (!send_raw(r->parked[r->nparked - 1]->fd, argc, argv, lens))
+			r->queue_failed = true;
 		pthread_mutex_unlock(&r->queue_lock);
 		return;
 	}
 	redisContext *ctx = r->queued;
-	if (!ctx && !r->queue_failed) {
+	if (!ctx) {
 		ctx = redisConnectWithTimeout(r->host, r->port,
 					      r->connect_timeout);
 		if (!ctx || ctx->err) {
