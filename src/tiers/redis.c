@@ -183,12 +183,6 @@ static bool may_try(struct redis *r)
 	       replaying == r;
 }
 
-/*
- * A command got an answer.  Only a probe closes an open breaker: another
- * command may answer meanwhile (one sent before it opened, or an
- * invalidation, which may go ahead), and Redis must not be read before the
- * probe has delivered what is owed to it.
- */
 /* Forgets the refusals not yet published: Redis takes writes again, and
  * the owed invalidations of their keys are delivered.  Caller holds lock. */
 static void unsent_clear_locked(struct redis *r)
@@ -198,6 +192,13 @@ static void unsent_clear_locked(struct redis *r)
 	r->nunsent = 0;
 	r->unsent_more = false;
 }
+
+/*
+ * A command got an answer.  Only a probe closes an open breaker: another
+ * command may answer meanwhile (one sent before it opened, or an
+ * invalidation, which may go ahead), and Redis must not be read before the
+ * probe has delivered what is owed to it.
+ */
 
 static void succeeded(struct redis *r, bool by_probe)
 {
@@ -1392,22 +1393,6 @@ static int r_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 static int r_tombstone(void *self, const char *key, size_t klen, uint64_t hash,
 		       int64_t version, aside_error *err);
 
-/*
- * An invalidation answered with an error, not a failure: Redis is there
- * but refuses writes.  A primary demoted to a replica by a failover
- * (READONLY) or one short of the replicas it must write to (NOREPLICAS)
- * still serves reads, and serves the old row that the write could not
- * delete, to every process and for its whole TTL (found by test_faults,
- * with the writer's own process reading it back).  So the breaker opens
- * (refusing_now), and the other caches are told on a channel of refusals,
- * which a replica still serves: they stop reading Redis as well, and drop
- * the key from their L1.  Every cache hears that channel, with an L1 or
- * without (a refusal is rare, unlike the invalidations that only caches
- * with an L1 hear).  One that misses the message (its subscription was
- * down) learns the same when a write of its own is refused: a miss's
- * lease, or its replayer's delivery of the owed row.  The probe (not
- * this) decides the breaker for the invalidations it delivers.
- */
 /* Tells the other caches that Redis refused KEY's invalidation ("": every
  * key); false if the message did not go. */
 static bool publish_refusal(struct redis *r, const char *key, size_t klen)
@@ -1442,6 +1427,22 @@ static void unsent_add(struct redis *r, const char *key, size_t klen)
 	pthread_mutex_unlock(&r->lock);
 }
 
+/*
+ * An invalidation answered with an error, not a failure: Redis is there
+ * but refuses writes.  A primary demoted to a replica by a failover
+ * (READONLY) or one short of the replicas it must write to (NOREPLICAS)
+ * still serves reads, and serves the old row that the write could not
+ * delete, to every process and for its whole TTL (found by test_faults,
+ * with the writer's own process reading it back).  So the breaker opens
+ * (refusing_now), and the other caches are told on a channel of refusals,
+ * which a replica still serves: they stop reading Redis as well, and drop
+ * the key from their L1.  Every cache hears that channel, with an L1 or
+ * without (a refusal is rare, unlike the invalidations that only caches
+ * with an L1 hear).  One that misses the message (its subscription was
+ * down) learns the same when a write of its own is refused: a miss's
+ * lease, or its replayer's delivery of the owed row.  The probe (not
+ * this) decides the breaker for the invalidations it delivers.
+ */
 static void refused(struct redis *r, const char *key, size_t klen,
 		    const char *reply)
 {
