@@ -137,13 +137,12 @@ struct redis {
 	size_t unsent_len[UNSENT_MAX];
 	int nunsent;
 	bool unsent_more;
-	/* See park and send_queued: the connections kept open, send_queued's
-	 * own, and whether one could not be made in this outage; queue_lock
-	 * (taken before lock, when both are) */
+	/* See park and send_queued: the connections kept open, and whether
+	 * one failed to take a command in this outage; queue_lock (taken
+	 * before lock, when both are) */
 	pthread_mutex_t queue_lock;
 	redisContext *parked[PARKED_MAX];
 	int nparked;
-	redisContext *queued;
 	bool queue_failed;
 	pthread_cond_t probed;	  /* a probe ended; with lock */
 	pthread_cond_t wake;	  /* the breaker opened, or closes; with lock */
@@ -547,9 +546,10 @@ static void give(struct redis *r, redisContext *ctx)
  * (everything queued before it has run) or the tier closes; the oldest
  * goes first past PARKED_MAX.
  */
-static void park_locked(struct redis *r, redisContext *ctx, bool pooled)
+static void park(struct redis *r, redisContext *ctx)
 {
 	redisContext *oldest = NULL;
+	pthread_mutex_lock(&r->queue_lock);
 	if (r->nparked == PARKED_MAX) {
 		oldest = r->parked[0];
 		memmove(r->parked, r->parked + 1,
@@ -557,35 +557,24 @@ static void park_locked(struct redis *r, redisContext *ctx, bool pooled)
 		r->nparked--;
 	}
 	r->parked[r->nparked++] = ctx;
+	pthread_mutex_unlock(&r->queue_lock);
 	if (oldest)
 		redisFree(oldest);
-	if (pooled) {
-		pthread_mutex_lock(&r->lock);
-		r->open--;
-		pthread_cond_signal(&r->cond);
-		pthread_mutex_unlock(&r->lock);
-	}
+	pthread_mutex_lock(&r->lock);
+	r->open--; /* out of the pool */
+	pthread_cond_signal(&r->cond);
+	pthread_mutex_unlock(&r->lock);
 }
 
-static void park(struct redis *r, redisContext *ctx, bool pooled)
-{
-	pthread_mutex_lock(&r->queue_lock);
-	park_locked(r, ctx, pooled);
-	pthread_mutex_unlock(&r->queue_lock);
-}
-
-/* Frees the parked connections (see park) and send_queued's: Redis has
- * run what they carried, or will not. */
+/* Frees the parked connections (see park): Redis has run what they
+ * carried, or will not. */
 static void unpark(struct redis *r)
 {
-	redisContext *gone[PARKED_MAX + 1];
+	redisContext *gone[PARKED_MAX];
 	pthread_mutex_lock(&r->queue_lock);
 	int n = r->nparked;
 	memcpy(gone, r->parked, (size_t)n * sizeof(*gone));
 	r->nparked = 0;
-	if (r->queued)
-		gone[n++] = r->queued;
-	r->queued = NULL;
 	r->queue_failed = false;
 	pthread_mutex_unlock(&r->queue_lock);
 	for (int i = 0; i < n; i++)
@@ -617,63 +606,23 @@ static bool send_raw(int fd, int argc, const char **argv, const size_t *lens)
 
 /*
  * Sends an invalidation to a Redis that stopped answering (hung, or
- * paused) without waiting for an answer: a paused Redis queues it, and
- * runs it before the reads queued after it (see park).  It is owed all the
- * same.  It goes behind the last invalidation that timed out, on its
- * connection, whose place in the queue is older than any read sent since;
- * else on a connection of its own, opened for it (its AUTH and SELECT sent
- * ahead, unanswered too), once per outage, so that a Redis that cannot be
- * reached at all costs one write a connect timeout, not every write.  (A
- * new connection has to be accepted before it is read, and a read sent on
- * an old one a moment later may be queued first.)  Once one fails to go
- * (its socket's buffer full, in a long outage), no more go until the
- * outage ends: a write never waits for this.
+ * paused) without waiting for an answer, behind the last invalidation that
+ * timed out, on its kept connection, whose place in a paused Redis's queue
+ * is older than any read sent since: so it runs before them (see park).
+ * It is owed all the same.  Never on a connection of its own: connecting
+ * to a Redis that cannot be reached costs the connect timeout, and a new
+ * connection is read only once Redis has accepted it, so a read sent on an
+ * old one a moment later may be queued first (1 run in 3 of the test).
+ * Once one fails to go (the socket's buffer full, in a long outage), no
+ * more go until the outage ends: a write never waits for this.
  */
 static void send_queued(struct redis *r, int argc, const char **argv,
 			const size_t *lens)
 {
 	pthread_mutex_lock(&r->queue_lock);
-	if (r->queue_failed) {
-		pthread_mutex_unlock(&r->queue_lock);
-		return;
-	}
-	if (r->nparked) {
-		if (!send_raw(r->parked[r->nparked - 1]->fd, argc, argv, lens))
-			r->queue_failed = true;
-		pthread_mutex_unlock(&r->queue_lock);
-		return;
-	}
-	redisContext *ctx = r->queued;
-	if (!ctx) {
-		ctx = redisConnectWithTimeout(r->host, r->port,
-					      r->connect_timeout);
-		if (!ctx || ctx->err) {
-			if (ctx)
-				redisFree(ctx);
-			ctx = NULL;
-			r->queue_failed = true;
-		} else {
-			redisSetTimeout(ctx, r->timeout);
-			if (r->user[0])
-				redisAppendCommand(ctx, "AUTH %s %s", r->user,
-						   r->password);
-			else if (r->password[0])
-				redisAppendCommand(ctx, "AUTH %s", r->password);
-			if (r->db)
-				redisAppendCommand(ctx, "SELECT %d", r->db);
-			r->queued = ctx;
-		}
-	}
-	int done = 0;
-	if (ctx && redisAppendCommandArgv(ctx, argc, argv, lens) == REDIS_OK)
-		while (!done && redisBufferWrite(ctx, &done) == REDIS_OK)
-			;
-	if (ctx && !done) {
-		/* What went may still run: kept open, as a parked one. */
-		r->queued = NULL;
+	if (r->nparked && !r->queue_failed &&
+	    !send_raw(r->parked[r->nparked - 1]->fd, argc, argv, lens))
 		r->queue_failed = true;
-		park_locked(r, ctx, false);
-	}
 	pthread_mutex_unlock(&r->queue_lock);
 }
 
@@ -907,7 +856,7 @@ static redisReply *run_once(struct redis *r, enum cmd kind, bool tentative,
 		if (!ctx->err)
 			ctx->err = REDIS_ERR_OTHER; /* do not reuse it */
 		if (timed_out && kind == CMD_INVAL)
-			park(r, ctx, true);
+			park(r, ctx);
 		else
 			give(r, ctx);
 		fell(r, why, t0, quiet);
