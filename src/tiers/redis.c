@@ -546,10 +546,9 @@ static void give(struct redis *r, redisContext *ctx)
  * (everything queued before it has run) or the tier closes; the oldest
  * goes first past PARKED_MAX.
  */
-static void park(struct redis *r, redisContext *ctx)
+static void park_locked(struct redis *r, redisContext *ctx)
 {
 	redisContext *oldest = NULL;
-	pthread_mutex_lock(&r->queue_lock);
 	if (r->nparked == PARKED_MAX) {
 		oldest = r->parked[0];
 		memmove(r->parked, r->parked + 1,
@@ -557,13 +556,19 @@ static void park(struct redis *r, redisContext *ctx)
 		r->nparked--;
 	}
 	r->parked[r->nparked++] = ctx;
-	pthread_mutex_unlock(&r->queue_lock);
 	if (oldest)
 		redisFree(oldest);
 	pthread_mutex_lock(&r->lock);
 	r->open--; /* out of the pool */
 	pthread_cond_signal(&r->cond);
 	pthread_mutex_unlock(&r->lock);
+}
+
+static void park(struct redis *r, redisContext *ctx)
+{
+	pthread_mutex_lock(&r->queue_lock);
+	park_locked(r, ctx);
+	pthread_mutex_unlock(&r->queue_lock);
 }
 
 /* Frees the parked connections (see park): Redis has run what they
@@ -609,8 +614,10 @@ static bool send_raw(int fd, int argc, const char **argv, const size_t *lens)
  * paused) without waiting for an answer, behind the last invalidation that
  * timed out, on its kept connection, whose place in a paused Redis's queue
  * is older than any read sent since: so it runs before them (see park).
- * It is owed all the same.  Never on a connection of its own: connecting
- * to a Redis that cannot be reached costs the connect timeout, and a new
+ * With none (the outage began with a read's timeout), on an idle
+ * connection of the pool, kept as a parked one from then on.  It is owed
+ * all the same.  Never on a connection opened for it: connecting to a
+ * Redis that cannot be reached costs the connect timeout, and a new
  * connection is read only once Redis has accepted it, so a read sent on an
  * old one a moment later may be queued first (1 run in 3 of the test).
  * Once one fails to go (the socket's buffer full, in a long outage), no
@@ -620,7 +627,20 @@ static void send_queued(struct redis *r, int argc, const char **argv,
 			const size_t *lens)
 {
 	pthread_mutex_lock(&r->queue_lock);
-	if (r->nparked && !r->queue_failed &&
+	if (r->queue_failed) {
+		pthread_mutex_unlock(&r->queue_lock);
+		return;
+	}
+	redisContext *idle = NULL;
+	if (!r->nparked) {
+		pthread_mutex_lock(&r->lock);
+		if (r->nidle)
+			idle = r->idle[--r->nidle];
+		pthread_mutex_unlock(&r->lock);
+		if (idle)
+			park_locked(r, idle);
+	}
+	if (r->nparked &&
 	    !send_raw(r->parked[r->nparked - 1]->fd, argc, argv, lens))
 		r->queue_failed = true;
 	pthread_mutex_unlock(&r->queue_lock);

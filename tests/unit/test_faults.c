@@ -1231,6 +1231,69 @@ static void invalidation_queued_in_a_paused_redis_runs_first(void **state)
 	aside_cache_close(r3);
 }
 
+/*
+ * The same when the outage began with a read's timeout: no invalidation's
+ * connection is kept to send the writes' invalidations behind, so they go
+ * on an idle connection of the pool (the prober's ping takes another).
+ */
+static void invalidation_queued_behind_a_read_that_timed_out(void **state)
+{
+	fx *f = *state;
+	NEED_OWN_SERVERS(f);
+	char url[600];
+	assert_non_null(test_redis_url(url, REDIS_DB, "timeout_ms=1000"));
+	aside_cache *w = redis_only_cache(), *r2;
+	assert_int_equal(aside_cache_open(url, &r2, NULL), ASIDE_OK);
+	expect_text(r2, "paused:5", "old", "old");
+	/* Three connections in w's pool: three reads held by a short pause
+	 * take one each. */
+	struct pauser hold = {100};
+	pthread_t t;
+	pthread_create(&t, NULL, pause_redis, &hold);
+	pthread_join(t, NULL);
+	struct text_read warm[3] = {
+	    {w, "warm:1", ""}, {w, "warm:2", ""}, {w, "warm:3", ""}};
+	pthread_t tw[3];
+	for (int i = 0; i < 3; i++)
+		pthread_create(&tw[i], NULL, read_text, &warm[i]);
+	for (int i = 0; i < 3; i++)
+		pthread_join(tw[i], NULL);
+	pause_ms(150);
+
+	struct pauser p = {500};
+	pthread_create(&t, NULL, pause_redis, &p);
+	pthread_join(t, NULL);
+	double t0 = now_s();
+	struct text_read first = {w, "paused:6", ""};
+	read_text(&first); /* times out: the breaker opens */
+	double timed_out = now_s() - t0;
+	int rc = aside_cache_invalidate(w, "paused:5", 8, NULL);
+	double wrote = now_s() - t0;
+	struct text_read after = {r2, "paused:5", ""};
+	read_text(&after);
+	double read = now_s() - t0;
+	uint64_t errors2;
+	int up2;
+	redis_tier(r2, &errors2, &up2);
+	printf("    the read timed out after %.0f ms, the write returned after "
+	       "%.0f ms (owed); the read after it was answered %.0f ms after "
+	       "the first began\n",
+	       timed_out * 1000, wrote * 1000, read * 1000);
+	assert_true(timed_out >= 0.2 && wrote - timed_out < 0.1 && read >= 0.3);
+	assert_int_not_equal(rc, ASIDE_OK);
+	assert_string_equal(after.got, "new");
+	assert_int_equal(errors2, 0);
+	assert_int_equal(up2, 1);
+	int up = 0;
+	for (int i = 0; i < 100 && !up; i++) {
+		pause_ms(10);
+		redis_tier(w, &errors2, &up);
+	}
+	assert_int_equal(up, 1);
+	aside_cache_close(w);
+	aside_cache_close(r2);
+}
+
 /* How many times Redis has run cmd (INFO commandstats), or -1. */
 static long redis_calls(const char *cmd)
 {
@@ -1866,6 +1929,9 @@ int main(void)
 		refusal_not_published_is_published_later, setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 		invalidation_queued_in_a_paused_redis_runs_first, setup,
+		teardown),
+	    cmocka_unit_test_setup_teardown(
+		invalidation_queued_behind_a_read_that_timed_out, setup,
 		teardown),
 	    cmocka_unit_test_setup_teardown(owed_invalidations_go_by_batch,
 					    setup, teardown),
