@@ -284,11 +284,12 @@ typedef struct aside_options {
  *           [&l1_ttl_ms=L][&connect_timeout_ms=C][&timeout_ms=T][&pool=P]
  *           [&lease_ms=M][&l1_bound_ms=D][&tomb_ms=X][&stale_ms=S]
  *     Redis as a shared tier (port 6379, db 0, timeouts 250 ms, a pool of 16
- *     connections; USER an ACL user, else the default user), with an in-process tier of N entries in front when l1
- *     is given.  Every invalidation is published on Redis, and caches with
- *     an L1 drop the key when they hear it; an L1 entry is kept at most L ms
- *     (default 60000) in case a message is lost.  An unreachable Redis is
- *     not an error: reads go to the loader until it answers.
+ *     connections; USER an ACL user, else the default user), with an
+ *     in-process tier of N entries in front when l1 is given.  Every
+ *     invalidation is published on Redis, and caches with an L1 drop the key
+ *     when they hear it; an L1 entry is kept at most L ms (default 60000) in
+ *     case a message is lost.  An unreachable Redis is not an error: reads go
+ *     to the loader until it answers.
  * Returns ASIDE_OK, ASIDE_EURL (with the reason in err), ASIDE_ENOMEM.
  */
 int aside_cache_open(const char *url, aside_cache **out, aside_error *err);

@@ -1143,6 +1143,29 @@ static void refusal_met_by_the_probe_is_told(void **state)
 	aside_cache_close(c3);
 }
 
+/* A cache on Redis alone whose reads wait up to 1 s: through a pause's
+ * end rather than time out (Redis ends a pause at its next cron tick). */
+static aside_cache *patient_cache(void)
+{
+	char url[600];
+	aside_cache *c = NULL;
+	assert_non_null(test_redis_url(url, REDIS_DB, "timeout_ms=1000"));
+	assert_int_equal(aside_cache_open(url, &c, NULL), ASIDE_OK);
+	return c;
+}
+
+/* Polls, up to a second, until c's Redis breaker has closed. */
+static void await_up(aside_cache *c)
+{
+	uint64_t errors;
+	int up = 0;
+	for (int i = 0; i < 100 && !up; i++) {
+		pause_ms(10);
+		redis_tier(c, &errors, &up);
+	}
+	assert_int_equal(up, 1);
+}
+
 /* A read of key through c in a thread of its own, loading "new". */
 struct text_read {
 	aside_cache *c;
@@ -1179,13 +1202,8 @@ static void invalidation_queued_in_a_paused_redis_runs_first(void **state)
 {
 	fx *f = *state;
 	NEED_OWN_SERVERS(f);
-	/* The readers wait for the pause's end rather than time out (Redis
-	 * ends a pause up to 100 ms late, at its next cron tick). */
-	char url[600];
-	assert_non_null(test_redis_url(url, REDIS_DB, "timeout_ms=1000"));
-	aside_cache *w = redis_only_cache(), *r2, *r3;
-	assert_int_equal(aside_cache_open(url, &r2, NULL), ASIDE_OK);
-	assert_int_equal(aside_cache_open(url, &r3, NULL), ASIDE_OK);
+	aside_cache *w = redis_only_cache(), *r2 = patient_cache(),
+		    *r3 = patient_cache();
 	expect_text(r2, "paused:1", "old", "old");
 	expect_text(r2, "paused:2", "old", "old");
 	expect_text(r3, "paused:1", "old", "old"); /* its connection made */
@@ -1220,12 +1238,7 @@ static void invalidation_queued_in_a_paused_redis_runs_first(void **state)
 	assert_string_equal(b.got, "new");
 	assert_int_equal(errors2 + errors3, 0);
 	assert_int_equal(up2 + up3, 2);
-	int up = 0;
-	for (int i = 0; i < 100 && !up; i++) {
-		pause_ms(10);
-		redis_tier(w, &errors2, &up);
-	}
-	assert_int_equal(up, 1);
+	await_up(w);
 	aside_cache_close(w);
 	aside_cache_close(r2);
 	aside_cache_close(r3);
@@ -1240,10 +1253,7 @@ static void invalidation_queued_behind_a_read_that_timed_out(void **state)
 {
 	fx *f = *state;
 	NEED_OWN_SERVERS(f);
-	char url[600];
-	assert_non_null(test_redis_url(url, REDIS_DB, "timeout_ms=1000"));
-	aside_cache *w = redis_only_cache(), *r2;
-	assert_int_equal(aside_cache_open(url, &r2, NULL), ASIDE_OK);
+	aside_cache *w = redis_only_cache(), *r2 = patient_cache();
 	expect_text(r2, "paused:5", "old", "old");
 	/* Three connections in w's pool: three reads held by a short pause
 	 * take one each. */
@@ -1284,12 +1294,7 @@ static void invalidation_queued_behind_a_read_that_timed_out(void **state)
 	assert_string_equal(after.got, "new");
 	assert_int_equal(errors2, 0);
 	assert_int_equal(up2, 1);
-	int up = 0;
-	for (int i = 0; i < 100 && !up; i++) {
-		pause_ms(10);
-		redis_tier(w, &errors2, &up);
-	}
-	assert_int_equal(up, 1);
+	await_up(w);
 	aside_cache_close(w);
 	aside_cache_close(r2);
 }
