@@ -66,6 +66,8 @@
 #define UNSENT_MAX 64
 /* Connections kept open for the invalidation they timed out on (see park) */
 #define PARKED_MAX 16
+/* Leases perhaps taken by a lookup that got no answer (see orphan_add) */
+#define ORPHANS_MAX 32
 
 /* The Lua scripts (below), by index. */
 enum {
@@ -137,6 +139,12 @@ struct redis {
 	size_t unsent_len[UNSENT_MAX];
 	int nunsent;
 	bool unsent_more;
+	/* Lease keys (and tokens) a lookup may have taken without hearing
+	 * so (see orphan_add); lock */
+	char *orphans[ORPHANS_MAX];
+	size_t orphan_len[ORPHANS_MAX];
+	char orphan_tok[ORPHANS_MAX][17];
+	int norphans;
 	/* See park and send_queued: the connections kept open, and whether
 	 * one failed to take a command in this outage; queue_lock (taken
 	 * before lock, when both are) */
@@ -680,6 +688,7 @@ static redisReply *run_once(struct redis *r, enum cmd kind, bool tentative,
 			    aside_error *err);
 static bool takes_writes(struct redis *r, char *why, size_t cap);
 static void publish_unsent(struct redis *r);
+static bool drop_orphans(struct redis *r);
 
 /*
  * Probes a Redis that was away: a PING, then, if it refused writes, a
@@ -699,6 +708,13 @@ static void probe(struct redis *r)
 	}
 	freeReplyObject(rep);
 	unpark(r);
+	if (!drop_orphans(r)) {
+		/* It answers, but does not run writes (paused for them). */
+		replaying = NULL;
+		opened(r, "a lease it may hold could not be dropped", true,
+		       true);
+		return;
+	}
 	pthread_mutex_lock(&r->lock);
 	bool check = r->refusing;
 	pthread_mutex_unlock(&r->lock);
@@ -1195,6 +1211,76 @@ static bool wrong_type(const redisReply *rep)
 	return rep->type == REDIS_REPLY_ERROR && strstr(rep->str, "WRONGTYPE");
 }
 
+/*
+ * A lease script that got no answer (its connection closed, or it timed
+ * out in a paused Redis) may have run, or may yet: then the lease is ours,
+ * and every other process that misses the key waits it out (lease_ms, 5 s
+ * by default), and its readers' waits for the load run out with it (the
+ * check test met this once: 4 leases waited out, a wait timed out).  The
+ * lease key and token are kept, and the probe drops the lease if it is
+ * still ours (see drop_orphans): the breaker is open after such a failure.
+ * Past ORPHANS_MAX, the oldest is forgotten: it lapses by itself.
+ */
+static void orphan_add(struct redis *r, const char *lk, size_t lklen,
+		       const char *tok)
+{
+	char *copy = malloc(lklen + 1);
+	if (!copy)
+		return; /* it lapses by itself */
+	memcpy(copy, lk, lklen);
+	char *oldest = NULL;
+	pthread_mutex_lock(&r->lock);
+	if (r->norphans == ORPHANS_MAX) {
+		oldest = r->orphans[0];
+		memmove(r->orphans, r->orphans + 1,
+			(ORPHANS_MAX - 1) * sizeof(*r->orphans));
+		memmove(r->orphan_len, r->orphan_len + 1,
+			(ORPHANS_MAX - 1) * sizeof(*r->orphan_len));
+		memmove(r->orphan_tok, r->orphan_tok + 1,
+			(ORPHANS_MAX - 1) * sizeof(*r->orphan_tok));
+		r->norphans--;
+	}
+	r->orphans[r->norphans] = copy;
+	r->orphan_len[r->norphans] = lklen;
+	memcpy(r->orphan_tok[r->norphans], tok, 17);
+	r->norphans++;
+	pthread_mutex_unlock(&r->lock);
+	free(oldest);
+}
+
+/* Drops the leases kept by orphan_add that are still ours; those whose
+ * drop got no answer are kept for the next probe, and false is returned.
+ * Runs on the prober. */
+static bool drop_orphans(struct redis *r)
+{
+	bool all = true;
+	pthread_mutex_lock(&r->lock);
+	int n = r->norphans;
+	char *keys[ORPHANS_MAX];
+	size_t lens[ORPHANS_MAX];
+	char toks[ORPHANS_MAX][17];
+	memcpy(keys, r->orphans, (size_t)n * sizeof(*keys));
+	memcpy(lens, r->orphan_len, (size_t)n * sizeof(*lens));
+	memcpy(toks, r->orphan_tok, (size_t)n * sizeof(*toks));
+	r->norphans = 0;
+	pthread_mutex_unlock(&r->lock);
+	for (int i = 0; i < n; i++) {
+		const char *kv[] = {keys[i], toks[i]};
+		size_t kl[] = {lens[i], 16};
+		redisReply *rep =
+		    run_script(r, S_LEASE_DROP, 1, 2, kv, kl, NULL);
+		if (rep) {
+			freeReplyObject(rep);
+			free(keys[i]);
+		} else {
+			orphan_add(r, keys[i], lens[i], toks[i]);
+			free(keys[i]);
+			all = false;
+		}
+	}
+	return all;
+}
+
 static int r_lease_get(void *self, const char *key, size_t klen, uint64_t hash,
 		       int64_t now, aside_value **out, uint64_t *token,
 		       aside_error *err)
@@ -1208,8 +1294,10 @@ static int r_lease_get(void *self, const char *key, size_t klen, uint64_t hash,
 	const char *kv[] = {key, lk, tok, ms};
 	size_t kl[] = {klen, lease_key(key, klen, lk), 16, (size_t)mslen};
 	redisReply *rep = run_script(r, S_LEASE_GET, 2, 4, kv, kl, err);
-	if (!rep)
+	if (!rep) {
+		orphan_add(r, lk, kl[1], tok);
 		return ASIDE_ECACHE;
+	}
 	int rc;
 	if (wrong_type(rep)) {
 		rc = aside__fail(err, ASIDE_ECORRUPT,
@@ -1891,6 +1979,8 @@ static void r_close(void *self)
 	free(r->idle);
 	unpark(r);
 	unsent_clear_locked(r); /* no thread left */
+	for (int i = 0; i < r->norphans; i++)
+		free(r->orphans[i]);
 	pthread_mutex_destroy(&r->lock);
 	pthread_mutex_destroy(&r->queue_lock);
 	pthread_cond_destroy(&r->cond);
