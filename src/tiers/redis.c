@@ -1265,18 +1265,19 @@ static bool drop_orphans(struct redis *r)
 	r->norphans = 0;
 	pthread_mutex_unlock(&r->lock);
 	for (int i = 0; i < n; i++) {
+		/* After a drop with no answer, the rest wait for the next
+		 * probe rather than each cost a timeout now. */
 		const char *kv[] = {keys[i], toks[i]};
 		size_t kl[] = {lens[i], 16};
 		redisReply *rep =
-		    run_script(r, S_LEASE_DROP, 1, 2, kv, kl, NULL);
-		if (rep) {
+		    all ? run_script(r, S_LEASE_DROP, 1, 2, kv, kl, NULL)
+			: NULL;
+		if (rep)
 			freeReplyObject(rep);
-			free(keys[i]);
-		} else {
+		else
 			orphan_add(r, keys[i], lens[i], toks[i]);
-			free(keys[i]);
-			all = false;
-		}
+		all = all && rep;
+		free(keys[i]);
 	}
 	return all;
 }
@@ -1540,10 +1541,14 @@ static void publish_unsent(struct redis *r)
 	r->nunsent = 0;
 	r->unsent_more = false;
 	pthread_mutex_unlock(&r->lock);
-	if (more && !publish_refusal(r, "", 0))
+	/* After a message that did not go, the rest wait for the next
+	 * probe rather than each cost a timeout now. */
+	bool going = !more || publish_refusal(r, "", 0);
+	if (!going)
 		unsent_add(r, NULL, 0);
 	for (int i = 0; i < n; i++) {
-		if (!publish_refusal(r, keys[i], lens[i]))
+		going = going && publish_refusal(r, keys[i], lens[i]);
+		if (!going)
 			unsent_add(r, keys[i], lens[i]);
 		free(keys[i]);
 	}
