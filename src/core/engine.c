@@ -47,6 +47,11 @@ struct flight {
 	int source; /* tier index that served it, or -1 for the loader */
 	aside_value *result;
 	aside_error err;
+	/* When the leader's latest load from the source began (monotonic
+	 * microseconds; 0: none yet).  Its joiners wait up to wait_ms from
+	 * then, so that a leader that first waited out another process's
+	 * lease does not leave them to time out while it loads. */
+	_Atomic int64_t load_began_us;
 };
 
 /* An invalidation between its first step and its last delete. */
@@ -802,6 +807,7 @@ static int run_load(aside_cache *c, struct flight *f, const aside_loader *ld,
 	struct aside__stripe *st = stripe(c);
 	aside_value *v = NULL;
 	int64_t t0 = aside__mono_us();
+	atomic_store_explicit(&f->load_began_us, t0, memory_order_relaxed);
 	int rc = ld->load(ld->arg, f->key, f->klen, &v, lerr);
 	uint64_t dt = (uint64_t)(aside__mono_us() - t0);
 	aside__count(st, ASIDE__C_loads, 1);
@@ -934,8 +940,18 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 				 * up to READ_ROUNDS reads. */
 				no_lease = unleased = true;
 		}
-		rc =
-		    source >= 0 ? ASIDE_OK : run_load(c, f, ld, now, &v, &lerr);
+		if (source < 0) {
+			/* The source is read from now on, after every reader
+			 * that has joined (some maybe while another's lease
+			 * was waited out): this read serves them all. */
+			pthread_mutex_lock(&sh->lock);
+			if (f->wanted > round)
+				f->wanted = round;
+			pthread_mutex_unlock(&sh->lock);
+			rc = run_load(c, f, ld, now, &v, &lerr);
+		} else {
+			rc = ASIDE_OK;
+		}
 
 		bool fill = false, voided, elsewhere, fresh;
 		pthread_mutex_lock(&sh->lock);
@@ -1091,12 +1107,24 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 		if (f->wanted < f->started + 1)
 			f->wanted = f->started + 1;
 		atomic_fetch_add_explicit(&c->waiting, 1, memory_order_relaxed);
+		int64_t since = aside__mono_us();
 		struct timespec until = deadline_after_ms(c->wait_ms);
 		while (!f->done) {
 			if (pthread_cond_timedwait(&f->cond, &sh->lock,
-						   &until) == ETIMEDOUT &&
-			    !f->done)
+						   &until) != ETIMEDOUT ||
+			    f->done)
+				continue;
+			/* Up to wait_ms from when the load began, if the
+			 * leader began it after this reader joined (it
+			 * waited out another's lease first). */
+			int64_t began = atomic_load_explicit(
+			    &f->load_began_us, memory_order_relaxed);
+			int64_t left =
+			    began + c->wait_ms * 1000 - aside__mono_us();
+			if (began <= since || left <= 0)
 				break;
+			since = began;
+			until = deadline_after_ms((left + 999) / 1000);
 		}
 		atomic_fetch_sub_explicit(&c->waiting, 1, memory_order_relaxed);
 		if (!f->done) {

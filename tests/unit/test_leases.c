@@ -7,6 +7,7 @@
  * load after another process's write, before hearing of it, gets the new
  * row when the message voids the load; a dead holder's lease
  * lapses; a lease held too long is waited out and the read loads anyway,
+ * readers that joined during that wait get its load rather than a timeout,
  * and a reader that joined that load after a write reads again; a fill
  * older than a write's tombstone is refused (the version fence); scripts
  * survive SCRIPT FLUSH; and P processes x T threads reading one cold key make
@@ -463,6 +464,58 @@ static void joiner_of_a_lease_timeout_load_gets_the_new_row(void **state)
 	aside_cache_close(b);
 }
 
+/*
+ * Readers that join a load while its leader waits out another process's
+ * lease wait for the load that follows, not only for wait_ms from when they
+ * joined: a lease held by a process that died, or hung, does not turn every
+ * reader of the key but one into a timeout.
+ */
+static void joiners_of_a_lease_wait_get_the_load(void **state)
+{
+	NEED_SERVERS(state);
+	aside_cache *c = open_cache("wait_ms=400");
+	const char *argv[] = {"SET", "{lk:9}|aside-lease", "hung", "PX",
+			      "10000"};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 5, argv));
+	source s;
+	source_init(&s, "v9");
+	s.gated = true;
+	reader r[3];
+	pthread_t t[3];
+	r[0] = (reader){c, &s, "lk:9", 0, ""};
+	pthread_create(&t[0], NULL, read_thread, &r[0]);
+	while (metrics(c).lease_waits < 1)
+		pause_ms(1);
+	/* The leader waits on the lease; two more readers join it. */
+	for (int i = 1; i < 3; i++) {
+		r[i] = (reader){c, &s, "lk:9", 0, ""};
+		pthread_create(&t[i], NULL, read_thread, &r[i]);
+	}
+	while (metrics(c).waiting < 2)
+		pause_ms(1);
+	double joined = now_s();
+	wait_inside(&s); /* the lease waited out, the leader loads */
+	double begun = now_s();
+	/* The load takes 200 ms: past the joiners' first 400 ms. */
+	pause_ms(200);
+	if (now_s() - joined < 0.45)
+		fail_msg("the load began %.3f s after the joiners joined, and "
+			 "ends before their first 400 ms are up",
+			 begun - joined);
+	open_gate(&s);
+	for (int i = 0; i < 3; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(r[i].rc, ASIDE_OK);
+		assert_string_equal(r[i].got, "v9");
+	}
+	aside_metrics m = metrics(c);
+	assert_int_equal(m.loads, 1);
+	assert_int_equal(m.shared_loads, 2);
+	assert_int_equal(m.wait_timeouts, 0);
+	assert_int_equal(m.lease_timeouts, 1);
+	aside_cache_close(c);
+}
+
 static void nothing_to_store_gives_the_lease_up(void **state)
 {
 	NEED_SERVERS(state);
@@ -750,6 +803,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup(lease_held_too_long_is_waited_out, setup),
 	    cmocka_unit_test_setup(
 		joiner_of_a_lease_timeout_load_gets_the_new_row, setup),
+	    cmocka_unit_test_setup(joiners_of_a_lease_wait_get_the_load, setup),
 	    cmocka_unit_test_setup(nothing_to_store_gives_the_lease_up, setup),
 	    cmocka_unit_test_setup(fill_older_than_a_tombstone_is_refused,
 				   setup),
