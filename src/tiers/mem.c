@@ -31,7 +31,11 @@
  *     admitted only if it has been used more often than the main area's
  *     victim, by a count-min sketch of 4-bit counters that every access
  *     feeds and that halves itself every 10 x capacity accesses (so the
- *     counts follow what is popular now);
+ *     counts follow what is popular now), or as often if it is a key the
+ *     filter turned away lately that came back (the first ghost below):
+ *     a tie turns away keys that recur at a period longer than the window,
+ *     which such a return shows (lirs-multi2 +0.010, orm-night +0.002;
+ *     docs/performance.md);
  *   - the window's share of the capacity adapts, per shard, starting at 1%.
  *     Two ghosts (hashes only, a quarter of the shard's capacity each)
  *     remember the candidates the filter turned away lately and the main
@@ -556,7 +560,9 @@ static bool admit(struct shard *sh, aside_value *cand, aside_value *victim)
 {
 	unsigned fc = sketch_estimate(&sh->sk, aside__value_hash(cand));
 	unsigned fv = sketch_estimate(&sh->sk, aside__value_hash(victim));
-	if (fc > fv)
+	bool again = node(cand)->turned_away;
+	node(cand)->turned_away = 0;
+	if (fc > fv || (fc == fv && again))
 		return true;
 	if (fc <= 5)
 		return false;
@@ -610,15 +616,18 @@ static bool evict_one_locked(struct shard *sh, int64_t now)
  * victim would.  Each such miss moves the share by one entry (ARC's rule,
  * applied to W-TinyLFU's two areas).
  */
-static void adapt_locked(struct shard *sh, uint64_t hash)
+static bool adapt_locked(struct shard *sh, uint64_t hash)
 {
 	if (ghost_take(&sh->rejected, hash)) {
 		if (sh->window_cap < sh->cap)
 			set_window_locked(sh, sh->window_cap + 1);
-	} else if (ghost_take(&sh->evicted, hash)) {
+		return true;
+	}
+	if (ghost_take(&sh->evicted, hash)) {
 		if (sh->window_cap > 0)
 			set_window_locked(sh, sh->window_cap - 1);
 	}
+	return false;
 }
 
 /* While the shard is not full, the window spills into probation. */
@@ -674,16 +683,18 @@ static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 
 	pthread_mutex_lock(&sh->lock);
 	unsigned seg = WINDOW;
+	bool again = false;
 	uint32_t at = find_locked(sh, key, klen, hash);
 	if (at != UINT32_MAX) {
 		/* A replacement keeps its predecessor's standing. */
 		aside_value *old = slot_value(atomic_load_explicit(
 		    &table_of(sh, mask_locked(sh))[at], memory_order_relaxed));
 		seg = node(old)->segment;
+		again = node(old)->turned_away;
 		remove_at_locked(sh, at);
 	} else {
 		sketch_add(&sh->sk, hash, 1);
-		adapt_locked(sh, hash);
+		again = adapt_locked(sh, hash);
 	}
 	uint32_t mask = mask_locked(sh);
 	if (mask < sh->max_mask &&
@@ -703,6 +714,7 @@ static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 	atomic_store_explicit(&v->l1_expires_us, until, memory_order_relaxed);
 	atomic_store_explicit(&v->touches, 0, memory_order_relaxed);
 	node(v)->charged = charge;
+	node(v)->turned_away = again;
 	queue_push(sh, seg, v);
 	atomic_store_explicit(&aside__value_cold(v)->published, 1,
 			      memory_order_release);
@@ -838,9 +850,10 @@ static uint32_t pow2_at_least(uint64_t n)
 
 /*
  * Opens an L1 of p->capacity entries (and p->max_bytes bytes when set).
- * Shards hold at least 256 entries each, up to 64 shards, so that the
- * policy has a useful window; the capacity is split exactly, never
- * exceeded.
+ * Shards hold at least 512 entries each, up to 64 shards: each runs the
+ * policy on its share of the keys alone, and a small share judges worse
+ * (docs/performance.md: 256 cost lirs-multi2 0.005).  The capacity is
+ * split exactly, never exceeded.
  */
 int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 		    aside_error *err)
@@ -848,7 +861,7 @@ int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 	uint64_t nshards = p->shards;
 	if (!nshards) {
 		nshards = 1;
-		while (nshards < 64 && nshards * 2 * 256 <= p->capacity)
+		while (nshards < 64 && nshards * 2 * 512 <= p->capacity)
 			nshards *= 2;
 	}
 	nshards = pow2_at_least(nshards);

@@ -2,7 +2,8 @@
  * test_mem.c -- the in-process tier through the engine: the capacity and
  * byte bounds, W-TinyLFU eviction (unread entries go first, a scan does
  * not flush the popular ones, a loop larger than the cache still hits, the
- * window adapts to recency), TTL on the injected clock and on the default
+ * window adapts to recency, a key turned away that comes back wins a tie),
+ * TTL on the injected clock and on the default
  * one (the ticker, also in a child of fork()), references that outlive
  * eviction, tables that grow under readers, and concurrent readers and
  * writers.
@@ -255,6 +256,54 @@ static void window_grows_for_recency(void **state)
 	if (ratio < 0.7)
 		fail_msg("hit ratio %.3f where LRU gets 0.75", ratio);
 	aside_cache_close(c);
+}
+
+/*
+ * One round of a key the filter turned away coming back: 99 entries read
+ * twice each (loaded, invalidated, loaded again: counted twice, never hit)
+ * fill a cache of 100; the key, seen once, loses to the first of them and
+ * is turned away; when it comes back it is counted twice, as often as the
+ * next of them, and wins that tie.  Whether it is resident at the end.
+ */
+static bool turned_away_key_kept(const char *round)
+{
+	aside_cache *c = open_cache("mem://?capacity=100");
+	char key[32];
+	for (int i = 0; i < 99; i++) {
+		snprintf(key, sizeof(key), "%s:m:%d", round, i);
+		assert_int_equal(get(c, key), ASIDE_OK);
+		assert_int_equal(
+		    aside_cache_invalidate(c, key, strlen(key), NULL),
+		    ASIDE_OK);
+		assert_int_equal(get(c, key), ASIDE_OK);
+	}
+	const char *order[] = {"c", "d", "c", "e", "f"};
+	for (int i = 0; i < 5; i++) {
+		snprintf(key, sizeof(key), "%s:%s", round, order[i]);
+		assert_int_equal(get(c, key), ASIDE_OK);
+	}
+	snprintf(key, sizeof(key), "%s:c", round);
+	bool kept = resident(c, key);
+	assert_true(entries(c) <= 100);
+	aside_cache_close(c);
+	return kept;
+}
+
+static void turned_away_key_wins_a_tie_when_it_returns(void **state)
+{
+	(void)state;
+	/* Three rounds on different keys: a round can lose only if the
+	 * sketch's four counters of a key all collide with others'. */
+	int kept = 0;
+	for (int r = 0; r < 3; r++) {
+		char round[8];
+		snprintf(round, sizeof(round), "r%d", r);
+		kept += turned_away_key_kept(round);
+	}
+	if (kept < 2)
+		fail_msg("a key turned away and back lost its tie in %d of 3 "
+			 "rounds",
+			 3 - kept);
 }
 
 static void byte_bound_is_respected(void **state)
@@ -709,6 +758,7 @@ int main(void)
 	    cmocka_unit_test(loop_larger_than_cache_still_hits),
 	    cmocka_unit_test(new_popular_keys_displace_old_ones),
 	    cmocka_unit_test(window_grows_for_recency),
+	    cmocka_unit_test(turned_away_key_wins_a_tie_when_it_returns),
 	    cmocka_unit_test(byte_bound_is_respected),
 	    cmocka_unit_test(oversized_value_is_served_not_cached),
 	    cmocka_unit_test(expired_entries_are_misses),
