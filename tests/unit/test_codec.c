@@ -259,6 +259,31 @@ static void cache_keys_are_the_seeds(void **state)
 	user_cache_key(INT64_MAX, key);
 	assert_string_equal(key, "user:9223372036854775807");
 	assert_string_equal(USER_ALL_KEY, "users:all");
+	/* Every length of number, at and around each power of ten, either
+	 * sign, and the extremes: as printf writes them. */
+	char want[48];
+	int64_t p = 1;
+	for (int d = 0; d <= 18; d++) {
+		const int64_t around[] = {p - 1, p, p + 1, 2 * p - 1,
+					  9 * p + 7};
+		for (int i = 0; i < 5; i++)
+			for (int sign = 1; sign >= -1; sign -= 2) {
+				int64_t id = sign * around[i];
+				snprintf(want, sizeof(want), "user:%lld",
+					 (long long)id);
+				assert_int_equal(user_cache_key(id, key),
+						 strlen(want));
+				assert_string_equal(key, want);
+			}
+		if (d < 18)
+			p *= 10;
+	}
+	const int64_t ends[] = {0, INT64_MIN, INT64_MIN + 1, INT64_MAX - 1};
+	for (int i = 0; i < 4; i++) {
+		snprintf(want, sizeof(want), "user:%lld", (long long)ends[i]);
+		assert_int_equal(user_cache_key(ends[i], key), strlen(want));
+		assert_string_equal(key, want);
+	}
 }
 
 int main(void)
