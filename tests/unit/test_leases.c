@@ -147,6 +147,15 @@ static const char *redis1(const char *cmd, const char *key, char *out)
 	return out;
 }
 
+/* Another process's lease on key, held by token for ms: taken, not filled. */
+static void hold_lease(const char *key, const char *token, const char *ms)
+{
+	char lease[64];
+	snprintf(lease, sizeof(lease), "{%s}|aside-lease", key);
+	const char *argv[] = {"SET", lease, token, "PX", ms};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 5, argv));
+}
+
 /* Reads key through c with ld; the value's bytes as text into out. */
 static int read_with(aside_cache *c, const aside_loader *ld, const char *key,
 		     char *out)
@@ -376,8 +385,7 @@ static void dead_holders_lease_lapses(void **state)
 	NEED_SERVERS(state);
 	aside_cache *c = open_cache(NULL);
 	/* A holder that took the lease and died: it lapses in 300 ms. */
-	const char *argv[] = {"SET", "{lk:4}|aside-lease", "dead", "PX", "300"};
-	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 5, argv));
+	hold_lease("lk:4", "dead", "300");
 	source s;
 	source_init(&s, "v4");
 	char got[256], r[256];
@@ -398,9 +406,7 @@ static void lease_held_too_long_is_waited_out(void **state)
 {
 	NEED_SERVERS(state);
 	aside_cache *c = open_cache("wait_ms=200");
-	const char *argv[] = {"SET", "{lk:5}|aside-lease", "slow", "PX",
-			      "10000"};
-	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 5, argv));
+	hold_lease("lk:5", "slow", "10000");
 	source s;
 	source_init(&s, "v5");
 	char got[256], r[256];
@@ -429,9 +435,7 @@ static void joiner_of_a_lease_timeout_load_gets_the_new_row(void **state)
 {
 	NEED_SERVERS(state);
 	aside_cache *c = open_cache("wait_ms=200"), *b = open_cache(NULL);
-	const char *argv[] = {"SET", "{lk:6}|aside-lease", "slow", "PX",
-			      "10000"};
-	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 5, argv));
+	hold_lease("lk:6", "slow", "10000");
 	source s;
 	source_init(&s, "old-row");
 	s.gated = true;
@@ -474,9 +478,7 @@ static void joiners_of_a_lease_wait_get_the_load(void **state)
 {
 	NEED_SERVERS(state);
 	aside_cache *c = open_cache("wait_ms=400");
-	const char *argv[] = {"SET", "{lk:9}|aside-lease", "hung", "PX",
-			      "10000"};
-	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 5, argv));
+	hold_lease("lk:9", "hung", "10000");
 	source s;
 	source_init(&s, "v9");
 	s.gated = true;
