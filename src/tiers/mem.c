@@ -614,7 +614,8 @@ static bool evict_one_locked(struct shard *sh, int64_t now)
  * door it left by: had the window been larger, a candidate the filter
  * turned away would still be here; had the main area been larger, its
  * victim would.  Each such miss moves the share by one entry (ARC's rule,
- * applied to W-TinyLFU's two areas).
+ * applied to W-TinyLFU's two areas).  True if the filter had turned the
+ * key away: it then wins a tie at its next contest (admit).
  */
 static bool adapt_locked(struct shard *sh, uint64_t hash)
 {
