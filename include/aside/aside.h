@@ -280,7 +280,8 @@ typedef struct aside_options {
  *     given, B bytes; T the default TTL (3600000, one hour); J the TTL jitter
  *     in percent (10: a TTL is drawn from [T*(1-J/100), T]); W the longest a
  *     reader waits for another thread's load (5000), from when it joined or
- *     from when that load began reading the source, whichever is later.
+ *     from when that load began reading the source, whichever is later (and
+ *     once more, as long as it lost, if its process was stopped meanwhile).
  *   redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?l1=N][&l1_max_bytes=B]
  *           [&l1_ttl_ms=L][&connect_timeout_ms=C][&timeout_ms=T][&pool=P]
  *           [&lease_ms=M][&l1_bound_ms=D][&tomb_ms=X][&stale_ms=S]

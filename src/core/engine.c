@@ -28,6 +28,8 @@
 
 #define FLIGHT_SHARDS 64
 #define READ_ROUNDS 4 /* source reads a flight may make for its readers */
+/* A waiter that wakes this late after its deadline was not running. */
+#define OVERSLEPT_US 20000
 
 struct flight {
 	struct flight *next; /* in its shard's list while linked */
@@ -1107,24 +1109,36 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 		if (f->wanted < f->started + 1)
 			f->wanted = f->started + 1;
 		atomic_fetch_add_explicit(&c->waiting, 1, memory_order_relaxed);
-		int64_t since = aside__mono_us();
+		const int64_t wait_us = c->wait_ms * 1000;
+		int64_t since = aside__mono_us(), due = since + wait_us;
+		bool graced = false;
 		struct timespec until = deadline_after_ms(c->wait_ms);
 		while (!f->done) {
 			if (pthread_cond_timedwait(&f->cond, &sh->lock,
 						   &until) != ETIMEDOUT ||
 			    f->done)
 				continue;
-			/* Up to wait_ms from when the load began, if the
-			 * leader began it after this reader joined (it
-			 * waited out another's lease first). */
+			int64_t t = aside__mono_us();
 			int64_t began = atomic_load_explicit(
 			    &f->load_began_us, memory_order_relaxed);
-			int64_t left =
-			    began + c->wait_ms * 1000 - aside__mono_us();
-			if (began <= since || left <= 0)
+			if (began > since && began + wait_us > t) {
+				/* Up to wait_ms from when the load began:
+				 * the leader began it after this reader
+				 * joined (it waited out another's lease). */
+				since = began;
+				due = began + wait_us;
+			} else if (!graced && t - due > OVERSLEPT_US) {
+				/* Woken long after its time ran out: the
+				 * process was stopped or starved, and the
+				 * leader with it.  Once, as long again as was
+				 * lost, up to wait_ms. */
+				graced = true;
+				due =
+				    t + (t - due < wait_us ? t - due : wait_us);
+			} else {
 				break;
-			since = began;
-			until = deadline_after_ms((left + 999) / 1000);
+			}
+			until = deadline_after_ms((due - t + 999) / 1000);
 		}
 		atomic_fetch_sub_explicit(&c->waiting, 1, memory_order_relaxed);
 		if (!f->done) {

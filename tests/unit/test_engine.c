@@ -8,13 +8,16 @@
 #include <aside/aside.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 /* cmocka needs the headers above */
 #include <cmocka.h>
@@ -403,6 +406,55 @@ static void wait_for_a_load_is_bounded(void **state)
 	source_release(&f->src);
 	pthread_join(leader, NULL);
 	assert_int_equal(r1.result, 1);
+	assert_int_equal(f->src.loads, 1);
+	fixture_free(f);
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+/*
+ * A reader whose wait runs out while its process is stopped (SIGSTOP, a VM
+ * paused, swapping) wakes long after its deadline, and so would its leader,
+ * which could not run either: it waits once more, as long as it lost (up
+ * to wait_ms), instead of failing the moment the process resumes.
+ */
+static void wait_that_overslept_is_given_its_time_again(void **state)
+{
+	(void)state;
+	fixture *f = fixture_new("mem://?wait_ms=100");
+	source_hold_next(&f->src);
+	pthread_t leader, joiner;
+	reader r1 = {f, "k:1", 0, {0}}, r2 = {f, "k:1", 0, {0}};
+	pthread_create(&leader, NULL, read_thread, &r1);
+	source_wait_held(&f->src);
+	pthread_create(&joiner, NULL, read_thread, &r2);
+	while (metrics(f).waiting < 1)
+		sleep_ms(1);
+	/* A child stops this process for 300 ms, past the joiner's 100. */
+	pid_t child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		struct timespec ts = {0, 300 * 1000000L};
+		kill(getppid(), SIGSTOP);
+		nanosleep(&ts, NULL);
+		kill(getppid(), SIGCONT);
+		_exit(0);
+	}
+	int status;
+	while (waitpid(child, &status, 0) < 0)
+		;
+	/* Resumed: the load ends 20 ms later. */
+	sleep_ms(20);
+	source_release(&f->src);
+	pthread_join(leader, NULL);
+	pthread_join(joiner, NULL);
+	assert_int_equal(r1.result, 1);
+	assert_int_equal(r2.result, 1);
+	assert_int_equal(metrics(f).wait_timeouts, 0);
 	assert_int_equal(f->src.loads, 1);
 	fixture_free(f);
 }
@@ -845,6 +897,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(
 		loader_failure_is_shared_not_stampeded, setup, teardown),
 	    cmocka_unit_test(wait_for_a_load_is_bounded),
+	    cmocka_unit_test(wait_that_overslept_is_given_its_time_again),
 	    cmocka_unit_test_setup_teardown(
 		read_after_invalidate_never_joins_older_load, setup, teardown),
 	    cmocka_unit_test_setup_teardown(load_before_invalidate_never_stores,
