@@ -135,15 +135,19 @@ struct redis {
 	bool refusing;
 	/* Keys whose refusal could not be published (see refused), and
 	 * whether more were lost past UNSENT_MAX; lock */
-	char *unsent[UNSENT_MAX];
-	size_t unsent_len[UNSENT_MAX];
+	struct kept_key {
+		char *key;
+		size_t len;
+	} unsent[UNSENT_MAX];
 	int nunsent;
 	bool unsent_more;
 	/* Lease keys (and tokens) a lookup may have taken without hearing
 	 * so (see orphan_add); lock */
-	char *orphans[ORPHANS_MAX];
-	size_t orphan_len[ORPHANS_MAX];
-	char orphan_tok[ORPHANS_MAX][17];
+	struct orphan {
+		char *key;
+		size_t len;
+		char tok[17];
+	} orphans[ORPHANS_MAX];
 	int norphans;
 	/* See park and send_queued: the connections kept open, and whether
 	 * one failed to take a command in this outage; queue_lock (taken
@@ -195,7 +199,7 @@ static bool may_try(struct redis *r)
 static void unsent_clear_locked(struct redis *r)
 {
 	for (int i = 0; i < r->nunsent; i++)
-		free(r->unsent[i]);
+		free(r->unsent[i].key);
 	r->nunsent = 0;
 	r->unsent_more = false;
 }
@@ -206,7 +210,6 @@ static void unsent_clear_locked(struct redis *r)
  * invalidation, which may go ahead), and Redis must not be read before the
  * probe has delivered what is owed to it.
  */
-
 static void succeeded(struct redis *r, bool by_probe)
 {
 	if (!by_probe || atomic_load_explicit(&r->up, memory_order_acquire))
@@ -1231,19 +1234,15 @@ static void orphan_add(struct redis *r, const char *lk, size_t lklen,
 	char *oldest = NULL;
 	pthread_mutex_lock(&r->lock);
 	if (r->norphans == ORPHANS_MAX) {
-		oldest = r->orphans[0];
+		oldest = r->orphans[0].key;
 		memmove(r->orphans, r->orphans + 1,
 			(ORPHANS_MAX - 1) * sizeof(*r->orphans));
-		memmove(r->orphan_len, r->orphan_len + 1,
-			(ORPHANS_MAX - 1) * sizeof(*r->orphan_len));
-		memmove(r->orphan_tok, r->orphan_tok + 1,
-			(ORPHANS_MAX - 1) * sizeof(*r->orphan_tok));
 		r->norphans--;
 	}
-	r->orphans[r->norphans] = copy;
-	r->orphan_len[r->norphans] = lklen;
-	memcpy(r->orphan_tok[r->norphans], tok, 17);
-	r->norphans++;
+	struct orphan *o = &r->orphans[r->norphans++];
+	o->key = copy;
+	o->len = lklen;
+	memcpy(o->tok, tok, sizeof(o->tok));
 	pthread_mutex_unlock(&r->lock);
 	free(oldest);
 }
@@ -1254,30 +1253,26 @@ static void orphan_add(struct redis *r, const char *lk, size_t lklen,
 static bool drop_orphans(struct redis *r)
 {
 	bool all = true;
+	struct orphan kept[ORPHANS_MAX];
 	pthread_mutex_lock(&r->lock);
 	int n = r->norphans;
-	char *keys[ORPHANS_MAX];
-	size_t lens[ORPHANS_MAX];
-	char toks[ORPHANS_MAX][17];
-	memcpy(keys, r->orphans, (size_t)n * sizeof(*keys));
-	memcpy(lens, r->orphan_len, (size_t)n * sizeof(*lens));
-	memcpy(toks, r->orphan_tok, (size_t)n * sizeof(*toks));
+	memcpy(kept, r->orphans, (size_t)n * sizeof(*kept));
 	r->norphans = 0;
 	pthread_mutex_unlock(&r->lock);
 	for (int i = 0; i < n; i++) {
 		/* After a drop with no answer, the rest wait for the next
 		 * probe rather than each cost a timeout now. */
-		const char *kv[] = {keys[i], toks[i]};
-		size_t kl[] = {lens[i], 16};
+		const char *kv[] = {kept[i].key, kept[i].tok};
+		size_t kl[] = {kept[i].len, 16};
 		redisReply *rep =
 		    all ? run_script(r, S_LEASE_DROP, 1, 2, kv, kl, NULL)
 			: NULL;
+		all = rep != NULL;
 		if (rep)
 			freeReplyObject(rep);
 		else
-			orphan_add(r, keys[i], lens[i], toks[i]);
-		all = all && rep;
-		free(keys[i]);
+			orphan_add(r, kept[i].key, kept[i].len, kept[i].tok);
+		free(kept[i].key);
 	}
 	return all;
 }
@@ -1469,16 +1464,15 @@ static void unsent_add(struct redis *r, const char *key, size_t klen)
 {
 	pthread_mutex_lock(&r->lock);
 	for (int i = 0; key && i < r->nunsent; i++)
-		if (r->unsent_len[i] == klen &&
-		    !memcmp(r->unsent[i], key, klen)) {
+		if (r->unsent[i].len == klen &&
+		    !memcmp(r->unsent[i].key, key, klen)) {
 			pthread_mutex_unlock(&r->lock);
 			return; /* users:all, say, refused with each user */
 		}
 	char *copy = key && r->nunsent < UNSENT_MAX ? malloc(klen + 1) : NULL;
 	if (copy) {
 		memcpy(copy, key, klen);
-		r->unsent[r->nunsent] = copy;
-		r->unsent_len[r->nunsent++] = klen;
+		r->unsent[r->nunsent++] = (struct kept_key){copy, klen};
 	} else {
 		r->unsent_more = true; /* or out of memory: all keys, then */
 	}
@@ -1534,10 +1528,8 @@ static void publish_unsent(struct redis *r)
 	pthread_mutex_lock(&r->lock);
 	int n = r->nunsent;
 	bool more = r->unsent_more;
-	char *keys[UNSENT_MAX];
-	size_t lens[UNSENT_MAX];
-	memcpy(keys, r->unsent, (size_t)n * sizeof(*keys));
-	memcpy(lens, r->unsent_len, (size_t)n * sizeof(*lens));
+	struct kept_key kept[UNSENT_MAX];
+	memcpy(kept, r->unsent, (size_t)n * sizeof(*kept));
 	r->nunsent = 0;
 	r->unsent_more = false;
 	pthread_mutex_unlock(&r->lock);
@@ -1547,10 +1539,10 @@ static void publish_unsent(struct redis *r)
 	if (!going)
 		unsent_add(r, NULL, 0);
 	for (int i = 0; i < n; i++) {
-		going = going && publish_refusal(r, keys[i], lens[i]);
+		going = going && publish_refusal(r, kept[i].key, kept[i].len);
 		if (!going)
-			unsent_add(r, keys[i], lens[i]);
-		free(keys[i]);
+			unsent_add(r, kept[i].key, kept[i].len);
+		free(kept[i].key);
 	}
 }
 
@@ -1985,7 +1977,7 @@ static void r_close(void *self)
 	unpark(r);
 	unsent_clear_locked(r); /* no thread left */
 	for (int i = 0; i < r->norphans; i++)
-		free(r->orphans[i]);
+		free(r->orphans[i].key);
 	pthread_mutex_destroy(&r->lock);
 	pthread_mutex_destroy(&r->queue_lock);
 	pthread_cond_destroy(&r->cond);
