@@ -34,8 +34,8 @@
  *     counts follow what is popular now), or as often if it is a key the
  *     filter turned away lately that came back (the first ghost below):
  *     a tie turns away keys that recur at a period longer than the window,
- *     which such a return shows (lirs-multi2 +0.010, orm-night +0.002;
- *     docs/performance.md);
+ *     which such a return shows (with shards of at least 512 entries,
+ *     below: lirs-multi2 +0.010, orm-night +0.002; docs/performance.md);
  *   - the window's share of the capacity adapts, per shard, starting at 1%.
  *     Two ghosts (hashes only, a quarter of the shard's capacity each)
  *     remember the candidates the filter turned away lately and the main
