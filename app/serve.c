@@ -155,6 +155,21 @@ static enum MHD_Result failure(struct MHD_Connection *conn, struct request *r,
 	}
 }
 
+/*
+ * Unescapes a URI's path or argument (%HH) as libmicrohttpd does, except
+ * one holding an escaped NUL, which is left as it came: decoded, the
+ * string would end at the NUL, and "/users/1%00x" would read as user 1.
+ */
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+	(void)cls;
+	(void)conn;
+	for (const char *p = s; (p = strchr(p, '%')) != NULL; p++)
+		if (p[1] == '0' && p[2] == '0')
+			return strlen(s);
+	return MHD_http_unescape(s);
+}
+
 /* "/users/123" -> 123; 0 if the tail is not a positive int64. */
 static int64_t parse_id(const char *s)
 {
@@ -662,6 +677,7 @@ int app_serve(int argc, char **argv)
 	    MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_conn,
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)timeout_s,
 	    MHD_OPTION_NOTIFY_COMPLETED, completed, s,
+	    MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
 	    MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
 	if (!d) {
 		fprintf(stderr, "aside serve: cannot listen on %s: %s\n",

@@ -288,6 +288,15 @@ static void bad_requests_are_refused_and_change_nothing(void **state)
 	snprintf(path, sizeof(path), "%s", r.location);
 	snprintf(before, sizeof(before), "%s",
 		 req(&s, "GET", path, NULL, NULL, 0).body);
+	/* The user's path with an escaped NUL after the id, and its id
+	 * escaped (which must still find it: "%31" is "1"). */
+	char nul[160], nul_tail[160], escaped[160];
+	snprintf(nul, sizeof(nul), "%s%%00", path);
+	snprintf(nul_tail, sizeof(nul_tail), "%s%%00abc", path);
+	snprintf(escaped, sizeof(escaped), "/users/%%3%s", path + 7);
+	r = req(&s, "GET", escaped, NULL, NULL, 0);
+	assert_int_equal(r.status, 200);
+	assert_string_equal(r.body, before);
 
 	struct {
 		const char *method, *path, *type, *body;
@@ -317,6 +326,12 @@ static void bad_requests_are_refused_and_change_nothing(void **state)
 	    {"GET", "/users/99999999999999999999", NULL, NULL, 400,
 	     "positive integer"},
 	    {"GET", "/nowhere", NULL, NULL, 404, "no such"},
+	    /* an escaped NUL must not cut the path short */
+	    {"GET", nul, NULL, NULL, 400, "positive integer"},
+	    {"GET", nul_tail, NULL, NULL, 400, "positive integer"},
+	    {"POST", "/users%00", "application/json",
+	     "{\"name\":\"A\",\"email\":\"a@b.c\"}", 404, "no such"},
+	    {"GET", "/metrics%00", NULL, NULL, 404, "no such"},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		r = req(&s, bad[i].method, bad[i].path, bad[i].type,
