@@ -261,7 +261,7 @@ static void window_grows_for_recency(void **state)
 
 /*
  * A cache of 500 full of keys that never come back, then keys each read
- * four times, 100 steps apart: a window of 300 to 400 entries keeps them
+ * four times, 100 steps apart: a window of about 400 entries keeps them
  * all (LRU hits 3 reads of 4).  The window must grow to that and stop
  * there.  Had it overshot to the whole cache it could not come back (with
  * no main area, no victim of main's ever returns to say so), and a whole
