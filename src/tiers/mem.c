@@ -44,7 +44,10 @@
  *     a key in the second says a larger main area would have: it shrinks
  *     by one.  This is ARC's rule applied to W-TinyLFU's two areas: a
  *     recency-friendly workload grows the window towards plain LRU, a
- *     frequency-friendly one (a scan, a loop) keeps it small.  A hill
+ *     frequency-friendly one (a scan, a loop) keeps it small.  A share
+ *     above the start that no ghost speaks for over as many misses as the
+ *     shard holds gives up an eighth of its lead (relax_window_locked):
+ *     a window of the whole shard leaves no ghost anything to see.  A hill
  *     climber on the hit ratio of samples of 10 x capacity requests was
  *     measured first: it tied on most traces and lost clearly on the loop
  *     and on sprite (docs/performance.md), because a sample's hit ratio
@@ -140,6 +143,7 @@ struct shard {
 	struct sketch sk;
 	/* Candidates the filter turned away, and main's victims. */
 	struct ghost rejected, evicted;
+	uint32_t quiet; /* misses since one was of a key in a ghost */
 	_Atomic uint64_t evictions;
 } __attribute__((aligned(ASIDE__CACHELINE)));
 
@@ -609,6 +613,29 @@ static bool evict_one_locked(struct shard *sh, int64_t now)
 	return true;
 }
 
+static uint32_t window_start(uint32_t cap)
+{
+	return (uint32_t)(((uint64_t)cap * WINDOW_START_PCT + 99) / 100);
+}
+
+/*
+ * A window above its starting share must be kept there by the ghosts'
+ * evidence: after as many misses as the shard holds with none of a key in
+ * either ghost, it gives up an eighth of its lead over the start.  Without
+ * this a window that reached the whole shard stayed there for good: with
+ * no main area the filter turns nothing away and main evicts nothing, so
+ * neither ghost can speak again, and a loop that came next missed every
+ * read (docs/performance.md).  A workload that needs the larger window
+ * soon shows it again: the filter turns keys away, and they come back.
+ */
+static void relax_window_locked(struct shard *sh)
+{
+	uint32_t start = window_start(sh->cap);
+	if (sh->window_cap > start)
+		set_window_locked(sh, sh->window_cap -
+					  (sh->window_cap - start + 7) / 8);
+}
+
 /*
  * A miss on a key that left lately moves the window's share towards the
  * door it left by: had the window been larger, a candidate the filter
@@ -620,13 +647,20 @@ static bool evict_one_locked(struct shard *sh, int64_t now)
 static bool adapt_locked(struct shard *sh, uint64_t hash)
 {
 	if (ghost_take(&sh->rejected, hash)) {
+		sh->quiet = 0;
 		if (sh->window_cap < sh->cap)
 			set_window_locked(sh, sh->window_cap + 1);
 		return true;
 	}
 	if (ghost_take(&sh->evicted, hash)) {
+		sh->quiet = 0;
 		if (sh->window_cap > 0)
 			set_window_locked(sh, sh->window_cap - 1);
+		return false;
+	}
+	if (++sh->quiet >= sh->cap) {
+		sh->quiet = 0;
+		relax_window_locked(sh);
 	}
 	return false;
 }
@@ -928,9 +962,7 @@ int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 			gs[k]->set = g + gsize;
 			gs[k]->smask = gslots - 1;
 		}
-		set_window_locked(
-		    sh, (uint32_t)(((uint64_t)sh->cap * WINDOW_START_PCT + 99) /
-				   100));
+		set_window_locked(sh, window_start(sh->cap));
 	}
 	out->ops = &mem_ops;
 	out->self = m;

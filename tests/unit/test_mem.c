@@ -2,8 +2,9 @@
  * test_mem.c -- the in-process tier through the engine: the capacity and
  * byte bounds, W-TinyLFU eviction (unread entries go first, a scan does
  * not flush the popular ones, a loop larger than the cache still hits, the
- * window adapts to recency and stops growing where the workload needs no
- * more, a key turned away that comes back wins a tie),
+ * window adapts to recency, stops growing where the workload needs no more
+ * and comes back from the whole cache when the workload changes, a key
+ * turned away that comes back wins a tie),
  * TTL on the injected clock and on the default
  * one (the ticker, also in a child of fork()), references that outlive
  * eviction, tables that grow under readers, and concurrent readers and
@@ -290,6 +291,43 @@ static void window_grows_for_bursts_and_stops(void **state)
 	if (ratio < 0.72)
 		fail_msg("hit ratio %.3f in the second half, where LRU gets "
 			 "0.75",
+			 ratio);
+	assert_true(entries(c) <= 500);
+	aside_cache_close(c);
+}
+
+/*
+ * A window that grew to the whole cache comes back when the workload
+ * changes.  Bursts that need all of a cache of 500 as their window (each
+ * key read four times, 124 steps apart) take it there; then comes a loop
+ * of 1,000 keys, which only the frequency filter serves (it keeps about
+ * half of them; LRU, or a window of the whole cache, keeps none, each key
+ * evicted before it comes round again).  Once the window was the whole
+ * cache, no ghost could see anything to bring it back.
+ */
+static void window_comes_back_when_the_workload_changes(void **state)
+{
+	(void)state;
+	aside_cache *c = open_cache("mem://?capacity=500");
+	for (int i = 0; i < 500; i++)
+		read_hit(c, "once", i);
+	for (int i = 0; i < 6000; i++)
+		for (int back = 0; back <= 3 * 124; back += 124)
+			if (i - back >= 0)
+				read_hit(c, "burst", i - back);
+	int hits = 0, reads = 0;
+	for (int round = 0; round < 40; round++)
+		for (int k = 0; k < 1000; k++) {
+			bool hit = read_hit(c, "loop", k);
+			if (round >= 30) {
+				hits += hit;
+				reads++;
+			}
+		}
+	double ratio = (double)hits / reads;
+	if (ratio < 0.3)
+		fail_msg("the loop hits %.3f of its last 10 rounds, where the "
+			 "filter keeps about half of it",
 			 ratio);
 	assert_true(entries(c) <= 500);
 	aside_cache_close(c);
@@ -796,6 +834,7 @@ int main(void)
 	    cmocka_unit_test(new_popular_keys_displace_old_ones),
 	    cmocka_unit_test(window_grows_for_recency),
 	    cmocka_unit_test(window_grows_for_bursts_and_stops),
+	    cmocka_unit_test(window_comes_back_when_the_workload_changes),
 	    cmocka_unit_test(turned_away_key_wins_a_tie_when_it_returns),
 	    cmocka_unit_test(byte_bound_is_respected),
 	    cmocka_unit_test(oversized_value_is_served_not_cached),
