@@ -233,6 +233,28 @@ static void new_popular_keys_displace_old_ones(void **state)
 	aside_cache_close(c);
 }
 
+/*
+ * Bursts: key i is read at steps i, i + gap, i + 2 gap and i + 3 gap, then
+ * never again, for `steps` steps.  The hit ratio of the reads from step
+ * `from` on.
+ */
+static double read_bursts(aside_cache *c, const char *prefix, int steps,
+			  int gap, int from)
+{
+	int hits = 0, reads = 0;
+	for (int i = 0; i < steps; i++)
+		for (int back = 0; back <= 3 * gap; back += gap) {
+			if (i - back < 0)
+				continue;
+			bool hit = read_hit(c, prefix, i - back);
+			if (i >= from) {
+				hits += hit;
+				reads++;
+			}
+		}
+	return reads ? (double)hits / reads : 0;
+}
+
 static void window_grows_for_recency(void **state)
 {
 	(void)state;
@@ -243,17 +265,7 @@ static void window_grows_for_recency(void **state)
 	 * window should learn to keep them, as LRU does.
 	 */
 	aside_cache *c = open_cache("mem://?capacity=500");
-	int hits = 0, reads = 0;
-	for (int i = 0; i < 20000; i++) {
-		/* key i is read at steps i, i+50, i+100 and i+150 */
-		for (int back = 0; back <= 150; back += 50) {
-			if (i - back < 0)
-				continue;
-			hits += read_hit(c, "burst", i - back);
-			reads++;
-		}
-	}
-	double ratio = (double)hits / reads;
+	double ratio = read_bursts(c, "burst", 20000, 50, 0);
 	/* Everything fits in 500 places by LRU: 3 hits in 4 reads. */
 	if (ratio < 0.7)
 		fail_msg("hit ratio %.3f where LRU gets 0.75", ratio);
@@ -276,18 +288,7 @@ static void window_grows_for_bursts_and_stops(void **state)
 	aside_cache *c = open_cache("mem://?capacity=500");
 	for (int i = 0; i < 500; i++)
 		read_hit(c, "once", i);
-	int hits = 0, reads = 0;
-	for (int i = 0; i < 12000; i++)
-		for (int back = 0; back <= 300; back += 100) {
-			if (i - back < 0)
-				continue;
-			bool hit = read_hit(c, "four", i - back);
-			if (i >= 6000) {
-				hits += hit;
-				reads++;
-			}
-		}
-	double ratio = (double)hits / reads;
+	double ratio = read_bursts(c, "four", 12000, 100, 6000);
 	if (ratio < 0.72)
 		fail_msg("hit ratio %.3f in the second half, where LRU gets "
 			 "0.75",
@@ -311,10 +312,7 @@ static void window_comes_back_when_the_workload_changes(void **state)
 	aside_cache *c = open_cache("mem://?capacity=500");
 	for (int i = 0; i < 500; i++)
 		read_hit(c, "once", i);
-	for (int i = 0; i < 6000; i++)
-		for (int back = 0; back <= 3 * 124; back += 124)
-			if (i - back >= 0)
-				read_hit(c, "burst", i - back);
+	read_bursts(c, "burst", 6000, 124, 6000);
 	int hits = 0, reads = 0;
 	for (int round = 0; round < 40; round++)
 		for (int k = 0; k < 1000; k++) {
