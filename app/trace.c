@@ -108,7 +108,7 @@ int app_trace(int argc, char **argv)
 	while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (o) {
 		case 'c':
-			if (!app_long("capacity", optarg, 1, 1L << 31,
+			if (!app_long("capacity", optarg, 1, 1L << 30,
 				      &capacity))
 				return 2;
 			break;
@@ -130,7 +130,7 @@ int app_trace(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (capacity < 1 || capacity > (1L << 31) || shards < 0 ||
+	if (capacity < 1 || capacity > (1L << 30) || shards < 0 ||
 	    optind >= argc) {
 		fprintf(stderr, "usage: aside trace --capacity N FILE...\n");
 		return 2;

@@ -33,4 +33,8 @@ printf '1\n2\nthree\n' >"$tmp/bad.txt"
 if "$aside" trace --capacity 10 "$tmp/bad.txt" 2>"$tmp/err"; then fail "accepted a bad line"; fi
 grep -q 'bad.txt:3: not a key' "$tmp/err" || fail "error was: $(cat "$tmp/err")"
 "$aside" trace --capacity 10 "$tmp/missing.txt" 2>/dev/null && fail "accepted a missing file"
+# A capacity out of the tier's range is refused by the option itself, with
+# the range it takes.
+if "$aside" trace --capacity 2147483648 "$tmp/t.txt" 2>"$tmp/err"; then fail "accepted 2^31"; fi
+grep -q 'capacity wants a whole number in \[1, 1073741824\]' "$tmp/err" || fail "error was: $(cat "$tmp/err")"
 echo "trace test: ok"
