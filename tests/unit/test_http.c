@@ -425,7 +425,18 @@ static void metrics_move(void **state)
 	for (int i = 0; i < 5; i++)
 		assert_int_equal(
 		    req(&s, "GET", r.location, NULL, NULL, 0).status, 200);
-	reply m = req(&s, "GET", "/metrics", NULL, NULL, 0);
+	/* A request is counted once its response has gone out, which can be
+	 * just after the client has read it: the fifth GET may still be on
+	 * its way into the counters, so give it up to 2 s. */
+	reply m;
+	for (int tries = 0;; tries++) {
+		m = req(&s, "GET", "/metrics", NULL, NULL, 0);
+		if (strstr(m.body, "aside_http_requests_total{route=\"GET "
+				   "/users/{id}\",status=\"200\"} 5\n") ||
+		    tries == 200)
+			break;
+		usleep(10000);
+	}
 	assert_int_equal(m.status, 200);
 	assert_non_null(strstr(m.type, "text/plain"));
 	assert_non_null(strstr(m.body, "aside_http_requests_total{route=\"GET "
