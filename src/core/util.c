@@ -130,6 +130,13 @@ void *aside__table_alloc(size_t bytes)
 	return start;
 }
 
+void *aside__sparse_alloc(size_t bytes)
+{
+	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
 void aside__table_free(void *p, size_t bytes)
 {
 	if (p)

@@ -922,9 +922,11 @@ int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 		sh->max_bytes = p->max_bytes ? p->max_bytes / nshards : 0;
 	}
 	/* Equal regions (sized for the largest shard) in one allocation, so
-	 * that huge pages can cover them all; the sketches likewise.  The
-	 * largest table keeps the shard at most three quarters full, with a
-	 * slot to spare for the newcomer that is about to evict. */
+	 * that huge pages can cover them all; the sketches and the ghosts in
+	 * one allocation each, on small pages (written at random from the
+	 * first miss, they would commit a huge page per touch).  The largest
+	 * table keeps the shard at most three quarters full, with a slot to
+	 * spare for the newcomer that is about to evict. */
 	uint32_t nslots = pow2_at_least((uint64_t)m->shards[0].cap * 4 / 3 + 2);
 	if (nslots < TABLE_MIN)
 		nslots = TABLE_MIN;
@@ -934,13 +936,13 @@ int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 	m->regions_bytes = (size_t)nshards * 2 * nslots * sizeof(uint64_t);
 	m->regions = aside__table_alloc(m->regions_bytes);
 	m->sketch_bytes = (size_t)nshards * nwords * sizeof(uint64_t);
-	m->sketch_words = aside__table_alloc(m->sketch_bytes);
+	m->sketch_words = aside__sparse_alloc(m->sketch_bytes);
 	/* Two ghosts a shard, each a ring and a set twice its size. */
 	uint32_t gsize = ghost_size(m->shards[0].cap);
 	uint32_t gslots = pow2_at_least(2ull * gsize);
 	size_t gwords = (size_t)gsize + gslots;
 	m->ghost_bytes = (size_t)nshards * 2 * gwords * sizeof(uint64_t);
-	m->ghost_words = aside__table_alloc(m->ghost_bytes);
+	m->ghost_words = aside__sparse_alloc(m->ghost_bytes);
 	if (!m->regions || !m->sketch_words || !m->ghost_words) {
 		mem_close(m);
 		return aside__fail(err, ASIDE_ENOMEM, "out of memory");
