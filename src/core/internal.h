@@ -230,8 +230,8 @@ void *aside__table_alloc(size_t bytes);
  * The same on small pages, for a table that is written all over at random
  * long before it is full (the policy's sketch and ghosts): on huge pages
  * each first touch would commit and clear 2 MiB, and a cache of 10^8
- * entries held 1.2 GB and ran 10 times slower through its first 50,000
- * misses (docs/performance.md).  Free with aside__table_free.
+ * entries held 1.2 GB and ran 6 to 20 times slower through its first
+ * 50,000 reads (docs/performance.md).  Free with aside__table_free.
  */
 void *aside__sparse_alloc(size_t bytes);
 void aside__table_free(void *p, size_t bytes);
