@@ -106,6 +106,13 @@ int aside__parse_query(const char *q, aside__param_fn fn, void *ctx,
 	return ASIDE_OK;
 }
 
+void *aside__sparse_alloc(size_t bytes)
+{
+	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
 void *aside__table_alloc(size_t bytes)
 {
 	/* Anonymous pages are zero and committed only when touched, so a
@@ -113,9 +120,8 @@ void *aside__table_alloc(size_t bytes)
 	 * A large table is aligned to 2 MiB so that huge pages can back it. */
 	const size_t huge = 2u << 20;
 	size_t extra = bytes >= huge ? huge : 0;
-	char *p = mmap(NULL, bytes + extra, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
+	char *p = aside__sparse_alloc(bytes + extra);
+	if (!p)
 		return NULL;
 	if (!extra)
 		return p;
@@ -128,13 +134,6 @@ void *aside__table_alloc(size_t bytes)
 		munmap(start + bytes, tail);
 	madvise(start, bytes, MADV_HUGEPAGE); /* advice only */
 	return start;
-}
-
-void *aside__sparse_alloc(size_t bytes)
-{
-	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	return p == MAP_FAILED ? NULL : p;
 }
 
 void aside__table_free(void *p, size_t bytes)
