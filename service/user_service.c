@@ -78,14 +78,28 @@ static const char two_digits[201] = "00010203040506070809"
 				    "90919293949596979899";
 
 /*
- * On every read: two digits a step, then one fixed-size copy (a copy of
- * variable length is a call, and a byte loop mispredicts as ids grow).
+ * The digits of x < 10^8, all eight with leading zeros, as byte values 0-9
+ * in memory order in a little-endian word: halves, quarters, then single
+ * digits, each step dividing every lane at once by a multiply and shift
+ * (exact in these ranges: 10486 / 2^20 for 100 below 10^4, 103 / 2^10
+ * for 10 below 100).
  */
-size_t user_cache_key(int64_t id, char buf[32])
+static inline uint64_t eight_digits(uint32_t x)
+{
+	uint64_t y = (uint64_t)(x / 10000) | (uint64_t)(x % 10000) << 32;
+	uint64_t h = ((y * 10486) >> 20) & 0x0000007f0000007full;
+	y = h | (y - h * 100) << 16;
+	uint64_t t = ((y * 103) >> 10) & 0x000f000f000f000full;
+	return t | (y - t * 10) << 8;
+}
+
+typedef uint64_t key_words __attribute__((vector_size(16)));
+
+/* The slow way, for ids of 17 digits or more: two digits a step. */
+static size_t long_cache_key(int64_t id, char buf[32])
 {
 	uint64_t v = id < 0 ? 0 - (uint64_t)id : (uint64_t)id;
-	char tmp[48] = {0};
-	char *p = tmp + 24;
+	char tmp[24], *p = tmp + sizeof(tmp);
 	while (v >= 100) {
 		p -= 2;
 		memcpy(p, two_digits + 2 * (v % 100), 2);
@@ -97,14 +111,56 @@ size_t user_cache_key(int64_t id, char buf[32])
 	} else {
 		*--p = (char)('0' + v);
 	}
-	size_t nd = (size_t)(tmp + 24 - p), len = 5;
+	size_t nd = (size_t)(tmp + sizeof(tmp) - p), len = 5;
 	memcpy(buf, "user:", 5);
 	if (id < 0)
 		buf[len++] = '-';
-	memcpy(buf + len, p, 24); /* the digits, then zeros: len + 24 <= 30 */
+	memcpy(buf + len, p, nd);
 	len += nd;
 	buf[len] = '\0';
 	return len;
+}
+
+/*
+ * On every read, so built in registers and stored whole: the first 16
+ * bytes in one store, the rest in another.  Built in memory a byte or two
+ * at a time, the key's hash then loads 8 bytes that span several pending
+ * stores, which the CPU cannot forward: the load waits for them all to
+ * reach the cache (two thirds of the key's time, in a profile).
+ */
+size_t user_cache_key(int64_t id, char buf[32])
+{
+	uint64_t v = id < 0 ? 0 - (uint64_t)id : (uint64_t)id;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ &&    \
+    defined(__SIZEOF_INT128__)
+	const uint64_t ascii = 0x3030303030303030ull;
+	unsigned pre = id < 0 ? 6 : 5; /* "user:" or "user:-" */
+	uint64_t prefix = id < 0 ? 0x2d3a72657375ull : 0x3a72657375ull;
+	if (v < 100000000) { /* up to 8 digits: 14 bytes, one store */
+		uint64_t d = eight_digits((uint32_t)v);
+		/* leading zero digits are the low zero bytes */
+		unsigned lead = d ? (unsigned)__builtin_ctzll(d) / 8 : 7;
+		d = (d | ascii) >> (8 * lead);
+		key_words w = {prefix | d << (8 * pre), d >> (64 - 8 * pre)};
+		memcpy(buf, &w, 16); /* the NUL is among its zeros */
+		return pre + 8 - lead;
+	}
+	if (v < 10000000000000000ull) { /* up to 16: two stores */
+		uint64_t hi = eight_digits((uint32_t)(v / 100000000));
+		uint64_t lo = eight_digits((uint32_t)(v % 100000000));
+		unsigned lead = (unsigned)__builtin_ctzll(hi) / 8; /* hi > 0 */
+		unsigned __int128 d =
+		    (unsigned __int128)(lo | ascii) << 64 | (hi | ascii);
+		d >>= 8 * lead;
+		unsigned __int128 head = prefix | d << (8 * pre);
+		uint64_t tail = (uint64_t)(d >> (128 - 8 * pre));
+		key_words w = {(uint64_t)head, (uint64_t)(head >> 64)};
+		memcpy(buf, &w, 16);
+		memcpy(buf + 16, &tail, 8);
+		return pre + 16 - lead;
+	}
+#endif
+	return long_cache_key(id, buf);
 }
 
 static int64_t key_id(const char *key, size_t klen)
@@ -176,12 +232,11 @@ static int attach_user(aside_value *v, const user *u)
 
 static void unpack_user(const struct packed_user *p, user *out)
 {
-	memset(out, 0, sizeof(*out));
 	out->id = p->id;
 	out->created_at_us = p->created_at_us;
 	out->version = p->version;
-	memcpy(out->name, p->text, p->name_len);
-	memcpy(out->email, p->text + p->name_len + 1, p->email_len);
+	memcpy(out->name, p->text, p->name_len + 1u);
+	memcpy(out->email, p->text + p->name_len + 1, p->email_len + 1u);
 }
 
 /* aside_loader.load: the user from the repository, as JSON plus struct. */

@@ -118,7 +118,9 @@ user_service *user_service_new(user_repo db, aside_cache *cache);
 
 /*
  * seed: GetUser.  ASIDE_OK and *out filled, ASIDE_NOT_FOUND, ASIDE_EBADID for
- * id <= 0, or an error (the database's, or ASIDE_ETIMEDOUT).
+ * id <= 0, or an error (the database's, or ASIDE_ETIMEDOUT).  Every field
+ * is written, each string up to its NUL; the bytes after a NUL are left as
+ * they were (clearing all 536 bytes cost a hit 6 to 10%).
  */
 int user_service_get(user_service *s, int64_t id, user *out);
 
@@ -163,7 +165,10 @@ int user_service_get_json(user_service *s, int64_t id, char *buf, size_t cap,
 /* Is the database answering?  ASIDE_OK or its error (for readiness). */
 int user_service_ping(user_service *s, aside_error *err);
 
-/* The cache key of a user ("user:<id>") into buf; returns its length. */
+/*
+ * The cache key of a user ("user:<id>") into buf; returns its length.  May
+ * write any of buf's 32 bytes after the key's NUL.
+ */
 size_t user_cache_key(int64_t id, char buf[32]);
 
 /* The key related to every user key, invalidated by every write. */
