@@ -1080,6 +1080,21 @@ static int load_text(void *arg, const char *key, size_t klen, aside_value **out,
 	return aside_value_new(key, klen, arg, strlen(arg), out);
 }
 
+/* What c returns for key, loading `load` on a miss, into buf ("" if none). */
+static void text_of(aside_cache *c, const char *key, const char *load,
+		    char *buf, size_t cap)
+{
+	aside_loader ld = {load_text, NULL, (void *)load};
+	aside_value *v;
+	buf[0] = '\0';
+	if (aside_cache_get(c, key, strlen(key), &ld, &v, NULL) != ASIDE_OK)
+		return;
+	size_t len;
+	const char *got = aside_value_data(v, &len);
+	snprintf(buf, cap, "%.*s", (int)len, got);
+	aside_value_unref(v);
+}
+
 /* What c returns for key, loading `load` on a miss. */
 static void expect_text(aside_cache *c, const char *key, const char *load,
 			const char *want)
@@ -1093,6 +1108,73 @@ static void expect_text(aside_cache *c, const char *key, const char *load,
 	assert_int_equal(len, strlen(want));
 	assert_memory_equal(got, want, len);
 	aside_value_unref(v);
+}
+
+/*
+ * A cache that has not heard of a refusal yet must not read the old row
+ * from the Redis that refused its invalidation.  Redis refusing writes
+ * still answers a plain GET with what it holds; the message that tells
+ * the other caches takes a moment to arrive (aside check, without an L1,
+ * found 2 stale reads 0.2 and 0.6 ms after the write), or, as here, cannot
+ * go at all (the writer's user may not publish it).  Reads are run as a
+ * script that a Redis refusing writes refuses too, so the reader goes to
+ * the database, and finds out on its own.
+ */
+static void unheard_refusal_is_not_read(void **state)
+{
+	fx *f = *state;
+	NEED_OWN_SERVERS(f);
+	const char *add[] = {
+	    "ACL", "SETUSER",	    "aside-nopub",	   "on",   ">pw",
+	    "~*",  "resetchannels", "&aside:invalidate:*", "+@all"};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 9, add));
+	const char *base = getenv("ASIDE_TEST_REDIS_URL") + 8;
+	char url[600];
+	snprintf(url, sizeof(url), "redis://aside-nopub:pw@%s/%d", base,
+		 REDIS_DB);
+	const char *hows[] = {"READONLY", "NOREPLICAS"};
+	for (int i = 0; i < 2; i++) {
+		aside_cache *w, *c2 = redis_only_cache(), *c3;
+		assert_int_equal(aside_cache_open(url, &w, NULL), ASIDE_OK);
+		/* with an L1, which does not hold the key: it reads Redis */
+		assert_int_equal(aside_cache_open(f->redis, &c3, NULL),
+				 ASIDE_OK);
+		char key[32];
+		snprintf(key, sizeof(key), "unheard:%d", i);
+		expect_text(c2, key, "old row", "old row"); /* into Redis */
+		redis_refuses_writes(hows[i]);
+		int rc = aside_cache_invalidate(w, key, strlen(key), NULL);
+		char entry[64] = "";
+		const char *get[] = {"GETRANGE", key, "25", "-1"}; /* body */
+		bool kept =
+		    test_redis_cmd(REDIS_DB, entry, sizeof(entry), 4, get) &&
+		    strstr(entry, "old row");
+		uint64_t errors;
+		int up2, up3;
+		redis_tier(c2, &errors, &up2);
+		redis_tier(c3, &errors, &up3);
+		/* Neither has heard: the message could not go. */
+		assert_int_equal(up2, 1);
+		assert_int_equal(up3, 1);
+		char got2[16], got3[16];
+		text_of(c2, key, "new row", got2, sizeof(got2));
+		text_of(c3, key, "new row", got3, sizeof(got3));
+		redis_tier(c2, &errors, &up2);
+		redis_tier(c3, &errors, &up3);
+		redis_refuses_writes(NULL);
+		assert_int_not_equal(rc, ASIDE_OK);
+		assert_true(kept);
+		assert_string_equal(got2, "new row");
+		assert_string_equal(got3, "new row");
+		/* Each found out on its own, by its read. */
+		assert_int_equal(up2, 0);
+		assert_int_equal(up3, 0);
+		aside_cache_close(w);
+		aside_cache_close(c2);
+		aside_cache_close(c3);
+	}
+	const char *del[] = {"ACL", "DELUSER", "aside-nopub"};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 3, del));
 }
 
 /*
@@ -1991,6 +2073,8 @@ int main(void)
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 		refusal_not_published_is_published_later, setup, teardown),
+	    cmocka_unit_test_setup_teardown(unheard_refusal_is_not_read, setup,
+					    teardown),
 	    cmocka_unit_test_setup_teardown(
 		invalidation_queued_in_a_paused_redis_runs_first, setup,
 		teardown),
