@@ -963,6 +963,20 @@ static void redis_refusing_writes_is_not_read(void **state)
 }
 
 /*
+ * Makes the ACL user aside-nopub, which may publish invalidations but not
+ * refusals, and its URL into url: a writer that cannot tell the others.
+ */
+static void nopub_user(char *url, size_t cap)
+{
+	const char *add[] = {
+	    "ACL", "SETUSER",	    "aside-nopub",	   "on",   ">pw",
+	    "~*",  "resetchannels", "&aside:invalidate:*", "+@all"};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 9, add));
+	snprintf(url, cap, "redis://aside-nopub:pw@%s/%d",
+		 getenv("ASIDE_TEST_REDIS_URL") + 8, REDIS_DB);
+}
+
+/*
  * A refusal whose message cannot go when it is met (Redis paused, or the
  * connection lost, right after it refused): the writer's probe publishes
  * it while Redis answers and still refuses.  Without that, a cache
@@ -976,14 +990,8 @@ static void refusal_not_published_is_published_later(void **state)
 {
 	fx *f = *state;
 	NEED_OWN_SERVERS(f);
-	const char *add[] = {
-	    "ACL", "SETUSER",	    "aside-nopub",	   "on",   ">pw",
-	    "~*",  "resetchannels", "&aside:invalidate:*", "+@all"};
-	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 9, add));
-	const char *base = getenv("ASIDE_TEST_REDIS_URL") + 8;
 	char url[600];
-	snprintf(url, sizeof(url), "redis://aside-nopub:pw@%s/%d", base,
-		 REDIS_DB);
+	nopub_user(url, sizeof(url));
 	aside_cache *w, *c2 = redis_only_cache(), *c3;
 	struct logs logs = {0};
 	aside_options lo = {.log = count_log, .log_ctx = &logs};
@@ -1116,22 +1124,16 @@ static void expect_text(aside_cache *c, const char *key, const char *load,
  * still answers a plain GET with what it holds; the message that tells
  * the other caches takes a moment to arrive (aside check, without an L1,
  * found 2 stale reads 0.2 and 0.6 ms after the write), or, as here, cannot
- * go at all (the writer's user may not publish it).  Reads are run as a
- * script that a Redis refusing writes refuses too, so the reader goes to
- * the database, and finds out on its own.
+ * go at all (the writer's user may not publish it).  A read is a GETEX,
+ * which a Redis refusing writes refuses too, so the reader goes to the
+ * database, and finds out on its own.
  */
 static void unheard_refusal_is_not_read(void **state)
 {
 	fx *f = *state;
 	NEED_OWN_SERVERS(f);
-	const char *add[] = {
-	    "ACL", "SETUSER",	    "aside-nopub",	   "on",   ">pw",
-	    "~*",  "resetchannels", "&aside:invalidate:*", "+@all"};
-	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 9, add));
-	const char *base = getenv("ASIDE_TEST_REDIS_URL") + 8;
 	char url[600];
-	snprintf(url, sizeof(url), "redis://aside-nopub:pw@%s/%d", base,
-		 REDIS_DB);
+	nopub_user(url, sizeof(url));
 	const char *hows[] = {"READONLY", "NOREPLICAS"};
 	for (int i = 0; i < 2; i++) {
 		aside_cache *w, *c2 = redis_only_cache(), *c3;
