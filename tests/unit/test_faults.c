@@ -1152,18 +1152,18 @@ static void unheard_refusal_is_not_read(void **state)
 		    test_redis_cmd(REDIS_DB, entry, sizeof(entry), 4, get) &&
 		    strstr(entry, "old row");
 		uint64_t errors;
-		int up2, up3;
-		redis_tier(c2, &errors, &up2);
-		redis_tier(c3, &errors, &up3);
-		/* Neither has heard: the message could not go. */
-		assert_int_equal(up2, 1);
-		assert_int_equal(up3, 1);
+		int before2, before3, up2, up3;
+		redis_tier(c2, &errors, &before2);
+		redis_tier(c3, &errors, &before3);
 		char got2[16], got3[16];
 		text_of(c2, key, "new row", got2, sizeof(got2));
 		text_of(c3, key, "new row", got3, sizeof(got3));
 		redis_tier(c2, &errors, &up2);
 		redis_tier(c3, &errors, &up3);
 		redis_refuses_writes(NULL);
+		/* Neither had heard: the message could not go. */
+		assert_int_equal(before2, 1);
+		assert_int_equal(before3, 1);
 		assert_int_not_equal(rc, ASIDE_OK);
 		assert_true(kept);
 		assert_string_equal(got2, "new row");
