@@ -1061,6 +1061,22 @@ static bool refuses_writes(const redisReply *rep)
 }
 
 /*
+ * A read, a fill or a lease refused as writes are (a replica, too few
+ * replicas, a failed save): so are invalidations, this process's and the
+ * others', and the old rows they leave are not to be read.  A cache that
+ * has not heard of another cache's refusal yet (see refused) finds out so.
+ * Refused invalidations are handled where they are made.
+ */
+static void lookup_refused(struct redis *r, const redisReply *rep)
+{
+	if (!refuses_writes(rep) || replaying == r)
+		return;
+	char why[160];
+	snprintf(why, sizeof(why), "it refuses writes: %s", rep->str);
+	refusing_now(r, why);
+}
+
+/*
  * Runs script s with keys and arguments (n of them, nkeys first).  Reply
  * as run(); a NOSCRIPT answer sends the script's text again.
  */
@@ -1082,21 +1098,8 @@ static redisReply *run_script(struct redis *r, int s, int nkeys, int n,
 		free(argv);
 		free(lens);
 	}
-	/*
-	 * A lookup (whose lease is a write) or a fill refused as writes are
-	 * (a replica, too few replicas, a failed save): so are invalidations,
-	 * this process's and the others', and the old rows they leave are
-	 * not to be read.  A cache whose subscription was down when another
-	 * cache's refusal was published (see refused) may find out so.
-	 * Refused invalidations are handled where they are made.
-	 */
-	if (rep && refuses_writes(rep) &&
-	    (s == S_LEASE_GET || s == S_LEASE_FILL || s == S_LEASE_DROP) &&
-	    replaying != r) {
-		char why[160];
-		snprintf(why, sizeof(why), "it refuses writes: %s", rep->str);
-		refusing_now(r, why);
-	}
+	if (rep && (s == S_LEASE_GET || s == S_LEASE_FILL || s == S_LEASE_DROP))
+		lookup_refused(r, rep);
 	return rep;
 }
 
@@ -1224,12 +1227,7 @@ static int r_get(void *self, const char *key, size_t klen, uint64_t hash,
 	} else if (rep->type == REDIS_REPLY_ERROR && !wrong_type(rep)) {
 		rc =
 		    aside__fail(err, ASIDE_ECACHE, "redis: read: %s", rep->str);
-		if (refuses_writes(rep) && replaying != r) {
-			char why[160];
-			snprintf(why, sizeof(why), "it refuses writes: %s",
-				 rep->str);
-			refusing_now(r, why);
-		}
+		lookup_refused(r, rep);
 	} else if (rep->type != REDIS_REPLY_STRING) {
 		rc = aside__fail(err, ASIDE_ECORRUPT,
 				 "redis: entry '%.*s' is not an aside value",
