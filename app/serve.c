@@ -316,6 +316,12 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *conn,
 			return refused;
 		user u;
 		int rc = body_user(r, &u, &err);
+		/* Taken silently, an id would look like a choice it is not. */
+		if (rc == ASIDE_OK && u.id)
+			return error(conn, r, 400,
+				     "the server assigns a new user's id: "
+				     "leave \"id\" out of the body",
+				     NULL, NULL);
 		if (rc == ASIDE_OK)
 			rc = user_service_create_ex(s->svc, &u, &err);
 		if (rc != ASIDE_OK)

@@ -313,6 +313,8 @@ static void bad_requests_are_refused_and_change_nothing(void **state)
 	     "{\"name\":\"\",\"email\":\"a@b.c\"}", 400, "name"},
 	    {"POST", "/users", "application/json",
 	     "{\"name\":\"A\\u0000\",\"email\":\"a@b.c\"}", 400, "name"},
+	    {"POST", "/users", "application/json",
+	     "{\"id\":7,\"name\":\"A\",\"email\":\"a@b.c\"}", 400, "assigns"},
 	    {"POST", "/users", "text/plain", "name=A", 415, "json"},
 	    {"POST", "/users", NULL, "{}", 415, "json"},
 	    {"PUT", path, "application/json", "{bad", 400, "malformed"},
