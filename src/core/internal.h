@@ -61,9 +61,11 @@ struct aside__value_cold {
 	struct aside_value *lru_prev, *lru_next;
 	size_t charged; /* bytes charged against the shard's byte bound */
 	uint8_t segment;
-	/* Its key came back lately after the filter turned it away: it wins
-	 * a tie at its next contest for the main area. */
+	/* Its key came back lately after the filter turned it away: it is
+	 * let into the main area at its next contest. */
 	uint8_t turned_away;
+	/* Hit while in the main area: as a victim it counts one more. */
+	uint8_t proven;
 	_Atomic int64_t version; /* of the source row; 0: none */
 };
 

@@ -31,11 +31,16 @@
  *     admitted only if it has been used more often than the main area's
  *     victim, by a count-min sketch of 4-bit counters that every access
  *     feeds and that halves itself every 10 x capacity accesses (so the
- *     counts follow what is popular now), or as often if it is a key the
- *     filter turned away lately that came back (the first ghost below):
- *     a tie turns away keys that recur at a period longer than the window,
- *     which such a return shows (with shards of at least 512 entries,
- *     below: lirs-multi2 +0.010, orm-night +0.002; docs/performance.md);
+ *     counts follow what is popular now), a victim that was hit while in
+ *     the main area counting one more: a count says how often a key was
+ *     used, not whether it was used since it was let in, and a resident
+ *     that was keeps its place against a newcomer counted once more;
+ *   - a candidate whose key the filter turned away lately and which came
+ *     back since (the first ghost below) is admitted whatever the counts:
+ *     keys that recur at a period longer than the window are counted no
+ *     more often than the victims they meet, and such a return shows the
+ *     reuse (both rules: lirs-multi2 +0.013, orm-night +0.004;
+ *     docs/performance.md);
  *   - the window's share of the capacity adapts, per shard, starting at 1%.
  *     Two ghosts (hashes only, a quarter of the shard's capacity each)
  *     remember the candidates the filter turned away lately and the main
@@ -540,6 +545,7 @@ static aside_value *main_victim_locked(struct shard *sh, int64_t now)
 		}
 		if (!take_touches(sh, v))
 			return v;
+		node(v)->proven = 1;
 		queue_unlink(sh, v);
 		queue_push(sh, PROTECTED, v);
 		demote_locked(sh);
@@ -556,17 +562,22 @@ static aside_value *main_victim_locked(struct shard *sh, int64_t now)
 
 /*
  * Whether a candidate from the window takes the victim's place: only if it
- * is more popular.  A candidate of some popularity is also let in now and
- * then (1 in 128) even when it is not, so that a key whose sketch counts an
+ * is more popular, a victim hit while in the main area counting one more
+ * than the sketch says, or if its key came back after the filter turned it
+ * away lately.  A candidate of some popularity is also let in now and then
+ * (1 in 128) even when it is not, so that a key whose sketch counts an
  * attacker pumped up cannot hold its place for ever.
  */
 static bool admit(struct shard *sh, aside_value *cand, aside_value *victim)
 {
-	unsigned fc = sketch_estimate(&sh->sk, aside__value_hash(cand));
-	unsigned fv = sketch_estimate(&sh->sk, aside__value_hash(victim));
 	bool again = node(cand)->turned_away;
 	node(cand)->turned_away = 0;
-	if (fc > fv || (fc == fv && again))
+	if (again)
+		return true;
+	unsigned fc = sketch_estimate(&sh->sk, aside__value_hash(cand));
+	unsigned fv = sketch_estimate(&sh->sk, aside__value_hash(victim)) +
+		      node(victim)->proven;
+	if (fc > fv)
 		return true;
 	if (fc <= 5)
 		return false;
@@ -642,7 +653,7 @@ static void relax_window_locked(struct shard *sh)
  * turned away would still be here; had the main area been larger, its
  * victim would.  Each such miss moves the share by one entry (ARC's rule,
  * applied to W-TinyLFU's two areas).  True if the filter had turned the
- * key away: it then wins a tie at its next contest (admit).
+ * key away: it is then let in at its next contest (admit).
  */
 static bool adapt_locked(struct shard *sh, uint64_t hash)
 {
@@ -718,7 +729,7 @@ static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 
 	pthread_mutex_lock(&sh->lock);
 	unsigned seg = WINDOW;
-	bool again = false;
+	bool again = false, proven = false;
 	uint32_t at = find_locked(sh, key, klen, hash);
 	if (at != UINT32_MAX) {
 		/* A replacement keeps its predecessor's standing. */
@@ -726,6 +737,7 @@ static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 		    &table_of(sh, mask_locked(sh))[at], memory_order_relaxed));
 		seg = node(old)->segment;
 		again = node(old)->turned_away;
+		proven = node(old)->proven;
 		remove_at_locked(sh, at);
 	} else {
 		sketch_add(&sh->sk, hash, 1);
@@ -750,6 +762,7 @@ static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 	atomic_store_explicit(&v->touches, 0, memory_order_relaxed);
 	node(v)->charged = charge;
 	node(v)->turned_away = again;
+	node(v)->proven = proven;
 	queue_push(sh, seg, v);
 	atomic_store_explicit(&aside__value_cold(v)->published, 1,
 			      memory_order_release);
