@@ -390,11 +390,12 @@ static void turned_away_key_is_let_in_when_it_returns(void **state)
 
 /*
  * One round of a newcomer counted three times against main's victim,
- * counted twice: 100 entries fill a cache of 100, each counted twice, and
- * with hit_in_main each read once more from the cache (the hit is counted
- * when the policy collects it).  Then the newcomer comes: the victim it
- * meets is one that was hit in the main area and is counted one more, a
- * tie, or one that was not.  Whether the newcomer is resident after.
+ * counted twice: 100 entries fill a cache of 100, each counted twice,
+ * either by two misses or, with hit_in_main, by a miss and a hit in the
+ * cache (counted when the policy collects it, which promotes the entry).
+ * Then the newcomer comes: the victim it meets was hit in the main area
+ * and counts one more, a tie, or it was not.  Whether the newcomer is
+ * resident after.
  */
 static bool newcomer_let_in(const char *round, bool hit_in_main)
 {
