@@ -41,6 +41,14 @@
  *     more often than the victims they meet, and such a return shows the
  *     reuse (both rules: lirs-multi2 +0.013, orm-night +0.004;
  *     docs/performance.md);
+ *   - protected keeps an entry only while it is read: a hand visits its old
+ *     end every 4 misses, and once more whenever a victim of the main area
+ *     comes back, and sends what was read since its last visit to the
+ *     young end and the rest down to probation, where it meets newcomers
+ *     on its counts.  Without it, what protected held when promotions
+ *     stopped (a loop that ended, the keys of a first fill) stayed for
+ *     good, and a workload of fresh keys read a few times each had only
+ *     what was left (hand_step_locked);
  *   - the window's share of the capacity adapts, per shard, starting at 1%.
  *     Two ghosts (hashes only, a quarter of the shard's capacity each)
  *     remember the candidates the filter turned away lately and the main
