@@ -261,6 +261,22 @@ static double read_bursts(aside_cache *c, const char *prefix, int steps,
 	return reads ? (double)hits / reads : 0;
 }
 
+/*
+ * Bursts of `gap` for 12,000 steps, then the cache closed: the second
+ * half must hit at least `floor` (LRU gets 0.75), within the capacity.
+ */
+static void expect_bursts_served(aside_cache *c, const char *prefix, int gap,
+				 double floor)
+{
+	double ratio = read_bursts(c, prefix, 12000, gap, 6000);
+	if (ratio < floor)
+		fail_msg("hit ratio %.3f in the second half, where LRU gets "
+			 "0.75",
+			 ratio);
+	assert_true(entries(c) <= 500);
+	aside_cache_close(c);
+}
+
 static void window_grows_for_recency(void **state)
 {
 	(void)state;
@@ -294,13 +310,7 @@ static void window_grows_for_bursts_and_stops(void **state)
 	aside_cache *c = open_cache("mem://?capacity=500");
 	for (int i = 0; i < 500; i++)
 		read_hit(c, "once", i);
-	double ratio = read_bursts(c, "four", 12000, 100, 6000);
-	if (ratio < 0.72)
-		fail_msg("hit ratio %.3f in the second half, where LRU gets "
-			 "0.75",
-			 ratio);
-	assert_true(entries(c) <= 500);
-	aside_cache_close(c);
+	expect_bursts_served(c, "four", 100, 0.72);
 }
 
 /*
@@ -348,14 +358,8 @@ static void window_comes_back_when_the_workload_changes(void **state)
 static void window_grows_for_bursts_from_a_cold_start(void **state)
 {
 	(void)state;
-	aside_cache *c = open_cache("mem://?capacity=500");
-	double ratio = read_bursts(c, "cold", 12000, 75, 6000);
-	if (ratio < 0.7)
-		fail_msg("hit ratio %.3f in the second half, where LRU gets "
-			 "0.75",
-			 ratio);
-	assert_true(entries(c) <= 500);
-	aside_cache_close(c);
+	expect_bursts_served(open_cache("mem://?capacity=500"), "cold", 75,
+			     0.7);
 }
 
 /*
@@ -375,13 +379,7 @@ static void protected_gives_way_when_its_keys_stop(void **state)
 	/* The loop first, so that the test knows protected was full of it. */
 	if (hits < 3000)
 		fail_msg("the loop hits %d of its last 10,000 reads", hits);
-	double ratio = read_bursts(c, "four", 12000, 100, 6000);
-	if (ratio < 0.7)
-		fail_msg("hit ratio %.3f in the second half, where LRU gets "
-			 "0.75",
-			 ratio);
-	assert_true(entries(c) <= 500);
-	aside_cache_close(c);
+	expect_bursts_served(c, "four", 100, 0.7);
 }
 
 /* Reads key as often as n misses: loaded, then invalidated, n times. */
