@@ -185,7 +185,7 @@ static void scan_does_not_flush_popular_entries(void **state)
 	 * 10 x capacity reads).  A longer scan in which no popular key is
 	 * read costs them protected's shelter (its hand demotes what goes
 	 * unread) and they meet the scan on counts halved since: after
-	 * 5,000, 81 to 97 of the 100 are left (docs/performance.md). */
+	 * 5,000, 79 to 97 of the 100 are left (docs/performance.md). */
 	for (int i = 0; i < 2000; i++)
 		read_hit(c, "scan", i);
 	int kept = 0;
