@@ -48,7 +48,11 @@
  *     on its counts.  Without it, what protected held when promotions
  *     stopped (a loop that ended, the keys of a first fill) stayed for
  *     good, and a workload of fresh keys read a few times each had only
- *     what was left (hand_step_locked);
+ *     what was left.  Its first lap, when the shard first evicts, takes a
+ *     step every miss: the keys read while the shard filled were all
+ *     promoted at that moment, and the usual pace would leave the dead
+ *     ones there for sixteen times protected's size in misses
+ *     (hand_step_locked);
  *   - the window's share of the capacity adapts, per shard, starting at 1%.
  *     Two ghosts (hashes only, a quarter of the shard's capacity each)
  *     remember the candidates the filter turned away lately and the main
@@ -159,6 +163,10 @@ struct shard {
 	struct ghost rejected, evicted;
 	uint32_t quiet; /* misses since one was of a key in a ghost */
 	uint32_t hand;	/* misses since protected's hand last moved */
+	/* Steps left in the hand's first lap, one a miss; set when the shard
+	 * first evicts (hand_step_locked). */
+	uint32_t first_lap;
+	bool filled; /* it has evicted since it opened */
 	_Atomic uint64_t evictions;
 } __attribute__((aligned(ASIDE__CACHELINE)));
 
@@ -678,6 +686,21 @@ static void relax_window_locked(struct shard *sh)
  * workloads but demoted the middling keys of a Zipf workload, read less
  * often than it lapped protected: every 4 misses cost Zipf(0.8) at 1,000
  * entries 0.024; every 16 costs it 0.001 (docs/performance.md).
+ *
+ * Its first lap is faster.  While the shard fills, the window spills into
+ * probation, and every key read twice by then is promoted to protected at
+ * the first eviction: protected is full of the fill's keys at once, and
+ * at one step in 16 misses the hand needs about 16 x protected's size in
+ * misses to look at them all.  Keys read a few times, then never again,
+ * each while the next ones arrive, leave protected full of dead keys for
+ * all that time; probation is left too small to keep the newcomers, their
+ * returns from main's ghost shrink the window to nothing, and once nearly
+ * every read misses, the ghost of turned-away keys forgets a key before
+ * it comes back, so the window never grows again: read four times 90 or
+ * 100 steps apart at a capacity of 500, 0.11 where LRU gets 0.75.  So
+ * when the shard first evicts, the hand makes one lap of what protected
+ * holds at a step a miss (first_lap), and only then slows down: 0.74 and
+ * 0.73, the shared traces and Zipf unchanged (docs/performance.md).
  */
 static void hand_step_locked(struct shard *sh)
 {
@@ -784,7 +807,10 @@ static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 	} else {
 		sketch_add(&sh->sk, hash, 1);
 		again = adapt_locked(sh, hash);
-		if (++sh->hand >= HAND_MISSES) {
+		if (sh->first_lap) {
+			sh->first_lap--;
+			hand_step_locked(sh);
+		} else if (++sh->hand >= HAND_MISSES) {
 			sh->hand = 0;
 			hand_step_locked(sh);
 		}
@@ -821,11 +847,19 @@ static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 	    memory_order_relaxed);
 	sh->bytes += charge;
 	/* The newcomer can be the one evicted (it was not worth a place). */
+	bool evicted = false;
 	while (atomic_load_explicit(&sh->count, memory_order_relaxed) >
 		   sh->cap ||
-	       (sh->max_bytes && sh->bytes > sh->max_bytes))
+	       (sh->max_bytes && sh->bytes > sh->max_bytes)) {
 		if (!evict_one_locked(sh, now))
 			break;
+		evicted = true;
+	}
+	if (__builtin_expect(evicted && !sh->filled, 0)) {
+		/* The first fill's keys were just promoted: see them soon. */
+		sh->filled = true;
+		sh->first_lap = sh->q[PROTECTED].n;
+	}
 	spill_window_locked(sh, now);
 	pthread_mutex_unlock(&sh->lock);
 	return ASIDE_OK;

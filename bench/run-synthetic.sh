@@ -1,0 +1,66 @@
+#!/bin/sh
+# The synthetic rows of docs/performance.md in one command: workloads no
+# shared trace shows (keys read a few times then never again, from a cold
+# cache, after a scan or after a loop; Zipf popularity), made by
+# bench/models/phases.py and bench/models/zipf_trace.py, each replayed RUNS
+# times through `aside trace`, beside Caffeine 2.6.2, LRU and OPT from the
+# peer (../shared/peers/caffeine/run hitratio) when it is there.
+#   bench/run-synthetic.sh [BUILD_DIR] [RUNS]
+#   ASIDE_PEER=0 bench/run-synthetic.sh ...      without the peer's columns
+set -eu
+build=${1:-build-rel}
+runs=${2:-3}
+here=$(cd "$(dirname "$0")" && pwd)
+peer=$here/../../shared/peers/caffeine/run
+[ -x "$peer" ] || peer=$here/../../../shared/peers/caffeine/run
+[ "${ASIDE_PEER:-1}" != 0 ] && [ -x "$peer" ] || peer=
+[ -x "$build/aside" ] || {
+	echo "run-synthetic: no $build/aside; build it first" >&2
+	exit 2
+}
+dir=$(mktemp -d "${TMPDIR:-/tmp}/aside-synthetic.XXXXXX")
+trap 'rm -rf "$dir"' EXIT INT TERM
+
+echo "# $(date -u +%Y-%m-%dT%H:%MZ) $runs runs each${peer:+, peer beside}"
+printf '%-34s %8s %8s %17s %8s %8s %8s\n' workload capacity mean range \
+    caffeine lru opt
+# name, capacity, how the trace is made (phases, or zipf THETA)
+while read -r name cap how; do
+	t=$dir/$name.trace
+	case $how in
+	zipf*) python3 "$here/models/zipf_trace.py" ${how#zipf } 100000 \
+		   1000000 7 >"$t" ;;
+	*) python3 "$here/models/phases.py" $how >"$t" ;;
+	esac
+	stats=$(i=0; while [ "$i" -lt "$runs" ]; do
+		"$build/aside" trace --capacity "$cap" "$t" |
+		    sed -n 's/.*hit_ratio=\([0-9.]*\).*/\1/p'
+		i=$((i + 1))
+	done | awk '{ s += $1; if (NR == 1 || $1 < lo) lo = $1
+		      if (NR == 1 || $1 > hi) hi = $1 }
+		    END { printf "%8.4f %8.4f-%.4f", s / NR, lo, hi }')
+	caf=- lru=- opt=-
+	if [ -n "$peer" ]; then
+		out=$(cd "$dir" && "$peer" hitratio "$t" "$cap" 2>/dev/null)
+		caf=$(echo "$out" | awk '$1 == "caffeine" { print $2 }')
+		lru=$(echo "$out" | awk '$1 == "lru" { print $2 }')
+		opt=$(echo "$out" | awk '$1 == "opt" { print $2 }')
+	fi
+	printf '%-34s %8d %s %8s %8s %8s\n' "$name" "$cap" "$stats" \
+	    "${caf:--}" "${lru:--}" "${opt:--}"
+	rm -f "$t"
+done <<EOF
+bursts-G50-cold 500 bursts:12000:50
+bursts-G75-cold 500 bursts:12000:75
+bursts-G90-cold 500 bursts:12000:90
+bursts-G100-cold 500 bursts:12000:100
+bursts-G124-cold 500 bursts:12000:124
+scan-then-bursts-G100 500 once:500 bursts:12000:100
+loop-then-bursts-G100 500 loop:1000:40 bursts:12000:100
+bursts-G124-then-loop 500 bursts:12000:124 loop:1000:50
+loop-1000-at-500 500 loop:1000:50
+zipf-0.8 1000 zipf 0.8
+zipf-0.99 1000 zipf 0.99
+zipf-1.2 1000 zipf 1.2
+zipf-0.99-at-10000 10000 zipf 0.99
+EOF
