@@ -14,6 +14,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 peer=$here/../../shared/peers/caffeine/run
 [ -x "$peer" ] || peer=$here/../../../shared/peers/caffeine/run
 [ "${ASIDE_PEER:-1}" != 0 ] && [ -x "$peer" ] || peer=
+command -v python3 >/dev/null 2>&1 || {
+	echo "run-synthetic: needs python3 (scripts/bootstrap bench installs it)" >&2
+	exit 2
+}
 [ -x "$build/aside" ] || {
 	echo "run-synthetic: no $build/aside; build it first" >&2
 	exit 2
