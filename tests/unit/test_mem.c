@@ -274,24 +274,23 @@ static double read_bursts(aside_cache *c, const char *prefix, int steps,
  * that falls short gets one more try on a fresh cache.  A policy that
  * does not serve the workload fails both.
  */
-static void expect_bursts_served(void (*setup)(aside_cache *),
+static void expect_bursts_served(bool (*setup)(aside_cache *),
 				 const char *prefix, int gap, double floor)
 {
-	double ratio[2];
+	double ratio[2] = {-1, -1};
 	for (int run = 0; run < 2; run++) {
 		char p[32];
 		snprintf(p, sizeof(p), "%s%d", prefix, run);
 		aside_cache *c = open_cache("mem://?capacity=500");
-		if (setup)
-			setup(c);
-		ratio[run] = read_bursts(c, p, 12000, gap, 6000);
+		if (!setup || setup(c))
+			ratio[run] = read_bursts(c, p, 12000, gap, 6000);
 		assert_true(entries(c) <= 500);
 		aside_cache_close(c);
 		if (ratio[run] >= floor)
 			return;
 	}
 	fail_msg("hit ratio %.3f, then %.3f on a fresh cache, in the second "
-		 "half, where LRU gets 0.75",
+		 "half, where LRU gets 0.75 (-1: the setup fell short)",
 		 ratio[0], ratio[1]);
 }
 
@@ -322,10 +321,11 @@ static void window_grows_for_recency(void **state)
  * were just read, hits about 0.62 here: a rule that grew the window in
  * proportion to the turned-away keys' lead did that (docs/performance.md).
  */
-static void read_once(aside_cache *c)
+static bool read_once(aside_cache *c)
 {
 	for (int i = 0; i < 500; i++)
 		read_hit(c, "once", i);
+	return true;
 }
 
 static void window_grows_for_bursts_and_stops(void **state)
@@ -401,15 +401,21 @@ static void first_fill_gives_way_in_one_lap(void **state)
  * way (protected's hand), or the bursts get what little is left (0.05
  * before the hand; LRU 0.75).
  */
-static void read_loop(aside_cache *c)
+/*
+ * A loop the filter serves (about half its reads hit), so that the test
+ * knows protected was full of it; it too falls short now and then (2,795
+ * hits once in 600 runs), and the run then counts as one that failed.
+ */
+static bool read_loop(aside_cache *c)
 {
 	int hits = 0;
 	for (int round = 0; round < 40; round++)
 		for (int k = 0; k < 1000; k++)
 			hits += round >= 30 && read_hit(c, "loop", k);
-	/* The loop first, so that the test knows protected was full of it. */
 	if (hits < 3000)
-		fail_msg("the loop hits %d of its last 10,000 reads", hits);
+		print_message("the loop hits %d of its last 10,000 reads\n",
+			      hits);
+	return hits >= 3000;
 }
 
 static void protected_gives_way_when_its_keys_stop(void **state)
