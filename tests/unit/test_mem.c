@@ -311,6 +311,14 @@ static void window_grows_for_recency(void **state)
 	aside_cache_close(c);
 }
 
+/* 500 keys read once: a cache full of keys that never come back. */
+static bool read_once(aside_cache *c)
+{
+	for (int i = 0; i < 500; i++)
+		read_hit(c, "once", i);
+	return true;
+}
+
 /*
  * A cache of 500 full of keys that never come back, then keys each read
  * four times, 100 steps apart: a window of about 400 entries keeps them
@@ -321,13 +329,6 @@ static void window_grows_for_recency(void **state)
  * were just read, hits about 0.62 here: a rule that grew the window in
  * proportion to the turned-away keys' lead did that (docs/performance.md).
  */
-static bool read_once(aside_cache *c)
-{
-	for (int i = 0; i < 500; i++)
-		read_hit(c, "once", i);
-	return true;
-}
-
 static void window_grows_for_bursts_and_stops(void **state)
 {
 	(void)state;
@@ -396,12 +397,6 @@ static void first_fill_gives_way_in_one_lap(void **state)
 }
 
 /*
- * A loop the filter serves, then keys read four times 100 steps apart.
- * The loop's keys fill protected and are never read again: they must give
- * way (protected's hand), or the bursts get what little is left (0.05
- * before the hand; LRU 0.75).
- */
-/*
  * A loop the filter serves (about half its reads hit), so that the test
  * knows protected was full of it; it too falls short now and then (2,795
  * hits once in 600 runs), and the run then counts as one that failed.
@@ -418,6 +413,12 @@ static bool read_loop(aside_cache *c)
 	return hits >= 3000;
 }
 
+/*
+ * A loop the filter serves, then keys read four times 100 steps apart.
+ * The loop's keys fill protected and are never read again: they must give
+ * way (protected's hand), or the bursts get what little is left (0.05
+ * before the hand; LRU 0.75).
+ */
 static void protected_gives_way_when_its_keys_stop(void **state)
 {
 	(void)state;
