@@ -159,10 +159,15 @@ struct shard {
 	struct queue q[NSEGMENTS];
 	uint32_t window_cap, protected_cap; /* guarded by lock */
 	struct sketch sk;
-	/* Candidates the filter turned away, and main's victims. */
-	struct ghost rejected, evicted;
+	/* Candidates the filter turned away, and main's victims; and the
+	 * turned-away keys the first has forgotten, heard only once the
+	 * shard has collapsed (collapsed_locked). */
+	struct ghost rejected, evicted, forgotten;
 	uint32_t quiet; /* misses since one was of a key in a ghost */
-	uint32_t hand;	/* misses since protected's hand last moved */
+	/* Since either ghost last spoke: misses, and reads collected from
+	 * the entries (take_touches).  And misses since the shard opened. */
+	uint64_t silent_misses, silent_reads, misses;
+	uint32_t hand; /* misses since protected's hand last moved */
 	/* Steps left in the hand's first lap, one a miss; set when the shard
 	 * first evicts (hand_step_locked). */
 	uint32_t first_lap;
@@ -263,12 +268,13 @@ static inline uint64_t ghost_key(uint64_t hash)
 	return hash | 1; /* never 0, the free mark */
 }
 
-static void ghost_set_del(struct ghost *g, uint64_t k)
+/* Takes k out of g's set; false if it was not there. */
+static bool ghost_set_del(struct ghost *g, uint64_t k)
 {
 	uint32_t i = (uint32_t)(k >> 17) & g->smask;
 	while (g->set[i] != k) {
 		if (g->set[i] == 0)
-			return; /* taken out when its key came back */
+			return false; /* taken out when its key came back */
 		i = (i + 1) & g->smask;
 	}
 	/* Shift back the rest of the run, as the main table does. */
@@ -285,21 +291,27 @@ static void ghost_set_del(struct ghost *g, uint64_t k)
 		}
 	}
 	g->set[i] = 0;
+	return true;
 }
 
-static void ghost_add(struct ghost *g, uint64_t hash)
+/*
+ * Remembers hash, forgetting the oldest key if g is full.  Returns the
+ * key forgotten (a ghost key, not a hash), 0 if none was still there.
+ */
+static uint64_t ghost_add(struct ghost *g, uint64_t hash)
 {
 	if (g->size == 0)
-		return;
-	uint64_t k = ghost_key(hash);
-	if (g->ring[g->head])
-		ghost_set_del(g, g->ring[g->head]);
+		return 0;
+	uint64_t k = ghost_key(hash), forgot = 0;
+	if (g->ring[g->head] && ghost_set_del(g, g->ring[g->head]))
+		forgot = g->ring[g->head];
 	g->ring[g->head] = k;
 	g->head = g->head + 1 == g->size ? 0 : g->head + 1;
 	uint32_t i = (uint32_t)(k >> 17) & g->smask;
 	while (g->set[i])
 		i = (i + 1) & g->smask;
 	g->set[i] = k;
+	return forgot;
 }
 
 /* Whether the key left by this door lately; it is forgotten if so. */
@@ -361,6 +373,7 @@ static unsigned take_touches(struct shard *sh, aside_value *v)
 	unsigned t =
 	    atomic_exchange_explicit(&v->touches, 0, memory_order_relaxed);
 	sketch_add(&sh->sk, aside__value_hash(v), t);
+	sh->silent_reads += t;
 	return t;
 }
 
@@ -628,7 +641,10 @@ static bool evict_one_locked(struct shard *sh, int64_t now)
 			queue_unlink(sh, cand);
 			queue_push(sh, PROBATION, cand);
 		} else {
-			ghost_add(&sh->rejected, aside__value_hash(cand));
+			uint64_t forgot =
+			    ghost_add(&sh->rejected, aside__value_hash(cand));
+			if (forgot)
+				ghost_add(&sh->forgotten, forgot);
 			evict_locked(sh, cand);
 		}
 		return true;
@@ -712,27 +728,60 @@ static void hand_step_locked(struct shard *sh)
 }
 
 /*
+ * Whether the shard has collapsed: past its start (three shards' worth of
+ * misses, while the first fill's reads are still being collected), no
+ * ghost has spoken for a shard's worth of misses, and fewer than one miss
+ * in four was matched by a read collected since.
+ *
+ * A workload of fresh keys, each read a few times and then never again,
+ * can leave a shard here for good: the window small, nearly every read a
+ * miss, each miss a candidate turned away, and so many of them that the
+ * ghost of turned-away keys forgets a key before it comes back.  Nothing
+ * then says the window should grow (keys read four times 124 steps apart,
+ * at a capacity of 500: 0.11 where LRU gets 0.75; or one shard of two,
+ * now and then, when such keys follow a loop).  A loop the filter serves
+ * is as silent, but about half its reads hit; and on the shared traces
+ * and Zipf workloads no shard is ever found so (docs/performance.md).
+ */
+static bool collapsed_locked(const struct shard *sh)
+{
+	return sh->misses >= 3ull * sh->cap && sh->silent_misses >= sh->cap &&
+	       sh->silent_reads * 4 < sh->silent_misses;
+}
+
+/*
  * A miss on a key that left lately moves the window's share towards the
  * door it left by: had the window been larger, a candidate the filter
  * turned away would still be here; had the main area been larger, its
  * victim would.  Each such miss moves the share by one entry (ARC's rule,
- * applied to W-TinyLFU's two areas).  True if the filter had turned the
- * key away: it is then let in at its next contest (admit).
+ * applied to W-TinyLFU's two areas).  A collapsed shard also hears the
+ * turned-away keys its first ghost has forgotten, so that it can find its
+ * way back.  True if the filter had turned the key away: it is then let
+ * in at its next contest (admit).
  */
 static bool adapt_locked(struct shard *sh, uint64_t hash)
 {
+	sh->misses++;
+	sh->silent_misses++;
 	if (ghost_take(&sh->rejected, hash)) {
 		sh->quiet = 0;
+		sh->silent_misses = sh->silent_reads = 0;
 		if (sh->window_cap < sh->cap)
 			set_window_locked(sh, sh->window_cap + 1);
 		return true;
 	}
 	if (ghost_take(&sh->evicted, hash)) {
 		sh->quiet = 0;
+		sh->silent_misses = sh->silent_reads = 0;
 		hand_step_locked(sh);
 		if (sh->window_cap > 0)
 			set_window_locked(sh, sh->window_cap - 1);
 		return false;
+	}
+	if (ghost_take(&sh->forgotten, hash) && collapsed_locked(sh)) {
+		if (sh->window_cap < sh->cap)
+			set_window_locked(sh, sh->window_cap + 1);
+		return true;
 	}
 	if (++sh->quiet >= sh->cap) {
 		sh->quiet = 0;
@@ -1030,11 +1079,14 @@ int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 	m->regions = aside__table_alloc(m->regions_bytes);
 	m->sketch_bytes = (size_t)nshards * nwords * sizeof(uint64_t);
 	m->sketch_words = aside__sparse_alloc(m->sketch_bytes);
-	/* Two ghosts a shard, each a ring and a set twice its size. */
+	/* Three ghosts a shard, each a ring and a set twice its size: two of
+	 * a quarter of the shard, and the forgotten keys', twice that. */
 	uint32_t gsize = ghost_size(m->shards[0].cap);
 	uint32_t gslots = pow2_at_least(2ull * gsize);
 	size_t gwords = (size_t)gsize + gslots;
-	m->ghost_bytes = (size_t)nshards * 2 * gwords * sizeof(uint64_t);
+	uint32_t fsize = 2 * gsize, fslots = pow2_at_least(2ull * fsize);
+	size_t swords = 2 * gwords + fsize + fslots; /* a shard's */
+	m->ghost_bytes = (size_t)nshards * swords * sizeof(uint64_t);
 	m->ghost_words = aside__sparse_alloc(m->ghost_bytes);
 	if (!m->regions || !m->sketch_words || !m->ghost_words) {
 		mem_close(m);
@@ -1049,7 +1101,7 @@ int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 		sh->sk.words = m->sketch_words + (size_t)s * nwords;
 		sh->sk.mask = nwords - 1;
 		sh->sk.period = 10 * (sh->cap ? sh->cap : 1);
-		uint64_t *g = m->ghost_words + (size_t)s * 2 * gwords;
+		uint64_t *g = m->ghost_words + (size_t)s * swords;
 		struct ghost *gs[2] = {&sh->rejected, &sh->evicted};
 		for (int k = 0; k < 2; k++, g += gwords) {
 			gs[k]->size = gsize;
@@ -1057,6 +1109,10 @@ int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 			gs[k]->set = g + gsize;
 			gs[k]->smask = gslots - 1;
 		}
+		sh->forgotten.size = fsize;
+		sh->forgotten.ring = g;
+		sh->forgotten.set = g + fsize;
+		sh->forgotten.smask = fslots - 1;
 		set_window_locked(sh, window_start(sh->cap));
 	}
 	out->ops = &mem_ops;
