@@ -68,7 +68,11 @@
  *     climber on the hit ratio of samples of 10 x capacity requests was
  *     measured first: it tied on most traces and lost clearly on the loop
  *     and on sprite (docs/performance.md), because a sample's hit ratio
- *     moves more with the workload's phases than with the window.
+ *     moves more with the workload's phases than with the window;
+ *   - a shard that has collapsed (nearly every read a miss, no ghost
+ *     speaking, the window small: collapsed_locked) also hears the keys
+ *     turned away before those its first ghost still holds, from a third
+ *     ghost of half the shard, and grows its window on them.
  *
  * Readers do not reorder the queues: they only count hits in the entry
  * (`touches`, saturating at 15, written only while below it).  The policy
@@ -82,9 +86,9 @@
  * Per entry of capacity, beyond the value itself, once the shard is full:
  * 1.33 to 2.67 slots of the table (11 to 21 bytes) and less again for the
  * smaller tables it outgrew, the queue links, segment and charge in the value's
- * cold fields (32 bytes), the sketch (8 bytes: 16 counters) and the ghosts (two
- * rings and sets of a quarter of the capacity: 12 bytes): 94 bytes at most,
- * rounded up to powers of two per shard.
+ * cold fields (32 bytes), the sketch (8 bytes: 16 counters) and the ghosts
+ * (three rings and sets, of a quarter, a quarter and a half of the capacity:
+ * 24 bytes): 106 bytes at most, rounded up to powers of two per shard.
  */
 #include "../core/internal.h"
 
