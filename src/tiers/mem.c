@@ -167,9 +167,9 @@ struct shard {
 	 * turned-away keys the first has forgotten, heard only once the
 	 * shard has collapsed (collapsed_locked). */
 	struct ghost rejected, evicted, forgotten;
-	uint32_t quiet; /* misses since one was of a key in a ghost */
-	/* Since either ghost last spoke: misses, and reads collected from
-	 * the entries (take_touches).  And misses since the shard opened. */
+	/* Since either ghost last spoke: misses (a key in neither), and
+	 * reads collected from the entries (take_touches).  And misses since
+	 * the shard opened. */
 	uint64_t silent_misses, silent_reads, misses;
 	uint32_t hand; /* misses since protected's hand last moved */
 	/* Steps left in the hand's first lap, one a miss; set when the shard
@@ -766,31 +766,27 @@ static bool collapsed_locked(const struct shard *sh)
 static bool adapt_locked(struct shard *sh, uint64_t hash)
 {
 	sh->misses++;
-	sh->silent_misses++;
 	if (ghost_take(&sh->rejected, hash)) {
-		sh->quiet = 0;
 		sh->silent_misses = sh->silent_reads = 0;
 		if (sh->window_cap < sh->cap)
 			set_window_locked(sh, sh->window_cap + 1);
 		return true;
 	}
 	if (ghost_take(&sh->evicted, hash)) {
-		sh->quiet = 0;
 		sh->silent_misses = sh->silent_reads = 0;
 		hand_step_locked(sh);
 		if (sh->window_cap > 0)
 			set_window_locked(sh, sh->window_cap - 1);
 		return false;
 	}
+	sh->silent_misses++;
 	if (ghost_take(&sh->forgotten, hash) && collapsed_locked(sh)) {
 		if (sh->window_cap < sh->cap)
 			set_window_locked(sh, sh->window_cap + 1);
 		return true;
 	}
-	if (++sh->quiet >= sh->cap) {
-		sh->quiet = 0;
+	if (sh->cap && sh->silent_misses % sh->cap == 0)
 		relax_window_locked(sh);
-	}
 	return false;
 }
 
