@@ -7,13 +7,23 @@
 # peer (../shared/peers/caffeine/run hitratio) when it is there.
 #   bench/run-synthetic.sh [BUILD_DIR] [RUNS]
 #   ASIDE_PEER=0 bench/run-synthetic.sh ...      without the peer's columns
+#   ASIDE_PEER=PATH/run bench/run-synthetic.sh   the peer's script, when the
+#                                                checkout is not beside it
 set -eu
 build=${1:-build-rel}
 runs=${2:-3}
 here=$(cd "$(dirname "$0")" && pwd)
-peer=$here/../../shared/peers/caffeine/run
-[ -x "$peer" ] || peer=$here/../../../shared/peers/caffeine/run
-[ "${ASIDE_PEER:-1}" != 0 ] && [ -x "$peer" ] || peer=
+case ${ASIDE_PEER:-} in
+0) peer= ;;
+'') peer=$here/../../shared/peers/caffeine/run
+    [ -x "$peer" ] || peer=$here/../../../shared/peers/caffeine/run
+    [ -x "$peer" ] || peer= ;;
+*) peer=$ASIDE_PEER
+   [ -x "$peer" ] || {
+	echo "run-synthetic: ASIDE_PEER=$peer is not executable" >&2
+	exit 2
+   } ;;
+esac
 command -v python3 >/dev/null 2>&1 || {
 	echo "run-synthetic: needs python3 (scripts/bootstrap bench installs it)" >&2
 	exit 2
