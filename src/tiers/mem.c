@@ -175,8 +175,7 @@ struct shard {
 	/* Steps left in the hand's first lap, one a miss; set when the shard
 	 * first evicts (hand_step_locked). */
 	uint32_t first_lap;
-	bool filled; /* it has evicted since it opened */
-	_Atomic uint64_t evictions;
+	_Atomic uint64_t evictions; /* written under lock */
 } __attribute__((aligned(ASIDE__CACHELINE)));
 
 struct mem {
@@ -896,17 +895,16 @@ static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 	    memory_order_relaxed);
 	sh->bytes += charge;
 	/* The newcomer can be the one evicted (it was not worth a place). */
-	bool evicted = false;
+	bool first =
+	    atomic_load_explicit(&sh->evictions, memory_order_relaxed) == 0;
 	while (atomic_load_explicit(&sh->count, memory_order_relaxed) >
 		   sh->cap ||
-	       (sh->max_bytes && sh->bytes > sh->max_bytes)) {
+	       (sh->max_bytes && sh->bytes > sh->max_bytes))
 		if (!evict_one_locked(sh, now))
 			break;
-		evicted = true;
-	}
-	if (__builtin_expect(evicted && !sh->filled, 0)) {
+	if (__builtin_expect(first, 0) &&
+	    atomic_load_explicit(&sh->evictions, memory_order_relaxed) != 0) {
 		/* The first fill's keys were just promoted: see them soon. */
-		sh->filled = true;
 		sh->first_lap = sh->q[PROTECTED].n;
 	}
 	spill_window_locked(sh, now);
