@@ -16,6 +16,7 @@
  * reconnect hook), and by a thread every REPLAY_MS for rows older than
  * that, whichever process wrote them.
  */
+#include "codec.h"
 #include "repo.h"
 
 #include <aside/users.h>
@@ -249,12 +250,14 @@ static int load_user(void *arg, const char *key, size_t klen, aside_value **out,
 	int rc = repo_status(repo_get(s, key_id(key, klen), &u, err), err);
 	if (rc != ASIDE_OK)
 		return rc;
-	size_t len;
-	char *json = user_to_json(&u, &len);
-	if (!json)
-		return fail(err, ASIDE_ENOMEM);
+	char json[USER__JSON_MAX];
+	size_t len = user__json_write(&u, json);
+	if (!len) /* a row that no write through the service stores */
+		return repo__fail(err, ASIDE_EDB,
+				  "user %lld in the database: name or email "
+				  "not valid UTF-8",
+				  (long long)u.id);
 	rc = aside_value_new_room(key, klen, json, len, packed_size(&u), out);
-	free(json);
 	if (rc == ASIDE_OK)
 		aside_value_set_version(*out, u.version); /* the fence */
 	if (rc == ASIDE_OK && (rc = attach_user(*out, &u)) != ASIDE_OK) {

@@ -2,12 +2,14 @@
  * test_codec.c -- users as JSON, RFC 3339 times, and validation.
  */
 #include <aside/users.h>
+#include <jansson.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* cmocka needs the headers above */
 #include <cmocka.h>
@@ -250,6 +252,198 @@ static void times_are_rfc3339(void **state)
 	}
 }
 
+/* ---- the encoder against jansson ---------------------------------------- */
+
+/* The time as the codec wrote it with gmtime_r and snprintf, until
+ * 2026-11-27: the reference for the hand-written one. */
+static int ref_time(int64_t us, char *buf, size_t cap)
+{
+	int64_t sec = us / 1000000, frac = us % 1000000;
+	if (frac < 0) {
+		frac += 1000000;
+		sec--;
+	}
+	time_t t = (time_t)sec;
+	struct tm tm;
+	if (!gmtime_r(&t, &tm) || tm.tm_year + 1900 < 0 ||
+	    tm.tm_year + 1900 > 9999)
+		return snprintf(buf, cap, "0000-00-00T00:00:00.000000Z");
+	return snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ",
+			tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+			tm.tm_hour, tm.tm_min, tm.tm_sec, (int)frac);
+}
+
+/* The user as the codec wrote it with jansson until 2026-11-27. */
+static char *ref_json(const user *u)
+{
+	char ts[40];
+	ref_time(u->created_at_us, ts, sizeof(ts));
+	json_t *o = json_object();
+	json_t *name = json_stringn(u->name, strnlen(u->name, USER_NAME_MAX));
+	json_t *email =
+	    json_stringn(u->email, strnlen(u->email, USER_EMAIL_MAX));
+	char *out = NULL;
+	if (name && email) {
+		json_object_set_new(o, "id", json_integer(u->id));
+		json_object_set_new(o, "name", name);
+		json_object_set_new(o, "email", email);
+		json_object_set_new(o, "created_at", json_string(ts));
+		if (u->version > 0)
+			json_object_set_new(o, "version",
+					    json_integer(u->version));
+		out = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	} else {
+		json_decref(name);
+		json_decref(email);
+	}
+	json_decref(o);
+	return out;
+}
+
+static uint64_t rnd(uint64_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 7;
+	*s ^= *s << 17;
+	return *s;
+}
+
+/* Writes one code point of a random class at p (room for 4); its length.
+ * One time in 64, a byte that is not valid UTF-8 there. */
+static size_t rnd_char(uint64_t *s, char *p)
+{
+	uint64_t r = rnd(s);
+	unsigned cp;
+	switch (r % 8) {
+	case 0: /* the escaped ones */
+		cp = "\"\\\b\f\n\r\t\x01\x1f/\x7f"[r / 8 % 11];
+		break;
+	case 1:
+		cp = 1 + (unsigned)(r / 8 % 0x7f);
+		break;
+	case 2:
+		cp = 0x80 + (unsigned)(r / 8 % (0x800 - 0x80));
+		break;
+	case 3:
+		cp = 0x800 + (unsigned)(r / 8 % (0x10000 - 0x800));
+		if (cp >= 0xd800 && cp <= 0xdfff)
+			cp -= 0x800; /* no surrogates */
+		break;
+	case 4:
+		cp = 0x10000 + (unsigned)(r / 8 % (0x110000 - 0x10000));
+		break;
+	default:
+		cp = 'a' + (unsigned)(r / 8 % 26);
+	}
+	if (r >> 58 == 0) {
+		p[0] = (char)(0x80 + r / 8 % 0x80); /* a lone continuation */
+		return 1;
+	}
+	if (cp < 0x80) {
+		p[0] = (char)cp;
+		return 1;
+	}
+	if (cp < 0x800) {
+		p[0] = (char)(0xc0 | cp >> 6);
+		p[1] = (char)(0x80 | (cp & 63));
+		return 2;
+	}
+	if (cp < 0x10000) {
+		p[0] = (char)(0xe0 | cp >> 12);
+		p[1] = (char)(0x80 | (cp >> 6 & 63));
+		p[2] = (char)(0x80 | (cp & 63));
+		return 3;
+	}
+	p[0] = (char)(0xf0 | cp >> 18);
+	p[1] = (char)(0x80 | (cp >> 12 & 63));
+	p[2] = (char)(0x80 | (cp >> 6 & 63));
+	p[3] = (char)(0x80 | (cp & 63));
+	return 4;
+}
+
+static void rnd_text(uint64_t *s, char *dst, size_t max)
+{
+	size_t want = rnd(s) % 4 == 0 ? max : 1 + rnd(s) % max, n = 0;
+	char c[4];
+	while (n < want) {
+		size_t k = rnd_char(s, c);
+		if (n + k > max)
+			break;
+		memcpy(dst + n, c, k);
+		n += k;
+	}
+	memset(dst + n, 0, max + 1 - n);
+}
+
+/* Times across the four-digit years, at their edges, and far outside. */
+static int64_t rnd_time(uint64_t *s)
+{
+	const int64_t first = -62167219200LL * 1000000, /* 0000-01-01 */
+	    last = 253402300800LL * 1000000;		/* 10000-01-01 */
+	uint64_t r = rnd(s);
+	switch (r % 4) {
+	case 0:
+		return first + (int64_t)(rnd(s) % (uint64_t)(last - first));
+	case 1:
+		return (r & 4 ? first : last) +
+		       (int64_t)(rnd(s) % 400000000000) - 200000000000;
+	case 2:
+		return (int64_t)(rnd(s) % 4000000000000000) - 2000000000000000;
+	default:
+		return (int64_t)rnd(s);
+	}
+}
+
+static void json_matches_jansson(void **state)
+{
+	(void)state;
+	uint64_t s = 0x9e3779b97f4a7c15ull;
+	const int64_t ends[] = {0, 1, -1, INT64_MIN, INT64_MAX, 1000000};
+	for (int i = 0; i < 200000; i++) {
+		user u;
+		memset(&u, 0, sizeof(u));
+		u.id =
+		    i < 36 ? ends[i % 6] : (int64_t)rnd(&s) >> (rnd(&s) % 64);
+		u.version = i < 36 ? ends[i / 6] : (int64_t)rnd(&s) % 1000;
+		u.created_at_us = i < 36 ? ends[(i + 3) % 6] : rnd_time(&s);
+		rnd_text(&s, u.name, USER_NAME_MAX);
+		rnd_text(&s, u.email, USER_EMAIL_MAX);
+		char *want = ref_json(&u);
+		size_t len = 0;
+		char *got = user_to_json(&u, &len);
+		if (!want != !got || (want && strcmp(want, got) != 0))
+			fail_msg("user %d (id %lld, at %lld):\n  jansson %s\n  "
+				 "aside   %s",
+				 i, (long long)u.id, (long long)u.created_at_us,
+				 want ? want : "(refused)",
+				 got ? got : "(refused)");
+		if (got)
+			assert_int_equal(len, strlen(want));
+		free(want);
+		free(got);
+	}
+}
+
+static void times_match_gmtime(void **state)
+{
+	(void)state;
+	uint64_t s = 12345;
+	const size_t caps[] = {0, 1, 2, 10, 26, 27, 28, 40};
+	for (int i = 0; i < 1000000; i++) {
+		int64_t us = rnd_time(&s);
+		char want[40], got[40];
+		size_t cap = caps[i % 8];
+		memset(want, 'x', sizeof(want));
+		memset(got, 'x', sizeof(got));
+		int wn = ref_time(us, want, cap);
+		size_t gn = user_format_time(us, got, cap);
+		if ((size_t)wn != gn || memcmp(want, got, sizeof(want)) != 0)
+			fail_msg("%lld at cap %zu: gmtime %.*s, aside %.*s",
+				 (long long)us, cap, (int)sizeof(want), want,
+				 (int)sizeof(got), got);
+	}
+}
+
 static void cache_keys_are_the_seeds(void **state)
 {
 	(void)state;
@@ -296,6 +490,8 @@ int main(void)
 	    cmocka_unit_test(over_long_fields_are_refused),
 	    cmocka_unit_test(emails_are_checked),
 	    cmocka_unit_test(times_are_rfc3339),
+	    cmocka_unit_test(json_matches_jansson),
+	    cmocka_unit_test(times_match_gmtime),
 	    cmocka_unit_test(cache_keys_are_the_seeds),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

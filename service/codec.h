@@ -1,0 +1,25 @@
+/*
+ * codec.h -- the user codec's internals that the UserService shares.
+ */
+#ifndef ASIDE_CODEC_H
+#define ASIDE_CODEC_H
+
+#include <aside/users.h>
+#include <stddef.h>
+
+/* "YYYY-MM-DDTHH:MM:SS.ffffffZ" */
+#define USER__TIME_LEN 27
+
+/*
+ * Room for any user's JSON: every byte of the name and email escaped as
+ * \u00XX (6 bytes), two 20-character integers, the time, and the field
+ * names and punctuation (under 64 bytes).
+ */
+#define USER__JSON_MAX                                                         \
+	(6 * (USER_NAME_MAX + USER_EMAIL_MAX) + 2 * 20 + USER__TIME_LEN + 64 + \
+	 1)
+
+/* user_to_json into buf; 0 if the name or email is not valid UTF-8. */
+size_t user__json_write(const user *u, char *buf);
+
+#endif
