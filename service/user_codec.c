@@ -321,7 +321,7 @@ int user_parse_time(const char *s, size_t len, int64_t *us)
 
 /* ---- JSON -------------------------------------------------------------- */
 
-/* Writes v in decimal at p; returns the digits' count. */
+/* Writes v in decimal at p; returns the characters written. */
 static size_t put_int(char *p, int64_t v)
 {
 	char t[20];
