@@ -163,6 +163,8 @@ user_repo slow_repo_wrap(struct slow_repo *w, user_repo inner, long delay_us)
 	w->delay_us = delay_us;
 	w->after_read_ms = w->after_update_ms = 0;
 	atomic_store(&w->gets, 0);
+	if (!inner.ops) /* none to wrap (aside bench --http) */
+		return (user_repo){0};
 	bool outbox = inner.ops->logged_change && inner.ops->outbox_pending &&
 		      inner.ops->outbox_done;
 	return (user_repo){outbox ? &slow_ops_outbox : &slow_ops, w};

@@ -30,6 +30,35 @@ awk -F, 'NR>1 {r[$1]=$8; h[$1]=$7; e[$1]=$10}
 	            e["aside"] == 0 && e["naive"] == 0)}' "$tmp/csv/summary.csv" ||
 	fail "$(cat "$tmp/csv/summary.csv")"
 
+# Stale reads: a write's number must never go back for a read that began
+# after the write returned.  One user, half the operations writes, database
+# reads slowed: the naive cache-aside stores rows its loads read before a
+# write and serves them after it; aside must not, ever.
+"$aside" bench --users 1 --read-pct 50 --threads 4 --db-delay-us 500 --duration-s 1 \
+	--modes naive,aside --csv "$tmp/stale" >"$tmp/out" 2>"$tmp/err" ||
+	fail "stale run: exit $?: $(cat "$tmp/err")"
+awk -F, 'NR>1 {s[$1]=$11} END {exit !(s["naive"] > 0 && s["aside"] == 0)}' \
+	"$tmp/stale/summary.csv" || fail "stale reads: $(cat "$tmp/stale/summary.csv")"
+
+# --http drives a running aside serve (a private one on a free port).
+"$aside" serve --listen 127.0.0.1:0 --db "sqlite:$tmp/serve.db" >"$tmp/serve.log" 2>&1 &
+serve=$!
+i=0
+until url=$(sed -n 's/^aside serve: listening on \(http:[^ ]*\).*/\1/p' "$tmp/serve.log") &&
+	[ -n "$url" ]; do
+	i=$((i + 1))
+	[ $i -lt 100 ] || { kill $serve; fail "aside serve did not start: $(cat "$tmp/serve.log")"; }
+	sleep 0.1
+done
+"$aside" bench --http "$url" --users 50 --read-pct 80 --threads 2 --duration-s 0.5 \
+	--csv "$tmp/http" >"$tmp/out" 2>"$tmp/err" ||
+	{ rc=$?; kill $serve; fail "http run: exit $rc: $(cat "$tmp/err")"; }
+kill $serve
+wait $serve || true
+grep -q "^http " "$tmp/out" || fail "no http row in: $(cat "$tmp/out")"
+awk -F, '$1=="http" && !($2 > 0 && $7 > 0.5 && $10 == 0 && $11 == 0) {exit 1}' \
+	"$tmp/http/summary.csv" || fail "http: $(cat "$tmp/http/summary.csv")"
+
 # A trace drives it too, and bad options are refused.
 seq 1 200 | gzip >"$tmp/t.gz"
 "$aside" bench --users 100 --duration-s 0.3 --modes aside --trace "$tmp/t.gz" >/dev/null 2>&1 ||
