@@ -434,6 +434,30 @@ static void versions_grow_with_writes(void **state)
 	assert_int_equal(back.version, 3);
 }
 
+/*
+ * A row no write through the service stores (a name that is not UTF-8,
+ * put into the database by something else) cannot be cached as JSON: the
+ * read is a database error that says so, not "out of memory", and nothing
+ * is cached.
+ */
+static void unencodable_rows_are_database_errors(void **state)
+{
+	fx *f = *state;
+	if (strcmp(f->v->db, "fake") != 0)
+		skip(); /* only the fake takes a row past the service */
+	user u = new_user(f, "Ivo", "ivo@example.com"), got;
+	pthread_mutex_lock(&f->fake.lock);
+	memcpy(f->fake.rows[u.id].name, "Iv\xc3", 4); /* a cut sequence */
+	pthread_mutex_unlock(&f->fake.lock);
+	aside_error err;
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(user_service_get_ex(f->svc, u.id, &got, &err),
+				 ASIDE_EDB);
+		assert_non_null(strstr(err.message, "not valid UTF-8"));
+	}
+	assert_int_equal(f->probe.gets, 2); /* nothing was cached */
+}
+
 static void writes_invalidate_users_all(void **state)
 {
 	fx *f = *state;
@@ -665,6 +689,7 @@ int main(void)
 	    T(writes_whose_answer_is_lost_are_invalidated),
 	    T(concurrent_readers_see_completed_writes),
 	    T(versions_grow_with_writes),
+	    T(unencodable_rows_are_database_errors),
 	    T(longest_fields_round_trip),
 	    T(owed_writes_are_delivered_once_per_user),
 #undef T
