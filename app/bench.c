@@ -433,8 +433,26 @@ static size_t keep(char *p, size_t size, size_t n, void *arg)
 	return k;
 }
 
-/* The server's counters: hits (first tier), misses, loads, shared loads. */
-static bool scrape(const char *base, double v[4])
+/* The counters bench reads from a server's /metrics. */
+struct scraped {
+	int ntiers;
+	char names[ASIDE_TIERS_MAX][16];
+	double hits[ASIDE_TIERS_MAX], misses, loads, shared;
+};
+
+/* The value after the first occurrence of name in text; false if none. */
+static bool metric(const char *text, const char *name, double *v)
+{
+	const char *at = strstr(text, name);
+	if (!at)
+		return false;
+	*v = atof(at + strlen(name));
+	return true;
+}
+
+/* A server's counters: each tier's hits (and name), misses, loads, shared
+ * loads.  False if it did not answer, or left one out. */
+static bool scrape(const char *base, struct scraped *sc)
 {
 	struct body b = {0};
 	char url[256];
@@ -445,20 +463,28 @@ static bool scrape(const char *base, double v[4])
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
 	bool ok = curl_easy_perform(c) == CURLE_OK && b.p;
 	curl_easy_cleanup(c);
-	const char *names[] = {
-	    "aside_cache_hits_total{tier=\"1\"", "\naside_cache_misses_total ",
-	    "\naside_db_loads_total ", "\naside_shared_loads_total "};
-	for (int i = 0; ok && i < 4; i++) {
-		const char *at = strstr(b.p, names[i]);
-		if (!at) {
-			ok = false;
+	memset(sc, 0, sizeof(*sc));
+	for (int t = 0; ok && t < ASIDE_TIERS_MAX; t++) {
+		/* aside_cache_hits_total{tier="1",name="mem"} 12 */
+		char head[64];
+		snprintf(head, sizeof(head),
+			 "\naside_cache_hits_total{tier=\"%d\",name=\"", t + 1);
+		const char *at = strstr(b.p, head);
+		if (!at)
 			break;
-		}
-		at += strlen(names[i]);
-		if (i == 0)
-			at = strchr(at, '}') + 1;
-		v[i] = atof(at);
+		at += strlen(head);
+		const char *end = strstr(at, "\"} ");
+		if (!end)
+			break;
+		snprintf(sc->names[t], sizeof(sc->names[t]), "%.*s",
+			 (int)(end - at), at);
+		sc->hits[t] = atof(end + 3);
+		sc->ntiers = t + 1;
 	}
+	ok = ok && sc->ntiers > 0 &&
+	     metric(b.p, "\naside_cache_misses_total ", &sc->misses) &&
+	     metric(b.p, "\naside_db_loads_total ", &sc->loads) &&
+	     metric(b.p, "\naside_shared_loads_total ", &sc->shared);
 	free(b.p);
 	return ok;
 }
@@ -512,8 +538,19 @@ static int http_populate(const char *base, long n)
 struct result {
 	uint64_t hist[ASIDE_HIST_BUCKETS];
 	double ops_s, p50, p99, p999, hit_ratio, db_per_1000, waiters;
+	/* The reads each tier served, and its name; naive's map is its one
+	 * tier, nocache has none. */
+	int ntiers;
+	char tier_names[ASIDE_TIERS_MAX][16];
+	uint64_t tier_hits[ASIDE_TIERS_MAX];
 	uint64_t ops, reads, errors, stale, db_reads, hits, misses, loads;
 };
+
+/* The share of all reads that tier t served. */
+static double tier_ratio(const struct result *r, int t)
+{
+	return r->reads ? (double)r->tier_hits[t] / (double)r->reads : 0;
+}
 
 static int run_mode(const struct config *cfg, enum mode mode, user_repo inner,
 		    const struct zipf *z, const uint32_t *trace, size_t ntrace,
@@ -541,8 +578,8 @@ static int run_mode(const struct config *cfg, enum mode mode, user_repo inner,
 	}
 	struct worker *w = calloc((size_t)cfg->threads, sizeof(*w));
 	pthread_t *t = calloc((size_t)cfg->threads, sizeof(*t));
-	double before[4] = {0}, after[4] = {0};
-	if (mode == M_HTTP && !scrape(cfg->http, before)) {
+	struct scraped before, after;
+	if (mode == M_HTTP && !scrape(cfg->http, &before)) {
 		fprintf(stderr, "aside bench: no metrics from %s\n", cfg->http);
 		free(w);
 		free(t);
@@ -636,6 +673,22 @@ static int run_mode(const struct config *cfg, enum mode mode, user_repo inner,
 		res->loads = m.loads;
 		res->waiters =
 		    m.loads ? (double)m.shared_loads / (double)m.loads : 0;
+		res->ntiers = m.ntiers;
+		uint64_t by_tier = 0;
+		for (int i = 0; i < m.ntiers; i++) {
+			snprintf(res->tier_names[i], sizeof(res->tier_names[i]),
+				 "%s", m.tier_names[i] ? m.tier_names[i] : "?");
+			res->tier_hits[i] = m.tier_hits[i];
+			by_tier += m.tier_hits[i];
+		}
+		if (by_tier != m.hits) {
+			fprintf(stderr,
+				"aside bench: the tiers' hits add up to %llu, "
+				"not %llu\n",
+				(unsigned long long)by_tier,
+				(unsigned long long)m.hits);
+			status = 1;
+		}
 		/* The figures must add up, or the report is wrong. */
 		if (m.hits + m.misses != res->reads ||
 		    m.loads != res->db_reads ||
@@ -652,21 +705,32 @@ static int run_mode(const struct config *cfg, enum mode mode, user_repo inner,
 			status = 1;
 		}
 	} else if (mode == M_HTTP) {
-		if (!scrape(cfg->http, after)) {
+		if (!scrape(cfg->http, &after)) {
 			fprintf(stderr, "aside bench: no metrics from %s\n",
 				cfg->http);
 			status = 1;
 		}
-		res->hits = (uint64_t)(after[0] - before[0]);
-		res->misses = (uint64_t)(after[1] - before[1]);
-		res->loads = res->db_reads = (uint64_t)(after[2] - before[2]);
-		res->waiters = res->loads
-				   ? (after[3] - before[3]) / (double)res->loads
-				   : 0;
+		res->ntiers = after.ntiers;
+		for (int i = 0; i < after.ntiers; i++) {
+			memcpy(res->tier_names[i], after.names[i],
+			       sizeof(after.names[i]));
+			res->tier_hits[i] =
+			    (uint64_t)(after.hits[i] - before.hits[i]);
+			res->hits += res->tier_hits[i];
+		}
+		res->misses = (uint64_t)(after.misses - before.misses);
+		res->loads = res->db_reads =
+		    (uint64_t)(after.loads - before.loads);
+		res->waiters = res->loads ? (after.shared - before.shared) /
+						(double)res->loads
+					  : 0;
 	} else if (mode == M_NAIVE) {
 		res->hits = atomic_load(&sh.naive_hits);
 		res->misses = atomic_load(&sh.naive_misses);
 		res->loads = res->misses;
+		res->ntiers = 1;
+		snprintf(res->tier_names[0], sizeof(res->tier_names[0]), "map");
+		res->tier_hits[0] = res->hits;
 		if (res->hits + res->misses != res->reads ||
 		    res->misses != res->db_reads) {
 			fprintf(stderr, "aside bench: naive counts disagree\n");
@@ -985,7 +1049,8 @@ int app_bench(int argc, char **argv)
 		}
 		fprintf(summary, "mode,ops,ops_per_s,p50_us,p99_us,p999_us,"
 				 "hit_ratio,db_reads_per_1000,waiters_per_load,"
-				 "errors,stale_reads\n");
+				 "errors,stale_reads,tier1,tier1_hit_ratio,"
+				 "tier2,tier2_hit_ratio\n");
 		fprintf(series, "mode,second,ops,db_reads,reads,hits\n");
 		fprintf(latency, "mode,us,cumulative_fraction\n");
 	}
@@ -996,9 +1061,10 @@ int app_bench(int argc, char **argv)
 	if (!cfg.trace)
 		printf("zipf theta %.2f over %ld users\n", cfg.theta,
 		       cfg.users);
-	printf("\n%-8s %12s %10s %10s %10s %9s %11s %9s %7s %7s\n", "mode",
+	printf("\n%-8s %12s %10s %10s %10s %9s %11s %9s %7s %7s  %s\n", "mode",
 	       "ops/s", "p50 us", "p99 us", "p99.9 us", "hit ratio",
-	       "db/1000 req", "waiters", "errors", "stale");
+	       "db/1000 req", "waiters", "errors", "stale",
+	       "hit ratio by tier");
 	status = 0;
 	for (int m = 0; m < NMODES; m++) {
 		if (!cfg.modes[m])
@@ -1010,11 +1076,14 @@ int app_bench(int argc, char **argv)
 			break;
 		}
 		printf("%-8s %12.0f %10.1f %10.1f %10.1f %9.4f %11.1f %9.2f "
-		       "%7llu %7llu\n",
+		       "%7llu %7llu ",
 		       mode_names[m], r.ops_s, r.p50, r.p99, r.p999,
 		       r.hit_ratio, r.db_per_1000, r.waiters,
 		       (unsigned long long)r.errors,
 		       (unsigned long long)r.stale);
+		for (int t = 0; t < r.ntiers; t++)
+			printf(" %s %.4f", r.tier_names[t], tier_ratio(&r, t));
+		printf(r.ntiers ? "\n" : " -\n");
 		fflush(stdout);
 		if (latency && r.ops) {
 			uint64_t cum = 0;
@@ -1034,12 +1103,20 @@ int app_bench(int argc, char **argv)
 		if (summary)
 			fprintf(summary,
 				"%s,%llu,%.0f,%.1f,%.1f,%.1f,%.4f,%.1f,"
-				"%.2f,%llu,%llu\n",
+				"%.2f,%llu,%llu",
 				mode_names[m], (unsigned long long)r.ops,
 				r.ops_s, r.p50, r.p99, r.p999, r.hit_ratio,
 				r.db_per_1000, r.waiters,
 				(unsigned long long)r.errors,
 				(unsigned long long)r.stale);
+		for (int t = 0; summary && t < 2; t++)
+			if (t < r.ntiers)
+				fprintf(summary, ",%s,%.4f", r.tier_names[t],
+					tier_ratio(&r, t));
+			else
+				fprintf(summary, ",,");
+		if (summary)
+			fputc('\n', summary);
 	}
 	if (summary)
 		fclose(summary);

@@ -56,8 +56,27 @@ done
 kill $serve
 wait $serve || true
 grep -q "^http " "$tmp/out" || fail "no http row in: $(cat "$tmp/out")"
-awk -F, '$1=="http" && !($2 > 0 && $7 > 0.5 && $10 == 0 && $11 == 0) {exit 1}' \
+awk -F, '$1=="http" && !($2 > 0 && $7 > 0.5 && $10 == 0 && $11 == 0 && $12 == "mem") {exit 1}' \
 	"$tmp/http/summary.csv" || fail "http: $(cat "$tmp/http/summary.csv")"
+
+# Hit ratio by tier: naive's map, aside's L1; none for no cache.  Over
+# Redis with an L1 in front (when make test provides a Redis), two tiers
+# whose shares add up to the hit ratio.
+awk -F, 'NR>1 {t[$1]=$12; r[$1]=$13; h[$1]=$7}
+	END {exit !(t["nocache"] == "" && t["naive"] == "map" && r["naive"] == h["naive"] &&
+	            t["aside"] == "mem" && r["aside"] == h["aside"])}' "$tmp/csv/summary.csv" ||
+	fail "by tier: $(cat "$tmp/csv/summary.csv")"
+if [ -n "${ASIDE_TEST_REDIS_URL:-}" ]; then
+	redis="$ASIDE_TEST_REDIS_URL/5" # this test's Redis database
+	redis-cli -u "$redis" FLUSHDB >/dev/null
+	"$aside" bench --users 2000 --duration-s 0.5 --threads 2 --modes aside \
+		--cache "$redis?l1=200" --csv "$tmp/tiers" >"$tmp/out" 2>"$tmp/err" ||
+		fail "two tiers: exit $?: $(cat "$tmp/err")"
+	awk -F, '$1=="aside" {d = $13 + $15 - $7; if (d < 0) d = -d
+		ok = $12 == "mem" && $14 == "redis" && $13 > 0 && $15 > 0 && d < 0.00015 && $11 == 0}
+		END {exit !ok}' "$tmp/tiers/summary.csv" ||
+		fail "two tiers: $(cat "$tmp/tiers/summary.csv")"
+fi
 
 # A trace drives it too, and bad options are refused.
 seq 1 200 | gzip >"$tmp/t.gz"
