@@ -19,6 +19,9 @@
 	(6 * (USER_NAME_MAX + USER_EMAIL_MAX) + 2 * 20 + USER__TIME_LEN + 64 + \
 	 1)
 
+/* Writes v in decimal at p (no NUL); returns the characters written. */
+size_t user__put_int(char *p, int64_t v);
+
 /* user_to_json into buf; 0 if the name or email is not valid UTF-8. */
 size_t user__json_write(const user *u, char *buf);
 

@@ -321,22 +321,37 @@ int user_parse_time(const char *s, size_t len, int64_t *us)
 
 /* ---- JSON -------------------------------------------------------------- */
 
-/* Writes v in decimal at p; returns the characters written. */
-static size_t put_int(char *p, int64_t v)
+size_t user__put_int(char *p, int64_t v)
 {
-	char t[20];
-	size_t n = 0, k = 0;
+	static const char two_digits[201] = "00010203040506070809"
+					    "10111213141516171819"
+					    "20212223242526272829"
+					    "30313233343536373839"
+					    "40414243444546474849"
+					    "50515253545556575859"
+					    "60616263646566676869"
+					    "70717273747576777879"
+					    "80818283848586878889"
+					    "90919293949596979899";
 	/* In unsigned arithmetic, so that INT64_MIN negates. */
 	uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
-	do {
-		t[n++] = (char)('0' + u % 10);
-		u /= 10;
-	} while (u);
+	char t[20], *q = t + sizeof(t);
+	while (u >= 100) {
+		q -= 2;
+		memcpy(q, two_digits + 2 * (u % 100), 2);
+		u /= 100;
+	}
+	if (u >= 10) {
+		q -= 2;
+		memcpy(q, two_digits + 2 * u, 2);
+	} else {
+		*--q = (char)('0' + u);
+	}
+	size_t nd = (size_t)(t + sizeof(t) - q), k = 0;
 	if (v < 0)
 		p[k++] = '-';
-	while (n)
-		p[k++] = t[--n];
-	return k;
+	memcpy(p + k, q, nd);
+	return k + nd;
 }
 
 /* Writes s (n bytes of valid UTF-8) as a JSON string at p; returns its
@@ -402,7 +417,7 @@ size_t user__json_write(const user *u, char *buf)
 		return 0;
 	char *p = buf;
 	PUT("{\"id\":");
-	p += put_int(p, u->id);
+	p += user__put_int(p, u->id);
 	PUT(",\"name\":");
 	p += put_string(p, u->name, nn);
 	PUT(",\"email\":");
@@ -413,7 +428,7 @@ size_t user__json_write(const user *u, char *buf)
 	PUT("\"");
 	if (u->version > 0) {
 		PUT(",\"version\":");
-		p += put_int(p, u->version);
+		p += user__put_int(p, u->version);
 	}
 	PUT("}");
 	*p = '\0';

@@ -67,17 +67,6 @@ static int repo_status(int rc, aside_error *err)
 	return rc;
 }
 
-static const char two_digits[201] = "00010203040506070809"
-				    "10111213141516171819"
-				    "20212223242526272829"
-				    "30313233343536373839"
-				    "40414243444546474849"
-				    "50515253545556575859"
-				    "60616263646566676869"
-				    "70717273747576777879"
-				    "80818283848586878889"
-				    "90919293949596979899";
-
 /*
  * The digits of x < 10^8, all eight with leading zeros, as byte values 0-9
  * in memory order in a little-endian word: halves, quarters, then single
@@ -96,28 +85,11 @@ static inline uint64_t eight_digits(uint32_t x)
 
 typedef uint64_t key_words __attribute__((vector_size(16)));
 
-/* The slow way, for ids of 17 digits or more: two digits a step. */
+/* The slow way, for ids of 17 digits or more. */
 static size_t long_cache_key(int64_t id, char buf[32])
 {
-	uint64_t v = id < 0 ? 0 - (uint64_t)id : (uint64_t)id;
-	char tmp[24], *p = tmp + sizeof(tmp);
-	while (v >= 100) {
-		p -= 2;
-		memcpy(p, two_digits + 2 * (v % 100), 2);
-		v /= 100;
-	}
-	if (v >= 10) {
-		p -= 2;
-		memcpy(p, two_digits + 2 * v, 2);
-	} else {
-		*--p = (char)('0' + v);
-	}
-	size_t nd = (size_t)(tmp + sizeof(tmp) - p), len = 5;
 	memcpy(buf, "user:", 5);
-	if (id < 0)
-		buf[len++] = '-';
-	memcpy(buf + len, p, nd);
-	len += nd;
+	size_t len = 5 + user__put_int(buf + 5, id);
 	buf[len] = '\0';
 	return len;
 }
