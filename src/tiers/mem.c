@@ -1023,6 +1023,22 @@ static uint32_t pow2_at_least(uint64_t n)
 	return (uint32_t)p;
 }
 
+/* Words a ghost of size keys takes: its ring, and a set twice as large. */
+static size_t ghost_words(uint32_t size)
+{
+	return (size_t)size + pow2_at_least(2ull * size);
+}
+
+/* Places a ghost of size keys at words; returns the words after it. */
+static uint64_t *ghost_place(struct ghost *g, uint64_t *words, uint32_t size)
+{
+	g->size = size;
+	g->ring = words;
+	g->set = words + size;
+	g->smask = pow2_at_least(2ull * size) - 1;
+	return words + ghost_words(size);
+}
+
 /*
  * Opens an L1 of p->capacity entries (and p->max_bytes bytes when set).
  * Shards hold at least 512 entries each, up to 64 shards: each runs the
@@ -1077,13 +1093,10 @@ int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 	m->regions = aside__table_alloc(m->regions_bytes);
 	m->sketch_bytes = (size_t)nshards * nwords * sizeof(uint64_t);
 	m->sketch_words = aside__sparse_alloc(m->sketch_bytes);
-	/* Three ghosts a shard, each a ring and a set twice its size: two of
-	 * a quarter of the shard, and the forgotten keys', twice that. */
+	/* Three ghosts a shard: two of a quarter of the shard, and the
+	 * forgotten keys', twice that. */
 	uint32_t gsize = ghost_size(m->shards[0].cap);
-	uint32_t gslots = pow2_at_least(2ull * gsize);
-	size_t gwords = (size_t)gsize + gslots;
-	uint32_t fsize = 2 * gsize, fslots = pow2_at_least(2ull * fsize);
-	size_t swords = 2 * gwords + fsize + fslots; /* a shard's */
+	size_t swords = 2 * ghost_words(gsize) + ghost_words(2 * gsize);
 	m->ghost_bytes = (size_t)nshards * swords * sizeof(uint64_t);
 	m->ghost_words = aside__sparse_alloc(m->ghost_bytes);
 	if (!m->regions || !m->sketch_words || !m->ghost_words) {
@@ -1100,17 +1113,9 @@ int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 		sh->sk.mask = nwords - 1;
 		sh->sk.period = 10 * (sh->cap ? sh->cap : 1);
 		uint64_t *g = m->ghost_words + (size_t)s * swords;
-		struct ghost *gs[2] = {&sh->rejected, &sh->evicted};
-		for (int k = 0; k < 2; k++, g += gwords) {
-			gs[k]->size = gsize;
-			gs[k]->ring = g;
-			gs[k]->set = g + gsize;
-			gs[k]->smask = gslots - 1;
-		}
-		sh->forgotten.size = fsize;
-		sh->forgotten.ring = g;
-		sh->forgotten.set = g + fsize;
-		sh->forgotten.smask = fslots - 1;
+		g = ghost_place(&sh->rejected, g, gsize);
+		g = ghost_place(&sh->evicted, g, gsize);
+		ghost_place(&sh->forgotten, g, 2 * gsize);
 		set_window_locked(sh, window_start(sh->cap));
 	}
 	out->ops = &mem_ops;
