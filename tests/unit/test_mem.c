@@ -167,7 +167,8 @@ static void policy_evicts_unread_entries_first(void **state)
 static bool read_hit(aside_cache *c, const char *prefix, int i)
 {
 	char key[32];
-	snprintf(key, sizeof(key), "%s:%d", prefix, i);
+	int n = snprintf(key, sizeof(key), "%s:%d", prefix, i);
+	assert_true(n > 0 && (size_t)n < sizeof(key));
 	unsigned before = loads;
 	assert_int_equal(get(c, key), ASIDE_OK);
 	return loads == before;
