@@ -9,6 +9,9 @@
 
 /* "YYYY-MM-DDTHH:MM:SS.ffffffZ" */
 #define USER__TIME_LEN 27
+/* The instants it can write: 0000-01-01T00:00:00Z to the last µs of 9999. */
+#define USER__TIME_MIN_US (-62167219200LL * 1000000)
+#define USER__TIME_MAX_US (253402300800LL * 1000000 - 1)
 
 /*
  * Room for any user's JSON: every byte of the name and email escaped as

@@ -314,8 +314,15 @@ int user_parse_time(const char *s, size_t len, int64_t *us)
 			.tm_min = m,
 			.tm_sec = sec == 60 ? 59 : sec};
 	time_t t = timegm(&tm);
-	*us = ((int64_t)t - (int64_t)oh * 3600 - (int64_t)om * 60) * 1000000 +
-	      frac;
+	int64_t at =
+	    ((int64_t)t - (int64_t)oh * 3600 - (int64_t)om * 60) * 1000000 +
+	    frac;
+	/* An offset can carry the instant out of the four-digit years, which
+	 * user_format_time cannot write (0000-01-01T00:30:00+01:00 is in the
+	 * year -1): refused, so that every time read can be written back. */
+	if (at < USER__TIME_MIN_US || at > USER__TIME_MAX_US)
+		return ASIDE_EBADJSON;
+	*us = at;
 	return ASIDE_OK;
 }
 

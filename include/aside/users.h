@@ -195,7 +195,11 @@ int user_from_json(const char *json, size_t len, int partial, user *out,
 
 /* RFC 3339 UTC with microseconds; buf of at least 32 bytes.  Returns length. */
 size_t user_format_time(int64_t us, char *buf, size_t cap);
-/* Parses RFC 3339 into µs since the epoch.  ASIDE_OK or ASIDE_EBADJSON. */
+/*
+ * Parses RFC 3339 into µs since the epoch.  ASIDE_OK or ASIDE_EBADJSON,
+ * also for an instant that its offset carries outside the years 0000 to
+ * 9999 (user_format_time could not write it back).
+ */
 int user_parse_time(const char *s, size_t len, int64_t *us);
 
 #ifdef __cplusplus

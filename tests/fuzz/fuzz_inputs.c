@@ -2,13 +2,35 @@
  * fuzz_inputs.c -- libFuzzer target for what arrives from outside: user
  * JSON (request bodies, entries read from Redis), RFC 3339 times, and cache
  * URLs.  Each must return an error for bad input, never crash or read out
- * of bounds (built with ASan and UBSan).
+ * of bounds (built with ASan and UBSan).  What parses must come back the
+ * same through the codec's writer, and the JSON it writes must read the
+ * same to jansson.
  *
  *   make fuzz        (clang -fsanitize=fuzzer,address,undefined)
  */
 #include <aside/users.h>
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Whether jansson reads json as u's fields. */
+static int jansson_agrees(const char *json, size_t len, const user *u)
+{
+	json_t *o = json_loadb(json, len, JSON_REJECT_DUPLICATES, NULL);
+	if (!o)
+		return 0;
+	const char *name = json_string_value(json_object_get(o, "name"));
+	const char *email = json_string_value(json_object_get(o, "email"));
+	json_t *version = json_object_get(o, "version");
+	int ok = json_integer_value(json_object_get(o, "id")) == u->id &&
+		 name && strcmp(name, u->name) == 0 && email &&
+		 strcmp(email, u->email) == 0 &&
+		 (u->version > 0 ? json_integer_value(version) == u->version
+				 : version == NULL) &&
+		 json_object_size(o) == 4u + (u->version > 0);
+	json_decref(o);
+	return ok;
+}
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 {
@@ -35,8 +57,12 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 				if (!json ||
 				    user_from_json(json, len, partial, &back,
 						   NULL) != ASIDE_OK ||
+				    back.id != u.id ||
+				    back.created_at_us != u.created_at_us ||
+				    back.version != u.version ||
 				    strcmp(back.name, u.name) != 0 ||
-				    strcmp(back.email, u.email) != 0)
+				    strcmp(back.email, u.email) != 0 ||
+				    !jansson_agrees(json, len, &u))
 					abort();
 				free(json);
 			} else if (rc >= 0 || err.message[0] == '\0') {
@@ -46,8 +72,14 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 	} else if (sel == 1) {
 		int64_t us;
 		if (user_parse_time(s, n, &us) == ASIDE_OK) {
+			/* a time that parses is written as the same instant */
 			char buf[40];
-			user_format_time(us, buf, sizeof(buf));
+			size_t len = user_format_time(us, buf, sizeof(buf));
+			int64_t back;
+			if (len >= sizeof(buf) ||
+			    user_parse_time(buf, len, &back) != ASIDE_OK ||
+			    back != us)
+				abort();
 		}
 	} else {
 		char *url = malloc(n + 1);

@@ -12,6 +12,7 @@ srcs="$(echo "$top"/src/core/*.c "$top"/src/tiers/*.c) $top/service/user_codec.c
 # seeds: a good user, a partial one, times, URLs
 printf '\000{"id":1,"name":"Ann","email":"ann@example.com","created_at":"2025-01-02T03:04:05.123456Z"}' >"$out/corpus/user"
 printf '\000{"name":"A","email":"a@b.c"}' >"$out/corpus/partial"
+printf '\000{"id":7,"name":"B\\u00e9","email":"b@c.d","created_at":"1970-01-01T00:00:00Z","version":1}' >"$out/corpus/versioned"
 printf '\0012025-11-24T17:30:00+01:30' >"$out/corpus/time"
 printf '\002mem://?capacity=10&ttl_ms=5' >"$out/corpus/url"
 # shellcheck disable=SC2086

@@ -229,22 +229,29 @@ static void times_are_rfc3339(void **state)
 	    {"2025-11-24T14:00:00.5-02:00", 1764000000500000},
 	    {"2025-11-24T16:00:00.123456789Z", 1764000000123456},
 	    {"2024-02-29T00:00:00Z", 1709164800000000},
+	    {"0000-01-01T00:00:00Z", -62167219200000000},
+	    {"0000-01-01T01:00:00+01:00", -62167219200000000},
+	    {"9999-12-31T23:59:59.999999Z", 253402300799999999},
+	    {"9999-12-31T22:59:59.999999-01:00", 253402300799999999},
 	};
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
 		int64_t us = 0;
 		assert_int_equal(user_parse_time(ok[i].s, strlen(ok[i].s), &us),
 				 ASIDE_OK);
 		assert_int_equal(us, ok[i].us);
+		/* and written back as the same instant */
+		int64_t back = 0;
+		size_t n = user_format_time(us, buf, sizeof(buf));
+		assert_int_equal(user_parse_time(buf, n, &back), ASIDE_OK);
+		assert_int_equal(back, us);
 	}
-	const char *bad[] = {"2025-11-24",
-			     "2025-11-24T16:00:00",
-			     "2025-13-01T00:00:00Z",
-			     "2025-02-29T00:00:00Z",
-			     "2025-11-24T24:00:00Z",
-			     "2025-11-24T16:00:00.Z",
-			     "2025-11-24T16:00:00+1:00",
-			     "2025-11-24T16:00:00Zjunk",
-			     "２０25-11-24T16:00:00Z"};
+	const char *bad[] = {
+	    "2025-11-24", "2025-11-24T16:00:00", "2025-13-01T00:00:00Z",
+	    "2025-02-29T00:00:00Z", "2025-11-24T24:00:00Z",
+	    "2025-11-24T16:00:00.Z", "2025-11-24T16:00:00+1:00",
+	    "2025-11-24T16:00:00Zjunk", "２０25-11-24T16:00:00Z",
+	    /* instants outside the years it can write */
+	    "0000-01-01T00:30:00+01:00", "9999-12-31T23:30:00-01:00"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		int64_t us;
 		if (user_parse_time(bad[i], strlen(bad[i]), &us) == ASIDE_OK)
