@@ -276,22 +276,28 @@ typedef struct aside_options {
 /*
  * Opens a cache from a URL:
  *   mem://[?capacity=N][&max_bytes=B][&ttl_ms=T][&jitter_pct=J][&wait_ms=W]
+ *         [&stale_if_error_ms=E]
  *     an in-process cache of at most N entries (default 100000) and, when
  *     given, B bytes; T the default TTL (3600000, one hour); J the TTL jitter
  *     in percent (10: a TTL is drawn from [T*(1-J/100), T]); W the longest a
  *     reader waits for another thread's load (5000), from when it joined or
  *     from when that load began reading the source, whichever is later (and
  *     once more, as long as it lost, if its process was stopped meanwhile).
+ *     With E, an entry is kept up to E ms past its expiry, and a read whose
+ *     load fails (or hangs past W) gets that expired copy rather than the
+ *     error: never a copy a write has invalidated (default: off).
  *   redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?l1=N][&l1_max_bytes=B]
  *           [&l1_ttl_ms=L][&connect_timeout_ms=C][&timeout_ms=T][&pool=P]
  *           [&lease_ms=M][&l1_bound_ms=D][&tomb_ms=X][&stale_ms=S]
+ *           [&stale_if_error_ms=E]
  *     Redis as a shared tier (port 6379, db 0, timeouts 250 ms, a pool of 16
  *     connections; USER an ACL user, else the default user), with an
  *     in-process tier of N entries in front when l1 is given.  Every
  *     invalidation is published on Redis, and caches with an L1 drop the key
  *     when they hear it; an L1 entry is kept at most L ms (default 60000) in
- *     case a message is lost.  An unreachable Redis is not an error: reads go
- *     to the loader until it answers.
+ *     case a message is lost.  An unreachable Redis is not an error: reads
+ *     go to the loader until it answers.  E keeps the L1's expired entries
+ *     as stale copies, as for mem:// (it needs the L1: l1=N).
  * Returns ASIDE_OK, ASIDE_EURL (with the reason in err), ASIDE_ENOMEM.
  */
 int aside_cache_open(const char *url, aside_cache **out, aside_error *err);
@@ -483,6 +489,9 @@ typedef struct aside_metrics {
 	/* Of tier_errors, those a tier refused at once while it held its
 	 * server for down (the Redis breaker open), per tier. */
 	uint64_t tier_skipped[ASIDE_TIERS_MAX];
+	/* Misses served the L1's expired copy because their load failed or
+	 * hung past wait_ms (stale_if_error_ms); counted in misses too. */
+	uint64_t stale_on_error;
 } aside_metrics;
 
 /* Fills *m with a consistent-enough snapshot (counters are read one by one). */

@@ -47,6 +47,7 @@ struct flight {
 	unsigned wanted;  /* the read the latest joiner needs (1-based) */
 	int status;
 	int source; /* tier index that served it, or -1 for the loader */
+	bool stale; /* result: the L1's expired copy, the load having failed */
 	aside_value *result;
 	aside_error err;
 	/* When the leader's latest load from the source began (monotonic
@@ -87,6 +88,9 @@ struct aside_cache {
 	void *l1;    /* tiers[0].self when it is the mem tier, else NULL */
 	bool leases; /* a tier is shared with other processes, with leases */
 	bool serve_stale; /* take a stale copy rather than wait for a lease */
+	/* The L1 keeps expired entries as stale copies for a load that fails
+	 * (stale_if_error_ms). */
+	bool stale_if_error;
 	/* L1 over Redis: served only while the invalidation subscription
 	 * confirmed within l1_bound_us that it missed nothing. */
 	_Atomic int64_t *confirmed;
@@ -175,6 +179,7 @@ static int param(void *ctx, const char *k, size_t klen, const char *v,
 	    {"tomb_ms", &p->r.tomb_ms, 1, 86400 * 1000, 2},
 	    {"stale_ms", &p->r.stale_ms, 0, 86400 * 1000, 2},
 	    {"l1_bound_ms", &p->l1_bound_ms, 0, 3600 * 1000, 2},
+	    {"stale_if_error_ms", &p->l1.stale_ms, 1, 365ull * 86400 * 1000, 0},
 	    {"ttl_ms", &p->ttl_ms, 1, 100ull * 365 * 86400 * 1000, 0},
 	    {"jitter_pct", &p->jitter_pct, 0, 100, 0},
 	    {"wait_ms", &p->wait_ms, 1, 3600 * 1000, 0},
@@ -373,6 +378,10 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 	rc = aside__parse_query(query, param, &p, err);
 	if (rc != ASIDE_OK)
 		return rc;
+	if (p.l1.stale_ms && !p.l1.capacity)
+		return aside__fail(err, ASIDE_EURL,
+				   "option stale_if_error_ms: the stale copies "
+				   "are kept in process; give l1=N too");
 	if (redis_l1 && p.l1.capacity && !p.l1.max_ttl_ms)
 		p.l1.max_ttl_ms =
 		    60000; /* a lost invalidation heals in 1 min */
@@ -400,6 +409,7 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 		if (rc != ASIDE_OK)
 			goto fail;
 		c->l1 = c->tiers[c->ntiers++].self;
+		c->stale_if_error = p.l1.stale_ms > 0;
 	}
 	if (p.redis) {
 		p.r.log = c->log;
@@ -880,6 +890,26 @@ static bool fill_tiers(aside_cache *c, struct flight *f, aside_value *v,
 }
 
 /*
+ * The L1's expired copy of key, kept for a load that fails
+ * (stale_if_error_ms), with a reference; false if there is none to serve:
+ * none kept, none decodable, or the L1 not trusted now.
+ */
+static bool stale_copy(aside_cache *c, const char *key, size_t klen,
+		       uint64_t hash, const aside_loader *ld, aside_value **out)
+{
+	aside_value *v = NULL;
+	if (!c->stale_if_error || !l1_trusted(c) ||
+	    aside__mem_stale(c->l1, key, klen, hash, now_of(c), &v) != ASIDE_OK)
+		return false;
+	if (decode_or_drop(c, 0, ld, v, hash) != ASIDE_OK) {
+		aside_value_unref(v);
+		return false;
+	}
+	*out = v;
+	return true;
+}
+
+/*
  * Runs the load of a flight this thread leads, stores it, wakes waiters.
  *
  * With a shared tier (leases), a result must also be fresh for readers in
@@ -1010,7 +1040,20 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 		v = NULL;
 	}
 
+	/* The load failed: the L1's expired copy, if it keeps one. */
+	aside_value *old = NULL;
+	if (rc < 0 && !stale_copy(c, f->key, f->klen, f->hash, ld, &old))
+		old = NULL;
+
 	pthread_mutex_lock(&sh->lock);
+	/* Not once a write voided the flight: the copy predates the write,
+	 * and a reader may have joined after it. */
+	if (old && !f->voided) {
+		rc = ASIDE_OK;
+		v = old;
+		old = NULL;
+		f->stale = true;
+	}
 	f->filling = false;
 	f->done = true;
 	f->status = rc;
@@ -1020,6 +1063,7 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 	flight_unlink_locked(sh, f);
 	pthread_cond_broadcast(&f->cond);
 	pthread_mutex_unlock(&sh->lock);
+	aside_value_unref(old);
 }
 
 int aside_cache_peek(aside_cache *c, const char *key, size_t klen,
@@ -1142,10 +1186,19 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 		}
 		atomic_fetch_sub_explicit(&c->waiting, 1, memory_order_relaxed);
 		if (!f->done) {
+			bool voided = f->voided;
 			flight_unref_locked(f);
 			pthread_mutex_unlock(&sh->lock);
 			aside__count(st, ASIDE__C_misses, 1);
 			aside__count(st, ASIDE__C_wait_timeouts, 1);
+			/* A load that hangs fails its waiters as one that
+			 * errs would: the L1's expired copy, if it keeps one
+			 * and no write voided the flight. */
+			if (!voided &&
+			    stale_copy(c, key, klen, hash, ld, out)) {
+				aside__count(st, ASIDE__C_stale_on_error, 1);
+				return ASIDE_OK;
+			}
 			return aside__fail(
 			    err, ASIDE_ETIMEDOUT,
 			    "waited %lld ms for another reader's load",
@@ -1160,8 +1213,11 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 	if (rc < 0 && err)
 		*err = f->err;
 	int source = f->source;
+	bool stale = f->stale;
 	flight_unref_locked(f);
 	pthread_mutex_unlock(&sh->lock);
+	if (stale)
+		aside__count(st, ASIDE__C_stale_on_error, 1);
 	if (source >= 0) {
 		aside__count(st, ASIDE__C_tier_hit0 + source, 1);
 	} else {
@@ -1543,6 +1599,7 @@ void aside_cache_metrics(aside_cache *c, aside_metrics *m)
 	m->fills_refused = sum[ASIDE__C_fills_refused];
 	m->lease_timeouts = sum[ASIDE__C_lease_timeouts];
 	m->stale_served = sum[ASIDE__C_stale_served];
+	m->stale_on_error = sum[ASIDE__C_stale_on_error];
 	m->corrupt = sum[ASIDE__C_corrupt];
 	m->tier_errors = sum[ASIDE__C_tier_errors];
 	m->load_time_us_sum = sum[ASIDE__C_load_time_us_sum];

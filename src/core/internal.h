@@ -348,6 +348,9 @@ typedef struct aside__tier_params {
 	uint64_t max_bytes;  /* 0: no byte bound */
 	uint64_t shards;     /* 0: chosen from capacity */
 	uint64_t max_ttl_ms; /* 0: none; else no entry is kept longer */
+	/* How long an entry is kept past its expiry as a stale copy, for a
+	 * load that fails (aside__mem_stale); 0: dropped on sight. */
+	uint64_t stale_ms;
 } aside__tier_params;
 int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 		    aside_error *err);
@@ -393,6 +396,12 @@ void aside__redis_on_back(void *self, int (*fn)(void *), void *ctx);
 /* A fresh entry of the mem tier, without a reference: inside a section. */
 const aside_value *aside__mem_borrow(void *self, const char *key, size_t klen,
 				     uint64_t hash, int64_t now);
+/*
+ * An entry of the mem tier past its expiry but still kept as a stale copy
+ * (stale_ms), with a reference; ASIDE_NOT_FOUND if there is none.
+ */
+int aside__mem_stale(void *self, const char *key, size_t klen, uint64_t hash,
+		     int64_t now, aside_value **out);
 
 /* Metrics: counters striped per thread so that a hit touches no shared line. */
 /* clang-format off: one counter a line; the formatter reflows it each pass */
@@ -421,6 +430,7 @@ const aside_value *aside__mem_borrow(void *self, const char *key, size_t klen,
 	X(fills_refused)                                                       \
 	X(lease_timeouts)                                                      \
 	X(stale_served)                                                        \
+	X(stale_on_error)                                                      \
 	X(corrupt)                                                             \
 	X(tier_errors)                                                         \
 	X(load_time_us_sum)

@@ -200,6 +200,10 @@ size_t aside_metrics_prometheus(const aside_metrics *m, const char *prefix,
 		"Stale copies served instead of waiting for another process's "
 		"load (stale_ms).",
 		m->stale_served);
+	counter(&o, prefix, "stale_on_error_total",
+		"Expired copies served because their load failed "
+		"(stale_if_error_ms).",
+		m->stale_on_error);
 	counter(&o, prefix, "evictions_total",
 		"Entries evicted by the in-process tier.", m->evictions);
 	counter(&o, prefix, "corrupt_entries_total",

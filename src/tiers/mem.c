@@ -156,8 +156,9 @@ struct shard {
 	_Atomic uint64_t *region;
 	_Atomic uint32_t mask;
 	uint32_t max_mask;
-	uint32_t cap;		/* entries */
-	size_t max_bytes;	/* 0: unbounded */
+	uint32_t cap;	  /* entries */
+	size_t max_bytes; /* 0: unbounded */
+	int64_t stale_us; /* kept this long past expiry (aside__mem_stale) */
 	_Atomic uint32_t count; /* written under lock */
 	size_t bytes;		/* guarded by lock */
 	struct queue q[NSEGMENTS];
@@ -212,6 +213,20 @@ static inline bool expired(const aside_value *v, int64_t now)
 	int64_t at =
 	    atomic_load_explicit(&v->l1_expires_us, memory_order_relaxed);
 	return at != 0 && now >= at;
+}
+
+/*
+ * Past the time this L1 keeps it at all: its expiry, and then as long
+ * again as a stale copy is kept (stale_ms).  The policy drops such an
+ * entry on sight; one that is only expired waits for its turn, as a
+ * stale copy that a failed load may still serve.
+ */
+static inline bool dead(const struct shard *sh, const aside_value *v,
+			int64_t now)
+{
+	int64_t at =
+	    atomic_load_explicit(&v->l1_expires_us, memory_order_relaxed);
+	return at != 0 && now >= at && now - at >= sh->stale_us;
 }
 
 /* ---- the sketch --------------------------------------------------------- */
@@ -424,6 +439,37 @@ const aside_value *aside__mem_borrow(void *self, const char *key, size_t klen,
 	return lookup(self, key, klen, hash, now);
 }
 
+int aside__mem_stale(void *self, const char *key, size_t klen, uint64_t hash,
+		     int64_t now, aside_value **out)
+{
+	struct shard *sh = shard_of(self, hash);
+	if (sh->stale_us == 0 || !aside__read_begin())
+		return ASIDE_NOT_FOUND;
+	uint32_t mask = atomic_load_explicit(&sh->mask, memory_order_acquire);
+	_Atomic uint64_t *slots = table_of(sh, mask);
+	aside_value *v = NULL;
+	for (uint32_t i = (uint32_t)hash & mask;; i = (i + 1) & mask) {
+		uint64_t w =
+		    atomic_load_explicit(&slots[i], memory_order_acquire);
+		if (!w)
+			break;
+		aside_value *e = slot_value(w);
+		if ((w ^ hash) & ~ADDR_MASK ||
+		    !aside__value_key_eq(e, key, klen) ||
+		    !atomic_load_explicit(&e->linked, memory_order_acquire))
+			continue;
+		if (expired(e, now) && !dead(sh, e, now) &&
+		    aside__value_tryref(e))
+			v = e;
+		break;
+	}
+	aside__read_end();
+	if (!v)
+		return ASIDE_NOT_FOUND;
+	*out = v;
+	return ASIDE_OK;
+}
+
 static int mem_get(void *self, const char *key, size_t klen, uint64_t hash,
 		   int64_t now, aside_value **out, aside_error *err)
 {
@@ -536,7 +582,7 @@ static aside_value *window_victim_locked(struct shard *sh, int64_t now)
 		aside_value *v = sh->q[WINDOW].old;
 		if (!v)
 			return NULL;
-		if (expired(v, now)) {
+		if (dead(sh, v, now)) {
 			evict_locked(sh, v);
 			continue;
 		}
@@ -573,7 +619,7 @@ static aside_value *main_victim_locked(struct shard *sh, int64_t now)
 		aside_value *v = sh->q[PROBATION].old;
 		if (!v)
 			break;
-		if (expired(v, now)) {
+		if (dead(sh, v, now)) {
 			evict_locked(sh, v);
 			continue;
 		}
@@ -586,7 +632,7 @@ static aside_value *main_victim_locked(struct shard *sh, int64_t now)
 	}
 	for (uint32_t n = sh->q[PROTECTED].n; n > 0; n--) {
 		aside_value *v = sh->q[PROTECTED].old;
-		if (expired(v, now) || !take_touches(sh, v) || n == 1)
+		if (dead(sh, v, now) || !take_touches(sh, v) || n == 1)
 			return v;
 		queue_unlink(sh, v);
 		queue_push(sh, PROTECTED, v);
@@ -635,6 +681,7 @@ static bool evict_one_locked(struct shard *sh, int64_t now)
 		if (!victim) {
 			evict_locked(sh, cand);
 		} else if (expired(victim, now)) {
+			/* a stale copy gives way to any candidate */
 			evict_locked(sh, victim);
 			queue_unlink(sh, cand);
 			queue_push(sh, PROBATION, cand);
@@ -1076,6 +1123,7 @@ int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 		sh->cap = (uint32_t)(p->capacity / nshards +
 				     (s < p->capacity % nshards));
 		sh->max_bytes = p->max_bytes ? p->max_bytes / nshards : 0;
+		sh->stale_us = (int64_t)p->stale_ms * 1000;
 	}
 	/* Equal regions (sized for the largest shard) in one allocation, so
 	 * that huge pages can cover them all; the sketches and the ghosts in

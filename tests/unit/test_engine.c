@@ -261,6 +261,9 @@ static void open_rejects_bad_urls(void **state)
 	    "mem://?jitter_pct=101",
 	    "mem://?ttl_ms=-5",
 	    "mem://?capacity=2147483648&shards=1", /* over 2^30 */
+	    "mem://?stale_if_error_ms=0",
+	    /* stale copies are kept in process: Redis alone has none */
+	    "redis://127.0.0.1:1?stale_if_error_ms=1000",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		aside_cache *c = NULL;
@@ -516,6 +519,11 @@ typedef struct stress {
 	_Atomic int errors;
 	_Atomic int stop;
 	unsigned seed;
+	/* Every third load fails, and entries expire (stale_if_error_ms):
+	 * readers may get errors, or expired copies, never a copy older
+	 * than a completed write. */
+	_Atomic int failing;
+	_Atomic unsigned loads;
 } stress;
 
 /* A source whose value for key k:i is versions[i]. */
@@ -526,6 +534,8 @@ static int stress_load(void *arg, const char *key, size_t klen,
 	stress *s = arg;
 	int i = key[2] - '0';
 	int ver = atomic_load(&s->versions[i]);
+	if (atomic_load(&s->failing) && atomic_fetch_add(&s->loads, 1) % 3 == 0)
+		return ASIDE_EDB;
 	if (ver % 3 == 0)
 		sched_yield(); /* widen the window between read and fill */
 	char buf[32];
@@ -541,6 +551,8 @@ static void *stress_writer(void *arg)
 		char key[4] = {'k', ':', (char)('0' + i), 0};
 		int ver = atomic_fetch_add(&s->versions[i], 1) + 1;
 		aside_cache_invalidate(s->f->cache, key, 3, NULL);
+		if (atomic_load(&s->failing)) /* past every TTL of 1 ms */
+			atomic_fetch_add(&s->f->clock.now_us, 700);
 		/* versions only grow, so a max is what completed */
 		int cur = atomic_load(&s->completed[i]);
 		while (cur < ver && !atomic_compare_exchange_weak(
@@ -580,15 +592,17 @@ static void *stress_reader(void *arg)
 			struct lent l = {key, floor, false};
 			int rc = aside_cache_read(s->f->cache, key, 3, &ld,
 						  check_lent, &l, NULL);
-			if (rc != ASIDE_OK)
+			if (rc != ASIDE_OK && !atomic_load(&s->failing))
 				atomic_fetch_add(&s->errors, 1);
-			else if (l.stale)
+			else if (rc == ASIDE_OK && l.stale)
 				atomic_fetch_add(&s->stale, 1);
 			continue;
 		}
 		aside_value *v;
 		int rc = aside_cache_get(s->f->cache, key, 3, &ld, &v, NULL);
 		if (rc != ASIDE_OK) {
+			if (atomic_load(&s->failing))
+				continue;
 			fprintf(stderr, "get %s: %s\n", key,
 				aside_status_name(rc));
 			atomic_fetch_add(&s->errors, 1);
@@ -611,12 +625,16 @@ static void *stress_reader(void *arg)
 	return NULL;
 }
 
-static void stress_run(const char *url)
+static void stress_run(const char *url, bool failing)
 {
 	fixture *f = fixture_new(url);
 	stress s;
 	memset(&s, 0, sizeof(s));
 	s.f = f;
+	s.failing = failing;
+	if (failing)
+		assert_int_equal(aside_cache_set_ttl(f->cache, "k", 1, 0),
+				 ASIDE_OK);
 	pthread_t w[2], rd[4];
 	for (int i = 0; i < 4; i++)
 		pthread_create(&rd[i], NULL, stress_reader, &s);
@@ -629,6 +647,9 @@ static void stress_run(const char *url)
 		pthread_join(rd[i], NULL);
 	assert_int_equal(s.errors, 0);
 	assert_int_equal(s.stale, 0);
+	if (failing) /* copies were served, and errors when there was none */
+		assert_true(metrics(f).stale_on_error > 0);
+	atomic_store(&s.failing, 0);
 	/* After the writers stop, the cache agrees with the source. */
 	aside_loader ld = {stress_load, NULL, &s};
 	for (int i = 0; i < 8; i++) {
@@ -645,8 +666,11 @@ static void stress_run(const char *url)
 static void readers_never_see_writes_undone(void **state)
 {
 	(void)state;
-	stress_run("mem://?capacity=1000"); /* no eviction */
-	stress_run("mem://?capacity=4");    /* constant eviction */
+	stress_run("mem://?capacity=1000", false); /* no eviction */
+	stress_run("mem://?capacity=4", false);	   /* constant eviction */
+	/* loads failing, expired copies served in their place */
+	stress_run("mem://?capacity=1000&stale_if_error_ms=60000", true);
+	stress_run("mem://?capacity=4&stale_if_error_ms=60000", true);
 }
 
 /* ---- TTL and namespaces ------------------------------------------------ */
@@ -818,6 +842,113 @@ static void undecodable_entry_is_dropped_and_reloaded(void **state)
 
 /* ---- metrics ----------------------------------------------------------- */
 
+/* ---- stale copies for a load that fails (stale_if_error_ms) ------------ */
+
+/* A key read once with a TTL of 1 s, in a cache that keeps stale copies
+ * 10 s; the clock then 1 s past the expiry. */
+static fixture *stale_fixture(const char *url)
+{
+	fixture *f = fixture_new(url);
+	assert_int_equal(aside_cache_set_ttl(f->cache, "k", 1000, 0), ASIDE_OK);
+	assert_int_equal(get_version(f, "k:1"), 1);
+	f->clock.now_us += 2000 * 1000;
+	return f;
+}
+
+static void stale_copy_served_when_the_load_fails(void **state)
+{
+	(void)state;
+	fixture *f = stale_fixture("mem://?stale_if_error_ms=10000");
+	atomic_store(&f->src.fail, ASIDE_EDB);
+	/* The load fails: the expired copy, not the error. */
+	assert_int_equal(get_version(f, "k:1"), 1);
+	aside_metrics m = metrics(f);
+	assert_int_equal(m.stale_on_error, 1);
+	assert_int_equal(m.load_errors, 1);
+	assert_int_equal(m.misses, 2); /* the first read's, and this one */
+	assert_int_equal(f->src.loads, 2);
+	/* Each read tries the source again, and the copy stays expired: the
+	 * first load that succeeds replaces it. */
+	assert_int_equal(get_version(f, "k:1"), 1);
+	assert_int_equal(f->src.loads, 3);
+	atomic_store(&f->src.fail, 0);
+	f->src.version = 2;
+	assert_int_equal(get_version(f, "k:1"), 2);
+	assert_int_equal(get_version(f, "k:1"), 2);
+	assert_int_equal(f->src.loads, 4);
+	assert_int_equal(metrics(f).stale_on_error, 2);
+	/* A key never read has no copy: the error. */
+	atomic_store(&f->src.fail, ASIDE_EDB);
+	assert_int_equal(get_version(f, "k:2"), ASIDE_EDB);
+	fixture_free(f);
+}
+
+static void stale_copy_has_a_bounded_age(void **state)
+{
+	(void)state;
+	fixture *f = stale_fixture("mem://?stale_if_error_ms=10000");
+	atomic_store(&f->src.fail, ASIDE_EDB);
+	/* 1 s past expiry above; 9.999 s is the last moment it is kept. */
+	f->clock.now_us += 8999 * 1000;
+	assert_int_equal(get_version(f, "k:1"), 1);
+	f->clock.now_us += 1000;
+	assert_int_equal(get_version(f, "k:1"), ASIDE_EDB);
+	assert_int_equal(metrics(f).stale_on_error, 1);
+	fixture_free(f);
+}
+
+static void stale_copy_never_outlives_a_write(void **state)
+{
+	(void)state;
+	fixture *f = stale_fixture("mem://?stale_if_error_ms=10000");
+	assert_int_equal(aside_cache_invalidate(f->cache, "k:1", 3, NULL),
+			 ASIDE_OK);
+	atomic_store(&f->src.fail, ASIDE_EDB);
+	assert_int_equal(get_version(f, "k:1"), ASIDE_EDB);
+	/* A row the source no longer has is not found, whatever is kept. */
+	atomic_store(&f->src.fail, 0);
+	assert_int_equal(get_version(f, "k:1"), 1);
+	f->clock.now_us += 2000 * 1000;
+	atomic_store(&f->src.not_found, 1);
+	assert_int_equal(get_version(f, "k:1"), -100 - ASIDE_NOT_FOUND);
+	assert_int_equal(metrics(f).stale_on_error, 0);
+	fixture_free(f);
+}
+
+static void stale_copy_off_by_default(void **state)
+{
+	(void)state;
+	fixture *f = stale_fixture("mem://");
+	atomic_store(&f->src.fail, ASIDE_EDB);
+	assert_int_equal(get_version(f, "k:1"), ASIDE_EDB);
+	assert_int_equal(metrics(f).stale_on_error, 0);
+	fixture_free(f);
+}
+
+/* A load that hangs: its waiters give up after wait_ms and take the copy. */
+static void stale_copy_served_when_the_load_hangs(void **state)
+{
+	(void)state;
+	fixture *f = stale_fixture("mem://?stale_if_error_ms=10000&wait_ms=50");
+	f->src.version = 2; /* what the hanging load reads */
+	source_hold_next(&f->src);
+	pthread_t leader;
+	reader r1 = {f, "k:1", 0, {0}};
+	pthread_create(&leader, NULL, read_thread, &r1);
+	source_wait_held(&f->src);
+	reader r2 = {f, "k:1", 0, {0}};
+	read_thread(&r2);
+	assert_int_equal(r2.result, 1);
+	aside_metrics m = metrics(f);
+	assert_int_equal(m.wait_timeouts, 1);
+	assert_int_equal(m.stale_on_error, 1);
+	source_release(&f->src);
+	pthread_join(leader, NULL);
+	assert_int_equal(r1.result, 2);
+	assert_int_equal(get_version(f, "k:1"), 2);
+	fixture_free(f);
+}
+
 static void histogram_quantiles_are_close(void **state)
 {
 	(void)state;
@@ -919,6 +1050,11 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(prometheus_text_has_the_counters,
 					    setup, teardown),
 	    cmocka_unit_test(status_table_names_every_code),
+	    cmocka_unit_test(stale_copy_served_when_the_load_fails),
+	    cmocka_unit_test(stale_copy_has_a_bounded_age),
+	    cmocka_unit_test(stale_copy_never_outlives_a_write),
+	    cmocka_unit_test(stale_copy_off_by_default),
+	    cmocka_unit_test(stale_copy_served_when_the_load_hangs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -56,6 +56,7 @@ typedef struct source {
 	bool gated, inside; /* hold loads at the gate; one is there */
 	const char *value;  /* what a load returns; NULL: not found */
 	_Atomic int loads;
+	_Atomic int fail; /* a status loads fail with; 0: none */
 } source;
 
 static void source_init(source *s, const char *value)
@@ -79,6 +80,8 @@ static int load(void *arg, const char *key, size_t klen, aside_value **out,
 	while (s->gated)
 		pthread_cond_wait(&s->cond, &s->lock);
 	pthread_mutex_unlock(&s->lock);
+	if (atomic_load(&s->fail))
+		return atomic_load(&s->fail);
 	if (!value)
 		return ASIDE_NOT_FOUND;
 	return aside_value_new(key, klen, value, strlen(value), out);
@@ -655,6 +658,45 @@ static void stale_copy_instead_of_waiting(void **state)
 	aside_cache_close(c);
 }
 
+/*
+ * The database fails once a key has expired in both tiers: the L1's
+ * expired copy is served (stale_if_error_ms); another process, whose L1
+ * has none, gets the error; and a write in that other process removes
+ * the copy, so that it is never served after the write.
+ */
+static void stale_copy_when_the_database_fails(void **state)
+{
+	NEED_SERVERS(state);
+	aside_cache *a = open_cache("l1=100&stale_if_error_ms=60000"),
+		    *b = open_cache("l1=100&stale_if_error_ms=60000");
+	assert_int_equal(aside_cache_set_ttl(a, "se", 100, 0), ASIDE_OK);
+	assert_int_equal(aside_cache_set_ttl(b, "se", 100, 0), ASIDE_OK);
+	source s;
+	source_init(&s, "row-1");
+	char got[256], r[256];
+	assert_int_equal(read_key(a, &s, "se:1", got), ASIDE_OK);
+	pause_ms(250); /* past the TTL, in the L1 and in Redis */
+	assert_string_equal(redis1("EXISTS", "se:1", r), "0");
+	atomic_store(&s.fail, ASIDE_EDB);
+	got[0] = '\0';
+	assert_int_equal(read_key(a, &s, "se:1", got), ASIDE_OK);
+	assert_string_equal(got, "row-1");
+	assert_int_equal(metrics(a).stale_on_error, 1);
+	assert_int_equal(s.loads, 2);
+	assert_int_equal(read_key(b, &s, "se:1", got), ASIDE_EDB);
+	/* b's write reaches a's L1 through Redis: no copy after it. */
+	assert_int_equal(aside_cache_invalidate(b, "se:1", 4, NULL), ASIDE_OK);
+	int rc = ASIDE_OK;
+	for (int i = 0; i < 200 && rc == ASIDE_OK; i++) {
+		rc = read_key(a, &s, "se:1", got);
+		if (rc == ASIDE_OK)
+			pause_ms(10);
+	}
+	assert_int_equal(rc, ASIDE_EDB);
+	aside_cache_close(a);
+	aside_cache_close(b);
+}
+
 static long cached_scripts(void)
 {
 	char info[4096];
@@ -811,6 +853,7 @@ int main(int argc, char **argv)
 				   setup),
 	    cmocka_unit_test_setup(newer_tombstone_is_kept, setup),
 	    cmocka_unit_test_setup(stale_copy_instead_of_waiting, setup),
+	    cmocka_unit_test_setup(stale_copy_when_the_database_fails, setup),
 	    cmocka_unit_test_setup(scripts_come_back_after_a_flush, setup),
 	    cmocka_unit_test_setup(processes_and_threads_make_one_load, setup),
 	};
