@@ -398,6 +398,53 @@ static void postgres_restart_under_load(void **state)
 	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
 }
 
+/*
+ * PostgreSQL down: a user whose entry expired is served from the L1's
+ * expired copy (stale_if_error_ms), a user never read gets the database's
+ * error, and once the database is back the next read loads the row again.
+ * PostgreSQL is started again before anything is asserted.
+ */
+static void postgres_down_serves_expired_copies(void **state)
+{
+	fx *f = *state;
+	NEED_OWN_SERVERS(f);
+	aside_cache *c;
+	aside_error err;
+	if (aside_cache_open("mem://?ttl_ms=200&stale_if_error_ms=60000", &c,
+			     &err) != ASIDE_OK)
+		fail_msg("open: %s", err.message);
+	user_service *svc = user_service_new(f->db, c);
+	user a = add_user(f, 1), b = add_user(f, 2), got, stale;
+	assert_int_equal(user_service_get(svc, a.id, &got), ASIDE_OK);
+	pause_ms(300); /* past the TTL */
+	bool stopped = test_services("pg-stop");
+	memset(&stale, 0, sizeof(stale));
+	int rc_a = user_service_get(svc, a.id, &stale);
+	int rc_b = user_service_get(svc, b.id, &got);
+	aside_metrics down = metrics(c);
+	bool started = test_services("pg-start");
+	assert_true(stopped);
+	assert_true(started);
+	assert_int_equal(rc_a, ASIDE_OK);
+	assert_int_equal(stale.id, a.id);
+	assert_string_equal(stale.name, a.name);
+	assert_true(rc_b < 0);
+	assert_int_equal(down.stale_on_error, 1);
+	assert_int_equal(down.load_errors, 2);
+	/* Back: the expired copy is not served again, the row is loaded. */
+	int rc = ASIDE_EDB;
+	for (int i = 0; i < 100 && rc != ASIDE_OK; i++) {
+		rc = user_service_get(svc, a.id, &got);
+		if (rc != ASIDE_OK)
+			pause_ms(50);
+	}
+	assert_int_equal(rc, ASIDE_OK);
+	assert_int_equal(metrics(c).load_ok, down.load_ok + 1);
+	assert_int_equal(metrics(c).stale_on_error, 1);
+	user_service_free(svc);
+	aside_cache_close(c);
+}
+
 /* Sets or clears requirepass, authenticating with `current` if set. */
 static bool set_password(const char *current, const char *next)
 {
@@ -2102,6 +2149,8 @@ int main(void)
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(postgres_restart_under_load, setup,
 					    teardown),
+	    cmocka_unit_test_setup_teardown(postgres_down_serves_expired_copies,
+					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(postgres_errors_keep_their_sqlstate,
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(l1s_stay_coherent, setup, teardown),
