@@ -114,10 +114,21 @@ static int pg_fail(aside_error *err, PGconn *pg, PGresult *res,
 			msg = pg ? PQerrorMessage(pg) : "no connection";
 		snprintf(err->message, sizeof(err->message),
 			 "postgresql: %s: %s", what, msg);
-		/* libpq messages end with a newline */
-		size_t n = strlen(err->message);
-		while (n && (err->message[n - 1] == '\n'))
-			err->message[--n] = '\0';
+		/* libpq's messages end with a newline, and some run on over
+		 * lines ("...failed: Connection refused\n\tIs the server
+		 * running..."): one line, as every message here is. */
+		char *out = err->message;
+		for (const char *in = err->message; *in; in++) {
+			if (*in != '\n') {
+				*out++ = *in;
+				continue;
+			}
+			while (in[1] == '\t' || in[1] == ' ')
+				in++;
+			if (in[1])
+				*out++ = ' ';
+		}
+		*out = '\0';
 	}
 	return ASIDE_EDB;
 }

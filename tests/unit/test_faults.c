@@ -420,7 +420,8 @@ static void postgres_down_serves_expired_copies(void **state)
 	bool stopped = test_services("pg-stop");
 	memset(&stale, 0, sizeof(stale));
 	int rc_a = user_service_get(svc, a.id, &stale);
-	int rc_b = user_service_get(svc, b.id, &got);
+	aside_error eb;
+	int rc_b = user_service_get_ex(svc, b.id, &got, &eb);
 	aside_metrics down = metrics(c);
 	bool started = test_services("pg-start");
 	assert_true(stopped);
@@ -429,6 +430,10 @@ static void postgres_down_serves_expired_copies(void **state)
 	assert_int_equal(stale.id, a.id);
 	assert_string_equal(stale.name, a.name);
 	assert_true(rc_b < 0);
+	/* libpq's message on one line ("...refused Is the server...") */
+	assert_non_null(strstr(eb.message, "postgresql: "));
+	assert_null(strchr(eb.message, '\n'));
+	assert_null(strchr(eb.message, '\t'));
 	assert_int_equal(down.stale_on_error, 1);
 	assert_int_equal(down.load_errors, 2);
 	/* Back: the expired copy is not served again, the row is loaded. */
