@@ -519,6 +519,10 @@ static void usage(FILE *f)
 	       "(errors are always logged)\n"
 	       "  --db-delay-ms N        delay each database read by N ms, "
 	       "standing in for a remote database (default 0)\n"
+	       "  --gate N               a Bloom gate sized for N users: "
+	       "reads of ids no user has\n"
+	       "                         answer 404 without a query "
+	       "(default: none)\n"
 	       "  --help                 this text\n");
 }
 
@@ -556,7 +560,7 @@ int app_serve(int argc, char **argv)
 		cache_url = "mem://";
 	/* Handlers block on the database: more threads than CPUs. */
 	long threads = 4 * sysconf(_SC_NPROCESSORS_ONLN), max_conn = 1024,
-	     timeout_s = 30, max_body = 65536, delay_ms = 0;
+	     timeout_s = 30, max_body = 65536, delay_ms = 0, gate = 0;
 	bool access_log = false;
 	static const struct option opts[] = {
 	    {"listen", required_argument, NULL, 'l'},
@@ -568,6 +572,7 @@ int app_serve(int argc, char **argv)
 	    {"max-body", required_argument, NULL, 'b'},
 	    {"access-log", no_argument, NULL, 'a'},
 	    {"db-delay-ms", required_argument, NULL, 'D'},
+	    {"gate", required_argument, NULL, 'g'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0, 0, 0, 0},
 	};
@@ -605,6 +610,9 @@ int app_serve(int argc, char **argv)
 		case 'D':
 			ok = app_long("db-delay-ms", optarg, 0, 60000,
 				      &delay_ms);
+			break;
+		case 'g':
+			ok = app_long("gate", optarg, 1, 1L << 34, &gate);
 			break;
 		case 'h':
 			usage(stdout);
@@ -656,6 +664,11 @@ int app_serve(int argc, char **argv)
 		repo = slow_repo_wrap(&slow, s->db, delay_ms * 1000);
 	if (!(s->svc = user_service_new(repo, s->cache))) {
 		fprintf(stderr, "aside serve: out of memory\n");
+		goto out;
+	}
+	if (gate &&
+	    user_service_gate(s->svc, (uint64_t)gate, 0, &err) != ASIDE_OK) {
+		fprintf(stderr, "aside serve: gate: %s\n", err.message);
 		goto out;
 	}
 

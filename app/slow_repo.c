@@ -8,6 +8,8 @@
 #include "app.h"
 
 #include <errno.h>
+#include <stdio.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -147,10 +149,27 @@ static int outbox_done_many(void *self, const int64_t *rows, int n,
 	return rc;
 }
 
+static int each_id(void *self, int (*fn)(void *arg, int64_t id), void *arg,
+		   aside_error *err)
+{
+	struct slow_repo *w = self;
+	if (!w->inner.ops->each_id) {
+		if (err) {
+			memset(err, 0, sizeof(*err));
+			err->code = ASIDE_EINVAL;
+			snprintf(err->message, sizeof(err->message),
+				 "the repository cannot list its users");
+		}
+		return ASIDE_EINVAL;
+	}
+	return w->inner.ops->each_id(w->inner.self, fn, arg, err);
+}
+
 #define SLOW_OPS                                                               \
 	.get = get, .create = create, .update = update, .remove = remove_,     \
 	.close = close_, .get_ex = get_ex, .create_ex = create_ex,             \
-	.update_ex = update_ex, .remove_ex = remove_ex, .ping = ping
+	.update_ex = update_ex, .remove_ex = remove_ex, .ping = ping,          \
+	.each_id = each_id
 
 static const user_repo_ops slow_ops = {SLOW_OPS};
 static const user_repo_ops slow_ops_outbox = {

@@ -474,6 +474,30 @@ static int pg_ping(void *self, aside_error *err)
 	return res ? ASIDE_OK : ASIDE_EDB;
 }
 
+/* Row by row (libpq's single-row mode): the ids are never all in memory. */
+static int pg_each_id(void *self, int (*fn)(void *arg, int64_t id), void *arg,
+		      aside_error *err)
+{
+	struct conn *c = borrow(self, err);
+	if (!c)
+		return ASIDE_EDB;
+	int ret = ASIDE_OK;
+	if (!PQsendQuery(c->pg, "SELECT id FROM users") ||
+	    !PQsetSingleRowMode(c->pg))
+		ret = pg_fail(err, c->pg, NULL, "listing users");
+	PGresult *res;
+	while ((res = PQgetResult(c->pg)) != NULL) {
+		ExecStatusType st = PQresultStatus(res);
+		if (ret == ASIDE_OK && st == PGRES_SINGLE_TUPLE)
+			ret = fn(arg, strtoll(PQgetvalue(res, 0, 0), NULL, 10));
+		else if (ret == ASIDE_OK && st != PGRES_TUPLES_OK)
+			ret = pg_fail(err, c->pg, res, "listing users");
+		PQclear(res); /* read to the end: the connection is reused */
+	}
+	give_back(self, c);
+	return ret;
+}
+
 static int pg_get0(void *self, int64_t id, user *out)
 {
 	return pg_get(self, id, out, NULL);
@@ -517,6 +541,7 @@ static const user_repo_ops pg_ops = {
     .outbox_pending = pg_pending,
     .outbox_done = pg_done,
     .outbox_done_many = pg_done_many,
+    .each_id = pg_each_id,
 };
 
 static bool number(const char *s, long lo, long hi, long *out)

@@ -416,6 +416,26 @@ static int sq_ping(void *self, aside_error *err)
 	return ret;
 }
 
+static int sq_each_id(void *self, int (*fn)(void *arg, int64_t id), void *arg,
+		      aside_error *err)
+{
+	struct conn *c = borrow(self, err);
+	if (!c)
+		return ASIDE_EDB;
+	sqlite3_stmt *st = NULL;
+	int rc =
+	    sqlite3_prepare_v2(c->db, "SELECT id FROM users", -1, &st, NULL);
+	int ret = rc == SQLITE_OK ? ASIDE_OK
+				  : db_fail(err, c->db, rc, "listing users");
+	while (ret == ASIDE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW)
+		ret = fn(arg, sqlite3_column_int64(st, 0));
+	if (ret == ASIDE_OK && rc != SQLITE_DONE)
+		ret = db_fail(err, c->db, rc, "listing users");
+	sqlite3_finalize(st);
+	give_back(self, c, ret == ASIDE_EDB && is_broken(rc));
+	return ret;
+}
+
 static int sq_get0(void *self, int64_t id, user *out)
 {
 	return sq_get(self, id, out, NULL);
@@ -459,6 +479,7 @@ static const user_repo_ops sqlite_ops = {
     .outbox_pending = sq_pending,
     .outbox_done = sq_done,
     .outbox_done_many = sq_done_many,
+    .each_id = sq_each_id,
 };
 
 int repo__sqlite_open(const char *path, user_repo *out, aside_error *err)

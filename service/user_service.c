@@ -591,6 +591,40 @@ int user_service_delete_ex(user_service *s, int64_t id, aside_error *err)
 	return change(s, USER_REPO_REMOVE, &gone, err);
 }
 
+/* ---- the gate ---------------------------------------------------------- */
+
+static int gate_add_user(void *arg, int64_t id)
+{
+	char key[32];
+	size_t klen = user_cache_key(id, key);
+	return aside_cache_gate_add(arg, key, klen);
+}
+
+static int gate_fill_users(void *arg, aside_cache *c, aside_error *err)
+{
+	user_service *s = arg;
+	return s->db.ops->each_id(s->db.self, gate_add_user, c, err);
+}
+
+int user_service_gate(user_service *s, uint64_t expected_users,
+		      int64_t refill_ms, aside_error *err)
+{
+	if (!s)
+		return fail(err, ASIDE_EINVAL);
+	if (!s->db.ops->each_id) {
+		if (err) {
+			memset(err, 0, sizeof(*err));
+			err->code = ASIDE_EINVAL;
+			snprintf(err->message, sizeof(err->message),
+				 "the repository cannot list its users "
+				 "(no each_id): no gate");
+		}
+		return ASIDE_EINVAL;
+	}
+	return aside_cache_gate(s->cache, "user", expected_users, refill_ms,
+				gate_fill_users, s, err);
+}
+
 int user_service_get(user_service *s, int64_t id, user *out)
 {
 	return user_service_get_ex(s, id, out, NULL);

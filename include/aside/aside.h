@@ -406,6 +406,38 @@ int aside_cache_invalidate_late_many(aside_cache *c, const char *const *keys,
 				     aside_error *err);
 
 /*
+ * A Bloom gate for the keys of namespace ns ("user" gates "user:42"): a
+ * read that misses the L1 on a key the gate was never told of returns
+ * ASIDE_NOT_FOUND at once, with no lookup in a shared tier and no load, so
+ * that reads of keys that do not exist cost the database nothing.  It is
+ * told of keys by fill, which must call aside_cache_gate_add for every key
+ * of ns that exists (scanning the database, say), and by every
+ * invalidation of a key of ns, here or, through the subscription, in
+ * another process: write the row, then invalidate its key, as always, and
+ * a read that begins after that invalidation returned gets past the gate.
+ * About 1% of the keys that do not exist get past it too, and are loaded
+ * (the filter has 10 bits a key of expected_keys; more keys than that make
+ * it let more through).
+ *
+ * fill runs now, and again whenever writes may have been missed (the
+ * subscription dropped; until then the gate lets every key through), and,
+ * if refill_ms > 0, every refill_ms, for keys written without an
+ * invalidation through aside.  A fill that is due runs in the reader that
+ * finds it so.  Over Redis the cache needs its L1 (l1=N), and the gate
+ * shuts only while the L1 may be read.  One gate a cache.
+ * Returns ASIDE_OK, ASIDE_EINVAL, ASIDE_ENOMEM, or fill's error (the gate
+ * is then open to every key until a fill succeeds, tried again each
+ * second).
+ */
+typedef int (*aside_gate_fill_fn)(void *arg, aside_cache *c, aside_error *err);
+int aside_cache_gate(aside_cache *c, const char *ns, uint64_t expected_keys,
+		     int64_t refill_ms, aside_gate_fill_fn fill, void *arg,
+		     aside_error *err);
+/* Tells the gate that key exists.  ASIDE_OK, or ASIDE_EINVAL if no gate
+ * covers it. */
+int aside_cache_gate_add(aside_cache *c, const char *key, size_t klen);
+
+/*
  * Namespaces are the part of a key before its first ':' ("user" for
  * "user:42").  Sets the TTL and jitter for one; ttl_ms > 0, jitter_pct in
  * [0, 100].  Returns ASIDE_OK, ASIDE_EINVAL or ASIDE_ENOMEM.
@@ -458,8 +490,9 @@ uint64_t aside_hist_bucket_low_us(int bucket);
 
 /*
  * A snapshot of a cache's counters.  hits + misses = reads; a miss either
- * ran a load (loads), waited for another reader's (shared_loads), or timed
- * out waiting (wait_timeouts).  loads = load_ok + not_found + load_errors.
+ * ran a load (loads), waited for another reader's (shared_loads), timed
+ * out waiting (wait_timeouts), or was turned away by the gate
+ * (gate_rejects).  loads = load_ok + not_found + load_errors.
  */
 typedef struct aside_metrics {
 	uint64_t hits, misses;
@@ -492,6 +525,11 @@ typedef struct aside_metrics {
 	/* Misses served the L1's expired copy because their load failed or
 	 * hung past wait_ms (stale_if_error_ms); counted in misses too. */
 	uint64_t stale_on_error;
+	/* The gate (aside_cache_gate): reads it answered NOT_FOUND, fills
+	 * run, whether it shuts now, and its filter's size. */
+	uint64_t gate_rejects, gate_fills;
+	int gate_armed;
+	size_t gate_bytes;
 } aside_metrics;
 
 /* Fills *m with a consistent-enough snapshot (counters are read one by one). */

@@ -84,6 +84,13 @@ typedef struct user_repo_ops {
 	 */
 	int (*outbox_done_many)(void *self, const int64_t *rows, int n,
 				aside_error *err);
+	/*
+	 * Appended, optional: calls fn with the id of every user, stopping at
+	 * the first status fn returns that is not ASIDE_OK (and returning
+	 * it).  For the gate (user_service_gate).
+	 */
+	int (*each_id)(void *self, int (*fn)(void *arg, int64_t id), void *arg,
+		       aside_error *err);
 } user_repo_ops; /* more members may be appended after these */
 
 typedef struct user_repo {
@@ -115,6 +122,21 @@ typedef struct user_service_metrics { /* seed: ServiceMetrics */
  * the service.  Returns NULL when out of memory.
  */
 user_service *user_service_new(user_repo db, aside_cache *cache);
+
+/*
+ * Puts a Bloom gate before the database (aside_cache_gate on namespace
+ * "user"): a read of an id no user has, once the L1 misses, answers
+ * ASIDE_NOT_FOUND without a query (about 1% of such ids still get one).
+ * The gate is filled from the repository's each_id, now and again whenever
+ * the cache may have missed another process's write, and every refill_ms
+ * if that is not 0 (for users written by other programs, not through a
+ * service); creates reach it through their invalidation.  expected_users
+ * sizes it (10 bits a user).  Returns ASIDE_OK, ASIDE_EINVAL (the
+ * repository cannot list its users, or the cache cannot have a gate: err
+ * says why), ASIDE_ENOMEM, or the database's error.
+ */
+int user_service_gate(user_service *s, uint64_t expected_users,
+		      int64_t refill_ms, aside_error *err);
 
 /*
  * seed: GetUser.  ASIDE_OK and *out filled, ASIDE_NOT_FOUND, ASIDE_EBADID for

@@ -113,6 +113,18 @@ struct aside_cache {
 	struct ns_policy *ns; /* guarded by ns_lock */
 	_Atomic int64_t waiting;
 
+	/* The Bloom gate (aside_cache_gate); NULL: none.  Set once. */
+	struct aside__gate *_Atomic gate;
+	aside_gate_fill_fn gate_fill;
+	void *gate_arg;
+	int64_t gate_refill_us; /* 0: only after a possible loss */
+	/* Every key that exists has been added (a fill ran, and no write
+	 * can have been missed since it began). */
+	_Atomic bool gate_armed;
+	_Atomic bool gate_filling;    /* a reader runs the fill */
+	_Atomic uint64_t gate_gen;    /* bumped when writes may be missed */
+	_Atomic int64_t gate_next_us; /* next fill (monotonic µs) */
+
 	struct flight_shard flights[FLIGHT_SHARDS];
 	struct aside__stripe stripes[ASIDE__STRIPES];
 };
@@ -318,6 +330,11 @@ int aside_cache_shared(const aside_cache *c)
 static void deaf(void *ctx)
 {
 	aside_cache *c = ctx;
+	/* Creates among them: the gate lets everything through until a
+	 * fill begun after this has run (gate_ready). */
+	atomic_fetch_add(&c->gate_gen, 1);
+	atomic_store(&c->gate_armed, false);
+	atomic_store(&c->gate_next_us, 0);
 	aside__mem_clear(c->l1);
 	aside__count(stripe(c), ASIDE__C_l1_flushes, 1);
 }
@@ -458,6 +475,7 @@ void aside_cache_close(aside_cache *c)
 		free(n->name);
 		free(n);
 	}
+	aside__gate_free(atomic_load(&c->gate));
 	pthread_mutex_destroy(&c->ns_lock);
 	pthread_mutex_destroy(&c->hook_lock);
 	for (int i = 0; i < FLIGHT_SHARDS; i++)
@@ -1066,6 +1084,115 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 	aside_value_unref(old);
 }
 
+/* ---- the Bloom gate ---------------------------------------------------- */
+
+#define GATE_RETRY_US 1000000 /* after a fill that failed */
+
+/*
+ * Runs the application's fill, which adds every key that exists.  The gate
+ * is armed only if no write can have been missed since the fill began (no
+ * deaf() meanwhile).  One fill at a time; false if another runs.
+ */
+static int gate_fill(aside_cache *c, aside_error *err)
+{
+	bool no = false;
+	if (!atomic_compare_exchange_strong(&c->gate_filling, &no, true))
+		return ASIDE_OK;
+	uint64_t gen = atomic_load(&c->gate_gen);
+	int64_t t0 = aside__mono_us();
+	aside_error ferr;
+	aside_error_clear(&ferr);
+	int rc = c->gate_fill(c->gate_arg, c, &ferr);
+	aside__count(stripe(c), ASIDE__C_gate_fills, 1);
+	if (rc == ASIDE_OK && atomic_load(&c->gate_gen) != gen) {
+		atomic_store(&c->gate_next_us, 0); /* missed some: again */
+	} else if (rc == ASIDE_OK) {
+		atomic_store(&c->gate_armed, true);
+		atomic_store(&c->gate_next_us, c->gate_refill_us
+						   ? t0 + c->gate_refill_us
+						   : INT64_MAX);
+	} else {
+		atomic_store(&c->gate_next_us, t0 + GATE_RETRY_US);
+		if (c->log)
+			c->log(c->log_ctx, ASIDE_LOG_WARN,
+			       "the gate's fill failed; it lets every key "
+			       "through until a fill succeeds");
+		if (err)
+			*err = ferr;
+		if (rc > 0)
+			rc = ASIDE_EINTERNAL;
+	}
+	atomic_store(&c->gate_filling, false);
+	return rc;
+}
+
+/*
+ * Whether the gate says key certainly does not exist.  Only while it is
+ * armed, and, over a shared tier, only while the subscription that brings
+ * other processes' writes has confirmed it missed nothing (l1_trusted).
+ * A reader that finds a fill due runs it (one reader: the others pass).
+ */
+static bool gate_shuts(aside_cache *c, const char *key, size_t klen,
+		       uint64_t hash)
+{
+	struct aside__gate *g =
+	    atomic_load_explicit(&c->gate, memory_order_acquire);
+	if (!g || !aside__gate_covers(g, key, klen) || !l1_trusted(c))
+		return false;
+	if (aside__mono_us() >= atomic_load(&c->gate_next_us))
+		gate_fill(c, NULL);
+	return atomic_load(&c->gate_armed) && !aside__gate_maybe(g, hash);
+}
+
+int aside_cache_gate(aside_cache *c, const char *ns, uint64_t expected_keys,
+		     int64_t refill_ms, aside_gate_fill_fn fill, void *arg,
+		     aside_error *err)
+{
+	if (!c || !ns || !*ns || strchr(ns, ':') || !fill ||
+	    expected_keys == 0 || expected_keys > (1ull << 34) || refill_ms < 0)
+		return aside__fail(err, ASIDE_EINVAL,
+				   "aside_cache_gate: bad arguments");
+	if (c->leases && !c->l1)
+		return aside__fail(err, ASIDE_EINVAL,
+				   "a gate over a shared tier needs its L1 "
+				   "(l1=N): other processes' writes reach the "
+				   "gate through the L1's subscription");
+	struct aside__gate *g = aside__gate_new(ns, expected_keys);
+	if (!g)
+		return aside__fail(err, ASIDE_ENOMEM, "out of memory");
+	/* The fields first, then the gate that readers load (acquire). */
+	pthread_mutex_lock(&c->ns_lock);
+	bool taken = atomic_load(&c->gate) != NULL;
+	if (!taken) {
+		c->gate_fill = fill;
+		c->gate_arg = arg;
+		c->gate_refill_us = refill_ms * 1000;
+		atomic_store(&c->gate_next_us, 0);
+		atomic_store_explicit(&c->gate, g, memory_order_release);
+	}
+	pthread_mutex_unlock(&c->ns_lock);
+	if (taken) {
+		aside__gate_free(g);
+		return aside__fail(err, ASIDE_EINVAL,
+				   "the cache has a gate already");
+	}
+	/* Over Redis, not before the subscription confirms: a fill begun
+	 * earlier could miss a write heard by no one.  The first reader
+	 * after that fills it. */
+	return l1_trusted(c) ? gate_fill(c, err) : ASIDE_OK;
+}
+
+int aside_cache_gate_add(aside_cache *c, const char *key, size_t klen)
+{
+	if (!c || !key || klen == 0 || klen > ASIDE_KEY_MAX)
+		return ASIDE_EINVAL;
+	struct aside__gate *g = atomic_load(&c->gate);
+	if (!g || !aside__gate_covers(g, key, klen))
+		return ASIDE_EINVAL;
+	aside__gate_add(g, aside_hash(key, klen));
+	return ASIDE_OK;
+}
+
 int aside_cache_peek(aside_cache *c, const char *key, size_t klen,
 		     aside_value **out)
 {
@@ -1111,6 +1238,12 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 			return ASIDE_OK;
 		}
 		aside_value_unref(v);
+	}
+
+	if (gate_shuts(c, key, klen, hash)) {
+		aside__count(st, ASIDE__C_misses, 1);
+		aside__count(st, ASIDE__C_gate_rejects, 1);
+		return ASIDE_NOT_FOUND;
 	}
 
 	struct flight_shard *sh = flight_shard(c, hash);
@@ -1280,6 +1413,11 @@ int aside_cache_read(aside_cache *c, const char *key, size_t klen,
 static int inval_begin(aside_cache *c, const char *key, size_t klen,
 		       uint64_t hash, bool late, aside_error *err)
 {
+	/* A write may have made the key exist: the gate lets it through
+	 * from now on, before the write returns. */
+	struct aside__gate *g = atomic_load(&c->gate);
+	if (g && aside__gate_covers(g, key, klen))
+		aside__gate_add(g, hash);
 	struct flight_shard *sh = flight_shard(c, hash);
 	struct inval *mark = calloc(1, sizeof(*mark));
 	if (mark && !(mark->key = malloc(klen))) {
@@ -1600,6 +1738,11 @@ void aside_cache_metrics(aside_cache *c, aside_metrics *m)
 	m->lease_timeouts = sum[ASIDE__C_lease_timeouts];
 	m->stale_served = sum[ASIDE__C_stale_served];
 	m->stale_on_error = sum[ASIDE__C_stale_on_error];
+	m->gate_rejects = sum[ASIDE__C_gate_rejects];
+	m->gate_fills = sum[ASIDE__C_gate_fills];
+	struct aside__gate *g = atomic_load(&c->gate);
+	m->gate_armed = g && atomic_load(&c->gate_armed);
+	m->gate_bytes = g ? aside__gate_bytes(g) : 0;
 	m->corrupt = sum[ASIDE__C_corrupt];
 	m->tier_errors = sum[ASIDE__C_tier_errors];
 	m->load_time_us_sum = sum[ASIDE__C_load_time_us_sum];

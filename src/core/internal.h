@@ -403,6 +403,16 @@ const aside_value *aside__mem_borrow(void *self, const char *key, size_t klen,
 int aside__mem_stale(void *self, const char *key, size_t klen, uint64_t hash,
 		     int64_t now, aside_value **out);
 
+/* The Bloom gate of a namespace (gate.c). */
+struct aside__gate;
+struct aside__gate *aside__gate_new(const char *ns, uint64_t expected);
+void aside__gate_free(struct aside__gate *g);
+size_t aside__gate_bytes(const struct aside__gate *g);
+bool aside__gate_covers(const struct aside__gate *g, const char *key,
+			size_t klen);
+void aside__gate_add(struct aside__gate *g, uint64_t hash);
+bool aside__gate_maybe(const struct aside__gate *g, uint64_t hash);
+
 /* Metrics: counters striped per thread so that a hit touches no shared line. */
 /* clang-format off: one counter a line; the formatter reflows it each pass */
 #define ASIDE__COUNTERS(X)                                                     \
@@ -431,6 +441,8 @@ int aside__mem_stale(void *self, const char *key, size_t klen, uint64_t hash,
 	X(lease_timeouts)                                                      \
 	X(stale_served)                                                        \
 	X(stale_on_error)                                                      \
+	X(gate_rejects)                                                        \
+	X(gate_fills)                                                          \
 	X(corrupt)                                                             \
 	X(tier_errors)                                                         \
 	X(load_time_us_sum)

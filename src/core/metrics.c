@@ -204,6 +204,12 @@ size_t aside_metrics_prometheus(const aside_metrics *m, const char *prefix,
 		"Expired copies served because their load failed "
 		"(stale_if_error_ms).",
 		m->stale_on_error);
+	counter(&o, prefix, "gate_rejects_total",
+		"Reads the Bloom gate answered not found, with no load.",
+		m->gate_rejects);
+	counter(&o, prefix, "gate_fills_total",
+		"Times the Bloom gate was filled with every existing key.",
+		m->gate_fills);
 	counter(&o, prefix, "evictions_total",
 		"Entries evicted by the in-process tier.", m->evictions);
 	counter(&o, prefix, "corrupt_entries_total",

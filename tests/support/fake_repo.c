@@ -161,12 +161,26 @@ static int p_remove(void *self, int64_t id)
 	return p_answer(p, p->inner.ops->remove(p->inner.self, id));
 }
 
+/* The inner repository's, when it lists its users (the fake one does not). */
+static int p_each_id(void *self, int (*fn)(void *arg, int64_t id), void *arg,
+		     aside_error *err)
+{
+	probe_repo *p = self;
+	if (!p->inner.ops->each_id) {
+		snprintf(err->message, sizeof(err->message),
+			 "the repository cannot list its users");
+		return ASIDE_EINVAL;
+	}
+	return p->inner.ops->each_id(p->inner.self, fn, arg, err);
+}
+
 static const user_repo_ops probe_ops = {
     .get = p_get,
     .create = p_create,
     .update = p_update,
     .remove = p_remove,
     .close = f_close,
+    .each_id = p_each_id,
 };
 
 void probe_repo_init(probe_repo *p, user_repo inner)

@@ -954,6 +954,222 @@ static void stale_copy_served_when_the_load_hangs(void **state)
 	fixture_free(f);
 }
 
+/* ---- the Bloom gate ---------------------------------------------------- */
+
+/* A fill that adds g:0 .. g:n-1, counting its runs; or fails. */
+struct gate_src {
+	int n, fills, fail;
+};
+
+static int gate_fill(void *arg, aside_cache *c, aside_error *err)
+{
+	struct gate_src *g = arg;
+	g->fills++;
+	if (g->fail) {
+		snprintf(err->message, sizeof(err->message), "scan failed");
+		return g->fail;
+	}
+	for (int i = 0; i < g->n; i++) {
+		char key[32];
+		int n = snprintf(key, sizeof(key), "g:%d", i);
+		if (aside_cache_gate_add(c, key, (size_t)n) != ASIDE_OK)
+			return ASIDE_EINTERNAL;
+	}
+	return ASIDE_OK;
+}
+
+static void gate_turns_away_keys_it_was_never_told_of(void **state)
+{
+	fixture *f = *state;
+	struct gate_src g = {.n = 3};
+	aside_error err;
+	assert_int_equal(
+	    aside_cache_gate(f->cache, "g", 1000, 0, gate_fill, &g, &err),
+	    ASIDE_OK);
+	assert_int_equal(g.fills, 1);
+	assert_int_equal(get_version(f, "g:1"), 1);
+	assert_int_equal(f->src.loads, 1);
+	/* No load for a key the gate does not know. */
+	assert_int_equal(get_version(f, "g:7"), -100 - ASIDE_NOT_FOUND);
+	assert_int_equal(f->src.loads, 1);
+	aside_metrics m = metrics(f);
+	assert_int_equal(m.gate_rejects, 1);
+	assert_int_equal(m.misses, 2);
+	assert_int_equal(m.gate_fills, 1);
+	assert_int_equal(m.gate_armed, 1);
+	assert_true(m.gate_bytes >= 1000 * 10 / 8);
+	/* Other namespaces are not gated; nor a bare "g". */
+	assert_int_equal(get_version(f, "h:7"), 1);
+	assert_int_equal(get_version(f, "g"), 1);
+	assert_int_equal(f->src.loads, 3);
+	/* A write invalidates the key: it gets through from then on. */
+	assert_int_equal(aside_cache_invalidate(f->cache, "g:7", 3, NULL),
+			 ASIDE_OK);
+	assert_int_equal(get_version(f, "g:7"), 1);
+	assert_int_equal(f->src.loads, 4);
+	/* So does a key added by hand. */
+	assert_int_equal(aside_cache_gate_add(f->cache, "g:8", 3), ASIDE_OK);
+	assert_int_equal(get_version(f, "g:8"), 1);
+	assert_int_equal(aside_cache_gate_add(f->cache, "h:8", 3),
+			 ASIDE_EINVAL);
+	/* One gate a cache. */
+	assert_int_equal(
+	    aside_cache_gate(f->cache, "h", 1000, 0, gate_fill, &g, &err),
+	    ASIDE_EINVAL);
+	assert_int_equal(metrics(f).gate_rejects, 1);
+}
+
+/* About 1% of absent keys get past a gate holding what it was sized for. */
+static void gate_lets_few_absent_keys_through(void **state)
+{
+	fixture *f = *state;
+	struct gate_src g = {.n = 20000};
+	assert_int_equal(
+	    aside_cache_gate(f->cache, "g", 20000, 0, gate_fill, &g, NULL),
+	    ASIDE_OK);
+	atomic_store(&f->src.not_found, 1);
+	int through = 0;
+	for (int i = 0; i < 20000; i++) {
+		char key[32];
+		snprintf(key, sizeof(key), "g:%d", 1000000 + i);
+		unsigned before = f->src.loads;
+		assert_int_equal(get_version(f, key), -100 - ASIDE_NOT_FOUND);
+		through += f->src.loads != before;
+	}
+	printf("    absent keys let through: %d of 20000\n", through);
+	assert_true(through < 20000 * 2 / 100);
+	assert_int_equal(metrics(f).gate_rejects, 20000 - (uint64_t)through);
+}
+
+static void gate_whose_fill_fails_lets_everything_through(void **state)
+{
+	fixture *f = *state;
+	struct gate_src g = {.n = 3, .fail = ASIDE_EDB};
+	aside_error err;
+	assert_int_equal(
+	    aside_cache_gate(f->cache, "g", 1000, 0, gate_fill, &g, &err),
+	    ASIDE_EDB);
+	assert_string_equal(err.message, "scan failed");
+	assert_int_equal(get_version(f, "g:7"), 1);
+	assert_int_equal(metrics(f).gate_armed, 0);
+	assert_int_equal(metrics(f).gate_rejects, 0);
+}
+
+static void gate_arguments_are_checked(void **state)
+{
+	(void)state;
+	fixture *f = fixture_new("mem://");
+	struct gate_src g = {0};
+	aside_error err;
+	assert_int_equal(
+	    aside_cache_gate(f->cache, "a:b", 1000, 0, gate_fill, &g, &err),
+	    ASIDE_EINVAL);
+	assert_int_equal(
+	    aside_cache_gate(f->cache, "", 1000, 0, gate_fill, &g, &err),
+	    ASIDE_EINVAL);
+	assert_int_equal(
+	    aside_cache_gate(f->cache, "g", 0, 0, gate_fill, &g, &err),
+	    ASIDE_EINVAL);
+	assert_int_equal(
+	    aside_cache_gate(f->cache, "g", 1000, 0, NULL, &g, &err),
+	    ASIDE_EINVAL);
+	assert_int_equal(aside_cache_gate_add(f->cache, "g:1", 3),
+			 ASIDE_EINVAL); /* no gate */
+	fixture_free(f);
+	/* Redis alone hears no other process's writes: no gate. */
+	f = fixture_new("redis://127.0.0.1:1");
+	assert_int_equal(
+	    aside_cache_gate(f->cache, "g", 1000, 0, gate_fill, &g, &err),
+	    ASIDE_EINVAL);
+	assert_non_null(strstr(err.message, "l1=N"));
+	fixture_free(f);
+}
+
+/*
+ * Writers create keys (invalidate them, as a write does) while readers
+ * read keys whose create has returned: the gate never turns one away.
+ */
+struct gate_stress {
+	fixture *f;
+	_Atomic int created; /* g:0 .. g:created-1 exist */
+	_Atomic int stop, turned_away, reads;
+};
+
+static int gate_stress_load(void *arg, const char *key, size_t klen,
+			    aside_value **out, aside_error *err)
+{
+	(void)err;
+	struct gate_stress *s = arg;
+	char id[16] = {0}; /* the key is not NUL-terminated */
+	memcpy(id, key + 2,
+	       klen - 2 < sizeof(id) - 1 ? klen - 2 : sizeof(id) - 1);
+	if (atoi(id) >= atomic_load(&s->created))
+		return ASIDE_NOT_FOUND;
+	return aside_value_new(key, klen, "x", 1, out);
+}
+
+static void *gate_creator(void *arg)
+{
+	struct gate_stress *s = arg;
+	for (int i = 0; i < 4000; i++) {
+		char key[32];
+		int n = snprintf(key, sizeof(key), "g:%d", i);
+		atomic_store(&s->created, i + 1); /* the row, then the key */
+		aside_cache_invalidate(s->f->cache, key, (size_t)n, NULL);
+		sched_yield(); /* readers in between */
+	}
+	return NULL;
+}
+
+static void *gate_reader(void *arg)
+{
+	struct gate_stress *s = arg;
+	aside_loader ld = {gate_stress_load, NULL, s};
+	unsigned r = (unsigned)(uintptr_t)pthread_self();
+	while (!atomic_load(&s->stop)) {
+		int done =
+		    atomic_load(&s->created) - 1; /* its create returned
+						     once the next began */
+		if (done <= 0)
+			continue;
+		r = r * 1103515245 + 12345;
+		char key[32];
+		int n = snprintf(key, sizeof(key), "g:%d",
+				 (int)((r >> 8) % (unsigned)done));
+		aside_value *v;
+		int rc =
+		    aside_cache_get(s->f->cache, key, (size_t)n, &ld, &v, NULL);
+		if (rc == ASIDE_OK)
+			aside_value_unref(v);
+		else
+			atomic_fetch_add(&s->turned_away, 1);
+		atomic_fetch_add(&s->reads, 1);
+	}
+	return NULL;
+}
+
+static void gate_never_turns_away_a_created_key(void **state)
+{
+	(void)state;
+	fixture *f = fixture_new("mem://?capacity=64");
+	struct gate_stress s = {.f = f};
+	struct gate_src none = {0};
+	assert_int_equal(
+	    aside_cache_gate(f->cache, "g", 4000, 0, gate_fill, &none, NULL),
+	    ASIDE_OK);
+	pthread_t w, rd[3];
+	for (int i = 0; i < 3; i++)
+		pthread_create(&rd[i], NULL, gate_reader, &s);
+	pthread_create(&w, NULL, gate_creator, &s);
+	pthread_join(w, NULL);
+	atomic_store(&s.stop, 1);
+	for (int i = 0; i < 3; i++)
+		pthread_join(rd[i], NULL);
+	printf("    %d reads of created keys\n", atomic_load(&s.reads));
+	assert_int_equal(atomic_load(&s.turned_away), 0);
+	fixture_free(f);
+}
+
 static void histogram_quantiles_are_close(void **state)
 {
 	(void)state;
@@ -1060,6 +1276,14 @@ int main(void)
 	    cmocka_unit_test(stale_copy_never_outlives_a_write),
 	    cmocka_unit_test(stale_copy_off_by_default),
 	    cmocka_unit_test(stale_copy_served_when_the_load_hangs),
+	    cmocka_unit_test_setup_teardown(
+		gate_turns_away_keys_it_was_never_told_of, setup, teardown),
+	    cmocka_unit_test_setup_teardown(gate_lets_few_absent_keys_through,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		gate_whose_fill_fails_lets_everything_through, setup, teardown),
+	    cmocka_unit_test(gate_arguments_are_checked),
+	    cmocka_unit_test(gate_never_turns_away_a_created_key),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

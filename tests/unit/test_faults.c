@@ -2010,6 +2010,53 @@ static void dropped_subscription_flushes_l1(void **state)
 	aside_cache_close(c2);
 }
 
+/*
+ * The gate after a dropped subscription: a user written with no
+ * invalidation (as if its message were lost) is turned away; once the
+ * cache may have missed messages, the gate lets everything through, and
+ * the first read after the subscription is back fills it again from the
+ * database, which has the user.
+ */
+static void gate_refills_after_a_dropped_subscription(void **state)
+{
+	fx *f = *state;
+	NEED_OWN_SERVERS(f);
+	aside_error err;
+	assert_int_equal(user_service_gate(f->svc, 1000, 0, &err), ASIDE_OK);
+	user got, lost;
+	memset(&lost, 0, sizeof(lost));
+	snprintf(lost.name, sizeof(lost.name), "Unheard");
+	snprintf(lost.email, sizeof(lost.email), "unheard@example.com");
+	/* Any read fills the gate once the subscription has confirmed. */
+	for (int i = 0; i < 400 && !metrics(f->cache).gate_armed; i++) {
+		user_service_get(f->svc, 1, &got);
+		pause_ms(5);
+	}
+	assert_int_equal(metrics(f->cache).gate_armed, 1);
+	uint64_t fills = metrics(f->cache).gate_fills;
+	assert_int_equal(f->db.ops->create(f->db.self, &lost), ASIDE_OK);
+	assert_int_equal(user_service_get(f->svc, lost.id, &got),
+			 ASIDE_NOT_FOUND);
+	assert_true(metrics(f->cache).gate_rejects >= 1);
+	uint64_t flushes = metrics(f->cache).l1_flushes;
+	const char *kill[] = {"CLIENT", "KILL", "TYPE", "pubsub"};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 4, kill));
+	for (int i = 0; i < 400 && metrics(f->cache).l1_flushes < flushes + 2;
+	     i++)
+		pause_ms(5);
+	assert_true(metrics(f->cache).l1_flushes >= flushes + 2);
+	int rc = ASIDE_NOT_FOUND;
+	for (int i = 0; i < 400 && rc != ASIDE_OK; i++) {
+		rc = user_service_get(f->svc, lost.id, &got);
+		if (rc != ASIDE_OK)
+			pause_ms(5);
+	}
+	assert_int_equal(rc, ASIDE_OK);
+	assert_string_equal(got.name, "Unheard");
+	assert_true(metrics(f->cache).gate_fills > fills);
+	assert_int_equal(metrics(f->cache).gate_armed, 1);
+}
+
 static _Atomic int64_t fake_now = 1800000000000000;
 static int64_t fake_clock(void *ctx)
 {
@@ -2169,6 +2216,8 @@ int main(void)
 					    teardown),
 	    cmocka_unit_test_setup_teardown(dropped_subscription_flushes_l1,
 					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		gate_refills_after_a_dropped_subscription, setup, teardown),
 	    cmocka_unit_test_setup_teardown(l1_entries_have_a_bounded_life,
 					    setup, teardown),
 	};

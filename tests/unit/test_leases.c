@@ -697,6 +697,46 @@ static void stale_copy_when_the_database_fails(void **state)
 	aside_cache_close(b);
 }
 
+static int no_keys(void *arg, aside_cache *c, aside_error *err)
+{
+	(void)arg;
+	(void)c;
+	(void)err;
+	return ASIDE_OK;
+}
+
+/* A write in one process opens the other's gate to the key. */
+static void gate_hears_other_processes_writes(void **state)
+{
+	NEED_SERVERS(state);
+	aside_cache *a = open_cache("l1=100"), *b = open_cache("l1=100");
+	assert_int_equal(
+	    aside_cache_gate(a, "gk", 1000, 0, no_keys, NULL, NULL), ASIDE_OK);
+	source s;
+	source_init(&s, "row");
+	char got[256];
+	/* Until a fill ran, and while the L1 may not be read, the gate lets
+	 * keys through: wait for it to shut. */
+	for (int i = 0; i < 400 && !metrics(a).gate_armed; i++) {
+		read_key(a, &s, "gk:4", got);
+		pause_ms(5);
+	}
+	int loads = s.loads;
+	assert_int_equal(read_key(a, &s, "gk:5", got), ASIDE_NOT_FOUND);
+	assert_int_equal(s.loads, loads);
+	assert_int_equal(aside_cache_invalidate(b, "gk:5", 4, NULL), ASIDE_OK);
+	int rc = ASIDE_NOT_FOUND;
+	for (int i = 0; i < 400 && rc != ASIDE_OK; i++) {
+		rc = read_key(a, &s, "gk:5", got);
+		if (rc != ASIDE_OK)
+			pause_ms(5);
+	}
+	assert_int_equal(rc, ASIDE_OK);
+	assert_string_equal(got, "row");
+	aside_cache_close(a);
+	aside_cache_close(b);
+}
+
 static long cached_scripts(void)
 {
 	char info[4096];
@@ -854,6 +894,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup(newer_tombstone_is_kept, setup),
 	    cmocka_unit_test_setup(stale_copy_instead_of_waiting, setup),
 	    cmocka_unit_test_setup(stale_copy_when_the_database_fails, setup),
+	    cmocka_unit_test_setup(gate_hears_other_processes_writes, setup),
 	    cmocka_unit_test_setup(scripts_come_back_after_a_flush, setup),
 	    cmocka_unit_test_setup(processes_and_threads_make_one_load, setup),
 	};

@@ -306,6 +306,45 @@ static void missing_users_and_bad_ids(void **state)
 	assert_int_equal(m.load_errors, 0);
 }
 
+/*
+ * The gate: a read of an id no user has costs no query; users created
+ * before it (its fill) and after it (their invalidation) get through, and
+ * a deleted user is not found by the database.  Not on the fake repository
+ * (it cannot list its users), nor on Redis without an L1 (it would not hear
+ * other processes' creates).
+ */
+static void gate_spares_the_database(void **state)
+{
+	fx *f = *state;
+	user a = new_user(f, "Gia", "gia@example.com"), got;
+	aside_error err;
+	int rc = user_service_gate(f->svc, 1000, 0, &err);
+	if (!strcmp(f->v->db, "fake") || !f->has_l1) {
+		assert_int_equal(rc, ASIDE_EINVAL);
+		assert_true(strlen(err.message) > 0);
+		return;
+	}
+	assert_int_equal(rc, ASIDE_OK);
+	int gets = atomic_load(&f->probe.gets);
+	assert_int_equal(user_service_get(f->svc, a.id + 1000, &got),
+			 ASIDE_NOT_FOUND);
+	assert_int_equal(user_service_get(f->svc, a.id + 1001, &got),
+			 ASIDE_NOT_FOUND);
+	assert_int_equal(atomic_load(&f->probe.gets), gets);
+	assert_int_equal(user_service_get(f->svc, a.id, &got), ASIDE_OK);
+	assert_string_equal(got.name, "Gia");
+	user b = new_user(f, "Hal", "hal@example.com");
+	assert_int_equal(user_service_get(f->svc, b.id, &got), ASIDE_OK);
+	assert_string_equal(got.name, "Hal");
+	assert_int_equal(user_service_delete(f->svc, a.id), ASIDE_OK);
+	gets = atomic_load(&f->probe.gets);
+	assert_int_equal(user_service_get(f->svc, a.id, &got), ASIDE_NOT_FOUND);
+	assert_int_equal(atomic_load(&f->probe.gets), gets + 1);
+	aside_metrics m;
+	aside_cache_metrics(f->cache, &m);
+	assert_int_equal(m.gate_rejects, 2);
+}
+
 static void delete_invalidates(void **state)
 {
 	fx *f = *state;
@@ -682,6 +721,7 @@ int main(void)
 	    T(invalid_records_write_nothing),
 	    T(missing_users_and_bad_ids),
 	    T(delete_invalidates),
+	    T(gate_spares_the_database),
 	    T(writes_invalidate_users_all),
 	    T(writer_reads_its_write_during_a_slow_load),
 	    T(stale_load_is_never_stored),
