@@ -276,7 +276,7 @@ typedef struct aside_options {
 /*
  * Opens a cache from a URL:
  *   mem://[?capacity=N][&max_bytes=B][&ttl_ms=T][&jitter_pct=J][&wait_ms=W]
- *         [&stale_if_error_ms=E]
+ *         [&stale_if_error_ms=E][&breaker=K]
  *     an in-process cache of at most N entries (default 100000) and, when
  *     given, B bytes; T the default TTL (3600000, one hour); J the TTL jitter
  *     in percent (10: a TTL is drawn from [T*(1-J/100), T]); W the longest a
@@ -286,10 +286,14 @@ typedef struct aside_options {
  *     With E, an entry is kept up to E ms past its expiry, and a read whose
  *     load fails (or hangs past W) gets that expired copy rather than the
  *     error: never a copy a write has invalidated (default: off).
+ *     breaker=K (both schemes): after K loads in a row fail, loads are
+ *     refused (ASIDE_EUNAVAILABLE, an expired copy served if E allows) for
+ *     100 ms, then one load runs as a probe; each failed probe doubles the
+ *     wait, up to 5 s, and a load that succeeds closes it (default: off).
  *   redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?l1=N][&l1_max_bytes=B]
  *           [&l1_ttl_ms=L][&connect_timeout_ms=C][&timeout_ms=T][&pool=P]
  *           [&lease_ms=M][&l1_bound_ms=D][&tomb_ms=X][&stale_ms=S]
- *           [&stale_if_error_ms=E]
+ *           [&stale_if_error_ms=E][&breaker=K]
  *     Redis as a shared tier (port 6379, db 0, timeouts 250 ms, a pool of 16
  *     connections; USER an ACL user, else the default user), with an
  *     in-process tier of N entries in front when l1 is given.  Every
@@ -491,8 +495,9 @@ uint64_t aside_hist_bucket_low_us(int bucket);
 /*
  * A snapshot of a cache's counters.  hits + misses = reads; a miss either
  * ran a load (loads), waited for another reader's (shared_loads), timed
- * out waiting (wait_timeouts), or was turned away by the gate
- * (gate_rejects).  loads = load_ok + not_found + load_errors.
+ * out waiting (wait_timeouts), was turned away by the gate (gate_rejects),
+ * or had its load refused by the breaker (breaker_refusals).  loads = load_ok +
+ * not_found + load_errors.
  */
 typedef struct aside_metrics {
 	uint64_t hits, misses;
@@ -530,6 +535,10 @@ typedef struct aside_metrics {
 	uint64_t gate_rejects, gate_fills;
 	int gate_armed;
 	size_t gate_bytes;
+	/* The loader's breaker (breaker=N): misses whose load it refused
+	 * (ASIDE_EUNAVAILABLE), and whether it is open now. */
+	uint64_t breaker_refusals;
+	int breaker_open;
 } aside_metrics;
 
 /* Fills *m with a consistent-enough snapshot (counters are read one by one). */

@@ -113,6 +113,15 @@ struct aside_cache {
 	struct ns_policy *ns; /* guarded by ns_lock */
 	_Atomic int64_t waiting;
 
+	/* The loader's breaker (breaker=N): after N loads in a row fail, no
+	 * load runs until open_until (the cache's clock), then one probe;
+	 * its failure doubles the wait, up to BREAKER_MAX_US. */
+	unsigned breaker_n; /* 0: off */
+	_Atomic unsigned load_fails;
+	_Atomic int64_t breaker_until; /* 0: closed */
+	_Atomic int64_t breaker_wait_us;
+	_Atomic bool breaker_probing;
+
 	/* The Bloom gate (aside_cache_gate); NULL: none.  Set once. */
 	struct aside__gate *_Atomic gate;
 	aside_gate_fill_fn gate_fill;
@@ -166,7 +175,7 @@ struct open_params {
 	bool redis;
 	aside__tier_params l1; /* capacity 0: no in-process tier */
 	aside__redis_params r;
-	uint64_t ttl_ms, jitter_pct, wait_ms, l1_bound_ms;
+	uint64_t ttl_ms, jitter_pct, wait_ms, l1_bound_ms, breaker;
 };
 
 static int param(void *ctx, const char *k, size_t klen, const char *v,
@@ -192,6 +201,7 @@ static int param(void *ctx, const char *k, size_t klen, const char *v,
 	    {"stale_ms", &p->r.stale_ms, 0, 86400 * 1000, 2},
 	    {"l1_bound_ms", &p->l1_bound_ms, 0, 3600 * 1000, 2},
 	    {"stale_if_error_ms", &p->l1.stale_ms, 1, 365ull * 86400 * 1000, 0},
+	    {"breaker", &p->breaker, 1, 1000000, 0},
 	    {"ttl_ms", &p->ttl_ms, 1, 100ull * 365 * 86400 * 1000, 0},
 	    {"jitter_pct", &p->jitter_pct, 0, 100, 0},
 	    {"wait_ms", &p->wait_ms, 1, 3600 * 1000, 0},
@@ -414,6 +424,7 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 	c->log = opts ? opts->log : NULL;
 	c->log_ctx = opts ? opts->log_ctx : NULL;
 	c->wait_ms = (int64_t)p.wait_ms;
+	c->breaker_n = (unsigned)p.breaker;
 	c->default_ttl_ms = (int64_t)p.ttl_ms;
 	c->default_jitter_pct = (int)p.jitter_pct;
 	pthread_mutex_init(&c->ns_lock, NULL);
@@ -831,14 +842,84 @@ static int lease_lookup(aside_cache *c, int i, struct flight *f, int64_t now,
 
 /* Runs the load of a flight this thread leads, stores it, wakes waiters. */
 /* Runs the loader for a flight; its status, the value in *out. */
+#define BREAKER_MIN_US 100000
+#define BREAKER_MAX_US 5000000
+
+/*
+ * Whether the breaker lets this load run: closed, or open past its time
+ * and this is the one probe.  *probe says which.
+ */
+static bool breaker_lets(aside_cache *c, int64_t now, bool *probe)
+{
+	*probe = false;
+	int64_t until = atomic_load(&c->breaker_until);
+	if (!c->breaker_n || until == 0)
+		return true;
+	bool no = false;
+	if (now < until ||
+	    !atomic_compare_exchange_strong(&c->breaker_probing, &no, true))
+		return false;
+	*probe = true;
+	return true;
+}
+
+/* A load's outcome, for the breaker: rc < 0 failed. */
+static void breaker_heard(aside_cache *c, int rc, bool probe, int64_t now)
+{
+	if (!c->breaker_n)
+		return;
+	if (rc >= 0) {
+		atomic_store(&c->load_fails, 0);
+		if (probe || atomic_load(&c->breaker_until)) {
+			atomic_store(&c->breaker_until, 0);
+			atomic_store(&c->breaker_wait_us, 0);
+			if (c->log)
+				c->log(c->log_ctx, ASIDE_LOG_INFO,
+				       "the source answers again: loads run");
+		}
+	} else if (probe ||
+		   atomic_fetch_add(&c->load_fails, 1) + 1 == c->breaker_n) {
+		int64_t wait = atomic_load(&c->breaker_wait_us);
+		wait = wait ? wait * 2 : BREAKER_MIN_US;
+		if (wait > BREAKER_MAX_US)
+			wait = BREAKER_MAX_US;
+		atomic_store(&c->breaker_wait_us, wait);
+		atomic_store(&c->breaker_until, now + wait);
+		if (c->log && !probe) {
+			char msg[128];
+			snprintf(msg, sizeof(msg),
+				 "the source failed %u loads in a row: no "
+				 "load runs for %lld ms, then one probe",
+				 c->breaker_n, (long long)(wait / 1000));
+			c->log(c->log_ctx, ASIDE_LOG_WARN, msg);
+		}
+	}
+	if (probe)
+		atomic_store(&c->breaker_probing, false);
+}
+
 static int run_load(aside_cache *c, struct flight *f, const aside_loader *ld,
 		    int64_t now, aside_value **out, aside_error *lerr)
 {
 	struct aside__stripe *st = stripe(c);
 	aside_value *v = NULL;
+	bool probe;
+	if (!breaker_lets(c, now, &probe)) {
+		aside__count(st, ASIDE__C_breaker_refusals, 1);
+		*out = NULL;
+		return aside__fail(
+		    lerr, ASIDE_EUNAVAILABLE,
+		    "the source failed %u loads in a row: "
+		    "not asked again before %lld ms from now",
+		    c->breaker_n,
+		    (long long)((atomic_load(&c->breaker_until) - now + 999) /
+				1000));
+	}
 	int64_t t0 = aside__mono_us();
 	atomic_store_explicit(&f->load_began_us, t0, memory_order_relaxed);
 	int rc = ld->load(ld->arg, f->key, f->klen, &v, lerr);
+	breaker_heard(c, rc == ASIDE_OK && !v ? ASIDE_EINTERNAL : rc, probe,
+		      now_of(c));
 	uint64_t dt = (uint64_t)(aside__mono_us() - t0);
 	aside__count(st, ASIDE__C_loads, 1);
 	aside__count(st, ASIDE__C_load_time_us_sum, dt);
@@ -1738,6 +1819,8 @@ void aside_cache_metrics(aside_cache *c, aside_metrics *m)
 	m->lease_timeouts = sum[ASIDE__C_lease_timeouts];
 	m->stale_served = sum[ASIDE__C_stale_served];
 	m->stale_on_error = sum[ASIDE__C_stale_on_error];
+	m->breaker_refusals = sum[ASIDE__C_breaker_refusals];
+	m->breaker_open = c->breaker_n && atomic_load(&c->breaker_until) != 0;
 	m->gate_rejects = sum[ASIDE__C_gate_rejects];
 	m->gate_fills = sum[ASIDE__C_gate_fills];
 	struct aside__gate *g = atomic_load(&c->gate);

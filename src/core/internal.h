@@ -442,6 +442,7 @@ bool aside__gate_maybe(const struct aside__gate *g, uint64_t hash);
 	X(stale_served)                                                        \
 	X(stale_on_error)                                                      \
 	X(gate_rejects)                                                        \
+	X(breaker_refusals)                                                    \
 	X(gate_fills)                                                          \
 	X(corrupt)                                                             \
 	X(tier_errors)                                                         \

@@ -204,6 +204,14 @@ size_t aside_metrics_prometheus(const aside_metrics *m, const char *prefix,
 		"Expired copies served because their load failed "
 		"(stale_if_error_ms).",
 		m->stale_on_error);
+	counter(&o, prefix, "breaker_refusals_total",
+		"Loads the source's breaker refused (breaker=N).",
+		m->breaker_refusals);
+	put(&o,
+	    "# HELP %s_breaker_open Whether the source's breaker refuses "
+	    "loads now.\n"
+	    "# TYPE %s_breaker_open gauge\n%s_breaker_open %d\n",
+	    prefix, prefix, prefix, m->breaker_open);
 	counter(&o, prefix, "gate_rejects_total",
 		"Reads the Bloom gate answered not found, with no load.",
 		m->gate_rejects);

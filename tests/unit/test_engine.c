@@ -655,6 +655,8 @@ static void stress_run(const char *url, bool failing)
 		printf("    %s: %llu expired copies served\n", url,
 		       (unsigned long long)metrics(f).stale_on_error);
 	atomic_store(&s.failing, 0);
+	if (failing) /* past any breaker's wait: its probe now succeeds */
+		atomic_fetch_add(&f->clock.now_us, 10 * 1000000);
 	/* After the writers stop, the cache agrees with the source. */
 	aside_loader ld = {stress_load, NULL, &s};
 	for (int i = 0; i < 8; i++) {
@@ -676,6 +678,8 @@ static void readers_never_see_writes_undone(void **state)
 	/* loads failing, expired copies served in their place */
 	stress_run("mem://?capacity=1000&stale_if_error_ms=60000", true);
 	stress_run("mem://?capacity=4&stale_if_error_ms=60000", true);
+	stress_run("mem://?capacity=1000&stale_if_error_ms=60000&breaker=2",
+		   true);
 }
 
 /* ---- TTL and namespaces ------------------------------------------------ */
@@ -951,6 +955,69 @@ static void stale_copy_served_when_the_load_hangs(void **state)
 	pthread_join(leader, NULL);
 	assert_int_equal(r1.result, 2);
 	assert_int_equal(get_version(f, "k:1"), 2);
+	fixture_free(f);
+}
+
+/* ---- the loader's breaker (breaker=N) ---------------------------------- */
+
+static void breaker_opens_probes_and_closes(void **state)
+{
+	(void)state;
+	fixture *f = fixture_new("mem://?breaker=3");
+	atomic_store(&f->src.fail, ASIDE_EDB);
+	assert_int_equal(get_version(f, "k:1"), ASIDE_EDB);
+	assert_int_equal(get_version(f, "k:2"), ASIDE_EDB);
+	assert_int_equal(metrics(f).breaker_open, 0);
+	assert_int_equal(get_version(f, "k:3"), ASIDE_EDB);
+	assert_int_equal(f->src.loads, 3);
+	/* Open: refused, the source not asked. */
+	aside_value *v = NULL;
+	aside_error err;
+	assert_int_equal(
+	    aside_cache_get(f->cache, "k:4", 3, &f->loader, &v, &err),
+	    ASIDE_EUNAVAILABLE);
+	assert_non_null(strstr(err.message, "3 loads in a row"));
+	assert_int_equal(f->src.loads, 3);
+	aside_metrics m = metrics(f);
+	assert_int_equal(m.breaker_open, 1);
+	assert_int_equal(m.breaker_refusals, 1);
+	assert_int_equal(m.misses, 4);
+	/* 100 ms on: one probe, which fails; then 200 ms closed to loads. */
+	f->clock.now_us += 100 * 1000;
+	assert_int_equal(get_version(f, "k:5"), ASIDE_EDB);
+	assert_int_equal(f->src.loads, 4);
+	assert_int_equal(get_version(f, "k:5"), ASIDE_EUNAVAILABLE);
+	f->clock.now_us += 199 * 1000;
+	assert_int_equal(get_version(f, "k:5"), ASIDE_EUNAVAILABLE);
+	assert_int_equal(f->src.loads, 4);
+	/* The source is back: the next probe closes it. */
+	f->clock.now_us += 1000;
+	atomic_store(&f->src.fail, 0);
+	assert_int_equal(get_version(f, "k:5"), 1);
+	assert_int_equal(get_version(f, "k:6"), 1);
+	assert_int_equal(f->src.loads, 6);
+	assert_int_equal(metrics(f).breaker_open, 0);
+	/* NOT_FOUND is an answer, not a failure. */
+	atomic_store(&f->src.not_found, 1);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(get_version(f, "k:7"), -100 - ASIDE_NOT_FOUND);
+	assert_int_equal(metrics(f).breaker_open, 0);
+	fixture_free(f);
+}
+
+/* While it refuses loads, expired copies are served (stale_if_error_ms). */
+static void breaker_serves_expired_copies(void **state)
+{
+	(void)state;
+	fixture *f = stale_fixture("mem://?breaker=1&stale_if_error_ms=60000");
+	atomic_store(&f->src.fail, ASIDE_EDB);
+	assert_int_equal(get_version(f, "k:2"), ASIDE_EDB); /* opens it */
+	assert_int_equal(get_version(f, "k:1"), 1);
+	assert_int_equal(get_version(f, "k:1"), 1);
+	assert_int_equal(f->src.loads, 2); /* the first read's, and k:2's */
+	aside_metrics m = metrics(f);
+	assert_int_equal(m.breaker_refusals, 2);
+	assert_int_equal(m.stale_on_error, 2);
 	fixture_free(f);
 }
 
@@ -1283,6 +1350,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(
 		gate_whose_fill_fails_lets_everything_through, setup, teardown),
 	    cmocka_unit_test(gate_arguments_are_checked),
+	    cmocka_unit_test(breaker_opens_probes_and_closes),
+	    cmocka_unit_test(breaker_serves_expired_copies),
 	    cmocka_unit_test(gate_never_turns_away_a_created_key),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
