@@ -1979,6 +1979,20 @@ static void l1s_stay_coherent(void **state)
 	aside_cache_close(c2);
 }
 
+/*
+ * Kills the cache's subscription connection and waits until its L1 was
+ * flushed on the loss, and again once subscribed anew.
+ */
+static void drop_subscription(aside_cache *c)
+{
+	uint64_t flushes = metrics(c).l1_flushes;
+	const char *kill[] = {"CLIENT", "KILL", "TYPE", "pubsub"};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 4, kill));
+	for (int i = 0; i < 400 && metrics(c).l1_flushes < flushes + 2; i++)
+		pause_ms(5);
+	assert_true(metrics(c).l1_flushes >= flushes + 2);
+}
+
 static void dropped_subscription_flushes_l1(void **state)
 {
 	fx *f = *state;
@@ -1986,14 +2000,7 @@ static void dropped_subscription_flushes_l1(void **state)
 	user u = add_user(f, 1), got;
 	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
 	assert_true(metrics(f->cache).entries >= 1);
-	uint64_t flushes = metrics(f->cache).l1_flushes;
-	const char *kill[] = {"CLIENT", "KILL", "TYPE", "pubsub"};
-	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 4, kill));
-	/* Flushed on the loss, and again once subscribed anew. */
-	for (int i = 0; i < 400 && metrics(f->cache).l1_flushes < flushes + 2;
-	     i++)
-		pause_ms(5);
-	assert_true(metrics(f->cache).l1_flushes >= flushes + 2);
+	drop_subscription(f->cache);
 	assert_int_equal(metrics(f->cache).entries, 0);
 	/* And it hears other caches again. */
 	aside_cache *c2;
@@ -2038,13 +2045,7 @@ static void gate_refills_after_a_dropped_subscription(void **state)
 	assert_int_equal(user_service_get(f->svc, lost.id, &got),
 			 ASIDE_NOT_FOUND);
 	assert_true(metrics(f->cache).gate_rejects >= 1);
-	uint64_t flushes = metrics(f->cache).l1_flushes;
-	const char *kill[] = {"CLIENT", "KILL", "TYPE", "pubsub"};
-	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 4, kill));
-	for (int i = 0; i < 400 && metrics(f->cache).l1_flushes < flushes + 2;
-	     i++)
-		pause_ms(5);
-	assert_true(metrics(f->cache).l1_flushes >= flushes + 2);
+	drop_subscription(f->cache);
 	int rc = ASIDE_NOT_FOUND;
 	for (int i = 0; i < 400 && rc != ASIDE_OK; i++) {
 		rc = user_service_get(f->svc, lost.id, &got);
