@@ -523,6 +523,9 @@ static void usage(FILE *f)
 	       "reads of ids no user has\n"
 	       "                         answer 404 without a query "
 	       "(default: none)\n"
+	       "  --warm N               before listening, read the N newest "
+	       "users into the cache\n"
+	       "                         (default: none)\n"
 	       "  --help                 this text\n");
 }
 
@@ -560,7 +563,7 @@ int app_serve(int argc, char **argv)
 		cache_url = "mem://";
 	/* Handlers block on the database: more threads than CPUs. */
 	long threads = 4 * sysconf(_SC_NPROCESSORS_ONLN), max_conn = 1024,
-	     timeout_s = 30, max_body = 65536, delay_ms = 0, gate = 0;
+	     timeout_s = 30, max_body = 65536, delay_ms = 0, gate = 0, warm = 0;
 	bool access_log = false;
 	static const struct option opts[] = {
 	    {"listen", required_argument, NULL, 'l'},
@@ -573,6 +576,7 @@ int app_serve(int argc, char **argv)
 	    {"access-log", no_argument, NULL, 'a'},
 	    {"db-delay-ms", required_argument, NULL, 'D'},
 	    {"gate", required_argument, NULL, 'g'},
+	    {"warm", required_argument, NULL, 'w'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0, 0, 0, 0},
 	};
@@ -613,6 +617,9 @@ int app_serve(int argc, char **argv)
 			break;
 		case 'g':
 			ok = app_long("gate", optarg, 1, 1L << 34, &gate);
+			break;
+		case 'w':
+			ok = app_long("warm", optarg, 1, 1L << 30, &warm);
 			break;
 		case 'h':
 			usage(stdout);
@@ -670,6 +677,18 @@ int app_serve(int argc, char **argv)
 	    user_service_gate(s->svc, (uint64_t)gate, 0, &err) != ASIDE_OK) {
 		fprintf(stderr, "aside serve: gate: %s\n", err.message);
 		goto out;
+	}
+	if (warm) {
+		size_t warmed;
+		struct timespec t0;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		if (user_service_warm(s->svc, (size_t)warm, &warmed, &err) !=
+		    ASIDE_OK) {
+			fprintf(stderr, "aside serve: warm: %s\n", err.message);
+			goto out;
+		}
+		fprintf(stderr, "aside serve: warmed %zu users in %lld ms\n",
+			warmed, (long long)(us_since(&t0) / 1000));
 	}
 
 	/* Signals go to this thread alone, which waits for them. */

@@ -625,6 +625,92 @@ int user_service_gate(user_service *s, uint64_t expected_users,
 				gate_fill_users, s, err);
 }
 
+/* ---- warming ----------------------------------------------------------- */
+
+/* The n highest ids each_id lists, in whatever order: a min-heap. */
+struct newest {
+	int64_t *ids;
+	size_t n, len;
+};
+
+static void sift_down(int64_t *h, size_t len, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, m = i;
+		if (l < len && h[l] < h[m])
+			m = l;
+		if (l + 1 < len && h[l + 1] < h[m])
+			m = l + 1;
+		if (m == i)
+			return;
+		int64_t t = h[i];
+		h[i] = h[m];
+		h[m] = t;
+		i = m;
+	}
+}
+
+static int keep_newest(void *arg, int64_t id)
+{
+	struct newest *w = arg;
+	if (w->len < w->n) {
+		size_t i = w->len++;
+		w->ids[i] = id;
+		while (i > 0 && w->ids[(i - 1) / 2] > w->ids[i]) {
+			int64_t t = w->ids[i];
+			w->ids[i] = w->ids[(i - 1) / 2];
+			w->ids[(i - 1) / 2] = t;
+			i = (i - 1) / 2;
+		}
+	} else if (id > w->ids[0]) {
+		w->ids[0] = id;
+		sift_down(w->ids, w->len, 0);
+	}
+	return ASIDE_OK;
+}
+
+static int newest_first(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return (x < y) - (x > y);
+}
+
+int user_service_warm(user_service *s, size_t max_users, size_t *warmed,
+		      aside_error *err)
+{
+	if (warmed)
+		*warmed = 0;
+	if (!s || max_users == 0 || max_users > (1u << 30))
+		return fail(err, ASIDE_EINVAL);
+	if (!s->db.ops->each_id) {
+		if (err) {
+			memset(err, 0, sizeof(*err));
+			err->code = ASIDE_EINVAL;
+			snprintf(err->message, sizeof(err->message),
+				 "the repository cannot list its users "
+				 "(no each_id): nothing to warm");
+		}
+		return ASIDE_EINVAL;
+	}
+	struct newest w = {.ids = malloc(max_users * sizeof(int64_t)),
+			   .n = max_users};
+	if (!w.ids)
+		return fail(err, ASIDE_ENOMEM);
+	int rc = s->db.ops->each_id(s->db.self, keep_newest, &w, err);
+	size_t n = w.len;
+	qsort(w.ids, n, sizeof(int64_t), newest_first);
+	for (size_t i = 0; rc == ASIDE_OK && i < n; i++) {
+		user u;
+		int r = user_service_get_ex(s, w.ids[i], &u, err);
+		if (r < 0)
+			rc = r;
+		else if (warmed && r == ASIDE_OK)
+			(*warmed)++;
+	}
+	free(w.ids);
+	return rc;
+}
+
 int user_service_get(user_service *s, int64_t id, user *out)
 {
 	return user_service_get_ex(s, id, out, NULL);

@@ -139,6 +139,18 @@ int user_service_gate(user_service *s, uint64_t expected_users,
 		      int64_t refill_ms, aside_error *err);
 
 /*
+ * Cache warming: reads the max_users users with the highest ids (the
+ * newest) through the cache, as user_service_get would, so that they are
+ * cached before the first request asks (in every tier: a process started
+ * beside others finds most of them in Redis).  Lists the ids with the
+ * repository's each_id.  *warmed (may be NULL) says how many were read.
+ * Returns ASIDE_OK, ASIDE_EINVAL (the repository cannot list its users),
+ * or the first error a read met (the users before it stay cached).
+ */
+int user_service_warm(user_service *s, size_t max_users, size_t *warmed,
+		      aside_error *err);
+
+/*
  * seed: GetUser.  ASIDE_OK and *out filled, ASIDE_NOT_FOUND, ASIDE_EBADID for
  * id <= 0, or an error (the database's, or ASIDE_ETIMEDOUT).  Every field
  * is written, each string up to its NUL; the bytes after a NUL are left as

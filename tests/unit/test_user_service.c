@@ -345,6 +345,49 @@ static void gate_spares_the_database(void **state)
 	assert_int_equal(m.gate_rejects, 2);
 }
 
+/* Warming reads the newest users through the cache, so that they hit. */
+static void warm_caches_the_newest_users(void **state)
+{
+	fx *f = *state;
+	user us[6], got;
+	for (int i = 0; i < 6; i++) {
+		char name[16], email[32];
+		snprintf(name, sizeof(name), "Warm %d", i);
+		snprintf(email, sizeof(email), "warm%d@example.com", i);
+		us[i] = new_user(f, name, email);
+		char key[32];
+		size_t klen = user_cache_key(us[i].id, key);
+		assert_int_equal(
+		    aside_cache_invalidate(f->cache, key, klen, NULL),
+		    ASIDE_OK);
+	}
+	size_t warmed = 99;
+	aside_error err;
+	int rc = user_service_warm(f->svc, 3, &warmed, &err);
+	if (!strcmp(f->v->db, "fake")) {
+		assert_int_equal(rc, ASIDE_EINVAL);
+		assert_int_equal(warmed, 0);
+		return;
+	}
+	assert_int_equal(rc, ASIDE_OK);
+	assert_int_equal(warmed, 3);
+	unsigned gets = atomic_load(&f->probe.gets);
+	for (int i = 3; i < 6; i++) {
+		assert_int_equal(user_service_get(f->svc, us[i].id, &got),
+				 ASIDE_OK);
+		assert_string_equal(got.name, us[i].name);
+	}
+	assert_int_equal(atomic_load(&f->probe.gets), gets);
+	assert_int_equal(user_service_get(f->svc, us[2].id, &got), ASIDE_OK);
+	assert_int_equal(atomic_load(&f->probe.gets), gets + 1);
+	/* More than there are: every user, once. */
+	assert_int_equal(user_service_warm(f->svc, 1000, &warmed, &err),
+			 ASIDE_OK);
+	assert_int_equal(warmed, 6);
+	assert_int_equal(user_service_warm(f->svc, 0, &warmed, &err),
+			 ASIDE_EINVAL);
+}
+
 static void delete_invalidates(void **state)
 {
 	fx *f = *state;
@@ -722,6 +765,7 @@ int main(void)
 	    T(missing_users_and_bad_ids),
 	    T(delete_invalidates),
 	    T(gate_spares_the_database),
+	    T(warm_caches_the_newest_users),
 	    T(writes_invalidate_users_all),
 	    T(writer_reads_its_write_during_a_slow_load),
 	    T(stale_load_is_never_stored),
