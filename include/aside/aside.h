@@ -276,7 +276,7 @@ typedef struct aside_options {
 /*
  * Opens a cache from a URL:
  *   mem://[?capacity=N][&max_bytes=B][&ttl_ms=T][&jitter_pct=J][&wait_ms=W]
- *         [&stale_if_error_ms=E][&breaker=K]
+ *         [&stale_if_error_ms=E][&breaker=K][&ttl_adapt=M]
  *     an in-process cache of at most N entries (default 100000) and, when
  *     given, B bytes; T the default TTL (3600000, one hour); J the TTL jitter
  *     in percent (10: a TTL is drawn from [T*(1-J/100), T]); W the longest a
@@ -290,10 +290,14 @@ typedef struct aside_options {
  *     refused (ASIDE_EUNAVAILABLE, an expired copy served if E allows) for
  *     100 ms, then one load runs as a probe; each failed probe doubles the
  *     wait, up to 5 s, and a load that succeeds closes it (default: off).
+ *     ttl_adapt=M (both schemes, with an L1): a value's TTL grows with how
+ *     often its key was read lately, by the L1's count (0 to 15), up to M
+ *     times the namespace's TTL for a key read 15 times or more; a key read
+ *     once gets about one TTL (default: off, every key one TTL).
  *   redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?l1=N][&l1_max_bytes=B]
  *           [&l1_ttl_ms=L][&connect_timeout_ms=C][&timeout_ms=T][&pool=P]
  *           [&lease_ms=M][&l1_bound_ms=D][&tomb_ms=X][&stale_ms=S]
- *           [&stale_if_error_ms=E][&breaker=K]
+ *           [&stale_if_error_ms=E][&breaker=K][&ttl_adapt=M]
  *     Redis as a shared tier (port 6379, db 0, timeouts 250 ms, a pool of 16
  *     connections; USER an ACL user, else the default user), with an
  *     in-process tier of N entries in front when l1 is given.  Every

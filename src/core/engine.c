@@ -117,6 +117,7 @@ struct aside_cache {
 	 * load runs until open_until (the cache's clock), then one probe;
 	 * its failure doubles the wait, up to BREAKER_MAX_US. */
 	unsigned breaker_n; /* 0: off */
+	unsigned ttl_adapt; /* the TTL of a hot key, at most, in TTLs; 0: off */
 	_Atomic unsigned load_fails;
 	_Atomic int64_t breaker_until; /* 0: closed */
 	_Atomic int64_t breaker_wait_us;
@@ -175,7 +176,7 @@ struct open_params {
 	bool redis;
 	aside__tier_params l1; /* capacity 0: no in-process tier */
 	aside__redis_params r;
-	uint64_t ttl_ms, jitter_pct, wait_ms, l1_bound_ms, breaker;
+	uint64_t ttl_ms, jitter_pct, wait_ms, l1_bound_ms, breaker, ttl_adapt;
 };
 
 static int param(void *ctx, const char *k, size_t klen, const char *v,
@@ -202,6 +203,7 @@ static int param(void *ctx, const char *k, size_t klen, const char *v,
 	    {"l1_bound_ms", &p->l1_bound_ms, 0, 3600 * 1000, 2},
 	    {"stale_if_error_ms", &p->l1.stale_ms, 1, 365ull * 86400 * 1000, 0},
 	    {"breaker", &p->breaker, 1, 1000000, 0},
+	    {"ttl_adapt", &p->ttl_adapt, 2, 100, 0},
 	    {"ttl_ms", &p->ttl_ms, 1, 100ull * 365 * 86400 * 1000, 0},
 	    {"jitter_pct", &p->jitter_pct, 0, 100, 0},
 	    {"wait_ms", &p->wait_ms, 1, 3600 * 1000, 0},
@@ -425,6 +427,7 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 	c->log_ctx = opts ? opts->log_ctx : NULL;
 	c->wait_ms = (int64_t)p.wait_ms;
 	c->breaker_n = (unsigned)p.breaker;
+	c->ttl_adapt = (unsigned)p.ttl_adapt;
 	c->default_ttl_ms = (int64_t)p.ttl_ms;
 	c->default_jitter_pct = (int)p.jitter_pct;
 	pthread_mutex_init(&c->ns_lock, NULL);
@@ -582,8 +585,13 @@ out:
 }
 
 /* The expiry of a value loaded now: the namespace's TTL less some jitter. */
+/*
+ * When a value loaded now expires: the namespace's TTL, longer for a key
+ * read often (ttl_adapt=M: up to M times, in proportion to the L1's count
+ * of its reads, 0 to 15), less the jitter.
+ */
 static int64_t expiry_for(aside_cache *c, const char *key, size_t klen,
-			  int64_t now_us)
+			  uint64_t hash, int64_t now_us)
 {
 	pthread_mutex_lock(&c->ns_lock);
 	struct ns_policy *n = ns_find_locked(c, key, ns_len(key, klen));
@@ -592,6 +600,10 @@ static int64_t expiry_for(aside_cache *c, const char *key, size_t klen,
 	    n && n->jitter_pct >= 0 ? n->jitter_pct : c->default_jitter_pct;
 	pthread_mutex_unlock(&c->ns_lock);
 	int64_t ttl_us = ttl_ms * 1000;
+	if (c->ttl_adapt > 1 && c->l1) {
+		unsigned f = aside__mem_frequency(c->l1, key, klen, hash);
+		ttl_us += ttl_us / 15 * (int64_t)f * (c->ttl_adapt - 1);
+	}
 	int64_t span = ttl_us / 100 * jitter;
 	if (span > 0)
 		ttl_us -= (int64_t)(aside__rand() % (uint64_t)(span + 1));
@@ -928,7 +940,8 @@ static int run_load(aside_cache *c, struct flight *f, const aside_loader *ld,
 		rc = ASIDE_EINTERNAL;
 	if (rc == ASIDE_OK) {
 		aside__count(st, ASIDE__C_load_ok, 1);
-		aside__value_set_expiry(v, expiry_for(c, f->key, f->klen, now));
+		aside__value_set_expiry(
+		    v, expiry_for(c, f->key, f->klen, f->hash, now));
 		atomic_store_explicit(&aside__value_cold(v)->load_us,
 				      dt > UINT32_MAX ? UINT32_MAX
 						      : (uint32_t)dt,

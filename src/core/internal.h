@@ -402,6 +402,10 @@ const aside_value *aside__mem_borrow(void *self, const char *key, size_t klen,
  */
 int aside__mem_stale(void *self, const char *key, size_t klen, uint64_t hash,
 		     int64_t now, aside_value **out);
+/* How often key was read lately, 0 to 15: the L1's sketch, and the hits
+ * its entry holds that the policy has not collected yet. */
+unsigned aside__mem_frequency(void *self, const char *key, size_t klen,
+			      uint64_t hash);
 
 /* The Bloom gate of a namespace (gate.c). */
 struct aside__gate;

@@ -506,6 +506,24 @@ static uint32_t find_locked(struct shard *sh, const char *key, size_t klen,
 	return UINT32_MAX;
 }
 
+unsigned aside__mem_frequency(void *self, const char *key, size_t klen,
+			      uint64_t hash)
+{
+	struct shard *sh = shard_of(self, hash);
+	pthread_mutex_lock(&sh->lock);
+	unsigned f = sketch_estimate(&sh->sk, hash);
+	uint32_t at = find_locked(sh, key, klen, hash);
+	if (at != UINT32_MAX)
+		f += atomic_load_explicit(
+		    &slot_value(atomic_load_explicit(
+				    &table_of(sh, mask_locked(sh))[at],
+				    memory_order_relaxed))
+			 ->touches,
+		    memory_order_relaxed);
+	pthread_mutex_unlock(&sh->lock);
+	return f < SKETCH_MAX ? f : SKETCH_MAX;
+}
+
 /*
  * Empties slot i and shifts back the entries of its probe run that may now
  * sit earlier.  Drops the table's reference.  Caller holds the lock.
@@ -898,6 +916,7 @@ static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 		seg = node(old)->segment;
 		again = node(old)->turned_away;
 		proven = node(old)->proven;
+		take_touches(sh, old); /* its hits count */
 		remove_at_locked(sh, at);
 	} else {
 		sketch_add(&sh->sk, hash, 1);

@@ -700,6 +700,37 @@ static void ttl_expires_on_the_injected_clock(void **state)
 	assert_int_equal(f->src.loads, 2);
 }
 
+/* ttl_adapt=4: a key read often is kept up to 4 TTLs, a cold one one. */
+static void ttl_adapts_to_how_often_a_key_is_read(void **state)
+{
+	(void)state;
+	fixture *f = fixture_new("mem://?ttl_adapt=4");
+	assert_int_equal(aside_cache_set_ttl(f->cache, "k", 1500, 0), ASIDE_OK);
+	/* First loads: nothing counted yet, one TTL each. */
+	assert_int_equal(get_version(f, "k:hot"), 1);
+	assert_int_equal(get_version(f, "k:cold"), 1);
+	for (int i = 0; i < 20; i++)
+		assert_int_equal(get_version(f, "k:hot"), 1);
+	f->clock.now_us += 1500 * 1000;
+	assert_int_equal(get_version(f, "k:hot"), 1);
+	assert_int_equal(get_version(f, "k:cold"), 1);
+	assert_int_equal(f->src.loads, 4);
+	/* Reloaded: the hot key's 20 reads (15 counted) earn it 4 TTLs, the
+	 * cold key's one read 1 + 3/15 of a TTL (1.8 s). */
+	f->clock.now_us += 1800 * 1000;
+	assert_int_equal(get_version(f, "k:cold"), 1);
+	assert_int_equal(f->src.loads, 5);
+	assert_int_equal(get_version(f, "k:hot"), 1);
+	assert_int_equal(f->src.loads, 5);
+	f->clock.now_us += 4199 * 1000; /* 5.999 s after the reload */
+	assert_int_equal(get_version(f, "k:hot"), 1);
+	assert_int_equal(f->src.loads, 5);
+	f->clock.now_us += 1000;
+	assert_int_equal(get_version(f, "k:hot"), 1);
+	assert_int_equal(f->src.loads, 6);
+	fixture_free(f);
+}
+
 static void ttl_jitter_spreads_expiries(void **state)
 {
 	fixture *f = *state;
@@ -1351,6 +1382,7 @@ int main(void)
 		gate_whose_fill_fails_lets_everything_through, setup, teardown),
 	    cmocka_unit_test(gate_arguments_are_checked),
 	    cmocka_unit_test(breaker_opens_probes_and_closes),
+	    cmocka_unit_test(ttl_adapts_to_how_often_a_key_is_read),
 	    cmocka_unit_test(breaker_serves_expired_copies),
 	    cmocka_unit_test(gate_never_turns_away_a_created_key),
 	};
