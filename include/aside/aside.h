@@ -427,8 +427,10 @@ int aside_cache_invalidate_late_many(aside_cache *c, const char *const *keys,
  * (the filter has 10 bits a key of expected_keys; more keys than that make
  * it let more through).
  *
- * fill runs now, and again whenever writes may have been missed (the
- * subscription dropped; until then the gate lets every key through), and,
+ * fill runs now (over Redis, once the subscription has confirmed: the
+ * first read after that runs it), and again whenever writes may have been
+ * missed (the subscription dropped; until then the gate lets every key
+ * through), and,
  * if refill_ms > 0, every refill_ms, for keys written without an
  * invalidation through aside.  A fill that is due runs in the reader that
  * finds it so.  Over Redis the cache needs its L1 (l1=N), and the gate
