@@ -8,13 +8,16 @@ out=$top/build-fuzz
 mkdir -p "$out/corpus"
 # every source of libaside (a list would go stale as files are added), and
 # the codec
-srcs="$(echo "$top"/src/core/*.c "$top"/src/tiers/*.c) $top/service/user_codec.c"
+# (redis.c is #included by the target, which fuzzes its entry decoder)
+srcs="$(echo "$top"/src/core/*.c "$top"/src/tiers/mem.c) $top/service/user_codec.c"
 # seeds: a good user, a partial one, times, URLs
 printf '\000{"id":1,"name":"Ann","email":"ann@example.com","created_at":"2025-01-02T03:04:05.123456Z"}' >"$out/corpus/user"
 printf '\000{"name":"A","email":"a@b.c"}' >"$out/corpus/partial"
 printf '\000{"id":7,"name":"B\\u00e9","email":"b@c.d","created_at":"1970-01-01T00:00:00Z","version":1}' >"$out/corpus/versioned"
 printf '\0012025-11-24T17:30:00+01:30' >"$out/corpus/time"
 printf '\002mem://?capacity=10&ttl_ms=5' >"$out/corpus/url"
+# a format-2 entry: "ASD2", expiry 0, load time 0, version 7, a value
+printf '\003ASD2\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\007\000{"id":1}' >"$out/corpus/entry"
 # shellcheck disable=SC2086
 clang -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=all -I"$top/include" \
