@@ -24,13 +24,15 @@ void app_remove_sqlite(const char *dir);
  * each read.  For the consistency checker, also a random pause of up to
  * after_read_ms after half the reads (between a load's read and its fill)
  * and up to after_update_ms after each update (between a commit and its
- * invalidation); set those after slow_repo_wrap.
+ * invalidation); set those after slow_repo_wrap.  While `down` is set,
+ * every read fails as a database that is down would (aside demo).
  */
 struct slow_repo {
 	user_repo inner;
 	long delay_us;
 	long after_read_ms, after_update_ms;
 	_Atomic unsigned long gets;
+	_Atomic int down;
 };
 user_repo slow_repo_wrap(struct slow_repo *w, user_repo inner, long delay_us);
 

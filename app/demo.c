@@ -70,13 +70,15 @@ static void usage(FILE *f)
 	    "usage: aside demo [--db URL] [--cache URL] [--db-delay-ms N]\n"
 	    "  --db URL          database (default: a new SQLite file in a "
 	    "temporary directory)\n"
-	    "  --cache URL       cache (default mem://)\n"
+	    "  --cache URL       cache (default "
+	    "mem://?stale_if_error_ms=60000&breaker=3)\n"
 	    "  --db-delay-ms N   added to each database read (default 20)\n");
 }
 
 int app_demo(int argc, char **argv)
 {
-	const char *db_url = NULL, *cache_url = "mem://";
+	const char *db_url = NULL,
+		   *cache_url = "mem://?stale_if_error_ms=60000&breaker=3";
 	long delay_ms = 20;
 	static const struct option opts[] = {
 	    {"db", required_argument, NULL, 'd'},
@@ -218,7 +220,44 @@ int app_demo(int argc, char **argv)
 	       aside_status_name(rc), (long long)bob.id,
 	       aside_status_name(rc2));
 
-	step(7, "metrics");
+	step(7, "the database fails: an expired copy, an error, then the "
+		"breaker");
+	/* A user read with a TTL short enough to see it expire. */
+	aside_cache_set_ttl(cache, "user", 200, 0);
+	user carol = {.name = "Carol", .email = "carol@example.com"};
+	user dave = {.name = "Dave", .email = "dave@example.com"};
+	if (user_service_create_ex(svc, &carol, &err) != ASIDE_OK ||
+	    user_service_create_ex(svc, &dave, &err) != ASIDE_OK ||
+	    user_service_get_ex(svc, carol.id, &u, &err) != ASIDE_OK) {
+		fprintf(stderr, "aside demo: %s\n", err.message);
+		goto out_svc;
+	}
+	app_sleep_us(300 * 1000);
+	atomic_store(&counted.down, 1);
+	printf("  user %lld read, its TTL (200 ms) past; the database goes "
+	       "down\n",
+	       (long long)carol.id);
+	rc = user_service_get_ex(svc, carol.id, &u, &err);
+	printf("  get %lld -> %s, %s (the expired copy: stale_if_error_ms)\n",
+	       (long long)carol.id, aside_status_name(rc),
+	       rc == ASIDE_OK ? u.name : err.message);
+	for (int i = 0; i < 3; i++) {
+		rc = user_service_get_ex(svc, dave.id, &u, &err);
+		printf("  get %lld -> %s: %s\n", (long long)dave.id,
+		       aside_status_name(rc),
+		       rc == ASIDE_OK ? u.name : err.message);
+	}
+	atomic_store(&counted.down, 0);
+	app_sleep_us(150 * 1000);
+	q0 = atomic_load(&counted.gets);
+	rc = user_service_get_ex(svc, dave.id, &u, &err);
+	printf("  the database is back; 150 ms on, get %lld -> %s, %s; "
+	       "database queries: %lu\n",
+	       (long long)dave.id, aside_status_name(rc),
+	       rc == ASIDE_OK ? u.name : err.message,
+	       atomic_load(&counted.gets) - q0);
+
+	step(8, "metrics");
 	show_metrics(svc, cache);
 	status = 0;
 out_svc:

@@ -48,6 +48,15 @@ static int get_ex(void *self, int64_t id, user *out, aside_error *err)
 {
 	struct slow_repo *w = self;
 	atomic_fetch_add_explicit(&w->gets, 1, memory_order_relaxed);
+	if (atomic_load(&w->down)) {
+		if (err) {
+			memset(err, 0, sizeof(*err));
+			err->code = ASIDE_EDB;
+			snprintf(err->message, sizeof(err->message),
+				 "the database is down");
+		}
+		return ASIDE_EDB;
+	}
 	if (w->delay_us > 0)
 		app_sleep_us(w->delay_us);
 	const user_repo_ops *ops = w->inner.ops;
@@ -182,6 +191,7 @@ user_repo slow_repo_wrap(struct slow_repo *w, user_repo inner, long delay_us)
 	w->delay_us = delay_us;
 	w->after_read_ms = w->after_update_ms = 0;
 	atomic_store(&w->gets, 0);
+	atomic_store(&w->down, 0);
 	if (!inner.ops) /* none to wrap (aside bench --http) */
 		return (user_repo){0};
 	bool outbox = inner.ops->logged_change && inner.ops->outbox_pending &&
