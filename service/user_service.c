@@ -611,16 +611,10 @@ int user_service_gate(user_service *s, uint64_t expected_users,
 {
 	if (!s)
 		return fail(err, ASIDE_EINVAL);
-	if (!s->db.ops->each_id) {
-		if (err) {
-			memset(err, 0, sizeof(*err));
-			err->code = ASIDE_EINVAL;
-			snprintf(err->message, sizeof(err->message),
-				 "the repository cannot list its users "
-				 "(no each_id): no gate");
-		}
-		return ASIDE_EINVAL;
-	}
+	if (!s->db.ops->each_id)
+		return repo__fail(err, ASIDE_EINVAL,
+				  "the repository cannot list its users "
+				  "(no each_id): no gate");
 	return aside_cache_gate(s->cache, "user", expected_users, refill_ms,
 				gate_fill_users, s, err);
 }
@@ -682,16 +676,10 @@ int user_service_warm(user_service *s, size_t max_users, size_t *warmed,
 		*warmed = 0;
 	if (!s || max_users == 0 || max_users > (1u << 30))
 		return fail(err, ASIDE_EINVAL);
-	if (!s->db.ops->each_id) {
-		if (err) {
-			memset(err, 0, sizeof(*err));
-			err->code = ASIDE_EINVAL;
-			snprintf(err->message, sizeof(err->message),
-				 "the repository cannot list its users "
-				 "(no each_id): nothing to warm");
-		}
-		return ASIDE_EINVAL;
-	}
+	if (!s->db.ops->each_id)
+		return repo__fail(err, ASIDE_EINVAL,
+				  "the repository cannot list its users "
+				  "(no each_id): nothing to warm");
 	struct newest w = {.ids = malloc(max_users * sizeof(int64_t)),
 			   .n = max_users};
 	if (!w.ids)
