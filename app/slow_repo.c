@@ -44,19 +44,22 @@ static void pause_upto_ms(long ms)
 		app_sleep_us((long)(app_rand() % (uint64_t)(ms + 1)) * 1000);
 }
 
+static int fail(aside_error *err, int code, const char *msg)
+{
+	if (err) {
+		memset(err, 0, sizeof(*err));
+		err->code = code;
+		snprintf(err->message, sizeof(err->message), "%s", msg);
+	}
+	return code;
+}
+
 static int get_ex(void *self, int64_t id, user *out, aside_error *err)
 {
 	struct slow_repo *w = self;
 	atomic_fetch_add_explicit(&w->gets, 1, memory_order_relaxed);
-	if (atomic_load(&w->down)) {
-		if (err) {
-			memset(err, 0, sizeof(*err));
-			err->code = ASIDE_EDB;
-			snprintf(err->message, sizeof(err->message),
-				 "the database is down");
-		}
-		return ASIDE_EDB;
-	}
+	if (atomic_load(&w->down))
+		return fail(err, ASIDE_EDB, "the database is down");
 	if (w->delay_us > 0)
 		app_sleep_us(w->delay_us);
 	const user_repo_ops *ops = w->inner.ops;
@@ -162,15 +165,9 @@ static int each_id(void *self, int (*fn)(void *arg, int64_t id), void *arg,
 		   aside_error *err)
 {
 	struct slow_repo *w = self;
-	if (!w->inner.ops->each_id) {
-		if (err) {
-			memset(err, 0, sizeof(*err));
-			err->code = ASIDE_EINVAL;
-			snprintf(err->message, sizeof(err->message),
-				 "the repository cannot list its users");
-		}
-		return ASIDE_EINVAL;
-	}
+	if (!w->inner.ops->each_id)
+		return fail(err, ASIDE_EINVAL,
+			    "the repository cannot list its users");
 	return w->inner.ops->each_id(w->inner.self, fn, arg, err);
 }
 

@@ -876,10 +876,11 @@ static bool breaker_lets(aside_cache *c, int64_t now, bool *probe)
 }
 
 /* A load's outcome, for the breaker: rc < 0 failed. */
-static void breaker_heard(aside_cache *c, int rc, bool probe, int64_t now)
+static void breaker_heard(aside_cache *c, int rc, bool probe)
 {
 	if (!c->breaker_n)
 		return;
+	int64_t now = now_of(c);
 	if (rc >= 0) {
 		atomic_store(&c->load_fails, 0);
 		if (probe || atomic_load(&c->breaker_until)) {
@@ -930,14 +931,13 @@ static int run_load(aside_cache *c, struct flight *f, const aside_loader *ld,
 	int64_t t0 = aside__mono_us();
 	atomic_store_explicit(&f->load_began_us, t0, memory_order_relaxed);
 	int rc = ld->load(ld->arg, f->key, f->klen, &v, lerr);
-	breaker_heard(c, rc == ASIDE_OK && !v ? ASIDE_EINTERNAL : rc, probe,
-		      now_of(c));
 	uint64_t dt = (uint64_t)(aside__mono_us() - t0);
 	aside__count(st, ASIDE__C_loads, 1);
 	aside__count(st, ASIDE__C_load_time_us_sum, dt);
 	aside__count_hist(st, aside_hist_bucket(dt));
 	if (rc == ASIDE_OK && !v)
 		rc = ASIDE_EINTERNAL;
+	breaker_heard(c, rc, probe);
 	if (rc == ASIDE_OK) {
 		aside__count(st, ASIDE__C_load_ok, 1);
 		aside__value_set_expiry(

@@ -117,6 +117,13 @@ static void counter(struct out *o, const char *prefix, const char *name,
 	    name, help, prefix, name, prefix, name, (unsigned long long)v);
 }
 
+static void gauge(struct out *o, const char *prefix, const char *name,
+		  const char *help, long long v)
+{
+	put(o, "# HELP %s_%s %s\n# TYPE %s_%s gauge\n%s_%s %lld\n", prefix,
+	    name, help, prefix, name, prefix, name, v);
+}
+
 /* A counter with one series a tier, labelled with its number and name. */
 static void tier_counter(struct out *o, const char *prefix, const char *name,
 			 const char *help, const aside_metrics *m,
@@ -207,27 +214,27 @@ size_t aside_metrics_prometheus(const aside_metrics *m, const char *prefix,
 	counter(&o, prefix, "breaker_refusals_total",
 		"Loads the source's breaker refused (breaker=N).",
 		m->breaker_refusals);
-	put(&o,
-	    "# HELP %s_breaker_open Whether the source's breaker refuses "
-	    "loads now.\n"
-	    "# TYPE %s_breaker_open gauge\n%s_breaker_open %d\n",
-	    prefix, prefix, prefix, m->breaker_open);
+	gauge(&o, prefix, "breaker_open",
+	      "Whether the source's breaker refuses loads now.",
+	      m->breaker_open);
 	counter(&o, prefix, "gate_rejects_total",
 		"Reads the Bloom gate answered not found, with no load.",
 		m->gate_rejects);
 	counter(&o, prefix, "gate_fills_total",
 		"Times the Bloom gate was filled with every existing key.",
 		m->gate_fills);
+	gauge(&o, prefix, "gate_armed",
+	      "Whether the Bloom gate answers for absent keys now (else it "
+	      "lets every key through).",
+	      m->gate_armed);
 	counter(&o, prefix, "evictions_total",
 		"Entries evicted by the in-process tier.", m->evictions);
 	counter(&o, prefix, "corrupt_entries_total",
 		"Cached entries that failed to decode.", m->corrupt);
 	counter(&o, prefix, "tier_errors_total",
 		"Cache tier operations that failed.", m->tier_errors);
-	put(&o,
-	    "# HELP %s_cache_entries Entries held in process.\n"
-	    "# TYPE %s_cache_entries gauge\n%s_cache_entries %lld\n",
-	    prefix, prefix, prefix, (long long)m->entries);
+	gauge(&o, prefix, "cache_entries", "Entries held in process.",
+	      (long long)m->entries);
 
 	put(&o,
 	    "# HELP %s_load_duration_seconds Time a load took.\n"
