@@ -212,7 +212,10 @@ typedef struct aside_tier_ops {
 	 * Version 2: leases, for a tier shared between processes (NULL in a
 	 * tier without them).  lease_get returns ASIDE_OK with the value,
 	 * ASIDE_LEASED with *token set when the caller is now the one to load
-	 * and fill the key, or ASIDE_BUSY while another reader holds the lease
+	 * and fill the key (*out may then hold the key's entry, kept past its
+	 * expiry: the caller serves it only if its load fails and giving the
+	 * lease up then returns ASIDE_OK, never stores it, and must unref
+	 * it), or ASIDE_BUSY while another reader holds the lease
 	 * (the caller waits and asks again; *out may then hold a stale copy
 	 * of the key, which the caller may serve but never store, and must
 	 * unref); or an error.  lease_end stores v

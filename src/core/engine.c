@@ -407,10 +407,8 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 	rc = aside__parse_query(query, param, &p, err);
 	if (rc != ASIDE_OK)
 		return rc;
-	if (p.l1.stale_ms && !p.l1.capacity)
-		return aside__fail(err, ASIDE_EURL,
-				   "option stale_if_error_ms: the stale copies "
-				   "are kept in process; give l1=N too");
+	/* Expired copies are kept by the L1 and by Redis alike. */
+	p.r.keep_ms = p.l1.stale_ms;
 	if (redis_l1 && p.l1.capacity && !p.l1.max_ttl_ms)
 		p.l1.max_ttl_ms =
 		    60000; /* a lost invalidation heals in 1 min */
@@ -782,14 +780,15 @@ static void nap_us(int64_t us)
 
 /*
  * Asks a shared tier with leases: the value (ASIDE_OK), a lease to load
- * and fill (ASIDE_LEASED, *token set), or nothing to be had (a miss, an
+ * and fill (ASIDE_LEASED, *token set, and in *kept the key's expired entry
+ * if the tier keeps one, or NULL), or nothing to be had (a miss, an
  * error, or another process's lease held past wait_ms).  While another
  * reader, in any process, holds the lease, this one waits with jittered
  * backoff and asks again: P processes missing one key make one load.
  */
 static int lease_lookup(aside_cache *c, int i, struct flight *f, int64_t now,
 			const aside_loader *ld, aside_value **out,
-			uint64_t *token)
+			uint64_t *token, aside_value **kept)
 {
 	struct aside__stripe *st = stripe(c);
 	const aside_tier *t = &c->tiers[i];
@@ -821,6 +820,10 @@ static int lease_lookup(aside_cache *c, int i, struct flight *f, int64_t now,
 			continue; /* dropped: ask again for a lease */
 		if (rc == ASIDE_LEASED || rc == ASIDE_NOT_FOUND) {
 			aside__count(st, ASIDE__C_tier_miss0 + i, 1);
+			if (rc == ASIDE_LEASED)
+				*kept = v;
+			else
+				aside_value_unref(v);
 			return rc;
 		}
 		if (rc != ASIDE_BUSY) {
@@ -1047,8 +1050,16 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 	 * the shared tier failed: the reads after that go to the source
 	 * directly, not through another wait, and no lease validates them. */
 	bool no_lease = false;
+	/* The shared tier's expired entry, handed with the lease: served if
+	 * the load fails and giving the lease up proves that no write voided
+	 * it since (kept_ok). */
+	aside_value *kept = NULL;
+	bool kept_ok = false;
 	for (;;) {
 		aside_error_clear(&lerr);
+		aside_value_unref(kept);
+		kept = NULL;
+		kept_ok = false;
 		int64_t now = now_of(c);
 		int leased = -1; /* the tier whose lease this flight holds */
 		uint64_t token = 0;
@@ -1070,8 +1081,15 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 			}
 			if (no_lease)
 				continue;
-			int lr = lease_lookup(c, i, f, now, ld, &v, &token);
+			aside_value *copy = NULL;
+			int lr =
+			    lease_lookup(c, i, f, now, ld, &v, &token, &copy);
 			stale |= lr == LEASE_STALE;
+			if (lr == ASIDE_LEASED && leased < 0) {
+				kept = copy;
+				copy = NULL;
+			}
+			aside_value_unref(copy);
 			if (lr == ASIDE_OK || lr == LEASE_STALE)
 				source = i;
 			else if (lr == ASIDE_LEASED && leased < 0)
@@ -1124,6 +1142,7 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 				aside__count(st, ASIDE__C_tier_errors, 1);
 			/* Unknown when the tier failed: read again. */
 			valid = sr >= 0 && sr != ASIDE_STALE;
+			kept_ok = sr == ASIDE_OK;
 		} else if (fill) {
 			valid =
 			    fill_tiers(c, f, v, source, leased, token, now) &&
@@ -1152,10 +1171,22 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 		v = NULL;
 	}
 
-	/* The load failed: the L1's expired copy, if it keeps one. */
+	/* The load failed: the L1's expired copy, if it keeps one, else the
+	 * shared tier's.  That one was the key's entry when the lease was
+	 * granted, and the lease was still this flight's when given up, so
+	 * no write in any process completed in between; and the flight was
+	 * sealed before, so every reader of it began before that. */
 	aside_value *old = NULL;
-	if (rc < 0 && !stale_copy(c, f->key, f->klen, f->hash, ld, &old))
+	if (rc < 0 && !stale_copy(c, f->key, f->klen, f->hash, ld, &old)) {
 		old = NULL;
+		if (kept && kept_ok &&
+		    (!ld->decode ||
+		     ld->decode(ld->arg, kept, NULL) == ASIDE_OK)) {
+			old = kept;
+			kept = NULL;
+		}
+	}
+	aside_value_unref(kept);
 
 	pthread_mutex_lock(&sh->lock);
 	/* Not once a write voided the flight: the copy predates the write,

@@ -360,6 +360,9 @@ typedef struct aside__redis_params {
 	char password[256];
 	uint64_t port, db, connect_timeout_ms, timeout_ms, pool, lease_ms;
 	uint64_t tomb_ms, stale_ms;
+	/* Entries kept this long past their expiry, handed with a lease to
+	 * a reader whose load may fail (stale_if_error_ms); 0: none. */
+	uint64_t keep_ms;
 	aside_log_fn log;
 	void *log_ctx;
 } aside__redis_params;

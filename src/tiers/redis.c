@@ -4,8 +4,11 @@
  * hiredis contexts are not thread-safe: a pool lends one to a call, and a
  * context whose `err` is set is freed, never reused.  A value is stored as
  * a 16-byte header (magic and format version, logical expiry, how long its
- * load took) followed by its bytes, with a Redis expiry (PX) to match; an
- * entry that does not decode is reported corrupt, and the engine deletes it.
+ * load took) followed by its bytes, with a Redis expiry (PX) to match, or
+ * longer by stale_if_error_ms: such an entry is a miss once past its own
+ * expiry, and is handed with the lease to the reader that will load it, as
+ * a copy to serve if the load fails (see r_lease_get).  An entry that does
+ * not decode is reported corrupt, and the engine deletes it.
  *
  * Leases (Facebook's memcache leases, NSDI 2013, section 3.2.1), as Lua
  * scripts: a reader that misses gets the value, or a lease to load and fill
@@ -114,7 +117,8 @@ struct redis {
 	int64_t tomb_ms;	/* how long a tombstone fences older fills */
 	int (*on_back)(void *); /* see aside__redis_on_back; lock */
 	void *on_back_ctx;
-	int64_t stale_ms;	/* keep a stale copy in tombstones this long */
+	int64_t stale_ms; /* keep a stale copy in tombstones this long */
+	int64_t keep_ms;  /* keep entries this long past expiry (r_lease_get) */
 	char sha[NSCRIPTS][41]; /* the scripts' SHA1s, once loaded; lock */
 
 	_Atomic int up;	  /* breaker: 1 closed (Redis usable), 0 open */
@@ -947,12 +951,12 @@ static uint64_t get64be(const unsigned char *p)
 }
 
 /*
- * Decodes a stored entry into a new value; ASIDE_NOT_FOUND if it expired or
- * is a tombstone.
+ * Decodes a stored entry into a new value; ASIDE_NOT_FOUND if it is a
+ * tombstone, or expired more than grace_us ago (0: expired at all).
  */
-static int decode_entry(const char *key, size_t klen, const char *str,
-			size_t len, int64_t now, aside_value **out,
-			aside_error *err)
+static int decode_kept(const char *key, size_t klen, const char *str,
+		       size_t len, int64_t now, int64_t grace_us,
+		       aside_value **out, aside_error *err)
 {
 	const unsigned char *h = (const unsigned char *)str;
 	uint32_t magic = len >= 4 ? get32(h) : 0;
@@ -965,7 +969,7 @@ static int decode_entry(const char *key, size_t klen, const char *str,
 		return ASIDE_NOT_FOUND; /* a tombstone */
 	int64_t expires =
 	    (int64_t)((uint64_t)get32(h + 4) | (uint64_t)get32(h + 8) << 32);
-	if (expires && now >= expires)
+	if (expires && now >= expires && now - expires >= grace_us)
 		return ASIDE_NOT_FOUND;
 	int rc = aside_value_new(key, klen, str + header, len - header, out);
 	if (rc == ASIDE_OK) {
@@ -978,6 +982,14 @@ static int decode_entry(const char *key, size_t klen, const char *str,
 	return rc;
 }
 
+/* A fresh entry, decoded; ASIDE_NOT_FOUND if expired or a tombstone. */
+static int decode_entry(const char *key, size_t klen, const char *str,
+			size_t len, int64_t now, aside_value **out,
+			aside_error *err)
+{
+	return decode_kept(key, klen, str, len, now, 0, out, err);
+}
+
 /* ---- scripts ------------------------------------------------------------ */
 
 /*
@@ -986,17 +998,27 @@ static int decode_entry(const char *key, size_t klen, const char *str,
  * runs, even where it would only have read (see r_get).
  */
 static const char *const scripts[NSCRIPTS] = {
-    /* KEYS: value, lease; ARGV: token, lease ms.
-     * {1, entry} | {2}: leased to the caller (also when the lease is
-     * already its own: a request sent again after its answer was lost) |
-     * {3[, tombstone]}: someone else's (with the tombstone, which may hold
-     * a stale copy). */
+    /* KEYS: value, lease; ARGV: token, lease ms, the caller's time (µs).
+     * {1, entry} | {2[, expired entry]}: leased to the caller (also when
+     * the lease is already its own: a request sent again after its answer
+     * was lost), with the entry if one is kept past its expiry
+     * (stale_if_error_ms) | {3[, tombstone]}: someone else's (with the
+     * tombstone, which may hold a stale copy).  An entry past its expiry
+     * at the caller's time is a miss, whatever Redis's own clock says. */
     "#!lua\n"
     "local v = redis.call('GET', KEYS[1]) "
-    "if v and not (string.sub(v, 1, 4) == 'ASD2' and "
-    "string.byte(v, 25) == 1) then return {1, v} end "
+    "local old = nil "
+    "if v then local m = string.sub(v, 1, 4) "
+    "if m == 'ASD2' and string.byte(v, 25) == 1 then "
+    "elseif (m == 'ASD1' or m == 'ASD2') and #v >= 16 then "
+    "local lo, hi = struct.unpack('<I4<I4', v, 5) "
+    "local at = hi * 4294967296 + lo "
+    "if at == 0 or at > tonumber(ARGV[3]) then return {1, v} end "
+    "old = v v = nil "
+    "else return {1, v} end end "
     "if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) or "
-    "redis.call('GET', KEYS[2]) == ARGV[1] then return {2} end "
+    "redis.call('GET', KEYS[2]) == ARGV[1] then "
+    "if old then return {2, old} end return {2} end "
     "if v then return {3, v} end "
     "return {3}",
     /* KEYS: value, lease; ARGV: token, entry, px (0: none), version.
@@ -1308,13 +1330,15 @@ static int r_lease_get(void *self, const char *key, size_t klen, uint64_t hash,
 {
 	(void)hash;
 	struct redis *r = self;
-	char lk[ASIDE_KEY_MAX + 16], tok[17], ms[24];
+	char lk[ASIDE_KEY_MAX + 16], tok[17], ms[24], at[24];
 	uint64_t t = aside__rand() | 1;
 	snprintf(tok, sizeof(tok), "%016llx", (unsigned long long)t);
 	int mslen = snprintf(ms, sizeof(ms), "%lld", (long long)r->lease_ms);
-	const char *kv[] = {key, lk, tok, ms};
-	size_t kl[] = {klen, lease_key(key, klen, lk), 16, (size_t)mslen};
-	redisReply *rep = run_script(r, S_LEASE_GET, 2, 4, kv, kl, err);
+	int atlen = snprintf(at, sizeof(at), "%lld", (long long)now);
+	const char *kv[] = {key, lk, tok, ms, at};
+	size_t kl[] = {klen, lease_key(key, klen, lk), 16, (size_t)mslen,
+		       (size_t)atlen};
+	redisReply *rep = run_script(r, S_LEASE_GET, 2, 5, kv, kl, err);
 	if (!rep) {
 		orphan_add(r, lk, kl[1], tok);
 		return ASIDE_ECACHE;
@@ -1337,6 +1361,16 @@ static int r_lease_get(void *self, const char *key, size_t klen, uint64_t hash,
 	} else if (rep->element[0]->integer == 2) {
 		*token = t;
 		rc = ASIDE_LEASED;
+		/* The entry kept past its expiry, for a load that fails; one
+		 * past the bound (the caller's clock ahead of Redis's) or
+		 * that does not decode is no copy. */
+		const redisReply *old =
+		    rep->elements == 2 ? rep->element[1] : NULL;
+		aside_value *copy = NULL;
+		if (old && old->type == REDIS_REPLY_STRING && r->keep_ms &&
+		    decode_kept(key, klen, old->str, old->len, now,
+				r->keep_ms * 1000, &copy, NULL) == ASIDE_OK)
+			*out = copy;
 	} else {
 		rc = ASIDE_BUSY;
 		/* A tombstone's stale copy, for a caller that takes one. */
@@ -1409,6 +1443,8 @@ static int r_lease_end(void *self, const char *key, size_t klen, uint64_t hash,
 	int64_t ttl_ms = expires ? (expires - now + 999) / 1000 : 0;
 	if (expires && ttl_ms <= 0)
 		ttl_ms = 1; /* already stale: keep nothing, but end the lease */
+	else if (expires)
+		ttl_ms += r->keep_ms; /* kept past its expiry as a copy */
 	size_t size;
 	unsigned char *buf = encode_entry(v, expires, &size);
 	if (!buf)
@@ -1445,6 +1481,8 @@ static int r_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 	int64_t ttl_ms = expires ? (expires - now + 999) / 1000 : 0;
 	if (expires && ttl_ms <= 0)
 		return ASIDE_OK; /* already stale: nothing to share */
+	if (expires)
+		ttl_ms += r->keep_ms; /* kept past its expiry as a copy */
 	unsigned char *buf = encode_entry(v, expires, &size);
 	if (!buf)
 		return aside__fail(err, ASIDE_ENOMEM, "out of memory");
@@ -2053,6 +2091,7 @@ int aside__redis_open(const aside__redis_params *p, aside_tier *out,
 	r->lease_ms = (int64_t)p->lease_ms;
 	r->tomb_ms = (int64_t)p->tomb_ms;
 	r->stale_ms = (int64_t)p->stale_ms;
+	r->keep_ms = (int64_t)p->keep_ms;
 	snprintf(r->channel, sizeof(r->channel), "aside:invalidate:%d",
 		 (int)p->db);
 	snprintf(r->refused_channel, sizeof(r->refused_channel),

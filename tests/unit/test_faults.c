@@ -450,6 +450,61 @@ static void postgres_down_serves_expired_copies(void **state)
 	aside_cache_close(c);
 }
 
+/*
+ * The same over Redis alone: the entry Redis keeps past its expiry
+ * (stale_if_error_ms) is served to every process, one that never read
+ * the user too.
+ */
+static void postgres_down_serves_redis_copies_to_every_process(void **state)
+{
+	fx *f = *state;
+	NEED_OWN_SERVERS(f);
+	char url[512];
+	aside_cache *c1 = NULL, *c2 = NULL;
+	aside_error err;
+	assert_non_null(test_redis_url(url, REDIS_DB,
+				       "ttl_ms=200&stale_if_error_ms=60000"));
+	if (aside_cache_open(url, &c1, &err) != ASIDE_OK ||
+	    aside_cache_open(url, &c2, &err) != ASIDE_OK)
+		fail_msg("open %s: %s", url, err.message);
+	user_service *s1 = user_service_new(f->db, c1),
+		     *s2 = user_service_new(f->db, c2);
+	user a = add_user(f, 1), b = add_user(f, 2), got, stale;
+	assert_int_equal(user_service_get(s1, a.id, &got), ASIDE_OK);
+	pause_ms(300); /* past the TTL */
+	bool stopped = test_services("pg-stop");
+	memset(&stale, 0, sizeof(stale));
+	int rc_a = user_service_get(s2, a.id, &stale);
+	int rc_b = user_service_get(s2, b.id, &got);
+	aside_metrics down = metrics(c2);
+	bool started = test_services("pg-start");
+	assert_true(stopped);
+	assert_true(started);
+	assert_int_equal(rc_a, ASIDE_OK);
+	assert_int_equal(stale.id, a.id);
+	assert_string_equal(stale.name, a.name);
+	assert_string_equal(stale.email, a.email);
+	assert_true(rc_b < 0);
+	assert_int_equal(down.stale_on_error, 1);
+	assert_int_equal(down.load_errors, 2);
+	/* Back: loaded again, and stored fresh for both processes. */
+	int rc = ASIDE_EDB;
+	for (int i = 0; i < 100 && rc != ASIDE_OK; i++) {
+		rc = user_service_get(s2, a.id, &got);
+		if (rc != ASIDE_OK)
+			pause_ms(50);
+	}
+	assert_int_equal(rc, ASIDE_OK);
+	assert_int_equal(metrics(c2).load_ok, down.load_ok + 1);
+	assert_int_equal(metrics(c2).stale_on_error, 1);
+	assert_int_equal(user_service_get(s1, a.id, &got), ASIDE_OK);
+	assert_int_equal(metrics(c1).loads, 1);
+	user_service_free(s1);
+	user_service_free(s2);
+	aside_cache_close(c1);
+	aside_cache_close(c2);
+}
+
 /* Sets or clears requirepass, authenticating with `current` if set. */
 static bool set_password(const char *current, const char *next)
 {
@@ -2204,6 +2259,9 @@ int main(void)
 					    teardown),
 	    cmocka_unit_test_setup_teardown(postgres_down_serves_expired_copies,
 					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		postgres_down_serves_redis_copies_to_every_process, setup,
+		teardown),
 	    cmocka_unit_test_setup_teardown(postgres_errors_keep_their_sqlstate,
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(l1s_stay_coherent, setup, teardown),

@@ -659,10 +659,10 @@ static void stale_copy_instead_of_waiting(void **state)
 }
 
 /*
- * The database fails once a key has expired in both tiers: the L1's
- * expired copy is served (stale_if_error_ms); another process, whose L1
- * has none, gets the error; and a write in that other process removes
- * the copy, so that it is never served after the write.
+ * The database fails once a key has expired in both tiers
+ * (stale_if_error_ms): the L1's expired copy is served; another process,
+ * whose L1 never held the key, is served the copy Redis kept; and a write
+ * in that other process removes both, so that no copy is served after it.
  */
 static void stale_copy_when_the_database_fails(void **state)
 {
@@ -676,16 +676,25 @@ static void stale_copy_when_the_database_fails(void **state)
 	char got[256], r[256];
 	assert_int_equal(read_key(a, &s, "se:1", got), ASIDE_OK);
 	pause_ms(250); /* past the TTL, in the L1 and in Redis */
-	assert_string_equal(redis1("EXISTS", "se:1", r), "0");
+	/* Redis keeps the entry for the copy: 100 ms + 60 s at the fill. */
+	assert_string_equal(redis1("EXISTS", "se:1", r), "1");
+	long pttl = atol(redis1("PTTL", "se:1", r));
+	assert_true(pttl > 59000 && pttl <= 60100);
 	atomic_store(&s.fail, ASIDE_EDB);
 	got[0] = '\0';
 	assert_int_equal(read_key(a, &s, "se:1", got), ASIDE_OK);
 	assert_string_equal(got, "row-1");
 	assert_int_equal(metrics(a).stale_on_error, 1);
 	assert_int_equal(s.loads, 2);
-	assert_int_equal(read_key(b, &s, "se:1", got), ASIDE_EDB);
-	/* b's write reaches a's L1 through Redis: no copy after it. */
+	got[0] = '\0';
+	assert_int_equal(read_key(b, &s, "se:1", got), ASIDE_OK);
+	assert_string_equal(got, "row-1");
+	assert_int_equal(metrics(b).stale_on_error, 1);
+	assert_int_equal(s.loads, 3);
+	/* b's write deletes Redis's copy, and reaches a's L1 through Redis:
+	 * no copy after it. */
 	assert_int_equal(aside_cache_invalidate(b, "se:1", 4, NULL), ASIDE_OK);
+	assert_int_equal(read_key(b, &s, "se:1", got), ASIDE_EDB);
 	int rc = ASIDE_OK;
 	for (int i = 0; i < 200 && rc == ASIDE_OK; i++) {
 		rc = read_key(a, &s, "se:1", got);
@@ -695,6 +704,141 @@ static void stale_copy_when_the_database_fails(void **state)
 	assert_int_equal(rc, ASIDE_EDB);
 	aside_cache_close(a);
 	aside_cache_close(b);
+}
+
+/*
+ * Redis alone (no L1) keeps expired entries for stale_if_error_ms: every
+ * process is served the copy while loads fail, none once the row is gone,
+ * and the first load that succeeds replaces it.
+ */
+static void redis_keeps_copies_without_an_l1(void **state)
+{
+	NEED_SERVERS(state);
+	aside_cache *a = open_cache("stale_if_error_ms=60000"),
+		    *b = open_cache("stale_if_error_ms=60000");
+	assert_int_equal(aside_cache_set_ttl(a, "rk", 100, 0), ASIDE_OK);
+	assert_int_equal(aside_cache_set_ttl(b, "rk", 100, 0), ASIDE_OK);
+	source s;
+	source_init(&s, "row-1");
+	char got[256];
+	assert_int_equal(read_key(a, &s, "rk:1", got), ASIDE_OK);
+	pause_ms(250);
+	atomic_store(&s.fail, ASIDE_EDB);
+	for (int i = 0; i < 2; i++) {
+		aside_cache *c = i ? b : a;
+		got[0] = '\0';
+		assert_int_equal(read_key(c, &s, "rk:1", got), ASIDE_OK);
+		assert_string_equal(got, "row-1");
+		assert_int_equal(metrics(c).stale_on_error, 1);
+		assert_int_equal(metrics(c).load_errors, 1);
+	}
+	assert_int_equal(s.loads, 3);
+	/* A key with no copy: the error. */
+	assert_int_equal(read_key(a, &s, "rk:2", got), ASIDE_EDB);
+	/* The row is gone (NOT_FOUND is an answer, not a failure). */
+	atomic_store(&s.fail, 0);
+	s.value = NULL;
+	assert_int_equal(read_key(b, &s, "rk:1", got), ASIDE_NOT_FOUND);
+	assert_int_equal(metrics(b).stale_on_error, 1);
+	/* Back: loaded and stored fresh; the copy is not served again. */
+	s.value = "row-2";
+	assert_int_equal(read_key(a, &s, "rk:1", got), ASIDE_OK);
+	assert_string_equal(got, "row-2");
+	assert_int_equal(read_key(b, &s, "rk:1", got), ASIDE_OK);
+	assert_string_equal(got, "row-2");
+	assert_int_equal(s.loads, 6);
+	assert_int_equal(metrics(a).stale_on_error, 1);
+	aside_cache_close(a);
+	aside_cache_close(b);
+}
+
+/*
+ * A write that lands while the reader holding the lease loads: the lease
+ * is voided, so when the load then fails the copy handed with the lease is
+ * not served: it is older than a write that completed before the read
+ * returned.
+ */
+static void copy_not_served_after_a_write_during_the_load(void **state)
+{
+	NEED_SERVERS(state);
+	aside_cache *a = open_cache("stale_if_error_ms=60000"),
+		    *b = open_cache("stale_if_error_ms=60000");
+	assert_int_equal(aside_cache_set_ttl(a, "wd", 100, 0), ASIDE_OK);
+	source s;
+	source_init(&s, "row-1");
+	char got[256];
+	assert_int_equal(read_key(a, &s, "wd:1", got), ASIDE_OK);
+	pause_ms(250);
+	s.gated = true;
+	s.inside = false; /* set by the first load */
+	atomic_store(&s.fail, ASIDE_EDB);
+	reader rd = {a, &s, "wd:1", 0, ""};
+	pthread_t t;
+	pthread_create(&t, NULL, read_thread, &rd);
+	wait_inside(&s);
+	assert_int_equal(aside_cache_invalidate(b, "wd:1", 4, NULL), ASIDE_OK);
+	open_gate(&s);
+	pthread_join(t, NULL);
+	assert_int_equal(rd.rc, ASIDE_EDB);
+	assert_int_equal(metrics(a).stale_on_error, 0);
+	aside_cache_close(a);
+	aside_cache_close(b);
+}
+
+/* The cache's clock, shifted ahead of Redis's by `shift_us`. */
+static _Atomic int64_t shift_us;
+static int64_t shifted_clock(void *ctx)
+{
+	(void)ctx;
+	return aside_clock_default(NULL) + atomic_load(&shift_us);
+}
+
+/*
+ * Expiry goes by the reading cache's clock, not Redis's: an entry past its
+ * expiry there is a miss (the lease script compares), and a copy past its
+ * bound there is not served, though Redis still holds it.
+ */
+static void copies_keep_to_the_readers_clock(void **state)
+{
+	NEED_SERVERS(state);
+	char url[512];
+	assert_true(test_redis_url(url, REDIS_DB, "stale_if_error_ms=1000"));
+	aside_options o = {.clock = shifted_clock};
+	aside_cache *a;
+	aside_error err;
+	atomic_store(&shift_us, 0);
+	if (aside_cache_open_opts(url, &o, &a, &err) != ASIDE_OK)
+		fail_msg("open: %s", err.message);
+	assert_int_equal(aside_cache_set_ttl(a, "ck", 60000, 0), ASIDE_OK);
+	source s;
+	source_init(&s, "row-1");
+	char got[256];
+	assert_int_equal(read_key(a, &s, "ck:1", got), ASIDE_OK);
+	atomic_store(&s.fail, ASIDE_EDB);
+	/* Fresh by the cache's clock: a hit. */
+	assert_int_equal(read_key(a, &s, "ck:1", got), ASIDE_OK);
+	assert_int_equal(s.loads, 1);
+	/* 0.5 s past its expiry: a miss, and the copy is served. */
+	atomic_store(&shift_us, 60500000);
+	got[0] = '\0';
+	assert_int_equal(read_key(a, &s, "ck:1", got), ASIDE_OK);
+	assert_string_equal(got, "row-1");
+	assert_int_equal(s.loads, 2);
+	assert_int_equal(metrics(a).stale_on_error, 1);
+	/* 5 s past: beyond the 1-s bound, though Redis still holds it. */
+	atomic_store(&shift_us, 65000000);
+	assert_int_equal(read_key(a, &s, "ck:1", got), ASIDE_EDB);
+	assert_int_equal(s.loads, 3);
+	assert_int_equal(metrics(a).stale_on_error, 1);
+	/* With the database back, the expired entry is reloaded and
+	 * stored again under the lease. */
+	atomic_store(&s.fail, 0);
+	s.value = "row-2";
+	assert_int_equal(read_key(a, &s, "ck:1", got), ASIDE_OK);
+	assert_string_equal(got, "row-2");
+	assert_int_equal(read_key(a, &s, "ck:1", got), ASIDE_OK);
+	assert_int_equal(s.loads, 4);
+	aside_cache_close(a);
 }
 
 static int no_keys(void *arg, aside_cache *c, aside_error *err)
@@ -894,6 +1038,10 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup(newer_tombstone_is_kept, setup),
 	    cmocka_unit_test_setup(stale_copy_instead_of_waiting, setup),
 	    cmocka_unit_test_setup(stale_copy_when_the_database_fails, setup),
+	    cmocka_unit_test_setup(redis_keeps_copies_without_an_l1, setup),
+	    cmocka_unit_test_setup(
+		copy_not_served_after_a_write_during_the_load, setup),
+	    cmocka_unit_test_setup(copies_keep_to_the_readers_clock, setup),
 	    cmocka_unit_test_setup(gate_hears_other_processes_writes, setup),
 	    cmocka_unit_test_setup(scripts_come_back_after_a_flush, setup),
 	    cmocka_unit_test_setup(processes_and_threads_make_one_load, setup),
