@@ -427,8 +427,10 @@ int aside_cache_invalidate_late_many(aside_cache *c, const char *const *keys,
  * another process: write the row, then invalidate its key, as always, and
  * a read that begins after that invalidation returned gets past the gate.
  * About 1% of the keys that do not exist get past it too, and are loaded
- * (the filter has 10 bits a key of expected_keys; more keys than that make
- * it let more through).
+ * (the filter has 10 bits a key: each fill builds a new one, sized for the
+ * keys the last held and at least expected_keys, and one that comes to
+ * hold twice its size asks for a fill; a deleted key gets past it until
+ * the next fill).
  *
  * fill runs now (over Redis, once the subscription has confirmed: the
  * first read after that runs it), and again whenever writes may have been

@@ -123,8 +123,20 @@ struct aside_cache {
 	_Atomic int64_t breaker_wait_us;
 	_Atomic bool breaker_probing;
 
-	/* The Bloom gate (aside_cache_gate); NULL: none.  Set once. */
+	/* The Bloom gate (aside_cache_gate); NULL: none.  Set once, then
+	 * replaced by each fill's new filter (gate_fill).  Readers use it
+	 * inside a read section; writers, under gate_lock. */
 	struct aside__gate *_Atomic gate;
+	pthread_mutex_t gate_lock;
+	/* The filter a fill is building: writes go to it too.  gate_lock. */
+	struct aside__gate *gate_next;
+	/* The filter last replaced, until no reader can see it.  gate_lock. */
+	struct aside__gate *gate_dead;
+	uint64_t gate_dead_grace;
+	bool gate_outgrown; /* a fill was asked for, as the gate's is full */
+	char *gate_ns;	    /* keys "ns:..." are gated; set once, with gate */
+	size_t gate_nslen;
+	uint64_t gate_expected; /* as given; the filters are sized for more */
 	aside_gate_fill_fn gate_fill;
 	void *gate_arg;
 	int64_t gate_refill_us; /* 0: only after a possible loss */
@@ -429,6 +441,7 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 	c->default_ttl_ms = (int64_t)p.ttl_ms;
 	c->default_jitter_pct = (int)p.jitter_pct;
 	pthread_mutex_init(&c->ns_lock, NULL);
+	pthread_mutex_init(&c->gate_lock, NULL);
 	pthread_mutex_init(&c->hook_lock, NULL);
 	for (int i = 0; i < FLIGHT_SHARDS; i++)
 		pthread_mutex_init(&c->flights[i].lock, NULL);
@@ -488,6 +501,10 @@ void aside_cache_close(aside_cache *c)
 		free(n);
 	}
 	aside__gate_free(atomic_load(&c->gate));
+	aside__gate_free(c->gate_next);
+	aside__gate_free(c->gate_dead);
+	free(c->gate_ns);
+	pthread_mutex_destroy(&c->gate_lock);
 	pthread_mutex_destroy(&c->ns_lock);
 	pthread_mutex_destroy(&c->hook_lock);
 	for (int i = 0; i < FLIGHT_SHARDS; i++)
@@ -1213,10 +1230,53 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 
 #define GATE_RETRY_US 1000000 /* after a fill that failed */
 
+static bool gate_covers(const aside_cache *c, const char *key, size_t klen)
+{
+	return klen > c->gate_nslen && key[c->gate_nslen] == ':' &&
+	       memcmp(key, c->gate_ns, c->gate_nslen) == 0;
+}
+
 /*
- * Runs the application's fill, which adds every key that exists.  The gate
- * is armed only if no write can have been missed since the fill began (no
- * deaf() meanwhile).  One fill at a time; false if another runs.
+ * Adds a key that may exist now (a write, or the application's word) to
+ * the gate, and to the filter a fill is building.  False if the key is
+ * not gated.
+ */
+static bool gate_hear(aside_cache *c, const char *key, size_t klen,
+		      uint64_t hash)
+{
+	if (!atomic_load_explicit(&c->gate, memory_order_acquire) ||
+	    !gate_covers(c, key, klen))
+		return false;
+	pthread_mutex_lock(&c->gate_lock);
+	struct aside__gate *g = atomic_load(&c->gate);
+	aside__gate_add(g, hash);
+	if (c->gate_next)
+		aside__gate_add(c->gate_next, hash);
+	else if (!c->gate_outgrown && aside__gate_overfull(g)) {
+		/* Outgrown (or much rewritten): the next reader fills a
+		 * larger one, whatever refill_ms says; once a filter (a
+		 * fill that fails is tried again at its own pace). */
+		c->gate_outgrown = true;
+		atomic_store(&c->gate_next_us, 0);
+	}
+	pthread_mutex_unlock(&c->gate_lock);
+	return true;
+}
+
+/*
+ * Runs the application's fill, which adds every key that exists, into a
+ * new filter sized for the keys the last fill found (a quarter more, and
+ * never less than expected), which then replaces the gate's: so the gate
+ * grows with the keys, and forgets the deleted ones at each fill.  While
+ * the fill runs, writes go to both filters (gate_hear).  No key that
+ * exists is missed: a row the fill's scan did not see was committed after
+ * the scan began, so after the new filter was in place, and its write's
+ * invalidation, which follows the commit, added it there.  The filter
+ * replaced is freed once no reader can be looking at it; while the one
+ * before it still waits for that, the fill adds to the gate in place.
+ *
+ * The gate is armed only if no write can have been missed since the fill
+ * began (no deaf() meanwhile).  One fill at a time; false if another runs.
  */
 static int gate_fill(aside_cache *c, aside_error *err)
 {
@@ -1225,11 +1285,38 @@ static int gate_fill(aside_cache *c, aside_error *err)
 		return ASIDE_OK;
 	uint64_t gen = atomic_load(&c->gate_gen);
 	int64_t t0 = aside__mono_us();
+	pthread_mutex_lock(&c->gate_lock);
+	struct aside__gate *cur = atomic_load(&c->gate), *next = NULL;
+	if (c->gate_dead && aside__grace_done(c->gate_dead_grace)) {
+		aside__gate_free(c->gate_dead);
+		c->gate_dead = NULL;
+	}
+	if (!c->gate_dead) {
+		uint64_t keys = aside__gate_keys(cur);
+		keys += keys / 4;
+		next = aside__gate_new(
+		    keys > c->gate_expected ? keys : c->gate_expected);
+		c->gate_next = next; /* NULL if out of memory: in place */
+	}
+	pthread_mutex_unlock(&c->gate_lock);
+
 	aside_error ferr;
 	aside_error_clear(&ferr);
 	int rc = c->gate_fill(c->gate_arg, c, &ferr);
 	aside__count(stripe(c), ASIDE__C_gate_fills, 1);
-	if (rc == ASIDE_OK && atomic_load(&c->gate_gen) != gen) {
+	bool missed = atomic_load(&c->gate_gen) != gen;
+	pthread_mutex_lock(&c->gate_lock);
+	c->gate_next = NULL;
+	if (next && rc == ASIDE_OK && !missed) {
+		atomic_store_explicit(&c->gate, next, memory_order_release);
+		c->gate_outgrown = false;
+		c->gate_dead = cur;
+		c->gate_dead_grace = aside__grace_start();
+		next = NULL;
+	}
+	pthread_mutex_unlock(&c->gate_lock);
+	aside__gate_free(next); /* not used: no reader ever saw it */
+	if (rc == ASIDE_OK && missed) {
 		atomic_store(&c->gate_next_us, 0); /* missed some: again */
 	} else if (rc == ASIDE_OK) {
 		atomic_store(&c->gate_armed, true);
@@ -1260,13 +1347,18 @@ static int gate_fill(aside_cache *c, aside_error *err)
 static bool gate_shuts(aside_cache *c, const char *key, size_t klen,
 		       uint64_t hash)
 {
-	struct aside__gate *g =
-	    atomic_load_explicit(&c->gate, memory_order_acquire);
-	if (!g || !aside__gate_covers(g, key, klen) || !l1_trusted(c))
+	if (!atomic_load_explicit(&c->gate, memory_order_acquire) ||
+	    !gate_covers(c, key, klen) || !l1_trusted(c))
 		return false;
 	if (aside__mono_us() >= atomic_load(&c->gate_next_us))
 		gate_fill(c, NULL);
-	return atomic_load(&c->gate_armed) && !aside__gate_maybe(g, hash);
+	if (!atomic_load(&c->gate_armed) || !aside__read_begin())
+		return false;
+	/* In a read section: a filter replaced meanwhile stays whole. */
+	bool shut = !aside__gate_maybe(
+	    atomic_load_explicit(&c->gate, memory_order_acquire), hash);
+	aside__read_end();
+	return shut;
 }
 
 int aside_cache_gate(aside_cache *c, const char *ns, uint64_t expected_keys,
@@ -1282,13 +1374,22 @@ int aside_cache_gate(aside_cache *c, const char *ns, uint64_t expected_keys,
 				   "a gate over a shared tier needs its L1 "
 				   "(l1=N): other processes' writes reach the "
 				   "gate through the L1's subscription");
-	struct aside__gate *g = aside__gate_new(ns, expected_keys);
-	if (!g)
+	/* The first filter stays empty and unarmed: the first fill builds
+	 * the one that is used. */
+	struct aside__gate *g = aside__gate_new(1);
+	char *copy = strdup(ns);
+	if (!g || !copy) {
+		aside__gate_free(g);
+		free(copy);
 		return aside__fail(err, ASIDE_ENOMEM, "out of memory");
+	}
 	/* The fields first, then the gate that readers load (acquire). */
 	pthread_mutex_lock(&c->ns_lock);
 	bool taken = atomic_load(&c->gate) != NULL;
 	if (!taken) {
+		c->gate_ns = copy;
+		c->gate_nslen = strlen(copy);
+		c->gate_expected = expected_keys;
 		c->gate_fill = fill;
 		c->gate_arg = arg;
 		c->gate_refill_us = refill_ms * 1000;
@@ -1298,6 +1399,7 @@ int aside_cache_gate(aside_cache *c, const char *ns, uint64_t expected_keys,
 	pthread_mutex_unlock(&c->ns_lock);
 	if (taken) {
 		aside__gate_free(g);
+		free(copy);
 		return aside__fail(err, ASIDE_EINVAL,
 				   "the cache has a gate already");
 	}
@@ -1311,11 +1413,8 @@ int aside_cache_gate_add(aside_cache *c, const char *key, size_t klen)
 {
 	if (!c || !key || klen == 0 || klen > ASIDE_KEY_MAX)
 		return ASIDE_EINVAL;
-	struct aside__gate *g = atomic_load(&c->gate);
-	if (!g || !aside__gate_covers(g, key, klen))
-		return ASIDE_EINVAL;
-	aside__gate_add(g, aside_hash(key, klen));
-	return ASIDE_OK;
+	return gate_hear(c, key, klen, aside_hash(key, klen)) ? ASIDE_OK
+							      : ASIDE_EINVAL;
 }
 
 int aside_cache_peek(aside_cache *c, const char *key, size_t klen,
@@ -1540,9 +1639,7 @@ static int inval_begin(aside_cache *c, const char *key, size_t klen,
 {
 	/* A write may have made the key exist: the gate lets it through
 	 * from now on, before the write returns. */
-	struct aside__gate *g = atomic_load(&c->gate);
-	if (g && aside__gate_covers(g, key, klen))
-		aside__gate_add(g, hash);
+	gate_hear(c, key, klen, hash);
 	struct flight_shard *sh = flight_shard(c, hash);
 	struct inval *mark = calloc(1, sizeof(*mark));
 	if (mark && !(mark->key = malloc(klen))) {
@@ -1867,9 +1964,11 @@ void aside_cache_metrics(aside_cache *c, aside_metrics *m)
 	m->breaker_open = c->breaker_n && atomic_load(&c->breaker_until) != 0;
 	m->gate_rejects = sum[ASIDE__C_gate_rejects];
 	m->gate_fills = sum[ASIDE__C_gate_fills];
+	pthread_mutex_lock(&c->gate_lock);
 	struct aside__gate *g = atomic_load(&c->gate);
 	m->gate_armed = g && atomic_load(&c->gate_armed);
 	m->gate_bytes = g ? aside__gate_bytes(g) : 0;
+	pthread_mutex_unlock(&c->gate_lock);
 	m->corrupt = sum[ASIDE__C_corrupt];
 	m->tier_errors = sum[ASIDE__C_tier_errors];
 	m->load_time_us_sum = sum[ASIDE__C_load_time_us_sum];

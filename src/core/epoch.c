@@ -156,6 +156,21 @@ static aside_value *reclaim_locked(void)
 	return out;
 }
 
+uint64_t aside__grace_start(void)
+{
+	return atomic_fetch_add_explicit(&aside__epoch, 1,
+					 memory_order_seq_cst) +
+	       1;
+}
+
+bool aside__grace_done(uint64_t grace)
+{
+	if (!aside__need_fence)
+		syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0,
+			0);
+	return grace_passed(grace);
+}
+
 void aside__retire(aside_value *v)
 {
 	aside_value *done = NULL;

@@ -8,7 +8,9 @@
  * unblocked filter would.  Bits are only ever set, with an atomic OR, so
  * adds from writers and checks from readers need no lock: a reader that
  * sees a key's bits set sees them set for good.  Keys are never removed (a
- * deleted key stays "maybe there", which costs a load that finds nothing).
+ * deleted key stays "maybe there", which costs a load that finds nothing)
+ * from a filter; the engine replaces the filter at each fill instead, by
+ * one sized for the keys the last one held (`keys`).
  *
  * Written here rather than taken from a library: Debian 12 packages no C
  * Bloom filter library, and this one is a few dozen lines on the hash the
@@ -23,11 +25,14 @@
 #define BITS_PER_KEY 10
 
 struct aside__gate {
-	char *ns; /* keys "ns:..." are gated */
-	size_t nslen;
 	_Atomic uint64_t *words;
 	size_t bytes;
 	uint64_t block_mask; /* blocks - 1, a power of two */
+	uint64_t sized;	     /* the keys it was sized for */
+	/* Adds, a key added again counted again: not a count of distinct
+	 * keys (which the bits cannot give once the filter is overfull),
+	 * but never short of it. */
+	_Atomic uint64_t keys;
 };
 
 /* A second, independent hash from the cache's: the block and the bits. */
@@ -40,25 +45,23 @@ static inline uint64_t remix(uint64_t h)
 	return h ^ (h >> 33);
 }
 
-struct aside__gate *aside__gate_new(const char *ns, uint64_t expected)
+struct aside__gate *aside__gate_new(uint64_t expected)
 {
 	struct aside__gate *g = calloc(1, sizeof(*g));
 	if (!g)
 		return NULL;
-	g->nslen = strlen(ns);
-	g->ns = malloc(g->nslen + 1);
 	uint64_t blocks = 1;
 	while (blocks * BLOCK_WORDS * 64 < expected * BITS_PER_KEY &&
 	       blocks < (1ull << 32))
 		blocks <<= 1;
 	g->block_mask = blocks - 1;
+	g->sized = expected;
 	g->bytes = (size_t)blocks * BLOCK_WORDS * sizeof(uint64_t);
 	g->words = aside__sparse_alloc(g->bytes);
-	if (!g->ns || !g->words) {
+	if (!g->words) {
 		aside__gate_free(g);
 		return NULL;
 	}
-	memcpy(g->ns, ns, g->nslen + 1);
 	return g;
 }
 
@@ -68,20 +71,12 @@ void aside__gate_free(struct aside__gate *g)
 		return;
 	if (g->words)
 		aside__table_free(g->words, g->bytes);
-	free(g->ns);
 	free(g);
 }
 
 size_t aside__gate_bytes(const struct aside__gate *g)
 {
 	return g->bytes;
-}
-
-bool aside__gate_covers(const struct aside__gate *g, const char *key,
-			size_t klen)
-{
-	return klen > g->nslen && key[g->nslen] == ':' &&
-	       memcmp(key, g->ns, g->nslen) == 0;
 }
 
 /* Key hash's block, and its bits there: 9 bits of h each, one a probe. */
@@ -107,6 +102,17 @@ void aside__gate_add(struct aside__gate *g, uint64_t hash)
 			atomic_fetch_or_explicit(&b[bit >> 6], m,
 						 memory_order_release);
 	}
+	atomic_fetch_add_explicit(&g->keys, 1, memory_order_relaxed);
+}
+
+uint64_t aside__gate_keys(const struct aside__gate *g)
+{
+	return atomic_load_explicit(&g->keys, memory_order_relaxed);
+}
+
+bool aside__gate_overfull(const struct aside__gate *g)
+{
+	return aside__gate_keys(g) > 2 * g->sized;
 }
 
 bool aside__gate_maybe(const struct aside__gate *g, uint64_t hash)

@@ -193,6 +193,13 @@ void aside__retire(aside_value *v);
 void aside__value_free(aside_value *v);
 /* Frees what has passed its grace period (tests, cache close). */
 void aside__reclaim(void);
+/*
+ * For memory other than values that lock-free readers reach inside a read
+ * section: after unlinking it, aside__grace_start; it may be freed once
+ * aside__grace_done says every section that might have seen it has ended.
+ */
+uint64_t aside__grace_start(void);
+bool aside__grace_done(uint64_t grace);
 
 /* A reference on a value seen in a section; false if it is being freed. */
 static inline bool aside__value_tryref(aside_value *v)
@@ -410,14 +417,16 @@ int aside__mem_stale(void *self, const char *key, size_t klen, uint64_t hash,
 unsigned aside__mem_frequency(void *self, const char *key, size_t klen,
 			      uint64_t hash);
 
-/* The Bloom gate of a namespace (gate.c). */
+/* The Bloom gate's filter (gate.c), sized for `expected` keys. */
 struct aside__gate;
-struct aside__gate *aside__gate_new(const char *ns, uint64_t expected);
+struct aside__gate *aside__gate_new(uint64_t expected);
 void aside__gate_free(struct aside__gate *g);
 size_t aside__gate_bytes(const struct aside__gate *g);
-bool aside__gate_covers(const struct aside__gate *g, const char *key,
-			size_t klen);
 void aside__gate_add(struct aside__gate *g, uint64_t hash);
+/* How many adds it had (at least the distinct keys it holds). */
+uint64_t aside__gate_keys(const struct aside__gate *g);
+/* Holding twice the keys it was sized for, by that count. */
+bool aside__gate_overfull(const struct aside__gate *g);
 bool aside__gate_maybe(const struct aside__gate *g, uint64_t hash);
 
 /* Metrics: counters striped per thread so that a hit touches no shared line. */

@@ -1138,6 +1138,102 @@ static void gate_lets_few_absent_keys_through(void **state)
 	assert_int_equal(metrics(f).gate_rejects, 20000 - (uint64_t)through);
 }
 
+/* Reads of g:from .. g:from+n-1 that the gate let through to a load. */
+static int gate_through(fixture *f, int from, int n)
+{
+	int through = 0;
+	for (int i = 0; i < n; i++) {
+		char key[32];
+		snprintf(key, sizeof(key), "g:%d", from + i);
+		unsigned before = f->src.loads;
+		assert_int_equal(get_version(f, key), -100 - ASIDE_NOT_FOUND);
+		through += f->src.loads != before;
+	}
+	return through;
+}
+
+static void pause_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+/* Invalidates g:from .. g:to-1, as writes that create or delete do. */
+static void gate_write(fixture *f, int from, int to)
+{
+	for (int i = from; i < to; i++) {
+		char key[32];
+		int n = snprintf(key, sizeof(key), "g:%d", i);
+		aside_cache_invalidate(f->cache, key, (size_t)n, NULL);
+	}
+}
+
+/*
+ * A gate whose keys outgrow its filter (twice what it was sized for, by
+ * its count of adds) asks for a fill, refill_ms or not, and the fill
+ * builds a filter sized for them: absent keys are turned away again.
+ */
+static void gate_grows_when_its_keys_outgrow_it(void **state)
+{
+	(void)state;
+	fixture *f = fixture_new("mem://?capacity=64");
+	struct gate_src g = {.n = 1000};
+	assert_int_equal(
+	    aside_cache_gate(f->cache, "g", 1000, 0, gate_fill, &g, NULL),
+	    ASIDE_OK);
+	size_t small = metrics(f).gate_bytes;
+	g.n = 21000; /* 20,000 rows created, each then invalidated */
+	gate_write(f, 1000, 21000);
+	atomic_store(&f->src.not_found, 1);
+	int through = gate_through(f, 1000000, 2000);
+	printf("    absent keys let through at 21x the keys expected: %d of "
+	       "2000\n",
+	       through);
+	assert_true(through < 2000 * 3 / 100);
+	assert_int_equal(metrics(f).gate_fills, 2);
+	assert_true(metrics(f).gate_bytes >= (size_t)21000 * 10 / 8);
+	assert_true(metrics(f).gate_bytes > small);
+	/* Every key that exists still gets through. */
+	atomic_store(&f->src.not_found, 0);
+	for (int i = 0; i < 21000; i += 7) {
+		char key[32];
+		snprintf(key, sizeof(key), "g:%d", i);
+		assert_true(get_version(f, key) >= 0);
+	}
+	fixture_free(f);
+}
+
+/*
+ * Each fill builds a new filter from what exists: keys deleted since the
+ * last fill are turned away after the next, and the filter shrinks back
+ * to its first size (sized for what the filter before held: two fills).
+ */
+static void gate_forgets_deleted_keys_at_each_fill(void **state)
+{
+	(void)state;
+	fixture *f = fixture_new("mem://?capacity=64");
+	struct gate_src g = {.n = 21000};
+	assert_int_equal(
+	    aside_cache_gate(f->cache, "g", 1000, 1, gate_fill, &g, NULL),
+	    ASIDE_OK);
+	size_t first = metrics(f).gate_bytes;
+	atomic_store(&f->src.not_found, 1);
+	pause_ms(5); /* a fill is due: sized for the 21,000 keys */
+	(void)gate_through(f, 1000000, 1); /* a read runs the fill */
+	assert_true(metrics(f).gate_bytes > first);
+	g.n = 1000; /* 20,000 rows deleted, each then invalidated */
+	gate_write(f, 1000, 21000);
+	pause_ms(5);
+	int through = gate_through(f, 1000, 20000);
+	printf("    deleted keys let through after a fill: %d of 20000\n",
+	       through);
+	assert_true(through < 20000 * 3 / 100);
+	pause_ms(5);
+	(void)gate_through(f, 1000000, 1); /* a read runs the fill */
+	assert_int_equal(metrics(f).gate_bytes, first);
+	fixture_free(f);
+}
+
 static void gate_whose_fill_fails_lets_everything_through(void **state)
 {
 	fixture *f = *state;
@@ -1189,7 +1285,7 @@ static void gate_arguments_are_checked(void **state)
 struct gate_stress {
 	fixture *f;
 	_Atomic int created; /* g:0 .. g:created-1 exist */
-	_Atomic int stop, turned_away, reads;
+	_Atomic int stop, turned_away, reads, fills;
 };
 
 static int gate_stress_load(void *arg, const char *key, size_t klen,
@@ -1264,6 +1360,56 @@ static void gate_never_turns_away_a_created_key(void **state)
 		pthread_join(rd[i], NULL);
 	printf("    %d reads of created keys\n", atomic_load(&s.reads));
 	assert_int_equal(atomic_load(&s.turned_away), 0);
+	fixture_free(f);
+}
+
+/*
+ * The same while fills run all along (refill_ms=1), each building a new
+ * filter from what exists when it begins, grown from 100 keys expected:
+ * a key created during a fill, which its scan may not see, must still be
+ * in the filter that fill puts in place.
+ */
+static int gate_stress_fill(void *arg, aside_cache *c, aside_error *err)
+{
+	(void)err;
+	struct gate_stress *s = arg;
+	int n = atomic_load(&s->created); /* the scan's snapshot */
+	for (int i = 0; i < n; i++) {
+		char key[32];
+		int len = snprintf(key, sizeof(key), "g:%d", i);
+		if (aside_cache_gate_add(c, key, (size_t)len) != ASIDE_OK)
+			return ASIDE_EINTERNAL;
+		if (i % 64 == 0)
+			sched_yield(); /* writes land during the scan */
+	}
+	atomic_fetch_add(&s->fills, 1);
+	return ASIDE_OK;
+}
+
+static void gate_refilled_never_turns_away_a_created_key(void **state)
+{
+	(void)state;
+	fixture *f = fixture_new("mem://?capacity=64");
+	struct gate_stress s = {.f = f};
+	assert_int_equal(
+	    aside_cache_gate(f->cache, "g", 100, 1, gate_stress_fill, &s, NULL),
+	    ASIDE_OK);
+	pthread_t w, rd[3];
+	for (int i = 0; i < 3; i++)
+		pthread_create(&rd[i], NULL, gate_reader, &s);
+	pthread_create(&w, NULL, gate_creator, &s);
+	pthread_join(w, NULL);
+	atomic_store(&s.stop, 1);
+	for (int i = 0; i < 3; i++)
+		pthread_join(rd[i], NULL);
+	printf("    %d reads of created keys, %d fills\n",
+	       atomic_load(&s.reads), atomic_load(&s.fills));
+	assert_int_equal(atomic_load(&s.turned_away), 0);
+	assert_true(atomic_load(&s.fills) > 1);
+	/* One more fill, sized for the 4,000 keys the filter now holds. */
+	pause_ms(5);
+	(void)get_version(f, "g:999999"); /* an L1 miss: the gate is asked */
+	assert_true(metrics(f).gate_bytes >= (size_t)4000 * 10 / 8);
 	fixture_free(f);
 }
 
@@ -1377,6 +1523,8 @@ int main(void)
 		gate_turns_away_keys_it_was_never_told_of, setup, teardown),
 	    cmocka_unit_test_setup_teardown(gate_lets_few_absent_keys_through,
 					    setup, teardown),
+	    cmocka_unit_test(gate_grows_when_its_keys_outgrow_it),
+	    cmocka_unit_test(gate_forgets_deleted_keys_at_each_fill),
 	    cmocka_unit_test_setup_teardown(
 		gate_whose_fill_fails_lets_everything_through, setup, teardown),
 	    cmocka_unit_test(gate_arguments_are_checked),
@@ -1384,6 +1532,7 @@ int main(void)
 	    cmocka_unit_test(ttl_adapts_to_how_often_a_key_is_read),
 	    cmocka_unit_test(breaker_serves_expired_copies),
 	    cmocka_unit_test(gate_never_turns_away_a_created_key),
+	    cmocka_unit_test(gate_refilled_never_turns_away_a_created_key),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
