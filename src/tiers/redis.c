@@ -969,7 +969,9 @@ static int decode_kept(const char *key, size_t klen, const char *str,
 		return ASIDE_NOT_FOUND; /* a tombstone */
 	int64_t expires =
 	    (int64_t)((uint64_t)get32(h + 4) | (uint64_t)get32(h + 8) << 32);
-	if (expires && now >= expires && now - expires >= grace_us)
+	/* now - grace, not now - expires: expires is whatever the bytes
+	 * say, and must not overflow a subtraction. */
+	if (expires && now - grace_us >= expires)
 		return ASIDE_NOT_FOUND;
 	int rc = aside_value_new(key, klen, str + header, len - header, out);
 	if (rc == ASIDE_OK) {

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The Redis tier whole, for its static decode_entry (run.sh leaves
+/* The Redis tier whole, for its static decode_kept (run.sh leaves
  * redis.c out of the sources it links). */
 #include "../../src/tiers/redis.c"
 
@@ -88,23 +88,29 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 				abort();
 		}
 	} else if (sel == 3) {
-		aside_value *v = NULL;
-		aside_error err;
-		int rc = decode_entry("k", 1, s, n, 1764000000000000, &v, &err);
-		if (rc == ASIDE_OK) {
-			size_t len;
-			const char *d = aside_value_data(v, &len);
-			size_t header =
-			    n >= 4 && get32((const unsigned char *)s) == MAGIC2
-				? HEADER2
-				: HEADER;
-			if (len != n - header ||
-			    memcmp(d, s + header, len) != 0)
+		/* fresh entries, and those kept past expiry (a minute) */
+		for (int64_t grace = 0; grace <= 60000000; grace += 60000000) {
+			aside_value *v = NULL;
+			aside_error err;
+			int rc = decode_kept("k", 1, s, n, 1764000000000000,
+					     grace, &v, &err);
+			if (rc == ASIDE_OK) {
+				size_t len;
+				const char *d = aside_value_data(v, &len);
+				size_t header =
+				    n >= 4 && get32((const unsigned char *)s) ==
+						  MAGIC2
+					? HEADER2
+					: HEADER;
+				if (len != n - header ||
+				    memcmp(d, s + header, len) != 0)
+					abort();
+				aside_value_unref(v);
+			} else if (rc != ASIDE_NOT_FOUND &&
+				   (rc != ASIDE_ECORRUPT ||
+				    err.message[0] == '\0')) {
 				abort();
-			aside_value_unref(v);
-		} else if (rc != ASIDE_NOT_FOUND &&
-			   (rc != ASIDE_ECORRUPT || err.message[0] == '\0')) {
-			abort();
+			}
 		}
 	} else {
 		char *url = malloc(n + 1);

@@ -18,6 +18,9 @@ printf '\0012025-11-24T17:30:00+01:30' >"$out/corpus/time"
 printf '\002mem://?capacity=10&ttl_ms=5' >"$out/corpus/url"
 # a format-2 entry: "ASD2", expiry 0, load time 0, version 7, a value
 printf '\003ASD2\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\007\000{"id":1}' >"$out/corpus/entry"
+# a format-1 entry whose expiry is far in the past (negative): once made
+# a kept copy's age check overflow
+printf '\003ASD1\000\000\000\377\000\000\001\200\007\000{\000' >"$out/corpus/old-entry"
 # shellcheck disable=SC2086
 clang -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=all -I"$top/include" \
