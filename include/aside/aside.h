@@ -437,8 +437,10 @@ int aside_cache_invalidate_late_many(aside_cache *c, const char *const *keys,
  * missed (the subscription dropped; until then the gate lets every key
  * through), and,
  * if refill_ms > 0, every refill_ms, for keys written without an
- * invalidation through aside.  A fill that is due runs in the reader that
- * finds it so.  Over Redis the cache needs its L1 (l1=N), and the gate
+ * invalidation through aside.  The first fill runs in the caller; later
+ * ones in a thread of the gate's own, woken by the read that finds one
+ * due, so fill must be safe to call from any thread.  Over Redis the
+ * cache needs its L1 (l1=N), and the gate
  * shuts only while the L1 may be read.  One gate a cache.
  * Returns ASIDE_OK, ASIDE_EINVAL, ASIDE_ENOMEM, or fill's error (the gate
  * is then open to every key until a fill succeeds, tried again each

@@ -134,7 +134,13 @@ struct aside_cache {
 	struct aside__gate *gate_dead;
 	uint64_t gate_dead_grace;
 	bool gate_outgrown; /* a fill was asked for, as the gate's is full */
-	char *gate_ns;	    /* keys "ns:..." are gated; set once, with gate */
+	/* The thread that runs the fills readers ask for (gate_ask): a
+	 * fill scans every key, which no request should wait for. */
+	pthread_t gate_thread;
+	bool gate_thread_started;
+	pthread_cond_t gate_cond; /* gate_lock; signals gate_asked, _stop */
+	bool gate_asked, gate_stop;
+	char *gate_ns; /* keys "ns:..." are gated; set once, with gate */
 	size_t gate_nslen;
 	uint64_t gate_expected; /* as given; the filters are sized for more */
 	aside_gate_fill_fn gate_fill;
@@ -143,7 +149,7 @@ struct aside_cache {
 	/* Every key that exists has been added (a fill ran, and no write
 	 * can have been missed since it began). */
 	_Atomic bool gate_armed;
-	_Atomic bool gate_filling;    /* a reader runs the fill */
+	_Atomic bool gate_filling;    /* a fill is asked for or runs */
 	_Atomic uint64_t gate_gen;    /* bumped when writes may be missed */
 	_Atomic int64_t gate_next_us; /* next fill (monotonic µs) */
 
@@ -442,6 +448,7 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 	c->default_jitter_pct = (int)p.jitter_pct;
 	pthread_mutex_init(&c->ns_lock, NULL);
 	pthread_mutex_init(&c->gate_lock, NULL);
+	pthread_cond_init(&c->gate_cond, NULL);
 	pthread_mutex_init(&c->hook_lock, NULL);
 	for (int i = 0; i < FLIGHT_SHARDS; i++)
 		pthread_mutex_init(&c->flights[i].lock, NULL);
@@ -488,6 +495,13 @@ void aside_cache_close(aside_cache *c)
 {
 	if (!c)
 		return;
+	if (c->gate_thread_started) { /* its fill uses the tiers */
+		pthread_mutex_lock(&c->gate_lock);
+		c->gate_stop = true;
+		pthread_cond_signal(&c->gate_cond);
+		pthread_mutex_unlock(&c->gate_lock);
+		pthread_join(c->gate_thread, NULL);
+	}
 	/* Shared tiers first: Redis's listener writes into the L1. */
 	for (int i = c->ntiers - 1; i >= 0; i--)
 		c->tiers[i].ops->close(c->tiers[i].self);
@@ -504,6 +518,7 @@ void aside_cache_close(aside_cache *c)
 	aside__gate_free(c->gate_next);
 	aside__gate_free(c->gate_dead);
 	free(c->gate_ns);
+	pthread_cond_destroy(&c->gate_cond);
 	pthread_mutex_destroy(&c->gate_lock);
 	pthread_mutex_destroy(&c->ns_lock);
 	pthread_mutex_destroy(&c->hook_lock);
@@ -1276,13 +1291,11 @@ static bool gate_hear(aside_cache *c, const char *key, size_t klen,
  * before it still waits for that, the fill adds to the gate in place.
  *
  * The gate is armed only if no write can have been missed since the fill
- * began (no deaf() meanwhile).  One fill at a time; false if another runs.
+ * began (no deaf() meanwhile).  The caller has set gate_filling, which
+ * this clears: one fill at a time.
  */
-static int gate_fill(aside_cache *c, aside_error *err)
+static int gate_fill_run(aside_cache *c, aside_error *err)
 {
-	bool no = false;
-	if (!atomic_compare_exchange_strong(&c->gate_filling, &no, true))
-		return ASIDE_OK;
 	uint64_t gen = atomic_load(&c->gate_gen);
 	int64_t t0 = aside__mono_us();
 	pthread_mutex_lock(&c->gate_lock);
@@ -1303,7 +1316,6 @@ static int gate_fill(aside_cache *c, aside_error *err)
 	aside_error ferr;
 	aside_error_clear(&ferr);
 	int rc = c->gate_fill(c->gate_arg, c, &ferr);
-	aside__count(stripe(c), ASIDE__C_gate_fills, 1);
 	bool missed = atomic_load(&c->gate_gen) != gen;
 	pthread_mutex_lock(&c->gate_lock);
 	c->gate_next = NULL;
@@ -1334,15 +1346,58 @@ static int gate_fill(aside_cache *c, aside_error *err)
 		if (rc > 0)
 			rc = ASIDE_EINTERNAL;
 	}
+	/* Counted once its filter is in place, for those who wait on it. */
+	aside__count(stripe(c), ASIDE__C_gate_fills, 1);
 	atomic_store(&c->gate_filling, false);
 	return rc;
+}
+
+/* Runs a fill now, in the caller; ASIDE_OK at once if one runs. */
+static int gate_fill(aside_cache *c, aside_error *err)
+{
+	bool no = false;
+	if (!atomic_compare_exchange_strong(&c->gate_filling, &no, true))
+		return ASIDE_OK;
+	return gate_fill_run(c, err);
+}
+
+/* The gate's thread: runs the fills asked for, until the cache closes. */
+static void *gate_loop(void *arg)
+{
+	aside_cache *c = arg;
+	pthread_mutex_lock(&c->gate_lock);
+	while (!c->gate_stop) {
+		if (!c->gate_asked) {
+			pthread_cond_wait(&c->gate_cond, &c->gate_lock);
+			continue;
+		}
+		c->gate_asked = false;
+		pthread_mutex_unlock(&c->gate_lock);
+		gate_fill_run(c, NULL);
+		pthread_mutex_lock(&c->gate_lock);
+	}
+	pthread_mutex_unlock(&c->gate_lock);
+	return NULL;
+}
+
+/* A fill is due: the gate's thread runs it (a reader does not wait). */
+static void gate_ask(aside_cache *c)
+{
+	bool no = false;
+	if (atomic_load_explicit(&c->gate_filling, memory_order_relaxed) ||
+	    !atomic_compare_exchange_strong(&c->gate_filling, &no, true))
+		return; /* asked already, or running */
+	pthread_mutex_lock(&c->gate_lock);
+	c->gate_asked = true;
+	pthread_cond_signal(&c->gate_cond);
+	pthread_mutex_unlock(&c->gate_lock);
 }
 
 /*
  * Whether the gate says key certainly does not exist.  Only while it is
  * armed, and, over a shared tier, only while the subscription that brings
  * other processes' writes has confirmed it missed nothing (l1_trusted).
- * A reader that finds a fill due runs it (one reader: the others pass).
+ * A reader that finds a fill due asks the gate's thread for it.
  */
 static bool gate_shuts(aside_cache *c, const char *key, size_t klen,
 		       uint64_t hash)
@@ -1351,7 +1406,7 @@ static bool gate_shuts(aside_cache *c, const char *key, size_t klen,
 	    !gate_covers(c, key, klen) || !l1_trusted(c))
 		return false;
 	if (aside__mono_us() >= atomic_load(&c->gate_next_us))
-		gate_fill(c, NULL);
+		gate_ask(c);
 	if (!atomic_load(&c->gate_armed) || !aside__read_begin())
 		return false;
 	/* In a read section: a filter replaced meanwhile stays whole. */
@@ -1385,8 +1440,9 @@ int aside_cache_gate(aside_cache *c, const char *ns, uint64_t expected_keys,
 	}
 	/* The fields first, then the gate that readers load (acquire). */
 	pthread_mutex_lock(&c->ns_lock);
-	bool taken = atomic_load(&c->gate) != NULL;
-	if (!taken) {
+	bool taken = atomic_load(&c->gate) != NULL, started = false;
+	if (!taken && aside__thread_start(&c->gate_thread, gate_loop, c) == 0) {
+		started = c->gate_thread_started = true;
 		c->gate_ns = copy;
 		c->gate_nslen = strlen(copy);
 		c->gate_expected = expected_keys;
@@ -1397,11 +1453,13 @@ int aside_cache_gate(aside_cache *c, const char *ns, uint64_t expected_keys,
 		atomic_store_explicit(&c->gate, g, memory_order_release);
 	}
 	pthread_mutex_unlock(&c->ns_lock);
-	if (taken) {
+	if (!started) {
 		aside__gate_free(g);
 		free(copy);
-		return aside__fail(err, ASIDE_EINVAL,
-				   "the cache has a gate already");
+		return taken ? aside__fail(err, ASIDE_EINVAL,
+					   "the cache has a gate already")
+			     : aside__fail(err, ASIDE_ENOMEM,
+					   "cannot start the gate's thread");
 	}
 	/* Over Redis, not before the subscription confirms: a fill begun
 	 * earlier could miss a write heard by no one.  The first reader
