@@ -433,7 +433,7 @@ int aside_cache_invalidate_late_many(aside_cache *c, const char *const *keys,
  * the next fill).
  *
  * fill runs now (over Redis, once the subscription has confirmed: the
- * first read after that runs it), and again whenever writes may have been
+ * first read after that asks for it), and again whenever writes may have been
  * missed (the subscription dropped; until then the gate lets every key
  * through), and,
  * if refill_ms > 0, every refill_ms, for keys written without an
