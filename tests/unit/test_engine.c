@@ -1357,6 +1357,19 @@ static void *gate_reader(void *arg)
 	return NULL;
 }
 
+/* The writer and three readers, until the writer has created them all. */
+static void gate_stress_run(struct gate_stress *s)
+{
+	pthread_t w, rd[3];
+	for (int i = 0; i < 3; i++)
+		pthread_create(&rd[i], NULL, gate_reader, s);
+	pthread_create(&w, NULL, gate_creator, s);
+	pthread_join(w, NULL);
+	atomic_store(&s->stop, 1);
+	for (int i = 0; i < 3; i++)
+		pthread_join(rd[i], NULL);
+}
+
 static void gate_never_turns_away_a_created_key(void **state)
 {
 	(void)state;
@@ -1366,14 +1379,7 @@ static void gate_never_turns_away_a_created_key(void **state)
 	assert_int_equal(
 	    aside_cache_gate(f->cache, "g", 4000, 0, gate_fill, &none, NULL),
 	    ASIDE_OK);
-	pthread_t w, rd[3];
-	for (int i = 0; i < 3; i++)
-		pthread_create(&rd[i], NULL, gate_reader, &s);
-	pthread_create(&w, NULL, gate_creator, &s);
-	pthread_join(w, NULL);
-	atomic_store(&s.stop, 1);
-	for (int i = 0; i < 3; i++)
-		pthread_join(rd[i], NULL);
+	gate_stress_run(&s);
 	printf("    %d reads of created keys\n", atomic_load(&s.reads));
 	assert_int_equal(atomic_load(&s.turned_away), 0);
 	fixture_free(f);
@@ -1410,14 +1416,7 @@ static void gate_refilled_never_turns_away_a_created_key(void **state)
 	assert_int_equal(
 	    aside_cache_gate(f->cache, "g", 100, 1, gate_stress_fill, &s, NULL),
 	    ASIDE_OK);
-	pthread_t w, rd[3];
-	for (int i = 0; i < 3; i++)
-		pthread_create(&rd[i], NULL, gate_reader, &s);
-	pthread_create(&w, NULL, gate_creator, &s);
-	pthread_join(w, NULL);
-	atomic_store(&s.stop, 1);
-	for (int i = 0; i < 3; i++)
-		pthread_join(rd[i], NULL);
+	gate_stress_run(&s);
 	printf("    %d reads of created keys, %d fills\n",
 	       atomic_load(&s.reads), atomic_load(&s.fills));
 	assert_int_equal(atomic_load(&s.turned_away), 0);

@@ -399,84 +399,24 @@ static void postgres_restart_under_load(void **state)
 }
 
 /*
- * PostgreSQL down: a user whose entry expired is served from the L1's
- * expired copy (stale_if_error_ms), a user never read gets the database's
- * error, and once the database is back the next read loads the row again.
- * PostgreSQL is started again before anything is asserted.
+ * PostgreSQL down: user a, read through `warm` and expired, is served to
+ * `cold` (the same service, or another process's, whose cache is cc) from
+ * an expired copy; user b, never read, gets the database's error (in *eb);
+ * and once the database is back cold loads a again.  PostgreSQL is
+ * started again before anything is asserted.  Returns a's id.
  */
-static void postgres_down_serves_expired_copies(void **state)
+static int64_t read_while_postgres_is_down(fx *f, user_service *warm,
+					   user_service *cold, aside_cache *cc,
+					   aside_error *eb)
 {
-	fx *f = *state;
-	NEED_OWN_SERVERS(f);
-	aside_cache *c;
-	aside_error err;
-	if (aside_cache_open("mem://?ttl_ms=200&stale_if_error_ms=60000", &c,
-			     &err) != ASIDE_OK)
-		fail_msg("open: %s", err.message);
-	user_service *svc = user_service_new(f->db, c);
 	user a = add_user(f, 1), b = add_user(f, 2), got, stale;
-	assert_int_equal(user_service_get(svc, a.id, &got), ASIDE_OK);
+	assert_int_equal(user_service_get(warm, a.id, &got), ASIDE_OK);
 	pause_ms(300); /* past the TTL */
 	bool stopped = test_services("pg-stop");
 	memset(&stale, 0, sizeof(stale));
-	int rc_a = user_service_get(svc, a.id, &stale);
-	aside_error eb;
-	int rc_b = user_service_get_ex(svc, b.id, &got, &eb);
-	aside_metrics down = metrics(c);
-	bool started = test_services("pg-start");
-	assert_true(stopped);
-	assert_true(started);
-	assert_int_equal(rc_a, ASIDE_OK);
-	assert_int_equal(stale.id, a.id);
-	assert_string_equal(stale.name, a.name);
-	assert_true(rc_b < 0);
-	/* libpq's message on one line ("...refused Is the server...") */
-	assert_non_null(strstr(eb.message, "postgresql: "));
-	assert_null(strchr(eb.message, '\n'));
-	assert_null(strchr(eb.message, '\t'));
-	assert_int_equal(down.stale_on_error, 1);
-	assert_int_equal(down.load_errors, 2);
-	/* Back: the expired copy is not served again, the row is loaded. */
-	int rc = ASIDE_EDB;
-	for (int i = 0; i < 100 && rc != ASIDE_OK; i++) {
-		rc = user_service_get(svc, a.id, &got);
-		if (rc != ASIDE_OK)
-			pause_ms(50);
-	}
-	assert_int_equal(rc, ASIDE_OK);
-	assert_int_equal(metrics(c).load_ok, down.load_ok + 1);
-	assert_int_equal(metrics(c).stale_on_error, 1);
-	user_service_free(svc);
-	aside_cache_close(c);
-}
-
-/*
- * The same over Redis alone: the entry Redis keeps past its expiry
- * (stale_if_error_ms) is served to every process, one that never read
- * the user too.
- */
-static void postgres_down_serves_redis_copies_to_every_process(void **state)
-{
-	fx *f = *state;
-	NEED_OWN_SERVERS(f);
-	char url[512];
-	aside_cache *c1 = NULL, *c2 = NULL;
-	aside_error err;
-	assert_non_null(test_redis_url(url, REDIS_DB,
-				       "ttl_ms=200&stale_if_error_ms=60000"));
-	if (aside_cache_open(url, &c1, &err) != ASIDE_OK ||
-	    aside_cache_open(url, &c2, &err) != ASIDE_OK)
-		fail_msg("open %s: %s", url, err.message);
-	user_service *s1 = user_service_new(f->db, c1),
-		     *s2 = user_service_new(f->db, c2);
-	user a = add_user(f, 1), b = add_user(f, 2), got, stale;
-	assert_int_equal(user_service_get(s1, a.id, &got), ASIDE_OK);
-	pause_ms(300); /* past the TTL */
-	bool stopped = test_services("pg-stop");
-	memset(&stale, 0, sizeof(stale));
-	int rc_a = user_service_get(s2, a.id, &stale);
-	int rc_b = user_service_get(s2, b.id, &got);
-	aside_metrics down = metrics(c2);
+	int rc_a = user_service_get(cold, a.id, &stale);
+	int rc_b = user_service_get_ex(cold, b.id, &got, eb);
+	aside_metrics down = metrics(cc);
 	bool started = test_services("pg-start");
 	assert_true(stopped);
 	assert_true(started);
@@ -487,17 +427,62 @@ static void postgres_down_serves_redis_copies_to_every_process(void **state)
 	assert_true(rc_b < 0);
 	assert_int_equal(down.stale_on_error, 1);
 	assert_int_equal(down.load_errors, 2);
-	/* Back: loaded again, and stored fresh for both processes. */
+	/* Back: the expired copy is not served again, the row is loaded. */
 	int rc = ASIDE_EDB;
 	for (int i = 0; i < 100 && rc != ASIDE_OK; i++) {
-		rc = user_service_get(s2, a.id, &got);
+		rc = user_service_get(cold, a.id, &got);
 		if (rc != ASIDE_OK)
 			pause_ms(50);
 	}
 	assert_int_equal(rc, ASIDE_OK);
-	assert_int_equal(metrics(c2).load_ok, down.load_ok + 1);
-	assert_int_equal(metrics(c2).stale_on_error, 1);
-	assert_int_equal(user_service_get(s1, a.id, &got), ASIDE_OK);
+	assert_int_equal(metrics(cc).load_ok, down.load_ok + 1);
+	assert_int_equal(metrics(cc).stale_on_error, 1);
+	return a.id;
+}
+
+/* From the L1's expired copy. */
+static void postgres_down_serves_expired_copies(void **state)
+{
+	fx *f = *state;
+	NEED_OWN_SERVERS(f);
+	aside_cache *c;
+	aside_error err, eb;
+	if (aside_cache_open("mem://?ttl_ms=200&stale_if_error_ms=60000", &c,
+			     &err) != ASIDE_OK)
+		fail_msg("open: %s", err.message);
+	user_service *svc = user_service_new(f->db, c);
+	read_while_postgres_is_down(f, svc, svc, c, &eb);
+	/* libpq's message on one line ("...refused Is the server...") */
+	assert_non_null(strstr(eb.message, "postgresql: "));
+	assert_null(strchr(eb.message, '\n'));
+	assert_null(strchr(eb.message, '\t'));
+	user_service_free(svc);
+	aside_cache_close(c);
+}
+
+/*
+ * Over Redis alone: the entry Redis keeps past its expiry
+ * (stale_if_error_ms) is served to every process, one that never read
+ * the user too.
+ */
+static void postgres_down_serves_redis_copies_to_every_process(void **state)
+{
+	fx *f = *state;
+	NEED_OWN_SERVERS(f);
+	char url[512];
+	aside_cache *c1 = NULL, *c2 = NULL;
+	aside_error err, eb;
+	assert_non_null(test_redis_url(url, REDIS_DB,
+				       "ttl_ms=200&stale_if_error_ms=60000"));
+	if (aside_cache_open(url, &c1, &err) != ASIDE_OK ||
+	    aside_cache_open(url, &c2, &err) != ASIDE_OK)
+		fail_msg("open %s: %s", url, err.message);
+	user_service *s1 = user_service_new(f->db, c1),
+		     *s2 = user_service_new(f->db, c2);
+	int64_t id = read_while_postgres_is_down(f, s1, s2, c2, &eb);
+	/* Stored fresh by s2's load, for both processes. */
+	user got;
+	assert_int_equal(user_service_get(s1, id, &got), ASIDE_OK);
 	assert_int_equal(metrics(c1).loads, 1);
 	user_service_free(s1);
 	user_service_free(s2);

@@ -659,6 +659,24 @@ static void stale_copy_instead_of_waiting(void **state)
 }
 
 /*
+ * Two caches (two processes) opened with query, namespace ns at a TTL of
+ * 100 ms in both; key read through *a from a source returning "row-1",
+ * then left to expire.
+ */
+static void read_then_expire(const char *query, const char *ns, const char *key,
+			     aside_cache **a, aside_cache **b, source *s)
+{
+	*a = open_cache(query);
+	*b = open_cache(query);
+	assert_int_equal(aside_cache_set_ttl(*a, ns, 100, 0), ASIDE_OK);
+	assert_int_equal(aside_cache_set_ttl(*b, ns, 100, 0), ASIDE_OK);
+	source_init(s, "row-1");
+	char got[256];
+	assert_int_equal(read_key(*a, s, key, got), ASIDE_OK);
+	pause_ms(250); /* past the TTL, in the L1 and in Redis */
+}
+
+/*
  * The database fails once a key has expired in both tiers
  * (stale_if_error_ms): the L1's expired copy is served; another process,
  * whose L1 never held the key, is served the copy Redis kept; and a write
@@ -667,15 +685,11 @@ static void stale_copy_instead_of_waiting(void **state)
 static void stale_copy_when_the_database_fails(void **state)
 {
 	NEED_SERVERS(state);
-	aside_cache *a = open_cache("l1=100&stale_if_error_ms=60000"),
-		    *b = open_cache("l1=100&stale_if_error_ms=60000");
-	assert_int_equal(aside_cache_set_ttl(a, "se", 100, 0), ASIDE_OK);
-	assert_int_equal(aside_cache_set_ttl(b, "se", 100, 0), ASIDE_OK);
+	aside_cache *a, *b;
 	source s;
-	source_init(&s, "row-1");
+	read_then_expire("l1=100&stale_if_error_ms=60000", "se", "se:1", &a, &b,
+			 &s);
 	char got[256], r[256];
-	assert_int_equal(read_key(a, &s, "se:1", got), ASIDE_OK);
-	pause_ms(250); /* past the TTL, in the L1 and in Redis */
 	/* Redis keeps the entry for the copy: 100 ms + 60 s at the fill. */
 	assert_string_equal(redis1("EXISTS", "se:1", r), "1");
 	long pttl = atol(redis1("PTTL", "se:1", r));
@@ -714,15 +728,10 @@ static void stale_copy_when_the_database_fails(void **state)
 static void redis_keeps_copies_without_an_l1(void **state)
 {
 	NEED_SERVERS(state);
-	aside_cache *a = open_cache("stale_if_error_ms=60000"),
-		    *b = open_cache("stale_if_error_ms=60000");
-	assert_int_equal(aside_cache_set_ttl(a, "rk", 100, 0), ASIDE_OK);
-	assert_int_equal(aside_cache_set_ttl(b, "rk", 100, 0), ASIDE_OK);
+	aside_cache *a, *b;
 	source s;
-	source_init(&s, "row-1");
+	read_then_expire("stale_if_error_ms=60000", "rk", "rk:1", &a, &b, &s);
 	char got[256];
-	assert_int_equal(read_key(a, &s, "rk:1", got), ASIDE_OK);
-	pause_ms(250);
 	atomic_store(&s.fail, ASIDE_EDB);
 	for (int i = 0; i < 2; i++) {
 		aside_cache *c = i ? b : a;
@@ -761,14 +770,9 @@ static void redis_keeps_copies_without_an_l1(void **state)
 static void copy_not_served_after_a_write_during_the_load(void **state)
 {
 	NEED_SERVERS(state);
-	aside_cache *a = open_cache("stale_if_error_ms=60000"),
-		    *b = open_cache("stale_if_error_ms=60000");
-	assert_int_equal(aside_cache_set_ttl(a, "wd", 100, 0), ASIDE_OK);
+	aside_cache *a, *b;
 	source s;
-	source_init(&s, "row-1");
-	char got[256];
-	assert_int_equal(read_key(a, &s, "wd:1", got), ASIDE_OK);
-	pause_ms(250);
+	read_then_expire("stale_if_error_ms=60000", "wd", "wd:1", &a, &b, &s);
 	s.gated = true;
 	s.inside = false; /* set by the first load */
 	atomic_store(&s.fail, ASIDE_EDB);
