@@ -446,6 +446,9 @@ static int child(const struct check_cfg *cfg)
 			skipped += m.tier_skipped[i];
 		fprintf(f, "T %ld %ld %ld %ld\n", (long)m.tier_errors,
 			(long)m.lease_timeouts, lost, (long)skipped);
+		/* S count 0 0 0: reads served an expired copy because their
+		 * load failed (stale_if_error_ms). */
+		fprintf(f, "S %d 0 0 0\n", (int)m.stale_on_error);
 	}
 	if (f && fclose(f) == 0)
 		rc = 0;
@@ -864,7 +867,8 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 	size_t nops = 0, cap = 0;
 	long errors = 0, reads = 0, writes = 0;
 	long by_status[CHECK_STATUSES] = {0}, tier_errors = 0,
-	     lease_timeouts = 0, lost_writes = 0, tier_skipped = 0;
+	     lease_timeouts = 0, lost_writes = 0, tier_skipped = 0,
+	     stale_copies = 0;
 	for (long p = 0; ran && p < cfg->procs; p++) {
 		snprintf(path, sizeof(path), "%s/ops.%ld", dir, p);
 		f = fopen(path, "r");
@@ -877,6 +881,10 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 				lease_timeouts += o.version;
 				lost_writes += b;
 				tier_skipped += e;
+				continue;
+			}
+			if (o.kind == 'S') {
+				stale_copies += o.key;
 				continue;
 			}
 			if (o.kind == 'E') {
@@ -1007,8 +1015,8 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 		printf(
 		    "cache: %ld commands failed in the processes' tiers (%ld "
 		    "of them refused at once, the breaker open), %ld leases "
-		    "waited out\n",
-		    tier_errors, tier_skipped, lease_timeouts);
+		    "waited out, %ld expired copies served as loads failed\n",
+		    tier_errors, tier_skipped, lease_timeouts, stale_copies);
 	if (cfg->faults_ms > 0)
 		printf("faults: %ld connection kills, %ld pauses, %ld "
 		       "demotions, %ld times full, %ld not made\n",

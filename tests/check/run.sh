@@ -115,6 +115,21 @@ for cache in "$redis" "$redis?l1=1000"; do
 	done
 done
 
+# Expired copies while the database fails (stale_if_error_ms), from Redis
+# alone and with an L1: a TTL of 20 ms and 16 keys, so that entries expire
+# between writes and loads fail on them; a copy is never older than a write
+# that completed before the read began.
+for cache in "$redis?ttl_ms=20&stale_if_error_ms=60000" \
+	"$redis?l1=1000&ttl_ms=20&stale_if_error_ms=60000"; do
+	bound=0
+	case $cache in *l1=*) bound=150 ;; esac
+	what="aside, database faults, expired copies, $cache"
+	run --cache "$cache" --bound-ms "$bound" --processes 3 --threads 6 \
+		--keys 16 --duration-s 2 --db-faults-ms 60
+	clean "$what"
+	saw "$what" ' [1-9][0-9]* expired copies served' "no copy served"
+done
+
 # Redis killed and restarted (empty) twice under the load, when the servers
 # are this test's own: outages, reconnections and the outbox.
 if [ -n "${ASIDE_TEST_SERVICES_DIR:-}" ]; then
