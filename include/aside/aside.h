@@ -307,8 +307,11 @@ typedef struct aside_options {
  *     invalidation is published on Redis, and caches with an L1 drop the key
  *     when they hear it; an L1 entry is kept at most L ms (default 60000) in
  *     case a message is lost.  An unreachable Redis is not an error: reads
- *     go to the loader until it answers.  E keeps the L1's expired entries
- *     as stale copies, as for mem:// (it needs the L1: l1=N).
+ *     go to the loader until it answers.  E keeps expired entries as stale
+ *     copies, as for mem://, in the L1 and in Redis (each entry E ms past
+ *     its expiry): a reader whose load fails is served Redis's copy, handed
+ *     with the lease, if no write voided the lease meanwhile, so every
+ *     process has the copies, with an L1 or without.
  * Returns ASIDE_OK, ASIDE_EURL (with the reason in err), ASIDE_ENOMEM.
  */
 int aside_cache_open(const char *url, aside_cache **out, aside_error *err);
