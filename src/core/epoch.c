@@ -88,6 +88,18 @@ void aside__reader_register(void)
 		r->registered = true;
 }
 
+/*
+ * Makes every running thread execute a full barrier (membarrier), so that
+ * a reader inside a section has its epoch visible; readers that fence
+ * themselves need none.
+ */
+static void barrier_readers(void)
+{
+	if (!aside__need_fence)
+		syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0,
+			0);
+}
+
 /* True when every reader is idle or in an epoch at or above grace. */
 static bool grace_passed(uint64_t grace)
 {
@@ -133,9 +145,7 @@ static aside_value *reclaim_locked(void)
 	}
 	if (!waiting)
 		return NULL;
-	if (!aside__need_fence)
-		syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0,
-			0);
+	barrier_readers();
 	aside_value *out = NULL;
 	for (struct batch **pp = &waiting; *pp;) {
 		struct batch *b = *pp;
@@ -165,9 +175,7 @@ uint64_t aside__grace_start(void)
 
 bool aside__grace_done(uint64_t grace)
 {
-	if (!aside__need_fence)
-		syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0,
-			0);
+	barrier_readers();
 	return grace_passed(grace);
 }
 
