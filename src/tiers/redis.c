@@ -984,6 +984,14 @@ static int decode_kept(const char *key, size_t klen, const char *str,
 	return rc;
 }
 
+/* Whether the expiry in header h (0: none) is still ahead at now. */
+static bool fresh_at(const unsigned char *h, int64_t now)
+{
+	int64_t at =
+	    (int64_t)((uint64_t)get32(h + 4) | (uint64_t)get32(h + 8) << 32);
+	return at == 0 || now < at;
+}
+
 /* A fresh entry, decoded; ASIDE_NOT_FOUND if expired or a tombstone. */
 static int decode_entry(const char *key, size_t klen, const char *str,
 			size_t len, int64_t now, aside_value **out,
@@ -1046,18 +1054,21 @@ static const char *const scripts[NSCRIPTS] = {
     /* KEYS: value, lease; ARGV: channel, message prefix, tombstone, px,
      * version, keep a stale copy (1/0).  As the delete, but leaves a
      * tombstone of the version (with the old entry's bytes after it, as a
-     * stale copy, when asked), unless the key already holds this version
+     * stale copy, when asked, and the old entry's expiry in the
+     * tombstone's, so that a reader serves the copy only while the entry
+     * would have been fresh), unless the key already holds this version
      * or a newer one (a version of 0, unknown, always replaces). */
     "local cur = redis.call('GET', KEYS[1]) "
     "if not (cur and ARGV[5] ~= string.rep('\\0', 8) and "
     "string.sub(cur, 1, 4) == 'ASD2' and "
     "string.sub(cur, 17, 24) >= ARGV[5]) then "
-    "local stale = '' "
-    "if ARGV[6] == '1' and cur then "
-    "if string.sub(cur, 1, 4) == 'ASD2' then stale = string.sub(cur, 26) "
-    "elseif string.sub(cur, 1, 4) == 'ASD1' then "
-    "stale = string.sub(cur, 17) end end "
-    "redis.call('SET', KEYS[1], ARGV[3] .. stale, 'PX', ARGV[4]) end "
+    "local tomb, stale = ARGV[3], '' "
+    "if ARGV[6] == '1' and cur then local m = string.sub(cur, 1, 4) "
+    "if m == 'ASD2' then stale = string.sub(cur, 26) "
+    "elseif m == 'ASD1' then stale = string.sub(cur, 17) end "
+    "if stale ~= '' then tomb = string.sub(tomb, 1, 4) .. "
+    "string.sub(cur, 5, 12) .. string.sub(tomb, 13) end end "
+    "redis.call('SET', KEYS[1], tomb .. stale, 'PX', ARGV[4]) end "
     "redis.call('DEL', KEYS[2]) "
     "redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. KEYS[1]) "
     "return 1",
@@ -1375,11 +1386,14 @@ static int r_lease_get(void *self, const char *key, size_t klen, uint64_t hash,
 			*out = copy;
 	} else {
 		rc = ASIDE_BUSY;
-		/* A tombstone's stale copy, for a caller that takes one. */
+		/* A tombstone's stale copy, for a caller that takes one, if
+		 * the entry it was is still fresh by the caller's clock: a
+		 * copy excuses the write, not the TTL. */
 		const redisReply *tb =
 		    rep->elements == 2 ? rep->element[1] : NULL;
 		if (tb && tb->type == REDIS_REPLY_STRING && tb->len > HEADER2 &&
 		    get32((const unsigned char *)tb->str) == MAGIC2 &&
+		    fresh_at((const unsigned char *)tb->str, now) &&
 		    aside_value_new(key, klen, tb->str + HEADER2,
 				    tb->len - HEADER2, out) == ASIDE_OK)
 			aside_value_set_version(

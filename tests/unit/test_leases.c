@@ -9,7 +9,9 @@
  * lapses; a lease held too long is waited out and the read loads anyway,
  * readers that joined during that wait get its load rather than a timeout,
  * and a reader that joined that load after a write reads again; a fill
- * older than a write's tombstone is refused (the version fence); scripts
+ * older than a write's tombstone is refused (the version fence); a
+ * tombstone's stale copy is not served past the expiry of the entry it was;
+ * scripts
  * survive SCRIPT FLUSH; and P processes x T threads reading one cold key make
  * one load.
  */
@@ -677,6 +679,54 @@ static void read_then_expire(const char *query, const char *ns, const char *key,
 }
 
 /*
+ * A tombstone's stale copy keeps the expiry of the entry it was: with
+ * stale_if_error_ms Redis still holds an entry past its TTL, and a write
+ * then must not hand readers that waited for a reload a copy older than
+ * the TTL allows (stale_ms excuses the write, not the age).  The reader
+ * waits for the reload instead.
+ */
+static void stale_copy_keeps_its_expiry(void **state)
+{
+	NEED_SERVERS(state);
+	aside_cache *a, *b;
+	source old;
+	read_then_expire("stale_ms=5000&stale_if_error_ms=60000", "sx", "sx:1",
+			 &a, &b, &old);
+	char r[256];
+	assert_string_equal(redis1("EXISTS", "sx:1", r), "1"); /* kept */
+	assert_int_equal(aside_cache_invalidate(b, "sx:1", 4, NULL), ASIDE_OK);
+	/* b reloads and holds the lease meanwhile. */
+	source fresh;
+	source_init(&fresh, "row-2");
+	fresh.gated = true;
+	reader rb = {b, &fresh, "sx:1", 0, ""};
+	pthread_t tb, ta;
+	pthread_create(&tb, NULL, read_thread, &rb);
+	wait_inside(&fresh);
+	/* a finds b's lease and a tombstone holding the expired entry: it
+	 * waits rather than take that copy. */
+	source unused;
+	source_init(&unused, "never");
+	reader ra = {a, &unused, "sx:1", 0, ""};
+	pthread_create(&ta, NULL, read_thread, &ra);
+	for (int i = 0; i < 100 && metrics(a).lease_waits == 0; i++)
+		pause_ms(5);
+	pause_ms(50);
+	assert_int_equal(metrics(a).lease_waits, 1);
+	assert_int_equal(metrics(a).stale_served, 0);
+	open_gate(&fresh);
+	pthread_join(tb, NULL);
+	pthread_join(ta, NULL);
+	assert_int_equal(rb.rc, ASIDE_OK);
+	assert_int_equal(ra.rc, ASIDE_OK);
+	assert_string_equal(ra.got, "row-2");
+	assert_int_equal(metrics(a).stale_served, 0);
+	assert_int_equal(unused.loads, 0);
+	aside_cache_close(a);
+	aside_cache_close(b);
+}
+
+/*
  * The database fails once a key has expired in both tiers
  * (stale_if_error_ms): the L1's expired copy is served; another process,
  * whose L1 never held the key, is served the copy Redis kept; and a write
@@ -1041,6 +1091,7 @@ int main(int argc, char **argv)
 				   setup),
 	    cmocka_unit_test_setup(newer_tombstone_is_kept, setup),
 	    cmocka_unit_test_setup(stale_copy_instead_of_waiting, setup),
+	    cmocka_unit_test_setup(stale_copy_keeps_its_expiry, setup),
 	    cmocka_unit_test_setup(stale_copy_when_the_database_fails, setup),
 	    cmocka_unit_test_setup(redis_keeps_copies_without_an_l1, setup),
 	    cmocka_unit_test_setup(
