@@ -49,7 +49,9 @@
  *     load time (µs, 4).  Still read.
  *   format 2 ("ASD2", 25 bytes): the same, then the source row's version
  *     (8 bytes, big-endian, so that the scripts compare versions as
- *     strings) and a kind byte: 0 a value, 1 a tombstone.
+ *     strings) and a kind byte: 0 a value, 1 a tombstone.  A tombstone
+ *     that keeps the old entry's bytes after its header, as a stale copy
+ *     (stale_ms), has that entry's expiry in its own; otherwise 0.
  */
 #define MAGIC 0x31445341u  /* "ASD1" */
 #define MAGIC2 0x32445341u /* "ASD2" */
