@@ -76,6 +76,40 @@ static void conn_free(struct conn *c)
 	free(c);
 }
 
+/*
+ * Creates the tables that are missing, and checks that those already there
+ * have every column the statements use, in one transaction: a database
+ * with a "users" table of another application's is refused with the
+ * column it lacks, and left as it was (no outbox table added to it).
+ */
+static int make_schema(sqlite3 *db, aside_error *err)
+{
+	static const char check[] =
+	    "SELECT id, name, email, created_at_us, version FROM users "
+	    "LIMIT 0;"
+	    "SELECT id, user_id, created_at_us FROM aside_outbox LIMIT 0";
+	const char *what = "creating the schema";
+	int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+	if (rc == SQLITE_OK) {
+		rc = sqlite3_exec(db, schema, NULL, NULL, NULL);
+		if (rc == SQLITE_OK) {
+			what = "checking the tables already there";
+			rc = sqlite3_exec(db, check, NULL, NULL, NULL);
+		}
+		if (rc == SQLITE_OK) {
+			what = "creating the schema";
+			rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+		}
+		if (rc != SQLITE_OK) {
+			db_fail(err, db, rc, what); /* before the rollback */
+			sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+			return ASIDE_EDB;
+		}
+		return ASIDE_OK;
+	}
+	return db_fail(err, db, rc, what);
+}
+
 static struct conn *conn_open(struct sqlite_repo *r, bool first,
 			      aside_error *err)
 {
@@ -94,16 +128,15 @@ static struct conn *conn_open(struct sqlite_repo *r, bool first,
 	}
 	sqlite3_extended_result_codes(c->db, 1);
 	sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
+	/* The schema before WAL mode, which stays with the file: a database
+	 * that is refused is left as it was. */
+	if (first && make_schema(c->db, err) != ASIDE_OK)
+		goto fail;
 	const char *setup = r->max > 1 ? "PRAGMA journal_mode=WAL;"
 					 "PRAGMA synchronous=NORMAL;"
 				       : "";
 	if ((rc = sqlite3_exec(c->db, setup, NULL, NULL, NULL)) != SQLITE_OK) {
 		db_fail(err, c->db, rc, "setting WAL mode");
-		goto fail;
-	}
-	if (first &&
-	    (rc = sqlite3_exec(c->db, schema, NULL, NULL, NULL)) != SQLITE_OK) {
-		db_fail(err, c->db, rc, "creating the schema");
 		goto fail;
 	}
 	struct {

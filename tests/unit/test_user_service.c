@@ -1,7 +1,8 @@
 /*
  * test_user_service.c -- the seed's three tests and the rest of the
  * UserService contract, on the fake repository, SQLite in memory and an
- * SQLite file (WAL), all behind a probe that counts database reads.
+ * SQLite file (WAL), all behind a probe that counts database reads; and a
+ * real SQLite file that cannot be used, or is locked by another writer.
  */
 #include "../support/fake_repo.h"
 #include "../support/servers.h"
@@ -9,6 +10,7 @@
 #include <aside/users.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <sqlite3.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -751,6 +753,173 @@ static void concurrent_readers_see_completed_writes(void **state)
 	assert_int_equal(s.stale, 0);
 }
 
+/* ---- a real SQLite file that fails ------------------------------------- */
+
+/* A scratch directory and the paths of its files; removed by scratch_rm. */
+typedef struct scratch {
+	char dir[64];
+} scratch;
+
+static void scratch_path(const scratch *sc, const char *name, char *out,
+			 size_t size)
+{
+	snprintf(out, size, "%s/%s", sc->dir, name);
+}
+
+static void scratch_rm(scratch *sc)
+{
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", sc->dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* Runs sql on the file at path through a connection of the test's own. */
+static void sql_on(const char *path, const char *sql)
+{
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	char *msg = NULL;
+	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+		fail_msg("%s: %s", sql, msg);
+	sqlite3_close(db);
+}
+
+/* The first column of the first row of a query, as text. */
+static void sql_text(const char *path, const char *sql, char *out, size_t size)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+	out[0] = '\0';
+	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+		snprintf(out, size, "%s",
+			 (const char *)sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+}
+
+/*
+ * A database that cannot be opened says why, and a file that is not ours is
+ * left as it was: not a database, or another application's database with a
+ * users table of its own (no outbox table added, its journal mode kept).
+ */
+static void sqlite_refuses_what_it_cannot_use(void **state)
+{
+	(void)state;
+	scratch sc;
+	snprintf(sc.dir, sizeof(sc.dir), "/tmp/aside-test-XXXXXX");
+	assert_non_null(mkdtemp(sc.dir));
+	char path[128], url[160], got[64];
+	user_repo r;
+	aside_error err;
+
+	snprintf(url, sizeof(url), "sqlite:%s/no/such/dir/users.db", sc.dir);
+	assert_int_equal(user_repo_open(url, &r, &err), ASIDE_EDB);
+	assert_non_null(strstr(err.message, "unable to open"));
+
+	snprintf(url, sizeof(url), "sqlite:%s", sc.dir); /* a directory */
+	assert_int_equal(user_repo_open(url, &r, &err), ASIDE_EDB);
+	assert_non_null(strstr(err.message, "unable to open"));
+
+	static const char notes[] = "shopping: milk, eggs, flour\n";
+	scratch_path(&sc, "notes.txt", path, sizeof(path));
+	FILE *fp = fopen(path, "w");
+	assert_non_null(fp);
+	fputs(notes, fp);
+	fclose(fp);
+	snprintf(url, sizeof(url), "sqlite:%s", path);
+	assert_int_equal(user_repo_open(url, &r, &err), ASIDE_EDB);
+	assert_non_null(strstr(err.message, "not a database"));
+	char back[64] = "";
+	fp = fopen(path, "r");
+	assert_non_null(fp);
+	assert_non_null(fgets(back, sizeof(back), fp));
+	fclose(fp);
+	assert_string_equal(back, notes);
+
+	scratch_path(&sc, "other.db", path, sizeof(path));
+	sql_on(path, "CREATE TABLE users (id INTEGER PRIMARY KEY, login TEXT);"
+		     "INSERT INTO users (login) VALUES ('root')");
+	snprintf(url, sizeof(url), "sqlite:%s", path);
+	assert_int_equal(user_repo_open(url, &r, &err), ASIDE_EDB);
+	assert_non_null(strstr(err.message, "no such column: name"));
+	sql_text(path,
+		 "SELECT group_concat(name) FROM sqlite_master "
+		 "WHERE type = 'table'",
+		 got, sizeof(got));
+	assert_string_equal(got, "users");
+	sql_text(path, "PRAGMA journal_mode", got, sizeof(got));
+	assert_string_equal(got, "delete");
+	sql_text(path, "SELECT login FROM users", got, sizeof(got));
+	assert_string_equal(got, "root");
+	scratch_rm(&sc);
+}
+
+/*
+ * Another program holds the database's write lock past the busy timeout:
+ * a write fails with the cause and changes nothing (no row, no outbox
+ * entry), reads go on meanwhile (WAL), and once the lock is gone the write
+ * goes through.
+ */
+static void sqlite_locked_write_fails_and_changes_nothing(void **state)
+{
+	(void)state;
+	scratch sc;
+	snprintf(sc.dir, sizeof(sc.dir), "/tmp/aside-test-XXXXXX");
+	assert_non_null(mkdtemp(sc.dir));
+	char path[128], url[160], got[64];
+	scratch_path(&sc, "users.db", path, sizeof(path));
+	snprintf(url, sizeof(url), "sqlite:%s", path);
+	user_repo db;
+	aside_cache *cache;
+	aside_error err;
+	assert_int_equal(user_repo_open(url, &db, &err), ASIDE_OK);
+	assert_int_equal(aside_cache_open("mem://", &cache, &err), ASIDE_OK);
+	user_service *svc = user_service_new(db, cache);
+	user ann = {.name = "Ann", .email = "ann@example.com"};
+	user bob = {.name = "Bob", .email = "bob@example.com"}, u;
+	assert_int_equal(user_service_create(svc, &ann), ASIDE_OK);
+	assert_int_equal(user_service_create(svc, &bob), ASIDE_OK);
+	assert_int_equal(user_service_get(svc, ann.id, &u), ASIDE_OK);
+
+	sqlite3 *other;
+	assert_int_equal(sqlite3_open(path, &other), SQLITE_OK);
+	assert_int_equal(
+	    sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL),
+	    SQLITE_OK);
+	/* Reads go on: Bob was never cached, so this one asks SQLite. */
+	assert_int_equal(user_service_get(svc, bob.id, &u), ASIDE_OK);
+	assert_string_equal(u.name, "Bob");
+	user anna = ann;
+	snprintf(anna.name, sizeof(anna.name), "Anna");
+	assert_int_equal(user_service_update_ex(svc, &anna, &err), ASIDE_EDB);
+	assert_non_null(strstr(err.message, "locked"));
+	user_service_metrics m = user_service_get_metrics(svc);
+	assert_int_equal(sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL),
+			 SQLITE_OK);
+	sqlite3_close(other);
+
+	sql_text(path, "SELECT name FROM users WHERE id = 1", got, sizeof(got));
+	assert_string_equal(got, "Ann");
+	sql_text(path, "SELECT count(*) FROM aside_outbox", got, sizeof(got));
+	assert_string_equal(got, "0");
+	/* A failed write is invalidated all the same (it might have
+	 * committed before its answer was lost): one more load, of Ann. */
+	assert_int_equal(user_service_get(svc, ann.id, &u), ASIDE_OK);
+	assert_string_equal(u.name, "Ann");
+	assert_int_equal(user_service_get_metrics(svc).db_loads,
+			 m.db_loads + 1);
+
+	assert_int_equal(user_service_update(svc, &anna), ASIDE_OK);
+	assert_int_equal(user_service_get(svc, ann.id, &u), ASIDE_OK);
+	assert_string_equal(u.name, "Anna");
+	user_service_free(svc);
+	aside_cache_close(cache);
+	user_repo_close(&db);
+	scratch_rm(&sc);
+}
+
 int main(void)
 {
 	static const struct {
@@ -782,7 +951,7 @@ int main(void)
 	static const char *caches[] = {"mem", "redis", "redis-l1"};
 	enum { NT = sizeof(tests) / sizeof(tests[0]), ND = 4, NC = 3 };
 	static variant cells[NT * ND * NC];
-	static struct CMUnitTest all[NT * ND * NC];
+	static struct CMUnitTest all[NT * ND * NC + 2];
 	static char names[NT * ND * NC][96];
 	size_t n = 0;
 	for (int d = 0; d < ND; d++)
@@ -797,5 +966,9 @@ int main(void)
 							     &cells[n]};
 			}
 		}
+	all[n++] = (struct CMUnitTest)cmocka_unit_test(
+	    sqlite_refuses_what_it_cannot_use);
+	all[n++] = (struct CMUnitTest)cmocka_unit_test(
+	    sqlite_locked_write_fails_and_changes_nothing);
 	return _cmocka_run_group_tests("user_service", all, n, NULL, NULL);
 }
