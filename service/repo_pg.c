@@ -144,7 +144,10 @@ static int exec_ok(PGconn *pg, const char *sql, aside_error *err)
 	return rc;
 }
 
-/* Creates or migrates the schema: one transaction, one process at a time. */
+/*
+ * Creates or migrates the schema, and checks the tables it finds: one
+ * transaction, one process at a time.
+ */
 static int migrate(PGconn *pg, aside_error *err)
 {
 	int rc = exec_ok(pg, "BEGIN", err);
@@ -171,6 +174,23 @@ static int migrate(PGconn *pg, aside_error *err)
 	int want = (int)(sizeof(migrations) / sizeof(migrations[0]));
 	for (int i = have; rc == ASIDE_OK && i < want; i++)
 		rc = exec_ok(pg, migrations[i], err);
+	/* Tables already there (another application's "users") must have
+	 * every column the statements use; if not, all of this is rolled
+	 * back, and the database is left as it was. */
+	if (rc == ASIDE_OK) {
+		PGresult *res =
+		    PQexec(pg, "SELECT id, name, email, created_at_us, version "
+			       "FROM users LIMIT 0");
+		if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+			PQclear(res);
+			res = PQexec(pg, "SELECT id, user_id, created_at_us "
+					 "FROM aside_outbox LIMIT 0");
+		}
+		if (PQresultStatus(res) != PGRES_TUPLES_OK)
+			rc = pg_fail(err, pg, res,
+				     "checking the tables already there");
+		PQclear(res);
+	}
 	if (rc == ASIDE_OK && have < want) {
 		char sql[64];
 		snprintf(sql, sizeof(sql),

@@ -2185,6 +2185,42 @@ static void bad_database_urls_say_why(void **state)
 			 ASIDE_EURL);
 }
 
+/*
+ * A PostgreSQL database that is another application's, with a users table
+ * of its own: refused with the column it lacks, and left as it was (no
+ * table of aside's added, its rows untouched).
+ */
+static void foreign_postgres_database_is_refused_untouched(void **state)
+{
+	fx *f = *state;
+	NEED_SERVERS(f);
+	char url[600];
+	assert_non_null(test_pg_url(url, "aside_test_foreign", NULL));
+	test_pg_scalar(url, "DROP TABLE IF EXISTS users, aside_outbox, "
+			    "aside_schema");
+	test_pg_scalar(url, "CREATE TABLE users (id SERIAL PRIMARY KEY, "
+			    "login TEXT)");
+	test_pg_scalar(url, "INSERT INTO users (login) VALUES ('root')");
+	user_repo r;
+	aside_error err;
+	assert_int_equal(user_repo_open(url, &r, &err), ASIDE_EDB);
+	assert_non_null(strstr(err.message, "checking the tables"));
+	assert_non_null(strstr(err.message, "\"name\" does not exist"));
+	assert_int_equal(test_pg_scalar(url,
+					"SELECT count(*) FROM pg_tables "
+					"WHERE tablename IN "
+					"('aside_outbox', 'aside_schema')"),
+			 0);
+	assert_int_equal(
+	    test_pg_scalar(url, "SELECT count(*) FROM users WHERE login = "
+				"'root'"),
+	    1);
+	/* Its own schema, once the other table is gone, opens as usual. */
+	test_pg_scalar(url, "DROP TABLE users");
+	assert_int_equal(user_repo_open(url, &r, &err), ASIDE_OK);
+	user_repo_close(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2196,6 +2232,9 @@ int main(void)
 		undecodable_json_in_redis_is_replaced, setup, teardown),
 	    cmocka_unit_test_setup_teardown(bad_database_urls_say_why, setup,
 					    teardown),
+	    cmocka_unit_test_setup_teardown(
+		foreign_postgres_database_is_refused_untouched, setup,
+		teardown),
 	    cmocka_unit_test_setup_teardown(
 		redis_password_and_database_in_the_url, setup, teardown),
 	    cmocka_unit_test_setup_teardown(redis_acl_user_in_the_url, setup,
