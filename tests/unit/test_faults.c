@@ -337,6 +337,44 @@ static void undecodable_json_in_redis_is_replaced(void **state)
 	assert_int_equal(metrics(f->cache).corrupt, 1);
 }
 
+/*
+ * A well-formed user under another user's key (written by something else,
+ * or a bug): not served as this user, but counted corrupt, deleted and
+ * replaced by the row the key names.
+ */
+static void another_users_entry_in_redis_is_replaced(void **state)
+{
+	fx *f = *state;
+	NEED_SERVERS(f);
+	user a = add_user(f, 1), b = add_user(f, 2), got;
+	char key[32];
+	user_cache_key(a.id, key);
+	char eval[1024];
+	snprintf(eval, sizeof(eval),
+		 "redis.call('SET', KEYS[1], 'ASD1' .. string.rep('\\0', 12) "
+		 ".. '{\"id\":%lld,\"name\":\"%s\",\"email\":\"%s\","
+		 "\"created_at\":\"2026-01-02T03:04:05Z\"}')",
+		 (long long)b.id, b.name, b.email);
+	const char *argv[] = {"EVAL", eval, "1", key};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 4, argv));
+	assert_int_equal(user_service_get(f->svc, a.id, &got), ASIDE_OK);
+	assert_int_equal(got.id, a.id);
+	assert_string_equal(got.email, a.email);
+	assert_int_equal(metrics(f->cache).corrupt, 1);
+	/* Replaced in Redis: a second process reads user a there. */
+	aside_cache *c2;
+	aside_error err;
+	assert_int_equal(aside_cache_open(f->redis, &c2, &err), ASIDE_OK);
+	user_service *s2 = user_service_new(f->db, c2);
+	assert_int_equal(user_service_get(s2, a.id, &got), ASIDE_OK);
+	assert_string_equal(got.email, a.email);
+	assert_int_equal(metrics(c2).corrupt, 0);
+	assert_int_equal(metrics(c2).tier_hits[1], 1); /* Redis, below the L1 */
+	assert_int_equal(metrics(c2).loads, 0);
+	user_service_free(s2);
+	aside_cache_close(c2);
+}
+
 struct load {
 	fx *f;
 	int64_t ids[10];
@@ -2230,6 +2268,8 @@ int main(void)
 		garbage_in_redis_is_a_miss_and_replaced, setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 		undecodable_json_in_redis_is_replaced, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		another_users_entry_in_redis_is_replaced, setup, teardown),
 	    cmocka_unit_test_setup_teardown(bad_database_urls_say_why, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(
