@@ -591,10 +591,12 @@ static void set_window_locked(struct shard *sh, uint32_t window_cap)
 
 /*
  * The window's old end, after giving every touched entry there a second
- * chance (back to the young end).  An expired entry is evicted on sight.
- * NULL if the window is empty.
+ * chance (back to the young end).  An expired entry is evicted on sight,
+ * and then NULL is returned with *room set: that made room, and an
+ * eviction needs nothing more.  NULL also if the window is empty.
  */
-static aside_value *window_victim_locked(struct shard *sh, int64_t now)
+static aside_value *window_victim_locked(struct shard *sh, int64_t now,
+					 bool *room)
 {
 	for (;;) {
 		aside_value *v = sh->q[WINDOW].old;
@@ -602,7 +604,8 @@ static aside_value *window_victim_locked(struct shard *sh, int64_t now)
 			return NULL;
 		if (dead(sh, v, now)) {
 			evict_locked(sh, v);
-			continue;
+			*room = true;
+			return NULL;
 		}
 		if (!take_touches(sh, v))
 			return v;
@@ -629,9 +632,11 @@ static void demote_locked(struct shard *sh)
 /*
  * The main area's victim: probation's old end, once its touched entries
  * have been promoted to protected; protected's old end if probation is
- * empty.  NULL if the main area is empty.
+ * empty.  NULL if the main area is empty, or with *room set if an expired
+ * entry found at probation's old end was evicted instead.
  */
-static aside_value *main_victim_locked(struct shard *sh, int64_t now)
+static aside_value *main_victim_locked(struct shard *sh, int64_t now,
+				       bool *room)
 {
 	for (;;) {
 		aside_value *v = sh->q[PROBATION].old;
@@ -639,7 +644,8 @@ static aside_value *main_victim_locked(struct shard *sh, int64_t now)
 			break;
 		if (dead(sh, v, now)) {
 			evict_locked(sh, v);
-			continue;
+			*room = true;
+			return NULL;
 		}
 		if (!take_touches(sh, v))
 			return v;
@@ -691,11 +697,18 @@ static bool evict_one_locked(struct shard *sh, int64_t now)
 	uint32_t main_n = sh->q[PROBATION].n + sh->q[PROTECTED].n;
 	if (atomic_load_explicit(&sh->count, memory_order_relaxed) == 0)
 		return false;
+	/* An expired entry evicted on sight makes the room asked for: the
+	 * entries that would have been weighed keep their places (a
+	 * candidate left in the window goes on to probation, as the window
+	 * spills). */
+	bool room = false;
 	if (sh->q[WINDOW].n > sh->window_cap || main_n == 0) {
-		aside_value *cand = window_victim_locked(sh, now);
+		aside_value *cand = window_victim_locked(sh, now, &room);
 		if (!cand)
-			return true; /* expired entries made room */
-		aside_value *victim = main_victim_locked(sh, now);
+			return true;
+		aside_value *victim = main_victim_locked(sh, now, &room);
+		if (room)
+			return true;
 		if (!victim) {
 			evict_locked(sh, cand);
 		} else if (expired(victim, now)) {
@@ -717,7 +730,7 @@ static bool evict_one_locked(struct shard *sh, int64_t now)
 		}
 		return true;
 	}
-	aside_value *victim = main_victim_locked(sh, now);
+	aside_value *victim = main_victim_locked(sh, now, &room);
 	if (victim) {
 		if (!expired(victim, now))
 			ghost_add(&sh->evicted, aside__value_hash(victim));
@@ -858,7 +871,10 @@ static bool adapt_locked(struct shard *sh, uint64_t hash)
 static void spill_window_locked(struct shard *sh, int64_t now)
 {
 	while (sh->q[WINDOW].n > sh->window_cap) {
-		aside_value *v = window_victim_locked(sh, now);
+		bool room = false;
+		aside_value *v = window_victim_locked(sh, now, &room);
+		if (room)
+			continue; /* an expired one evicted */
 		if (!v)
 			return;
 		queue_unlink(sh, v);

@@ -642,6 +642,44 @@ static void expired_entries_are_misses(void **state)
 	aside_cache_close(c);
 }
 
+/*
+ * Expired entries make room before live ones: a full cache whose short-TTL
+ * half has expired takes as many new keys without losing a live one, and
+ * keeps the new keys (an expired entry never wins a place against them).
+ */
+static void expired_entries_make_room_first(void **state)
+{
+	(void)state;
+	aside_cache *c =
+	    open_cache("mem://?capacity=100&ttl_ms=3600000&jitter_pct=0");
+	assert_int_equal(aside_cache_set_ttl(c, "short", 1000, 0), ASIDE_OK);
+	char key[32];
+	for (int round = 0; round < 3; round++)
+		for (int i = 0; i < 50; i++) {
+			snprintf(key, sizeof(key), "long:%d", i);
+			assert_int_equal(get(c, key), ASIDE_OK);
+			snprintf(key, sizeof(key), "short:%d", i);
+			assert_int_equal(get(c, key), ASIDE_OK);
+		}
+	assert_int_equal(entries(c), 100);
+	now_us += 2000000; /* the short half expires */
+	for (int i = 0; i < 50; i++) {
+		snprintf(key, sizeof(key), "new:%d", i);
+		assert_int_equal(get(c, key), ASIDE_OK);
+	}
+	int live = 0, fresh = 0;
+	for (int i = 0; i < 50; i++) {
+		snprintf(key, sizeof(key), "long:%d", i);
+		live += resident(c, key);
+		snprintf(key, sizeof(key), "new:%d", i);
+		fresh += resident(c, key);
+	}
+	assert_int_equal(live, 50);
+	assert_int_equal(fresh, 50);
+	assert_true(entries(c) <= 100);
+	aside_cache_close(c);
+}
+
 static void sleep_ms(int ms)
 {
 	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
@@ -1062,6 +1100,7 @@ int main(void)
 	    cmocka_unit_test(byte_bound_is_respected),
 	    cmocka_unit_test(oversized_value_is_served_not_cached),
 	    cmocka_unit_test(expired_entries_are_misses),
+	    cmocka_unit_test(expired_entries_make_room_first),
 	    cmocka_unit_test(default_clock_expires_entries),
 	    cmocka_unit_test(library_threads_take_no_signals),
 	    cmocka_unit_test(table_grows_without_losing_entries),
