@@ -360,6 +360,56 @@ static void get_coalesces_concurrent_misses(void **state)
 	assert_int_equal(m.waiting, 0);
 }
 
+/* Reads k:0 .. k:7, all resident, n times; counts what was not a hit. */
+struct hitter {
+	fixture *f;
+	int n, wrong;
+};
+
+static void *hit_thread(void *arg)
+{
+	struct hitter *h = arg;
+	for (int i = 0; i < h->n; i++) {
+		char key[16];
+		snprintf(key, sizeof(key), "k:%d", i % 8);
+		h->wrong += get_version(h->f, key) != 1;
+	}
+	return NULL;
+}
+
+/*
+ * More threads than a cache has counter stripes (each of the first 63 owns
+ * one, the rest share the last): every hit is counted, from every thread,
+ * and again once those threads have gone and others took their stripes.
+ */
+static void counters_add_up_past_the_stripes(void **state)
+{
+	fixture *f = *state;
+	enum { N = 100, READS = 50000 };
+	for (int i = 0; i < 8; i++) {
+		char key[16];
+		snprintf(key, sizeof(key), "k:%d", i);
+		assert_int_equal(get_version(f, key), 1);
+	}
+	for (int round = 0; round < 2; round++) {
+		pthread_t th[N];
+		struct hitter h[N];
+		for (int i = 0; i < N; i++) {
+			h[i] = (struct hitter){f, READS, 0};
+			assert_int_equal(
+			    pthread_create(&th[i], NULL, hit_thread, &h[i]), 0);
+		}
+		for (int i = 0; i < N; i++) {
+			pthread_join(th[i], NULL);
+			assert_int_equal(h[i].wrong, 0);
+		}
+	}
+	aside_metrics m = metrics(f);
+	assert_int_equal(m.hits, 2 * N * READS);
+	assert_int_equal(m.misses, 8);
+	assert_int_equal(m.loads, 8);
+}
+
 static void loader_failure_is_shared_not_stampeded(void **state)
 {
 	fixture *f = *state;
@@ -1530,6 +1580,8 @@ int main(void)
 	    cmocka_unit_test(open_rejects_bad_urls),
 	    cmocka_unit_test(urls_are_shown_without_passwords),
 	    cmocka_unit_test_setup_teardown(get_coalesces_concurrent_misses,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(counters_add_up_past_the_stripes,
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 		loader_failure_is_shared_not_stampeded, setup, teardown),
