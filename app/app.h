@@ -12,6 +12,16 @@
 bool app_long(const char *opt, const char *s, long lo, long hi, long *out);
 bool app_double(const char *opt, const char *s, double lo, double hi,
 		double *out);
+/*
+ * A key trace's line (`aside trace`, `aside bench --trace`): 1 and *k if
+ * it is one unsigned 64-bit decimal number (then "\n", "\r\n" or the end),
+ * 0 if it is blank (skipped), -1 if it is anything else: signs, spaces, a
+ * number out of range.
+ */
+int app_trace_key(const char *line, unsigned long long *k);
+/* Says that PATH:LINE is not a key, showing the line made printable. */
+void app_bad_trace_line(const char *who, const char *path, unsigned long line,
+			const char *text);
 /* A per-thread xorshift generator, seeded by time, thread and process. */
 uint64_t app_rand(void);
 /* Sleeps us microseconds, resuming after signals. */

@@ -5,9 +5,11 @@
  */
 #include "app.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 bool app_long(const char *opt, const char *s, long lo, long hi, long *out)
@@ -50,4 +52,42 @@ void app_remove_sqlite(const char *dir)
 		unlink(f);
 	}
 	rmdir(dir);
+}
+
+int app_trace_key(const char *line, unsigned long long *k)
+{
+	const char *p = line;
+	if (*p == '\r')
+		p++;
+	if (*p == '\n' || *p == '\0')
+		return 0; /* blank */
+	if (*line < '0' || *line > '9')
+		return -1; /* strtoull would take spaces, signs */
+	char *end;
+	errno = 0;
+	*k = strtoull(line, &end, 10);
+	if (errno == ERANGE)
+		return -1;
+	if (*end == '\r')
+		end++;
+	return *end == '\n' || *end == '\0' ? 1 : -1;
+}
+
+void app_bad_trace_line(const char *who, const char *path, unsigned long line,
+			const char *text)
+{
+	char shown[48];
+	size_t n = 0;
+	for (const unsigned char *p = (const unsigned char *)text;
+	     *p && *p != '\n' && n < sizeof(shown) - 4; p++)
+		shown[n++] = *p >= 0x20 && *p < 0x7f ? (char)*p : '?';
+	if (strlen(text) > n && text[n] != '\n' && text[n] != '\0') {
+		memcpy(shown + n, "...", 3);
+		n += 3;
+	}
+	shown[n] = '\0';
+	fprintf(stderr,
+		"aside %s: %s:%lu: not a key (one unsigned 64-bit decimal "
+		"number a line): '%s'\n",
+		who, path, line, shown);
 }

@@ -759,29 +759,53 @@ static int run_mode(const struct config *cfg, enum mode mode, user_repo inner,
 
 /* ---- setup -------------------------------------------------------------- */
 
+/* A trace's keys; NULL after saying why if it has none, or a bad line. */
 static uint32_t *load_trace(const char *path, size_t *n)
 {
 	gzFile in = gzopen(path, "rb");
-	if (!in)
+	if (!in) {
+		fprintf(stderr, "aside bench: %s: cannot open\n", path);
 		return NULL;
+	}
 	size_t cap = 1 << 16;
 	uint32_t *keys = malloc(cap * sizeof(*keys));
 	char line[64];
+	unsigned long lineno = 0;
 	*n = 0;
 	while (keys && gzgets(in, line, sizeof(line))) {
+		lineno++;
+		unsigned long long k;
+		int kind = app_trace_key(line, &k);
+		if (kind == 0)
+			continue;
+		if (kind < 0) {
+			app_bad_trace_line("bench", path, lineno, line);
+			free(keys);
+			gzclose(in);
+			return NULL;
+		}
 		if (*n == cap) {
-			uint32_t *k = realloc(keys, 2 * cap * sizeof(*keys));
-			if (!k) {
+			uint32_t *more = realloc(keys, 2 * cap * sizeof(*keys));
+			if (!more) {
 				free(keys);
 				keys = NULL;
 				break;
 			}
-			keys = k;
+			keys = more;
 			cap *= 2;
 		}
-		keys[(*n)++] = (uint32_t)strtoul(line, NULL, 10);
+		/* Used as key % users + 1: the low bits are enough. */
+		keys[(*n)++] = (uint32_t)k;
 	}
 	gzclose(in);
+	if (!keys)
+		fprintf(stderr, "aside bench: %s: out of memory\n", path);
+	else if (*n == 0)
+		fprintf(stderr, "aside bench: %s: no keys\n", path);
+	if (keys && *n == 0) {
+		free(keys);
+		keys = NULL;
+	}
 	return keys;
 }
 
@@ -998,10 +1022,8 @@ int app_bench(int argc, char **argv)
 	}
 	size_t ntrace = 0;
 	uint32_t *trace = NULL;
-	if (cfg.trace && !(trace = load_trace(cfg.trace, &ntrace))) {
-		fprintf(stderr, "aside bench: cannot read %s\n", cfg.trace);
+	if (cfg.trace && !(trace = load_trace(cfg.trace, &ntrace)))
 		return 1;
-	}
 	user_repo db = {0};
 	aside_error err;
 	int status = 1;

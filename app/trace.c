@@ -52,11 +52,12 @@ static int replay(const char *path, long capacity, long shards)
 	int status = 0;
 	while (gzgets(in, buf, sizeof(buf))) {
 		line++;
-		char *end;
-		unsigned long long k = strtoull(buf, &end, 10);
-		if (end == buf || (*end && *end != '\n' && *end != '\r')) {
-			fprintf(stderr, "aside trace: %s:%lu: not a key: %s",
-				path, line, buf);
+		unsigned long long k;
+		int kind = app_trace_key(buf, &k);
+		if (kind == 0)
+			continue;
+		if (kind < 0) {
+			app_bad_trace_line("trace", path, line, buf);
 			status = 1;
 			break;
 		}

@@ -86,4 +86,16 @@ for bad in "--read-pct 101" "--read-pct abc" "--threads 0" "--theta 1.5"; do
 	# shellcheck disable=SC2086
 	if "$aside" bench $bad >/dev/null 2>&1; then fail "accepted $bad"; fi
 done
+# A trace with no keys, or a line that is not one, is refused (it once
+# crashed on a division by zero, and took garbage for key 0).
+: >"$tmp/empty.txt"
+if "$aside" bench --users 10 --duration-s 0.2 --modes aside --trace "$tmp/empty.txt" 2>"$tmp/err"; then
+	fail "ran on an empty trace"
+fi
+grep -q 'empty.txt: no keys' "$tmp/err" || fail "empty trace: $(cat "$tmp/err")"
+printf '1\n2\nthree\n' >"$tmp/bad.txt"
+if "$aside" bench --users 10 --duration-s 0.2 --modes aside --trace "$tmp/bad.txt" 2>"$tmp/err"; then
+	fail "ran on a bad trace"
+fi
+grep -q 'bad.txt:3: not a key' "$tmp/err" || fail "bad trace: $(cat "$tmp/err")"
 echo "bench test: ok"

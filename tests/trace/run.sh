@@ -32,6 +32,20 @@ echo "$out" | grep -q 'hit_ratio=0.0000 evictions=900' || fail "got: $out"
 printf '1\n2\nthree\n' >"$tmp/bad.txt"
 if "$aside" trace --capacity 10 "$tmp/bad.txt" 2>"$tmp/err"; then fail "accepted a bad line"; fi
 grep -q 'bad.txt:3: not a key' "$tmp/err" || fail "error was: $(cat "$tmp/err")"
+for bad in '-1' ' 3' '+3' '3 4' '18446744073709551616' '0x10'; do
+	printf '1\n%s\n' "$bad" >"$tmp/bad2.txt"
+	if "$aside" trace --capacity 10 "$tmp/bad2.txt" 2>"$tmp/err"; then fail "accepted '$bad'"; fi
+	grep -q "bad2.txt:2: not a key" "$tmp/err" || fail "for '$bad' the error was: $(cat "$tmp/err")"
+done
+# Binary garbage is shown printable, never as raw bytes.
+printf '\001\033[31m\n' >"$tmp/bin.txt"
+"$aside" trace --capacity 10 "$tmp/bin.txt" 2>"$tmp/err" && fail "accepted binary garbage"
+grep -q "'??\[31m'" "$tmp/err" || fail "binary shown as: $(cat "$tmp/err")"
+# Blank lines are skipped; CRLF line ends, the largest key and a last line
+# without its newline are keys.
+printf '1\n\n18446744073709551615\r\n\r\n1' >"$tmp/ok.txt"
+out=$("$aside" trace --capacity 10 "$tmp/ok.txt")
+echo "$out" | grep -q 'events=3 capacity=10 hit_ratio=0.3333' || fail "got: $out"
 "$aside" trace --capacity 10 "$tmp/missing.txt" 2>/dev/null && fail "accepted a missing file"
 # A capacity out of the tier's range is refused by the option itself, with
 # the range it takes.
