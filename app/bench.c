@@ -14,6 +14,7 @@
 #include <getopt.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,16 @@
 #include <zlib.h>
 
 enum mode { M_NOCACHE, M_NAIVE, M_ASIDE, M_HTTP, NMODES };
+
+/* SIGINT or SIGTERM: the run stops within a second, cleaning up after
+ * itself (its temporary database). */
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig)
+{
+	(void)sig;
+	interrupted = 1;
+}
 static const char *const mode_names[NMODES] = {"nocache", "naive", "aside",
 					       "http"};
 
@@ -511,7 +522,7 @@ static int http_populate(const char *base, long n)
 		snprintf(url, sizeof(url), "%s/users", base);
 		curl_easy_setopt(c, CURLOPT_URL, url);
 		curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-		for (long i = 1; i <= n && status == 0; i++) {
+		for (long i = 1; i <= n && status == 0 && !interrupted; i++) {
 			char body[160];
 			snprintf(body, sizeof(body),
 				 "{\"name\":\"User %ld\",\"email\":"
@@ -609,6 +620,8 @@ static int run_mode(const struct config *cfg, enum mode mode, user_repo inner,
 		int64_t now = mono_us();
 		if (until > now)
 			usleep((useconds_t)(until - now));
+		if (interrupted)
+			break;
 		uint64_t ops = atomic_load(&sh.ops);
 		uint64_t gets = atomic_load(&slow.gets);
 		uint64_t reads = atomic_load(&sh.reads), hits = 0;
@@ -759,6 +772,38 @@ static int run_mode(const struct config *cfg, enum mode mode, user_repo inner,
 
 /* ---- setup -------------------------------------------------------------- */
 
+/*
+ * --modes: a comma-separated list of nocache, naive and aside, each at most
+ * once.  False, after saying why, for anything else or an empty list.
+ */
+static bool parse_modes(const char *list, bool modes[NMODES])
+{
+	memset(modes, 0, NMODES * sizeof(bool));
+	const char *p = list;
+	int n = 0;
+	for (;;) {
+		size_t len = strcspn(p, ",");
+		int found = -1;
+		for (int i = 0; i < M_HTTP; i++)
+			if (strlen(mode_names[i]) == len &&
+			    strncmp(p, mode_names[i], len) == 0)
+				found = i;
+		if (found < 0 || modes[found]) {
+			fprintf(stderr,
+				"aside: --modes wants a list of nocache, "
+				"naive and aside, each once, not '%s'\n",
+				list);
+			return false;
+		}
+		modes[found] = true;
+		n++;
+		if (!p[len])
+			break;
+		p += len + 1;
+	}
+	return n > 0;
+}
+
 /* A trace's keys; NULL after saying why if it has none, or a bad line. */
 static uint32_t *load_trace(const char *path, size_t *n)
 {
@@ -816,6 +861,8 @@ static int populate(user_repo db, long n)
 	if (db.ops->get(db.self, n, &probe) == ASIDE_OK)
 		return 0; /* already there */
 	for (long i = 1; i <= n; i++) {
+		if (interrupted)
+			return 1;
 		user u;
 		memset(&u, 0, sizeof(u));
 		snprintf(u.name, sizeof(u.name), "User %ld", i);
@@ -916,7 +963,9 @@ static void usage(FILE *f)
 	    "  --http URL         drive aside serve at URL instead (GET and "
 	    "PUT /users/{id};\n"
 	    "                     creates the users first if the server "
-	    "has none)\n");
+	    "has none)\n"
+	    "Ctrl-C (or SIGTERM) stops it within a second, removing its "
+	    "temporary database (exit 130).\n");
 }
 
 int app_bench(int argc, char **argv)
@@ -987,10 +1036,8 @@ int app_bench(int argc, char **argv)
 			cfg.http = optarg;
 			break;
 		case 'm':
-			memset(cfg.modes, 0, sizeof(cfg.modes));
-			for (int i = 0; i < NMODES; i++)
-				cfg.modes[i] =
-				    strstr(optarg, mode_names[i]) != NULL;
+			if (!parse_modes(optarg, cfg.modes))
+				return 2;
 			break;
 		case 'h':
 			usage(stdout);
@@ -1010,20 +1057,27 @@ int app_bench(int argc, char **argv)
 		return 2;
 	}
 
+	size_t ntrace = 0;
+	uint32_t *trace = NULL;
+	if (cfg.trace && !(trace = load_trace(cfg.trace, &ntrace)))
+		return 1;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_interrupt; /* no SA_RESTART: sleeps end early */
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
 	char dir[] = "/tmp/aside-bench-XXXXXX", url[96];
 	bool own_db = !cfg.db_url && !cfg.http;
 	if (own_db) {
 		if (!mkdtemp(dir)) {
 			perror("aside bench");
+			free(trace);
 			return 1;
 		}
 		snprintf(url, sizeof(url), "sqlite:%s/users.db", dir);
 		cfg.db_url = url;
 	}
-	size_t ntrace = 0;
-	uint32_t *trace = NULL;
-	if (cfg.trace && !(trace = load_trace(cfg.trace, &ntrace)))
-		return 1;
 	user_repo db = {0};
 	aside_error err;
 	int status = 1;
@@ -1037,6 +1091,18 @@ int app_bench(int argc, char **argv)
 			goto out;
 	} else {
 		cfg.modes[M_HTTP] = false;
+		if (cfg.modes[M_ASIDE]) {
+			/* A cache URL that does not open fails now, not
+			 * after the other modes have run. */
+			aside_cache *probe;
+			if (aside_cache_open(cfg.cache_url, &probe, &err) !=
+			    ASIDE_OK) {
+				fprintf(stderr, "aside bench: %s\n",
+					err.message);
+				goto out;
+			}
+			aside_cache_close(probe);
+		}
 		if (user_repo_open(cfg.db_url, &db, &err) != ASIDE_OK) {
 			fprintf(stderr, "aside bench: %s\n", err.message);
 			goto out;
@@ -1097,6 +1163,8 @@ int app_bench(int argc, char **argv)
 			status = 1;
 			break;
 		}
+		if (interrupted)
+			break;
 		printf("%-8s %12.0f %10.1f %10.1f %10.1f %9.4f %11.1f %9.2f "
 		       "%7llu %7llu ",
 		       mode_names[m], r.ops_s, r.p50, r.p99, r.p999,
@@ -1157,5 +1225,9 @@ out:
 	free(trace);
 	if (own_db)
 		app_remove_sqlite(dir);
+	if (interrupted) {
+		fprintf(stderr, "aside bench: interrupted\n");
+		status = 130;
+	}
 	return status;
 }

@@ -98,4 +98,16 @@ if "$aside" bench --users 10 --duration-s 0.2 --modes aside --trace "$tmp/bad.tx
 	fail "ran on a bad trace"
 fi
 grep -q 'bad.txt:3: not a key' "$tmp/err" || fail "bad trace: $(cat "$tmp/err")"
+# Interrupted (Ctrl-C), it stops within a second, says so, exits 130 and
+# removes its temporary database.
+"$aside" bench --users 200 --duration-s 30 --modes aside >"$tmp/out" 2>"$tmp/err" &
+pid=$!
+sleep 2
+kill -INT "$pid"
+rc=0
+wait "$pid" || rc=$?
+[ "$rc" = 130 ] || fail "interrupted: exit $rc: $(cat "$tmp/err")"
+grep -q 'interrupted' "$tmp/err" || fail "interrupted: $(cat "$tmp/err")"
+db=$(sed -n 's/.* users in sqlite:\(.*\)\/users.db.*/\1/p' "$tmp/err")
+[ -n "$db" ] && [ ! -e "$db" ] || fail "interrupted: left '$db' behind"
 echo "bench test: ok"
