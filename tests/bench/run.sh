@@ -110,4 +110,9 @@ wait "$pid" || rc=$?
 grep -q 'interrupted' "$tmp/err" || fail "interrupted: $(cat "$tmp/err")"
 db=$(sed -n 's/.* users in sqlite:\(.*\)\/users.db.*/\1/p' "$tmp/err")
 [ -n "$db" ] && [ ! -e "$db" ] || fail "interrupted: left '$db' behind"
+# --modes takes the three names only.
+if "$aside" bench --users 10 --duration-s 0.2 --modes aside,nocahce 2>"$tmp/err"; then
+	fail "ran with a misspelt mode"
+fi
+grep -q "modes wants a list of nocache, naive and aside" "$tmp/err" || fail "modes: $(cat "$tmp/err")"
 echo "bench test: ok"
