@@ -311,7 +311,10 @@ typedef struct aside_options {
  *     copies, as for mem://, in the L1 and in Redis (each entry E ms past
  *     its expiry): a reader whose load fails is served Redis's copy, handed
  *     with the lease, if no write voided the lease meanwhile, so every
- *     process has the copies, with an L1 or without.
+ *     process has the copies, with an L1 or without.  S (default 0: off):
+ *     a write leaves the old entry in its tombstone, and for S ms after the
+ *     write (never past the entry's own expiry) a reader that finds another
+ *     process loading the key is served that copy instead of waiting.
  * Returns ASIDE_OK, ASIDE_EURL (with the reason in err), ASIDE_ENOMEM.
  */
 int aside_cache_open(const char *url, aside_cache **out, aside_error *err);

@@ -463,6 +463,8 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 	if (p.redis) {
 		p.r.log = c->log;
 		p.r.log_ctx = c->log_ctx;
+		p.r.clock = c->clock;
+		p.r.clock_ctx = c->clock_ctx;
 		rc = aside__redis_open(&p.r, &c->tiers[c->ntiers], err);
 		if (rc != ASIDE_OK)
 			goto fail;

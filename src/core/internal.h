@@ -372,6 +372,10 @@ typedef struct aside__redis_params {
 	uint64_t keep_ms;
 	aside_log_fn log;
 	void *log_ctx;
+	/* The cache's clock: a stale copy is served up to stale_ms after
+	 * the write that left it, by this clock. */
+	aside_clock_fn clock;
+	void *clock_ctx;
 } aside__redis_params;
 int aside__redis_open(const aside__redis_params *p, aside_tier *out,
 		      aside_error *err);

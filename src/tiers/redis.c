@@ -51,7 +51,9 @@
  *     (8 bytes, big-endian, so that the scripts compare versions as
  *     strings) and a kind byte: 0 a value, 1 a tombstone.  A tombstone
  *     that keeps the old entry's bytes after its header, as a stale copy
- *     (stale_ms), has that entry's expiry in its own; otherwise 0.
+ *     (stale_ms), has in its expiry the time the copy may be served until:
+ *     stale_ms after the write, or the entry's own expiry if sooner;
+ *     otherwise 0.
  */
 #define MAGIC 0x31445341u  /* "ASD1" */
 #define MAGIC2 0x32445341u /* "ASD2" */
@@ -92,6 +94,8 @@ struct redis {
 	struct timeval connect_timeout, timeout;
 	aside_log_fn log;
 	void *log_ctx;
+	aside_clock_fn clock; /* the cache's */
+	void *clock_ctx;
 
 	pthread_mutex_t lock; /* guards the pool and the breaker's slow path */
 	pthread_cond_t cond;
@@ -1054,12 +1058,14 @@ static const char *const scripts[NSCRIPTS] = {
     "redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. KEYS[1]) "
     "return 1",
     /* KEYS: value, lease; ARGV: channel, message prefix, tombstone, px,
-     * version, keep a stale copy (1/0).  As the delete, but leaves a
-     * tombstone of the version (with the old entry's bytes after it, as a
-     * stale copy, when asked, and the old entry's expiry in the
-     * tombstone's, so that a reader serves the copy only while the entry
-     * would have been fresh), unless the key already holds this version
-     * or a newer one (a version of 0, unknown, always replaces). */
+     * version, keep a stale copy (1/0), the copy's end (µs, 8 bytes
+     * little-endian: the write's time + stale_ms).  As the delete, but
+     * leaves a tombstone of the version (with the old entry's bytes after
+     * it, as a stale copy, when asked, and in the tombstone's expiry the
+     * sooner of the copy's end and the old entry's expiry: a reader serves
+     * the copy only until then), unless the key already holds this
+     * version or a newer one (a version of 0, unknown, always replaces).
+     * A copy kept from an older tombstone keeps its sooner end. */
     "local cur = redis.call('GET', KEYS[1]) "
     "if not (cur and ARGV[5] ~= string.rep('\\0', 8) and "
     "string.sub(cur, 1, 4) == 'ASD2' and "
@@ -1068,8 +1074,12 @@ static const char *const scripts[NSCRIPTS] = {
     "if ARGV[6] == '1' and cur then local m = string.sub(cur, 1, 4) "
     "if m == 'ASD2' then stale = string.sub(cur, 26) "
     "elseif m == 'ASD1' then stale = string.sub(cur, 17) end "
-    "if stale ~= '' then tomb = string.sub(tomb, 1, 4) .. "
-    "string.sub(cur, 5, 12) .. string.sub(tomb, 13) end end "
+    "if stale ~= '' then local exp = string.sub(cur, 5, 12) "
+    "local lo, hi = struct.unpack('<I4<I4', exp) "
+    "local ulo, uhi = struct.unpack('<I4<I4', ARGV[7]) "
+    "local at = hi * 4294967296 + lo "
+    "if at == 0 or uhi * 4294967296 + ulo < at then exp = ARGV[7] end "
+    "tomb = string.sub(tomb, 1, 4) .. exp .. string.sub(tomb, 13) end end "
     "redis.call('SET', KEYS[1], tomb .. stale, 'PX', ARGV[4]) end "
     "redis.call('DEL', KEYS[2]) "
     "redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. KEYS[1]) "
@@ -1756,9 +1766,15 @@ static int r_tombstone(void *self, const char *key, size_t klen, uint64_t hash,
 	tomb[24] = 1;
 	int64_t ms = r->stale_ms > r->tomb_ms ? r->stale_ms : r->tomb_ms;
 	int pxlen = snprintf(px, sizeof(px), "%lld", (long long)ms);
+	/* A stale copy is served up to stale_ms after this write. */
+	unsigned char until[8];
+	uint64_t end = (uint64_t)(r->clock(r->clock_ctx) + r->stale_ms * 1000);
+	put32(until, (uint32_t)end);
+	put32(until + 4, (uint32_t)(end >> 32));
 	const char *kv[] = {
 	    key,	  lk, r->channel,	 r->self_id,
-	    (char *)tomb, px, (char *)tomb + 16, r->stale_ms ? "1" : "0"};
+	    (char *)tomb, px, (char *)tomb + 16, r->stale_ms ? "1" : "0",
+	    (char *)until};
 	size_t kl[] = {klen,
 		       lease_key(key, klen, lk),
 		       strlen(r->channel),
@@ -1766,8 +1782,9 @@ static int r_tombstone(void *self, const char *key, size_t klen, uint64_t hash,
 		       sizeof(tomb),
 		       (size_t)pxlen,
 		       8,
-		       1};
-	redisReply *rep = run_script(r, S_TOMBSTONE, 2, 8, kv, kl, err);
+		       1,
+		       sizeof(until)};
+	redisReply *rep = run_script(r, S_TOMBSTONE, 2, 9, kv, kl, err);
 	if (!rep)
 		return ASIDE_ECACHE;
 	if (rep->type != REDIS_REPLY_ERROR) {
@@ -2110,6 +2127,8 @@ int aside__redis_open(const aside__redis_params *p, aside_tier *out,
 	r->tomb_ms = (int64_t)p->tomb_ms;
 	r->stale_ms = (int64_t)p->stale_ms;
 	r->keep_ms = (int64_t)p->keep_ms;
+	r->clock = p->clock ? p->clock : aside_clock_default;
+	r->clock_ctx = p->clock_ctx;
 	snprintf(r->channel, sizeof(r->channel), "aside:invalidate:%d",
 		 (int)p->db);
 	snprintf(r->refused_channel, sizeof(r->refused_channel),

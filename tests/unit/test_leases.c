@@ -679,6 +679,69 @@ static void read_then_expire(const char *query, const char *ns, const char *key,
 }
 
 /*
+ * A stale copy is served for stale_ms after the write that left it, not for
+ * as long as its tombstone lasts (tomb_ms, 60 s here): past that, a reader
+ * that finds another process loading waits for it.  A second write keeps
+ * the first one's end: the copy is older than both.
+ */
+static void stale_copy_only_for_stale_ms(void **state)
+{
+	NEED_SERVERS(state);
+	aside_cache *a = open_cache("stale_ms=300"),
+		    *b = open_cache("stale_ms=300");
+	char got[256], r[256];
+	for (int second_write = 0; second_write < 2; second_write++) {
+		const char *key = second_write ? "lk:14" : "lk:13";
+		source old;
+		source_init(&old, "old-row");
+		assert_int_equal(read_key(a, &old, key, got), ASIDE_OK);
+		assert_int_equal(aside_cache_invalidate(b, key, 5, NULL),
+				 ASIDE_OK);
+		assert_true(atol(redis1("PTTL", key, r)) > 59000);
+		if (second_write) {
+			pause_ms(200);
+			assert_int_equal(
+			    aside_cache_invalidate(a, key, 5, NULL), ASIDE_OK);
+		}
+		source fresh;
+		source_init(&fresh, "new-row");
+		fresh.gated = true;
+		reader rb = {b, &fresh, key, 0, ""};
+		pthread_t tb, ta;
+		pthread_create(&tb, NULL, read_thread, &rb);
+		wait_inside(&fresh);
+		source unused;
+		source_init(&unused, "never");
+		uint64_t served = metrics(a).stale_served;
+		uint64_t waits = metrics(a).lease_waits;
+		if (!second_write) {
+			/* Within stale_ms: the copy, at once. */
+			assert_int_equal(read_key(a, &unused, key, got),
+					 ASIDE_OK);
+			assert_string_equal(got, "old-row");
+			assert_int_equal(metrics(a).stale_served, served + 1);
+			served++;
+		}
+		/* Past it (300 ms after the first write): a waits. */
+		pause_ms(second_write ? 150 : 400);
+		reader ra = {a, &unused, key, 0, ""};
+		pthread_create(&ta, NULL, read_thread, &ra);
+		for (int i = 0; i < 100 && metrics(a).lease_waits == waits; i++)
+			pause_ms(5);
+		assert_int_equal(metrics(a).lease_waits, waits + 1);
+		assert_int_equal(metrics(a).stale_served, served);
+		open_gate(&fresh);
+		pthread_join(tb, NULL);
+		pthread_join(ta, NULL);
+		assert_int_equal(ra.rc, ASIDE_OK);
+		assert_string_equal(ra.got, "new-row");
+		assert_int_equal(unused.loads, 0);
+	}
+	aside_cache_close(a);
+	aside_cache_close(b);
+}
+
+/*
  * A tombstone's stale copy keeps the expiry of the entry it was: with
  * stale_if_error_ms Redis still holds an entry past its TTL, and a write
  * then must not hand readers that waited for a reload a copy older than
@@ -1091,6 +1154,7 @@ int main(int argc, char **argv)
 				   setup),
 	    cmocka_unit_test_setup(newer_tombstone_is_kept, setup),
 	    cmocka_unit_test_setup(stale_copy_instead_of_waiting, setup),
+	    cmocka_unit_test_setup(stale_copy_only_for_stale_ms, setup),
 	    cmocka_unit_test_setup(stale_copy_keeps_its_expiry, setup),
 	    cmocka_unit_test_setup(stale_copy_when_the_database_fails, setup),
 	    cmocka_unit_test_setup(redis_keeps_copies_without_an_l1, setup),
