@@ -678,6 +678,51 @@ static void read_then_expire(const char *query, const char *ns, const char *key,
 	pause_ms(250); /* past the TTL, in the L1 and in Redis */
 }
 
+/* Another process reloading key, holding its lease at the source's gate. */
+typedef struct holder {
+	source src;
+	reader rd;
+	pthread_t t;
+} holder;
+
+static void holder_start(holder *h, aside_cache *c, const char *key,
+			 const char *row)
+{
+	source_init(&h->src, row);
+	h->src.gated = true;
+	h->rd = (reader){c, &h->src, key, 0, ""};
+	pthread_create(&h->t, NULL, read_thread, &h->rd);
+	wait_inside(&h->src);
+}
+
+/*
+ * a reads key while h holds its lease: it must wait for h's load (no stale
+ * copy served, no load of its own) and get h's row.  Lets h finish.
+ */
+static void reader_waits_for(aside_cache *a, holder *h, const char *key)
+{
+	source unused;
+	source_init(&unused, "never");
+	uint64_t served = metrics(a).stale_served;
+	uint64_t waits = metrics(a).lease_waits;
+	reader ra = {a, &unused, key, 0, ""};
+	pthread_t ta;
+	pthread_create(&ta, NULL, read_thread, &ra);
+	for (int i = 0; i < 100 && metrics(a).lease_waits == waits; i++)
+		pause_ms(5);
+	pause_ms(50);
+	assert_int_equal(metrics(a).lease_waits, waits + 1);
+	assert_int_equal(metrics(a).stale_served, served);
+	open_gate(&h->src);
+	pthread_join(h->t, NULL);
+	pthread_join(ta, NULL);
+	assert_int_equal(h->rd.rc, ASIDE_OK);
+	assert_int_equal(ra.rc, ASIDE_OK);
+	assert_string_equal(ra.got, h->src.value);
+	assert_int_equal(metrics(a).stale_served, served);
+	assert_int_equal(unused.loads, 0);
+}
+
 /*
  * A stale copy is served for stale_ms after the write that left it, not for
  * as long as its tombstone lasts (tomb_ms, 60 s here): past that, a reader
@@ -703,39 +748,21 @@ static void stale_copy_only_for_stale_ms(void **state)
 			assert_int_equal(
 			    aside_cache_invalidate(a, key, 5, NULL), ASIDE_OK);
 		}
-		source fresh;
-		source_init(&fresh, "new-row");
-		fresh.gated = true;
-		reader rb = {b, &fresh, key, 0, ""};
-		pthread_t tb, ta;
-		pthread_create(&tb, NULL, read_thread, &rb);
-		wait_inside(&fresh);
-		source unused;
-		source_init(&unused, "never");
-		uint64_t served = metrics(a).stale_served;
-		uint64_t waits = metrics(a).lease_waits;
+		holder h;
+		holder_start(&h, b, key, "new-row");
 		if (!second_write) {
 			/* Within stale_ms: the copy, at once. */
+			source unused;
+			source_init(&unused, "never");
+			uint64_t served = metrics(a).stale_served;
 			assert_int_equal(read_key(a, &unused, key, got),
 					 ASIDE_OK);
 			assert_string_equal(got, "old-row");
 			assert_int_equal(metrics(a).stale_served, served + 1);
-			served++;
 		}
 		/* Past it (300 ms after the first write): a waits. */
 		pause_ms(second_write ? 150 : 400);
-		reader ra = {a, &unused, key, 0, ""};
-		pthread_create(&ta, NULL, read_thread, &ra);
-		for (int i = 0; i < 100 && metrics(a).lease_waits == waits; i++)
-			pause_ms(5);
-		assert_int_equal(metrics(a).lease_waits, waits + 1);
-		assert_int_equal(metrics(a).stale_served, served);
-		open_gate(&fresh);
-		pthread_join(tb, NULL);
-		pthread_join(ta, NULL);
-		assert_int_equal(ra.rc, ASIDE_OK);
-		assert_string_equal(ra.got, "new-row");
-		assert_int_equal(unused.loads, 0);
+		reader_waits_for(a, &h, key);
 	}
 	aside_cache_close(a);
 	aside_cache_close(b);
@@ -758,33 +785,12 @@ static void stale_copy_keeps_its_expiry(void **state)
 	char r[256];
 	assert_string_equal(redis1("EXISTS", "sx:1", r), "1"); /* kept */
 	assert_int_equal(aside_cache_invalidate(b, "sx:1", 4, NULL), ASIDE_OK);
-	/* b reloads and holds the lease meanwhile. */
-	source fresh;
-	source_init(&fresh, "row-2");
-	fresh.gated = true;
-	reader rb = {b, &fresh, "sx:1", 0, ""};
-	pthread_t tb, ta;
-	pthread_create(&tb, NULL, read_thread, &rb);
-	wait_inside(&fresh);
-	/* a finds b's lease and a tombstone holding the expired entry: it
-	 * waits rather than take that copy. */
-	source unused;
-	source_init(&unused, "never");
-	reader ra = {a, &unused, "sx:1", 0, ""};
-	pthread_create(&ta, NULL, read_thread, &ra);
-	for (int i = 0; i < 100 && metrics(a).lease_waits == 0; i++)
-		pause_ms(5);
-	pause_ms(50);
-	assert_int_equal(metrics(a).lease_waits, 1);
-	assert_int_equal(metrics(a).stale_served, 0);
-	open_gate(&fresh);
-	pthread_join(tb, NULL);
-	pthread_join(ta, NULL);
-	assert_int_equal(rb.rc, ASIDE_OK);
-	assert_int_equal(ra.rc, ASIDE_OK);
-	assert_string_equal(ra.got, "row-2");
-	assert_int_equal(metrics(a).stale_served, 0);
-	assert_int_equal(unused.loads, 0);
+	/* b reloads and holds the lease meanwhile; a finds it and a
+	 * tombstone holding the expired entry: it waits rather than take
+	 * that copy. */
+	holder h;
+	holder_start(&h, b, "sx:1", "row-2");
+	reader_waits_for(a, &h, "sx:1");
 	aside_cache_close(a);
 	aside_cache_close(b);
 }
