@@ -462,9 +462,11 @@ int aside_cache_gate_add(aside_cache *c, const char *key, size_t klen);
 
 /*
  * Namespaces are the part of a key before its first ':' ("user" for
- * "user:42").  Sets the TTL and jitter for one; ttl_ms > 0, jitter_pct in
- * [0, 100].  Returns ASIDE_OK, ASIDE_EINVAL or ASIDE_ENOMEM.
+ * "user:42"; so a namespace has no ':').  Sets the TTL and jitter for one;
+ * ttl_ms in [1, ASIDE_TTL_MAX_MS] (100 years, as ttl_ms= in a URL),
+ * jitter_pct in [0, 100].  Returns ASIDE_OK, ASIDE_EINVAL or ASIDE_ENOMEM.
  */
+#define ASIDE_TTL_MAX_MS (100LL * 365 * 86400 * 1000)
 int aside_cache_set_ttl(aside_cache *c, const char *ns, int64_t ttl_ms,
 			int jitter_pct);
 

@@ -222,7 +222,7 @@ static int param(void *ctx, const char *k, size_t klen, const char *v,
 	    {"stale_if_error_ms", &p->l1.stale_ms, 1, 365ull * 86400 * 1000, 0},
 	    {"breaker", &p->breaker, 1, 1000000, 0},
 	    {"ttl_adapt", &p->ttl_adapt, 2, 100, 0},
-	    {"ttl_ms", &p->ttl_ms, 1, 100ull * 365 * 86400 * 1000, 0},
+	    {"ttl_ms", &p->ttl_ms, 1, (uint64_t)ASIDE_TTL_MAX_MS, 0},
 	    {"jitter_pct", &p->jitter_pct, 0, 100, 0},
 	    {"wait_ms", &p->wait_ms, 1, 3600 * 1000, 0},
 	};
@@ -567,7 +567,8 @@ static struct ns_policy *ns_get_locked(aside_cache *c, const char *ns)
 int aside_cache_set_ttl(aside_cache *c, const char *ns, int64_t ttl_ms,
 			int jitter_pct)
 {
-	if (!ns || ttl_ms <= 0 || jitter_pct < 0 || jitter_pct > 100)
+	if (!ns || strchr(ns, ':') || ttl_ms <= 0 ||
+	    ttl_ms > ASIDE_TTL_MAX_MS || jitter_pct < 0 || jitter_pct > 100)
 		return ASIDE_EINVAL;
 	pthread_mutex_lock(&c->ns_lock);
 	struct ns_policy *n = ns_get_locked(c, ns);
@@ -590,7 +591,8 @@ int64_t aside_cache_ttl_ms(aside_cache *c, const char *ns)
 
 int aside_cache_add_related(aside_cache *c, const char *ns, const char *key)
 {
-	if (!ns || !key || !*key || strlen(key) > ASIDE_KEY_MAX)
+	if (!ns || strchr(ns, ':') || !key || !*key ||
+	    strlen(key) > ASIDE_KEY_MAX)
 		return ASIDE_EINVAL;
 	int rc = ASIDE_ENOMEM;
 	pthread_mutex_lock(&c->ns_lock);

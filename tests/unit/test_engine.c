@@ -245,6 +245,33 @@ static void bad_arguments_are_refused(void **state)
 			 ASIDE_EINVAL);
 	assert_int_equal(aside_cache_set_ttl(f->cache, "k", 10, 101),
 			 ASIDE_EINVAL);
+	/* A TTL past what the clock can add up (it overflowed into an expiry
+	 * of about now), and a namespace no key can have. */
+	assert_int_equal(aside_cache_set_ttl(f->cache, "k", INT64_MAX, 0),
+			 ASIDE_EINVAL);
+	assert_int_equal(
+	    aside_cache_set_ttl(f->cache, "k", ASIDE_TTL_MAX_MS + 1, 0),
+	    ASIDE_EINVAL);
+	assert_int_equal(aside_cache_set_ttl(f->cache, "k:1", 1000, 0),
+			 ASIDE_EINVAL);
+	assert_int_equal(aside_cache_add_related(f->cache, "k:1", "all"),
+			 ASIDE_EINVAL);
+	/* The longest TTL is a long one, from now. */
+	assert_int_equal(
+	    aside_cache_set_ttl(f->cache, "k", ASIDE_TTL_MAX_MS, 100),
+	    ASIDE_OK);
+	assert_int_equal(
+	    aside_cache_get(f->cache, "k:1", 3, &f->loader, &v, &err),
+	    ASIDE_OK);
+	assert_true(aside_value_expires_at_us(v) >
+		    atomic_load(&f->clock.now_us) +
+			ASIDE_TTL_MAX_MS / 2 * 1000);
+	aside_value_unref(v);
+	assert_int_equal(
+	    aside_cache_get(f->cache, "k:1", 3, &f->loader, &v, &err),
+	    ASIDE_OK);
+	aside_value_unref(v);
+	assert_int_equal(f->src.loads, 1); /* a hit */
 }
 
 static void open_rejects_bad_urls(void **state)
