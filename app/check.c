@@ -1204,9 +1204,16 @@ int app_check(int argc, char **argv)
 		if (!ok)
 			return 2;
 	}
-	if (!cfg.db_url || !cfg.cache_url ||
-	    strncmp(cfg.cache_url, "redis://", 8) != 0) {
+	if (!cfg.db_url || !cfg.cache_url) {
+		fprintf(stderr, "aside check: --db and --cache are required\n");
 		usage(stderr);
+		return 2;
+	}
+	if (strncmp(cfg.cache_url, "redis://", 8) != 0) {
+		fprintf(stderr,
+			"aside check: --cache must be a redis:// URL: the "
+			"processes checked share it, not '%s'\n",
+			cfg.cache_url);
 		return 2;
 	}
 	if (cfg.db_faults_ms && !is_postgres(cfg.db_url)) {
