@@ -88,6 +88,9 @@ static int make_schema(sqlite3 *db, aside_error *err)
 	    "SELECT id, name, email, created_at_us, version FROM users "
 	    "LIMIT 0;"
 	    "SELECT id, user_id, created_at_us FROM aside_outbox LIMIT 0";
+	/* All there already: nothing to write (a read-only file opens). */
+	if (sqlite3_exec(db, check, NULL, NULL, NULL) == SQLITE_OK)
+		return ASIDE_OK;
 	const char *what = "creating the schema";
 	int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
 	if (rc == SQLITE_OK) {
