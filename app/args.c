@@ -81,7 +81,7 @@ void app_bad_trace_line(const char *who, const char *path, unsigned long line,
 	for (const unsigned char *p = (const unsigned char *)text;
 	     *p && *p != '\n' && n < sizeof(shown) - 4; p++)
 		shown[n++] = *p >= 0x20 && *p < 0x7f ? (char)*p : '?';
-	if (strlen(text) > n && text[n] != '\n' && text[n] != '\0') {
+	if (text[n] && text[n] != '\n') { /* cut short */
 		memcpy(shown + n, "...", 3);
 		n += 3;
 	}

@@ -25,6 +25,8 @@
 #include <zlib.h>
 
 enum mode { M_NOCACHE, M_NAIVE, M_ASIDE, M_HTTP, NMODES };
+static const char *const mode_names[NMODES] = {"nocache", "naive", "aside",
+					       "http"};
 
 /* SIGINT or SIGTERM: the run stops within a second, cleaning up after
  * itself (its temporary database). */
@@ -35,8 +37,6 @@ static void on_interrupt(int sig)
 	(void)sig;
 	interrupted = 1;
 }
-static const char *const mode_names[NMODES] = {"nocache", "naive", "aside",
-					       "http"};
 
 struct config {
 	long users, threads, read_pct, delay_us;
@@ -779,9 +779,7 @@ static int run_mode(const struct config *cfg, enum mode mode, user_repo inner,
 static bool parse_modes(const char *list, bool modes[NMODES])
 {
 	memset(modes, 0, NMODES * sizeof(bool));
-	const char *p = list;
-	int n = 0;
-	for (;;) {
+	for (const char *p = list;;) {
 		size_t len = strcspn(p, ",");
 		int found = -1;
 		for (int i = 0; i < M_HTTP; i++)
@@ -796,12 +794,10 @@ static bool parse_modes(const char *list, bool modes[NMODES])
 			return false;
 		}
 		modes[found] = true;
-		n++;
 		if (!p[len])
-			break;
+			return true;
 		p += len + 1;
 	}
-	return n > 0;
 }
 
 /* A trace's keys; NULL after saying why if it has none, or a bad line. */
@@ -843,13 +839,12 @@ static uint32_t *load_trace(const char *path, size_t *n)
 		keys[(*n)++] = (uint32_t)k;
 	}
 	gzclose(in);
-	if (!keys)
-		fprintf(stderr, "aside bench: %s: out of memory\n", path);
-	else if (*n == 0)
-		fprintf(stderr, "aside bench: %s: no keys\n", path);
 	if (keys && *n == 0) {
+		fprintf(stderr, "aside bench: %s: no keys\n", path);
 		free(keys);
 		keys = NULL;
+	} else if (!keys) {
+		fprintf(stderr, "aside bench: %s: out of memory\n", path);
 	}
 	return keys;
 }
