@@ -4,6 +4,7 @@
 #include "fake_repo.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -161,6 +162,32 @@ static int p_remove(void *self, int64_t id)
 	return p_answer(p, p->inner.ops->remove(p->inner.self, id));
 }
 
+struct id_list {
+	int64_t *ids;
+	size_t n, cap;
+};
+
+static int collect_id(void *arg, int64_t id)
+{
+	struct id_list *l = arg;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 16;
+		int64_t *ids = realloc(l->ids, cap * sizeof(*ids));
+		if (!ids)
+			return ASIDE_ENOMEM;
+		l->ids = ids;
+		l->cap = cap;
+	}
+	l->ids[l->n++] = id;
+	return ASIDE_OK;
+}
+
+static int ascending(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return (x > y) - (x < y);
+}
+
 /* The inner repository's, when it lists its users (the fake one does not). */
 static int p_each_id(void *self, int (*fn)(void *arg, int64_t id), void *arg,
 		     aside_error *err)
@@ -171,7 +198,20 @@ static int p_each_id(void *self, int (*fn)(void *arg, int64_t id), void *arg,
 			 "the repository cannot list its users");
 		return ASIDE_EINVAL;
 	}
-	return p->inner.ops->each_id(p->inner.self, fn, arg, err);
+	if (!atomic_load(&p->scramble_ids))
+		return p->inner.ops->each_id(p->inner.self, fn, arg, err);
+	struct id_list l = {0};
+	int rc = p->inner.ops->each_id(p->inner.self, collect_id, &l, err);
+	/* Every id once: those at odd places in order descending, then those
+	 * at even places ascending (of 6: 5 3 1 0 2 4). */
+	if (rc == ASIDE_OK && l.n)
+		qsort(l.ids, l.n, sizeof(*l.ids), ascending);
+	size_t odd = l.n / 2;
+	for (size_t i = 0; rc == ASIDE_OK && i < l.n; i++)
+		rc = fn(arg, i < odd ? l.ids[l.n - (l.n % 2) - 1 - 2 * i]
+				     : l.ids[2 * (i - odd)]);
+	free(l.ids);
+	return rc;
 }
 
 static const user_repo_ops probe_ops = {

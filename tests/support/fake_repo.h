@@ -34,6 +34,9 @@ typedef struct probe_repo {
 	/* status every update and delete returns after it ran: an answer
 	 * lost after the commit; 0: none */
 	_Atomic int lose_writes;
+	/* each_id lists the ids in a scrambled order, as a database may
+	 * (SQL promises no order without ORDER BY) */
+	_Atomic bool scramble_ids;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	int64_t hold_id; /* the next get of this id is held after reading */

@@ -1572,6 +1572,91 @@ static void lease_without_an_answer_is_dropped(void **state)
 	aside_cache_close(r2);
 }
 
+/* Redis's count of its clients (INFO clients), or -1. */
+static long redis_clients(void)
+{
+	char info[4096];
+	const char *argv[] = {"INFO", "clients"};
+	if (!test_redis_cmd(REDIS_DB, info, sizeof(info), 2, argv))
+		return -1;
+	const char *at = strstr(info, "connected_clients:");
+	return at ? atol(at + strlen("connected_clients:")) : -1;
+}
+
+struct pool_load {
+	user_service *svc;
+	int64_t ids[10];
+	_Atomic int ok, failed;
+	char first[256];
+};
+
+static void *read_through_pool(void *arg)
+{
+	struct pool_load *l = arg;
+	for (int n = 0; n < 400; n++) {
+		user got;
+		aside_error err;
+		int rc =
+		    user_service_get_ex(l->svc, l->ids[n % 10], &got, &err);
+		if (rc == ASIDE_OK)
+			atomic_fetch_add(&l->ok, 1);
+		else if (atomic_fetch_add(&l->failed, 1) == 0)
+			snprintf(l->first, sizeof(l->first), "%s: %s",
+				 aside_status_name(rc), err.message);
+	}
+	return NULL;
+}
+
+/*
+ * More readers than connections (?pool=2, eight threads, no L1, so every
+ * read goes to Redis): each waits for a free connection and is served;
+ * the cache never holds more than its pool and its subscriber; a wait is
+ * load, not an outage, so the breaker stays closed.
+ */
+static void redis_pool_bounds_connections(void **state)
+{
+	fx *f = *state;
+	NEED_SERVERS(f);
+	enum { THREADS = 8, POOL = 2 };
+	struct pool_load l = {0};
+	for (int i = 0; i < 10; i++)
+		l.ids[i] = add_user(f, i).id;
+	long before = redis_clients();
+	assert_true(before > 0);
+	char url[512];
+	test_redis_url(url, REDIS_DB, "pool=2");
+	aside_cache *c;
+	aside_error err;
+	if (aside_cache_open(url, &c, &err) != ASIDE_OK)
+		fail_msg("open %s: %s", url, err.message);
+	l.svc = user_service_new(f->db, c);
+	pthread_t t[THREADS];
+	for (int i = 0; i < THREADS; i++)
+		pthread_create(&t[i], NULL, read_through_pool, &l);
+	long most = 0;
+	while (atomic_load(&l.ok) + atomic_load(&l.failed) < THREADS * 400) {
+		long n = redis_clients();
+		most = n > most ? n : most;
+	}
+	for (int i = 0; i < THREADS; i++)
+		pthread_join(t[i], NULL);
+	printf("    %d threads on a pool of %d: %d reads served, at most %ld "
+	       "clients (%ld before the cache opened)\n",
+	       THREADS, POOL, atomic_load(&l.ok), most, before);
+	if (atomic_load(&l.failed))
+		fail_msg("%d reads failed, first: %s", atomic_load(&l.failed),
+			 l.first);
+	/* The pool, the subscriber, and the sampler's own connection (one
+	 * more while Redis reaps the sampler's last). */
+	assert_true(most <= before + POOL + 1 + 2);
+	aside_metrics m = metrics(c);
+	assert_int_equal(m.tier_errors, 0);
+	assert_int_equal(m.tier_up[0], 1);
+	assert_true(m.loads <= 10); /* each user at most once */
+	user_service_free(l.svc);
+	aside_cache_close(c);
+}
+
 /* How many times Redis has run cmd (INFO commandstats), or -1. */
 static long redis_calls(const char *cmd)
 {
@@ -2263,6 +2348,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(second_handle_reads_from_redis,
+					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(redis_pool_bounds_connections,
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 		garbage_in_redis_is_a_miss_and_replaced, setup, teardown),
