@@ -906,6 +906,14 @@ static void sqlite_locked_write_fails_and_changes_nothing(void **state)
 	/* Reads go on: Bob was never cached, so this one asks SQLite. */
 	assert_int_equal(user_service_get(svc, bob.id, &u), ASIDE_OK);
 	assert_string_equal(u.name, "Bob");
+	/* Another process opens the database meanwhile: its schema is all
+	 * there, so the open writes nothing and needs no lock. */
+	user_repo db2;
+	if (user_repo_open(url, &db2, &err) != ASIDE_OK)
+		fail_msg("open under a writer's lock: %s", err.message);
+	assert_int_equal(db2.ops->get(db2.self, bob.id, &u), ASIDE_OK);
+	assert_string_equal(u.email, "bob@example.com");
+	user_repo_close(&db2);
 	user anna = ann;
 	snprintf(anna.name, sizeof(anna.name), "Anna");
 	assert_int_equal(user_service_update_ex(svc, &anna, &err), ASIDE_EDB);
