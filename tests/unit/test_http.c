@@ -1,13 +1,18 @@
 /*
  * test_http.c -- `aside serve` end to end, over real HTTP (libcurl): every
  * endpoint and error, a concurrent burst on one cold user, metrics that
- * move, a database that goes away, and a graceful stop with a request in
- * flight.  Runs on the embedded default (an SQLite file and mem://) and,
- * when the servers are there, on PostgreSQL with Redis and an L1.
+ * move, a database that goes away, a graceful stop with a request in
+ * flight, and the options that shape a start (--warm, --gate, --access-log)
+ * and the connections (--timeout-s, --max-connections).  Runs on the
+ * embedded default (an SQLite file and mem://) and, when the servers are
+ * there, on PostgreSQL with Redis and an L1.
  */
 #include "../support/servers.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -19,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,13 +38,16 @@ typedef struct server {
 	char base[64];
 	char dir[64];
 	bool real; /* on PostgreSQL and Redis */
+	bool keep; /* dir is the caller's: left as it is */
 } server;
 
 /*
- * Starts aside serve with extra arguments; NULL-terminated.  `real` is an
- * int: va_start on a parameter that promotes (a bool) is undefined.
+ * Starts aside serve with the extra arguments in ap.  keep_dir: on the
+ * embedded default, the directory of the database, kept when it stops (so
+ * that another start finds the users), with the server's stderr in
+ * keep_dir/serve.err; NULL for a fresh one.
  */
-static bool start(server *s, int real, ...)
+static bool start_v(server *s, int real, const char *keep_dir, va_list ap)
 {
 	memset(s, 0, sizeof(*s));
 	char db[600], cache[600];
@@ -50,9 +59,15 @@ static bool start(server *s, int real, ...)
 		    !test_redis_flush(4))
 			return false;
 	} else {
-		snprintf(s->dir, sizeof(s->dir), "/tmp/aside-http-XXXXXX");
-		if (!mkdtemp(s->dir))
-			return false;
+		if (keep_dir) {
+			snprintf(s->dir, sizeof(s->dir), "%s", keep_dir);
+			s->keep = true;
+		} else {
+			snprintf(s->dir, sizeof(s->dir),
+				 "/tmp/aside-http-XXXXXX");
+			if (!mkdtemp(s->dir))
+				return false;
+		}
 		snprintf(db, sizeof(db), "sqlite:%s/users.db", s->dir);
 		snprintf(cache, sizeof(cache), "mem://");
 	}
@@ -60,13 +75,13 @@ static bool start(server *s, int real, ...)
 				"127.0.0.1:0", "--db",	db,
 				"--cache",     cache};
 	int argc = 8;
-	va_list ap;
-	va_start(ap, real);
 	const char *a;
 	while ((a = va_arg(ap, const char *)) && argc < 30)
 		argv[argc++] = a;
-	va_end(ap);
 	argv[argc] = NULL;
+	char err_path[128] = "";
+	if (s->keep)
+		snprintf(err_path, sizeof(err_path), "%s/serve.err", s->dir);
 	int fds[2];
 	if (pipe(fds) != 0)
 		return false;
@@ -76,6 +91,8 @@ static bool start(server *s, int real, ...)
 		dup2(fds[1], 1);
 		close(fds[0]);
 		close(fds[1]);
+		if (err_path[0] && !freopen(err_path, "a", stderr))
+			_exit(126);
 		execv(argv[0], (char *const *)argv);
 		_exit(127);
 	}
@@ -92,6 +109,26 @@ static bool start(server *s, int real, ...)
 	return true;
 }
 
+/* `real` is an int: va_start on a parameter that promotes is undefined. */
+static bool start(server *s, int real, ...)
+{
+	va_list ap;
+	va_start(ap, real);
+	bool ok = start_v(s, real, NULL, ap);
+	va_end(ap);
+	return ok;
+}
+
+/* On the embedded default, over the database in dir; NULL-terminated. */
+static bool start_in(server *s, const char *dir, ...)
+{
+	va_list ap;
+	va_start(ap, dir);
+	bool ok = start_v(s, 0, dir, ap);
+	va_end(ap);
+	return ok;
+}
+
 /* SIGTERM, and the exit status. */
 static int stop(server *s)
 {
@@ -103,7 +140,7 @@ static int stop(server *s)
 	}
 	if (s->out)
 		fclose(s->out);
-	if (s->dir[0]) {
+	if (s->dir[0] && !s->keep) {
 		char p[128];
 		const char *sfx[] = {"", "-wal", "-shm"};
 		for (int i = 0; i < 3; i++) {
@@ -532,6 +569,173 @@ static void keep_alive_reuses_the_connection(void **state)
 	assert_int_equal(stop(&s), 0);
 }
 
+/* A scratch directory for a database that outlives one server. */
+static void scratch_dir(char *dir, size_t cap)
+{
+	snprintf(dir, cap, "/tmp/aside-http-XXXXXX");
+	assert_non_null(mkdtemp(dir));
+}
+
+static void scratch_dir_rm(const char *dir)
+{
+	char p[128];
+	const char *f[] = {"users.db", "users.db-wal", "users.db-shm",
+			   "serve.err"};
+	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+		snprintf(p, sizeof(p), "%s/%s", dir, f[i]);
+		unlink(p);
+	}
+	rmdir(dir);
+}
+
+/* What the server wrote on stderr so far (keep_dir/serve.err). */
+static void server_err(const server *s, char *out, size_t cap)
+{
+	char p[128];
+	snprintf(p, sizeof(p), "%s/serve.err", s->dir);
+	out[0] = '\0';
+	FILE *f = fopen(p, "r");
+	if (!f)
+		return;
+	size_t n = fread(out, 1, cap - 1, f);
+	out[n] = '\0';
+	fclose(f);
+}
+
+/*
+ * --warm N reads the N newest users before the server listens, and
+ * --gate N answers ids no user has without a query; --access-log logs
+ * each request.  The users are made by one server and read by a second
+ * over the same database.
+ */
+static void warm_gate_and_access_log(void **state)
+{
+	(void)state;
+	char dir[64], path[3][128], err[8192];
+	scratch_dir(dir, sizeof(dir));
+	server s;
+	assert_true(start_in(&s, dir, NULL));
+	for (int i = 0; i < 3; i++) {
+		char body[96];
+		snprintf(body, sizeof(body),
+			 "{\"name\":\"W%d\",\"email\":\"w%d@example.com\"}", i,
+			 i);
+		reply r = json(&s, "POST", "/users", body);
+		assert_int_equal(r.status, 201);
+		snprintf(path[i], sizeof(path[i]), "%s", r.location);
+	}
+	assert_int_equal(stop(&s), 0);
+
+	assert_true(start_in(&s, dir, "--warm", "2", "--gate", "100",
+			     "--access-log", NULL));
+	server_err(&s, err, sizeof(err));
+	assert_non_null(strstr(err, "warmed 2 users"));
+	double loads = metric(&s, "aside_db_loads_total");
+	assert_true(loads == 2); /* the warming's */
+	for (int i = 1; i < 3; i++)
+		assert_int_equal(req(&s, "GET", path[i], NULL, NULL, 0).status,
+				 200);
+	assert_true(metric(&s, "aside_db_loads_total") == loads);
+	assert_int_equal(req(&s, "GET", path[0], NULL, NULL, 0).status, 200);
+	assert_true(metric(&s, "aside_db_loads_total") == loads + 1);
+	/* An id no user has: 404, and the gate spared the database. */
+	reply r = req(&s, "GET", "/users/424242", NULL, NULL, 0);
+	assert_int_equal(r.status, 404);
+	assert_true(metric(&s, "aside_gate_rejects_total") == 1);
+	assert_true(metric(&s, "aside_db_loads_total") == loads + 1);
+	assert_true(metric(&s, "aside_gate_armed") == 1);
+	assert_int_equal(stop(&s), 0);
+	/* Each request has its line (by route), the 404 too. */
+	server_err(&s, err, sizeof(err));
+	int ok = 0, missing = 0;
+	for (const char *p = err; (p = strstr(p, " GET /users/{id} ")); p++) {
+		ok += !strncmp(p + 17, "200 ", 4);
+		missing += !strncmp(p + 17, "404 ", 4);
+	}
+	assert_int_equal(ok, 3);
+	assert_int_equal(missing, 1);
+	scratch_dir_rm(dir);
+}
+
+/* A TCP connection to the server; -1 if none. */
+static int dial(const server *s)
+{
+	int port = atoi(strrchr(s->base, ':') + 1);
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+				 .sin_port = htons((uint16_t)port)};
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+/* Whether the server closed fd within ms (it reads EOF or a reset). */
+static bool closed_within(int fd, int ms)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	if (poll(&p, 1, ms) != 1)
+		return false;
+	char b[512];
+	return recv(fd, b, sizeof(b), 0) <= 0;
+}
+
+/* Whether an answer starting `want` came on fd within ms. */
+static bool answered_within(int fd, const char *want, int ms)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	if (poll(&p, 1, ms) != 1)
+		return false;
+	char b[512];
+	ssize_t n = recv(fd, b, sizeof(b) - 1, 0);
+	if (n <= 0)
+		return false;
+	b[n] = '\0';
+	return !strncmp(b, want, strlen(want));
+}
+
+/*
+ * --timeout-s cuts off a client that stops halfway through its request
+ * (a slow client must not hold a connection for ever), and
+ * --max-connections caps the connections served at once: one more waits,
+ * unanswered, until one is free.
+ */
+static void idle_clients_are_cut_off_and_capped(void **state)
+{
+	(void)state;
+	char dir[64];
+	scratch_dir(dir, sizeof(dir));
+	server s;
+	assert_true(start_in(&s, dir, "--timeout-s", "1", "--max-connections",
+			     "2", NULL));
+	int a = dial(&s), b = dial(&s);
+	assert_true(a >= 0 && b >= 0);
+	const char half[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n";
+	assert_int_equal(send(a, half, strlen(half), 0), (ssize_t)strlen(half));
+	/* Let both be taken in before the third comes. */
+	struct timespec settle = {0, 200000000};
+	nanosleep(&settle, NULL);
+	int c = dial(&s);
+	assert_true(c >= 0);
+	const char whole[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n"
+			     "Connection: close\r\n\r\n";
+	assert_int_equal(send(c, whole, strlen(whole), 0),
+			 (ssize_t)strlen(whole));
+	assert_false(answered_within(c, "HTTP/1.1", 500));
+	/* Both idle ones are cut off within the timeout (and a little)... */
+	assert_true(closed_within(a, 3000));
+	assert_true(closed_within(b, 3000));
+	close(a);
+	close(b);
+	/* ...and the one that waited is served. */
+	assert_true(answered_within(c, "HTTP/1.1 200", 3000));
+	close(c);
+	assert_int_equal(stop(&s), 0);
+	scratch_dir_rm(dir);
+}
+
 int main(void)
 {
 	curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -551,6 +755,8 @@ int main(void)
 	    BOTH(keep_alive_reuses_the_connection),
 	    {"database_down_is_503/postgresql+redis", database_down_is_503,
 	     setup_real, NULL, NULL},
+	    cmocka_unit_test(warm_gate_and_access_log),
+	    cmocka_unit_test(idle_clients_are_cut_off_and_capped),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	curl_global_cleanup();
