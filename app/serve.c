@@ -24,6 +24,7 @@
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -61,6 +62,7 @@ struct server {
 	_Atomic uint64_t requests[NROUTES][NSTATUS];
 	_Atomic uint64_t latency[ASIDE_HIST_BUCKETS];
 	_Atomic uint64_t latency_sum_us;
+	_Atomic bool listening; /* libmicrohttpd's messages are shown */
 };
 
 /* One request: its body as it arrives, and what was answered. */
@@ -500,6 +502,26 @@ static void log_to_stderr(void *ctx, int level, const char *msg)
 	fprintf(stderr, "aside: %s: %s\n", names[level < 3 ? level : 2], msg);
 }
 
+/*
+ * libmicrohttpd's own error messages, once the server listens.  Before,
+ * a failure to start is told by our own message (cannot listen on ...),
+ * and libmicrohttpd's would only add a confusing one ("Failed to bind to
+ * port 0": it is given the address whole, not a port).
+ */
+static __attribute__((format(printf, 2, 0))) void
+log_http(void *cls, const char *fmt, va_list ap)
+{
+	struct server *s = cls;
+	if (!atomic_load(&s->listening))
+		return;
+	char msg[512];
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	size_t n = strlen(msg);
+	while (n && msg[n - 1] == '\n')
+		msg[--n] = '\0';
+	fprintf(stderr, "aside serve: http: %s\n", msg);
+}
+
 static void usage(FILE *f)
 {
 	fprintf(
@@ -716,12 +738,13 @@ int app_serve(int argc, char **argv)
 	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)timeout_s,
 	    MHD_OPTION_NOTIFY_COMPLETED, completed, s,
 	    MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
-	    MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_END);
+	    MHD_OPTION_EXTERNAL_LOGGER, log_http, s, MHD_OPTION_END);
 	if (!d) {
 		fprintf(stderr, "aside serve: cannot listen on %s: %s\n",
 			listen, strerror(errno));
 		goto out;
 	}
+	atomic_store(&s->listening, true);
 	const union MHD_DaemonInfo *di =
 	    MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
 	char host[64];

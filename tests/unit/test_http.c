@@ -2,10 +2,10 @@
  * test_http.c -- `aside serve` end to end, over real HTTP (libcurl): every
  * endpoint and error, a concurrent burst on one cold user, metrics that
  * move, a database that goes away, a graceful stop with a request in
- * flight, and the options that shape a start (--warm, --gate, --access-log)
- * and the connections (--timeout-s, --max-connections).  Runs on the
- * embedded default (an SQLite file and mem://) and, when the servers are
- * there, on PostgreSQL with Redis and an L1.
+ * flight, the options that shape a start (--warm, --gate, --access-log)
+ * and the connections (--timeout-s, --max-connections), and a busy port.
+ * Runs on the embedded default (an SQLite file and mem://) and, when the
+ * servers are there, on PostgreSQL with Redis and an L1.
  */
 #include "../support/servers.h"
 
@@ -736,6 +736,66 @@ static void idle_clients_are_cut_off_and_capped(void **state)
 	scratch_dir_rm(dir);
 }
 
+/*
+ * Runs aside serve on addr until it ends, or for 10 s (then the status is
+ * timeout(1)'s 124); its exit status, its output.
+ */
+static int serve_once(const char *addr, char *out, size_t cap)
+{
+	char cmd[512];
+	snprintf(cmd, sizeof(cmd),
+		 "timeout 10 %s serve --listen %s --db sqlite::memory: "
+		 "--cache mem:// 2>&1 </dev/null",
+		 ASIDE_BINARY, addr);
+	FILE *p = popen(cmd, "r");
+	assert_non_null(p);
+	size_t n = fread(out, 1, cap - 1, p);
+	out[n] = '\0';
+	int status = pclose(p);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/*
+ * A second server on a port one already listens on is refused, clearly,
+ * rather than sharing the port (the kernel would split the connections
+ * between two servers, each with its own database and cache); and the
+ * port is free again the moment the first stops, even with connections
+ * it closed still in TIME_WAIT.
+ */
+static void a_busy_port_is_refused_a_freed_one_reused(void **state)
+{
+	(void)state;
+	char dir[64], addr[64], out[4096];
+	scratch_dir(dir, sizeof(dir));
+	server s;
+	assert_true(start_in(&s, dir, NULL));
+	snprintf(addr, sizeof(addr), "%.56s", s.base + strlen("http://"));
+	assert_int_equal(serve_once(addr, out, sizeof(out)), 1);
+	char want[160];
+	snprintf(want, sizeof(want),
+		 "aside serve: cannot listen on %s: Address already in use",
+		 addr);
+	if (!strstr(out, want) || strstr(out, "port 0"))
+		fail_msg("second server said: %s", out);
+	/* The server closes this one first (Connection: close), so the
+	 * connection waits in TIME_WAIT on the server's side. */
+	int fd = dial(&s);
+	assert_true(fd >= 0);
+	const char req_close[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n"
+				 "Connection: close\r\n\r\n";
+	assert_int_equal(send(fd, req_close, strlen(req_close), 0),
+			 (ssize_t)strlen(req_close));
+	assert_true(answered_within(fd, "HTTP/1.1 200", 3000));
+	assert_true(closed_within(fd, 3000));
+	close(fd);
+	assert_int_equal(stop(&s), 0);
+	assert_true(start_in(&s, dir, "--listen", addr, NULL));
+	assert_string_equal(s.base + strlen("http://"), addr);
+	assert_int_equal(req(&s, "GET", "/healthz", NULL, NULL, 0).status, 200);
+	assert_int_equal(stop(&s), 0);
+	scratch_dir_rm(dir);
+}
+
 int main(void)
 {
 	curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -757,6 +817,7 @@ int main(void)
 	     setup_real, NULL, NULL},
 	    cmocka_unit_test(warm_gate_and_access_log),
 	    cmocka_unit_test(idle_clients_are_cut_off_and_capped),
+	    cmocka_unit_test(a_busy_port_is_refused_a_freed_one_reused),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	curl_global_cleanup();
