@@ -658,8 +658,9 @@ int app_serve(int argc, char **argv)
 	struct sockaddr_in sa;
 	if (!parse_listen(listen, &sa)) {
 		fprintf(stderr,
-			"aside serve: --listen wants HOST:PORT, got "
-			"'%s'\n",
+			"aside serve: --listen wants HOST:PORT, HOST an "
+			"IPv4 address, localhost, or empty for every "
+			"interface, PORT 0 to 65535; got '%s'\n",
 			listen);
 		return 2;
 	}

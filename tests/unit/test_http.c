@@ -744,7 +744,7 @@ static int serve_once(const char *addr, char *out, size_t cap)
 {
 	char cmd[512];
 	snprintf(cmd, sizeof(cmd),
-		 "timeout 10 %s serve --listen %s --db sqlite::memory: "
+		 "timeout 10 %s serve --listen '%s' --db sqlite::memory: "
 		 "--cache mem:// 2>&1 </dev/null",
 		 ASIDE_BINARY, addr);
 	FILE *p = popen(cmd, "r");
@@ -796,6 +796,24 @@ static void a_busy_port_is_refused_a_freed_one_reused(void **state)
 	scratch_dir_rm(dir);
 }
 
+/* --listen takes an IPv4 address, localhost or nothing, and a port. */
+static void bad_listen_addresses_say_why(void **state)
+{
+	(void)state;
+	const char *bad[] = {
+	    "[::1]:8080",   "example.invalid:8080", "127.0.0.1",
+	    "127.0.0.1:",   "127.0.0.1:65536",	    "127.0.0.1:-1",
+	    "127.0.0.1:80x"};
+	char out[4096];
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		int rc = serve_once(bad[i], out, sizeof(out));
+		if (rc != 2 || !strstr(out, "--listen wants HOST:PORT") ||
+		    !strstr(out, bad[i]))
+			fail_msg("--listen %s: exit %d, said: %s", bad[i], rc,
+				 out);
+	}
+}
+
 int main(void)
 {
 	curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -818,6 +836,7 @@ int main(void)
 	    cmocka_unit_test(warm_gate_and_access_log),
 	    cmocka_unit_test(idle_clients_are_cut_off_and_capped),
 	    cmocka_unit_test(a_busy_port_is_refused_a_freed_one_reused),
+	    cmocka_unit_test(bad_listen_addresses_say_why),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	curl_global_cleanup();
