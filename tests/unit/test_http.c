@@ -696,6 +696,17 @@ static bool answered_within(int fd, const char *want, int ms)
 	return !strncmp(b, want, strlen(want));
 }
 
+/* Sends the whole of text on fd (a request, or part of one). */
+static void send_text(int fd, const char *text)
+{
+	assert_int_equal(send(fd, text, strlen(text), 0),
+			 (ssize_t)strlen(text));
+}
+
+/* A request after which the server closes the connection. */
+static const char healthz_close[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n"
+				    "Connection: close\r\n\r\n";
+
 /*
  * --timeout-s cuts off a client that stops halfway through its request
  * (a slow client must not hold a connection for ever), and
@@ -712,17 +723,13 @@ static void idle_clients_are_cut_off_and_capped(void **state)
 			     "2", NULL));
 	int a = dial(&s), b = dial(&s);
 	assert_true(a >= 0 && b >= 0);
-	const char half[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n";
-	assert_int_equal(send(a, half, strlen(half), 0), (ssize_t)strlen(half));
+	send_text(a, "GET /healthz HTTP/1.1\r\nHost: x\r\n"); /* half */
 	/* Let both be taken in before the third comes. */
 	struct timespec settle = {0, 200000000};
 	nanosleep(&settle, NULL);
 	int c = dial(&s);
 	assert_true(c >= 0);
-	const char whole[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n"
-			     "Connection: close\r\n\r\n";
-	assert_int_equal(send(c, whole, strlen(whole), 0),
-			 (ssize_t)strlen(whole));
+	send_text(c, healthz_close);
 	assert_false(answered_within(c, "HTTP/1.1", 500));
 	/* Both idle ones are cut off within the timeout (and a little)... */
 	assert_true(closed_within(a, 3000));
@@ -781,10 +788,7 @@ static void a_busy_port_is_refused_a_freed_one_reused(void **state)
 	 * connection waits in TIME_WAIT on the server's side. */
 	int fd = dial(&s);
 	assert_true(fd >= 0);
-	const char req_close[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n"
-				 "Connection: close\r\n\r\n";
-	assert_int_equal(send(fd, req_close, strlen(req_close), 0),
-			 (ssize_t)strlen(req_close));
+	send_text(fd, healthz_close);
 	assert_true(answered_within(fd, "HTTP/1.1 200", 3000));
 	assert_true(closed_within(fd, 3000));
 	close(fd);
