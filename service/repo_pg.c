@@ -4,10 +4,13 @@
  * A pool of connections (pool.c), each with its statements prepared once.  The
  * schema is created or migrated on open, under an advisory lock so that
  * several processes opening at once do not race.  Every connection runs
- * with a statement_timeout.  Errors keep their SQLSTATE.  A connection
- * whose status is CONNECTION_BAD after a call is closed, not pooled, and
- * the next call opens a fresh one: a restarted server costs the calls in
- * flight an error, not the process its pool.
+ * with a statement_timeout, and waits for an answer at most a second
+ * longer (the server's timeout cannot fire in a server that is stopped, or
+ * behind a network that went silent; the wait is ours).  Errors keep their
+ * SQLSTATE.  A connection whose status is CONNECTION_BAD after a call, or
+ * whose answer never came, is closed, not pooled, and the next call opens
+ * a fresh one: a restarted or hung server costs the calls in flight an
+ * error, not the process its pool.
  *
  * URL: postgresql://USER[:PASSWORD]@HOST[:PORT]/DB[?...] as libpq reads it,
  * plus these of ours, removed before libpq sees them:
@@ -16,7 +19,9 @@
  */
 #include "repo.h"
 
+#include <errno.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -24,8 +29,12 @@
 #include <string.h>
 #include <time.h>
 
+/* How much longer than statement_timeout a call waits for its answer. */
+#define ANSWER_GRACE_MS 1000
+
 struct conn {
 	PGconn *pg;
+	long wait_ms; /* for an answer; 0: for ever (no statement_timeout) */
 };
 
 struct pg_repo {
@@ -226,6 +235,9 @@ static struct conn *conn_open(struct pg_repo *r, bool first, aside_error *err)
 		goto fail;
 	}
 	PQsetNoticeProcessor(c->pg, ignore_notice, NULL);
+	c->wait_ms = r->statement_timeout_ms
+			 ? r->statement_timeout_ms + ANSWER_GRACE_MS
+			 : 0;
 	char sql[96];
 	snprintf(sql, sizeof(sql), "SET statement_timeout = %ld",
 		 r->statement_timeout_ms);
@@ -277,12 +289,67 @@ static void give_back(struct pg_repo *r, struct conn *c)
 	repo__pool_give(&r->pool, c, broken);
 }
 
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * The next result of what was sent on c, as PQgetResult, waiting until
+ * due (mono_ms; 0: for ever).  Past due, NULL with *late set: the
+ * connection still has the query in flight, so give_back closes it.
+ */
+static PGresult *result_by(struct conn *c, int64_t due, bool *late)
+{
+	while (due && PQisBusy(c->pg)) {
+		int64_t left = due - mono_ms();
+		if (left <= 0) {
+			*late = true;
+			return NULL;
+		}
+		struct pollfd p = {.fd = PQsocket(c->pg), .events = POLLIN};
+		int n = poll(&p, 1, (int)left);
+		if (n < 0 && errno != EINTR)
+			break; /* PQgetResult reports what is wrong */
+		if (n > 0 && !PQconsumeInput(c->pg))
+			break;
+	}
+	return PQgetResult(c->pg);
+}
+
+static int no_answer(aside_error *err, const struct conn *c, const char *what)
+{
+	return repo__fail(err, ASIDE_EDB,
+			  "postgresql: %s: no answer in %ld ms (the server "
+			  "is stopped, overloaded or unreachable)",
+			  what, c->wait_ms);
+}
+
 /* Runs a prepared statement; NULL (and err) unless it returned ok. */
 static PGresult *run(struct conn *c, const char *stmt, int n,
 		     const char *const *params, ExecStatusType want,
 		     aside_error *err, const char *what)
 {
-	PGresult *res = PQexecPrepared(c->pg, stmt, n, params, NULL, NULL, 0);
+	if (!PQsendQueryPrepared(c->pg, stmt, n, params, NULL, NULL, 0)) {
+		pg_fail(err, c->pg, NULL, what);
+		return NULL;
+	}
+	int64_t due = c->wait_ms ? mono_ms() + c->wait_ms : 0;
+	bool late = false;
+	PGresult *res = NULL, *more;
+	while ((more = result_by(c, due, &late)) != NULL) {
+		if (res)
+			PQclear(more); /* one statement: one result */
+		else
+			res = more;
+	}
+	if (late) {
+		PQclear(res);
+		no_answer(err, c, what);
+		return NULL;
+	}
 	if (PQresultStatus(res) != want) {
 		pg_fail(err, c->pg, res, what);
 		PQclear(res);
@@ -505,8 +572,13 @@ static int pg_each_id(void *self, int (*fn)(void *arg, int64_t id), void *arg,
 	if (!PQsendQuery(c->pg, "SELECT id FROM users") ||
 	    !PQsetSingleRowMode(c->pg))
 		ret = pg_fail(err, c->pg, NULL, "listing users");
+	/* Each row within the wait of one statement: a server that stops
+	 * answering midway is given up on, as in run(). */
 	PGresult *res;
-	while ((res = PQgetResult(c->pg)) != NULL) {
+	bool late = false;
+	while (!late &&
+	       (res = result_by(c, c->wait_ms ? mono_ms() + c->wait_ms : 0,
+				&late)) != NULL) {
 		ExecStatusType st = PQresultStatus(res);
 		if (ret == ASIDE_OK && st == PGRES_SINGLE_TUPLE)
 			ret = fn(arg, strtoll(PQgetvalue(res, 0, 0), NULL, 10));
@@ -514,6 +586,8 @@ static int pg_each_id(void *self, int (*fn)(void *arg, int64_t id), void *arg,
 			ret = pg_fail(err, c->pg, res, "listing users");
 		PQclear(res); /* read to the end: the connection is reused */
 	}
+	if (late && ret == ASIDE_OK)
+		ret = no_answer(err, c, "listing users");
 	give_back(self, c);
 	return ret;
 }

@@ -78,6 +78,7 @@ static int teardown(void **state)
 	free(f);
 	/* Leave the servers up for whatever runs next. */
 	test_services("redis-start");
+	test_services("pg-resume");
 	return 0;
 }
 
@@ -404,6 +405,77 @@ static void *hammer(void *arg)
 		}
 	}
 	return NULL;
+}
+
+struct stopped_read {
+	user_service *svc;
+	int64_t id;
+	int rc;
+	aside_error err;
+	_Atomic bool done;
+};
+
+static void *read_while_stopped(void *arg)
+{
+	struct stopped_read *r = arg;
+	user got;
+	r->rc = user_service_get_ex(r->svc, r->id, &got, &r->err);
+	atomic_store(&r->done, true);
+	return NULL;
+}
+
+/*
+ * PostgreSQL stopped (every process of it, as a hung server or a network
+ * gone silent looks): its statement_timeout cannot fire, so the wait is
+ * the client's.  A read of a user not cached fails with a clear error
+ * within statement_timeout_ms and a second, not never; a cached one is
+ * served all along; once the server runs again, so is everything.
+ */
+static void postgres_stopped_is_an_error_in_bounded_time(void **state)
+{
+	fx *f = *state;
+	NEED_OWN_SERVERS(f);
+	char url[600];
+	snprintf(url, sizeof(url), "%s?statement_timeout_ms=300&pool=2", f->pg);
+	user_repo db;
+	aside_cache *mem;
+	aside_error err;
+	if (user_repo_open(url, &db, &err) != ASIDE_OK)
+		fail_msg("open %s: %s", url, err.message);
+	assert_int_equal(aside_cache_open("mem://", &mem, &err), ASIDE_OK);
+	user_service *svc = user_service_new(db, mem);
+	user a = {.name = "Ann", .email = "ann@example.com"};
+	user b = {.name = "Bob", .email = "bob@example.com"}, got;
+	assert_int_equal(user_service_create(svc, &a), ASIDE_OK);
+	assert_int_equal(user_service_create(svc, &b), ASIDE_OK);
+	assert_int_equal(user_service_get(svc, a.id, &got), ASIDE_OK);
+
+	assert_true(test_services("pg-pause"));
+	/* The read in a thread, so that a read that never returns fails the
+	 * test (after 10 s, when the server is let run again) rather than
+	 * hanging it. */
+	struct stopped_read r = {.svc = svc, .id = b.id};
+	double t0 = now_s();
+	pthread_t t;
+	pthread_create(&t, NULL, read_while_stopped, &r);
+	while (!atomic_load(&r.done) && now_s() - t0 < 10)
+		pause_ms(10);
+	double took = now_s() - t0;
+	assert_int_equal(user_service_get(svc, a.id, &got), ASIDE_OK);
+	assert_string_equal(got.name, "Ann"); /* from the cache */
+	assert_true(test_services("pg-resume"));
+	pthread_join(t, NULL);
+	printf("    a read with PostgreSQL stopped failed after %.2f s: %s\n",
+	       took, r.err.message);
+	assert_int_equal(r.rc, ASIDE_EDB);
+	assert_non_null(strstr(r.err.message, "no answer in 1300 ms"));
+	assert_true(took >= 1.2 && took < 3.0);
+
+	assert_int_equal(user_service_get(svc, b.id, &got), ASIDE_OK);
+	assert_string_equal(got.name, "Bob");
+	user_service_free(svc);
+	aside_cache_close(mem);
+	user_repo_close(&db);
 }
 
 static void postgres_restart_under_load(void **state)
@@ -2414,6 +2486,8 @@ int main(void)
 					    teardown),
 	    cmocka_unit_test_setup_teardown(paused_redis_does_not_hold_requests,
 					    setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		postgres_stopped_is_an_error_in_bounded_time, setup, teardown),
 	    cmocka_unit_test_setup_teardown(postgres_restart_under_load, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(postgres_down_serves_expired_copies,
