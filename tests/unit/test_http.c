@@ -41,6 +41,26 @@ typedef struct server {
 	bool keep; /* dir is the caller's: left as it is */
 } server;
 
+/* A scratch directory for a server's database (and its stderr). */
+static bool scratch_dir(char *dir, size_t cap)
+{
+	snprintf(dir, cap, "/tmp/aside-http-XXXXXX");
+	return mkdtemp(dir) != NULL;
+}
+
+/* Removes dir and what a server leaves in it. */
+static void scratch_dir_rm(const char *dir)
+{
+	char p[128];
+	const char *f[] = {"users.db", "users.db-wal", "users.db-shm",
+			   "serve.err"};
+	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+		snprintf(p, sizeof(p), "%s/%s", dir, f[i]);
+		unlink(p);
+	}
+	rmdir(dir);
+}
+
 /*
  * Starts aside serve with the extra arguments in ap.  keep_dir: on the
  * embedded default, the directory of the database, kept when it stops (so
@@ -62,11 +82,8 @@ static bool start_v(server *s, int real, const char *keep_dir, va_list ap)
 		if (keep_dir) {
 			snprintf(s->dir, sizeof(s->dir), "%s", keep_dir);
 			s->keep = true;
-		} else {
-			snprintf(s->dir, sizeof(s->dir),
-				 "/tmp/aside-http-XXXXXX");
-			if (!mkdtemp(s->dir))
-				return false;
+		} else if (!scratch_dir(s->dir, sizeof(s->dir))) {
+			return false;
 		}
 		snprintf(db, sizeof(db), "sqlite:%s/users.db", s->dir);
 		snprintf(cache, sizeof(cache), "mem://");
@@ -140,15 +157,8 @@ static int stop(server *s)
 	}
 	if (s->out)
 		fclose(s->out);
-	if (s->dir[0] && !s->keep) {
-		char p[128];
-		const char *sfx[] = {"", "-wal", "-shm"};
-		for (int i = 0; i < 3; i++) {
-			snprintf(p, sizeof(p), "%s/users.db%s", s->dir, sfx[i]);
-			unlink(p);
-		}
-		rmdir(s->dir);
-	}
+	if (s->dir[0] && !s->keep)
+		scratch_dir_rm(s->dir);
 	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
@@ -569,25 +579,6 @@ static void keep_alive_reuses_the_connection(void **state)
 	assert_int_equal(stop(&s), 0);
 }
 
-/* A scratch directory for a database that outlives one server. */
-static void scratch_dir(char *dir, size_t cap)
-{
-	snprintf(dir, cap, "/tmp/aside-http-XXXXXX");
-	assert_non_null(mkdtemp(dir));
-}
-
-static void scratch_dir_rm(const char *dir)
-{
-	char p[128];
-	const char *f[] = {"users.db", "users.db-wal", "users.db-shm",
-			   "serve.err"};
-	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
-		snprintf(p, sizeof(p), "%s/%s", dir, f[i]);
-		unlink(p);
-	}
-	rmdir(dir);
-}
-
 /* What the server wrote on stderr so far (keep_dir/serve.err). */
 static void server_err(const server *s, char *out, size_t cap)
 {
@@ -612,7 +603,7 @@ static void warm_gate_and_access_log(void **state)
 {
 	(void)state;
 	char dir[64], path[3][128], err[8192];
-	scratch_dir(dir, sizeof(dir));
+	assert_true(scratch_dir(dir, sizeof(dir)));
 	server s;
 	assert_true(start_in(&s, dir, NULL));
 	for (int i = 0; i < 3; i++) {
@@ -717,7 +708,7 @@ static void idle_clients_are_cut_off_and_capped(void **state)
 {
 	(void)state;
 	char dir[64];
-	scratch_dir(dir, sizeof(dir));
+	assert_true(scratch_dir(dir, sizeof(dir)));
 	server s;
 	assert_true(start_in(&s, dir, "--timeout-s", "1", "--max-connections",
 			     "2", NULL));
@@ -773,7 +764,7 @@ static void a_busy_port_is_refused_a_freed_one_reused(void **state)
 {
 	(void)state;
 	char dir[64], addr[64], out[4096];
-	scratch_dir(dir, sizeof(dir));
+	assert_true(scratch_dir(dir, sizeof(dir)));
 	server s;
 	assert_true(start_in(&s, dir, NULL));
 	snprintf(addr, sizeof(addr), "%.56s", s.base + strlen("http://"));
