@@ -898,9 +898,15 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 			o.end = e;
 			if (nops == cap) {
 				cap = cap ? cap * 2 : 65536;
-				ops = realloc(ops, cap * sizeof(*ops));
-				if (!ops)
+				struct op *more =
+				    realloc(ops, cap * sizeof(*ops));
+				if (!more) {
+					fprintf(stderr,
+						"aside check: out of memory\n");
+					free(ops);
 					return 2;
+				}
+				ops = more;
 			}
 			ops[nops++] = o;
 			if (o.kind == 'R')
@@ -918,7 +924,8 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 	 * (bound_ms) before it began: a read of an older version is stale.
 	 * Writes of a key complete in version order (one writer a key).
 	 */
-	qsort(ops, nops, sizeof(*ops), by_begin);
+	if (nops)
+		qsort(ops, nops, sizeof(*ops), by_begin);
 	long *newest = calloc((size_t)cfg->keys, sizeof(long));
 	/* Per key, the writes by end time: a simple list per key. */
 	size_t **wk = calloc((size_t)cfg->keys, sizeof(*wk));
