@@ -23,6 +23,7 @@
 #include <getopt.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -52,7 +53,25 @@ static const int statuses[] = {200, 201, 204, 400, 404,
 			       405, 413, 415, 500, 503};
 #define NSTATUS (sizeof(statuses) / sizeof(statuses[0]))
 
+/*
+ * Error lines, rate limited.  In an outage every request fails, and each
+ * failure writes two lines (its error and its access line): 108,000 lines
+ * in ten seconds with PostgreSQL stopped and two clients asking.
+ * A token bucket lets ten seconds' worth through at once, then `rate` a
+ * second; the lines held back are counted, and the count is written
+ * once a second by the main thread (errlog_tick), and at exit.
+ */
+struct errlog {
+	pthread_mutex_t lock;
+	double rate;	 /* lines a second; 0: no limit */
+	double tokens;	 /* guarded by lock */
+	int64_t fill_us; /* when tokens were last topped up; guarded */
+	uint64_t held;	 /* lines held back since the last count; guarded */
+	int64_t held_us; /* when the first of them was; guarded */
+};
+
 struct server {
+	struct errlog errlog;
 	user_service *svc;
 	aside_cache *cache;
 	user_repo db;
@@ -82,6 +101,67 @@ static int64_t us_since(const struct timespec *t0)
 	clock_gettime(CLOCK_MONOTONIC, &t);
 	return (int64_t)(t.tv_sec - t0->tv_sec) * 1000000 +
 	       (t.tv_nsec - t0->tv_nsec) / 1000;
+}
+
+static int64_t mono_us(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
+static void errlog_init(struct errlog *l, double rate)
+{
+	pthread_mutex_init(&l->lock, NULL);
+	l->rate = rate;
+	l->tokens = 10 * rate;
+	l->fill_us = mono_us();
+}
+
+/* Writes a line of the error log, or counts it if over the rate. */
+static __attribute__((format(printf, 2, 3))) void errlog(struct server *s,
+							 const char *fmt, ...)
+{
+	struct errlog *l = &s->errlog;
+	char line[768];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (l->rate > 0) {
+		int64_t now = mono_us();
+		pthread_mutex_lock(&l->lock);
+		l->tokens += (double)(now - l->fill_us) * l->rate / 1e6;
+		if (l->tokens > 10 * l->rate)
+			l->tokens = 10 * l->rate;
+		l->fill_us = now;
+		bool pass = l->tokens >= 1;
+		if (pass)
+			l->tokens -= 1;
+		else if (l->held++ == 0)
+			l->held_us = now;
+		pthread_mutex_unlock(&l->lock);
+		if (!pass)
+			return;
+	}
+	fprintf(stderr, "%s\n", line);
+}
+
+/* Writes the count of lines held back, if any. */
+static void errlog_tick(struct server *s)
+{
+	struct errlog *l = &s->errlog;
+	pthread_mutex_lock(&l->lock);
+	uint64_t held = l->held;
+	int64_t since = l->held_us;
+	l->held = 0;
+	pthread_mutex_unlock(&l->lock);
+	if (held)
+		fprintf(stderr,
+			"aside serve: %llu more error lines in the last %.1f s "
+			"not written (--log-rate %g)\n",
+			(unsigned long long)held,
+			(double)(mono_us() - since) / 1e6, s->errlog.rate);
 }
 
 static enum MHD_Result respond(struct MHD_Connection *conn, struct request *r,
@@ -129,8 +209,9 @@ static enum MHD_Result error(struct MHD_Connection *conn, struct request *r,
 }
 
 /* The status for a failed service call, and the answer. */
-static enum MHD_Result failure(struct MHD_Connection *conn, struct request *r,
-			       int rc, const aside_error *err, int64_t id)
+static enum MHD_Result failure(struct server *s, struct MHD_Connection *conn,
+			       struct request *r, int rc,
+			       const aside_error *err, int64_t id)
 {
 	char msg[320];
 	const char *detail =
@@ -149,10 +230,10 @@ static enum MHD_Result failure(struct MHD_Connection *conn, struct request *r,
 	case ASIDE_ETIMEDOUT:
 	case ASIDE_EUNAVAILABLE:
 		snprintf(msg, sizeof(msg), "database unavailable: %s", detail);
-		fprintf(stderr, "aside serve: %s\n", msg);
+		errlog(s, "aside serve: %s", msg);
 		return error(conn, r, 503, msg, NULL, NULL);
 	default:
-		fprintf(stderr, "aside serve: internal error: %s\n", detail);
+		errlog(s, "aside serve: internal error: %s", detail);
 		return error(conn, r, 500, detail, NULL, NULL);
 	}
 }
@@ -327,7 +408,7 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *conn,
 		if (rc == ASIDE_OK)
 			rc = user_service_create_ex(s->svc, &u, &err);
 		if (rc != ASIDE_OK)
-			return failure(conn, r, rc, &err, 0);
+			return failure(s, conn, r, rc, &err, 0);
 		char loc[48];
 		snprintf(loc, sizeof(loc), "/users/%lld", (long long)u.id);
 		return user_json(conn, r, 201, &u, loc);
@@ -354,14 +435,14 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *conn,
 			int rc = user_service_get_json(
 			    s->svc, id, json, sizeof(json), &len, &err);
 			if (rc != ASIDE_OK)
-				return failure(conn, r, rc, &err, id);
+				return failure(s, conn, r, rc, &err, id);
 			return respond(conn, r, 200, "application/json", json,
 				       len, NULL, NULL);
 		}
 		if (r->route == R_DELETE) {
 			int rc = user_service_delete_ex(s->svc, id, &err);
 			if (rc != ASIDE_OK)
-				return failure(conn, r, rc, &err, id);
+				return failure(s, conn, r, rc, &err, id);
 			return respond(conn, r, 204, NULL, "", 0, NULL, NULL);
 		}
 		enum MHD_Result refused;
@@ -380,7 +461,7 @@ static enum MHD_Result route(struct server *s, struct MHD_Connection *conn,
 		if (rc == ASIDE_OK)
 			rc = user_service_get_ex(s->svc, id, &u, &err);
 		if (rc != ASIDE_OK)
-			return failure(conn, r, rc, &err, id);
+			return failure(s, conn, r, rc, &err, id);
 		return user_json(conn, r, 200, &u, NULL);
 	}
 	bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
@@ -471,8 +552,9 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 				  1, memory_order_relaxed);
 	atomic_fetch_add_explicit(&s->latency_sum_us, (uint64_t)us,
 				  memory_order_relaxed);
-	if (s->access_log || r->status >= 500 ||
-	    toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+	bool failed =
+	    r->status >= 500 || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
+	if (s->access_log || failed) {
 		const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
 		    conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 		char addr[64] = "-";
@@ -482,12 +564,18 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 			    AF_INET,
 			    &((struct sockaddr_in *)ci->client_addr)->sin_addr,
 			    addr, sizeof(addr));
-		fprintf(stderr, "%s %s %d %zu %lldus%s\n", addr,
-			route_names[r->route], r->status, r->sent,
-			(long long)us,
-			toe == MHD_REQUEST_TERMINATED_COMPLETED_OK
-			    ? ""
-			    : " (connection ended early)");
+		const char *early = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK
+					? ""
+					: " (connection ended early)";
+		/* The access log asked for is written whole. */
+		if (s->access_log)
+			fprintf(stderr, "%s %s %d %zu %lldus%s\n", addr,
+				route_names[r->route], r->status, r->sent,
+				(long long)us, early);
+		else
+			errlog(s, "%s %s %d %zu %lldus%s", addr,
+			       route_names[r->route], r->status, r->sent,
+			       (long long)us, early);
 	}
 	free(r->body);
 	free(r);
@@ -519,36 +607,41 @@ log_http(void *cls, const char *fmt, va_list ap)
 	size_t n = strlen(msg);
 	while (n && msg[n - 1] == '\n')
 		msg[--n] = '\0';
-	fprintf(stderr, "aside serve: http: %s\n", msg);
+	errlog(s, "aside serve: http: %s", msg);
 }
 
 static void usage(FILE *f)
 {
 	fprintf(
-	    f, "usage: aside serve [OPTIONS]\n"
-	       "  --listen HOST:PORT     address (env ASIDE_LISTEN; default "
-	       "127.0.0.1:8080; port 0 picks a free one)\n"
-	       "  --db URL               database (env ASIDE_DB; default "
-	       "sqlite:aside.db)\n"
-	       "  --cache URL            cache (env ASIDE_CACHE; default "
-	       "mem://)\n"
-	       "  --threads N            worker threads (default: 4 per CPU)\n"
-	       "  --max-connections N    connections at once (default 1024)\n"
-	       "  --timeout-s N          close a connection silent this long "
-	       "(default 30)\n"
-	       "  --max-body BYTES       largest request body (default 65536)\n"
-	       "  --access-log           one line per request on stderr "
-	       "(errors are always logged)\n"
-	       "  --db-delay-ms N        delay each database read by N ms, "
-	       "standing in for a remote database (default 0)\n"
-	       "  --gate N               a Bloom gate sized for N users: "
-	       "reads of ids no user has\n"
-	       "                         answer 404 without a query "
-	       "(default: none)\n"
-	       "  --warm N               before listening, read the N newest "
-	       "users into the cache\n"
-	       "                         (default: none)\n"
-	       "  --help                 this text\n");
+	    f,
+	    "usage: aside serve [OPTIONS]\n"
+	    "  --listen HOST:PORT     address (env ASIDE_LISTEN; default "
+	    "127.0.0.1:8080; port 0 picks a free one)\n"
+	    "  --db URL               database (env ASIDE_DB; default "
+	    "sqlite:aside.db)\n"
+	    "  --cache URL            cache (env ASIDE_CACHE; default "
+	    "mem://)\n"
+	    "  --threads N            worker threads (default: 4 per CPU)\n"
+	    "  --max-connections N    connections at once (default 1024)\n"
+	    "  --timeout-s N          close a connection silent this long "
+	    "(default 30)\n"
+	    "  --max-body BYTES       largest request body (default 65536)\n"
+	    "  --access-log           one line per request on stderr "
+	    "(errors are always logged)\n"
+	    "  --log-rate N           error lines a second, in bursts of "
+	    "ten seconds' worth;\n"
+	    "                         more are counted, not written (default "
+	    "10; 0: no limit)\n"
+	    "  --db-delay-ms N        delay each database read by N ms, "
+	    "standing in for a remote database (default 0)\n"
+	    "  --gate N               a Bloom gate sized for N users: "
+	    "reads of ids no user has\n"
+	    "                         answer 404 without a query "
+	    "(default: none)\n"
+	    "  --warm N               before listening, read the N newest "
+	    "users into the cache\n"
+	    "                         (default: none)\n"
+	    "  --help                 this text\n");
 }
 
 static bool parse_listen(const char *s, struct sockaddr_in *sa)
@@ -587,6 +680,7 @@ int app_serve(int argc, char **argv)
 	long threads = 4 * sysconf(_SC_NPROCESSORS_ONLN), max_conn = 1024,
 	     timeout_s = 30, max_body = 65536, delay_ms = 0, gate = 0, warm = 0;
 	bool access_log = false;
+	double log_rate = 10;
 	static const struct option opts[] = {
 	    {"listen", required_argument, NULL, 'l'},
 	    {"db", required_argument, NULL, 'd'},
@@ -596,6 +690,7 @@ int app_serve(int argc, char **argv)
 	    {"timeout-s", required_argument, NULL, 'T'},
 	    {"max-body", required_argument, NULL, 'b'},
 	    {"access-log", no_argument, NULL, 'a'},
+	    {"log-rate", required_argument, NULL, 'r'},
 	    {"db-delay-ms", required_argument, NULL, 'D'},
 	    {"gate", required_argument, NULL, 'g'},
 	    {"warm", required_argument, NULL, 'w'},
@@ -633,6 +728,12 @@ int app_serve(int argc, char **argv)
 		case 'a':
 			access_log = true;
 			break;
+		case 'r': {
+			long rate;
+			ok = app_long("log-rate", optarg, 0, 1000000, &rate);
+			log_rate = (double)rate;
+			break;
+		}
 		case 'D':
 			ok = app_long("db-delay-ms", optarg, 0, 60000,
 				      &delay_ms);
@@ -673,6 +774,7 @@ int app_serve(int argc, char **argv)
 		return 1;
 	s->max_body = (size_t)max_body;
 	s->access_log = access_log;
+	errlog_init(&s->errlog, log_rate);
 	if (user_repo_open(db_url, &s->db, &err) != ASIDE_OK) {
 		char shown[256];
 		fprintf(stderr, "aside serve: database %s: %s\n",
@@ -762,8 +864,11 @@ int app_serve(int argc, char **argv)
 	       host, port, host, port, host, port);
 	fflush(stdout);
 
+	/* Each second the count of error lines held back, if any. */
 	int sig;
-	sigwait(&stop, &sig);
+	const struct timespec tick = {1, 0};
+	while ((sig = sigtimedwait(&stop, NULL, &tick)) < 0)
+		errlog_tick(s);
 	printf("aside serve: %s: finishing requests in flight\n",
 	       sig == SIGINT ? "SIGINT" : "SIGTERM");
 	fflush(stdout);
@@ -774,12 +879,14 @@ int app_serve(int argc, char **argv)
 		nanosleep(&ts, NULL);
 	}
 	MHD_stop_daemon(d);
+	errlog_tick(s);
 	printf("aside serve: stopped\n");
 	status = 0;
 out:
 	user_service_free(s->svc);
 	aside_cache_close(s->cache);
 	user_repo_close(&s->db);
+	pthread_mutex_destroy(&s->errlog.lock);
 	free(s);
 	return status;
 }

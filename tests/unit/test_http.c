@@ -62,16 +62,20 @@ static void scratch_dir_rm(const char *dir)
 }
 
 /*
- * Starts aside serve with the extra arguments in ap.  keep_dir: on the
- * embedded default, the directory of the database, kept when it stops (so
- * that another start finds the users), with the server's stderr in
- * keep_dir/serve.err; NULL for a fresh one.
+ * Starts aside serve with the extra arguments in ap.  keep_dir: a
+ * directory kept when it stops, with the server's stderr in
+ * keep_dir/serve.err, and on the embedded default its database (so that
+ * another start finds the users); NULL for a fresh one.
  */
 static bool start_v(server *s, int real, const char *keep_dir, va_list ap)
 {
 	memset(s, 0, sizeof(*s));
 	char db[600], cache[600];
 	s->real = real;
+	if (keep_dir) {
+		snprintf(s->dir, sizeof(s->dir), "%s", keep_dir);
+		s->keep = true;
+	}
 	if (real) {
 		if (!test_pg_url(db, "aside_test_http", NULL) ||
 		    !test_pg_reset(db) ||
@@ -79,12 +83,8 @@ static bool start_v(server *s, int real, const char *keep_dir, va_list ap)
 		    !test_redis_flush(4))
 			return false;
 	} else {
-		if (keep_dir) {
-			snprintf(s->dir, sizeof(s->dir), "%s", keep_dir);
-			s->keep = true;
-		} else if (!scratch_dir(s->dir, sizeof(s->dir))) {
+		if (!keep_dir && !scratch_dir(s->dir, sizeof(s->dir)))
 			return false;
-		}
 		snprintf(db, sizeof(db), "sqlite:%s/users.db", s->dir);
 		snprintf(cache, sizeof(cache), "mem://");
 	}
@@ -142,6 +142,16 @@ static bool start_in(server *s, const char *dir, ...)
 	va_list ap;
 	va_start(ap, dir);
 	bool ok = start_v(s, 0, dir, ap);
+	va_end(ap);
+	return ok;
+}
+
+/* On PostgreSQL and Redis, stderr in dir/serve.err; NULL-terminated. */
+static bool start_real_in(server *s, const char *dir, ...)
+{
+	va_list ap;
+	va_start(ap, dir);
+	bool ok = start_v(s, 1, dir, ap);
 	va_end(ap);
 	return ok;
 }
@@ -594,6 +604,64 @@ static void server_err(const server *s, char *out, size_t cap)
 }
 
 /*
+ * With the database down every request fails, and each failure writes two
+ * lines (its message and its access line).  --log-rate 2 writes twenty at
+ * once and two a second after that; the rest are counted, and the count
+ * is written within a second, so that the lines written and counted add
+ * up to every failure's two.
+ */
+static void error_lines_are_rate_limited(void **state)
+{
+	if (!*(bool *)*state || !getenv("ASIDE_TEST_SERVICES_DIR"))
+		skip(); /* needs a database of ours to stop */
+	char dir[64];
+	assert_true(scratch_dir(dir, sizeof(dir)));
+	server s;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (!start_real_in(&s, dir, "--log-rate", "2", NULL))
+		fail_msg("aside serve did not start");
+	assert_true(test_services("pg-stop"));
+	enum { N = 60 };
+	int failed = 0;
+	for (int i = 0; i < N; i++)
+		failed +=
+		    req(&s, "GET", "/users/999", NULL, NULL, 0).status == 503;
+	assert_true(test_services("pg-start"));
+	usleep(1500000); /* the count is written within a second */
+	assert_int_equal(stop(&s), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double secs = (double)(t1.tv_sec - t0.tv_sec) +
+		      (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	static char out[1 << 16];
+	server_err(&s, out, sizeof(out));
+	long messages = 0, access = 0, held = 0, counts = 0;
+	for (char *line = out, *next; *line; line = next) {
+		next = line + strcspn(line, "\n");
+		if (*next)
+			*next++ = '\0';
+		unsigned long long n;
+		if (strstr(line, "database unavailable"))
+			messages++;
+		else if (strstr(line, "GET /users/{id} 503"))
+			access++;
+		else if (sscanf(line, "aside serve: %llu more error lines",
+				&n) == 1) {
+			held += (long)n;
+			counts++;
+		}
+	}
+	scratch_dir_rm(dir);
+	print_message("%d failures: %ld messages and %ld access lines "
+		      "written, %ld counted in %ld lines, in %.1f s\n",
+		      failed, messages, access, held, counts, secs);
+	assert_int_equal(failed, N);
+	assert_int_equal(messages + access + held, 2 * N);
+	assert_true(messages + access <= 20 + 2 * (long)(secs + 1));
+	assert_true(messages > 0 && access > 0 && counts > 0);
+}
+
+/*
  * --warm N reads the N newest users before the server listens, and
  * --gate N answers ids no user has without a query; --access-log logs
  * each request.  The users are made by one server and read by a second
@@ -828,6 +896,8 @@ int main(void)
 	    BOTH(keep_alive_reuses_the_connection),
 	    {"database_down_is_503/postgresql+redis", database_down_is_503,
 	     setup_real, NULL, NULL},
+	    {"error_lines_are_rate_limited/postgresql+redis",
+	     error_lines_are_rate_limited, setup_real, NULL, NULL},
 	    cmocka_unit_test(warm_gate_and_access_log),
 	    cmocka_unit_test(idle_clients_are_cut_off_and_capped),
 	    cmocka_unit_test(a_busy_port_is_refused_a_freed_one_reused),
