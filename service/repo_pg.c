@@ -668,23 +668,34 @@ static char *take_options(struct pg_repo *r, const char *url, aside_error *err)
 		return NULL;
 	}
 	*q++ = '\0';
-	for (char *tok = strtok(q, "&"); tok; tok = strtok(NULL, "&")) {
+	/* Given twice, which one was meant is a guess: refused. */
+	bool had_pool = false, had_timeout = false;
+	char *save;
+	for (char *tok = strtok_r(q, "&", &save); tok;
+	     tok = strtok_r(NULL, "&", &save)) {
 		long v;
+		bool *had = NULL;
 		if (!strncmp(tok, "pool=", 5)) {
-			if (!number(tok + 5, 1, 256, &v))
+			had = &had_pool;
+			if (!*had && number(tok + 5, 1, 256, &v))
+				r->max = (int)v;
+			else
 				goto bad;
-			r->max = (int)v;
 		} else if (!strncmp(tok, "statement_timeout_ms=", 21)) {
-			if (!number(tok + 21, 0, 86400000, &v))
+			had = &had_timeout;
+			if (!*had && number(tok + 21, 0, 86400000, &v))
+				r->statement_timeout_ms = v;
+			else
 				goto bad;
-			r->statement_timeout_ms = v;
 		} else {
 			w += sprintf(w, "%s%s", w == rest ? "?" : "&", tok);
 		}
+		if (had)
+			*had = true;
 		continue;
 	bad:
-		repo__fail(err, ASIDE_EURL, "postgresql URL: bad option '%s'",
-			   tok);
+		repo__fail(err, ASIDE_EURL, "postgresql URL: %s option '%s'",
+			   *had ? "repeated" : "bad", tok);
 		free(rest);
 		free(s);
 		return NULL;

@@ -195,6 +195,7 @@ struct open_params {
 	aside__tier_params l1; /* capacity 0: no in-process tier */
 	aside__redis_params r;
 	uint64_t ttl_ms, jitter_pct, wait_ms, l1_bound_ms, breaker, ttl_adapt;
+	uint32_t seen; /* options given, by their place in param's table */
 };
 
 static int param(void *ctx, const char *k, size_t klen, const char *v,
@@ -226,11 +227,19 @@ static int param(void *ctx, const char *k, size_t klen, const char *v,
 	    {"jitter_pct", &p->jitter_pct, 0, 100, 0},
 	    {"wait_ms", &p->wait_ms, 1, 3600 * 1000, 0},
 	};
+	_Static_assert(sizeof(known) / sizeof(known[0]) <= 32,
+		       "seen has a bit for each option");
 	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
 		if (strlen(known[i].name) != klen ||
 		    memcmp(known[i].name, k, klen) != 0 ||
 		    (known[i].scheme && known[i].scheme != 1 + p->redis))
 			continue;
+		/* Given twice, which one was meant is a guess: refused. */
+		if (p->seen & (UINT32_C(1) << i))
+			return aside__fail(err, ASIDE_EURL,
+					   "option %s given twice",
+					   known[i].name);
+		p->seen |= UINT32_C(1) << i;
 		if (!aside__parse_u64(v, vlen, known[i].min, known[i].max,
 				      known[i].dst))
 			return aside__fail(

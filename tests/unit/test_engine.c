@@ -289,6 +289,9 @@ static void open_rejects_bad_urls(void **state)
 	    "mem://?capacity=2147483648&shards=1", /* over 2^30 */
 	    "mem://?stale_if_error_ms=0",
 	    "redis://127.0.0.1:1?stale_if_error_ms=0",
+	    "mem://?capacity=10&capacity=10",
+	    "mem://?ttl_ms=1000&capacity=10&ttl_ms=2000",
+	    "redis://127.0.0.1:1?l1=10&pool=2&l1=20",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		aside_cache *c = NULL;
@@ -300,6 +303,13 @@ static void open_rejects_bad_urls(void **state)
 		assert_null(c);
 		assert_true(strlen(err.message) > 0);
 	}
+	/* Which of two values was meant is not guessed. */
+	aside_cache *c = NULL;
+	aside_error err;
+	assert_int_equal(
+	    aside_cache_open("mem://?capacity=10&capacity=20", &c, &err),
+	    ASIDE_EURL);
+	assert_string_equal(err.message, "option capacity given twice");
 }
 
 /* Messages and logs show URLs without their passwords. */

@@ -2371,6 +2371,9 @@ static void bad_database_urls_say_why(void **state)
 	assert_non_null(strstr(err.message, "no_such_db"));
 	snprintf(url, sizeof(url), "%s?pool=0", f->pg);
 	assert_int_equal(user_repo_open(url, &r, &err), ASIDE_EURL);
+	snprintf(url, sizeof(url), "%s?pool=2&sslmode=disable&pool=3", f->pg);
+	assert_int_equal(user_repo_open(url, &r, &err), ASIDE_EURL);
+	assert_non_null(strstr(err.message, "repeated option 'pool=3'"));
 	assert_int_equal(user_repo_open("mysql://x", &r, &err), ASIDE_EURL);
 	assert_int_equal(user_repo_open("mysql://u:hush@x/db", &r, &err),
 			 ASIDE_EURL);
