@@ -962,8 +962,10 @@ static void long_keys_work(void **state)
 /*
  * Values of every shape keep their key, room and bytes while thousands of
  * others are made and freed around them: heads of one to four cache lines
- * come from pools carved from 1 MiB chunks, larger ones from the heap.
- * Two threads at once, so that the pools' locking runs under TSan too.
+ * and bodies of up to 1 KiB come from pools carved from mapped chunks,
+ * larger ones from the heap.  Two threads at once, so that the pools'
+ * locking runs under TSan too, then two more free what those made while
+ * a third makes more.
  */
 static void make_shape_key(char *key, size_t klen, int i)
 {
@@ -971,15 +973,17 @@ static void make_shape_key(char *key, size_t klen, int i)
 	memcpy(key, &i, sizeof(i) < klen ? sizeof(i) : klen);
 }
 
+enum { SHAPES = 4000 };
+
 static void *shape_round(void *arg)
 {
 	unsigned seed = (unsigned)(uintptr_t)arg;
-	enum { N = 4000 };
+	enum { N = SHAPES };
 	static const size_t klens[] = {1,  8,  16,  24,
 				       25, 40, 100, ASIDE_KEY_MAX};
 	static const size_t rooms[] = {0, 8, 61, 64, 150, 300};
 	aside_value **vs = calloc(N, sizeof(*vs));
-	char key[ASIDE_KEY_MAX], data[200];
+	char key[ASIDE_KEY_MAX], data[1400]; /* bodies past 1 KiB too */
 	for (int round = 0; round < 3; round++) {
 		for (int i = 0; i < N; i++) {
 			if (vs[i] && (i + round) % 3 != 0)
@@ -1018,7 +1022,14 @@ static void *shape_round(void *arg)
 				assert_int_equal(r[b], (char)(i + 1));
 		}
 	}
-	for (int i = 0; i < N; i++)
+	return vs; /* the caller frees them */
+}
+
+/* Frees an array of values made by shape_round in another thread. */
+static void *free_shapes(void *arg)
+{
+	aside_value **vs = arg;
+	for (int i = 0; i < SHAPES; i++)
 		aside_value_unref(vs[i]);
 	free(vs);
 	return NULL;
@@ -1027,10 +1038,19 @@ static void *shape_round(void *arg)
 static void values_of_every_shape_keep_their_bytes(void **state)
 {
 	(void)state;
-	pthread_t t;
+	pthread_t t, u;
+	void *theirs;
 	assert_int_equal(pthread_create(&t, NULL, shape_round, (void *)1), 0);
-	shape_round((void *)2);
+	void *mine = shape_round((void *)2);
+	pthread_join(t, &theirs); /* its blocks go back to the pools */
+	/* Freed by threads that did not make them, one of which has never
+	 * taken a block, while this one makes more. */
+	assert_int_equal(pthread_create(&t, NULL, free_shapes, theirs), 0);
+	assert_int_equal(pthread_create(&u, NULL, free_shapes, mine), 0);
+	void *again = shape_round((void *)3);
 	pthread_join(t, NULL);
+	pthread_join(u, NULL);
+	free_shapes(again);
 }
 
 typedef struct worker {
