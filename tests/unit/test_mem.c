@@ -962,7 +962,7 @@ static void long_keys_work(void **state)
 /*
  * Values of every shape keep their key, room and bytes while thousands of
  * others are made and freed around them: heads of one to four cache lines
- * and bodies of up to 1 KiB come from pools carved from mapped chunks,
+ * and bodies of up to 16 KiB come from pools carved from mapped chunks,
  * larger ones from the heap.  Two threads at once, so that the pools'
  * locking runs under TSan too, then two more free what those made while
  * a third makes more.
@@ -983,7 +983,8 @@ static void *shape_round(void *arg)
 				       25, 40, 100, ASIDE_KEY_MAX};
 	static const size_t rooms[] = {0, 8, 61, 64, 150, 300};
 	aside_value **vs = calloc(N, sizeof(*vs));
-	char key[ASIDE_KEY_MAX], data[1400]; /* bodies past 1 KiB too */
+	/* Bodies of every pool (up to 16 KiB), and past them now and then. */
+	char key[ASIDE_KEY_MAX], data[17000];
 	for (int round = 0; round < 3; round++) {
 		for (int i = 0; i < N; i++) {
 			if (vs[i] && (i + round) % 3 != 0)
@@ -991,7 +992,10 @@ static void *shape_round(void *arg)
 			aside_value_unref(vs[i]);
 			size_t klen = klens[(i + seed) % 8];
 			size_t room = rooms[(i / 8 + seed) % 6];
-			size_t len = (size_t)(i * 7 + round) % sizeof(data);
+			size_t len =
+			    i % 61 == 0
+				? (size_t)(i * 131 + round) % sizeof(data)
+				: (size_t)(i * 7 + round) % 1400;
 			make_shape_key(key, klen, i);
 			memset(data, (char)i, len);
 			assert_int_equal(aside_value_new_room(key, klen, data,
