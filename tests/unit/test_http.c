@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -510,6 +511,30 @@ static void metrics_move(void **state)
 	assert_non_null(strstr(m.body, "aside_cache_entries 1\n"));
 	assert_true(metric(&s, "aside_cache_misses_total") == 1);
 	assert_true(metric(&s, "aside_db_loads_total") == 1);
+	/* The process's own figures, under Prometheus's usual names, as
+	 * the kernel tells them to another process. */
+	char path[64], line[256];
+	long rss_kib = 0;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)s.pid);
+	FILE *st = fopen(path, "r");
+	assert_non_null(st);
+	while (fgets(line, sizeof(line), st))
+		sscanf(line, "VmRSS: %ld kB", &rss_kib);
+	fclose(st);
+	double rss = metric(&s, "process_resident_memory_bytes");
+	if (rss < 0.5 * (double)rss_kib * 1024 ||
+	    rss > 2.0 * (double)rss_kib * 1024)
+		fail_msg("process_resident_memory_bytes %.0f, VmRSS %ld kB",
+			 rss, rss_kib);
+	double started = metric(&s, "process_start_time_seconds");
+	if (fabs(started - (double)time(NULL)) > 120)
+		fail_msg("process_start_time_seconds %.0f, now %lld", started,
+			 (long long)time(NULL));
+	assert_true(metric(&s, "process_virtual_memory_bytes") >= rss);
+	assert_true(metric(&s, "process_cpu_seconds_total") >= 0);
+	assert_true(metric(&s, "process_open_fds") >= 4); /* and a socket */
+	assert_true(metric(&s, "process_max_fds") >=
+		    metric(&s, "process_open_fds"));
 	assert_int_equal(req(&s, "GET", "/healthz", NULL, NULL, 0).status, 200);
 	assert_int_equal(req(&s, "GET", "/readyz", NULL, NULL, 0).status, 200);
 	assert_int_equal(stop(&s), 0);
