@@ -33,10 +33,11 @@ _Static_assert(sizeof(struct aside_value) == 40,
  *
  * Bodies of up to 16 KiB come from pools too, one per size class
  * (body_class; 64 KiB chunks, then 1 MiB, not advised for huge pages: a
- * hit does not read them).  From malloc, a cache's bodies, which live until
- * evicted, were interleaved with every request's short-lived allocations in
- * each of glibc's per-thread arenas, and an eviction left a hole that only a
- * chunk of the same size could fill: `aside serve` holding 50,000 users
+ * hit does not read them; under AddressSanitizer, malloc, as for the
+ * heads).  From malloc, a cache's bodies, which live until evicted, were
+ * interleaved with every request's short-lived allocations in each of
+ * glibc's per-thread arenas, and an eviction left a hole that only a chunk
+ * of the same size could fill: `aside serve` holding 50,000 users
  * over 200,000 grew from 37 to 79 MB in four minutes of reads and writes,
  * 70% of its arenas free (malloc_info), and gave back little to
  * malloc_trim; with one arena it stayed at 37 MB (docs/operations.md).
