@@ -97,19 +97,16 @@ struct request {
 	size_t sent;
 };
 
-static int64_t us_since(const struct timespec *t0)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (int64_t)(t.tv_sec - t0->tv_sec) * 1000000 +
-	       (t.tv_nsec - t0->tv_nsec) / 1000;
-}
-
 static int64_t mono_us(void)
 {
 	struct timespec t;
 	clock_gettime(CLOCK_MONOTONIC, &t);
 	return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
+static int64_t us_since(const struct timespec *t0)
+{
+	return mono_us() - ((int64_t)t0->tv_sec * 1000000 + t0->tv_nsec / 1000);
 }
 
 static void errlog_init(struct errlog *l, double rate)

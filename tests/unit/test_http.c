@@ -137,22 +137,13 @@ static bool start(server *s, int real, ...)
 	return ok;
 }
 
-/* On the embedded default, over the database in dir; NULL-terminated. */
-static bool start_in(server *s, const char *dir, ...)
+/* Over the database in dir (embedded), or on PostgreSQL and Redis (real),
+ * with stderr in dir/serve.err; the extra arguments NULL-terminated. */
+static bool start_in(server *s, bool real, const char *dir, ...)
 {
 	va_list ap;
 	va_start(ap, dir);
-	bool ok = start_v(s, 0, dir, ap);
-	va_end(ap);
-	return ok;
-}
-
-/* On PostgreSQL and Redis, stderr in dir/serve.err; NULL-terminated. */
-static bool start_real_in(server *s, const char *dir, ...)
-{
-	va_list ap;
-	va_start(ap, dir);
-	bool ok = start_v(s, 1, dir, ap);
+	bool ok = start_v(s, real, dir, ap);
 	va_end(ap);
 	return ok;
 }
@@ -644,7 +635,7 @@ static void error_lines_are_rate_limited(void **state)
 	server s;
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	if (!start_real_in(&s, dir, "--log-rate", "2", NULL))
+	if (!start_in(&s, true, dir, "--log-rate", "2", NULL))
 		fail_msg("aside serve did not start");
 	assert_true(test_services("pg-stop"));
 	enum { N = 60 };
@@ -698,7 +689,7 @@ static void warm_gate_and_access_log(void **state)
 	char dir[64], path[3][128], err[8192];
 	assert_true(scratch_dir(dir, sizeof(dir)));
 	server s;
-	assert_true(start_in(&s, dir, NULL));
+	assert_true(start_in(&s, false, dir, NULL));
 	for (int i = 0; i < 3; i++) {
 		char body[96];
 		snprintf(body, sizeof(body),
@@ -710,7 +701,7 @@ static void warm_gate_and_access_log(void **state)
 	}
 	assert_int_equal(stop(&s), 0);
 
-	assert_true(start_in(&s, dir, "--warm", "2", "--gate", "100",
+	assert_true(start_in(&s, false, dir, "--warm", "2", "--gate", "100",
 			     "--access-log", NULL));
 	server_err(&s, err, sizeof(err));
 	assert_non_null(strstr(err, "warmed 2 users"));
@@ -803,8 +794,8 @@ static void idle_clients_are_cut_off_and_capped(void **state)
 	char dir[64];
 	assert_true(scratch_dir(dir, sizeof(dir)));
 	server s;
-	assert_true(start_in(&s, dir, "--timeout-s", "1", "--max-connections",
-			     "2", NULL));
+	assert_true(start_in(&s, false, dir, "--timeout-s", "1",
+			     "--max-connections", "2", NULL));
 	int a = dial(&s), b = dial(&s);
 	assert_true(a >= 0 && b >= 0);
 	send_text(a, "GET /healthz HTTP/1.1\r\nHost: x\r\n"); /* half */
@@ -859,7 +850,7 @@ static void a_busy_port_is_refused_a_freed_one_reused(void **state)
 	char dir[64], addr[64], out[4096];
 	assert_true(scratch_dir(dir, sizeof(dir)));
 	server s;
-	assert_true(start_in(&s, dir, NULL));
+	assert_true(start_in(&s, false, dir, NULL));
 	snprintf(addr, sizeof(addr), "%.56s", s.base + strlen("http://"));
 	assert_int_equal(serve_once(addr, out, sizeof(out)), 1);
 	char want[160];
@@ -877,7 +868,7 @@ static void a_busy_port_is_refused_a_freed_one_reused(void **state)
 	assert_true(closed_within(fd, 3000));
 	close(fd);
 	assert_int_equal(stop(&s), 0);
-	assert_true(start_in(&s, dir, "--listen", addr, NULL));
+	assert_true(start_in(&s, false, dir, "--listen", addr, NULL));
 	assert_string_equal(s.base + strlen("http://"), addr);
 	assert_int_equal(req(&s, "GET", "/healthz", NULL, NULL, 0).status, 200);
 	assert_int_equal(stop(&s), 0);
