@@ -279,7 +279,8 @@ typedef struct aside_options {
 /*
  * Opens a cache from a URL:
  *   mem://[?capacity=N][&max_bytes=B][&ttl_ms=T][&jitter_pct=J][&wait_ms=W]
- *         [&stale_if_error_ms=E][&breaker=K][&ttl_adapt=M]
+ *         [&stale_if_error_ms=E][&stale_while_revalidate_ms=S][&breaker=K]
+ *         [&ttl_adapt=M]
  *     an in-process cache of at most N entries (default 100000) and, when
  *     given, B bytes; T the default TTL (3600000, one hour); J the TTL jitter
  *     in percent (10: a TTL is drawn from [T*(1-J/100), T]); W the longest a
@@ -289,6 +290,11 @@ typedef struct aside_options {
  *     With E, an entry is kept up to E ms past its expiry, and a read whose
  *     load fails (or hangs past W) gets that expired copy rather than the
  *     error: never a copy a write has invalidated (default: off).
+ *     stale_while_revalidate_ms=S (both schemes, with an L1): an entry is
+ *     kept up to S ms past its expiry too, and a reader that finds another
+ *     thread of the process loading the key gets that expired copy at once
+ *     rather than wait for the load (the reader that starts the load waits
+ *     for it); never a copy a write has invalidated (default: off).
  *     breaker=K (both schemes): after K loads in a row fail, loads are
  *     refused (ASIDE_EUNAVAILABLE, an expired copy served if E allows) for
  *     100 ms, then one load runs as a probe; each failed probe doubles the
@@ -300,7 +306,8 @@ typedef struct aside_options {
  *   redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?l1=N][&l1_max_bytes=B]
  *           [&l1_ttl_ms=L][&connect_timeout_ms=C][&timeout_ms=T][&pool=P]
  *           [&lease_ms=M][&l1_bound_ms=D][&tomb_ms=X][&stale_ms=S]
- *           [&stale_if_error_ms=E][&breaker=K][&ttl_adapt=M]
+ *           [&stale_if_error_ms=E][&stale_while_revalidate_ms=S]
+ *           [&breaker=K][&ttl_adapt=M]
  *     Redis as a shared tier (port 6379, db 0, timeouts 250 ms, a pool of 16
  *     connections; USER an ACL user, else the default user), with an
  *     in-process tier of N entries in front when l1 is given.  Every
@@ -560,6 +567,10 @@ typedef struct aside_metrics {
 	 * (ASIDE_EUNAVAILABLE), and whether it is open now. */
 	uint64_t breaker_refusals;
 	int breaker_open;
+	/* Misses served the L1's expired copy rather than wait for another
+	 * reader's load of the key (stale_while_revalidate_ms); counted in
+	 * misses too, and neither loads nor shared loads. */
+	uint64_t stale_while_revalidate;
 } aside_metrics;
 
 /* Fills *m with a consistent-enough snapshot (counters are read one by one). */

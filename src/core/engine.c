@@ -88,9 +88,11 @@ struct aside_cache {
 	void *l1;    /* tiers[0].self when it is the mem tier, else NULL */
 	bool leases; /* a tier is shared with other processes, with leases */
 	bool serve_stale; /* take a stale copy rather than wait for a lease */
-	/* The L1 keeps expired entries as stale copies for a load that fails
-	 * (stale_if_error_ms). */
-	bool stale_if_error;
+	/* The L1 keeps expired entries as stale copies: for a load that fails
+	 * up to error_keep_us past their expiry (stale_if_error_ms), and for
+	 * a reader that finds another loading the key up to swr_us
+	 * (stale_while_revalidate_ms); 0: not served so. */
+	int64_t error_keep_us, swr_us;
 	/* L1 over Redis: served only while the invalidation subscription
 	 * confirmed within l1_bound_us that it missed nothing. */
 	_Atomic int64_t *confirmed;
@@ -195,6 +197,7 @@ struct open_params {
 	aside__tier_params l1; /* capacity 0: no in-process tier */
 	aside__redis_params r;
 	uint64_t ttl_ms, jitter_pct, wait_ms, l1_bound_ms, breaker, ttl_adapt;
+	uint64_t error_keep_ms, swr_ms;
 	uint32_t seen; /* options given, by their place in param's table */
 };
 
@@ -220,7 +223,10 @@ static int param(void *ctx, const char *k, size_t klen, const char *v,
 	    {"tomb_ms", &p->r.tomb_ms, 1, 86400 * 1000, 2},
 	    {"stale_ms", &p->r.stale_ms, 0, 86400 * 1000, 2},
 	    {"l1_bound_ms", &p->l1_bound_ms, 0, 3600 * 1000, 2},
-	    {"stale_if_error_ms", &p->l1.stale_ms, 1, 365ull * 86400 * 1000, 0},
+	    {"stale_if_error_ms", &p->error_keep_ms, 1, 365ull * 86400 * 1000,
+	     0},
+	    {"stale_while_revalidate_ms", &p->swr_ms, 1, 365ull * 86400 * 1000,
+	     0},
 	    {"breaker", &p->breaker, 1, 1000000, 0},
 	    {"ttl_adapt", &p->ttl_adapt, 2, 100, 0},
 	    {"ttl_ms", &p->ttl_ms, 1, (uint64_t)ASIDE_TTL_MAX_MS, 0},
@@ -434,8 +440,16 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 	rc = aside__parse_query(query, param, &p, err);
 	if (rc != ASIDE_OK)
 		return rc;
-	/* Expired copies are kept by the L1 and by Redis alike. */
-	p.r.keep_ms = p.l1.stale_ms;
+	/* Expired copies for a load that fails are kept by the L1 and by
+	 * Redis alike; those served while another reader loads, by the L1
+	 * alone (across processes a lease holder's load is waited for). */
+	if (p.swr_ms && !p.l1.capacity)
+		return aside__fail(err, ASIDE_EURL,
+				   "option stale_while_revalidate_ms needs an "
+				   "in-process tier (l1=N): '%s'",
+				   shown);
+	p.r.keep_ms = p.error_keep_ms;
+	p.l1.stale_ms = p.error_keep_ms > p.swr_ms ? p.error_keep_ms : p.swr_ms;
 	if (redis_l1 && p.l1.capacity && !p.l1.max_ttl_ms)
 		p.l1.max_ttl_ms =
 		    60000; /* a lost invalidation heals in 1 min */
@@ -467,7 +481,8 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 		if (rc != ASIDE_OK)
 			goto fail;
 		c->l1 = c->tiers[c->ntiers++].self;
-		c->stale_if_error = p.l1.stale_ms > 0;
+		c->error_keep_us = (int64_t)p.error_keep_ms * 1000;
+		c->swr_us = (int64_t)p.swr_ms * 1000;
 	}
 	if (p.redis) {
 		p.r.log = c->log;
@@ -1050,16 +1065,18 @@ static bool fill_tiers(aside_cache *c, struct flight *f, aside_value *v,
 }
 
 /*
- * The L1's expired copy of key, kept for a load that fails
- * (stale_if_error_ms), with a reference; false if there is none to serve:
- * none kept, none decodable, or the L1 not trusted now.
+ * The L1's expired copy of key, expired less than max_age_us ago (the
+ * cache's error_keep_us or swr_us), with a reference; false if there is
+ * none to serve: none kept, none decodable, or the L1 not trusted now.
  */
 static bool stale_copy(aside_cache *c, const char *key, size_t klen,
-		       uint64_t hash, const aside_loader *ld, aside_value **out)
+		       uint64_t hash, const aside_loader *ld,
+		       int64_t max_age_us, aside_value **out)
 {
 	aside_value *v = NULL;
-	if (!c->stale_if_error || !l1_trusted(c) ||
-	    aside__mem_stale(c->l1, key, klen, hash, now_of(c), &v) != ASIDE_OK)
+	if (max_age_us <= 0 || !l1_trusted(c) ||
+	    aside__mem_stale(c->l1, key, klen, hash, now_of(c), max_age_us,
+			     &v) != ASIDE_OK)
 		return false;
 	if (decode_or_drop(c, 0, ld, v, hash) != ASIDE_OK) {
 		aside_value_unref(v);
@@ -1222,7 +1239,8 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 	 * no write in any process completed in between; and the flight was
 	 * sealed before, so every reader of it began before that. */
 	aside_value *old = NULL;
-	if (rc < 0 && !stale_copy(c, f->key, f->klen, f->hash, ld, &old)) {
+	if (rc < 0 && !stale_copy(c, f->key, f->klen, f->hash, ld,
+				  c->error_keep_us, &old)) {
 		old = NULL;
 		if (kept && kept_ok &&
 		    (!ld->decode ||
@@ -1577,6 +1595,25 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 		pthread_mutex_lock(&sh->lock);
 	} else {
 		f->refs++;
+		/* stale_while_revalidate_ms: another reader is loading the
+		 * key, and the L1 has its expired copy; served that rather
+		 * than wait, unless a write voided the load (and the copy
+		 * with it).  Looked up without the lock: a decode may be
+		 * slow. */
+		if (c->swr_us && !f->voided) {
+			pthread_mutex_unlock(&sh->lock);
+			bool got =
+			    stale_copy(c, key, klen, hash, ld, c->swr_us, out);
+			pthread_mutex_lock(&sh->lock);
+			if (got) {
+				flight_unref_locked(f);
+				pthread_mutex_unlock(&sh->lock);
+				aside__count(st, ASIDE__C_misses, 1);
+				aside__count(
+				    st, ASIDE__C_stale_while_revalidate, 1);
+				return ASIDE_OK;
+			}
+		}
 		/* Served by a read that begins after this reader did. */
 		if (f->wanted < f->started + 1)
 			f->wanted = f->started + 1;
@@ -1622,8 +1659,8 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 			/* A load that hangs fails its waiters as one that
 			 * errs would: the L1's expired copy, if it keeps one
 			 * and no write voided the flight. */
-			if (!voided &&
-			    stale_copy(c, key, klen, hash, ld, out)) {
+			if (!voided && stale_copy(c, key, klen, hash, ld,
+						  c->error_keep_us, out)) {
 				aside__count(st, ASIDE__C_stale_on_error, 1);
 				return ASIDE_OK;
 			}
@@ -2031,6 +2068,7 @@ void aside_cache_metrics(aside_cache *c, aside_metrics *m)
 	m->lease_timeouts = sum[ASIDE__C_lease_timeouts];
 	m->stale_served = sum[ASIDE__C_stale_served];
 	m->stale_on_error = sum[ASIDE__C_stale_on_error];
+	m->stale_while_revalidate = sum[ASIDE__C_stale_while_revalidate];
 	m->breaker_refusals = sum[ASIDE__C_breaker_refusals];
 	m->breaker_open = c->breaker_n && atomic_load(&c->breaker_until) != 0;
 	m->gate_rejects = sum[ASIDE__C_gate_rejects];

@@ -356,7 +356,8 @@ typedef struct aside__tier_params {
 	uint64_t shards;     /* 0: chosen from capacity */
 	uint64_t max_ttl_ms; /* 0: none; else no entry is kept longer */
 	/* How long an entry is kept past its expiry as a stale copy, for a
-	 * load that fails (aside__mem_stale); 0: dropped on sight. */
+	 * load that fails or a reader that would wait for another's load
+	 * (aside__mem_stale); 0: dropped on sight. */
 	uint64_t stale_ms;
 } aside__tier_params;
 int aside__mem_open(const aside__tier_params *p, aside_tier *out,
@@ -411,11 +412,12 @@ void aside__redis_on_back(void *self, int (*fn)(void *), void *ctx);
 const aside_value *aside__mem_borrow(void *self, const char *key, size_t klen,
 				     uint64_t hash, int64_t now);
 /*
- * An entry of the mem tier past its expiry but still kept as a stale copy
- * (stale_ms), with a reference; ASIDE_NOT_FOUND if there is none.
+ * An entry of the mem tier past its expiry, by less than max_age_us, and
+ * still kept as a stale copy (stale_ms), with a reference; ASIDE_NOT_FOUND
+ * if there is none.
  */
 int aside__mem_stale(void *self, const char *key, size_t klen, uint64_t hash,
-		     int64_t now, aside_value **out);
+		     int64_t now, int64_t max_age_us, aside_value **out);
 /* How often key was read lately, 0 to 15: the L1's sketch, and the hits
  * its entry holds that the policy has not collected yet. */
 unsigned aside__mem_frequency(void *self, const char *key, size_t klen,
@@ -461,6 +463,7 @@ bool aside__gate_maybe(const struct aside__gate *g, uint64_t hash);
 	X(lease_timeouts)                                                      \
 	X(stale_served)                                                        \
 	X(stale_on_error)                                                      \
+	X(stale_while_revalidate)                                              \
 	X(gate_rejects)                                                        \
 	X(breaker_refusals)                                                    \
 	X(gate_fills)                                                          \

@@ -211,6 +211,10 @@ size_t aside_metrics_prometheus(const aside_metrics *m, const char *prefix,
 		"Expired copies served because their load failed "
 		"(stale_if_error_ms).",
 		m->stale_on_error);
+	counter(&o, prefix, "stale_while_revalidate_total",
+		"Expired copies served instead of waiting for another "
+		"reader's load (stale_while_revalidate_ms).",
+		m->stale_while_revalidate);
 	counter(&o, prefix, "breaker_refusals_total",
 		"Loads the source's breaker refused (breaker=N).",
 		m->breaker_refusals);

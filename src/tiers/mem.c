@@ -440,7 +440,7 @@ const aside_value *aside__mem_borrow(void *self, const char *key, size_t klen,
 }
 
 int aside__mem_stale(void *self, const char *key, size_t klen, uint64_t hash,
-		     int64_t now, aside_value **out)
+		     int64_t now, int64_t max_age_us, aside_value **out)
 {
 	struct shard *sh = shard_of(self, hash);
 	if (sh->stale_us == 0 || !aside__read_begin())
@@ -458,8 +458,10 @@ int aside__mem_stale(void *self, const char *key, size_t klen, uint64_t hash,
 		    !aside__value_key_eq(e, key, klen) ||
 		    !atomic_load_explicit(&e->linked, memory_order_acquire))
 			continue;
+		int64_t at = atomic_load_explicit(&e->l1_expires_us,
+						  memory_order_relaxed);
 		if (expired(e, now) && !dead(sh, e, now) &&
-		    aside__value_tryref(e))
+		    now - at < max_age_us && aside__value_tryref(e))
 			v = e;
 		break;
 	}

@@ -289,6 +289,9 @@ static void open_rejects_bad_urls(void **state)
 	    "mem://?capacity=2147483648&shards=1", /* over 2^30 */
 	    "mem://?stale_if_error_ms=0",
 	    "redis://127.0.0.1:1?stale_if_error_ms=0",
+	    "mem://?stale_while_revalidate_ms=0",
+	    "redis://127.0.0.1:1?stale_while_revalidate_ms=1000", /* no L1 */
+	    "mem://?stale_while_revalidate_ms=5&stale_while_revalidate_ms=5",
 	    "mem://?capacity=10&capacity=10",
 	    "mem://?ttl_ms=1000&capacity=10&ttl_ms=2000",
 	    "redis://127.0.0.1:1?l1=10&pool=2&l1=20",
@@ -604,9 +607,9 @@ typedef struct stress {
 	_Atomic int errors;
 	_Atomic int stop;
 	unsigned seed;
-	/* Every third load fails, and entries expire (stale_if_error_ms):
-	 * readers may get errors, or expired copies, never a copy older
-	 * than a completed write. */
+	/* Every third load fails, and entries expire (stale_if_error_ms,
+	 * stale_while_revalidate_ms): readers may get errors, or expired
+	 * copies, never a copy older than a completed write. */
 	_Atomic int failing;
 	_Atomic unsigned loads;
 } stress;
@@ -737,8 +740,10 @@ static void stress_run(const char *url, bool failing)
 	assert_int_equal(s.errors, 0);
 	assert_int_equal(s.stale, 0);
 	if (failing) /* how often the path ran: timing decides */
-		printf("    %s: %llu expired copies served\n", url,
-		       (unsigned long long)metrics(f).stale_on_error);
+		printf("    %s: %llu expired copies served for failed "
+		       "loads, %llu beside loads in progress\n",
+		       url, (unsigned long long)metrics(f).stale_on_error,
+		       (unsigned long long)metrics(f).stale_while_revalidate);
 	atomic_store(&s.failing, 0);
 	if (failing) /* past any breaker's wait: its probe now succeeds */
 		atomic_fetch_add(&f->clock.now_us, 10 * 1000000);
@@ -764,6 +769,12 @@ static void readers_never_see_writes_undone(void **state)
 	stress_run("mem://?capacity=1000&stale_if_error_ms=60000", true);
 	stress_run("mem://?capacity=4&stale_if_error_ms=60000", true);
 	stress_run("mem://?capacity=1000&stale_if_error_ms=60000&breaker=2",
+		   true);
+	/* expired copies served to readers beside a load in progress */
+	stress_run("mem://?capacity=1000&stale_while_revalidate_ms=60000",
+		   true);
+	stress_run("mem://?capacity=4&stale_while_revalidate_ms=60000&"
+		   "stale_if_error_ms=30000",
 		   true);
 }
 
@@ -1071,6 +1082,147 @@ static void stale_copy_served_when_the_load_hangs(void **state)
 	pthread_join(leader, NULL);
 	assert_int_equal(r1.result, 2);
 	assert_int_equal(get_version(f, "k:1"), 2);
+	fixture_free(f);
+}
+
+/* ---- expired copies while another loads (stale_while_revalidate_ms) --- */
+
+/* r: a reader of k:1 in a thread of its own, which holds the next load;
+ * returns when that load is held. */
+static void lead_held(fixture *f, pthread_t *th, reader *r)
+{
+	source_hold_next(&f->src);
+	*r = (reader){f, "k:1", 0, {0}};
+	pthread_create(th, NULL, read_thread, r);
+	source_wait_held(&f->src);
+}
+
+static void swr_serves_the_copy_while_one_loads(void **state)
+{
+	(void)state;
+	/* Expired 1 s ago; copies served up to 10 s past expiry. */
+	fixture *f = stale_fixture(
+	    "mem://?stale_while_revalidate_ms=10000&wait_ms=2000");
+	f->src.version = 2;
+	pthread_t th;
+	reader leader;
+	lead_held(f, &th, &leader);
+	/* Five readers come while the load runs: the expired copy each,
+	 * at once, and the source asked once. */
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(get_version(f, "k:1"), 1);
+	aside_metrics m = metrics(f);
+	assert_int_equal(m.stale_while_revalidate, 5);
+	assert_int_equal(m.waiting, 0);
+	assert_int_equal(m.shared_loads, 0);
+	assert_int_equal(m.wait_timeouts, 0);
+	/* A key no one is loading: a plain miss, no copy involved. */
+	assert_int_equal(get_version(f, "k:2"), 2);
+	source_release(&f->src);
+	pthread_join(th, NULL);
+	assert_int_equal(leader.result, 2);
+	/* The load's result replaces the copy. */
+	assert_int_equal(get_version(f, "k:1"), 2);
+	m = metrics(f);
+	assert_int_equal(f->src.loads,
+			 3); /* the fixture's, the leader's, k:2 */
+	assert_int_equal(m.loads, 3);
+	assert_int_equal(m.hits, 1);
+	/* The fixture's read, the leader, the five served copies and k:2. */
+	assert_int_equal(m.misses, 8);
+	assert_int_equal(m.loads + m.shared_loads + m.wait_timeouts +
+			     m.stale_while_revalidate,
+			 m.misses);
+	assert_int_equal(m.stale_on_error, 0);
+	char buf[16384];
+	assert_true(aside_metrics_prometheus(&m, "aside", buf, sizeof(buf)) <
+		    sizeof(buf));
+	assert_non_null(
+	    strstr(buf, "\naside_stale_while_revalidate_total 5\n"));
+	fixture_free(f);
+}
+
+/* A copy expired longer ago than the bound: the reader waits, as without. */
+static void swr_copy_has_a_bounded_age(void **state)
+{
+	(void)state;
+	fixture *f =
+	    stale_fixture("mem://?stale_while_revalidate_ms=10000&wait_ms=50");
+	f->clock.now_us += 8999 * 1000; /* 9.999 s past expiry: still served */
+	f->src.version = 2;
+	pthread_t th;
+	reader leader;
+	lead_held(f, &th, &leader);
+	assert_int_equal(get_version(f, "k:1"), 1);
+	f->clock.now_us += 1000; /* 10 s: no longer */
+	assert_int_equal(get_version(f, "k:1"), ASIDE_ETIMEDOUT);
+	aside_metrics m = metrics(f);
+	assert_int_equal(m.stale_while_revalidate, 1);
+	assert_int_equal(m.wait_timeouts, 1);
+	source_release(&f->src);
+	pthread_join(th, NULL);
+	assert_int_equal(leader.result, 2);
+	fixture_free(f);
+}
+
+/* A write takes the copy with it: readers after it wait for the load. */
+static void swr_copy_never_outlives_a_write(void **state)
+{
+	(void)state;
+	fixture *f =
+	    stale_fixture("mem://?stale_while_revalidate_ms=10000&wait_ms=50");
+	assert_int_equal(aside_cache_invalidate(f->cache, "k:1", 3, NULL),
+			 ASIDE_OK);
+	f->src.version = 2;
+	pthread_t th;
+	reader leader;
+	lead_held(f, &th, &leader);
+	assert_int_equal(get_version(f, "k:1"), ASIDE_ETIMEDOUT);
+	source_release(&f->src);
+	pthread_join(th, NULL);
+	assert_int_equal(leader.result, 2);
+	/* A write during a load: readers before it got the copy, readers
+	 * after it neither the copy nor the load's result. */
+	f->clock.now_us += 2000 * 1000; /* version 2 expired 1 s ago */
+	lead_held(f, &th, &leader);
+	assert_int_equal(get_version(f, "k:1"), 2); /* served the copy */
+	assert_int_equal(aside_cache_invalidate(f->cache, "k:1", 3, NULL),
+			 ASIDE_OK);
+	f->src.version = 3;
+	assert_int_equal(get_version(f, "k:1"), 3); /* its own load */
+	source_release(&f->src);
+	pthread_join(th, NULL);
+	assert_int_equal(metrics(f).stale_while_revalidate, 1);
+	fixture_free(f);
+}
+
+/* Each bound keeps to its own use: a copy old enough for the one and not
+ * the other is served for that one only. */
+static void swr_and_stale_if_error_bounds_apart(void **state)
+{
+	(void)state;
+	fixture *f = stale_fixture("mem://?stale_while_revalidate_ms=10000&"
+				   "stale_if_error_ms=1500&wait_ms=2000");
+	/* 1 s past expiry: a failed load gets the copy. */
+	atomic_store(&f->src.fail, ASIDE_EDB);
+	assert_int_equal(get_version(f, "k:1"), 1);
+	assert_int_equal(metrics(f).stale_on_error, 1);
+	/* 2 s past: beyond stale_if_error_ms, the error; but a reader
+	 * beside a load in progress still gets the copy. */
+	f->clock.now_us += 1000 * 1000;
+	assert_int_equal(get_version(f, "k:1"), ASIDE_EDB);
+	atomic_store(&f->src.fail, 0);
+	f->src.version = 2;
+	pthread_t th;
+	reader leader;
+	lead_held(f, &th, &leader);
+	assert_int_equal(get_version(f, "k:1"), 1);
+	source_release(&f->src);
+	pthread_join(th, NULL);
+	assert_int_equal(leader.result, 2);
+	aside_metrics m = metrics(f);
+	assert_int_equal(m.stale_on_error, 1);
+	assert_int_equal(m.stale_while_revalidate, 1);
 	fixture_free(f);
 }
 
@@ -1657,6 +1809,10 @@ int main(void)
 	    cmocka_unit_test(stale_copy_never_outlives_a_write),
 	    cmocka_unit_test(stale_copy_off_by_default),
 	    cmocka_unit_test(stale_copy_served_when_the_load_hangs),
+	    cmocka_unit_test(swr_serves_the_copy_while_one_loads),
+	    cmocka_unit_test(swr_copy_has_a_bounded_age),
+	    cmocka_unit_test(swr_copy_never_outlives_a_write),
+	    cmocka_unit_test(swr_and_stale_if_error_bounds_apart),
 	    cmocka_unit_test_setup_teardown(
 		gate_turns_away_keys_it_was_never_told_of, setup, teardown),
 	    cmocka_unit_test_setup_teardown(
@@ -1672,5 +1828,7 @@ int main(void)
 	    cmocka_unit_test(gate_never_turns_away_a_created_key),
 	    cmocka_unit_test(gate_refilled_never_turns_away_a_created_key),
 	};
+	if (getenv("TEST_FILTER")) /* one test: TEST_FILTER=name */
+		cmocka_set_test_filter(getenv("TEST_FILTER"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -840,6 +840,58 @@ static void stale_copy_when_the_database_fails(void **state)
 }
 
 /*
+ * stale_while_revalidate_ms over Redis, with an L1: a reader beside a
+ * reload in its own process gets the L1's expired copy at once; after a
+ * write in another process has reached the L1, a reader beside the next
+ * reload gets no copy and waits for it.
+ */
+static void swr_copy_heeds_other_processes_writes(void **state)
+{
+	NEED_SERVERS(state);
+	aside_cache *a, *b;
+	source s;
+	read_then_expire("l1=100&stale_while_revalidate_ms=60000", "sw", "sw:1",
+			 &a, &b, &s);
+	source unused;
+	source_init(&unused, "never");
+	char got[256];
+	holder h;
+	holder_start(&h, a, "sw:1", "row-2");
+	assert_int_equal(read_key(a, &unused, "sw:1", got), ASIDE_OK);
+	assert_string_equal(got, "row-1");
+	assert_int_equal(metrics(a).stale_while_revalidate, 1);
+	open_gate(&h.src);
+	pthread_join(h.t, NULL);
+	assert_int_equal(h.rd.rc, ASIDE_OK);
+	assert_string_equal(h.rd.got, "row-2");
+
+	/* row-2 expires in a's L1 (and in Redis); b writes. */
+	pause_ms(250);
+	uint64_t heard = metrics(a).remote_invalidations;
+	assert_int_equal(aside_cache_invalidate(b, "sw:1", 4, NULL), ASIDE_OK);
+	for (int i = 0; i < 200 && metrics(a).remote_invalidations == heard;
+	     i++)
+		pause_ms(10);
+	assert_true(metrics(a).remote_invalidations > heard);
+	holder_start(&h, a, "sw:1", "row-3");
+	reader ra = {a, &unused, "sw:1", 0, ""};
+	pthread_t ta;
+	pthread_create(&ta, NULL, read_thread, &ra);
+	for (int i = 0; i < 200 && metrics(a).waiting == 0; i++)
+		pause_ms(5);
+	assert_int_equal(metrics(a).waiting, 1);
+	open_gate(&h.src);
+	pthread_join(h.t, NULL);
+	pthread_join(ta, NULL);
+	assert_int_equal(ra.rc, ASIDE_OK);
+	assert_string_equal(ra.got, "row-3");
+	assert_int_equal(metrics(a).stale_while_revalidate, 1);
+	assert_int_equal(unused.loads, 0);
+	aside_cache_close(a);
+	aside_cache_close(b);
+}
+
+/*
  * Redis alone (no L1) keeps expired entries for stale_if_error_ms: every
  * process is served the copy while loads fail, none once the row is gone,
  * and the first load that succeeds replaces it.
@@ -1163,6 +1215,8 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup(stale_copy_only_for_stale_ms, setup),
 	    cmocka_unit_test_setup(stale_copy_keeps_its_expiry, setup),
 	    cmocka_unit_test_setup(stale_copy_when_the_database_fails, setup),
+	    cmocka_unit_test_setup(swr_copy_heeds_other_processes_writes,
+				   setup),
 	    cmocka_unit_test_setup(redis_keeps_copies_without_an_l1, setup),
 	    cmocka_unit_test_setup(
 		copy_not_served_after_a_write_during_the_load, setup),
@@ -1171,5 +1225,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup(scripts_come_back_after_a_flush, setup),
 	    cmocka_unit_test_setup(processes_and_threads_make_one_load, setup),
 	};
+	if (getenv("TEST_FILTER")) /* one test: TEST_FILTER=name */
+		cmocka_set_test_filter(getenv("TEST_FILTER"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

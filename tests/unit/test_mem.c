@@ -1135,5 +1135,7 @@ int main(void)
 	    cmocka_unit_test(values_of_every_shape_keep_their_bytes),
 	    cmocka_unit_test(concurrent_readers_and_writers),
 	};
+	if (getenv("TEST_FILTER")) /* one test: TEST_FILTER=name */
+		cmocka_set_test_filter(getenv("TEST_FILTER"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
