@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 struct reader {
@@ -23,14 +24,44 @@ struct reader {
 	pthread_barrier_t *start;
 	int rc;
 	user u;
+	double ms; /* how long the read took */
 };
+
+static double now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
 
 static void *read_one(void *arg)
 {
 	struct reader *r = arg;
 	pthread_barrier_wait(r->start);
+	double t0 = now_ms();
 	r->rc = user_service_get(r->svc, r->id, &r->u);
+	r->ms = now_ms() - t0;
 	return NULL;
+}
+
+/* N readers of id at once; how many got the user named name. */
+static int read_together(user_service *svc, int64_t id, const char *name, int n,
+			 struct reader *rd)
+{
+	pthread_t th[16];
+	pthread_barrier_t start;
+	pthread_barrier_init(&start, NULL, (unsigned)n);
+	for (int i = 0; i < n; i++) {
+		rd[i] = (struct reader){svc, id, &start, 0, {0}, 0};
+		pthread_create(&th[i], NULL, read_one, &rd[i]);
+	}
+	int ok = 0;
+	for (int i = 0; i < n; i++) {
+		pthread_join(th[i], NULL);
+		ok += rd[i].rc == ASIDE_OK && !strcmp(rd[i].u.name, name);
+	}
+	pthread_barrier_destroy(&start);
+	return ok;
 }
 
 static void step(int n, const char *what)
@@ -71,14 +102,16 @@ static void usage(FILE *f)
 	    "  --db URL          database (default: a new SQLite file in a "
 	    "temporary directory)\n"
 	    "  --cache URL       cache (default "
-	    "mem://?stale_if_error_ms=60000&breaker=3)\n"
+	    "mem://?stale_if_error_ms=60000&stale_while_revalidate_ms=1000&"
+	    "breaker=3)\n"
 	    "  --db-delay-ms N   added to each database read (default 20)\n");
 }
 
 int app_demo(int argc, char **argv)
 {
 	const char *db_url = NULL,
-		   *cache_url = "mem://?stale_if_error_ms=60000&breaker=3";
+		   *cache_url = "mem://?stale_if_error_ms=60000&"
+				"stale_while_revalidate_ms=1000&breaker=3";
 	long delay_ms = 20;
 	static const struct option opts[] = {
 	    {"db", required_argument, NULL, 'd'},
@@ -182,21 +215,9 @@ int app_demo(int argc, char **argv)
 
 	step(4, "10 concurrent reads of a cold user (single-flight)");
 	enum { N = 10 };
-	pthread_t th[N];
 	struct reader rd[N];
-	pthread_barrier_t start;
-	pthread_barrier_init(&start, NULL, N);
 	q0 = atomic_load(&counted.gets);
-	for (int i = 0; i < N; i++) {
-		rd[i] = (struct reader){svc, bob.id, &start, 0, {0}};
-		pthread_create(&th[i], NULL, read_one, &rd[i]);
-	}
-	int ok = 0;
-	for (int i = 0; i < N; i++) {
-		pthread_join(th[i], NULL);
-		ok += rd[i].rc == ASIDE_OK && !strcmp(rd[i].u.name, "Bob");
-	}
-	pthread_barrier_destroy(&start);
+	int ok = read_together(svc, bob.id, "Bob", N, rd);
 	printf("  %d concurrent requests resulted in %lu DB query; %d got "
 	       "Bob\n",
 	       N, atomic_load(&counted.gets) - q0, ok);
@@ -220,10 +241,46 @@ int app_demo(int argc, char **argv)
 	       aside_status_name(rc), (long long)bob.id,
 	       aside_status_name(rc2));
 
-	step(7, "the database fails: an expired copy, an error, then the "
-		"breaker");
-	/* A user read with a TTL short enough to see it expire. */
+	/* From here on users are cached with a TTL short enough to see
+	 * them expire. */
 	aside_cache_set_ttl(cache, "user", 200, 0);
+	step(7, "10 concurrent reads of a user whose TTL has just passed");
+	user erin = {.name = "Erin", .email = "erin@example.com"};
+	if (user_service_create_ex(svc, &erin, &err) != ASIDE_OK ||
+	    user_service_get_ex(svc, erin.id, &u, &err) != ASIDE_OK) {
+		fprintf(stderr, "aside demo: %s\n", err.message);
+		goto out_svc;
+	}
+	app_sleep_us(300 * 1000);
+	aside_metrics am0, am1;
+	aside_cache_metrics(cache, &am0);
+	q0 = atomic_load(&counted.gets);
+	ok = read_together(svc, erin.id, "Erin", N, rd);
+	aside_cache_metrics(cache, &am1);
+	double slowest = 0, others = 0;
+	int slow_i = 0;
+	for (int i = 0; i < N; i++)
+		if (rd[i].ms > slowest) {
+			slowest = rd[i].ms;
+			slow_i = i;
+		}
+	for (int i = 0; i < N; i++)
+		if (i != slow_i && rd[i].ms > others)
+			others = rd[i].ms;
+	printf("  user %lld read, its TTL (200 ms) past; %d concurrent "
+	       "requests resulted in %lu DB query; %d got Erin\n",
+	       (long long)erin.id, N, atomic_load(&counted.gets) - q0, ok);
+	printf("  %llu served the expired copy without waiting "
+	       "(stale_while_revalidate_ms), %llu waited for the load;\n"
+	       "  the slowest request took %.2f ms, the next slowest %.2f "
+	       "ms\n",
+	       (unsigned long long)(am1.stale_while_revalidate -
+				    am0.stale_while_revalidate),
+	       (unsigned long long)(am1.shared_loads - am0.shared_loads),
+	       slowest, others);
+
+	step(8, "the database fails: an expired copy, an error, then the "
+		"breaker");
 	user carol = {.name = "Carol", .email = "carol@example.com"};
 	user dave = {.name = "Dave", .email = "dave@example.com"};
 	if (user_service_create_ex(svc, &carol, &err) != ASIDE_OK ||
@@ -257,7 +314,7 @@ int app_demo(int argc, char **argv)
 	       rc == ASIDE_OK ? u.name : err.message,
 	       atomic_load(&counted.gets) - q0);
 
-	step(8, "metrics");
+	step(9, "metrics");
 	show_metrics(svc, cache);
 	status = 0;
 out_svc:

@@ -1,6 +1,7 @@
 #!/bin/sh
 # aside demo, end to end: the seed's scenario on the embedded default, and
-# the database failing (an expired copy, an error, the breaker, recovery).
+# a hot user's expiry (one load, the expired copy for the others), and the
+# database failing (an expired copy, an error, the breaker, recovery).
 #   tests/demo/run.sh ASIDE_BINARY
 set -eu
 aside=$1
@@ -19,8 +20,9 @@ want 'database queries: 0; hit rate 50.00%$'
 want '^  10 concurrent requests resulted in 1 DB query; 10 got Bob$'
 want 'email alice@example.org; database queries: 1$'
 want 'get 2 -> ASIDE_NOT_FOUND$'
-want 'get 3 -> ASIDE_OK, Carol (the expired copy'
-want 'get 4 -> ASIDE_EDB: the database is down$'
-want 'get 4 -> ASIDE_EUNAVAILABLE: the source failed 3 loads in a row'
-want 'get 4 -> ASIDE_OK, Dave; database queries: 1$'
+want 'past; 10 concurrent requests resulted in 1 DB query; 10 got Erin$'
+want 'get 4 -> ASIDE_OK, Carol (the expired copy'
+want 'get 5 -> ASIDE_EDB: the database is down$'
+want 'get 5 -> ASIDE_EUNAVAILABLE: the source failed 3 loads in a row'
+want 'get 5 -> ASIDE_OK, Dave; database queries: 1$'
 echo "demo: every step as expected"
