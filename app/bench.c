@@ -705,9 +705,7 @@ static int run_mode(const struct config *cfg, enum mode mode, user_repo inner,
 		/* The figures must add up, or the report is wrong. */
 		if (m.hits + m.misses != res->reads ||
 		    m.loads != res->db_reads ||
-		    m.loads + m.shared_loads + m.wait_timeouts +
-			    m.stale_while_revalidate !=
-			m.misses) {
+		    m.loads + m.shared_loads + m.wait_timeouts != m.misses) {
 			fprintf(
 			    stderr,
 			    "aside bench: counts disagree: hits %llu + misses "

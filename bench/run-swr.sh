@@ -4,7 +4,7 @@
 # it, ROUNDS times each, alternating (docs/performance.md).
 #   bench/run-swr.sh [BUILD_DIR] [ROUNDS] [SECONDS] [DB_DELAY_US]
 # Per run: throughput, the waiters per load, the hit ratio (an expired copy
-# served counts as a miss), and the share of requests that took 256 us or
+# served counts as a hit), and the share of requests that took 256 us or
 # more (from latency.csv): in this workload, requests that waited for the
 # database, their own load or another reader's.
 set -eu

@@ -290,11 +290,12 @@ typedef struct aside_options {
  *     With E, an entry is kept up to E ms past its expiry, and a read whose
  *     load fails (or hangs past W) gets that expired copy rather than the
  *     error: never a copy a write has invalidated (default: off).
- *     stale_while_revalidate_ms=S (both schemes, with an L1): an entry is
- *     kept up to S ms past its expiry too, and a reader that finds another
- *     thread of the process loading the key gets that expired copy at once
- *     rather than wait for the load (the reader that starts the load waits
- *     for it); never a copy a write has invalidated (default: off).
+ *     stale_while_revalidate_ms=S (both schemes): an entry is kept up to
+ *     S ms past its expiry too (in the L1, and in Redis), and a reader that
+ *     finds another thread or process loading the key gets that expired
+ *     copy at once rather than wait for the load (the reader that starts
+ *     the load waits for it; without an L1, so do the readers of its own
+ *     process); never a copy a write has invalidated (default: off).
  *     breaker=K (both schemes): after K loads in a row fail, loads are
  *     refused (ASIDE_EUNAVAILABLE, an expired copy served if E allows) for
  *     100 ms, then one load runs as a probe; each failed probe doubles the
@@ -567,9 +568,10 @@ typedef struct aside_metrics {
 	 * (ASIDE_EUNAVAILABLE), and whether it is open now. */
 	uint64_t breaker_refusals;
 	int breaker_open;
-	/* Misses served the L1's expired copy rather than wait for another
-	 * reader's load of the key (stale_while_revalidate_ms); counted in
-	 * misses too, and neither loads nor shared loads. */
+	/* Reads served an expired copy rather than wait for another
+	 * reader's load of the key (stale_while_revalidate_ms): the L1's,
+	 * or Redis's while another process holds the lease; counted in the
+	 * hits of the tier that held the copy too. */
 	uint64_t stale_while_revalidate;
 } aside_metrics;
 

@@ -440,15 +440,9 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 	rc = aside__parse_query(query, param, &p, err);
 	if (rc != ASIDE_OK)
 		return rc;
-	/* Expired copies for a load that fails are kept by the L1 and by
-	 * Redis alike; those served while another reader loads, by the L1
-	 * alone (across processes a lease holder's load is waited for). */
-	if (p.swr_ms && !p.l1.capacity)
-		return aside__fail(err, ASIDE_EURL,
-				   "option stale_while_revalidate_ms needs an "
-				   "in-process tier (l1=N): '%s'",
-				   shown);
+	/* Expired copies are kept by the L1 and by Redis alike. */
 	p.r.keep_ms = p.error_keep_ms;
+	p.r.swr_ms = p.swr_ms;
 	p.l1.stale_ms = p.error_keep_ms > p.swr_ms ? p.error_keep_ms : p.swr_ms;
 	if (redis_l1 && p.l1.capacity && !p.l1.max_ttl_ms)
 		p.l1.max_ttl_ms =
@@ -465,6 +459,7 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 	c->log = opts ? opts->log : NULL;
 	c->log_ctx = opts ? opts->log_ctx : NULL;
 	c->wait_ms = (int64_t)p.wait_ms;
+	c->swr_us = (int64_t)p.swr_ms * 1000;
 	c->breaker_n = (unsigned)p.breaker;
 	c->ttl_adapt = (unsigned)p.ttl_adapt;
 	c->default_ttl_ms = (int64_t)p.ttl_ms;
@@ -482,7 +477,6 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 			goto fail;
 		c->l1 = c->tiers[c->ntiers++].self;
 		c->error_keep_us = (int64_t)p.error_keep_ms * 1000;
-		c->swr_us = (int64_t)p.swr_ms * 1000;
 	}
 	if (p.redis) {
 		p.r.log = c->log;
@@ -890,10 +884,19 @@ static int lease_lookup(aside_cache *c, int i, struct flight *f, int64_t now,
 			aside__count(st, ASIDE__C_tier_errors, 1);
 			return rc < 0 ? rc : ASIDE_ECACHE;
 		}
-		if (v && c->serve_stale &&
+		/* A copy to serve rather than wait: the entry past its
+		 * expiry (stale_while_revalidate_ms), which carries that
+		 * expiry, or a tombstone's copy of the entry a write replaced
+		 * (stale_ms), which does not. */
+		bool expired_copy = v && aside_value_expires_at_us(v) != 0;
+		if (v && (expired_copy ? c->swr_us > 0 : c->serve_stale) &&
 		    (!ld->decode || ld->decode(ld->arg, v, NULL) == ASIDE_OK)) {
 			/* The caller takes staleness over waiting. */
-			aside__count(st, ASIDE__C_stale_served, 1);
+			aside__count(st,
+				     expired_copy
+					 ? ASIDE__C_stale_while_revalidate
+					 : ASIDE__C_stale_served,
+				     1);
 			*out = v;
 			return LEASE_STALE;
 		}
@@ -1074,7 +1077,7 @@ static bool stale_copy(aside_cache *c, const char *key, size_t klen,
 		       int64_t max_age_us, aside_value **out)
 {
 	aside_value *v = NULL;
-	if (max_age_us <= 0 || !l1_trusted(c) ||
+	if (max_age_us <= 0 || !c->l1 || !l1_trusted(c) ||
 	    aside__mem_stale(c->l1, key, klen, hash, now_of(c), max_age_us,
 			     &v) != ASIDE_OK)
 		return false;
@@ -1600,7 +1603,7 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 		 * than wait, unless a write voided the load (and the copy
 		 * with it).  Looked up without the lock: a decode may be
 		 * slow. */
-		if (c->swr_us && !f->voided) {
+		if (c->swr_us && c->l1 && !f->voided) {
 			pthread_mutex_unlock(&sh->lock);
 			bool got =
 			    stale_copy(c, key, klen, hash, ld, c->swr_us, out);
@@ -1608,7 +1611,7 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 			if (got) {
 				flight_unref_locked(f);
 				pthread_mutex_unlock(&sh->lock);
-				aside__count(st, ASIDE__C_misses, 1);
+				aside__count(st, ASIDE__C_tier_hit0, 1);
 				aside__count(
 				    st, ASIDE__C_stale_while_revalidate, 1);
 				return ASIDE_OK;

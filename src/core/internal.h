@@ -371,6 +371,10 @@ typedef struct aside__redis_params {
 	/* Entries kept this long past their expiry, handed with a lease to
 	 * a reader whose load may fail (stale_if_error_ms); 0: none. */
 	uint64_t keep_ms;
+	/* Entries kept this long past their expiry too (the longer of the
+	 * two), handed to a reader who finds another's lease on the key
+	 * (stale_while_revalidate_ms); 0: none. */
+	uint64_t swr_ms;
 	aside_log_fn log;
 	void *log_ctx;
 	/* The cache's clock: a stale copy is served up to stale_ms after

@@ -125,6 +125,10 @@ struct redis {
 	void *on_back_ctx;
 	int64_t stale_ms; /* keep a stale copy in tombstones this long */
 	int64_t keep_ms;  /* keep entries this long past expiry (r_lease_get) */
+	/* Of that, how long a copy is handed with a lease for a load that may
+	 * fail (stale_if_error_ms), and to a reader who finds another's lease
+	 * (stale_while_revalidate_ms); 0: not. */
+	int64_t error_keep_ms, swr_ms;
 	char sha[NSCRIPTS][41]; /* the scripts' SHA1s, once loaded; lock */
 
 	_Atomic int up;	  /* breaker: 1 closed (Redis usable), 0 open */
@@ -1018,9 +1022,11 @@ static const char *const scripts[NSCRIPTS] = {
      * {1, entry} | {2[, expired entry]}: leased to the caller (also when
      * the lease is already its own: a request sent again after its answer
      * was lost), with the entry if one is kept past its expiry
-     * (stale_if_error_ms) | {3[, tombstone]}: someone else's (with the
-     * tombstone, which may hold a stale copy).  An entry past its expiry
-     * at the caller's time is a miss, whatever Redis's own clock says. */
+     * (stale_if_error_ms) | {3[, tombstone or expired entry]}: someone
+     * else's (with the tombstone, which may hold a stale copy, or the
+     * entry kept past its expiry, stale_while_revalidate_ms).  An entry
+     * past its expiry at the caller's time is a miss, whatever Redis's
+     * own clock says. */
     "#!lua\n"
     "local v = redis.call('GET', KEYS[1]) "
     "local old = nil "
@@ -1036,6 +1042,7 @@ static const char *const scripts[NSCRIPTS] = {
     "redis.call('GET', KEYS[2]) == ARGV[1] then "
     "if old then return {2, old} end return {2} end "
     "if v then return {3, v} end "
+    "if old then return {3, old} end "
     "return {3}",
     /* KEYS: value, lease; ARGV: token, entry, px (0: none), version.
      * 1: stored | 0: the lease was voided or has lapsed, or the key holds
@@ -1392,25 +1399,33 @@ static int r_lease_get(void *self, const char *key, size_t klen, uint64_t hash,
 		const redisReply *old =
 		    rep->elements == 2 ? rep->element[1] : NULL;
 		aside_value *copy = NULL;
-		if (old && old->type == REDIS_REPLY_STRING && r->keep_ms &&
+		if (old && old->type == REDIS_REPLY_STRING &&
+		    r->error_keep_ms &&
 		    decode_kept(key, klen, old->str, old->len, now,
-				r->keep_ms * 1000, &copy, NULL) == ASIDE_OK)
+				r->error_keep_ms * 1000, &copy,
+				NULL) == ASIDE_OK)
 			*out = copy;
 	} else {
 		rc = ASIDE_BUSY;
 		/* A tombstone's stale copy, for a caller that takes one, if
 		 * the entry it was is still fresh by the caller's clock: a
-		 * copy excuses the write, not the TTL. */
+		 * copy excuses the write, not the TTL.  Or the entry itself,
+		 * past its expiry by less than swr_ms: a copy to serve rather
+		 * than wait for the lease's holder (it carries its expiry,
+		 * which a tombstone's copy does not). */
 		const redisReply *tb =
 		    rep->elements == 2 ? rep->element[1] : NULL;
-		if (tb && tb->type == REDIS_REPLY_STRING && tb->len > HEADER2 &&
-		    get32((const unsigned char *)tb->str) == MAGIC2 &&
-		    fresh_at((const unsigned char *)tb->str, now) &&
+		const unsigned char *h =
+		    tb && tb->type == REDIS_REPLY_STRING && tb->len > HEADER2
+			? (const unsigned char *)tb->str
+			: NULL;
+		if (h && get32(h) == MAGIC2 && h[24] == 1 && fresh_at(h, now) &&
 		    aside_value_new(key, klen, tb->str + HEADER2,
 				    tb->len - HEADER2, out) == ASIDE_OK)
-			aside_value_set_version(
-			    *out, (int64_t)get64be(
-				      (const unsigned char *)tb->str + 16));
+			aside_value_set_version(*out, (int64_t)get64be(h + 16));
+		else if (h && get32(h) == MAGIC2 && h[24] == 0 && r->swr_ms)
+			(void)decode_kept(key, klen, tb->str, tb->len, now,
+					  r->swr_ms * 1000, out, NULL);
 	}
 	freeReplyObject(rep);
 	return rc;
@@ -2126,7 +2141,10 @@ int aside__redis_open(const aside__redis_params *p, aside_tier *out,
 	r->lease_ms = (int64_t)p->lease_ms;
 	r->tomb_ms = (int64_t)p->tomb_ms;
 	r->stale_ms = (int64_t)p->stale_ms;
-	r->keep_ms = (int64_t)p->keep_ms;
+	r->error_keep_ms = (int64_t)p->keep_ms;
+	r->swr_ms = (int64_t)p->swr_ms;
+	r->keep_ms =
+	    r->error_keep_ms > r->swr_ms ? r->error_keep_ms : r->swr_ms;
 	r->clock = p->clock ? p->clock : aside_clock_default;
 	r->clock_ctx = p->clock_ctx;
 	snprintf(r->channel, sizeof(r->channel), "aside:invalidate:%d",

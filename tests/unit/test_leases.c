@@ -892,6 +892,62 @@ static void swr_copy_heeds_other_processes_writes(void **state)
 }
 
 /*
+ * stale_while_revalidate_ms over Redis alone: while another process holds
+ * the lease of an expired key, a reader is served the entry Redis keeps past
+ * its expiry, at once; not after a write, and not past the bound by the
+ * reader's clock (Redis keeping the entry longer for stale_if_error_ms).
+ */
+static void swr_copy_from_redis_while_another_loads(void **state)
+{
+	NEED_SERVERS(state);
+	aside_cache *a, *b;
+	source s;
+	read_then_expire("stale_while_revalidate_ms=60000", "sr", "sr:1", &a,
+			 &b, &s);
+	char got[256], r[256];
+	long pttl = atol(redis1("PTTL", "sr:1", r));
+	assert_true(pttl > 59000 && pttl <= 60100); /* 100 ms + 60 s */
+	source unused;
+	source_init(&unused, "never");
+	holder h;
+	holder_start(&h, b, "sr:1", "row-2");
+	aside_metrics m0 = metrics(a);
+	assert_int_equal(read_key(a, &unused, "sr:1", got), ASIDE_OK);
+	assert_string_equal(got, "row-1");
+	aside_metrics m1 = metrics(a);
+	assert_int_equal(m1.stale_while_revalidate, 1);
+	assert_int_equal(m1.tier_hits[0], m0.tier_hits[0] + 1);
+	assert_int_equal(m1.lease_waits, m0.lease_waits);
+	assert_int_equal(m1.stale_served, 0);
+	open_gate(&h.src);
+	pthread_join(h.t, NULL);
+	assert_string_equal(h.rd.got, "row-2");
+	assert_int_equal(read_key(a, &unused, "sr:1", got), ASIDE_OK);
+	assert_string_equal(got, "row-2");
+
+	/* row-2 expires; b writes: no copy for a beside the next reload. */
+	pause_ms(250);
+	assert_int_equal(aside_cache_invalidate(b, "sr:1", 4, NULL), ASIDE_OK);
+	holder_start(&h, b, "sr:1", "row-3");
+	reader_waits_for(a, &h, "sr:1");
+	assert_int_equal(metrics(a).stale_while_revalidate, 1);
+	aside_cache_close(a);
+	aside_cache_close(b);
+
+	/* Redis keeps the entry 60 s (stale_if_error_ms), but 150 ms past
+	 * its expiry it is past stale_while_revalidate_ms: a waits. */
+	read_then_expire(
+	    "stale_if_error_ms=60000&stale_while_revalidate_ms=100", "sb",
+	    "sb:1", &a, &b, &s);
+	assert_string_equal(redis1("EXISTS", "sb:1", r), "1");
+	holder_start(&h, b, "sb:1", "row-2");
+	reader_waits_for(a, &h, "sb:1");
+	assert_int_equal(metrics(a).stale_while_revalidate, 0);
+	aside_cache_close(a);
+	aside_cache_close(b);
+}
+
+/*
  * Redis alone (no L1) keeps expired entries for stale_if_error_ms: every
  * process is served the copy while loads fail, none once the row is gone,
  * and the first load that succeeds replaces it.
@@ -1216,6 +1272,8 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup(stale_copy_keeps_its_expiry, setup),
 	    cmocka_unit_test_setup(stale_copy_when_the_database_fails, setup),
 	    cmocka_unit_test_setup(swr_copy_heeds_other_processes_writes,
+				   setup),
+	    cmocka_unit_test_setup(swr_copy_from_redis_while_another_loads,
 				   setup),
 	    cmocka_unit_test_setup(redis_keeps_copies_without_an_l1, setup),
 	    cmocka_unit_test_setup(
