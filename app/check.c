@@ -446,9 +446,11 @@ static int child(const struct check_cfg *cfg)
 			skipped += m.tier_skipped[i];
 		fprintf(f, "T %ld %ld %ld %ld\n", (long)m.tier_errors,
 			(long)m.lease_timeouts, lost, (long)skipped);
-		/* S count 0 0 0: reads served an expired copy because their
-		 * load failed (stale_if_error_ms). */
-		fprintf(f, "S %d 0 0 0\n", (int)m.stale_on_error);
+		/* S count count 0 0: reads served an expired copy because
+		 * their load failed (stale_if_error_ms), and because another
+		 * reader was loading the key (stale_while_revalidate_ms). */
+		fprintf(f, "S %d %ld 0 0\n", (int)m.stale_on_error,
+			(long)m.stale_while_revalidate);
 	}
 	if (f && fclose(f) == 0)
 		rc = 0;
@@ -868,7 +870,7 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 	long errors = 0, reads = 0, writes = 0;
 	long by_status[CHECK_STATUSES] = {0}, tier_errors = 0,
 	     lease_timeouts = 0, lost_writes = 0, tier_skipped = 0,
-	     stale_copies = 0;
+	     stale_copies = 0, swr_copies = 0;
 	for (long p = 0; ran && p < cfg->procs; p++) {
 		snprintf(path, sizeof(path), "%s/ops.%ld", dir, p);
 		f = fopen(path, "r");
@@ -885,6 +887,7 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 			}
 			if (o.kind == 'S') {
 				stale_copies += o.key;
+				swr_copies += o.version;
 				continue;
 			}
 			if (o.kind == 'E') {
@@ -1022,8 +1025,10 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 		printf(
 		    "cache: %ld commands failed in the processes' tiers (%ld "
 		    "of them refused at once, the breaker open), %ld leases "
-		    "waited out, %ld expired copies served as loads failed\n",
-		    tier_errors, tier_skipped, lease_timeouts, stale_copies);
+		    "waited out, %ld expired copies served as loads failed, "
+		    "%ld beside another reader's load\n",
+		    tier_errors, tier_skipped, lease_timeouts, stale_copies,
+		    swr_copies);
 	if (cfg->faults_ms > 0)
 		printf("faults: %ld connection kills, %ld pauses, %ld "
 		       "demotions, %ld times full, %ld not made\n",

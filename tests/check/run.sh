@@ -130,6 +130,21 @@ for cache in "$redis?ttl_ms=20&stale_if_error_ms=60000" \
 	saw "$what" ' [1-9][0-9]* expired copies served' "no copy served"
 done
 
+# Expired copies served while another reader loads (stale_while_revalidate_ms),
+# from Redis alone and with an L1: a TTL of 30 ms on 2 keys, so that readers
+# of every process meet reloads; a copy is never older than a write that
+# completed before the read began.
+for cache in "$redis?ttl_ms=30&stale_while_revalidate_ms=5000" \
+	"$redis?l1=1000&ttl_ms=30&stale_while_revalidate_ms=5000"; do
+	bound=0
+	case $cache in *l1=*) bound=150 ;; esac
+	what="aside, expired copies beside loads, $cache"
+	run --cache "$cache" --bound-ms "$bound" --processes 3 --threads 6 \
+		--keys 2 --duration-s 2 --load-delay-ms 20
+	clean "$what"
+	saw "$what" ' [1-9][0-9]* beside another reader.s load' "no copy served"
+done
+
 # Redis killed and restarted (empty) twice under the load, when the servers
 # are this test's own: outages, reconnections and the outbox.
 if [ -n "${ASIDE_TEST_SERVICES_DIR:-}" ]; then
