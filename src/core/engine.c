@@ -1643,10 +1643,10 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 	} else {
 		f->refs++;
 		/* stale_while_revalidate_ms: another reader is loading the
-		 * key, and the L1 has its expired copy; served that rather
-		 * than wait, unless a write voided the load (and the copy
-		 * with it).  Looked up without the lock: a decode may be
-		 * slow. */
+		 * key; the L1's expired copy (or, without an L1, the shared
+		 * tier's) is served rather than wait, unless a write voided
+		 * the load (and the copy with it).  Looked up without the
+		 * lock: a decode may be slow, a lookup in Redis slower. */
 		if (c->swr_us && (c->l1 || c->leases) && !f->voided) {
 			pthread_mutex_unlock(&sh->lock);
 			int tier = 0;
