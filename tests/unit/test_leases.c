@@ -724,6 +724,29 @@ static void reader_waits_for(aside_cache *a, holder *h, const char *key)
 }
 
 /*
+ * a reads key while h, in a itself, reloads it: it must join h's load and
+ * wait for it (no copy served, no load of its own), and get h's row.  Lets
+ * h finish.
+ */
+static void joiner_waits_for(aside_cache *a, holder *h, const char *key)
+{
+	source unused;
+	source_init(&unused, "never");
+	reader ra = {a, &unused, key, 0, ""};
+	pthread_t ta;
+	pthread_create(&ta, NULL, read_thread, &ra);
+	for (int i = 0; i < 200 && metrics(a).waiting == 0; i++)
+		pause_ms(5);
+	assert_int_equal(metrics(a).waiting, 1);
+	open_gate(&h->src);
+	pthread_join(h->t, NULL);
+	pthread_join(ta, NULL);
+	assert_int_equal(ra.rc, ASIDE_OK);
+	assert_string_equal(ra.got, h->src.value);
+	assert_int_equal(unused.loads, 0);
+}
+
+/*
  * A stale copy is served for stale_ms after the write that left it, not for
  * as long as its tombstone lasts (tomb_ms, 60 s here): past that, a reader
  * that finds another process loading waits for it.  A second write keeps
@@ -874,19 +897,8 @@ static void swr_copy_heeds_other_processes_writes(void **state)
 		pause_ms(10);
 	assert_true(metrics(a).remote_invalidations > heard);
 	holder_start(&h, a, "sw:1", "row-3");
-	reader ra = {a, &unused, "sw:1", 0, ""};
-	pthread_t ta;
-	pthread_create(&ta, NULL, read_thread, &ra);
-	for (int i = 0; i < 200 && metrics(a).waiting == 0; i++)
-		pause_ms(5);
-	assert_int_equal(metrics(a).waiting, 1);
-	open_gate(&h.src);
-	pthread_join(h.t, NULL);
-	pthread_join(ta, NULL);
-	assert_int_equal(ra.rc, ASIDE_OK);
-	assert_string_equal(ra.got, "row-3");
+	joiner_waits_for(a, &h, "sw:1");
 	assert_int_equal(metrics(a).stale_while_revalidate, 1);
-	assert_int_equal(unused.loads, 0);
 	aside_cache_close(a);
 	aside_cache_close(b);
 }
@@ -950,19 +962,9 @@ static void swr_copy_from_redis_while_another_loads(void **state)
 	pause_ms(250); /* row-4 expired */
 	assert_int_equal(aside_cache_invalidate(b, "sr:1", 4, NULL), ASIDE_OK);
 	holder_start(&h, a, "sr:1", "row-5");
-	reader ra = {a, &unused, "sr:1", 0, ""};
-	pthread_t ta;
-	pthread_create(&ta, NULL, read_thread, &ra);
-	for (int i = 0; i < 200 && metrics(a).waiting == 0; i++)
-		pause_ms(5);
-	assert_int_equal(metrics(a).waiting, 1);
-	open_gate(&h.src);
-	pthread_join(h.t, NULL);
-	pthread_join(ta, NULL);
-	assert_string_equal(ra.got, "row-5");
+	joiner_waits_for(a, &h, "sr:1");
 	assert_int_equal(metrics(a).stale_while_revalidate,
 			 m1.stale_while_revalidate);
-	assert_int_equal(unused.loads, 0);
 	aside_cache_close(a);
 	aside_cache_close(b);
 
