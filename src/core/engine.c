@@ -830,6 +830,9 @@ static void nap_us(int64_t us)
 #define LEASE_NAP_MIN_US 500
 #define LEASE_STALE 100	  /* lease_lookup: a stale copy, to serve only */
 #define LEASE_TIMEOUT 101 /* lease_lookup: held too long by another */
+/* lease_lookup: an entry past its expiry (stale_while_revalidate_ms), to
+ * serve only, and only to readers who began before it was read */
+#define LEASE_EXPIRED 102
 #define LEASE_NAP_MAX_US 32000
 
 /*
@@ -898,7 +901,7 @@ static int lease_lookup(aside_cache *c, int i, struct flight *f, int64_t now,
 					 : ASIDE__C_stale_served,
 				     1);
 			*out = v;
-			return LEASE_STALE;
+			return expired_copy ? LEASE_EXPIRED : LEASE_STALE;
 		}
 		aside_value_unref(v);
 		if (!waited) {
@@ -1173,6 +1176,9 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 		int leased = -1; /* the tier whose lease this flight holds */
 		uint64_t token = 0;
 		bool stale = false; /* v is a stale copy: serve, never store */
+		/* v is an expired entry (LEASE_EXPIRED): current when it was
+		 * read, so, like a hit, not for readers who joined after. */
+		bool expired = false;
 		/* A load no lease will validate: after a lease was waited
 		 * out, every round's, as no lease is asked for again. */
 		bool unleased = no_lease;
@@ -1193,13 +1199,15 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 			aside_value *copy = NULL;
 			int lr =
 			    lease_lookup(c, i, f, now, ld, &v, &token, &copy);
-			stale |= lr == LEASE_STALE;
+			stale |= lr == LEASE_STALE || lr == LEASE_EXPIRED;
+			expired |= lr == LEASE_EXPIRED;
 			if (lr == ASIDE_LEASED && leased < 0) {
 				kept = copy;
 				copy = NULL;
 			}
 			aside_value_unref(copy);
-			if (lr == ASIDE_OK || lr == LEASE_STALE)
+			if (lr == ASIDE_OK || lr == LEASE_STALE ||
+			    lr == LEASE_EXPIRED)
 				source = i;
 			else if (lr == ASIDE_LEASED && leased < 0)
 				leased = i;
@@ -1257,7 +1265,8 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 			    fill_tiers(c, f, v, source, leased, token, now) &&
 			    (leased >= 0 || (source < 0 && !unleased) || fresh);
 		} else {
-			valid = (source < 0 && !unleased) || fresh || stale;
+			valid = (source < 0 && !unleased) || fresh ||
+				(stale && !expired);
 		}
 		/*
 		 * A voided flight stores nothing.  Voided by a write here, its

@@ -981,6 +981,79 @@ static void swr_copy_from_redis_while_another_loads(void **state)
 	aside_cache_close(b);
 }
 
+/* A decode that waits at the source's gate while it is shut. */
+static int held_decode(void *arg, aside_value *v, aside_error *err)
+{
+	(void)v;
+	(void)err;
+	source *s = arg;
+	pthread_mutex_lock(&s->lock);
+	s->inside = true;
+	pthread_cond_broadcast(&s->cond);
+	while (s->gated)
+		pthread_cond_wait(&s->cond, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+	return ASIDE_OK;
+}
+
+typedef struct decoding_reader {
+	aside_cache *c;
+	aside_loader ld;
+	int rc;
+	char got[256];
+} decoding_reader;
+
+static void *decoding_read_thread(void *arg)
+{
+	decoding_reader *r = arg;
+	r->rc = read_with(r->c, &r->ld, "sv:1", r->got);
+	return NULL;
+}
+
+/*
+ * An expired entry Redis handed a flight's leader (another process holding
+ * the lease) was current when it was read, and no later: a reader that
+ * joins the flight after a write completed meanwhile must not get it.  The
+ * leader is held in its decode of the copy while the write completes and
+ * the reader joins.
+ */
+static void swr_copy_not_for_readers_after_a_write(void **state)
+{
+	NEED_SERVERS(state);
+	aside_cache *a, *b;
+	source s;
+	read_then_expire("stale_while_revalidate_ms=60000", "sv", "sv:1", &a,
+			 &b, &s);
+	holder h;
+	holder_start(&h, b, "sv:1", "row-2");
+	source ls;
+	source_init(&ls, "row-3");
+	ls.gated = true;
+	decoding_reader lead = {a, {load, held_decode, &ls}, 0, ""};
+	pthread_t tl;
+	pthread_create(&tl, NULL, decoding_read_thread, &lead);
+	wait_inside(&ls); /* the leader has the copy, and decodes it */
+	assert_int_equal(aside_cache_invalidate(b, "sv:1", 4, NULL), ASIDE_OK);
+	source rs;
+	source_init(&rs, "row-3");
+	decoding_reader late = {a, {load, NULL, &rs}, 0, ""};
+	pthread_t tr;
+	pthread_create(&tr, NULL, decoding_read_thread, &late);
+	for (int i = 0; i < 200 && metrics(a).waiting == 0; i++)
+		pause_ms(5);
+	assert_int_equal(metrics(a).waiting, 1);
+	open_gate(&ls);
+	pthread_join(tl, NULL);
+	pthread_join(tr, NULL);
+	assert_int_equal(late.rc, ASIDE_OK);
+	assert_string_equal(late.got, "row-3");
+	assert_int_equal(rs.loads, 0);
+	open_gate(&h.src);
+	pthread_join(h.t, NULL);
+	aside_cache_close(a);
+	aside_cache_close(b);
+}
+
 /*
  * Redis alone (no L1) keeps expired entries for stale_if_error_ms: every
  * process is served the copy while loads fail, none once the row is gone,
@@ -1308,6 +1381,8 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup(swr_copy_heeds_other_processes_writes,
 				   setup),
 	    cmocka_unit_test_setup(swr_copy_from_redis_while_another_loads,
+				   setup),
+	    cmocka_unit_test_setup(swr_copy_not_for_readers_after_a_write,
 				   setup),
 	    cmocka_unit_test_setup(redis_keeps_copies_without_an_l1, setup),
 	    cmocka_unit_test_setup(
