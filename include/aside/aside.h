@@ -294,8 +294,8 @@ typedef struct aside_options {
  *     S ms past its expiry too (in the L1, and in Redis), and a reader that
  *     finds another thread or process loading the key gets that expired
  *     copy at once rather than wait for the load (the reader that starts
- *     the load waits for it); never a copy a write has invalidated
- *     (default: off).
+ *     the load waits for it; without an L1, so do the other readers of its
+ *     process); never a copy a write has invalidated (default: off).
  *     breaker=K (both schemes): after K loads in a row fail, loads are
  *     refused (ASIDE_EUNAVAILABLE, an expired copy served if E allows) for
  *     100 ms, then one load runs as a probe; each failed probe doubles the

@@ -1093,50 +1093,6 @@ static bool stale_copy(aside_cache *c, const char *key, size_t klen,
 }
 
 /*
- * Without an L1, a reader that would wait for a load of its own process
- * (stale_while_revalidate_ms): the shared tier's entry, by a lease lookup
- * of its own, which reads the entry and the lease at once, so that a write
- * completed before this reader began (which deleted both) cannot have left
- * it what it gets.  What it hands back: the entry past its expiry by less
- * than S while the leader holds the lease (*copy), or a fresh one (the
- * leader has just filled it).  A lease granted to it instead (the
- * leader's has ended or lapsed) is given straight back: then it waits.
- */
-static bool shared_copy(aside_cache *c, const char *key, size_t klen,
-			uint64_t hash, const aside_loader *ld,
-			aside_value **out, int *tier, bool *copy)
-{
-	for (int i = 0; i < c->ntiers; i++) {
-		const aside_tier *t = &c->tiers[i];
-		if (!has_leases(t))
-			continue;
-		int64_t now = now_of(c);
-		aside_value *v = NULL;
-		uint64_t token = 0;
-		int rc = t->ops->lease_get(t->self, key, klen, hash, now, &v,
-					   &token, NULL);
-		if (rc == ASIDE_LEASED &&
-		    t->ops->lease_end(t->self, key, klen, hash, NULL, now,
-				      token, NULL) < 0)
-			aside__count(stripe(c), ASIDE__C_tier_errors, 1);
-		*copy = rc == ASIDE_BUSY;
-		if (v &&
-		    (rc == ASIDE_OK ||
-		     (rc == ASIDE_BUSY && aside_value_expires_at_us(v) != 0)) &&
-		    (!ld->decode || ld->decode(ld->arg, v, NULL) == ASIDE_OK)) {
-			/* Not dropped if it does not decode: deleting it in
-			 * the tier would void the leader's lease. */
-			*out = v;
-			*tier = i;
-			return true;
-		}
-		aside_value_unref(v);
-		return false;
-	}
-	return false;
-}
-
-/*
  * Runs the load of a flight this thread leads, stores it, wakes waiters.
  *
  * With a shared tier (leases), a result must also be fresh for readers in
@@ -1652,27 +1608,21 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 	} else {
 		f->refs++;
 		/* stale_while_revalidate_ms: another reader is loading the
-		 * key; the L1's expired copy (or, without an L1, the shared
-		 * tier's) is served rather than wait, unless a write voided
-		 * the load (and the copy with it).  Looked up without the
-		 * lock: a decode may be slow, a lookup in Redis slower. */
-		if (c->swr_us && (c->l1 || c->leases) && !f->voided) {
+		 * key, and the L1 has its expired copy; served that rather
+		 * than wait, unless a write voided the load (and the copy
+		 * with it).  Looked up without the lock: a decode may be
+		 * slow. */
+		if (c->swr_us && c->l1 && !f->voided) {
 			pthread_mutex_unlock(&sh->lock);
-			int tier = 0;
-			bool copy = true;
-			bool got = c->l1 ? stale_copy(c, key, klen, hash, ld,
-						      c->swr_us, out)
-					 : shared_copy(c, key, klen, hash, ld,
-						       out, &tier, &copy);
+			bool got =
+			    stale_copy(c, key, klen, hash, ld, c->swr_us, out);
 			pthread_mutex_lock(&sh->lock);
 			if (got) {
 				flight_unref_locked(f);
 				pthread_mutex_unlock(&sh->lock);
-				aside__count(st, ASIDE__C_tier_hit0 + tier, 1);
-				if (copy)
-					aside__count(
-					    st, ASIDE__C_stale_while_revalidate,
-					    1);
+				aside__count(st, ASIDE__C_tier_hit0, 1);
+				aside__count(
+				    st, ASIDE__C_stale_while_revalidate, 1);
 				return ASIDE_OK;
 			}
 		}
