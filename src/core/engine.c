@@ -1080,7 +1080,7 @@ static bool stale_copy(aside_cache *c, const char *key, size_t klen,
 		       int64_t max_age_us, aside_value **out)
 {
 	aside_value *v = NULL;
-	if (max_age_us <= 0 || !c->l1 || !l1_trusted(c) ||
+	if (max_age_us <= 0 || !l1_trusted(c) ||
 	    aside__mem_stale(c->l1, key, klen, hash, now_of(c), max_age_us,
 			     &v) != ASIDE_OK)
 		return false;

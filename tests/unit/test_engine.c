@@ -1061,17 +1061,25 @@ static void stale_copy_off_by_default(void **state)
 	fixture_free(f);
 }
 
+/* r: a reader of k:1 in a thread of its own, which holds the next load;
+ * returns when that load is held. */
+static void lead_held(fixture *f, pthread_t *th, reader *r)
+{
+	source_hold_next(&f->src);
+	*r = (reader){f, "k:1", 0, {0}};
+	pthread_create(th, NULL, read_thread, r);
+	source_wait_held(&f->src);
+}
+
 /* A load that hangs: its waiters give up after wait_ms and take the copy. */
 static void stale_copy_served_when_the_load_hangs(void **state)
 {
 	(void)state;
 	fixture *f = stale_fixture("mem://?stale_if_error_ms=10000&wait_ms=50");
 	f->src.version = 2; /* what the hanging load reads */
-	source_hold_next(&f->src);
 	pthread_t leader;
-	reader r1 = {f, "k:1", 0, {0}};
-	pthread_create(&leader, NULL, read_thread, &r1);
-	source_wait_held(&f->src);
+	reader r1;
+	lead_held(f, &leader, &r1);
 	reader r2 = {f, "k:1", 0, {0}};
 	read_thread(&r2);
 	assert_int_equal(r2.result, 1);
@@ -1086,16 +1094,6 @@ static void stale_copy_served_when_the_load_hangs(void **state)
 }
 
 /* ---- expired copies while another loads (stale_while_revalidate_ms) --- */
-
-/* r: a reader of k:1 in a thread of its own, which holds the next load;
- * returns when that load is held. */
-static void lead_held(fixture *f, pthread_t *th, reader *r)
-{
-	source_hold_next(&f->src);
-	*r = (reader){f, "k:1", 0, {0}};
-	pthread_create(th, NULL, read_thread, r);
-	source_wait_held(&f->src);
-}
 
 static void swr_serves_the_copy_while_one_loads(void **state)
 {
