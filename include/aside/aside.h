@@ -573,6 +573,10 @@ typedef struct aside_metrics {
 	 * or Redis's while another process holds the lease; counted in the
 	 * hits of the tier that held the copy too. */
 	uint64_t stale_while_revalidate;
+	/* Reads answered ASIDE_NOT_FOUND by a cached absence
+	 * (negative_ttl_ms), with no load; counted in the hits of the tier
+	 * that held it too. */
+	uint64_t negative_hits;
 } aside_metrics;
 
 /* Fills *m with a consistent-enough snapshot (counters are read one by one). */

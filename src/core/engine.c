@@ -93,6 +93,9 @@ struct aside_cache {
 	 * a reader that finds another loading the key up to swr_us
 	 * (stale_while_revalidate_ms); 0: not served so. */
 	int64_t error_keep_us, swr_us;
+	/* A load that finds nothing is cached as an absence this long
+	 * (negative_ttl_ms); 0: not cached. */
+	int64_t negative_us;
 	/* L1 over Redis: served only while the invalidation subscription
 	 * confirmed within l1_bound_us that it missed nothing. */
 	_Atomic int64_t *confirmed;
@@ -197,7 +200,7 @@ struct open_params {
 	aside__tier_params l1; /* capacity 0: no in-process tier */
 	aside__redis_params r;
 	uint64_t ttl_ms, jitter_pct, wait_ms, l1_bound_ms, breaker, ttl_adapt;
-	uint64_t error_keep_ms, swr_ms;
+	uint64_t error_keep_ms, swr_ms, negative_ttl_ms;
 	uint32_t seen; /* options given, by their place in param's table */
 };
 
@@ -227,6 +230,8 @@ static int param(void *ctx, const char *k, size_t klen, const char *v,
 	     0},
 	    {"stale_while_revalidate_ms", &p->swr_ms, 1, 365ull * 86400 * 1000,
 	     0},
+	    {"negative_ttl_ms", &p->negative_ttl_ms, 1,
+	     (uint64_t)ASIDE_TTL_MAX_MS, 0},
 	    {"breaker", &p->breaker, 1, 1000000, 0},
 	    {"ttl_adapt", &p->ttl_adapt, 2, 100, 0},
 	    {"ttl_ms", &p->ttl_ms, 1, (uint64_t)ASIDE_TTL_MAX_MS, 0},
@@ -460,6 +465,7 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 	c->log_ctx = opts ? opts->log_ctx : NULL;
 	c->wait_ms = (int64_t)p.wait_ms;
 	c->swr_us = (int64_t)p.swr_ms * 1000;
+	c->negative_us = (int64_t)p.negative_ttl_ms * 1000;
 	c->breaker_n = (unsigned)p.breaker;
 	c->ttl_adapt = (unsigned)p.ttl_adapt;
 	c->default_ttl_ms = (int64_t)p.ttl_ms;
@@ -642,6 +648,15 @@ out:
  * read often (ttl_adapt=M: up to M times, in proportion to the L1's count
  * of its reads, 0 to 15), less the jitter.
  */
+/* ttl_us less a random share of up to jitter percent of it. */
+static int64_t jitter_us(int64_t ttl_us, int jitter)
+{
+	int64_t span = ttl_us / 100 * jitter;
+	if (span > 0)
+		ttl_us -= (int64_t)(aside__rand() % (uint64_t)(span + 1));
+	return ttl_us;
+}
+
 static int64_t expiry_for(aside_cache *c, const char *key, size_t klen,
 			  uint64_t hash, int64_t now_us)
 {
@@ -656,10 +671,19 @@ static int64_t expiry_for(aside_cache *c, const char *key, size_t klen,
 		unsigned f = aside__mem_frequency(c->l1, key, klen, hash);
 		ttl_us += ttl_us / 15 * (int64_t)f * (c->ttl_adapt - 1);
 	}
-	int64_t span = ttl_us / 100 * jitter;
-	if (span > 0)
-		ttl_us -= (int64_t)(aside__rand() % (uint64_t)(span + 1));
-	return now_us + ttl_us;
+	return now_us + jitter_us(ttl_us, jitter);
+}
+
+/* A cached absence's lifetime: negative_ttl_ms, with key's jitter. */
+static int64_t jittered(aside_cache *c, const char *key, size_t klen,
+			int64_t ttl_us)
+{
+	pthread_mutex_lock(&c->ns_lock);
+	struct ns_policy *n = ns_find_locked(c, key, ns_len(key, klen));
+	int jitter =
+	    n && n->jitter_pct >= 0 ? n->jitter_pct : c->default_jitter_pct;
+	pthread_mutex_unlock(&c->ns_lock);
+	return jitter_us(ttl_us, jitter);
 }
 
 /* ---- flights ----------------------------------------------------------- */
@@ -767,6 +791,13 @@ static struct aside__stripe *stripe(aside_cache *c)
 	return &c->stripes[aside__stripe_index()];
 }
 
+/* Whether v is usable as the loader wants it: decoded, or needing none. */
+static bool decodes(const aside_loader *ld, aside_value *v)
+{
+	return !ld->decode || aside_value_obj(v) || aside__value_absent(v) ||
+	       ld->decode(ld->arg, v, NULL) == ASIDE_OK;
+}
+
 /*
  * Gives a value read from tier i its decoded form.  On failure the entry is
  * corrupt: it is counted and deleted from that tier.
@@ -774,7 +805,7 @@ static struct aside__stripe *stripe(aside_cache *c)
 static int decode_or_drop(aside_cache *c, int i, const aside_loader *ld,
 			  aside_value *v, uint64_t hash)
 {
-	if (!ld || !ld->decode || aside_value_obj(v))
+	if (!ld || !ld->decode || aside_value_obj(v) || aside__value_absent(v))
 		return ASIDE_OK;
 	aside_error derr;
 	if (ld->decode(ld->arg, v, &derr) == ASIDE_OK)
@@ -787,6 +818,15 @@ static int decode_or_drop(aside_cache *c, int i, const aside_loader *ld,
 		       "corrupt cache entry dropped");
 	c->tiers[i].ops->del(c->tiers[i].self, key, klen, hash, NULL);
 	return ASIDE_ECORRUPT;
+}
+
+/* A hit of tier i, of a value or of a cached absence. */
+static inline void count_hit(struct aside__stripe *st, int i,
+			     const aside_value *v)
+{
+	aside__count(st, ASIDE__C_tier_hit0 + i, 1);
+	if (__builtin_expect(v && aside__value_absent(v), 0))
+		aside__count(st, ASIDE__C_negative_hits, 1);
 }
 
 /* Looks key up in tiers [from, to); the index of the tier that hit. */
@@ -893,7 +933,7 @@ static int lease_lookup(aside_cache *c, int i, struct flight *f, int64_t now,
 		 * (stale_ms), which does not. */
 		bool expired_copy = v && aside_value_expires_at_us(v) != 0;
 		if (v && (expired_copy ? c->swr_us > 0 : c->serve_stale) &&
-		    (!ld->decode || ld->decode(ld->arg, v, NULL) == ASIDE_OK)) {
+		    decodes(ld, v)) {
 			/* The caller takes staleness over waiting. */
 			aside__count(st,
 				     expired_copy
@@ -1022,6 +1062,16 @@ static int run_load(aside_cache *c, struct flight *f, const aside_loader *ld,
 	*out = NULL;
 	if (rc == ASIDE_NOT_FOUND) {
 		aside__count(st, ASIDE__C_not_found, 1);
+		/* negative_ttl_ms: the absence is cached like a value (filled,
+		 * fenced and invalidated as one), and read as NOT_FOUND. */
+		if (c->negative_us &&
+		    aside__value_new_absent(f->key, f->klen, &v) == ASIDE_OK) {
+			aside__value_set_expiry(
+			    v,
+			    now + jittered(c, f->key, f->klen, c->negative_us));
+			*out = v;
+			return ASIDE_OK;
+		}
 	} else {
 		if (rc > 0)
 			rc = ASIDE_EINTERNAL;
@@ -1254,9 +1304,7 @@ static void lead(aside_cache *c, struct flight_shard *sh, struct flight *f,
 	if (rc < 0 && !stale_copy(c, f->key, f->klen, f->hash, ld,
 				  c->error_keep_us, &old)) {
 		old = NULL;
-		if (kept && kept_ok &&
-		    (!ld->decode ||
-		     ld->decode(ld->arg, kept, NULL) == ASIDE_OK)) {
+		if (kept && kept_ok && decodes(ld, kept)) {
 			old = kept;
 			kept = NULL;
 		}
@@ -1529,15 +1577,37 @@ int aside_cache_peek(aside_cache *c, const char *key, size_t klen,
 	int i = tiers_get(c, c->l1 && !l1_trusted(c) ? 1 : 0, c->ntiers, key,
 			  klen, hash, now, NULL, out);
 	if (i >= 0) {
-		aside__count(st, ASIDE__C_tier_hit0 + i, 1);
-		return ASIDE_OK;
+		count_hit(st, i, *out);
+		if (!aside__value_absent(*out))
+			return ASIDE_OK;
+		aside_value_unref(*out);
+		*out = NULL;
+		return ASIDE_NOT_FOUND;
 	}
 	aside__count(st, ASIDE__C_misses, 1);
 	return ASIDE_NOT_FOUND;
 }
 
+static int cache_get(aside_cache *c, const char *key, size_t klen,
+		     const aside_loader *ld, aside_value **out,
+		     aside_error *err);
+
+/* A cached absence is the loader's NOT_FOUND, read from a tier. */
 int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 		    const aside_loader *ld, aside_value **out, aside_error *err)
+{
+	int rc = cache_get(c, key, klen, ld, out, err);
+	if (rc == ASIDE_OK && __builtin_expect(aside__value_absent(*out), 0)) {
+		aside_value_unref(*out);
+		*out = NULL;
+		return ASIDE_NOT_FOUND;
+	}
+	return rc;
+}
+
+static int cache_get(aside_cache *c, const char *key, size_t klen,
+		     const aside_loader *ld, aside_value **out,
+		     aside_error *err)
 {
 	if (!c || !key || klen == 0 || klen > ASIDE_KEY_MAX || !out || !ld ||
 	    !ld->load)
@@ -1558,7 +1628,7 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 		if ((!ld->decode ||
 		     atomic_load_explicit(&v->obj, memory_order_acquire)) ||
 		    decode_or_drop(c, 0, ld, v, hash) == ASIDE_OK) {
-			aside__count(st, ASIDE__C_tier_hit0, 1);
+			count_hit(st, 0, v);
 			*out = v;
 			return ASIDE_OK;
 		}
@@ -1579,7 +1649,7 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 		if (l1 && l1->ops->get(l1->self, key, klen, hash, now, &v,
 				       NULL) == ASIDE_OK) {
 			pthread_mutex_unlock(&sh->lock);
-			aside__count(st, ASIDE__C_tier_hit0, 1);
+			count_hit(st, 0, v);
 			*out = v;
 			return ASIDE_OK;
 		}
@@ -1620,7 +1690,7 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 			if (got) {
 				flight_unref_locked(f);
 				pthread_mutex_unlock(&sh->lock);
-				aside__count(st, ASIDE__C_tier_hit0, 1);
+				count_hit(st, 0, *out);
 				aside__count(
 				    st, ASIDE__C_stale_while_revalidate, 1);
 				return ASIDE_OK;
@@ -1696,7 +1766,7 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
 	if (stale)
 		aside__count(st, ASIDE__C_stale_on_error, 1);
 	if (source >= 0) {
-		aside__count(st, ASIDE__C_tier_hit0 + source, 1);
+		count_hit(st, source, *out);
 	} else {
 		aside__count(st, ASIDE__C_misses, 1);
 	}
@@ -2081,6 +2151,7 @@ void aside_cache_metrics(aside_cache *c, aside_metrics *m)
 	m->stale_served = sum[ASIDE__C_stale_served];
 	m->stale_on_error = sum[ASIDE__C_stale_on_error];
 	m->stale_while_revalidate = sum[ASIDE__C_stale_while_revalidate];
+	m->negative_hits = sum[ASIDE__C_negative_hits];
 	m->breaker_refusals = sum[ASIDE__C_breaker_refusals];
 	m->breaker_open = c->breaker_n && atomic_load(&c->breaker_until) != 0;
 	m->gate_rejects = sum[ASIDE__C_gate_rejects];

@@ -66,6 +66,10 @@ struct aside__value_cold {
 	uint8_t turned_away;
 	/* Hit while in the main area: as a victim it counts one more. */
 	uint8_t proven;
+	/* A cached absence (negative_ttl_ms): the loader found nothing.  No
+	 * bytes, never decoded; a read that finds it answers
+	 * ASIDE_NOT_FOUND.  Set before the value is shared. */
+	uint8_t absent;
 	_Atomic int64_t version; /* of the source row; 0: none */
 };
 
@@ -221,6 +225,19 @@ static inline size_t aside__value_charge(const aside_value *v)
 	       atomic_load_explicit(&aside__value_cold(v)->obj_bytes,
 				    memory_order_relaxed);
 }
+
+static inline bool aside__value_absent(const aside_value *v)
+{
+	return aside__value_cold(v)->absent != 0;
+}
+
+/* A new cached absence of key (no bytes), with one reference. */
+int aside__value_new_absent(const char *key, size_t klen, aside_value **out);
+
+/* `linked` of a value in an L1 table: a value, or a cached absence, which
+ * a lent read (aside__mem_borrow) passes by. */
+#define ASIDE__LINKED 1
+#define ASIDE__LINKED_ABSENT 2
 
 static inline void aside__value_set_expiry(aside_value *v, int64_t at_us)
 {
@@ -412,7 +429,8 @@ _Atomic int64_t *aside__redis_confirmed(void *self);
  */
 void aside__redis_on_back(void *self, int (*fn)(void *), void *ctx);
 
-/* A fresh entry of the mem tier, without a reference: inside a section. */
+/* A fresh entry of the mem tier, without a reference: inside a section.
+ * NULL for a cached absence too (the caller reads it the long way). */
 const aside_value *aside__mem_borrow(void *self, const char *key, size_t klen,
 				     uint64_t hash, int64_t now);
 /*
@@ -468,6 +486,7 @@ bool aside__gate_maybe(const struct aside__gate *g, uint64_t hash);
 	X(stale_served)                                                        \
 	X(stale_on_error)                                                      \
 	X(stale_while_revalidate)                                              \
+	X(negative_hits)                                                       \
 	X(gate_rejects)                                                        \
 	X(breaker_refusals)                                                    \
 	X(gate_fills)                                                          \

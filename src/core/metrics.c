@@ -215,6 +215,10 @@ size_t aside_metrics_prometheus(const aside_metrics *m, const char *prefix,
 		"Expired copies served instead of waiting for another "
 		"reader's load (stale_while_revalidate_ms).",
 		m->stale_while_revalidate);
+	counter(&o, prefix, "negative_hits_total",
+		"Reads answered not found by a cached absence, with no load "
+		"(negative_ttl_ms).",
+		m->negative_hits);
 	counter(&o, prefix, "breaker_refusals_total",
 		"Loads the source's breaker refused (breaker=N).",
 		m->breaker_refusals);

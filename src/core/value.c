@@ -252,6 +252,7 @@ int aside_value_new_room(const char *key, size_t klen, const void *data,
 	cold->charged = 0;
 	atomic_store_explicit(&cold->version, 0, memory_order_relaxed);
 	cold->segment = 0;
+	cold->absent = 0;
 	atomic_store_explicit(&v->obj, NULL, memory_order_relaxed);
 	atomic_store_explicit(&v->l1_expires_us, 0, memory_order_relaxed);
 	atomic_store_explicit(&v->touches, 0, memory_order_relaxed);
@@ -265,6 +266,14 @@ int aside_value_new(const char *key, size_t klen, const void *data, size_t len,
 		    aside_value **out)
 {
 	return aside_value_new_room(key, klen, data, len, 0, out);
+}
+
+int aside__value_new_absent(const char *key, size_t klen, aside_value **out)
+{
+	int rc = aside_value_new_room(key, klen, NULL, 0, 0, out);
+	if (rc == ASIDE_OK)
+		aside__value_cold(*out)->absent = 1;
+	return rc;
 }
 
 void *aside_value_room(aside_value *v, size_t *room)

@@ -401,8 +401,9 @@ static unsigned take_touches(struct shard *sh, aside_value *v)
  * Finds a fresh entry for key; call inside a read section.  The value
  * returned is protected by the section only: no reference is taken.
  */
+/* lend: for aside__mem_borrow, which a cached absence goes past (NULL). */
 static inline aside_value *lookup(struct mem *m, const char *key, size_t klen,
-				  uint64_t hash, int64_t now)
+				  uint64_t hash, int64_t now, bool lend)
 {
 	struct shard *sh = shard_of(m, hash);
 	uint32_t mask = atomic_load_explicit(&sh->mask, memory_order_acquire);
@@ -420,8 +421,13 @@ static inline aside_value *lookup(struct mem *m, const char *key, size_t klen,
 			continue;
 		/* A removed entry may linger in a slot a reader loaded
 		 * before the removal; `linked` tells. */
-		if (!atomic_load_explicit(&v->linked, memory_order_acquire))
-			continue;
+		uint8_t linked =
+		    atomic_load_explicit(&v->linked, memory_order_acquire);
+		if (lend ? linked != ASIDE__LINKED : !linked) {
+			if (!linked)
+				continue;
+			return NULL;
+		}
 		if (expired(v, now))
 			return NULL;
 		uint8_t t =
@@ -436,7 +442,7 @@ static inline aside_value *lookup(struct mem *m, const char *key, size_t klen,
 const aside_value *aside__mem_borrow(void *self, const char *key, size_t klen,
 				     uint64_t hash, int64_t now)
 {
-	return lookup(self, key, klen, hash, now);
+	return lookup(self, key, klen, hash, now, true);
 }
 
 int aside__mem_stale(void *self, const char *key, size_t klen, uint64_t hash,
@@ -478,7 +484,7 @@ static int mem_get(void *self, const char *key, size_t klen, uint64_t hash,
 	(void)err;
 	if (!aside__read_begin())
 		return ASIDE_NOT_FOUND;
-	aside_value *v = lookup(self, key, klen, hash, now);
+	aside_value *v = lookup(self, key, klen, hash, now, false);
 	if (v && !aside__value_tryref(v))
 		v = NULL; /* its last reference went while we looked */
 	aside__read_end();
@@ -970,7 +976,10 @@ static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 	queue_push(sh, seg, v);
 	atomic_store_explicit(&aside__value_cold(v)->published, 1,
 			      memory_order_release);
-	atomic_store_explicit(&v->linked, 1, memory_order_relaxed);
+	atomic_store_explicit(&v->linked,
+			      aside__value_absent(v) ? ASIDE__LINKED_ABSENT
+						     : ASIDE__LINKED,
+			      memory_order_relaxed);
 	atomic_store_explicit(&slots[i], slot_make(v, hash),
 			      memory_order_release);
 	atomic_store_explicit(

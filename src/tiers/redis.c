@@ -49,7 +49,9 @@
  *     load time (µs, 4).  Still read.
  *   format 2 ("ASD2", 25 bytes): the same, then the source row's version
  *     (8 bytes, big-endian, so that the scripts compare versions as
- *     strings) and a kind byte: 0 a value, 1 a tombstone.  A tombstone
+ *     strings) and a kind byte: 0 a value, 1 a tombstone, 2 a cached
+ *     absence (negative_ttl_ms: the source had no such key; no bytes
+ *     follow, and the scripts treat it as they treat a value).  A tombstone
  *     that keeps the old entry's bytes after its header, as a stale copy
  *     (stale_ms), has in its expiry the time the copy may be served until:
  *     stale_ms after the write, or the entry's own expiry if sooner;
@@ -975,15 +977,22 @@ static int decode_kept(const char *key, size_t klen, const char *str,
 		return aside__fail(err, ASIDE_ECORRUPT,
 				   "redis: entry '%.*s' is not an aside value",
 				   (int)klen, key);
-	if (magic == MAGIC2 && h[24] != 0)
+	uint8_t kind = magic == MAGIC2 ? h[24] : 0;
+	if (kind == 1)
 		return ASIDE_NOT_FOUND; /* a tombstone */
+	if (kind > 2 || (kind == 2 && len != header))
+		return aside__fail(err, ASIDE_ECORRUPT,
+				   "redis: entry '%.*s' is of no known kind",
+				   (int)klen, key);
 	int64_t expires =
 	    (int64_t)((uint64_t)get32(h + 4) | (uint64_t)get32(h + 8) << 32);
 	/* now - grace, not now - expires: expires is whatever the bytes
 	 * say, and must not overflow a subtraction. */
 	if (expires && now - grace_us >= expires)
 		return ASIDE_NOT_FOUND;
-	int rc = aside_value_new(key, klen, str + header, len - header, out);
+	int rc = kind == 2 ? aside__value_new_absent(key, klen, out)
+			   : aside_value_new(key, klen, str + header,
+					     len - header, out);
 	if (rc == ASIDE_OK) {
 		aside__value_set_expiry(*out, expires);
 		atomic_store_explicit(&aside__value_cold(*out)->load_us,
@@ -1046,14 +1055,25 @@ static const char *const scripts[NSCRIPTS] = {
     "return {3}",
     /* KEYS: value, lease; ARGV: token, entry, px (0: none), version.
      * 1: stored | 0: the lease was voided or has lapsed, or the key holds
-     * a newer version (a tombstone or a value): the version fence. */
+     * a newer version (a tombstone or a value): the version fence.  An
+     * absence (kind 2) is no older row: read under a lease granted after
+     * what the key holds was written, it replaces it, and takes over its
+     * version and, if longer, its life, so that the fence stands. */
     "if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end "
     "redis.call('DEL', KEYS[2]) "
     "local cur = redis.call('GET', KEYS[1]) "
+    "local e, px = ARGV[2], ARGV[3] "
     "if cur and string.sub(cur, 1, 4) == 'ASD2' and "
-    "string.sub(cur, 17, 24) > ARGV[4] then return 0 end "
-    "if ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[2]) "
-    "else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end "
+    "string.sub(cur, 17, 24) > ARGV[4] then "
+    "if string.byte(e, 25) ~= 2 then return 0 end "
+    "e = string.sub(e, 1, 16) .. string.sub(cur, 17, 24) .. "
+    "string.sub(e, 25) "
+    "local left = redis.call('PTTL', KEYS[1]) "
+    "if left == -1 then px = '0' "
+    "elseif px ~= '0' and left > tonumber(px) then "
+    "px = tostring(left) end end "
+    "if px == '0' then redis.call('SET', KEYS[1], e) "
+    "else redis.call('SET', KEYS[1], e, 'PX', px) end "
     "return 1",
     /* KEYS: lease; ARGV: token.  Gives the lease up if still ours.
      * 1: it was | 0: a write voided it, or it lapsed. */
@@ -1416,14 +1436,15 @@ static int r_lease_get(void *self, const char *key, size_t klen, uint64_t hash,
 		const redisReply *tb =
 		    rep->elements == 2 ? rep->element[1] : NULL;
 		const unsigned char *h =
-		    tb && tb->type == REDIS_REPLY_STRING && tb->len > HEADER2
+		    tb && tb->type == REDIS_REPLY_STRING && tb->len >= HEADER2
 			? (const unsigned char *)tb->str
 			: NULL;
-		if (h && get32(h) == MAGIC2 && h[24] == 1 && fresh_at(h, now) &&
+		if (h && get32(h) == MAGIC2 && h[24] == 1 &&
+		    tb->len > HEADER2 && fresh_at(h, now) &&
 		    aside_value_new(key, klen, tb->str + HEADER2,
 				    tb->len - HEADER2, out) == ASIDE_OK)
 			aside_value_set_version(*out, (int64_t)get64be(h + 16));
-		else if (h && get32(h) == MAGIC2 && h[24] == 0 && r->swr_ms)
+		else if (h && get32(h) == MAGIC2 && h[24] != 1 && r->swr_ms)
 			(void)decode_kept(key, klen, tb->str, tb->len, now,
 					  r->swr_ms * 1000, out, NULL);
 	}
@@ -1446,7 +1467,7 @@ static unsigned char *encode_entry(aside_value *v, int64_t expires,
 	put32(buf + 12, atomic_load_explicit(&aside__value_cold(v)->load_us,
 					     memory_order_relaxed));
 	put64be(buf + 16, (uint64_t)aside_value_version(v));
-	buf[24] = 0;
+	buf[24] = aside__value_absent(v) ? 2 : 0;
 	memcpy(buf + HEADER2, data, len);
 	*size = HEADER2 + len;
 	return buf;

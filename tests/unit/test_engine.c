@@ -80,6 +80,7 @@ static int src_load(void *arg, const char *key, size_t klen, aside_value **out,
 	source *s = arg;
 	atomic_fetch_add(&s->loads, 1);
 	int version = atomic_load(&s->version);
+	int not_found = atomic_load(&s->not_found); /* read as version is */
 	pthread_mutex_lock(&s->lock);
 	if (s->hold) {
 		s->hold = 0;
@@ -99,7 +100,7 @@ static int src_load(void *arg, const char *key, size_t klen, aside_value **out,
 		}
 		return fail;
 	}
-	if (atomic_load(&s->not_found))
+	if (not_found)
 		return ASIDE_NOT_FOUND;
 	char buf[600];
 	int n = snprintf(buf, sizeof(buf), "%.*s=%d", (int)klen, key, version);
@@ -1223,6 +1224,165 @@ static void swr_and_stale_if_error_bounds_apart(void **state)
 	fixture_free(f);
 }
 
+/* ---- cached absences (negative_ttl_ms) -------------------------------- */
+
+static void count_call(void *arg, const aside_value *v)
+{
+	(void)v;
+	(*(int *)arg)++;
+}
+
+static void absence_cached_for_negative_ttl(void **state)
+{
+	(void)state;
+	fixture *f = fixture_new("mem://?negative_ttl_ms=5000&jitter_pct=0");
+	f->loader.decode = src_decode; /* an absence is never decoded */
+	f->src.not_found = 1;
+	assert_int_equal(get_version(f, "k:1"), -100 - ASIDE_NOT_FOUND);
+	assert_int_equal(f->src.loads, 1);
+	/* Read again, both ways: NOT_FOUND from the L1, no load, and the
+	 * callback never called. */
+	assert_int_equal(get_version(f, "k:1"), -100 - ASIDE_NOT_FOUND);
+	int calls = 0;
+	assert_int_equal(aside_cache_read(f->cache, "k:1", 3, &f->loader,
+					  count_call, &calls, NULL),
+			 ASIDE_NOT_FOUND);
+	aside_loader plain = {src_load, NULL, &f->src}; /* the lent path */
+	assert_int_equal(aside_cache_read(f->cache, "k:1", 3, &plain,
+					  count_call, &calls, NULL),
+			 ASIDE_NOT_FOUND);
+	assert_int_equal(calls, 0);
+	aside_value *v = (aside_value *)1;
+	assert_int_equal(aside_cache_peek(f->cache, "k:1", 3, &v),
+			 ASIDE_NOT_FOUND);
+	assert_null(v);
+	assert_int_equal(f->src.loads, 1);
+	aside_metrics m = metrics(f);
+	assert_int_equal(m.loads, 1);
+	assert_int_equal(m.not_found, 1);
+	assert_int_equal(m.negative_hits, 4);
+	assert_int_equal(m.hits, 4);
+	assert_int_equal(m.tier_hits[0], 4);
+	assert_int_equal(m.misses, 1);
+	assert_int_equal(m.corrupt, 0);
+	assert_int_equal(m.entries, 1);
+	char buf[16384];
+	assert_true(aside_metrics_prometheus(&m, "aside", buf, sizeof(buf)) <
+		    sizeof(buf));
+	assert_non_null(strstr(buf, "\naside_negative_hits_total 4\n"));
+	/* Until negative_ttl_ms has passed, not after. */
+	f->clock.now_us += 4999 * 1000;
+	assert_int_equal(get_version(f, "k:1"), -100 - ASIDE_NOT_FOUND);
+	assert_int_equal(f->src.loads, 1);
+	f->clock.now_us += 1000;
+	f->src.not_found = 0;
+	assert_int_equal(get_version(f, "k:1"), 1);
+	assert_int_equal(f->src.loads, 2);
+	fixture_free(f);
+}
+
+/* A write (a create, say) ends the absence at once. */
+static void absence_gone_after_a_write(void **state)
+{
+	(void)state;
+	fixture *f = fixture_new("mem://?negative_ttl_ms=60000");
+	f->src.not_found = 1;
+	assert_int_equal(get_version(f, "k:1"), -100 - ASIDE_NOT_FOUND);
+	f->src.not_found = 0;
+	assert_int_equal(aside_cache_invalidate(f->cache, "k:1", 3, NULL),
+			 ASIDE_OK);
+	assert_int_equal(get_version(f, "k:1"), 1);
+	assert_int_equal(f->src.loads, 2);
+	assert_int_equal(metrics(f).negative_hits, 0);
+	fixture_free(f);
+}
+
+/* A load that found nothing before a write never stores its absence. */
+static void absence_read_before_a_write_never_stored(void **state)
+{
+	(void)state;
+	fixture *f = fixture_new("mem://?negative_ttl_ms=60000");
+	f->src.not_found = 1;
+	pthread_t th;
+	reader r1;
+	lead_held(f, &th, &r1); /* it has found nothing */
+	f->src.not_found = 0;	/* the row is created ... */
+	assert_int_equal(aside_cache_invalidate(f->cache, "k:1", 3, NULL),
+			 ASIDE_OK); /* ... and its key invalidated */
+	source_release(&f->src);
+	pthread_join(th, NULL);
+	assert_int_equal(r1.result, -100 - ASIDE_NOT_FOUND);
+	aside_metrics m = metrics(f);
+	assert_int_equal(m.fills_voided, 1);
+	assert_int_equal(m.entries, 0);
+	assert_int_equal(get_version(f, "k:1"), 1);
+	fixture_free(f);
+}
+
+/* Concurrent misses of a key that does not exist: one load, and every
+ * reader NOT_FOUND (never the absence as an empty value). */
+static void absence_is_shared_by_one_load(void **state)
+{
+	(void)state;
+	fixture *f = fixture_new("mem://?negative_ttl_ms=60000");
+	f->src.not_found = 1;
+	enum { N = 8 };
+	pthread_t th[N];
+	reader rd[N];
+	source_hold_next(&f->src);
+	for (int i = 0; i < N; i++) {
+		rd[i] = (reader){f, "k:9", 0, {0}};
+		pthread_create(&th[i], NULL, read_thread, &rd[i]);
+		if (i == 0)
+			source_wait_held(&f->src);
+	}
+	assert_true(wait_for_waiters(f->cache, N - 1));
+	source_release(&f->src);
+	for (int i = 0; i < N; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(rd[i].result, -100 - ASIDE_NOT_FOUND);
+	}
+	assert_int_equal(f->src.loads, 1);
+	aside_metrics m = metrics(f);
+	assert_int_equal(m.shared_loads, N - 1);
+	assert_int_equal(m.negative_hits, 0);
+	assert_int_equal(get_version(f, "k:9"), -100 - ASIDE_NOT_FOUND);
+	assert_int_equal(f->src.loads, 1);
+	fixture_free(f);
+}
+
+/* An expired absence is a copy like any other: with stale_if_error_ms, a
+ * read whose load fails is answered NOT_FOUND from it, not the error. */
+static void absence_kept_as_a_stale_copy(void **state)
+{
+	(void)state;
+	fixture *f = fixture_new(
+	    "mem://?negative_ttl_ms=1000&jitter_pct=0&stale_if_error_ms=10000");
+	f->src.not_found = 1;
+	assert_int_equal(get_version(f, "k:1"), -100 - ASIDE_NOT_FOUND);
+	f->clock.now_us += 2000 * 1000;
+	atomic_store(&f->src.fail, ASIDE_EDB);
+	assert_int_equal(get_version(f, "k:1"), -100 - ASIDE_NOT_FOUND);
+	assert_int_equal(metrics(f).stale_on_error, 1);
+	/* A key never read: the error. */
+	assert_int_equal(get_version(f, "k:2"), ASIDE_EDB);
+	fixture_free(f);
+}
+
+static void negative_ttl_is_checked(void **state)
+{
+	(void)state;
+	aside_cache *c = NULL;
+	aside_error err;
+	assert_int_equal(aside_cache_open("mem://?negative_ttl_ms=0", &c, &err),
+			 ASIDE_EURL);
+	assert_non_null(strstr(err.message, "negative_ttl_ms"));
+	assert_int_equal(
+	    aside_cache_open("mem://?negative_ttl_ms=1x", &c, &err),
+	    ASIDE_EURL);
+	assert_null(c);
+}
+
 /* ---- the loader's breaker (breaker=N) ---------------------------------- */
 
 static void breaker_opens_probes_and_closes(void **state)
@@ -1819,6 +1979,12 @@ int main(void)
 	    cmocka_unit_test(gate_grows_when_its_keys_outgrow_it),
 	    cmocka_unit_test(gate_forgets_deleted_keys_at_each_fill),
 	    cmocka_unit_test(gate_arguments_are_checked),
+	    cmocka_unit_test(absence_cached_for_negative_ttl),
+	    cmocka_unit_test(absence_gone_after_a_write),
+	    cmocka_unit_test(absence_read_before_a_write_never_stored),
+	    cmocka_unit_test(absence_is_shared_by_one_load),
+	    cmocka_unit_test(absence_kept_as_a_stale_copy),
+	    cmocka_unit_test(negative_ttl_is_checked),
 	    cmocka_unit_test(breaker_opens_probes_and_closes),
 	    cmocka_unit_test(ttl_adapts_to_how_often_a_key_is_read),
 	    cmocka_unit_test(breaker_serves_expired_copies),

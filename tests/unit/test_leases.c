@@ -1215,6 +1215,131 @@ static long cached_scripts(void)
 	return strtol(p + strlen("number_of_cached_scripts:"), NULL, 10);
 }
 
+/*
+ * negative_ttl_ms over Redis: an absence found by one process is stored
+ * (kind 2) and answers the others without a load; another process's write
+ * ends it, in Redis and in the L1s that hear of it; an entry of a kind
+ * this build does not know is corrupt, dropped and loaded afresh.
+ */
+static void absence_shared_through_redis(void **state)
+{
+	NEED_SERVERS(state);
+	aside_cache *a = open_cache("negative_ttl_ms=60000");
+	aside_cache *b = open_cache("negative_ttl_ms=60000&l1=100");
+	source sa, sb;
+	source_init(&sa, NULL);
+	source_init(&sb, "never");
+	char got[256], r[256];
+	assert_int_equal(read_key(a, &sa, "ab:1", got), ASIDE_NOT_FOUND);
+	assert_int_equal(sa.loads, 1);
+	assert_string_equal(redis1("STRLEN", "ab:1", r), "25");
+	const char *range[] = {"GETRANGE", "ab:1", "24", "24"};
+	assert_true(test_redis_cmd(REDIS_DB, r, sizeof(r), 4, range));
+	assert_int_equal(r[0], 2);
+	/* b: from Redis, then from its L1; never its own load. */
+	assert_int_equal(read_key(b, &sb, "ab:1", got), ASIDE_NOT_FOUND);
+	assert_int_equal(read_key(b, &sb, "ab:1", got), ASIDE_NOT_FOUND);
+	assert_int_equal(sb.loads, 0);
+	aside_metrics m = metrics(b);
+	assert_int_equal(m.negative_hits, 2);
+	assert_int_equal(m.tier_hits[1], 1);
+	assert_int_equal(m.tier_hits[0], 1);
+	assert_int_equal(m.loads, 0);
+	/* a creates the row: the absence goes, in Redis and in b's L1. */
+	sa.value = "row-1";
+	sb.value = "row-1";
+	uint64_t heard = metrics(b).remote_invalidations;
+	assert_int_equal(aside_cache_invalidate(a, "ab:1", 4, NULL), ASIDE_OK);
+	for (int i = 0; i < 200 && metrics(b).remote_invalidations == heard;
+	     i++)
+		pause_ms(10);
+	assert_true(metrics(b).remote_invalidations > heard);
+	assert_int_equal(read_key(b, &sb, "ab:1", got), ASIDE_OK);
+	assert_string_equal(got, "row-1");
+	assert_int_equal(read_key(a, &sa, "ab:1", got), ASIDE_OK);
+	assert_string_equal(got, "row-1");
+	assert_int_equal(sa.loads + sb.loads, 2);
+
+	/* A kind this build does not know: corrupt, dropped, loaded. */
+	sa.value = NULL;
+	assert_int_equal(read_key(a, &sa, "ab:2", got), ASIDE_NOT_FOUND);
+	const char *kind3[] = {"SETRANGE", "ab:2", "24", "\x03"};
+	assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 4, kind3));
+	sa.value = "row-2";
+	assert_int_equal(read_key(a, &sa, "ab:2", got), ASIDE_OK);
+	assert_string_equal(got, "row-2");
+	assert_int_equal(metrics(a).corrupt, 1);
+	aside_cache_close(a);
+	aside_cache_close(b);
+}
+
+/* The lease race with an absence: a load that found nothing before
+ * another process created the row never stores the absence. */
+static void absence_read_before_another_write_is_refused(void **state)
+{
+	NEED_SERVERS(state);
+	aside_cache *a = open_cache("negative_ttl_ms=60000");
+	aside_cache *b = open_cache("negative_ttl_ms=60000");
+	source s;
+	source_init(&s, NULL);
+	s.gated = true;
+	reader ra = {a, &s, "ab:3", 0, ""};
+	pthread_t ta;
+	pthread_create(&ta, NULL, read_thread, &ra);
+	wait_inside(&s); /* a found nothing and is about to fill */
+	pthread_mutex_lock(&s.lock);
+	s.value = "created";
+	pthread_mutex_unlock(&s.lock);
+	assert_int_equal(aside_cache_invalidate(b, "ab:3", 4, NULL), ASIDE_OK);
+	open_gate(&s);
+	pthread_join(ta, NULL);
+	/* Refused, read again: the row. */
+	assert_int_equal(ra.rc, ASIDE_OK);
+	assert_string_equal(ra.got, "created");
+	assert_int_equal(metrics(a).fills_refused, 1);
+	char got[256];
+	assert_int_equal(read_key(b, &s, "ab:3", got), ASIDE_OK);
+	assert_string_equal(got, "created");
+	assert_int_equal(s.loads, 2);
+	aside_cache_close(a);
+	aside_cache_close(b);
+}
+
+/* A delete's tombstone, then a read that finds nothing: the absence is
+ * stored (no older row), takes the tombstone's version, and the fence
+ * still refuses an older row once the absence has expired. */
+static void absence_after_a_delete_keeps_the_fence(void **state)
+{
+	NEED_SERVERS(state);
+	aside_cache *a = open_cache("negative_ttl_ms=300&jitter_pct=0");
+	aside_cache *b = open_cache(NULL);
+	assert_int_equal(aside_cache_invalidate_version(b, "ab:4", 4, 7, NULL),
+			 ASIDE_OK);
+	source s;
+	source_init(&s, NULL);
+	char got[256], r[256];
+	assert_int_equal(read_key(a, &s, "ab:4", got), ASIDE_NOT_FOUND);
+	assert_int_equal(read_key(a, &s, "ab:4", got), ASIDE_NOT_FOUND);
+	assert_int_equal(s.loads, 1); /* stored, not refused and read again */
+	aside_metrics m = metrics(a);
+	assert_int_equal(m.fills_refused, 0);
+	assert_int_equal(m.negative_hits, 1);
+	/* The version's last byte (big-endian), and the kind. */
+	const char *range[] = {"GETRANGE", "ab:4", "23", "24"};
+	assert_true(test_redis_cmd(REDIS_DB, r, sizeof(r), 4, range));
+	assert_int_equal(r[0], 7);
+	assert_int_equal(r[1], 2); /* an absence */
+	/* Expired: a replica behind the delete (version 6) is refused. */
+	pause_ms(400);
+	static const int64_t seq[] = {6, 8};
+	struct versioned src = {seq, 0};
+	assert_int_equal(read_versioned(a, &src, "ab:4", got), ASIDE_OK);
+	assert_string_equal(got, "v8");
+	assert_int_equal(metrics(a).fills_refused, 1);
+	aside_cache_close(a);
+	aside_cache_close(b);
+}
+
 static void scripts_come_back_after_a_flush(void **state)
 {
 	NEED_SERVERS(state);
@@ -1375,6 +1500,11 @@ int main(int argc, char **argv)
 		copy_not_served_after_a_write_during_the_load, setup),
 	    cmocka_unit_test_setup(copies_keep_to_the_readers_clock, setup),
 	    cmocka_unit_test_setup(gate_hears_other_processes_writes, setup),
+	    cmocka_unit_test_setup(absence_shared_through_redis, setup),
+	    cmocka_unit_test_setup(absence_after_a_delete_keeps_the_fence,
+				   setup),
+	    cmocka_unit_test_setup(absence_read_before_another_write_is_refused,
+				   setup),
 	    cmocka_unit_test_setup(scripts_come_back_after_a_flush, setup),
 	    cmocka_unit_test_setup(processes_and_threads_make_one_load, setup),
 	};

@@ -309,6 +309,59 @@ static void missing_users_and_bad_ids(void **state)
 }
 
 /*
+ * negative_ttl_ms: a read of an id no user has is cached as an absence, so
+ * the next one asks no database; creating that user, and deleting one,
+ * end or start an absence at once.  On a cache of its own with the option.
+ */
+static void absences_cached_until_a_create(void **state)
+{
+	fx *f = *state;
+	aside_error err;
+	char url[512];
+	const char *cache_url = "mem://?capacity=1000&negative_ttl_ms=60000";
+	if (strcmp(f->v->cache, "mem") != 0)
+		cache_url = test_redis_url(url, REDIS_DB,
+					   strcmp(f->v->cache, "redis-l1") == 0
+					       ? "l1=1000&negative_ttl_ms=60000"
+					       : "negative_ttl_ms=60000");
+	aside_cache *cache;
+	assert_int_equal(aside_cache_open(cache_url, &cache, &err), ASIDE_OK);
+	user_service *svc =
+	    user_service_new(probe_repo_handle(&f->probe), cache);
+	assert_non_null(svc);
+	user a = new_user(f, "Ida", "ida@example.com"), got;
+	int gets = atomic_load(&f->probe.gets);
+	assert_int_equal(user_service_get(svc, a.id + 1, &got),
+			 ASIDE_NOT_FOUND);
+	assert_int_equal(user_service_get(svc, a.id + 1, &got),
+			 ASIDE_NOT_FOUND);
+	assert_int_equal(atomic_load(&f->probe.gets), gets + 1);
+	/* The next user created takes that id: the absence goes with its
+	 * create's invalidation. */
+	user b;
+	memset(&b, 0, sizeof(b));
+	snprintf(b.name, sizeof(b.name), "Jo");
+	snprintf(b.email, sizeof(b.email), "jo@example.com");
+	assert_int_equal(user_service_create(svc, &b), ASIDE_OK);
+	assert_int_equal(b.id, a.id + 1);
+	assert_int_equal(user_service_get(svc, b.id, &got), ASIDE_OK);
+	assert_string_equal(got.name, "Jo");
+	assert_int_equal(atomic_load(&f->probe.gets), gets + 2);
+	/* Deleted: one query finds it gone, the next none. */
+	assert_int_equal(user_service_delete(svc, b.id), ASIDE_OK);
+	assert_int_equal(user_service_get(svc, b.id, &got), ASIDE_NOT_FOUND);
+	assert_int_equal(user_service_get(svc, b.id, &got), ASIDE_NOT_FOUND);
+	assert_int_equal(atomic_load(&f->probe.gets), gets + 3);
+	aside_metrics m;
+	aside_cache_metrics(cache, &m);
+	assert_int_equal(m.negative_hits, 2);
+	user_service_metrics sm = user_service_get_metrics(svc);
+	assert_int_equal(sm.load_errors, 0);
+	user_service_free(svc);
+	aside_cache_close(cache);
+}
+
+/*
  * The gate: a read of an id no user has costs no query; users created
  * before it (its fill) and after it (their invalidation) get through, and
  * a deleted user is not found by the database.  Not on the fake repository
@@ -958,6 +1011,7 @@ int main(void)
 	    T(delete_invalidates),
 	    T(gate_spares_the_database),
 	    T(warm_caches_the_newest_users),
+	    T(absences_cached_until_a_create),
 	    T(writes_invalidate_users_all),
 	    T(writer_reads_its_write_during_a_slow_load),
 	    T(stale_load_is_never_stored),
