@@ -613,6 +613,9 @@ typedef struct stress {
 	 * copies, never a copy older than a completed write. */
 	_Atomic int failing;
 	_Atomic unsigned loads;
+	/* Even versions are absences (the key deleted, or not yet created):
+	 * loads find nothing, which negative_ttl_ms caches. */
+	bool absences;
 } stress;
 
 /* A source whose value for key k:i is versions[i]. */
@@ -627,6 +630,8 @@ static int stress_load(void *arg, const char *key, size_t klen,
 		return ASIDE_EDB;
 	if (ver % 3 == 0)
 		sched_yield(); /* widen the window between read and fill */
+	if (s->absences && ver % 2 == 0)
+		return ASIDE_NOT_FOUND;
 	char buf[32];
 	int n = snprintf(buf, sizeof(buf), "%.*s=%d", (int)klen, key, ver);
 	return aside_value_new(key, klen, buf, (size_t)n, out);
@@ -671,6 +676,22 @@ static void check_lent(void *arg, const aside_value *v)
 	    klen != 3 || memcmp(k, l->key, 3) != 0 || version_of(v) < l->floor;
 }
 
+/*
+ * A read of k:i found nothing, having begun after version floor completed:
+ * stale if that version is a row and no write has begun since (the source
+ * held the row for the whole read).
+ */
+static void absent_read(stress *s, int i, int floor)
+{
+	if (floor % 2 == 1 && atomic_load(&s->versions[i]) == floor) {
+		fprintf(stderr,
+			"read k:%d after version %d completed, got "
+			"not found\n",
+			i, floor);
+		atomic_fetch_add(&s->stale, 1);
+	}
+}
+
 static void *stress_reader(void *arg)
 {
 	stress *s = arg;
@@ -685,7 +706,9 @@ static void *stress_reader(void *arg)
 			struct lent l = {key, floor, false};
 			int rc = aside_cache_read(s->f->cache, key, 3, &ld,
 						  check_lent, &l, NULL);
-			if (rc != ASIDE_OK && !atomic_load(&s->failing))
+			if (rc == ASIDE_NOT_FOUND && s->absences)
+				absent_read(s, i, floor);
+			else if (rc != ASIDE_OK && !atomic_load(&s->failing))
 				atomic_fetch_add(&s->errors, 1);
 			else if (rc == ASIDE_OK && l.stale)
 				atomic_fetch_add(&s->stale, 1);
@@ -693,6 +716,10 @@ static void *stress_reader(void *arg)
 		}
 		aside_value *v;
 		int rc = aside_cache_get(s->f->cache, key, 3, &ld, &v, NULL);
+		if (rc == ASIDE_NOT_FOUND && s->absences) {
+			absent_read(s, i, floor);
+			continue;
+		}
 		if (rc != ASIDE_OK) {
 			if (atomic_load(&s->failing))
 				continue;
@@ -718,13 +745,14 @@ static void *stress_reader(void *arg)
 	return NULL;
 }
 
-static void stress_run(const char *url, bool failing)
+static void stress_run_with(const char *url, bool failing, bool absences)
 {
 	fixture *f = fixture_new(url);
 	stress s;
 	memset(&s, 0, sizeof(s));
 	s.f = f;
 	s.failing = failing;
+	s.absences = absences;
 	if (failing)
 		assert_int_equal(aside_cache_set_ttl(f->cache, "k", 1, 0),
 				 ASIDE_OK);
@@ -753,12 +781,24 @@ static void stress_run(const char *url, bool failing)
 	for (int i = 0; i < 8; i++) {
 		char key[4] = {'k', ':', (char)('0' + i), 0};
 		aside_value *v;
-		assert_int_equal(
-		    aside_cache_get(f->cache, key, 3, &ld, &v, NULL), ASIDE_OK);
+		int rc = aside_cache_get(f->cache, key, 3, &ld, &v, NULL);
+		if (absences && s.versions[i] % 2 == 0) {
+			assert_int_equal(rc, ASIDE_NOT_FOUND);
+			continue;
+		}
+		assert_int_equal(rc, ASIDE_OK);
 		assert_int_equal(version_of(v), s.versions[i]);
 		aside_value_unref(v);
 	}
+	if (absences)
+		printf("    %s: %llu reads answered by a cached absence\n", url,
+		       (unsigned long long)metrics(f).negative_hits);
 	fixture_free(f);
+}
+
+static void stress_run(const char *url, bool failing)
+{
+	stress_run_with(url, failing, false);
 }
 
 static void readers_never_see_writes_undone(void **state)
@@ -777,6 +817,14 @@ static void readers_never_see_writes_undone(void **state)
 	stress_run("mem://?capacity=4&stale_while_revalidate_ms=60000&"
 		   "stale_if_error_ms=30000",
 		   true);
+	/* keys deleted and created again, their absences cached */
+	stress_run_with("mem://?capacity=1000&negative_ttl_ms=60000", false,
+			true);
+	stress_run_with("mem://?capacity=4&negative_ttl_ms=60000", false, true);
+	stress_run_with("mem://?capacity=1000&negative_ttl_ms=60000&"
+			"stale_while_revalidate_ms=60000&"
+			"stale_if_error_ms=30000",
+			true, true);
 }
 
 /* ---- TTL and namespaces ------------------------------------------------ */
