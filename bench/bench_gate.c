@@ -1,10 +1,14 @@
 /*
  * bench_gate.c -- reads of user ids that do not exist, through the
- * UserService on SQLite, without and with the Bloom gate
- * (user_service_gate): reads per second, database loads, and the fill's
- * time.
+ * UserService on SQLite: without either defence, with the Bloom gate
+ * (user_service_gate), with cached absences (negative_ttl_ms), and with
+ * both: reads per second, database loads, and the gate's fill time.
  *
- *   bench_gate [USERS] [READS]      (defaults 1000000 and 200000)
+ *   bench_gate [USERS] [READS] [DISTINCT]
+ *
+ * USERS rows (default 1,000,000); READS reads (default 200,000) of
+ * DISTINCT ids above them (default: as many as READS, each read once), in
+ * a scattered order.
  *
  * The database, USERS rows in a temporary directory, is written with
  * SQLite directly in one transaction (the repository's schema, which it
@@ -63,14 +67,15 @@ static int make_db(const char *path, long users)
 	return rc == SQLITE_OK ? 0 : -1;
 }
 
-/* READS reads of ids above USERS; prints one line. */
-static int run(const char *url, long users, long reads, int gate)
+/* READS reads of DISTINCT ids above USERS; prints one line. */
+static int run(const char *url, long users, long reads, long distinct, int gate,
+	       const char *cache_url)
 {
 	user_repo db;
 	aside_cache *c;
 	aside_error err;
 	if (user_repo_open(url, &db, &err) != ASIDE_OK ||
-	    aside_cache_open("mem://", &c, &err) != ASIDE_OK) {
+	    aside_cache_open(cache_url, &c, &err) != ASIDE_OK) {
 		fprintf(stderr, "bench_gate: %s\n", err.message);
 		return 1;
 	}
@@ -84,17 +89,19 @@ static int run(const char *url, long users, long reads, int gate)
 	long absent = 0;
 	user u;
 	for (long i = 0; i < reads; i++)
-		absent += user_service_get(s, users + 1 + (i * 7919) % users,
+		absent += user_service_get(s, users + 1 + (i * 7919) % distinct,
 					   &u) == ASIDE_NOT_FOUND;
 	double t2 = now_s();
 	aside_metrics m;
 	aside_cache_metrics(c, &m);
-	printf("%-7s fill %.3f s; %ld reads of absent ids: %.0f/s, %ld not "
-	       "found, %llu database loads, %llu turned away by the gate; "
-	       "filter %zu bytes\n",
-	       gate ? "gate" : "no gate", t1 - t0, reads,
+	printf("%-7s %-28s fill %.3f s; %ld reads of %ld absent ids: "
+	       "%.0f/s, %ld not found, %llu database loads, %llu turned "
+	       "away by the gate, %llu cached absences read; filter %zu "
+	       "bytes\n",
+	       gate ? "gate" : "no gate", cache_url, t1 - t0, reads, distinct,
 	       (double)reads / (t2 - t1), absent, (unsigned long long)m.loads,
-	       (unsigned long long)m.gate_rejects, m.gate_bytes);
+	       (unsigned long long)m.gate_rejects,
+	       (unsigned long long)m.negative_hits, m.gate_bytes);
 	user_service_free(s);
 	aside_cache_close(c);
 	user_repo_close(&db);
@@ -105,8 +112,10 @@ int main(int argc, char **argv)
 {
 	long users = argc > 1 ? atol(argv[1]) : 1000000;
 	long reads = argc > 2 ? atol(argv[2]) : 200000;
-	if (users < 1 || reads < 1) {
-		fprintf(stderr, "usage: bench_gate [USERS] [READS]\n");
+	long distinct = argc > 3 ? atol(argv[3]) : reads;
+	if (users < 1 || reads < 1 || distinct < 1) {
+		fprintf(stderr, "usage: bench_gate [USERS] [READS] "
+				"[DISTINCT]\n");
 		return 2;
 	}
 	char dir[] = "/tmp/aside-bench-gate-XXXXXX", path[96], url[128];
@@ -120,7 +129,12 @@ int main(int argc, char **argv)
 	if (rc != 0)
 		fprintf(stderr, "bench_gate: could not write %s\n", path);
 	else
-		rc = run(url, users, reads, 0) | run(url, users, reads, 1);
+		rc = run(url, users, reads, distinct, 0, "mem://") |
+		     run(url, users, reads, distinct, 1, "mem://") |
+		     run(url, users, reads, distinct, 0,
+			 "mem://?negative_ttl_ms=60000") |
+		     run(url, users, reads, distinct, 1,
+			 "mem://?negative_ttl_ms=60000");
 	const char *sfx[] = {"", "-wal", "-shm"};
 	for (int i = 0; i < 3; i++) {
 		char p[128];

@@ -280,7 +280,7 @@ typedef struct aside_options {
  * Opens a cache from a URL:
  *   mem://[?capacity=N][&max_bytes=B][&ttl_ms=T][&jitter_pct=J][&wait_ms=W]
  *         [&stale_if_error_ms=E][&stale_while_revalidate_ms=S][&breaker=K]
- *         [&ttl_adapt=M]
+ *         [&ttl_adapt=M][&negative_ttl_ms=X]
  *     an in-process cache of at most N entries (default 100000) and, when
  *     given, B bytes; T the default TTL (3600000, one hour); J the TTL jitter
  *     in percent (10: a TTL is drawn from [T*(1-J/100), T]); W the longest a
@@ -304,11 +304,18 @@ typedef struct aside_options {
  *     often its key was read lately, by the L1's count (0 to 15), up to M
  *     times the namespace's TTL for a key read 15 times or more; a key read
  *     once gets about one TTL (default: off, every key one TTL).
+ *     negative_ttl_ms=X (both schemes): a load that returns ASIDE_NOT_FOUND
+ *     is cached as an absence for X ms (less the namespace's jitter), and
+ *     a read that finds it returns ASIDE_NOT_FOUND with no load (counted
+ *     as a hit, and in negative_hits).  An absence is filled, coalesced,
+ *     invalidated and kept as a stale copy as a value is: a write of the
+ *     key (a create) ends it, in every process, and a load that found
+ *     nothing before that write never stores it (default: off).
  *   redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?l1=N][&l1_max_bytes=B]
  *           [&l1_ttl_ms=L][&connect_timeout_ms=C][&timeout_ms=T][&pool=P]
  *           [&lease_ms=M][&l1_bound_ms=D][&tomb_ms=X][&stale_ms=S]
  *           [&stale_if_error_ms=E][&stale_while_revalidate_ms=S]
- *           [&breaker=K][&ttl_adapt=M]
+ *           [&breaker=K][&ttl_adapt=M][&negative_ttl_ms=X]
  *     Redis as a shared tier (port 6379, db 0, timeouts 250 ms, a pool of 16
  *     connections; USER an ACL user, else the default user), with an
  *     in-process tier of N entries in front when l1 is given.  Every
@@ -339,8 +346,8 @@ void aside_cache_close(aside_cache *c);
 
 /*
  * How to produce a value on a miss.  `load` makes a value for key (with
- * aside_value_new) and returns ASIDE_OK, ASIDE_NOT_FOUND (nothing is cached)
- * or an error.  `decode`, optional, is called for a value read from a tier
+ * aside_value_new) and returns ASIDE_OK, ASIDE_NOT_FOUND (nothing is cached,
+ * or an absence with negative_ttl_ms) or an error.  `decode`, optional, is called for a value read from a tier
  * that has no decoded form attached yet; it attaches one, or returns an
  * error, in which case the entry is treated as corrupt: counted, removed and
  * loaded afresh.  Both run without any lock of the engine held.
@@ -356,7 +363,8 @@ typedef struct aside_loader {
  * Reads key: from a tier, or else from one load shared by every concurrent
  * reader of the key in this process.  On ASIDE_OK, *out holds a reference
  * the caller must drop with aside_value_unref.  Returns ASIDE_NOT_FOUND when
- * the loader found nothing, ASIDE_ETIMEDOUT when another thread's load took
+ * the loader found nothing (or found nothing lately: a cached absence,
+ * negative_ttl_ms), ASIDE_ETIMEDOUT when another thread's load took
  * longer than the wait bound, or the loader's error.  A read that starts
  * after aside_cache_invalidate of its key returned never receives a value
  * loaded before that invalidation.
@@ -380,7 +388,8 @@ int aside_cache_read(aside_cache *c, const char *key, size_t klen,
 
 /*
  * Looks the key up in the tiers only (no load).  ASIDE_OK with a reference,
- * or ASIDE_NOT_FOUND.  Counts as a hit or a miss.
+ * or ASIDE_NOT_FOUND (nothing cached, or a cached absence).  Counts as a
+ * hit or a miss.
  */
 int aside_cache_peek(aside_cache *c, const char *key, size_t klen,
 		     aside_value **out);
