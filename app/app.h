@@ -43,6 +43,9 @@ struct slow_repo {
 	long after_read_ms, after_update_ms;
 	_Atomic unsigned long gets;
 	_Atomic int down;
+	/* aside check --absences: a row whose name is "vN" with N odd reads
+	 * as no row at all (ASIDE_NOT_FOUND), as if deleted. */
+	bool odd_absent;
 };
 user_repo slow_repo_wrap(struct slow_repo *w, user_repo inner, long delay_us);
 

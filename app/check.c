@@ -15,10 +15,18 @@
  *       the database (it would be served until its TTL).
  *
  * Rows are users whose name carries a version, "v17"; each key has one
- * writer, so its versions only grow.  --naive runs the seed's plain
- * cache-aside instead (GET; on a miss, read the database and SET; on a
- * write, update then DEL), which these races defeat: the proof that the
- * checker can fail.  Exit status: 0 when nothing was found, 1 otherwise.
+ * writer, so its versions only grow.  With --absences, a row of an odd
+ * version reads as no row (the key deleted, as the loader sees it), so
+ * the writes delete and create each key in turn, and
+ *
+ *   (a') a read that found no row is stale if a write that made the row
+ *       exist had completed before it began, and the write after it (which
+ *       makes the row absent again) had not begun before it ended;
+ *   (b') a cached absence of a row that exists is a divergent key.  --naive
+ * runs the seed's plain cache-aside instead (GET; on a miss, read the database
+ * and SET; on a write, update then DEL), which these races defeat: the proof
+ * that the checker can fail.  Exit status: 0 when nothing was found, 1
+ * otherwise.
  *
  * A write that fails may still have committed (its answer lost with its
  * connection): the writer then reads the row back from the database, and
@@ -46,7 +54,7 @@ extern char **environ;
 
 struct check_cfg {
 	const char *db_url, *cache_url;
-	bool naive;
+	bool naive, absences;
 	long procs, threads, keys, load_delay_ms, inval_delay_ms, stall_ms;
 	long bound_ms, faults_ms, pause_ms, demote_ms, full_ms, db_faults_ms;
 	double seconds;
@@ -68,6 +76,9 @@ static void sleep_ms(long ms)
 }
 
 /* ---- one process's work ------------------------------------------------- */
+
+/* The version a read records when it found no row (--absences). */
+#define ABSENT (-3)
 
 struct op {
 	char kind; /* 'R' read, 'W' write */
@@ -93,6 +104,7 @@ struct worker {
 	const int64_t *ids;
 	user_service *svc;   /* aside */
 	user_repo repo;	     /* both modes: with the injected delays */
+	user_repo raw;	     /* the database itself, for reading back */
 	redisContext *redis; /* naive: a connection of its own */
 	bool writer;
 	struct op *ops;
@@ -196,9 +208,8 @@ static void *work(void *arg)
 				/* Did it commit all the same?  Then it has
 				 * completed by the time we know. */
 				user now;
-				if (w->repo.ops->get_ex(w->repo.self, u.id,
-							&now,
-							NULL) != ASIDE_OK ||
+				if (w->raw.ops->get_ex(w->raw.self, u.id, &now,
+						       NULL) != ASIDE_OK ||
 				    version_of(now.name) != versions[k] + 1)
 					continue;
 				t1 = mono_ns();
@@ -220,6 +231,10 @@ static void *work(void *arg)
 					version = version_of(u.name);
 			}
 			int64_t t1 = mono_ns();
+			if (rc == ASIDE_NOT_FOUND && cfg->absences) {
+				record(w, 'R', k, ABSENT, t0, t1);
+				continue;
+			}
 			if (rc != ASIDE_OK || version < 0) {
 				count_error(w, rc != ASIDE_OK ? rc : 0);
 				continue;
@@ -372,6 +387,7 @@ static int child(const struct check_cfg *cfg)
 	user_repo repo = slow_repo_wrap(&slow, db, 0);
 	slow.after_read_ms = cfg->load_delay_ms;
 	slow.after_update_ms = cfg->inval_delay_ms;
+	slow.odd_absent = cfg->absences;
 	if (!cfg->naive) {
 		if (aside_cache_open(cfg->cache_url, &cache, &err) !=
 		    ASIDE_OK) {
@@ -390,6 +406,7 @@ static int child(const struct check_cfg *cfg)
 				    .ids = ids,
 				    .svc = svc,
 				    .repo = repo,
+				    .raw = db,
 				    .writer = i == 0 && cfg->index < cfg->keys};
 		if (cfg->naive &&
 		    !(w[i].redis = naive_connect(cfg->cache_url))) {
@@ -446,11 +463,13 @@ static int child(const struct check_cfg *cfg)
 			skipped += m.tier_skipped[i];
 		fprintf(f, "T %ld %ld %ld %ld\n", (long)m.tier_errors,
 			(long)m.lease_timeouts, lost, (long)skipped);
-		/* S count count 0 0: reads served an expired copy because
-		 * their load failed (stale_if_error_ms), and because another
-		 * reader was loading the key (stale_while_revalidate_ms). */
-		fprintf(f, "S %d %ld 0 0\n", (int)m.stale_on_error,
-			(long)m.stale_while_revalidate);
+		/* S count count count 0: reads served an expired copy
+		 * because their load failed (stale_if_error_ms), and because
+		 * another reader was loading the key
+		 * (stale_while_revalidate_ms), and reads answered by a cached
+		 * absence (negative_ttl_ms). */
+		fprintf(f, "S %d %ld %ld 0\n", (int)m.stale_on_error,
+			(long)m.stale_while_revalidate, (long)m.negative_hits);
 	}
 	if (f && fclose(f) == 0)
 		rc = 0;
@@ -758,7 +777,21 @@ static bool run_children(const struct check_cfg *cfg, char **argv, int argc,
 	return ok;
 }
 
-/* The cached version of key k now: -1 if none; -2 on error. */
+/* A loader that finds the database away: a read with it takes only what
+ * is cached. */
+static int cached_only(void *arg, const char *key, size_t klen,
+		       aside_value **out, aside_error *err)
+{
+	(void)arg;
+	(void)key;
+	(void)klen;
+	(void)out;
+	(void)err;
+	return ASIDE_EDB;
+}
+
+/* The cached version of key k now: -1 if none; -2 on error; ABSENT for a
+ * cached absence. */
 static long cached_version(const struct check_cfg *cfg, aside_cache *peek,
 			   redisContext *rc, int64_t id)
 {
@@ -774,8 +807,18 @@ static long cached_version(const struct check_cfg *cfg, aside_cache *peek,
 		return v;
 	}
 	aside_value *v;
-	if (aside_cache_peek(peek, key, klen, &v) != ASIDE_OK)
+	if (cfg->absences) {
+		/* A read, not a peek: a peek cannot tell an absence from
+		 * nothing cached. */
+		aside_loader ld = {cached_only, NULL, NULL};
+		int got = aside_cache_get(peek, key, klen, &ld, &v, NULL);
+		if (got == ASIDE_NOT_FOUND)
+			return ABSENT;
+		if (got != ASIDE_OK)
+			return -1;
+	} else if (aside_cache_peek(peek, key, klen, &v) != ASIDE_OK) {
 		return -1;
+	}
 	size_t len;
 	const char *json = aside_value_data(v, &len);
 	user u;
@@ -870,7 +913,8 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 	long errors = 0, reads = 0, writes = 0;
 	long by_status[CHECK_STATUSES] = {0}, tier_errors = 0,
 	     lease_timeouts = 0, lost_writes = 0, tier_skipped = 0,
-	     stale_copies = 0, swr_copies = 0;
+	     stale_copies = 0, swr_copies = 0, absences_cached = 0,
+	     absent_reads = 0;
 	for (long p = 0; ran && p < cfg->procs; p++) {
 		snprintf(path, sizeof(path), "%s/ops.%ld", dir, p);
 		f = fopen(path, "r");
@@ -888,6 +932,7 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 			if (o.kind == 'S') {
 				stale_copies += o.key;
 				swr_copies += o.version;
+				absences_cached += b;
 				continue;
 			}
 			if (o.kind == 'E') {
@@ -916,6 +961,7 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 				reads++;
 			else
 				writes++;
+			absent_reads += o.kind == 'R' && o.version == ABSENT;
 		}
 		if (f)
 			fclose(f);
@@ -958,6 +1004,25 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 		const size_t *ws = wk[r->key];
 		while (*c < wn[r->key] && ops[ws[*c]].end + bound < r->begin)
 			newest[r->key] = ops[ws[(*c)++]].version;
+		if (r->version == ABSENT) {
+			/* Stale if the newest write completed made the row
+			 * (an even version), and the one after it, version
+			 * newest + 1 (writes of a key are recorded in version
+			 * order, from 1), had not begun when the read ended. */
+			long nv = newest[r->key];
+			if (nv % 2 == 1 || ((size_t)nv < wn[r->key] &&
+					    ops[ws[nv]].begin < r->end))
+				continue;
+			stale++;
+			int64_t late = nv ? r->begin - ops[ws[nv - 1]].end : 0;
+			if (late > worst_ns)
+				worst_ns = late;
+			if (shown++ < 5)
+				printf("  stale read: key %d found no row, "
+				       "%.1f ms after v%ld was written\n",
+				       r->key, (double)late / 1e6, nv);
+			continue;
+		}
 		if (r->version < newest[r->key]) {
 			stale++;
 			const struct op *w = &ops[ws[*c - 1]];
@@ -1003,7 +1068,13 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 		}
 		long dbv = version_of(u.name);
 		long cv = cached_version(cfg, peek, rc, ids[k]);
-		if (cv != -1 && cv != dbv) {
+		if (cv == ABSENT && dbv % 2 == 0) {
+			divergent++;
+			printf(
+			    "  divergent: key %ld cached as absent, database "
+			    "v%ld\n",
+			    k, dbv);
+		} else if (cv != -1 && cv != ABSENT && cv != dbv) {
 			divergent++;
 			printf("  divergent: key %ld cached v%ld, database "
 			       "v%ld\n",
@@ -1029,6 +1100,10 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 		    "%ld beside another reader's load\n",
 		    tier_errors, tier_skipped, lease_timeouts, stale_copies,
 		    swr_copies);
+	if (cfg->absences)
+		printf("absences: %ld reads found no row, %ld of them "
+		       "answered by a cached absence\n",
+		       absent_reads, absences_cached);
 	if (cfg->faults_ms > 0)
 		printf("faults: %ld connection kills, %ld pauses, %ld "
 		       "demotions, %ld times full, %ld not made\n",
@@ -1068,6 +1143,10 @@ static void usage(FILE *f)
 	    f, "usage: aside check --db URL --cache redis://... [OPTIONS]\n"
 	       "  --naive              the seed's plain cache-aside instead "
 	       "of aside\n"
+	       "  --absences           rows of odd versions read as absent: "
+	       "the writes delete\n"
+	       "                       and create each key in turn (for "
+	       "negative_ttl_ms)\n"
 	       "  --processes N        processes (default 3)\n"
 	       "  --threads N          threads per process, one of them a "
 	       "writer (default 8)\n"
@@ -1120,6 +1199,7 @@ int app_check(int argc, char **argv)
 	    {"db", required_argument, NULL, 'd'},
 	    {"cache", required_argument, NULL, 'c'},
 	    {"naive", no_argument, NULL, 'n'},
+	    {"absences", no_argument, NULL, 'a'},
 	    {"processes", required_argument, NULL, 'p'},
 	    {"threads", required_argument, NULL, 't'},
 	    {"keys", required_argument, NULL, 'k'},
@@ -1151,6 +1231,9 @@ int app_check(int argc, char **argv)
 			break;
 		case 'n':
 			cfg.naive = true;
+			break;
+		case 'a':
+			cfg.absences = true;
 			break;
 		case 'p':
 			ok = app_long("processes", optarg, 1, 64, &cfg.procs);

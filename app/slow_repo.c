@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -65,6 +66,9 @@ static int get_ex(void *self, int64_t id, user *out, aside_error *err)
 	const user_repo_ops *ops = w->inner.ops;
 	int rc = ops->get_ex ? ops->get_ex(w->inner.self, id, out, err)
 			     : ops->get(w->inner.self, id, out);
+	if (rc == ASIDE_OK && w->odd_absent && out->name[0] == 'v' &&
+	    strtol(out->name + 1, NULL, 10) % 2 == 1)
+		rc = ASIDE_NOT_FOUND;
 	if (w->after_read_ms > 0 && (app_rand() & 1))
 		pause_upto_ms(w->after_read_ms);
 	return rc;

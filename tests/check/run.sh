@@ -145,6 +145,27 @@ for cache in "$redis?ttl_ms=30&stale_while_revalidate_ms=5000" \
 	saw "$what" ' [1-9][0-9]* beside another reader.s load' "no copy served"
 done
 
+# Cached absences (negative_ttl_ms), with rows deleted and created in turn
+# (--absences: a row of an odd version reads as none): from Redis alone and
+# with an L1, with stalls, then with Redis faults; a read never finds no row
+# once a create completed before it began, and no absence outlives a create.
+for cache in "$redis?negative_ttl_ms=60000" "$redis?l1=1000&negative_ttl_ms=60000"; do
+	bound=0
+	case $cache in *l1=*) bound=150 ;; esac
+	what="aside, cached absences, $cache"
+	run --cache "$cache" --bound-ms "$bound" --absences --processes 3 --threads 6 \
+		--keys 4 --duration-s 2 --stall-ms 200
+	clean "$what"
+	saw "$what" '^absences: [1-9][0-9]* reads found no row, [1-9][0-9]* of them' \
+		"no cached absence read"
+done
+what="aside, cached absences, Redis faults"
+run --cache "$redis?negative_ttl_ms=60000" --absences --processes 3 --threads 6 \
+	--keys 4 --duration-s 2 --load-delay-ms 30 --redis-faults-ms 150
+clean "$what"
+saw "$what" '^absences: [1-9][0-9]* reads found no row, [1-9][0-9]* of them' \
+	"no cached absence read"
+
 # Redis killed and restarted (empty) twice under the load, when the servers
 # are this test's own: outages, reconnections and the outbox.
 if [ -n "${ASIDE_TEST_SERVICES_DIR:-}" ]; then
