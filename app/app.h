@@ -44,7 +44,8 @@ struct slow_repo {
 	_Atomic unsigned long gets;
 	_Atomic int down;
 	/* aside check --absences: a row whose name is "vN" with N odd reads
-	 * as no row at all (ASIDE_NOT_FOUND), as if deleted. */
+	 * as no row at all (ASIDE_NOT_FOUND), as if deleted.  Cleared by
+	 * slow_repo_wrap, as are the fields above; set after it. */
 	bool odd_absent;
 };
 user_repo slow_repo_wrap(struct slow_repo *w, user_repo inner, long delay_us);

@@ -103,7 +103,7 @@ static void usage(FILE *f)
 	    "temporary directory)\n"
 	    "  --cache URL       cache (default "
 	    "mem://?stale_if_error_ms=60000&stale_while_revalidate_ms=1000&"
-	    "breaker=3)\n"
+	    "breaker=3&negative_ttl_ms=60000)\n"
 	    "  --db-delay-ms N   added to each database read (default 20)\n");
 }
 
@@ -111,7 +111,8 @@ int app_demo(int argc, char **argv)
 {
 	const char *db_url = NULL,
 		   *cache_url = "mem://?stale_if_error_ms=60000&"
-				"stale_while_revalidate_ms=1000&breaker=3";
+				"stale_while_revalidate_ms=1000&breaker=3&"
+				"negative_ttl_ms=60000";
 	long delay_ms = 20;
 	static const struct option opts[] = {
 	    {"db", required_argument, NULL, 'd'},
@@ -234,12 +235,22 @@ int app_demo(int argc, char **argv)
 	       (long long)alice.id, aside_status_name(rc), u.email,
 	       atomic_load(&counted.gets) - q0);
 
-	step(6, "delete, then read");
+	step(6, "delete, then read twice");
 	rc = user_service_delete_ex(svc, bob.id, &err);
+	aside_metrics am0, am1;
+	aside_cache_metrics(cache, &am0);
+	q0 = atomic_load(&counted.gets);
 	int rc2 = user_service_get_ex(svc, bob.id, &u, &err);
-	printf("  delete %lld: %s; get %lld -> %s\n", (long long)bob.id,
-	       aside_status_name(rc), (long long)bob.id,
-	       aside_status_name(rc2));
+	int rc3 = user_service_get_ex(svc, bob.id, &u, &err);
+	aside_cache_metrics(cache, &am1);
+	printf("  delete %lld: %s; get %lld -> %s; again -> %s; database "
+	       "queries: %lu\n",
+	       (long long)bob.id, aside_status_name(rc), (long long)bob.id,
+	       aside_status_name(rc2), aside_status_name(rc3),
+	       atomic_load(&counted.gets) - q0);
+	printf("  %llu read answered by the cached absence "
+	       "(negative_ttl_ms): a create of that id would end it\n",
+	       (unsigned long long)(am1.negative_hits - am0.negative_hits));
 
 	/* From here on users are cached with a TTL short enough to see
 	 * them expire. */
@@ -252,7 +263,6 @@ int app_demo(int argc, char **argv)
 		goto out_svc;
 	}
 	app_sleep_us(300 * 1000);
-	aside_metrics am0, am1;
 	aside_cache_metrics(cache, &am0);
 	q0 = atomic_load(&counted.gets);
 	ok = read_together(svc, erin.id, "Erin", N, rd);

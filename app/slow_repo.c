@@ -193,6 +193,7 @@ user_repo slow_repo_wrap(struct slow_repo *w, user_repo inner, long delay_us)
 	w->after_read_ms = w->after_update_ms = 0;
 	atomic_store(&w->gets, 0);
 	atomic_store(&w->down, 0);
+	w->odd_absent = false;
 	if (!inner.ops) /* none to wrap (aside bench --http) */
 		return (user_repo){0};
 	bool outbox = inner.ops->logged_change && inner.ops->outbox_pending &&

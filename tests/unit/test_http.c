@@ -732,6 +732,28 @@ static void warm_gate_and_access_log(void **state)
 	scratch_dir_rm(dir);
 }
 
+/* --cache with negative_ttl_ms: a GET of an id no user has is 404 from the
+ * cache the second time, until a POST creates that id. */
+static void missing_users_are_cached_until_created(void **state)
+{
+	(void)state;
+	server s;
+	assert_true(
+	    start(&s, false, "--cache", "mem://?negative_ttl_ms=60000", NULL));
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(
+		    req(&s, "GET", "/users/1", NULL, NULL, 0).status, 404);
+	assert_true(metric(&s, "aside_db_loads_total") == 1);
+	assert_true(metric(&s, "aside_negative_hits_total") == 2);
+	reply r = json(&s, "POST", "/users",
+		       "{\"name\":\"Nia\",\"email\":\"nia@example.com\"}");
+	assert_int_equal(r.status, 201);
+	assert_string_equal(r.location, "/users/1");
+	assert_int_equal(req(&s, "GET", "/users/1", NULL, NULL, 0).status, 200);
+	assert_true(metric(&s, "aside_db_loads_total") == 2);
+	assert_int_equal(stop(&s), 0);
+}
+
 /* A TCP connection to the server; -1 if none. */
 static int dial(const server *s)
 {
@@ -915,6 +937,7 @@ int main(void)
 	    {"error_lines_are_rate_limited/postgresql+redis",
 	     error_lines_are_rate_limited, setup_real, NULL, NULL},
 	    cmocka_unit_test(warm_gate_and_access_log),
+	    cmocka_unit_test(missing_users_are_cached_until_created),
 	    cmocka_unit_test(idle_clients_are_cut_off_and_capped),
 	    cmocka_unit_test(a_busy_port_is_refused_a_freed_one_reused),
 	    cmocka_unit_test(bad_listen_addresses_say_why),
