@@ -5,6 +5,7 @@
 #define ASIDE_CODEC_H
 
 #include <aside/users.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 /* "YYYY-MM-DDTHH:MM:SS.ffffffZ" */
@@ -27,5 +28,10 @@ size_t user__put_int(char *p, int64_t v);
 
 /* user_to_json into buf; 0 if the name or email is not valid UTF-8. */
 size_t user__json_write(const user *u, char *buf);
+
+/* user_from_json; strict false for a stored user (a cached value): the
+ * rules of user_validate that only writes apply are not applied. */
+int user__from_json(const char *text, size_t len, int partial, bool strict,
+		    user *out, aside_error *err);
 
 #endif

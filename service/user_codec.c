@@ -78,7 +78,33 @@ static bool utf8_valid(const char *p, size_t n)
 	return true;
 }
 
-static int check_name(const char *name, aside_error *err)
+/* The code point of the valid sequence of k bytes at s. */
+static uint32_t utf8_cp(const unsigned char *s, size_t k)
+{
+	if (k == 1)
+		return s[0];
+	uint32_t cp = s[0] & (0x7f >> k);
+	for (size_t i = 1; i < k; i++)
+		cp = cp << 6 | (s[i] & 0x3f);
+	return cp;
+}
+
+/* Unicode's White_Space characters other than controls. */
+static bool is_space(uint32_t cp)
+{
+	return cp == 0x20 || cp == 0xa0 || cp == 0x1680 ||
+	       (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 ||
+	       cp == 0x202f || cp == 0x205f || cp == 0x3000;
+}
+
+/*
+ * A name: 1 to USER_NAME_MAX bytes of valid UTF-8.  A new one (strict: a
+ * create or an update) also has no control character (C0, DEL, C1: a
+ * newline or an escape sequence in a name reaches logs and terminals) and
+ * is not blank.  Rows stored before these rules, or written by other
+ * programs, still read and cache: only writes apply them.
+ */
+static int check_name(const char *name, bool strict, aside_error *err)
 {
 	const char *nul = memchr(name, '\0', USER_NAME_MAX + 1);
 	if (!nul)
@@ -91,6 +117,22 @@ static int check_name(const char *name, aside_error *err)
 	if (!utf8_valid(name, n))
 		return fail(err, ASIDE_EBADNAME,
 			    "invalid name: not valid UTF-8");
+	if (!strict)
+		return ASIDE_OK;
+	bool blank = true;
+	const unsigned char *s = (const unsigned char *)name;
+	for (size_t i = 0, k; i < n; i += k) {
+		k = utf8_seq(s + i, n - i);
+		uint32_t cp = utf8_cp(s + i, k);
+		if (cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f))
+			return fail(err, ASIDE_EBADNAME,
+				    "invalid name: control character U+%04X "
+				    "at byte %zu",
+				    (unsigned)cp, i);
+		blank &= is_space(cp);
+	}
+	if (blank)
+		return fail(err, ASIDE_EBADNAME, "invalid name: only spaces");
 	return ASIDE_OK;
 }
 
@@ -171,14 +213,19 @@ static int check_email(const char *email, aside_error *err)
 	return ASIDE_OK;
 }
 
-int user_validate(const user *u, aside_error *err)
+static int validate(const user *u, bool strict, aside_error *err)
 {
 	if (!u)
 		return fail(err, ASIDE_EINVAL, "no user");
-	int rc = check_name(u->name, err);
+	int rc = check_name(u->name, strict, err);
 	if (rc == ASIDE_OK)
 		rc = check_email(u->email, err);
 	return rc;
+}
+
+int user_validate(const user *u, aside_error *err)
+{
+	return validate(u, true, err);
 }
 
 /* ---- times ------------------------------------------------------------- */
@@ -479,6 +526,12 @@ static int string_field(json_t *o, const char *field, char *dst, size_t max,
 int user_from_json(const char *text, size_t len, int partial, user *out,
 		   aside_error *err)
 {
+	return user__from_json(text, len, partial, true, out, err);
+}
+
+int user__from_json(const char *text, size_t len, int partial, bool strict,
+		    user *out, aside_error *err)
+{
 	json_error_t jerr;
 	json_t *o = json_loadb(text, len,
 			       JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
@@ -535,7 +588,7 @@ int user_from_json(const char *text, size_t len, int partial, user *out,
 		}
 		u.version = json_integer_value(version);
 	}
-	if ((rc = user_validate(&u, err)) == ASIDE_OK)
+	if ((rc = validate(&u, strict, err)) == ASIDE_OK)
 		*out = u;
 out:
 	json_decref(o);

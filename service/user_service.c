@@ -247,7 +247,7 @@ static int decode_user(void *arg, aside_value *v, aside_error *err)
 	const char *json = aside_value_data(v, &len);
 	const char *key = aside_value_key(v, &klen);
 	user u;
-	int rc = user_from_json(json, len, 0, &u, err);
+	int rc = user__from_json(json, len, 0, false, &u, err);
 	if (rc != ASIDE_OK)
 		return rc;
 	if (u.id != key_id(key, klen))

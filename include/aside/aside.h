@@ -43,7 +43,9 @@ extern "C" {
 	X(ECORRUPT, -7, "corrupt cache entry")                                 \
 	X(ETOOBIG, -8, "value too large")                                      \
 	X(EBADID, -9, "invalid user id: must be a positive integer")           \
-	X(EBADNAME, -10, "invalid name: must be 1-255 bytes of valid UTF-8")   \
+	X(EBADNAME, -10,                                                       \
+	  "invalid name: must be 1-255 bytes of valid UTF-8, not blank, "      \
+	  "without control characters")                                        \
 	X(EBADEMAIL, -11,                                                      \
 	  "invalid email: must be a valid address of at most 254 bytes")       \
 	X(EBADJSON, -12, "malformed JSON or missing fields")                   \
@@ -347,10 +349,11 @@ void aside_cache_close(aside_cache *c);
 /*
  * How to produce a value on a miss.  `load` makes a value for key (with
  * aside_value_new) and returns ASIDE_OK, ASIDE_NOT_FOUND (nothing is cached,
- * or an absence with negative_ttl_ms) or an error.  `decode`, optional, is called for a value read from a tier
- * that has no decoded form attached yet; it attaches one, or returns an
- * error, in which case the entry is treated as corrupt: counted, removed and
- * loaded afresh.  Both run without any lock of the engine held.
+ * or an absence with negative_ttl_ms) or an error.  `decode`, optional, is
+ * called for a value read from a tier that has no decoded form attached yet; it
+ * attaches one, or returns an error, in which case the entry is treated as
+ * corrupt: counted, removed and loaded afresh.  Both run without any lock of
+ * the engine held.
  */
 typedef struct aside_loader {
 	int (*load)(void *arg, const char *key, size_t klen, aside_value **out,

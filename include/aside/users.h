@@ -210,7 +210,11 @@ size_t user_cache_key(int64_t id, char buf[32]);
 
 /*
  * Validation, as create and update apply it: ASIDE_OK, ASIDE_EBADNAME or
- * ASIDE_EBADEMAIL, with what is wrong in err.
+ * ASIDE_EBADEMAIL, with what is wrong in err.  A name is 1 to
+ * USER_NAME_MAX bytes of valid UTF-8, not only spaces, without control
+ * characters (C0, DEL, C1).  A user read back (from the database or a
+ * cache) is held only to the length and UTF-8 rules: rows stored before
+ * the others, or by other programs, still read.
  */
 int user_validate(const user *u, aside_error *err);
 

@@ -309,6 +309,39 @@ static void missing_users_and_bad_ids(void **state)
 }
 
 /*
+ * A row whose name the write rules refuse (a tab, written by another
+ * program or before the rules): it reads, and caches, in every tier; a
+ * write through the service must mend it.
+ */
+static void stored_names_outside_the_rules_still_read(void **state)
+{
+	fx *f = *state;
+	user u, got;
+	memset(&u, 0, sizeof(u));
+	snprintf(u.name, sizeof(u.name), "Tab\there");
+	snprintf(u.email, sizeof(u.email), "tab@example.com");
+	assert_int_equal(f->db.ops->create(f->db.self, &u), ASIDE_OK);
+	int gets = atomic_load(&f->probe.gets);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(user_service_get(f->svc, u.id, &got),
+				 ASIDE_OK);
+		assert_string_equal(got.name, "Tab\there");
+	}
+	assert_int_equal(atomic_load(&f->probe.gets), gets + 1);
+	aside_metrics m;
+	aside_cache_metrics(f->cache, &m);
+	assert_int_equal(m.corrupt, 0);
+	aside_error err;
+	assert_int_equal(user_service_update_ex(f->svc, &got, &err),
+			 ASIDE_EBADNAME);
+	assert_non_null(strstr(err.message, "control character U+0009"));
+	snprintf(got.name, sizeof(got.name), "Tab here");
+	assert_int_equal(user_service_update(f->svc, &got), ASIDE_OK);
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	assert_string_equal(got.name, "Tab here");
+}
+
+/*
  * negative_ttl_ms: a read of an id no user has is cached as an absence, so
  * the next one asks no database; creating that user, and deleting one,
  * end or start an absence at once.  On a cache of its own with the option.
@@ -1012,6 +1045,7 @@ int main(void)
 	    T(gate_spares_the_database),
 	    T(warm_caches_the_newest_users),
 	    T(absences_cached_until_a_create),
+	    T(stored_names_outside_the_rules_still_read),
 	    T(writes_invalidate_users_all),
 	    T(writer_reads_its_write_during_a_slow_load),
 	    T(stale_load_is_never_stored),
