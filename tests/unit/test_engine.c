@@ -373,25 +373,39 @@ static void *read_thread(void *arg)
 	return NULL;
 }
 
-static void get_coalesces_concurrent_misses(void **state)
+/*
+ * n readers of key (n <= 16) at once: the first leads a load held in the
+ * source until the others wait for it; each one's result (a version, or
+ * -100 - status) in results.
+ */
+static void read_behind_a_held_load(fixture *f, const char *key, int n,
+				    int *results)
 {
-	fixture *f = *state;
-	enum { N = 10 };
-	pthread_t th[N];
-	reader rd[N];
+	pthread_t th[16];
+	reader rd[16];
 	source_hold_next(&f->src);
-	for (int i = 0; i < N; i++) {
-		rd[i] = (reader){f, "k:7", 0, {0}};
+	for (int i = 0; i < n; i++) {
+		rd[i] = (reader){f, key, 0, {0}};
 		pthread_create(&th[i], NULL, read_thread, &rd[i]);
 		if (i == 0)
 			source_wait_held(&f->src);
 	}
-	assert_true(wait_for_waiters(f->cache, N - 1));
+	assert_true(wait_for_waiters(f->cache, n - 1));
 	source_release(&f->src);
-	for (int i = 0; i < N; i++) {
+	for (int i = 0; i < n; i++) {
 		pthread_join(th[i], NULL);
-		assert_int_equal(rd[i].result, 1);
+		results[i] = rd[i].result;
 	}
+}
+
+static void get_coalesces_concurrent_misses(void **state)
+{
+	fixture *f = *state;
+	enum { N = 10 };
+	int results[N];
+	read_behind_a_held_load(f, "k:7", N, results);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(results[i], 1);
 	assert_int_equal(f->src.loads, 1);
 	aside_metrics m = metrics(f);
 	assert_int_equal(m.loads, 1);
@@ -1375,21 +1389,10 @@ static void absence_is_shared_by_one_load(void **state)
 	fixture *f = fixture_new("mem://?negative_ttl_ms=60000");
 	f->src.not_found = 1;
 	enum { N = 8 };
-	pthread_t th[N];
-	reader rd[N];
-	source_hold_next(&f->src);
-	for (int i = 0; i < N; i++) {
-		rd[i] = (reader){f, "k:9", 0, {0}};
-		pthread_create(&th[i], NULL, read_thread, &rd[i]);
-		if (i == 0)
-			source_wait_held(&f->src);
-	}
-	assert_true(wait_for_waiters(f->cache, N - 1));
-	source_release(&f->src);
-	for (int i = 0; i < N; i++) {
-		pthread_join(th[i], NULL);
-		assert_int_equal(rd[i].result, -100 - ASIDE_NOT_FOUND);
-	}
+	int results[N];
+	read_behind_a_held_load(f, "k:9", N, results);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(results[i], -100 - ASIDE_NOT_FOUND);
 	assert_int_equal(f->src.loads, 1);
 	aside_metrics m = metrics(f);
 	assert_int_equal(m.shared_loads, N - 1);
