@@ -89,12 +89,15 @@ static uint32_t utf8_cp(const unsigned char *s, size_t k)
 	return cp;
 }
 
-/* Unicode's White_Space characters other than controls. */
+/* Unicode's White_Space characters other than controls, and the
+ * invisible joiners and separators a name of nothing else would show as
+ * blank (zero-width space, non-joiner and joiner, word joiner, BOM). */
 static bool is_space(uint32_t cp)
 {
-	return cp == 0x20 || cp == 0xa0 || cp == 0x1680 ||
-	       (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 ||
-	       cp == 0x202f || cp == 0x205f || cp == 0x3000;
+	return cp == 0x20 || cp == 0xa0 || cp == 0x1680 || cp == 0x180e ||
+	       (cp >= 0x2000 && cp <= 0x200d) || cp == 0x2028 || cp == 0x2029 ||
+	       cp == 0x202f || cp == 0x205f || cp == 0x2060 || cp == 0x3000 ||
+	       cp == 0xfeff;
 }
 
 /*

@@ -151,7 +151,8 @@ static void names_are_checked_on_write(void **state)
 	} bad[] = {
 	    {" ", "only spaces"},
 	    {"   ", "only spaces"},
-	    {"\xc2\xa0\xe3\x80\x80", "only spaces"}, /* NBSP, ideographic */
+	    {"\xc2\xa0\xe3\x80\x80", "only spaces"},	 /* NBSP, ideographic */
+	    {"\xe2\x80\x8b\xef\xbb\xbf", "only spaces"}, /* ZWSP, BOM */
 	    {"a\nb", "control character U+000A at byte 1"},
 	    {"\t", "control character U+0009 at byte 0"},
 	    {"Bob\x1b[2J", "control character U+001B at byte 3"},
