@@ -642,12 +642,6 @@ out:
 	return rc;
 }
 
-/* The expiry of a value loaded now: the namespace's TTL less some jitter. */
-/*
- * When a value loaded now expires: the namespace's TTL, longer for a key
- * read often (ttl_adapt=M: up to M times, in proportion to the L1's count
- * of its reads, 0 to 15), less the jitter.
- */
 /* ttl_us less a random share of up to jitter percent of it. */
 static int64_t jitter_us(int64_t ttl_us, int jitter)
 {
@@ -657,6 +651,11 @@ static int64_t jitter_us(int64_t ttl_us, int jitter)
 	return ttl_us;
 }
 
+/*
+ * When a value loaded now expires: the namespace's TTL, longer for a key
+ * read often (ttl_adapt=M: up to M times, in proportion to the L1's count
+ * of its reads, 0 to 15), less the jitter.
+ */
 static int64_t expiry_for(aside_cache *c, const char *key, size_t klen,
 			  uint64_t hash, int64_t now_us)
 {

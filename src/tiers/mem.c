@@ -399,9 +399,10 @@ static unsigned take_touches(struct shard *sh, aside_value *v)
 
 /*
  * Finds a fresh entry for key; call inside a read section.  The value
- * returned is protected by the section only: no reference is taken.
+ * returned is protected by the section only: no reference is taken.  With
+ * lend (aside__mem_borrow), a cached absence is not returned either: the
+ * caller reads it the long way.
  */
-/* lend: for aside__mem_borrow, which a cached absence goes past (NULL). */
 static inline aside_value *lookup(struct mem *m, const char *key, size_t klen,
 				  uint64_t hash, int64_t now, bool lend)
 {
