@@ -22,11 +22,12 @@
  *   (a') a read that found no row is stale if a write that made the row
  *       exist had completed before it began, and the write after it (which
  *       makes the row absent again) had not begun before it ended;
- *   (b') a cached absence of a row that exists is a divergent key.  --naive
- * runs the seed's plain cache-aside instead (GET; on a miss, read the database
- * and SET; on a write, update then DEL), which these races defeat: the proof
- * that the checker can fail.  Exit status: 0 when nothing was found, 1
- * otherwise.
+ *   (b') a cached absence of a row that exists is a divergent key.
+ *
+ * --naive runs the seed's plain cache-aside instead (GET; on a miss, read
+ * the database and SET; on a write, update then DEL), which these races
+ * defeat: the proof that the checker can fail.  Exit status: 0 when nothing
+ * was found, 1 otherwise.
  *
  * A write that fails may still have committed (its answer lost with its
  * connection): the writer then reads the row back from the database, and
