@@ -38,8 +38,11 @@ static void on_interrupt(int sig)
 	interrupted = 1;
 }
 
+/* Ids no user has (--absent-pct) start past any id a benchmark creates. */
+#define ABSENT_BASE 1000000000LL
+
 struct config {
-	long users, threads, read_pct, delay_us;
+	long users, threads, read_pct, delay_us, absent_pct;
 	double theta, seconds;
 	const char *db_url, *cache_url, *trace, *csv_dir, *http;
 	bool modes[NMODES];
@@ -325,6 +328,8 @@ static int http_op(struct worker *w, const char *base, bool read, const user *u)
 	CURLcode rc = curl_easy_perform(c);
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
 	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, NULL);
+	if (rc == CURLE_OK && code == 404)
+		return ASIDE_NOT_FOUND;
 	return rc == CURLE_OK && code / 100 == 2 ? ASIDE_OK
 						 : ASIDE_EUNAVAILABLE;
 }
@@ -355,10 +360,17 @@ static void *work(void *arg)
 			id = zipf_next(sh->zipf, x) + 1;
 		}
 		bool read = (long)(rng(&s) % 100) < cfg->read_pct;
+		/* A read of an id no user has, as popular as the id it is
+		 * drawn from: answered not found, never stale. */
+		bool absent = read && (long)(rng(&s) % 100) < cfg->absent_pct;
+		if (absent)
+			id += ABSENT_BASE;
 		struct numbering *nb = sh->nb;
 		uint64_t number = 0, floor = 0;
 		bool alone = false;
-		if (read) {
+		if (absent) {
+			/* no write numbers it */
+		} else if (read) {
 			floor = atomic_load_explicit(&nb->floor[id],
 						     memory_order_acquire);
 		} else {
@@ -417,6 +429,11 @@ static void *work(void *arg)
 							  memory_order_relaxed);
 		}
 		w->hist[aside_hist_bucket((uint64_t)(mono_us() - t0))]++;
+		/* An absent id must be answered not found, any other found. */
+		if (absent)
+			rc = rc == ASIDE_NOT_FOUND ? ASIDE_OK
+			     : rc == ASIDE_OK	   ? ASIDE_EINTERNAL
+						   : rc;
 		if (rc != ASIDE_OK)
 			atomic_fetch_add_explicit(&sh->errors, 1,
 						  memory_order_relaxed);
@@ -945,6 +962,9 @@ static void usage(FILE *f)
 	    "instead: key %% N + 1\n"
 	    "  --read-pct P       reads in percent, the rest updates "
 	    "(default 95)\n"
+	    "  --absent-pct P     of the reads, P percent are of ids no user "
+	    "has (as popular as\n"
+	    "                     the others; 404s over HTTP; default 0)\n"
 	    "  --threads N        client threads (default 2)\n"
 	    "  --duration-s S     seconds per mode (default 10)\n"
 	    "  --db-delay-us D    added to each database read (default 0)\n"
@@ -977,6 +997,7 @@ int app_bench(int argc, char **argv)
 	    {"theta", required_argument, NULL, 'z'},
 	    {"trace", required_argument, NULL, 'f'},
 	    {"read-pct", required_argument, NULL, 'r'},
+	    {"absent-pct", required_argument, NULL, 'a'},
 	    {"threads", required_argument, NULL, 't'},
 	    {"duration-s", required_argument, NULL, 's'},
 	    {"db-delay-us", required_argument, NULL, 'D'},
@@ -1006,6 +1027,10 @@ int app_bench(int argc, char **argv)
 		case 'r':
 			ok =
 			    app_long("read-pct", optarg, 0, 100, &cfg.read_pct);
+			break;
+		case 'a':
+			ok = app_long("absent-pct", optarg, 0, 100,
+				      &cfg.absent_pct);
 			break;
 		case 't':
 			ok = app_long("threads", optarg, 1, 1024, &cfg.threads);
@@ -1137,10 +1162,10 @@ int app_bench(int argc, char **argv)
 		fprintf(series, "mode,second,ops,db_reads,reads,hits\n");
 		fprintf(latency, "mode,us,cumulative_fraction\n");
 	}
-	printf("keys: %s; %ld%% reads; %ld threads; %.0f s a mode; database "
-	       "reads +%ld us\n",
-	       cfg.trace ? cfg.trace : "zipf", cfg.read_pct, cfg.threads,
-	       cfg.seconds, cfg.delay_us);
+	printf("keys: %s; %ld%% reads (%ld%% of them of ids no user has); %ld "
+	       "threads; %.0f s a mode; database reads +%ld us\n",
+	       cfg.trace ? cfg.trace : "zipf", cfg.read_pct, cfg.absent_pct,
+	       cfg.threads, cfg.seconds, cfg.delay_us);
 	if (!cfg.trace)
 		printf("zipf theta %.2f over %ld users\n", cfg.theta,
 		       cfg.users);

@@ -40,6 +40,16 @@ awk -F, 'NR>1 {r[$1]=$8; h[$1]=$7; e[$1]=$10}
 awk -F, 'NR>1 {s[$1]=$11} END {exit !(s["naive"] > 0 && s["aside"] == 0)}' \
 	"$tmp/stale/summary.csv" || fail "stale reads: $(cat "$tmp/stale/summary.csv")"
 
+# Reads of ids no user has (--absent-pct): answered not found in every mode
+# (no errors); with negative_ttl_ms aside reads the database less than half
+# as often as the naive cache-aside, which caches no absence.
+"$aside" bench --users 500 --absent-pct 30 --duration-s 0.5 --modes naive,aside \
+	--cache 'mem://?negative_ttl_ms=60000' --csv "$tmp/absent" >"$tmp/out" 2>"$tmp/err" ||
+	fail "absent run: exit $?: $(cat "$tmp/err")"
+awk -F, 'NR>1 {r[$1]=$8; e[$1]=$10}
+	END {exit !(r["aside"] * 2 < r["naive"] && e["aside"] == 0 && e["naive"] == 0)}' \
+	"$tmp/absent/summary.csv" || fail "absent: $(cat "$tmp/absent/summary.csv")"
+
 # --http drives a running aside serve (a private one on a free port).
 "$aside" serve --listen 127.0.0.1:0 --db "sqlite:$tmp/serve.db" >"$tmp/serve.log" 2>&1 &
 serve=$!
@@ -50,7 +60,7 @@ until url=$(sed -n 's/^aside serve: listening on \(http:[^ ]*\).*/\1/p' "$tmp/se
 	[ $i -lt 100 ] || { kill $serve; fail "aside serve did not start: $(cat "$tmp/serve.log")"; }
 	sleep 0.1
 done
-"$aside" bench --http "$url" --users 50 --read-pct 80 --threads 2 --duration-s 0.5 \
+"$aside" bench --http "$url" --users 50 --read-pct 80 --absent-pct 10 --threads 2 --duration-s 0.5 \
 	--csv "$tmp/http" >"$tmp/out" 2>"$tmp/err" ||
 	{ rc=$?; kill $serve; fail "http run: exit $rc: $(cat "$tmp/err")"; }
 kill $serve
