@@ -1019,9 +1019,11 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 			if (late > worst_ns)
 				worst_ns = late;
 			if (shown++ < 5)
-				printf("  stale read: key %d found no row, "
-				       "%.1f ms after v%ld was written\n",
-				       r->key, (double)late / 1e6, nv);
+				printf(
+				    "  stale read: key %d (user %lld) found "
+				    "no row, %.1f ms after v%ld was written\n",
+				    r->key, (long long)ids[r->key],
+				    (double)late / 1e6, nv);
 			continue;
 		}
 		if (r->version < newest[r->key]) {
@@ -1031,9 +1033,11 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 			if (late > worst_ns)
 				worst_ns = late;
 			if (shown++ < 5)
-				printf("  stale read: key %d returned v%ld, "
-				       "%.1f ms after v%ld was written\n",
-				       r->key, r->version, (double)late / 1e6,
+				printf("  stale read: key %d (user %lld) "
+				       "returned v%ld, %.1f ms after v%ld was "
+				       "written\n",
+				       r->key, (long long)ids[r->key],
+				       r->version, (double)late / 1e6,
 				       newest[r->key]);
 		}
 	}

@@ -340,14 +340,35 @@ static PGresult *run(struct conn *c, const char *stmt, int n,
 	bool late = false;
 	PGresult *res = NULL, *more;
 	while ((more = result_by(c, due, &late)) != NULL) {
-		if (res)
-			PQclear(more); /* one statement: one result */
-		else
+		/*
+		 * One statement has one result, sent before its transaction
+		 * commits, which happens at the end of the request: the rows
+		 * of a change that its commit then refuses (a deferred
+		 * constraint) or never makes (the connection ended
+		 * meanwhile) come first, the error after them.  The error is
+		 * the outcome.
+		 */
+		if (!res) {
 			res = more;
+		} else if (PQresultStatus(more) == PGRES_FATAL_ERROR &&
+			   PQresultStatus(res) != PGRES_FATAL_ERROR) {
+			PQclear(res);
+			res = more;
+		} else {
+			PQclear(more);
+		}
 	}
 	if (late) {
 		PQclear(res);
 		no_answer(err, c, what);
+		return NULL;
+	}
+	/* Ended before the server said the request was done: whether it
+	 * committed is unknown, so it did not succeed. */
+	if (PQstatus(c->pg) == CONNECTION_BAD &&
+	    PQresultStatus(res) != PGRES_FATAL_ERROR) {
+		PQclear(res);
+		pg_fail(err, c->pg, NULL, what);
 		return NULL;
 	}
 	if (PQresultStatus(res) != want) {

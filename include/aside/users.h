@@ -168,6 +168,7 @@ int user_service_create(user_service *s, user *u);
  * seed: UpdateUser.  Name and email of u->id; ASIDE_NOT_FOUND if absent.
  * A database error may come after the change committed (its answer lost):
  * the user's key is invalidated on every failure but ASIDE_NOT_FOUND.
+ * ASIDE_OK only once the change has committed.
  */
 int user_service_update(user_service *s, const user *u);
 

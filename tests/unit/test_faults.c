@@ -2369,6 +2369,81 @@ static void postgres_errors_keep_their_sqlstate(void **state)
 	assert_int_equal(user_service_get(f->svc, ok.id, &got), ASIDE_OK);
 }
 
+/* A write in another thread, for a test that ends its connection. */
+struct pending_write {
+	user_service *svc;
+	user u;
+	aside_error err;
+	int rc;
+};
+
+static void *write_in_thread(void *arg)
+{
+	struct pending_write *w = arg;
+	w->rc = user_service_update_ex(w->svc, &w->u, &w->err);
+	return NULL;
+}
+
+/*
+ * A change whose rows came back but whose commit did not happen: a
+ * deferred constraint that refuses it at commit, and a connection ended
+ * while the commit ran.  PostgreSQL sends a statement's rows before it
+ * commits (at the end of the request), so the rows alone do not make the
+ * write: it is an error, and the old row is what everyone reads.  Both
+ * were reported written (found by `aside check --db-faults-ms`: reads of
+ * the old row "stale" after a write that never committed).
+ */
+static void write_that_fails_at_commit_is_an_error(void **state)
+{
+	fx *f = *state;
+	NEED_SERVERS(f);
+	test_pg_scalar(f->pg,
+		       "CREATE OR REPLACE FUNCTION aside_test_at_commit() "
+		       "RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+		       "IF NEW.name = 'refused at commit' THEN "
+		       "RAISE EXCEPTION 'refused at commit'; END IF; "
+		       "IF NEW.name = 'slow commit' THEN "
+		       "PERFORM pg_sleep(60); END IF; RETURN NULL; END $$");
+	test_pg_scalar(f->pg, "CREATE CONSTRAINT TRIGGER aside_test_at_commit "
+			      "AFTER UPDATE ON users DEFERRABLE INITIALLY "
+			      "DEFERRED FOR EACH ROW EXECUTE FUNCTION "
+			      "aside_test_at_commit()");
+	user u = add_user(f, 1), got;
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+
+	struct pending_write w = {.svc = f->svc, .u = u};
+	strcpy(w.u.name, "refused at commit");
+	w.rc = user_service_update_ex(f->svc, &w.u, &w.err);
+	assert_int_equal(w.rc, ASIDE_EDB);
+	assert_non_null(strstr(w.err.message, "refused at commit"));
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	assert_string_equal(got.name, u.name);
+
+	/* The connection ended while the commit waits in the trigger. */
+	strcpy(w.u.name, "slow commit");
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, write_in_thread, &w), 0);
+	const char *sleeping = "FROM pg_stat_activity WHERE wait_event = "
+			       "'PgSleep' AND datname = current_database()";
+	char sql[256];
+	snprintf(sql, sizeof(sql), "SELECT count(*) %s", sleeping);
+	for (double until = now_s() + 20;
+	     test_pg_scalar(f->pg, sql) != 1 && now_s() < until;)
+		pause_ms(5);
+	snprintf(sql, sizeof(sql), "SELECT count(pg_terminate_backend(pid)) %s",
+		 sleeping);
+	assert_int_equal(test_pg_scalar(f->pg, sql), 1);
+	pthread_join(t, NULL);
+	assert_int_equal(w.rc, ASIDE_EDB);
+	assert_int_equal(user_service_get(f->svc, u.id, &got), ASIDE_OK);
+	assert_string_equal(got.name, u.name);
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM users WHERE id = %lld AND version = 1",
+		 (long long)u.id);
+	assert_int_equal(test_pg_scalar(f->pg, sql), 1);
+	test_pg_scalar(f->pg, "DROP TRIGGER aside_test_at_commit ON users");
+}
+
 static void bad_database_urls_say_why(void **state)
 {
 	fx *f = *state;
@@ -2452,6 +2527,8 @@ int main(void)
 		undecodable_json_in_redis_is_replaced, setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 		another_users_entry_in_redis_is_replaced, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		write_that_fails_at_commit_is_an_error, setup, teardown),
 	    cmocka_unit_test_setup_teardown(bad_database_urls_say_why, setup,
 					    teardown),
 	    cmocka_unit_test_setup_teardown(
