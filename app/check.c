@@ -830,6 +830,23 @@ static long cached_version(const struct check_cfg *cfg, aside_cache *peek,
 	return version;
 }
 
+/* Gives up a run before it began: what was opened is closed, and the
+ * run's directory removed; the exit status 2. */
+static int abandon(const char *dir, user_repo *db, aside_cache *peek,
+		   redisContext *rc, int64_t *ids)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/ids", dir);
+	unlink(path);
+	rmdir(dir);
+	free(ids);
+	if (rc)
+		redisFree(rc);
+	aside_cache_close(peek);
+	user_repo_close(db);
+	return 2;
+}
+
 static int parent(struct check_cfg *cfg, int argc, char **argv)
 {
 	char dir[] = "/tmp/aside-check-XXXXXX";
@@ -842,6 +859,7 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 	user_repo db;
 	if (user_repo_open(cfg->db_url, &db, &err) != ASIDE_OK) {
 		fprintf(stderr, "aside check: %s\n", err.message);
+		rmdir(dir);
 		return 2;
 	}
 	/* Fresh rows, and no cached copy of their keys. */
@@ -850,12 +868,14 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 	char peek_url[1024];
 	snprintf(peek_url, sizeof(peek_url), "%.*s",
 		 (int)strcspn(cfg->cache_url, "?"), cfg->cache_url);
+	aside_error_clear(&err);
 	if (aside_cache_open(peek_url, &peek, &err) != ASIDE_OK ||
 	    !(rc = naive_connect(cfg->cache_url))) {
 		char shown[256];
-		fprintf(stderr, "aside check: %s: cannot use it\n",
-			aside_url_redact(cfg->cache_url, shown, sizeof(shown)));
-		return 2;
+		fprintf(stderr, "aside check: %s: cannot use it: %s\n",
+			aside_url_redact(cfg->cache_url, shown, sizeof(shown)),
+			err.code ? err.message : "no connection");
+		return abandon(dir, &db, peek, rc, NULL);
 	}
 	int64_t *ids = calloc((size_t)cfg->keys, sizeof(*ids));
 	char path[4096];
@@ -865,9 +885,11 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 		user u = {0};
 		snprintf(u.name, sizeof(u.name), "v0");
 		snprintf(u.email, sizeof(u.email), "check%ld@example.com", k);
-		if (db.ops->create(db.self, &u) != ASIDE_OK) {
-			fprintf(stderr, "aside check: cannot create rows\n");
-			return 2;
+		if (db.ops->create_ex(db.self, &u, &err) != ASIDE_OK) {
+			fprintf(stderr, "aside check: cannot create rows: %s\n",
+				err.message);
+			fclose(f);
+			return abandon(dir, &db, peek, rc, ids);
 		}
 		ids[k] = u.id;
 		fprintf(f, "%lld\n", (long long)u.id);
@@ -875,8 +897,11 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 		size_t klen = user_cache_key(u.id, key);
 		aside_cache_invalidate(peek, key, klen, NULL);
 	}
-	if (!ids || !f || fclose(f) != 0)
-		return 2;
+	if (!ids || !f || fclose(f) != 0) {
+		fprintf(stderr, "aside check: %s: %s\n", path,
+			!ids ? "out of memory" : strerror(errno));
+		return abandon(dir, &db, peek, rc, ids);
+	}
 
 	printf("aside check: %s, %ld processes x %ld threads (one writer "
 	       "each), %ld keys, %.1f s\n",

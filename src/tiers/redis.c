@@ -1315,11 +1315,14 @@ static int r_get(void *self, const char *key, size_t klen, uint64_t hash,
 
 /*
  * A lease script that got no answer (its connection closed, or it timed
- * out in a paused Redis) may have run, or may yet: then the lease is ours,
- * and every other process that misses the key waits it out (lease_ms, 5 s
- * by default), and its readers' waits for the load run out with it (the
- * check test met this once: 4 leases waited out, a wait timed out).  The
- * lease key and token are kept, and the probe drops the lease if it is
+ * out in a paused Redis) may have run, or may yet: then the lease is ours.
+ * So is the lease of a fill or a drop that got no answer, unless it ran (a
+ * fill that runs after the lease was dropped finds it gone, and stores
+ * nothing).  Every process that misses the key, this one included, waits
+ * such a lease out (lease_ms, 5 s by default), and its readers' waits for
+ * the load run out with it (the check test met this with lookups, then
+ * with fills: leases waited out, waits timed out).  The lease key and
+ * token are kept, and the probe drops the lease if it is
  * still ours (see drop_orphans): the breaker is open after such a failure.
  * Past ORPHANS_MAX, the oldest is forgotten: it lapses by itself.
  */
@@ -1487,8 +1490,10 @@ static int r_lease_end(void *self, const char *key, size_t klen, uint64_t hash,
 		size_t kl[] = {lklen, 16};
 		redisReply *rep =
 		    run_script(r, S_LEASE_DROP, 1, 2, kv, kl, err);
-		if (!rep)
+		if (!rep) {
+			orphan_add(r, lk, lklen, tok);
 			return ASIDE_ECACHE;
+		}
 		/* 0: a write voided the lease (or it lapsed), so what the
 		 * flight read may be older than that write. */
 		int rc;
@@ -1520,8 +1525,12 @@ static int r_lease_end(void *self, const char *key, size_t klen, uint64_t hash,
 	size_t kl[] = {klen, lklen, 16, size, (size_t)pxlen, 8};
 	redisReply *rep = run_script(r, S_LEASE_FILL, 2, 6, kv, kl, err);
 	free(buf);
-	if (!rep)
+	if (!rep) {
+		/* The lease is ours still, unless the fill ran: the probe
+		 * gives it up (a fill that runs later finds it gone). */
+		orphan_add(r, lk, lklen, tok);
 		return ASIDE_ECACHE;
+	}
 	int rc;
 	if (rep->type == REDIS_REPLY_INTEGER)
 		rc = rep->integer == 1 ? ASIDE_OK : ASIDE_STALE;

@@ -1644,6 +1644,58 @@ static void lease_without_an_answer_is_dropped(void **state)
 	aside_cache_close(r2);
 }
 
+/* Loads "new", having dropped every client connection of Redis the first
+ * time (CLIENT KILL): the fill after it finds its connection closed. */
+static int load_then_kill(void *arg, const char *key, size_t klen,
+			  aside_value **out, aside_error *err)
+{
+	(void)err;
+	if (atomic_fetch_add((_Atomic int *)arg, 1) == 0) {
+		const char *kill[] = {"CLIENT", "KILL", "TYPE", "normal"};
+		assert_true(test_redis_cmd(REDIS_DB, NULL, 0, 4, kill));
+	}
+	return aside_value_new(key, klen, "new", 3, out);
+}
+
+/*
+ * A fill (or a lease given up) that got no answer leaves its lease in
+ * Redis, held by a token no one will use again: the next read of the key,
+ * in this process or another, waited it out (lease_ms) and loaded without
+ * one, and readers who joined it ran out of time (aside check with Redis
+ * connections killed: "1 leases waited out", 2 reads "timed out waiting
+ * for a load").  The probe gives such a lease up, as it does a lookup's.
+ */
+static void lease_of_a_fill_without_an_answer_is_dropped(void **state)
+{
+	fx *f = *state;
+	NEED_SERVERS(f);
+	char url[600];
+	assert_true(
+	    test_redis_url(url, REDIS_DB, "lease_ms=60000&wait_ms=2000"));
+	aside_cache *c, *c2 = redis_only_cache();
+	assert_int_equal(aside_cache_open(url, &c, NULL), ASIDE_OK);
+	expect_text(c, "fill:warm", "w", "w"); /* its scripts loaded */
+	_Atomic int loads = 0;
+	aside_loader ld = {load_then_kill, NULL, &loads};
+	aside_value *v;
+	double t0 = now_s();
+	assert_int_equal(aside_cache_get(c, "fill:1", 6, &ld, &v, NULL),
+			 ASIDE_OK);
+	double took = now_s() - t0;
+	aside_value_unref(v);
+	aside_metrics m = metrics(c);
+	printf("    the read whose fill found its connection closed took %.0f "
+	       "ms, %d loads, %llu leases waited out\n",
+	       took * 1000, atomic_load(&loads),
+	       (unsigned long long)m.lease_timeouts);
+	assert_int_equal(m.lease_timeouts, 0);
+	assert_int_equal(atomic_load(&loads), 2); /* read again, leased */
+	/* The second load was filled: another process reads it from Redis. */
+	expect_text(c2, "fill:1", "other", "new");
+	aside_cache_close(c);
+	aside_cache_close(c2);
+}
+
 /*
  * Redis's clients on this program's database (CLIENT LIST), or -1: the
  * other test programs, which may run meanwhile, use databases of their
@@ -2561,6 +2613,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(
 		invalidation_queued_behind_a_read_that_timed_out, setup,
 		teardown),
+	    cmocka_unit_test_setup_teardown(
+		lease_of_a_fill_without_an_answer_is_dropped, setup, teardown),
 	    cmocka_unit_test_setup_teardown(lease_without_an_answer_is_dropped,
 					    setup, teardown),
 	    cmocka_unit_test_setup_teardown(owed_invalidations_go_by_batch,
