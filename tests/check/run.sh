@@ -171,7 +171,7 @@ saw "$what" '^absences: [1-9][0-9]* reads found no row, [1-9][0-9]* of them' \
 if [ -n "${ASIDE_TEST_SERVICES_DIR:-}" ]; then
 	here=$(cd "$(dirname "$0")" && pwd)
 	services=$here/../../scripts/services
-	(for i in 1 2; do
+	(for _ in 1 2; do
 		sleep 0.5
 		"$services" redis-kill "$ASIDE_TEST_SERVICES_DIR"
 		sleep 0.2
@@ -192,7 +192,7 @@ if [ -n "${ASIDE_TEST_SERVICES_DIR:-}" ]; then
 	# that had not yet seen the hang can have a read queued in Redis that
 	# runs before the owed invalidations: docs/consistency.md, Limits.)
 	pid=$(cat "$ASIDE_TEST_SERVICES_DIR/redis.pid")
-	(for i in 1 2; do
+	(for _ in 1 2; do
 		sleep 0.7
 		kill -STOP "$pid"
 		sleep 1.2
@@ -225,7 +225,7 @@ if [ -n "${ASIDE_TEST_SERVICES_DIR:-}" ]; then
 
 	# PostgreSQL restarted twice under the load (with an L1, and database
 	# faults now and then, which also lets the check count errors).
-	(for i in 1 2; do
+	(for _ in 1 2; do
 		sleep 1
 		"$services" pg-restart "$ASIDE_TEST_SERVICES_DIR"
 	done) >/dev/null 2>&1 &

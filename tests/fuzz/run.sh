@@ -22,6 +22,7 @@ printf '\003ASD2\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000
 # a kept copy's age check overflow
 printf '\003ASD1\000\000\000\377\000\000\001\200\007\000{\000' >"$out/corpus/old-entry"
 # shellcheck disable=SC2086
+# shellcheck disable=SC2046,SC2086 # flags and sources, one word each
 clang -g -O1 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
 	-fno-sanitize-recover=all -I"$top/include" \
 	"$top/tests/fuzz/fuzz_inputs.c" $srcs \

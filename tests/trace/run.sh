@@ -8,7 +8,7 @@ trap 'rm -rf "$tmp"' EXIT
 fail() { echo "trace test: $*" >&2; exit 1; }
 
 # 10 distinct keys read 5 times each: with room for all, 40 of 50 hit.
-for r in 1 2 3 4 5; do seq 1 10; done >"$tmp/t.txt"
+for _ in 1 2 3 4 5; do seq 1 10; done >"$tmp/t.txt"
 out=$("$aside" trace --capacity 100 "$tmp/t.txt")
 echo "$out" | grep -q 'events=50 capacity=100 hit_ratio=0.8000 evictions=0' || fail "got: $out"
 
