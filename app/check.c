@@ -1156,6 +1156,11 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 	free(ids);
 	snprintf(path, sizeof(path), "%s/ids", dir);
 	unlink(path);
+	/* A run whose children failed left their records unread. */
+	for (long p = 0; p < cfg->procs; p++) {
+		snprintf(path, sizeof(path), "%s/ops.%ld", dir, p);
+		unlink(path);
+	}
 	rmdir(dir);
 	redisFree(rc);
 	aside_cache_close(peek);
