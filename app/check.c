@@ -830,21 +830,25 @@ static long cached_version(const struct check_cfg *cfg, aside_cache *peek,
 	return version;
 }
 
-/* Gives up a run before it began: what was opened is closed, and the
- * run's directory removed; the exit status 2. */
-static int abandon(const char *dir, user_repo *db, aside_cache *peek,
-		   redisContext *rc, int64_t *ids)
+/* What a run leaves: its files and directory removed (those of children
+ * that failed, whose records were never read, too), what it opened closed. */
+static void clean_up(const struct check_cfg *cfg, const char *dir,
+		     user_repo *db, aside_cache *peek, redisContext *rc,
+		     int64_t *ids)
 {
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/ids", dir);
 	unlink(path);
+	for (long p = 0; p < cfg->procs; p++) {
+		snprintf(path, sizeof(path), "%s/ops.%ld", dir, p);
+		unlink(path);
+	}
 	rmdir(dir);
 	free(ids);
 	if (rc)
 		redisFree(rc);
 	aside_cache_close(peek);
 	user_repo_close(db);
-	return 2;
 }
 
 static int parent(struct check_cfg *cfg, int argc, char **argv)
@@ -875,7 +879,8 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 		fprintf(stderr, "aside check: %s: cannot use it: %s\n",
 			aside_url_redact(cfg->cache_url, shown, sizeof(shown)),
 			err.code ? err.message : "no connection");
-		return abandon(dir, &db, peek, rc, NULL);
+		clean_up(cfg, dir, &db, peek, rc, NULL);
+		return 2;
 	}
 	int64_t *ids = calloc((size_t)cfg->keys, sizeof(*ids));
 	char path[4096];
@@ -889,7 +894,8 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 			fprintf(stderr, "aside check: cannot create rows: %s\n",
 				err.message);
 			fclose(f);
-			return abandon(dir, &db, peek, rc, ids);
+			clean_up(cfg, dir, &db, peek, rc, ids);
+			return 2;
 		}
 		ids[k] = u.id;
 		fprintf(f, "%lld\n", (long long)u.id);
@@ -900,7 +906,8 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 	if (!ids || !f || fclose(f) != 0) {
 		fprintf(stderr, "aside check: %s: %s\n", path,
 			!ids ? "out of memory" : strerror(errno));
-		return abandon(dir, &db, peek, rc, ids);
+		clean_up(cfg, dir, &db, peek, rc, ids);
+		return 2;
 	}
 
 	printf("aside check: %s, %ld processes x %ld threads (one writer "
@@ -1153,18 +1160,7 @@ static int parent(struct check_cfg *cfg, int argc, char **argv)
 	free(next);
 	free(newest);
 	free(ops);
-	free(ids);
-	snprintf(path, sizeof(path), "%s/ids", dir);
-	unlink(path);
-	/* A run whose children failed left their records unread. */
-	for (long p = 0; p < cfg->procs; p++) {
-		snprintf(path, sizeof(path), "%s/ops.%ld", dir, p);
-		unlink(path);
-	}
-	rmdir(dir);
-	redisFree(rc);
-	aside_cache_close(peek);
-	user_repo_close(&db);
+	clean_up(cfg, dir, &db, peek, rc, ids);
 	/* Under database faults, failed operations are the faults' doing;
 	 * a run where nothing got through proves nothing, though. */
 	if (!ran || (errors && !cfg->db_faults_ms) || !reads || !writes)
