@@ -2,7 +2,8 @@
  * bench_ab.c -- two builds of libaside side by side in one process, to tell
  * whether a change to the hit path makes it faster.
  *
- *   bench_ab [engine|service] BUILD_A BUILD_B [N] [SECONDS] [SLICE]
+ *   bench_ab [engine|service|ref|get|obj] BUILD_A BUILD_B [N] [SECONDS]
+ *            [SLICE]
  *
  * Each build's libaside-users (and through it, its own libaside) is loaded
  * into a link-map namespace of its own with dlmopen(3), so that the two
@@ -20,6 +21,10 @@
  *
  *   engine   aside_cache_read on a hit, the value looked at in the callback
  *   service  user_service_get on a hit, over an in-memory repository
+ *   ref      aside_cache_get on a hit, then unref, the bytes not read
+ *   get      the same, with the bytes' first byte read before the unref
+ *   obj      the same over a loader with decode, its decoded form read
+ *            (in the value's room) in place of the bytes
  */
 #include <aside/aside.h>
 #include <aside/users.h>
@@ -46,6 +51,11 @@ struct build {
 	const void *(*data)(const aside_value *, size_t *);
 	int (*value_new)(const char *, size_t, const void *, size_t,
 			 aside_value **);
+	int (*value_new_room)(const char *, size_t, const void *, size_t,
+			      size_t, aside_value **);
+	void *(*room)(aside_value *, size_t *);
+	void *(*attach)(aside_value *, void *, void (*)(void *), size_t);
+	void *(*obj)(const aside_value *);
 	user_service *(*svc_new)(user_repo, aside_cache *);
 	void (*svc_free)(user_service *);
 	int (*svc_get)(user_service *, int64_t, user *);
@@ -84,6 +94,10 @@ static void load_build(struct build *b, const char *dir)
 	b->unref = sym(lib, dir, "aside_value_unref");
 	b->data = sym(lib, dir, "aside_value_data");
 	b->value_new = sym(lib, dir, "aside_value_new");
+	b->value_new_room = sym(lib, dir, "aside_value_new_room");
+	b->room = sym(lib, dir, "aside_value_room");
+	b->attach = sym(lib, dir, "aside_value_attach");
+	b->obj = sym(lib, dir, "aside_value_obj");
 	b->svc_new = sym(lib, dir, "user_service_new");
 	b->svc_free = sym(lib, dir, "user_service_free");
 	b->svc_get = sym(lib, dir, "user_service_get");
@@ -98,6 +112,28 @@ static int load(void *arg, const char *key, size_t klen, aside_value **out,
 }
 
 static const aside_loader loader = {load, NULL, NULL};
+
+/* The obj mode's decoded form: the bytes' first word, in the value's room. */
+static int decode(void *arg, aside_value *v, aside_error *err)
+{
+	(void)arg;
+	(void)err;
+	size_t room;
+	uint64_t *w = cur->room(v, &room);
+	memcpy(w, cur->data(v, NULL), sizeof(*w));
+	cur->attach(v, w, NULL, 0);
+	return ASIDE_OK;
+}
+
+static int load_decoded(void *arg, const char *key, size_t klen,
+			aside_value **out, aside_error *err)
+{
+	int rc = cur->value_new_room(key, klen, "0123456789abcdef", 16,
+				     sizeof(uint64_t), out);
+	return rc == ASIDE_OK ? decode(arg, *out, err) : rc;
+}
+
+static const aside_loader decoding = {load_decoded, decode, NULL};
 
 static void touch(void *arg, const aside_value *v)
 {
@@ -115,13 +151,21 @@ static double now_s(void)
 
 int main(int argc, char **argv)
 {
-	if (argc < 4 ||
-	    (strcmp(argv[1], "engine") && strcmp(argv[1], "service"))) {
-		fprintf(stderr, "usage: bench_ab [engine|service] BUILD_A "
-				"BUILD_B [N] [SECONDS] [SLICE]\n");
+	if (argc < 4 || (strcmp(argv[1], "engine") &&
+			 strcmp(argv[1], "service") && strcmp(argv[1], "ref") &&
+			 strcmp(argv[1], "get") && strcmp(argv[1], "obj"))) {
+		fprintf(stderr, "usage: bench_ab [engine|service|ref|get|obj] "
+				"BUILD_A BUILD_B [N] [SECONDS] [SLICE]\n");
 		return 2;
 	}
 	bool service = !strcmp(argv[1], "service");
+	/* 0: lent (aside_cache_read); 1: counted; 2: counted, bytes read;
+	 * 3: counted, decoded form read */
+	int counted = !strcmp(argv[1], "ref")	? 1
+		      : !strcmp(argv[1], "get") ? 2
+		      : !strcmp(argv[1], "obj") ? 3
+						: 0;
+	const aside_loader *ld = counted == 3 ? &decoding : &loader;
 	long n = argc > 4 ? atol(argv[4]) : 100000;
 	double total = argc > 5 ? atof(argv[5]) : 10;
 	double slice = argc > 6 ? atof(argv[6]) : 0.2;
@@ -152,8 +196,7 @@ int main(int argc, char **argv)
 			char key[16];
 			aside_value *v;
 			make_key((uint64_t)k, key);
-			if (b->get(b->cache, key, 16, &loader, &v, NULL) ==
-			    ASIDE_OK)
+			if (b->get(b->cache, key, 16, ld, &v, NULL) == ASIDE_OK)
 				b->unref(v);
 		}
 	}
@@ -180,6 +223,27 @@ int main(int argc, char **argv)
 				}
 				char key[16] __attribute__((aligned(8)));
 				make_key(k, key);
+				if (counted) {
+					aside_value *v;
+					if (b->get(b->cache, key, 16, ld, &v,
+						   NULL) != ASIDE_OK) {
+						hits = -(1L << 40);
+						continue;
+					}
+					if (counted == 2) {
+						size_t len;
+						const char *d =
+						    b->data(v, &len);
+						hits += len && d[0] == '0';
+					} else if (counted == 3) {
+						const uint64_t *w = b->obj(v);
+						hits += w && *w != 0;
+					} else {
+						hits++;
+					}
+					b->unref(v);
+					continue;
+				}
 				if (b->read(b->cache, key, 16, &loader, touch,
 					    &hits, NULL) != ASIDE_OK)
 					hits = -(1L << 40);

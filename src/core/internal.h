@@ -43,7 +43,7 @@ struct aside_value {
 	 * sooner when the L1 bounds how long it may keep an entry. */
 	_Atomic int64_t l1_expires_us;
 	_Atomic(void *) obj; /* the decoded form: in the room, or malloc'd */
-	char *body;
+	char *body; /* the cold part, then the bytes; see ASIDE__BODY_ABSENT */
 	uint32_t len;  /* bytes */
 	uint32_t room; /* room bytes, a multiple of 8 */
 };
@@ -66,9 +66,8 @@ struct aside__value_cold {
 	uint8_t turned_away;
 	/* Hit while in the main area: as a victim it counts one more. */
 	uint8_t proven;
-	/* A cached absence (negative_ttl_ms): the loader found nothing.  No
-	 * bytes, never decoded; a read that finds it answers
-	 * ASIDE_NOT_FOUND.  Set before the value is shared. */
+	/* The same as the body's ASIDE__BODY_ABSENT bit, for a reader about
+	 * to read the bytes anyway (see cache_get). */
 	uint8_t absent;
 	_Atomic int64_t version; /* of the source row; 0: none */
 };
@@ -85,14 +84,26 @@ static inline char *aside__value_roomp(const aside_value *v)
 	return (char *)(v + 1) + ASIDE__ALIGN8(v->klen);
 }
 
+/*
+ * A cached absence (negative_ttl_ms): the loader found nothing.  No bytes,
+ * never decoded; a read that finds it answers ASIDE_NOT_FOUND.  It is
+ * marked in the lowest bit of `body` (a body is at least 16-byte aligned),
+ * set before the value is shared and never changed, so that a hit tells an
+ * absence from the head alone: a flag in the cold part cost every
+ * aside_cache_get hit one more cache miss, on the body's line.
+ */
+#define ASIDE__BODY_ABSENT ((uintptr_t)1)
+
 static inline struct aside__value_cold *aside__value_cold(const aside_value *v)
 {
-	return (struct aside__value_cold *)v->body;
+	return (struct aside__value_cold *)((uintptr_t)v->body &
+					    ~ASIDE__BODY_ABSENT);
 }
 
 static inline const char *aside__value_bytes(const aside_value *v)
 {
-	return v->body + sizeof(struct aside__value_cold);
+	return (const char *)aside__value_cold(v) +
+	       sizeof(struct aside__value_cold);
 }
 
 static inline uint64_t aside__value_hash(const aside_value *v)
@@ -227,6 +238,12 @@ static inline size_t aside__value_charge(const aside_value *v)
 }
 
 static inline bool aside__value_absent(const aside_value *v)
+{
+	return ((uintptr_t)v->body & ASIDE__BODY_ABSENT) != 0;
+}
+
+/* The same answer, read from the cold part, on the line of the bytes. */
+static inline bool aside__value_absent_cold(const aside_value *v)
 {
 	return aside__value_cold(v)->absent != 0;
 }

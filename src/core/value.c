@@ -271,8 +271,11 @@ int aside_value_new(const char *key, size_t klen, const void *data, size_t len,
 int aside__value_new_absent(const char *key, size_t klen, aside_value **out)
 {
 	int rc = aside_value_new_room(key, klen, NULL, 0, 0, out);
-	if (rc == ASIDE_OK)
+	if (rc == ASIDE_OK) {
 		aside__value_cold(*out)->absent = 1;
+		(*out)->body =
+		    (char *)((uintptr_t)(*out)->body | ASIDE__BODY_ABSENT);
+	}
 	return rc;
 }
 
@@ -297,7 +300,7 @@ void aside__value_free(aside_value *v)
 	    atomic_load_explicit(&cold->obj_free, memory_order_relaxed);
 	if (obj && obj_free)
 		obj_free(obj);
-	body_free(v->body, aside__value_body_size(v->len));
+	body_free(cold, aside__value_body_size(v->len));
 	head_free(v, aside__value_head_size(v->klen, v->room));
 }
 
