@@ -25,21 +25,9 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections import Counter, OrderedDict
+from collections import Counter
 
-
-def lru_ratio(keys, capacity):
-    cache = OrderedDict()
-    hits = 0
-    for k in keys:
-        if k in cache:
-            hits += 1
-            cache.move_to_end(k)
-            continue
-        cache[k] = True
-        if len(cache) > capacity:
-            cache.popitem(last=False)
-    return hits / len(keys)
+from shuffled_lru import lru_ratio  # beside this script
 
 
 def l1_ratio(aside, path, capacity):
