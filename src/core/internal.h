@@ -88,9 +88,10 @@ static inline char *aside__value_roomp(const aside_value *v)
  * A cached absence (negative_ttl_ms): the loader found nothing.  No bytes,
  * never decoded; a read that finds it answers ASIDE_NOT_FOUND.  It is
  * marked in the lowest bit of `body` (a body is at least 16-byte aligned),
- * set before the value is shared and never changed, so that a hit tells an
- * absence from the head alone: a flag in the cold part cost every
- * aside_cache_get hit one more cache miss, on the body's line.
+ * set before the value is shared and never changed, so that a hit can tell
+ * an absence from the head alone: a flag in the cold part only cost every
+ * aside_cache_get hit one more cache miss, on the body's line (cache_get's
+ * count_l1_hit says when it still asks the cold part's copy).
  */
 #define ASIDE__BODY_ABSENT ((uintptr_t)1)
 
