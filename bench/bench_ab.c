@@ -64,6 +64,9 @@ struct build {
 	double ops, secs;
 };
 
+enum { M_ENGINE, M_SERVICE, M_REF, M_GET, M_OBJ };
+static const char *const modes[] = {"engine", "service", "ref", "get", "obj"};
+
 static struct build builds[2];
 static struct build *cur;
 
@@ -118,8 +121,7 @@ static int decode(void *arg, aside_value *v, aside_error *err)
 {
 	(void)arg;
 	(void)err;
-	size_t room;
-	uint64_t *w = cur->room(v, &room);
+	uint64_t *w = cur->room(v, NULL);
 	memcpy(w, cur->data(v, NULL), sizeof(*w));
 	cur->attach(v, w, NULL, 0);
 	return ASIDE_OK;
@@ -151,21 +153,18 @@ static double now_s(void)
 
 int main(int argc, char **argv)
 {
-	if (argc < 4 || (strcmp(argv[1], "engine") &&
-			 strcmp(argv[1], "service") && strcmp(argv[1], "ref") &&
-			 strcmp(argv[1], "get") && strcmp(argv[1], "obj"))) {
+	int mode = -1;
+	for (int i = 0; argc > 1 && i < (int)(sizeof(modes) / sizeof(*modes));
+	     i++)
+		if (!strcmp(argv[1], modes[i]))
+			mode = i;
+	if (argc < 4 || mode < 0) {
 		fprintf(stderr, "usage: bench_ab [engine|service|ref|get|obj] "
 				"BUILD_A BUILD_B [N] [SECONDS] [SLICE]\n");
 		return 2;
 	}
-	bool service = !strcmp(argv[1], "service");
-	/* 0: lent (aside_cache_read); 1: counted; 2: counted, bytes read;
-	 * 3: counted, decoded form read */
-	int counted = !strcmp(argv[1], "ref")	? 1
-		      : !strcmp(argv[1], "get") ? 2
-		      : !strcmp(argv[1], "obj") ? 3
-						: 0;
-	const aside_loader *ld = counted == 3 ? &decoding : &loader;
+	bool service = mode == M_SERVICE;
+	const aside_loader *ld = mode == M_OBJ ? &decoding : &loader;
 	long n = argc > 4 ? atol(argv[4]) : 100000;
 	double total = argc > 5 ? atof(argv[5]) : 10;
 	double slice = argc > 6 ? atof(argv[6]) : 0.2;
@@ -223,19 +222,19 @@ int main(int argc, char **argv)
 				}
 				char key[16] __attribute__((aligned(8)));
 				make_key(k, key);
-				if (counted) {
+				if (mode >= M_REF) {
 					aside_value *v;
 					if (b->get(b->cache, key, 16, ld, &v,
 						   NULL) != ASIDE_OK) {
 						hits = -(1L << 40);
 						continue;
 					}
-					if (counted == 2) {
+					if (mode == M_GET) {
 						size_t len;
 						const char *d =
 						    b->data(v, &len);
 						hits += len && d[0] == '0';
-					} else if (counted == 3) {
+					} else if (mode == M_OBJ) {
 						const uint64_t *w = b->obj(v);
 						hits += w && *w != 0;
 					} else {
