@@ -69,6 +69,7 @@ struct aside__value_cold {
 	/* The same as the body's ASIDE__BODY_ABSENT bit, for a reader about
 	 * to read the bytes anyway (see cache_get). */
 	uint8_t absent;
+	uint32_t head_index;	 /* under AddressSanitizer: aside__head_index */
 	_Atomic int64_t version; /* of the source row; 0: none */
 };
 
@@ -118,6 +119,60 @@ static inline size_t aside__value_head_size(size_t klen, size_t room)
 	size_t n = sizeof(aside_value) + ASIDE__ALIGN8(klen) + room;
 	return (n + ASIDE__CACHELINE - 1) & ~(size_t)(ASIDE__CACHELINE - 1);
 }
+
+/*
+ * Heads live in one region of address space reserved at the first value
+ * (value.c), so that an L1 slot names one in ASIDE__HEAD_INDEX_BITS bits:
+ * its index in cache lines from the region's start, 0 for none.  A head
+ * outside the region (larger than 2 MiB, or the region spent or never
+ * granted) has index 0, and an L1 does not keep it.  The base is written
+ * once, before any head exists.
+ *
+ * Under AddressSanitizer each head is malloc'd instead, so that it checks
+ * every head as it checks any object (bounds, use after free, leaks), and
+ * an index names a head through a table of them (value.c).
+ */
+#define ASIDE__HEAD_INDEX_BITS 27
+#if defined(__SANITIZE_ADDRESS__)
+#define ASIDE__ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ASIDE__ASAN 1
+#endif
+#endif
+/* Reserves the region if not yet done; false if the system refused it. */
+bool aside__heads_reserved(void);
+
+#ifdef ASIDE__ASAN
+extern aside_value **aside__head_table;
+
+static inline uint32_t aside__head_index(const aside_value *v)
+{
+	return aside__value_cold(v)->head_index;
+}
+
+static inline aside_value *aside__head_at(uint32_t index)
+{
+	return aside__head_table[index];
+}
+#else
+extern char *aside__heads_base;
+extern size_t aside__heads_bytes;
+
+static inline uint32_t aside__head_index(const aside_value *v)
+{
+	uintptr_t off = (uintptr_t)v - (uintptr_t)aside__heads_base;
+	return aside__heads_base && off < aside__heads_bytes
+		   ? (uint32_t)(off / ASIDE__CACHELINE)
+		   : 0;
+}
+
+static inline aside_value *aside__head_at(uint32_t index)
+{
+	return (aside_value *)(aside__heads_base +
+			       (size_t)index * ASIDE__CACHELINE);
+}
+#endif
 
 static inline size_t aside__value_body_size(size_t len)
 {

@@ -9,53 +9,62 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 _Static_assert(sizeof(struct aside_value) == 40,
 	       "a key of up to 24 bytes shares the header's cache line");
 
 /*
- * Pools of heads of 1 to 4 cache lines, carved back to back from chunks
- * and reused by size once freed.  Ours because what a hit costs at 100,000
- * entries is the pages and lines its heads spread over, and no allocator
- * at hand packs them: glibc's aligned_alloc spent 319 bytes on a 160-byte
- * value, and plain malloc packs heads among every other object of their
- * size.  A pool's first chunk is 256 KiB, so that a small cache stays
- * small; later ones are 2 MiB, aligned and advised for a huge page as the
- * tables are (a shorter page walk for a hit that misses the TLB, where the
- * host backs the guest with huge pages; no clear gain on the VM measured in
- * docs/performance.md).  Chunks are mapped
- * (aside__table_alloc), page-aligned and carved from their start, so that
- * a head of 2^k lines is aligned to its size and never straddles a page;
- * they are kept for the life of the process.  Allocation and free are on
- * the miss and eviction paths, each behind a lock per size.  Larger heads,
- * and every head under AddressSanitizer (which must see each one freed),
- * come from aligned_alloc.
+ * Heads come from pools, one per size, carved back to back from chunks and
+ * reused by size once freed: 1 to 4 cache lines exactly, then powers of two
+ * up to 2 MiB.  Ours because what a hit costs at 100,000 entries is the
+ * pages and lines its heads spread over, and no allocator at hand packs
+ * them: glibc's aligned_alloc spent 319 bytes on a 160-byte value, and
+ * plain malloc packs heads among every other object of their size.
+ *
+ * Every chunk is carved from one region of address space reserved at the
+ * first value (8 GiB when the system allows, reserved, not committed: a
+ * chunk is committed when a pool takes it), so that an L1 slot names a
+ * head by its index in lines from the region's start, in 32 bits with its
+ * tag (mem.c): a table of half the bytes, which stays in the CPU's caches
+ * where one of 64-bit addresses did not (docs/performance.md).  The
+ * region's first 2 MiB are never used, so index 0 names no head.  A pool's
+ * first chunk is 256 KiB, so that a small cache stays small; later ones are
+ * 2 MiB, aligned and advised for a huge page as the tables are.  Chunks are
+ * kept for the life of the process.  A head larger than 2 MiB, or any head
+ * once the region is spent or if it could not be reserved, comes from
+ * aligned_alloc: it has no index, and an L1 does not keep it.  Allocation
+ * and free are on the miss and eviction paths, each behind a lock per size.
+ *
+ * Under AddressSanitizer, which must see each head and body allocated and
+ * freed, both come from malloc, and a head's index is its place in a table
+ * of heads (aside__head_table), kept in its cold fields.
  *
  * Bodies of up to 16 KiB come from pools too, one per size class
  * (body_class; 64 KiB chunks, then 1 MiB, not advised for huge pages: a
- * hit does not read them; under AddressSanitizer, malloc, as for the
- * heads).  From malloc, a cache's bodies, which live until evicted, were
- * interleaved with every request's short-lived allocations in each of
- * glibc's per-thread arenas, and an eviction left a hole that only a chunk
- * of the same size could fill: `aside serve` holding 50,000 users
+ * hit does not read them).  From malloc, a cache's bodies, which live until
+ * evicted, were interleaved with every request's short-lived allocations in
+ * each of glibc's per-thread arenas, and an eviction left a hole that only
+ * a chunk of the same size could fill: `aside serve` holding 50,000 users
  * over 200,000 grew from 37 to 79 MB in four minutes of reads and writes,
  * 70% of its arenas free (malloc_info), and gave back little to
  * malloc_trim; with one arena it stayed at 37 MB (docs/operations.md).
  */
-#if defined(__SANITIZE_ADDRESS__)
+#ifdef ASIDE__ASAN
 #define NO_POOLS 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define NO_POOLS 1
-#endif
 #endif
 
-#define HEAD_POOLS 4 /* heads of 1 to 4 lines */
+#define HEAD_POOLS 17 /* heads of 1 to 4 lines, then 8, 16, ... 32,768 */
+#define HEAD_MAX_LINES 32768
 #define POOL_FIRST ((size_t)256 << 10)
 #define POOL_CHUNK ((size_t)2 << 20)
 #define BODY_POOLS 48 /* bodies of up to 16 KiB (body_class) */
 #define BODY_FIRST ((size_t)64 << 10)
 #define BODY_CHUNK ((size_t)1 << 20)
+#define REGION_MAX ((size_t)ASIDE__CACHELINE << ASIDE__HEAD_INDEX_BITS)
+#define REGION_MIN ((size_t)256 << 20)
+
+static pthread_once_t pools_once = PTHREAD_ONCE_INIT;
 
 #ifndef NO_POOLS
 #define NPOOLS (HEAD_POOLS + BODY_POOLS)
@@ -69,26 +78,94 @@ struct pool {
 
 /* The heads' pools, then the bodies'. */
 static struct pool pools[NPOOLS];
-static pthread_once_t pools_once = PTHREAD_ONCE_INIT;
+/* The heads' region: set once, before the first head is allocated. */
+char *aside__heads_base;
+size_t aside__heads_bytes;
+static char *region_next; /* guarded by region_lock */
+static pthread_mutex_t region_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/*
+ * Pool i's lock: its own, but the heads of 8 lines and more, which are
+ * rare, share the first such pool's (so that pools_lock holds fewer than
+ * the 64 locks ThreadSanitizer can follow in one thread).
+ */
+static pthread_mutex_t *pool_lock(int i)
+{
+	return &pools[i > 4 && i < HEAD_POOLS ? 4 : i].lock;
+}
 
 /* fork(2) in another thread must not leave a child with a pool locked. */
 static void pools_lock(void)
 {
 	for (int i = 0; i < NPOOLS; i++)
-		pthread_mutex_lock(&pools[i].lock);
+		if (pool_lock(i) == &pools[i].lock)
+			pthread_mutex_lock(&pools[i].lock);
+	pthread_mutex_lock(&region_lock);
 }
 
 static void pools_unlock(void)
 {
+	pthread_mutex_unlock(&region_lock);
 	for (int i = NPOOLS - 1; i >= 0; i--)
-		pthread_mutex_unlock(&pools[i].lock);
+		if (pool_lock(i) == &pools[i].lock)
+			pthread_mutex_unlock(&pools[i].lock);
+}
+
+/* The largest region the system grants, from REGION_MAX down. */
+static void region_reserve(void)
+{
+	const size_t huge = POOL_CHUNK;
+	for (size_t size = REGION_MAX; size >= REGION_MIN; size /= 2) {
+		void *p =
+		    mmap(NULL, size + huge, PROT_NONE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (p == MAP_FAILED)
+			continue;
+		char *base = (char *)(((uintptr_t)p + huge - 1) &
+				      ~(uintptr_t)(huge - 1));
+		aside__heads_base = base;
+		aside__heads_bytes = size;
+		region_next = base + huge; /* index 0 names no head */
+		return;
+	}
 }
 
 static void pools_init(void)
 {
 	for (int i = 0; i < NPOOLS; i++)
 		pthread_mutex_init(&pools[i].lock, NULL);
+	region_reserve();
 	pthread_atfork(pools_lock, pools_unlock, pools_unlock);
+}
+
+bool aside__heads_reserved(void)
+{
+	pthread_once(&pools_once, pools_init);
+	return aside__heads_base != NULL;
+}
+
+/* n bytes of the heads' region, committed; NULL once it is spent. */
+static void *region_take(size_t n)
+{
+	const size_t huge = POOL_CHUNK;
+	size_t align = n >= huge ? huge : 4096;
+	char *p = NULL;
+	pthread_mutex_lock(&region_lock);
+	if (aside__heads_base) {
+		char *at = (char *)(((uintptr_t)region_next + align - 1) &
+				    ~(uintptr_t)(align - 1));
+		if (at <= aside__heads_base + aside__heads_bytes &&
+		    n <=
+			(size_t)(aside__heads_base + aside__heads_bytes - at) &&
+		    mprotect(at, n, PROT_READ | PROT_WRITE) == 0) {
+			if (n >= huge)
+				madvise(at, n, MADV_HUGEPAGE); /* advice only */
+			region_next = at + n;
+			p = at;
+		}
+	}
+	pthread_mutex_unlock(&region_lock);
+	return p;
 }
 
 /*
@@ -102,7 +179,7 @@ static void *pool_take(int i, size_t size, bool head)
 	pthread_once(&pools_once, pools_init);
 	struct pool *p = &pools[i];
 	void *x = NULL;
-	pthread_mutex_lock(&p->lock);
+	pthread_mutex_lock(pool_lock(i));
 	if (p->free) {
 		x = p->free;
 		p->free = *(void **)x;
@@ -110,8 +187,10 @@ static void *pool_take(int i, size_t size, bool head)
 		if ((size_t)(p->end - p->next) < size) {
 			size_t n = head ? (p->chunks ? POOL_CHUNK : POOL_FIRST)
 					: (p->chunks ? BODY_CHUNK : BODY_FIRST);
-			char *c = head ? aside__table_alloc(n)
-				       : aside__sparse_alloc(n);
+			if (n < size)
+				n = size;
+			char *c =
+			    head ? region_take(n) : aside__sparse_alloc(n);
 			if (c) {
 				p->next = c;
 				p->end = c + n;
@@ -123,43 +202,127 @@ static void *pool_take(int i, size_t size, bool head)
 			p->next += size;
 		}
 	}
-	pthread_mutex_unlock(&p->lock);
+	pthread_mutex_unlock(pool_lock(i));
 	return x;
 }
 
 static void pool_put(int i, void *x)
 {
 	struct pool *p = &pools[i];
-	pthread_mutex_lock(&p->lock);
+	pthread_mutex_lock(pool_lock(i));
 	*(void **)x = p->free;
 	p->free = x;
-	pthread_mutex_unlock(&p->lock);
+	pthread_mutex_unlock(pool_lock(i));
 }
-#endif
 
-static void *head_alloc(size_t size)
+/* A head's pool and, in *bsize, its blocks' size; -1 if too large. */
+static int head_pool(size_t size, size_t *bsize)
 {
 	size_t lines = size / ASIDE__CACHELINE;
-#ifndef NO_POOLS
-	if (lines <= HEAD_POOLS) {
-		return pool_take((int)lines - 1, size, true);
+	if (lines <= 4) {
+		*bsize = size;
+		return (int)lines - 1;
 	}
-#endif
-	return aligned_alloc(ASIDE__CACHELINE, lines * ASIDE__CACHELINE);
+	if (lines > HEAD_MAX_LINES)
+		return -1;
+	int k = 3;
+	while (((size_t)1 << k) < lines)
+		k++;
+	*bsize = ((size_t)1 << k) * ASIDE__CACHELINE;
+	return 4 + k - 3;
 }
 
-static void head_free(void *h, size_t size)
+/* A head of size bytes; *index is set from its address (aside__head_index). */
+static void *head_alloc(size_t size, uint32_t *index)
 {
-	size_t lines = size / ASIDE__CACHELINE;
-#ifndef NO_POOLS
-	if (lines <= HEAD_POOLS) {
-		pool_put((int)lines - 1, h);
+	size_t bsize;
+	int i = head_pool(size, &bsize);
+	void *h = i >= 0 ? pool_take(i, bsize, true) : NULL;
+	if (!h)
+		h = aligned_alloc(ASIDE__CACHELINE, size);
+	*index = h ? aside__head_index(h) : 0;
+	return h;
+}
+
+/* Frees head h of size bytes, of index (head_alloc's). */
+static void head_free(void *h, size_t size, uint32_t index)
+{
+	size_t bsize;
+	int i = head_pool(size, &bsize);
+	if (i >= 0 && index) {
+		pool_put(i, h);
 		return;
 	}
-#endif
-	(void)lines;
 	free(h);
 }
+#else
+/* The table of heads: a sparse array, committed as it is written, its
+ * free places linked through their entries (odd values: the next one's
+ * place, shifted left once).  Place 0 names no head. */
+aside_value **aside__head_table;
+static uint32_t table_used = 1, table_free;
+static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void table_lock_all(void)
+{
+	pthread_mutex_lock(&table_lock);
+}
+
+static void table_unlock_all(void)
+{
+	pthread_mutex_unlock(&table_lock);
+}
+
+static void pools_init(void)
+{
+	aside__head_table = aside__sparse_alloc(sizeof(aside_value *)
+						<< ASIDE__HEAD_INDEX_BITS);
+	pthread_atfork(table_lock_all, table_unlock_all, table_unlock_all);
+}
+
+bool aside__heads_reserved(void)
+{
+	pthread_once(&pools_once, pools_init);
+	return aside__head_table != NULL;
+}
+
+static void *head_alloc(size_t size, uint32_t *index)
+{
+	pthread_once(&pools_once, pools_init);
+	void *h = aligned_alloc(ASIDE__CACHELINE, size);
+	*index = 0;
+	/* Named only up to the largest pooled size, as without the sanitizer.
+	 */
+	if (!h || !aside__head_table ||
+	    size > (size_t)HEAD_MAX_LINES * ASIDE__CACHELINE)
+		return h;
+	pthread_mutex_lock(&table_lock);
+	if (table_free) {
+		*index = table_free;
+		table_free =
+		    (uint32_t)((uintptr_t)aside__head_table[table_free] >> 1);
+	} else if (table_used < (UINT32_C(1) << ASIDE__HEAD_INDEX_BITS)) {
+		*index = table_used++;
+	}
+	if (*index)
+		aside__head_table[*index] = h;
+	pthread_mutex_unlock(&table_lock);
+	return h;
+}
+
+static void head_free(void *h, size_t size, uint32_t index)
+{
+	(void)size;
+	if (index) {
+		pthread_mutex_lock(&table_lock);
+		aside__head_table[index] =
+		    (aside_value *)(((uintptr_t)table_free << 1) | 1);
+		table_free = index;
+		pthread_mutex_unlock(&table_lock);
+	}
+	free(h);
+}
+#endif
 
 #ifndef NO_POOLS
 /*
@@ -224,11 +387,12 @@ int aside_value_new_room(const char *key, size_t klen, const void *data,
 		return ASIDE_ETOOBIG;
 	room = ASIDE__ALIGN8(room);
 	size_t hsize = aside__value_head_size(klen, room);
-	aside_value *v = head_alloc(hsize);
+	uint32_t index;
+	aside_value *v = head_alloc(hsize, &index);
 	if (!v)
 		return ASIDE_ENOMEM;
 	if (!(v->body = body_alloc(aside__value_body_size(len)))) {
-		head_free(v, hsize);
+		head_free(v, hsize, index);
 		return ASIDE_ENOMEM;
 	}
 	v->klen = (uint16_t)klen;
@@ -253,6 +417,7 @@ int aside_value_new_room(const char *key, size_t klen, const void *data,
 	atomic_store_explicit(&cold->version, 0, memory_order_relaxed);
 	cold->segment = 0;
 	cold->absent = 0;
+	cold->head_index = index;
 	atomic_store_explicit(&v->obj, NULL, memory_order_relaxed);
 	atomic_store_explicit(&v->l1_expires_us, 0, memory_order_relaxed);
 	atomic_store_explicit(&v->touches, 0, memory_order_relaxed);
@@ -300,8 +465,9 @@ void aside__value_free(aside_value *v)
 	    atomic_load_explicit(&cold->obj_free, memory_order_relaxed);
 	if (obj && obj_free)
 		obj_free(obj);
+	uint32_t index = cold->head_index;
 	body_free(cold, aside__value_body_size(v->len));
-	head_free(v, aside__value_head_size(v->klen, v->room));
+	head_free(v, aside__value_head_size(v->klen, v->room), index);
 }
 
 void aside_value_unref(aside_value *v)

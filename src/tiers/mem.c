@@ -2,9 +2,9 @@
  * mem.c -- the in-process tier (L1).
  *
  * Shards of open-addressed tables (linear probing, at most three quarters
- * full).  A slot holds a value's address with the top 16 bits of its key's
- * hash above it (user-space addresses fit in 48 bits), so a probe passes
- * over other keys' slots without touching their values.  A shard's table
+ * full).  A slot, 32 bits, names a value's head by its index in the heads'
+ * region (value.c) and holds four bits of its key's hash, so a probe passes
+ * over most other keys' slots without touching their values.  A shard's table
  * starts small and doubles as the shard fills, up to the size its capacity
  * needs: a table the size of what is cached stays in the CPU's caches,
  * where one sized for the capacity would not (a hit's cost at 100,000 keys
@@ -84,11 +84,11 @@
  * amortized.
  *
  * Per entry of capacity, beyond the value itself, once the shard is full:
- * 1.33 to 2.67 slots of the table (11 to 21 bytes) and less again for the
+ * 1.33 to 2.67 slots of the table (5 to 11 bytes) and less again for the
  * smaller tables it outgrew, the queue links, segment and charge in the value's
  * cold fields (32 bytes), the sketch (8 bytes: 16 counters) and the ghosts
  * (three rings and sets, of a quarter, a quarter and a half of the capacity:
- * 24 bytes): 106 bytes at most, rounded up to powers of two per shard.
+ * 24 bytes): 96 bytes at most, rounded up to powers of two per shard.
  */
 #include "../core/internal.h"
 
@@ -132,32 +132,44 @@ struct ghost {
 };
 
 /*
- * A slot: a value's address in the low 48 bits, the top 16 bits of its
- * key's hash above them; 0 when free.  A head starts on a cache line, so
- * the address's low bits are free: the lowest is set when the head has a
- * second line, and a reader that finds its key's tag asks for that line
- * at once, so that it arrives with the first rather than after it
- * (user_service_get's struct lies mostly there: docs/performance.md).
+ * A slot, 32 bits: the index of a value's head in the heads' region
+ * (aside__head_index) in the top 27, four bits of its key's hash below
+ * them, so that a probe passes over most other keys' slots without
+ * touching their values, and in the lowest bit whether the head has a
+ * second line: a reader that finds its key's tag asks for that line at
+ * once, so that it arrives with the first rather than after it
+ * (user_service_get's struct lies mostly there).  0 when free.  Half the
+ * bytes of a 64-bit address and tag: at 100,000 entries the tables are
+ * 1 MiB rather than 2, which the CPU's caches hold (docs/performance.md).
  */
-#define ADDR_BITS 48
-#define ADDR_MASK ((UINT64_C(1) << ADDR_BITS) - 1)
-#define TWO_LINES UINT64_C(1)
+#define TWO_LINES UINT32_C(1)
+#define TAG_SHIFT 47 /* hash bits 48 to 51, at bits 1 to 4 */
+#define TAG_MASK UINT32_C(0x1e)
+#define INDEX_SHIFT 5
 #define TABLE_MIN 8 /* slots in a shard's first table */
 
-static inline uint64_t slot_make(const aside_value *v, uint64_t hash)
+static inline uint32_t slot_make(const aside_value *v, uint64_t hash)
 {
 	bool two = aside__value_head_size(v->klen, v->room) > ASIDE__CACHELINE;
-	return (uint64_t)(uintptr_t)v | (two ? TWO_LINES : 0) |
-	       (hash & ~ADDR_MASK);
+	return aside__head_index(v) << INDEX_SHIFT |
+	       ((uint32_t)(hash >> TAG_SHIFT) & TAG_MASK) |
+	       (two ? TWO_LINES : 0);
 }
 
-static inline aside_value *slot_value(uint64_t w)
+/* Whether slot w holds another key than one of this hash (it may hold
+ * another key even when this says no: the key itself tells). */
+static inline bool slot_other(uint32_t w, uint64_t hash)
 {
-	return (aside_value *)(uintptr_t)(w & ADDR_MASK & ~TWO_LINES);
+	return ((w ^ (uint32_t)(hash >> TAG_SHIFT)) & TAG_MASK) != 0;
+}
+
+static inline aside_value *slot_value(uint32_t w)
+{
+	return w ? aside__head_at(w >> INDEX_SHIFT) : NULL;
 }
 
 /* The second line of v's head, if slot w says it has one. */
-static inline void prefetch_head(const aside_value *v, uint64_t w)
+static inline void prefetch_head(const aside_value *v, uint32_t w)
 {
 	if (w & TWO_LINES)
 		__builtin_prefetch((const char *)v + ASIDE__CACHELINE);
@@ -167,7 +179,7 @@ struct shard {
 	pthread_mutex_t lock;
 	/* The table of n slots is at region + n; mask is n - 1 for the
 	 * current one (written under lock, read by lock-free readers). */
-	_Atomic uint64_t *region;
+	_Atomic uint32_t *region;
 	_Atomic uint32_t mask;
 	uint32_t max_mask;
 	uint32_t cap;	  /* entries */
@@ -197,7 +209,7 @@ struct mem {
 	int64_t max_ttl_us; /* 0: entries live as long as their value */
 	uint32_t nshards;   /* a power of two */
 	struct shard *shards;
-	_Atomic uint64_t *regions; /* every shard's tables, one allocation */
+	_Atomic uint32_t *regions; /* every shard's tables, one allocation */
 	size_t regions_bytes;
 	uint64_t *sketch_words; /* every shard's sketch, one allocation */
 	size_t sketch_bytes;
@@ -210,7 +222,7 @@ static inline struct shard *shard_of(struct mem *m, uint64_t hash)
 	return &m->shards[(hash >> 40) & (m->nshards - 1)];
 }
 
-static inline _Atomic uint64_t *table_of(const struct shard *sh, uint32_t mask)
+static inline _Atomic uint32_t *table_of(const struct shard *sh, uint32_t mask)
 {
 	return sh->region + (size_t)mask + 1;
 }
@@ -422,14 +434,14 @@ static inline aside_value *lookup(struct mem *m, const char *key, size_t klen,
 {
 	struct shard *sh = shard_of(m, hash);
 	uint32_t mask = atomic_load_explicit(&sh->mask, memory_order_acquire);
-	_Atomic uint64_t *slots = table_of(sh, mask);
+	_Atomic uint32_t *slots = table_of(sh, mask);
 	/* A table is never full: a probe ends at a free slot. */
 	for (uint32_t i = (uint32_t)hash & mask;; i = (i + 1) & mask) {
-		uint64_t w =
+		uint32_t w =
 		    atomic_load_explicit(&slots[i], memory_order_acquire);
 		if (!w)
 			return NULL;
-		if ((w ^ hash) & ~ADDR_MASK)
+		if (slot_other(w, hash))
 			continue; /* another key's tag */
 		aside_value *v = slot_value(w);
 		prefetch_head(v, w);
@@ -468,16 +480,15 @@ int aside__mem_stale(void *self, const char *key, size_t klen, uint64_t hash,
 	if (sh->stale_us == 0 || !aside__read_begin())
 		return ASIDE_NOT_FOUND;
 	uint32_t mask = atomic_load_explicit(&sh->mask, memory_order_acquire);
-	_Atomic uint64_t *slots = table_of(sh, mask);
+	_Atomic uint32_t *slots = table_of(sh, mask);
 	aside_value *v = NULL;
 	for (uint32_t i = (uint32_t)hash & mask;; i = (i + 1) & mask) {
-		uint64_t w =
+		uint32_t w =
 		    atomic_load_explicit(&slots[i], memory_order_acquire);
 		if (!w)
 			break;
 		aside_value *e = slot_value(w);
-		if ((w ^ hash) & ~ADDR_MASK ||
-		    !aside__value_key_eq(e, key, klen) ||
+		if (slot_other(w, hash) || !aside__value_key_eq(e, key, klen) ||
 		    !atomic_load_explicit(&e->linked, memory_order_acquire))
 			continue;
 		int64_t at = atomic_load_explicit(&e->l1_expires_us,
@@ -515,14 +526,14 @@ static uint32_t find_locked(struct shard *sh, const char *key, size_t klen,
 			    uint64_t hash)
 {
 	uint32_t mask = mask_locked(sh);
-	_Atomic uint64_t *slots = table_of(sh, mask);
+	_Atomic uint32_t *slots = table_of(sh, mask);
 	uint32_t i = (uint32_t)hash & mask;
 	for (uint32_t n = 0; n <= mask; n++, i = (i + 1) & mask) {
-		uint64_t w =
+		uint32_t w =
 		    atomic_load_explicit(&slots[i], memory_order_relaxed);
 		if (!w)
 			return UINT32_MAX;
-		if ((w ^ hash) & ~ADDR_MASK)
+		if (slot_other(w, hash))
 			continue;
 		if (aside__value_key_eq(slot_value(w), key, klen))
 			return i;
@@ -555,13 +566,13 @@ unsigned aside__mem_frequency(void *self, const char *key, size_t klen,
 static void remove_at_locked(struct shard *sh, uint32_t i)
 {
 	uint32_t mask = mask_locked(sh);
-	_Atomic uint64_t *slots = table_of(sh, mask);
+	_Atomic uint32_t *slots = table_of(sh, mask);
 	aside_value *gone =
 	    slot_value(atomic_load_explicit(&slots[i], memory_order_relaxed));
 	uint32_t j = i;
 	for (;;) {
 		j = (j + 1) & mask;
-		uint64_t q =
+		uint32_t q =
 		    atomic_load_explicit(&slots[j], memory_order_relaxed);
 		if (!q)
 			break;
@@ -914,9 +925,9 @@ static void spill_window_locked(struct shard *sh, int64_t now)
 static void grow_locked(struct shard *sh)
 {
 	uint32_t mask = mask_locked(sh), nmask = mask * 2 + 1;
-	_Atomic uint64_t *from = table_of(sh, mask), *to = table_of(sh, nmask);
+	_Atomic uint32_t *from = table_of(sh, mask), *to = table_of(sh, nmask);
 	for (uint32_t i = 0; i <= mask; i++) {
-		uint64_t w =
+		uint32_t w =
 		    atomic_load_explicit(&from[i], memory_order_relaxed);
 		if (!w)
 			continue;
@@ -936,12 +947,12 @@ static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 	size_t klen;
 	const char *key = aside_value_key(v, &klen);
 	size_t charge = aside__value_charge(v);
-	if ((uintptr_t)v & ~(uintptr_t)ADDR_MASK)
-		return aside__fail(err, ASIDE_EINVAL,
-				   "value at an address beyond 48 bits");
-	if ((uintptr_t)v & (ASIDE__CACHELINE - 1))
-		return aside__fail(err, ASIDE_EINVAL,
-				   "value not on a cache line");
+	if (!aside__head_index(v))
+		return aside__fail(err, ASIDE_ETOOBIG,
+				   "value's head of %zu bytes is outside the "
+				   "heads' region (larger than 2 MiB, or the "
+				   "region is spent)",
+				   aside__value_head_size(v->klen, v->room));
 	if (sh->max_bytes && charge > sh->max_bytes)
 		return aside__fail(err, ASIDE_ETOOBIG,
 				   "value of %zu bytes exceeds the tier's "
@@ -979,7 +990,7 @@ static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 		grow_locked(sh); /* at most three quarters full */
 		mask = mask_locked(sh);
 	}
-	_Atomic uint64_t *slots = table_of(sh, mask);
+	_Atomic uint32_t *slots = table_of(sh, mask);
 	uint32_t i = (uint32_t)hash & mask;
 	while (atomic_load_explicit(&slots[i], memory_order_relaxed))
 		i = (i + 1) & mask;
@@ -1044,7 +1055,7 @@ void aside__mem_clear(void *self)
 		struct shard *sh = &m->shards[s];
 		pthread_mutex_lock(&sh->lock);
 		uint32_t mask = mask_locked(sh);
-		_Atomic uint64_t *slots = table_of(sh, mask);
+		_Atomic uint32_t *slots = table_of(sh, mask);
 		for (uint32_t i = 0; i <= mask; i++) {
 			aside_value *v = slot_value(atomic_load_explicit(
 			    &slots[i], memory_order_relaxed));
@@ -1170,6 +1181,11 @@ int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 	nshards = pow2_at_least(nshards);
 	if (nshards > p->capacity)
 		nshards = 1;
+	if (!aside__heads_reserved())
+		return aside__fail(err, ASIDE_ENOMEM,
+				   "the system refused the address space an "
+				   "L1 keeps its values in (%zu MiB at least)",
+				   (size_t)256);
 	struct mem *m = calloc(1, sizeof(*m));
 	if (!m)
 		return aside__fail(err, ASIDE_ENOMEM, "out of memory");
@@ -1202,7 +1218,7 @@ int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 	uint32_t nwords = pow2_at_least(m->shards[0].cap);
 	if (nwords < 8)
 		nwords = 8;
-	m->regions_bytes = (size_t)nshards * 2 * nslots * sizeof(uint64_t);
+	m->regions_bytes = (size_t)nshards * 2 * nslots * sizeof(uint32_t);
 	m->regions = aside__table_alloc(m->regions_bytes);
 	m->sketch_bytes = (size_t)nshards * nwords * sizeof(uint64_t);
 	m->sketch_words = aside__sparse_alloc(m->sketch_bytes);

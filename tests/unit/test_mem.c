@@ -627,6 +627,74 @@ static void oversized_value_is_served_not_cached(void **state)
 	aside_cache_close(c);
 }
 
+static size_t room_size;
+
+/* A value whose head has room_size bytes of room, filled with the key. */
+static int load_room(void *arg, const char *key, size_t klen, aside_value **out,
+		     aside_error *err)
+{
+	(void)arg;
+	(void)err;
+	atomic_fetch_add(&loads, 1);
+	int rc = aside_value_new_room(key, klen, key, klen, room_size, out);
+	if (rc == ASIDE_OK) {
+		size_t room;
+		char *p = aside_value_room(*out, &room);
+		for (size_t i = 0; p && i < room; i++)
+			p[i] = key[i % klen];
+	}
+	return rc;
+}
+
+/* Heads of every size up to 2 MiB are kept and read back whole; a larger
+ * one is served, not kept (the L1 names heads in its region: value.c). */
+static void heads_of_every_size_are_kept_up_to_2_mib(void **state)
+{
+	(void)state;
+	static const aside_loader room_loader = {load_room, NULL, NULL};
+	static const size_t rooms[] = {
+	    0, 24, 200, 300, 1000, 5000, 40000, 1000000, (2u << 20) - 1024};
+	aside_cache *c = open_cache("mem://?capacity=100");
+	for (size_t r = 0; r < sizeof(rooms) / sizeof(rooms[0]); r++) {
+		char key[32];
+		snprintf(key, sizeof(key), "room:%zu", rooms[r]);
+		size_t klen = strlen(key);
+		room_size = rooms[r];
+		for (int round = 0; round < 2; round++) {
+			aside_value *v;
+			assert_int_equal(aside_cache_get(c, key, klen,
+							 &room_loader, &v,
+							 NULL),
+					 ASIDE_OK);
+			size_t room;
+			const char *p = aside_value_room(v, &room);
+			assert_true(room >= rooms[r]);
+			for (size_t i = 0; i < rooms[r]; i++)
+				if (p[i] != key[i % klen])
+					fail_msg("room %zu: byte %zu is %d",
+						 rooms[r], i, p[i]);
+			aside_value_unref(v);
+		}
+		if (loads != r + 1)
+			fail_msg("room %zu: %u loads for %zu keys", rooms[r],
+				 loads, r + 1);
+		assert_true(resident(c, key));
+	}
+	int64_t kept = entries(c);
+	room_size = 3u << 20;
+	aside_value *v;
+	assert_int_equal(
+	    aside_cache_get(c, "room:big", 8, &room_loader, &v, NULL),
+	    ASIDE_OK);
+	aside_value_unref(v);
+	assert_false(resident(c, "room:big"));
+	assert_int_equal(entries(c), kept);
+	aside_metrics m;
+	aside_cache_metrics(c, &m);
+	assert_int_equal(m.tier_errors, 1);
+	aside_cache_close(c);
+}
+
 static void expired_entries_are_misses(void **state)
 {
 	(void)state;
@@ -1123,6 +1191,7 @@ int main(void)
 	    cmocka_unit_test(victim_hit_in_main_keeps_its_place),
 	    cmocka_unit_test(byte_bound_is_respected),
 	    cmocka_unit_test(oversized_value_is_served_not_cached),
+	    cmocka_unit_test(heads_of_every_size_are_kept_up_to_2_mib),
 	    cmocka_unit_test(expired_entries_are_misses),
 	    cmocka_unit_test(expired_entries_make_room_first),
 	    cmocka_unit_test(default_clock_expires_entries),
