@@ -133,6 +133,7 @@ static inline size_t aside__value_head_size(size_t klen, size_t room)
  * an index names a head through a table of them (value.c).
  */
 #define ASIDE__HEAD_INDEX_BITS 27
+#define ASIDE__HEADS_MIN_BYTES ((size_t)256 << 20) /* the least region */
 #if defined(__SANITIZE_ADDRESS__)
 #define ASIDE__ASAN 1
 #elif defined(__has_feature)

@@ -62,7 +62,7 @@ _Static_assert(sizeof(struct aside_value) == 40,
 #define BODY_FIRST ((size_t)64 << 10)
 #define BODY_CHUNK ((size_t)1 << 20)
 #define REGION_MAX ((size_t)ASIDE__CACHELINE << ASIDE__HEAD_INDEX_BITS)
-#define REGION_MIN ((size_t)256 << 20)
+#define REGION_MIN ASIDE__HEADS_MIN_BYTES
 
 static pthread_once_t pools_once = PTHREAD_ONCE_INIT;
 

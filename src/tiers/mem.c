@@ -1185,7 +1185,7 @@ int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 		return aside__fail(err, ASIDE_ENOMEM,
 				   "the system refused the address space an "
 				   "L1 keeps its values in (%zu MiB at least)",
-				   (size_t)256);
+				   ASIDE__HEADS_MIN_BYTES >> 20);
 	struct mem *m = calloc(1, sizeof(*m));
 	if (!m)
 		return aside__fail(err, ASIDE_ENOMEM, "out of memory");

@@ -51,4 +51,23 @@ echo "$out" | grep -q 'events=3 capacity=10 hit_ratio=0.3333' || fail "got: $out
 # the range it takes.
 if "$aside" trace --capacity 2147483648 "$tmp/t.txt" 2>"$tmp/err"; then fail "accepted 2^31"; fi
 grep -q 'capacity wants a whole number in \[1, 1073741824\]' "$tmp/err" || fail "error was: $(cat "$tmp/err")"
+# Under a limit on address space, the L1's region of heads is reserved
+# smaller (1.5 GB: 1 GiB) and works; below what it needs at least (256 MiB),
+# opening the L1 fails with a message that says so.  Not under a sanitizer,
+# whose runtime reserves far more address space than any such limit, nor
+# where the shell has no `ulimit -v` (dash and bash have it).
+# shellcheck disable=SC3045
+if ! ldd "$aside" 2>/dev/null | grep -q 'libasan\|libtsan' &&
+	(ulimit -v) >/dev/null 2>&1; then
+	# shellcheck disable=SC3045
+	out=$(ulimit -v 1500000 && "$aside" trace --capacity 100 "$tmp/t.txt") ||
+		fail "under ulimit -v 1500000: $out"
+	echo "$out" | grep -q 'hit_ratio=0.8000' || fail "under ulimit -v 1500000: $out"
+	# shellcheck disable=SC3045
+	if (ulimit -v 200000 && "$aside" trace --capacity 100 "$tmp/t.txt") 2>"$tmp/err"; then
+		fail "ran in 200 MB of address space"
+	fi
+	grep -q 'refused the address space an L1 keeps its values in' "$tmp/err" ||
+		fail "under ulimit -v 200000 the error was: $(cat "$tmp/err")"
+fi
 echo "trace test: ok"
