@@ -34,7 +34,8 @@ _Static_assert(sizeof(struct aside_value) == 40,
  * kept for the life of the process.  A head larger than 2 MiB, or any head
  * once the region is spent or if it could not be reserved, comes from
  * aligned_alloc: it has no index, and an L1 does not keep it.  Allocation
- * and free are on the miss and eviction paths, each behind a lock per size.
+ * and free are on the miss and eviction paths, each behind a lock per size
+ * (the heads of 5 lines and more, which are rare, share one: pool_lock).
  *
  * Under AddressSanitizer, which must see each head and body allocated and
  * freed, both come from malloc, and a head's index is its place in a table
@@ -85,7 +86,7 @@ static char *region_next; /* guarded by region_lock */
 static pthread_mutex_t region_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /*
- * Pool i's lock: its own, but the heads of 8 lines and more, which are
+ * Pool i's lock: its own, but the heads of 5 lines and more, which are
  * rare, share the first such pool's (so that pools_lock holds fewer than
  * the 64 locks ThreadSanitizer can follow in one thread).
  */
@@ -291,8 +292,7 @@ static void *head_alloc(size_t size, uint32_t *index)
 	pthread_once(&pools_once, pools_init);
 	void *h = aligned_alloc(ASIDE__CACHELINE, size);
 	*index = 0;
-	/* Named only up to the largest pooled size, as without the sanitizer.
-	 */
+	/* Up to the largest pooled size, as without the sanitizer. */
 	if (!h || !aside__head_table ||
 	    size > (size_t)HEAD_MAX_LINES * ASIDE__CACHELINE)
 		return h;
