@@ -69,7 +69,10 @@ struct aside__value_cold {
 	/* The same as the body's ASIDE__BODY_ABSENT bit, for a reader about
 	 * to read the bytes anyway (see cache_get). */
 	uint8_t absent;
-	uint32_t head_index;	 /* under AddressSanitizer: aside__head_index */
+	/* The head's index (aside__head_index), kept for its free; under
+	 * AddressSanitizer the only record of it.  In padding: the cold
+	 * fields stay 88 bytes. */
+	uint32_t head_index;
 	_Atomic int64_t version; /* of the source row; 0: none */
 };
 

@@ -13,6 +13,8 @@
 
 _Static_assert(sizeof(struct aside_value) == 40,
 	       "a key of up to 24 bytes shares the header's cache line");
+_Static_assert(sizeof(struct aside__value_cold) == 88,
+	       "docs/design.md gives the cold fields' size");
 
 /*
  * Heads come from pools, one per size, carved back to back from chunks and
