@@ -4,10 +4,12 @@
  * resident keys, uniform random reads by xorshift, T threads, S seconds
  * each, after a warm-up round.
  *
- *   bench_l1 [engine|ref|bare|lean|service] [N] [T] [S]
+ *   bench_l1 [engine|inline|ref|bare|lean|service] [N] [T] [S]
  *
  * engine   aside_cache_read on a hit, metrics on: the value is lent to a
- *          callback, no reference taken (what user_service_get uses)
+ *          callback, no reference taken
+ * inline   the same through aside_cache_read_inline (<aside/inline.h>):
+ *          the hit compiled into this loop (what user_service_get uses)
  * ref      aside_cache_get on a hit: a counted reference, then unref
  * bare     a hash probe plus an atomic reference, nothing else
  * lean     the same probe without the reference: a plain hash lookup
@@ -18,6 +20,7 @@
  * is bound by memory or by how many reads the CPU's instruction window
  * holds at once (docs/performance.md).
  */
+#include <aside/inline.h>
 #include <aside/users.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -28,7 +31,7 @@
 
 #include "bench.h"
 
-enum { M_ENGINE, M_REF, M_BARE, M_LEAN, M_SERVICE };
+enum { M_ENGINE, M_REF, M_BARE, M_LEAN, M_SERVICE, M_INLINE };
 static int mode, pad;
 static long nkeys = 100000;
 static double seconds = 5;
@@ -55,6 +58,14 @@ static void touch(void *arg, const aside_value *v)
 {
 	size_t len;
 	aside_value_data(v, &len);
+	*(long *)arg += len > 0;
+}
+
+/* The same, with the accessor compiled in too. */
+static void touch_inline(void *arg, const aside_value *v)
+{
+	size_t len;
+	aside_value_data_inline(v, &len);
 	*(long *)arg += len > 0;
 }
 
@@ -125,6 +136,11 @@ static inline __attribute__((always_inline)) void loop(struct worker *w, int m)
 						     touch, &hits,
 						     NULL) != ASIDE_OK)
 					hits = -(1L << 40);
+			} else if (m == M_INLINE) {
+				if (aside_cache_read_inline(
+					c, key, klen, &loader, touch_inline,
+					&hits, NULL) != ASIDE_OK)
+					hits = -(1L << 40);
 			} else if (m == M_REF) {
 				aside_value *v;
 				if (aside_cache_get(c, key, klen, &loader, &v,
@@ -178,6 +194,9 @@ static void *run(void *arg)
 	case M_SERVICE:
 		loop(arg, M_SERVICE);
 		break;
+	case M_INLINE:
+		loop(arg, M_INLINE);
+		break;
 	case M_BARE:
 		loop(arg, M_BARE);
 		break;
@@ -191,19 +210,20 @@ static void *run(void *arg)
 int main(int argc, char **argv)
 {
 	const char *name = argc > 1 ? argv[1] : "engine";
-	static const char *const names[] = {"engine", "ref", "bare", "lean",
-					    "service"};
+	static const char *const names[] = {"engine", "ref",	 "bare",
+					    "lean",   "service", "inline"};
 	nkeys = argc > 2 ? atol(argv[2]) : 100000;
 	int threads = argc > 3 ? atoi(argv[3]) : 1;
 	seconds = argc > 4 ? atof(argv[4]) : 5;
 	pad = getenv("BENCH_PAD") ? atoi(getenv("BENCH_PAD")) : 0;
-	for (mode = 0; mode <= M_SERVICE && strcmp(name, names[mode]); mode++)
+	for (mode = 0; mode <= M_INLINE && strcmp(name, names[mode]); mode++)
 		;
-	if (mode > M_SERVICE || (pad != 0 && pad != 40 && pad != 80) ||
+	if (mode > M_INLINE || (pad != 0 && pad != 40 && pad != 80) ||
 	    nkeys < 1 || nkeys > 0xffffffffL || threads < 1 || threads > 64) {
-		fprintf(stderr,
-			"usage: bench_l1 [engine|ref|bare|lean|service] [N] "
-			"[THREADS] [SECONDS]\n");
+		fprintf(
+		    stderr,
+		    "usage: bench_l1 [engine|inline|ref|bare|lean|service] [N] "
+		    "[THREADS] [SECONDS]\n");
 		return 2;
 	}
 
@@ -224,7 +244,7 @@ int main(int argc, char **argv)
 		user u;
 		for (long k = 0; k < nkeys; k++)
 			user_service_get(svc, k + 1, &u);
-	} else if (mode == M_ENGINE || mode == M_REF) {
+	} else if (mode == M_ENGINE || mode == M_REF || mode == M_INLINE) {
 		for (long k = 0; k < nkeys; k++) {
 			char key[16];
 			size_t klen = make_key((uint64_t)k, key);

@@ -19,6 +19,7 @@
 #include "codec.h"
 #include "repo.h"
 
+#include <aside/inline.h>
 #include <aside/users.h>
 #include <errno.h>
 #include <pthread.h>
@@ -322,7 +323,7 @@ struct copy_out {
 static void copy_user(void *arg, const aside_value *v)
 {
 	struct copy_out *c = arg;
-	const struct packed_user *p = aside_value_obj(v);
+	const struct packed_user *p = aside_value_obj_inline(v);
 	if (p) {
 		unpack_user(p, c->out);
 		c->copied = true;
@@ -339,8 +340,11 @@ int user_service_get_ex(user_service *s, int64_t id, user *out,
 	char key[32];
 	size_t klen = user_cache_key(id, key);
 	struct copy_out c = {out, false};
-	int rc = aside_cache_read(s->cache, key, klen, &s->loader, copy_user,
-				  &c, err);
+	/* The hit compiled in here: this library is built against the
+	 * same <aside/inline.h> as libaside, and falls back as any program
+	 * does if the two ever differ. */
+	int rc = aside_cache_read_inline(s->cache, key, klen, &s->loader,
+					 copy_user, &c, err);
 	if (rc == ASIDE_OK && !c.copied)
 		return fail(err, ASIDE_EINTERNAL); /* decode always attaches */
 	return rc;
@@ -355,7 +359,7 @@ struct copy_json {
 static void copy_json(void *arg, const aside_value *v)
 {
 	struct copy_json *c = arg;
-	const char *data = aside_value_data(v, &c->len);
+	const char *data = aside_value_data_inline(v, &c->len);
 	c->fits = c->len < c->cap;
 	if (c->fits) {
 		memcpy(c->buf, data, c->len);
@@ -373,8 +377,8 @@ int user_service_get_json(user_service *s, int64_t id, char *buf, size_t cap,
 	char key[32];
 	size_t klen = user_cache_key(id, key);
 	struct copy_json c = {buf, cap, 0, false};
-	int rc = aside_cache_read(s->cache, key, klen, &s->loader, copy_json,
-				  &c, err);
+	int rc = aside_cache_read_inline(s->cache, key, klen, &s->loader,
+					 copy_json, &c, err);
 	if (rc != ASIDE_OK)
 		return rc;
 	*len = c.len;

@@ -82,6 +82,9 @@ struct ns_policy {
 };
 
 struct aside_cache {
+	/* First, where <aside/inline.h> finds it: what a hit compiled into
+	 * the caller reads (publish_inline).  Read-only once open. */
+	struct aside__inline inl;
 	aside_tier
 	    tiers[ASIDE_TIERS_MAX]; /* the in-process one first, if any */
 	int ntiers;
@@ -161,6 +164,37 @@ struct aside_cache {
 	struct flight_shard flights[FLIGHT_SHARDS];
 	struct aside__stripe stripes[ASIDE__STRIPES];
 };
+
+_Static_assert(offsetof(struct aside_cache, inl) == 0,
+	       "a cache starts with what <aside/inline.h> reads");
+_Static_assert(ASIDE__STRIPE_SHARED == ASIDE__STRIPES - 1,
+	       "the last stripe is the shared one");
+
+/*
+ * What a hit compiled into the caller needs (<aside/inline.h>), for a cache
+ * whose L1 hit aside_cache_read itself takes without asking anything but
+ * the L1: the default clock through the ticker, no confirmation from Redis
+ * to wait for.  Otherwise abi stays 0 and every read calls in.
+ */
+static void publish_inline(aside_cache *c)
+{
+	struct aside__inline *d = &c->inl;
+	if (!c->l1 || !c->ticker || c->confirmed)
+		return;
+	aside__mem_inline(c->l1, d);
+	if (!d->heads)
+		return;
+	char *tp = __builtin_thread_pointer();
+	d->hash_seed = aside__hash_seed;
+	d->now_us = &aside__ticked_us;
+	d->epoch = &aside__epoch;
+	d->need_fence = &aside__need_fence;
+	d->reader_tp = (char *)&aside__me - tp;
+	d->stripe_tp = (char *)&aside__stripe_mine - tp;
+	d->hits = (char *)&c->stripes[0].c[ASIDE__C_tier_hit0];
+	d->stripe_stride = sizeof(c->stripes[0]);
+	d->abi = ASIDE_INLINE_ABI;
+}
 
 static bool has_leases(const aside_tier *t)
 {
@@ -510,6 +544,7 @@ int aside_cache_open_opts(const char *url, const aside_options *opts,
 	}
 	for (int i = 0; i < c->ntiers; i++)
 		c->leases |= has_leases(&c->tiers[i]);
+	publish_inline(c);
 	*out = c;
 	return ASIDE_OK;
 fail:

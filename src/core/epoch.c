@@ -29,6 +29,13 @@ _Atomic uint64_t aside__epoch = 1;
 _Thread_local struct aside__reader aside__me
     __attribute__((tls_model("initial-exec")));
 bool aside__need_fence = true;
+_Static_assert(offsetof(struct aside__reader, epoch) ==
+		       offsetof(struct aside__inline_reader, epoch) &&
+		   offsetof(struct aside__reader, depth) ==
+		       offsetof(struct aside__inline_reader, depth) &&
+		   offsetof(struct aside__reader, registered) ==
+		       offsetof(struct aside__inline_reader, registered),
+	       "a reader is laid out as <aside/inline.h> says");
 
 /* Registered readers: this thread's record is linked in while it lives. */
 static pthread_mutex_t readers_lock = PTHREAD_MUTEX_INITIALIZER;

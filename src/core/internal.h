@@ -6,6 +6,7 @@
 #define ASIDE_INTERNAL_H
 
 #include <aside/aside.h>
+#include <aside/inline.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -357,72 +358,17 @@ void aside__ticker_release(unsigned held);
 int64_t aside__mono_us(void);
 
 /*
- * aside_hash, inline for the hit path: a 64-bit hash of short keys, 8 bytes at
- * a time, each step a 64x64->128 multiply folded in half.  Written here because
- * no Debian-packaged library offers a fast seeded hash for short byte strings;
- * keys are at most ASIDE_KEY_MAX bytes.  The seed is drawn once per process so
- * that a client cannot pick keys that collide in every process.
+ * aside_hash, inline for the hit path (its body is in <aside/inline.h>, which
+ * an inline hit compiles into the caller): written here because no
+ * Debian-packaged library offers a fast seeded hash for short byte strings;
+ * keys are at most ASIDE_KEY_MAX bytes.  The seed is drawn once per process
+ * so that a client cannot pick keys that collide in every process.
  */
 extern uint64_t aside__hash_seed;
 
-static inline uint64_t aside__fold_mul(uint64_t a, uint64_t b)
-{
-	__uint128_t r = (__uint128_t)a * b;
-	return (uint64_t)r ^ (uint64_t)(r >> 64);
-}
-
-static inline uint64_t aside__load64(const char *p)
-{
-	uint64_t v;
-	memcpy(&v, p, 8);
-	return v;
-}
-
-static inline uint64_t aside__load32(const char *p)
-{
-	uint32_t v;
-	memcpy(&v, p, 4);
-	return v;
-}
-
-/*
- * The tail is read with overlapping whole-word loads, never byte by byte:
- * a byte loop mispredicts whenever key lengths vary, and bytes stored to
- * then reloaded from the stack stall store forwarding.
- */
 static inline uint64_t aside__hash(const char *key, size_t klen)
 {
-	const uint64_t k0 = 0xa0761d6478bd642full, k1 = 0xe7037ed1a0b428dbull,
-		       k2 = 0x8ebc6af09c88c6e3ull;
-	uint64_t h = aside__hash_seed ^ (klen * k0), a, b;
-	if (__builtin_expect(klen >= 8 && klen <= 16, 1)) {
-		/* the common case first: keys such as "user:12345" */
-		a = aside__load64(key);
-		b = aside__load64(key + klen - 8);
-	} else if (klen > 16) {
-		const char *p = key;
-		size_t n = klen;
-		do {
-			h = aside__fold_mul(aside__load64(p) ^ k1,
-					    aside__load64(p + 8) ^ h);
-			p += 16;
-			n -= 16;
-		} while (n > 16);
-		a = aside__load64(key + klen - 16);
-		b = aside__load64(key + klen - 8);
-	} else if (klen >= 4) {
-		a = aside__load32(key);
-		b = aside__load32(key + klen - 4);
-	} else if (klen > 0) {
-		const unsigned char *u = (const unsigned char *)key;
-		a = ((uint64_t)u[0] << 16) | ((uint64_t)u[klen >> 1] << 8) |
-		    u[klen - 1];
-		b = 0;
-	} else {
-		a = b = 0;
-	}
-	h = aside__fold_mul(a ^ k1, b ^ h ^ k2);
-	return aside__fold_mul(h ^ k0, k1 ^ (h >> 29));
+	return aside__hash_seeded(aside__hash_seed, key, klen);
 }
 
 /* monotonic µs at the kernel tick's resolution (cheap: no clock read) */
@@ -510,6 +456,9 @@ void aside__redis_on_back(void *self, int (*fn)(void *), void *ctx);
  * NULL for a cached absence too (the caller reads it the long way). */
 const aside_value *aside__mem_borrow(void *self, const char *key, size_t klen,
 				     uint64_t hash, int64_t now);
+/* Fills the L1's part of a cache's struct aside__inline: its shards and
+ * the heads' region (NULL when heads are not in one). */
+void aside__mem_inline(void *self, struct aside__inline *d);
 /*
  * An entry of the mem tier past its expiry, by less than max_age_us, and
  * still kept as a stale copy (stale_ms), with a reference; ASIDE_NOT_FOUND

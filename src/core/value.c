@@ -13,6 +13,25 @@
 
 _Static_assert(sizeof(struct aside_value) == 40,
 	       "a key of up to 24 bytes shares the header's cache line");
+/* A head as an inline hit reads it (<aside/inline.h>). */
+#define SAME_FIELD(f)                                                          \
+	(offsetof(struct aside_value, f) ==                                    \
+	     offsetof(struct aside__inline_head, f) &&                         \
+	 sizeof(((struct aside_value *)0)->f) ==                               \
+	     sizeof(((struct aside__inline_head *)0)->f))
+_Static_assert(SAME_FIELD(refs) && SAME_FIELD(linked) && SAME_FIELD(touches) &&
+		   SAME_FIELD(klen) && SAME_FIELD(l1_expires_us) &&
+		   SAME_FIELD(obj) && SAME_FIELD(body) && SAME_FIELD(len) &&
+		   SAME_FIELD(room) &&
+		   sizeof(struct aside_value) ==
+		       sizeof(struct aside__inline_head) &&
+		   ASIDE__LINKED == 1,
+	       "a head is laid out as <aside/inline.h> says");
+#undef SAME_FIELD
+_Static_assert(sizeof(struct aside__value_cold) == ASIDE__INLINE_COLD_BYTES &&
+		   ASIDE__BODY_ABSENT == ASIDE__INLINE_BODY_ABSENT,
+	       "a value's bytes are where <aside/inline.h> looks");
+const unsigned aside__inline_abi = ASIDE_INLINE_ABI;
 _Static_assert(sizeof(struct aside__value_cold) == 88,
 	       "docs/design.md gives the cold fields' size");
 

@@ -97,7 +97,7 @@
 
 enum { WINDOW, PROBATION, PROTECTED, NSEGMENTS };
 
-#define TOUCH_MAX 15
+#define TOUCH_MAX ASIDE__TOUCH_MAX
 #define SKETCH_MAX 15
 #define WINDOW_START_PCT 1 /* the window's share of a new shard */
 #define HAND_MISSES 16	   /* protected's hand moves once per this many */
@@ -142,10 +142,10 @@ struct ghost {
  * bytes of a 64-bit address and tag: at 100,000 entries the tables are
  * 1 MiB rather than 2, which the CPU's caches hold (docs/performance.md).
  */
-#define TWO_LINES UINT32_C(1)
-#define TAG_SHIFT 47 /* hash bits 48 to 51, at bits 1 to 4 */
-#define TAG_MASK UINT32_C(0x1e)
-#define INDEX_SHIFT 5
+#define TWO_LINES ASIDE__SLOT_TWO_LINES
+#define TAG_SHIFT ASIDE__SLOT_TAG_SHIFT /* hash bits 48 to 51, at 1 to 4 */
+#define TAG_MASK ASIDE__SLOT_TAG_MASK
+#define INDEX_SHIFT ASIDE__SLOT_INDEX_SHIFT
 #define TABLE_MIN 8 /* slots in a shard's first table */
 
 static inline uint32_t slot_make(const aside_value *v, uint64_t hash)
@@ -176,11 +176,12 @@ static inline void prefetch_head(const aside_value *v, uint32_t w)
 }
 
 struct shard {
-	pthread_mutex_t lock;
 	/* The table of n slots is at region + n; mask is n - 1 for the
-	 * current one (written under lock, read by lock-free readers). */
+	 * current one (written under lock, read by lock-free readers).
+	 * First, as struct aside__inline_shard says (<aside/inline.h>). */
 	_Atomic uint32_t *region;
 	_Atomic uint32_t mask;
+	pthread_mutex_t lock;
 	uint32_t max_mask;
 	uint32_t cap;	  /* entries */
 	size_t max_bytes; /* 0: unbounded */
@@ -471,6 +472,33 @@ const aside_value *aside__mem_borrow(void *self, const char *key, size_t klen,
 				     uint64_t hash, int64_t now)
 {
 	return lookup(self, key, klen, hash, now, true);
+}
+
+/*
+ * The L1's part of what a cache publishes for hits compiled into the caller
+ * (<aside/inline.h>): the shards, fixed from open to close, and the heads'
+ * region, fixed once reserved.  The layouts it names are pinned here.
+ */
+_Static_assert(offsetof(struct shard, region) ==
+		       offsetof(struct aside__inline_shard, region) &&
+		   offsetof(struct shard, mask) ==
+		       offsetof(struct aside__inline_shard, mask),
+	       "a shard starts as <aside/inline.h> says");
+_Static_assert(INDEX_SHIFT + ASIDE__HEAD_INDEX_BITS == 32 &&
+		   ASIDE__CACHELINE == 64,
+	       "a slot's index counts 64-byte lines");
+
+void aside__mem_inline(void *self, struct aside__inline *d)
+{
+	struct mem *m = self;
+	d->shard_mask = m->nshards - 1;
+	d->shards = (const char *)m->shards;
+	d->shard_stride = sizeof(struct shard);
+#ifdef ASIDE__ASAN
+	d->heads = NULL; /* heads are malloc'd: no inline hits */
+#else
+	d->heads = aside__heads_base;
+#endif
 }
 
 int aside__mem_stale(void *self, const char *key, size_t klen, uint64_t hash,

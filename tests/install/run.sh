@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs aside into a temporary prefix, builds tests/install/seed_api.c
-# against it with nothing but `pkg-config aside-users`, and runs it; then
+# against it with nothing but `pkg-config aside-users`, and runs it, and
+# tests/install/inline_api.c with `pkg-config aside`; then
 # links the same program with the static libraries and -flto, and runs it.
 #   run.sh SOURCE_DIR BUILD_DIR
 set -eu
@@ -10,7 +11,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cmake --install "$build" --prefix "$tmp/prefix" >/dev/null
 pc=$(find "$tmp/prefix" -name aside-users.pc -printf '%h')
-for f in include/aside/aside.h include/aside/users.h bin/aside; do
+for f in include/aside/aside.h include/aside/inline.h include/aside/users.h \
+	bin/aside; do
 	[ -e "$tmp/prefix/$f" ] || { echo "run.sh: $f not installed" >&2; exit 1; }
 done
 [ -e "$pc/aside.pc" ] || { echo "run.sh: aside.pc not installed" >&2; exit 1; }
@@ -21,6 +23,16 @@ cc -std=c11 -Wall -Wextra -Werror -Wno-missing-field-initializers \
 	-o "$tmp/seed_api" "$src/tests/install/seed_api.c" \
 	$(pkg-config --cflags --libs aside-users) -lpthread
 "$tmp/seed_api"
+# The inline hit (<aside/inline.h>), strictly compiled by each compiler.
+for compiler in cc clang; do
+	command -v "$compiler" >/dev/null || continue
+	# shellcheck disable=SC2046
+	"$compiler" -std=c11 -O2 -Wall -Wextra -Wpedantic -Wcast-qual \
+		-Wconversion -Wshadow -Werror \
+		-o "$tmp/inline_api" "$src/tests/install/inline_api.c" \
+		$(pkg-config --cflags --libs aside) -lpthread
+	"$tmp/inline_api"
+done
 # The same program linked with the static libraries and -flto, which may
 # inline the library into it: nothing of aside is loaded at run time.
 for a in libaside.a libaside-users.a; do
