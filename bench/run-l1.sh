@@ -3,9 +3,10 @@
 # on the same machine: 100,000 resident keys, 1 and 2 threads.
 #   bench/run-l1.sh BUILD_DIR [SECONDS]          each mode, then the peer
 #   bench/run-l1.sh BUILD_DIR SECONDS PAIRS      PAIRS interleaved rounds of
-#       engine, service and the peer on one thread, with the engine/peer
-#       ratio of each round and its median: on a machine whose memory speed
-#       drifts (a shared VM), only runs side by side compare
+#       engine, inline, service and the peer on one thread, with the
+#       engine/peer and inline/peer ratios of each round and their medians:
+#       on a machine whose memory speed drifts (a shared VM), only runs side
+#       by side compare
 # ASIDE_BENCH=bench_l1_lto measures the engine and service as a program
 # linked with -flto against the static libraries does (the hit path inlined
 # into the caller, as the peer's JIT inlines its own)
@@ -31,22 +32,29 @@ if [ -n "${ASIDE_PIN:-}" ]; then
 fi
 if [ "$pairs" -gt 0 ]; then
 	[ -x "$peer" ] || { echo "run-l1: no peer at $peer" >&2; exit 2; }
-	i=0 ratios=
+	i=0 ratios= iratios=
 	while [ "$i" -lt "$pairs" ]; do
 		e=$($pin "$build/bench/$bench" engine 100000 1 "$secs" | rate)
+		n=$($pin "$build/bench/$bench" inline 100000 1 "$secs" | rate)
 		s=$($pin "$build/bench/$bench" service 100000 1 "$secs" | rate)
 		c=$(cd /tmp && $pin "$peer" throughput 100000 1 2>/dev/null | rate)
 		r=$(echo "$e $c" | awk '{printf "%.2f", $1 / $2}')
-		echo "round $((i + 1)): engine $e, service $s, caffeine $c M gets/s; engine/caffeine $r"
+		q=$(echo "$n $c" | awk '{printf "%.2f", $1 / $2}')
+		echo "round $((i + 1)): engine $e, inline $n, service $s, caffeine $c M gets/s; engine/caffeine $r, inline/caffeine $q"
 		ratios="$ratios $r"
+		iratios="$iratios $q"
 		i=$((i + 1))
 	done
-	echo "$ratios" | tr ' ' '\n' | grep . | sort -n |
-	    awk '{r[NR] = $1} END {printf "median engine/caffeine over %d rounds: %.2f\n", NR, r[int((NR + 1) / 2)]}'
+	median() {
+		echo "$2" | tr ' ' '\n' | grep . | sort -n |
+		    awk -v what="$1" '{r[NR] = $1} END {printf "median %s/caffeine over %d rounds: %.2f\n", what, NR, r[int((NR + 1) / 2)]}'
+	}
+	median engine "$ratios"
+	median inline "$iratios"
 	exit 0
 fi
 for t in 1 2; do
-	for mode in engine ref service; do
+	for mode in engine inline ref service; do
 		"$build/bench/$bench" "$mode" 100000 "$t" "$secs" | grep 'M gets/s'
 	done
 	if [ -x "$peer" ]; then

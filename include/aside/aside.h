@@ -382,7 +382,8 @@ int aside_cache_get(aside_cache *c, const char *key, size_t klen,
  * On an in-process hit no reference is taken and nothing shared is written,
  * which makes this the fastest way to read; fn must not keep the value,
  * block, or call into this cache.  Returns what aside_cache_get returns; fn
- * is called exactly when that is ASIDE_OK.
+ * is called exactly when that is ASIDE_OK.  aside_cache_read_inline
+ * (<aside/inline.h>) does the same with an L1 hit compiled into the caller.
  */
 typedef void (*aside_read_fn)(void *arg, const aside_value *v);
 int aside_cache_read(aside_cache *c, const char *key, size_t klen,
