@@ -453,7 +453,7 @@ static void another_abi_is_never_read_inline(void **state)
 
 /* ---- readers racing writers -------------------------------------------- */
 
-enum { KEYS = 8, READERS = 3, WRITES = 4000 };
+enum { KEYS = 8, READERS = 3, WRITES = 30000 };
 
 typedef struct race {
 	aside_cache *c;
