@@ -14,12 +14,13 @@
  * ASIDE_INLINE_ABI.  A library that lays them out otherwise publishes
  * another number in every cache it opens, and a program compiled against
  * this header then calls the library for every read: an old program keeps
- * working with a new library, only without the shortcut.  The one thing
- * that never changes is where that number is: the first 32 bits of a
- * cache.
+ * working with a new library, only without the shortcut.  What never
+ * changes is where that number is: the first 32 bits of a cache, and
+ * aside__inline_abi for the accessors.
  *
- * Nothing here but aside_cache_read_inline is API; the rest is what it
- * needs, named aside__ to say so.
+ * Nothing here but aside_cache_read_inline, aside_value_data_inline and
+ * aside_value_obj_inline is API; the rest is what they need, named aside__
+ * to say so.
  */
 #ifndef ASIDE_INLINE_H
 #define ASIDE_INLINE_H
