@@ -16,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 /* cmocka needs the headers above */
 #include <cmocka.h>
@@ -398,6 +400,36 @@ static void expired_entry_goes_to_the_library(void **state)
 	aside_cache_close(c);
 }
 
+/* A child of fork() has no ticker: its hits call in, and are right. */
+static void fork_child_reads_through_the_library(void **state)
+{
+	(void)state;
+	aside_cache *c = open_cache("mem://?capacity=100");
+	source src = {.attach = 1};
+	aside_loader ld = {src_load, NULL, &src};
+	struct seen s;
+	assert_int_equal(read_inline(c, "user:1", &ld, &s), ASIDE_OK);
+	pid_t child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		int bad = 0;
+		for (int i = 0; i < 3; i++) {
+			calls = 0;
+			memset(&s, 0, sizeof(s));
+			int rc = aside_cache_read_inline(c, "user:1", 6, &ld,
+							 see, &s, NULL);
+			bad |= rc != ASIDE_OK || calls != 1 ||
+			       strcmp(s.data, "user:1=0") != 0;
+		}
+		_exit(bad || src.loads != 1 ? 1 : 0);
+	}
+	int status;
+	assert_int_equal(waitpid(child, &status, 0), child);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	aside_cache_close(c);
+}
+
 static int64_t fixed_now(void *ctx)
 {
 	(void)ctx;
@@ -585,6 +617,7 @@ int main(void)
 	    cmocka_unit_test(nested_read_goes_to_the_library),
 	    cmocka_unit_test(expired_entry_goes_to_the_library),
 	    cmocka_unit_test(injected_clock_reads_go_to_the_library),
+	    cmocka_unit_test(fork_child_reads_through_the_library),
 	    cmocka_unit_test(another_abi_is_never_read_inline),
 	    cmocka_unit_test(inline_readers_never_see_writes_undone),
 	};
