@@ -147,10 +147,19 @@ static aside_metrics metrics_of(aside_cache *c)
 
 /* ---- tests ------------------------------------------------------------- */
 
-static void hit_makes_no_call_and_is_counted(void **state)
+/* Key i in one of three shapes: shorter than 8 bytes, 8 to 16, longer. */
+static void key_of(char *key, size_t cap, int i)
 {
-	(void)state;
-	aside_cache *c = open_cache("mem://?capacity=1000");
+	static const char *const shapes[] = {"%x", "user:%d",
+					     "tenant:7:user:profile:%d"};
+	snprintf(key, cap, shapes[i % 3], i);
+}
+
+/* n keys read once (misses, each calling in), then three times more: hits,
+ * none calling in, every one counted. */
+static void hits_in(const char *url, int n)
+{
+	aside_cache *c = open_cache(url);
 #ifdef LIBRARY_ASAN
 	/* Heads are malloc'd for the sanitizer: every read calls in. */
 	assert_int_equal(published(c)->abi, 0);
@@ -161,23 +170,23 @@ static void hit_makes_no_call_and_is_counted(void **state)
 	source src = {0};
 	aside_loader ld = {src_load, NULL, &src};
 	struct seen s;
-	char key[32];
-	for (int i = 0; i < 200; i++) { /* misses: each loads, calling in */
-		snprintf(key, sizeof(key), "user:%d", i);
+	char key[64];
+	for (int i = 0; i < n; i++) {
+		key_of(key, sizeof(key), i);
 		calls = 0;
 		assert_int_equal(read_inline(c, key, &ld, &s), ASIDE_OK);
 		assert_int_equal(calls, 1);
 		assert_int_equal(s.n, 1);
 	}
-	assert_int_equal(src.loads, 200);
+	assert_int_equal(src.loads, (unsigned)n);
 	aside_metrics m0 = metrics_of(c);
 	calls = 0;
 	for (int round = 0; round < 3; round++) {
-		for (int i = 0; i < 200; i++) {
-			snprintf(key, sizeof(key), "user:%d", i);
+		for (int i = 0; i < n; i++) {
+			key_of(key, sizeof(key), i);
 			assert_int_equal(read_inline(c, key, &ld, &s),
 					 ASIDE_OK);
-			char want[64];
+			char want[80];
 			snprintf(want, sizeof(want), "%s=0", key);
 			assert_string_equal(s.data, want);
 			assert_int_equal(s.n, 1);
@@ -187,12 +196,20 @@ static void hit_makes_no_call_and_is_counted(void **state)
 	assert_int_equal(calls, 0);
 #endif
 	aside_metrics m = metrics_of(c);
-	assert_int_equal(src.loads, 200);
-	assert_int_equal(m.hits - m0.hits, 600);
-	assert_int_equal(m.tier_hits[0] - m0.tier_hits[0], 600);
+	assert_int_equal(src.loads, (unsigned)n);
+	assert_int_equal(m.hits - m0.hits, 3 * n);
+	assert_int_equal(m.tier_hits[0] - m0.tier_hits[0], 3 * n);
 	assert_int_equal(m.misses, m0.misses);
 	assert_int_equal(m.loads, m0.loads);
 	aside_cache_close(c);
+}
+
+static void hit_makes_no_call_and_is_counted(void **state)
+{
+	(void)state;
+	hits_in("mem://?capacity=1000", 200);	 /* one shard */
+	hits_in("mem://?capacity=100000", 3000); /* 64 shards, tables grown */
+	hits_in("mem://?capacity=4096&shards=16", 3000);
 }
 
 static void bad_arguments_go_to_the_library(void **state)
@@ -605,6 +622,7 @@ static void inline_readers_never_see_writes_undone(void **state)
 	race_run("mem://?capacity=1000");	 /* no eviction */
 	race_run("mem://?capacity=4");		 /* constant eviction */
 	race_run("mem://?capacity=64&shards=1"); /* one shard */
+	race_run("mem://?capacity=4096&shards=4");
 }
 
 int main(void)
