@@ -250,8 +250,8 @@ static void bad_arguments_go_to_the_library(void **state)
 	aside_cache_close(c);
 }
 
-/* A value not decoded yet, an invalidated key, a key read inside another
- * read: the library's, and answered as it answers them. */
+/* A value not decoded yet, an invalidated key: the library's, and
+ * answered as it answers them. */
 static void what_the_hit_cannot_answer_goes_to_the_library(void **state)
 {
 	(void)state;
