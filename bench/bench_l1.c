@@ -15,6 +15,10 @@
  * lean     the same probe without the reference: a plain hash lookup
  * service  user_service_get on a hit: key formatting, engine, struct copy
  *
+ * BENCH_URL=URL opens that cache in place of mem://?capacity=2N, e.g. an
+ * L1 over Redis (redis://HOST:PORT?l1=200000, whose hits are served only
+ * while Redis confirms the L1, l1_bound_ms).
+ *
  * BENCH_PAD=40 or 80 adds that many register-only instructions (x86-64)
  * after each read, independent of it: what they cost says whether a read
  * is bound by memory or by how many reads the CPU's instruction window
@@ -227,10 +231,14 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
-	char url[64];
-	snprintf(url, sizeof(url), "mem://?capacity=%ld",
-		 (long)(nkeys * (getenv("BENCH_CAP") ? atof(getenv("BENCH_CAP"))
-						     : 2.0)));
+	char url[512];
+	if (getenv("BENCH_URL"))
+		snprintf(url, sizeof(url), "%s", getenv("BENCH_URL"));
+	else
+		snprintf(url, sizeof(url), "mem://?capacity=%ld",
+			 (long)(nkeys * (getenv("BENCH_CAP")
+					     ? atof(getenv("BENCH_CAP"))
+					     : 2.0)));
 	aside_error err;
 	aside_options opts = {0};
 	if (getenv("BENCH_FIXED_CLOCK"))

@@ -7,8 +7,8 @@
  * library is linked statically with -flto, without the call, the checks a
  * call cannot skip and the registers it saves (docs/performance.md).
  * Anything else -- a miss, an expired entry, a value still to be decoded,
- * a cache without an L1 or one whose L1 depends on Redis confirming it --
- * is passed to aside_cache_read, which does the rest.
+ * a cache without an L1, an L1 over Redis that Redis has not confirmed
+ * within its bound -- is passed to aside_cache_read, which does the rest.
  *
  * The hit reads the library's layouts, and those are fixed by
  * ASIDE_INLINE_ABI.  A library that lays them out otherwise publishes
@@ -29,8 +29,9 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
+#include <time.h>
 
-#define ASIDE_INLINE_ABI 1
+#define ASIDE_INLINE_ABI 2
 
 #ifdef __cplusplus
 /* The layouts below are C (_Atomic); C++ calls the library. */
@@ -57,8 +58,7 @@ static inline void *aside_value_obj_inline(const aside_value *v)
  * What a cache publishes at its start for the inline hit: the L1's tables
  * and where this thread's state lies.  abi is ASIDE_INLINE_ABI when the
  * rest may be used, 0 when every read must go through the library (no L1,
- * an injected clock, an L1 bounded by Redis's confirmations, or a library
- * built for AddressSanitizer).
+ * an injected clock, or a library built for AddressSanitizer).
  */
 struct aside__inline {
 	uint32_t abi;
@@ -75,6 +75,12 @@ struct aside__inline {
 	ptrdiff_t reader_tp, stripe_tp;
 	char *hits;	      /* the first stripe's L1 hit counter */
 	size_t stripe_stride; /* bytes from one stripe's counter to the next */
+	/* An L1 over Redis with a bound (l1_bound_ms) serves only while the
+	 * invalidation subscription has confirmed, within bound_us, that it
+	 * missed nothing: confirmed is that time (CLOCK_MONOTONIC_COARSE, in
+	 * µs; 0: never).  NULL when the L1 answers on its own. */
+	const _Atomic int64_t *confirmed;
+	int64_t bound_us;
 };
 
 /* The start of an L1 shard: its current table of 32-bit slots. */
@@ -267,6 +273,29 @@ aside__inline_find(const struct aside__inline *d, const char *key, size_t klen,
 	}
 }
 
+/*
+ * Whether the L1 may answer now: the library's own test (l1_trusted), on
+ * the same clock.  The clock, and not the ticker's time, because a bound
+ * is a promise: a ticker starved, or stopped with the process, would let
+ * hits pass it.  A build that does not declare that clock (strict ISO C,
+ * no POSIX) leaves such caches to the library.
+ */
+static inline bool aside__inline_trusted(const struct aside__inline *d)
+{
+	if (__builtin_expect(d->confirmed == NULL, 1))
+		return true;
+#ifdef CLOCK_MONOTONIC_COARSE
+	int64_t at = atomic_load_explicit(d->confirmed, memory_order_acquire);
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return at != 0 &&
+	       (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000 - at <=
+		   d->bound_us;
+#else
+	return false;
+#endif
+}
+
 /* A read section begun (the reader outside one), and ended. */
 static inline void aside__inline_begin(const struct aside__inline *d,
 				       struct aside__inline_reader *r)
@@ -329,10 +358,11 @@ static inline int aside_cache_read_inline(aside_cache *c, const char *key,
 		int stripe = *(const int *)(tp + d->stripe_tp);
 		int64_t now =
 		    atomic_load_explicit(d->now_us, memory_order_relaxed);
-		/* A thread's first read, a nested one, or no clock yet: the
-		 * library's. */
+		/* A thread's first read, a nested one, no clock yet, or an
+		 * L1 not to be trusted now: the library's. */
 		if (__builtin_expect(r->depth == 0 && r->registered &&
-					 stripe >= 0 && now != 0,
+					 stripe >= 0 && now != 0 &&
+					 aside__inline_trusted(d),
 				     1)) {
 			aside__inline_begin(d, r);
 			uint64_t h =

@@ -172,14 +172,15 @@ _Static_assert(ASIDE__STRIPE_SHARED == ASIDE__STRIPES - 1,
 
 /*
  * What a hit compiled into the caller needs (<aside/inline.h>), for a cache
- * whose L1 hit aside_cache_read itself takes without asking anything but
- * the L1: the default clock through the ticker, no confirmation from Redis
- * to wait for.  Otherwise abi stays 0 and every read calls in.
+ * with an L1 on the default clock (through the ticker); over Redis with a
+ * bound, also where the confirmation is kept and the bound, which the
+ * header tests as l1_trusted does.  Otherwise abi stays 0 and every read
+ * calls in.
  */
 static void publish_inline(aside_cache *c)
 {
 	struct aside__inline *d = &c->inl;
-	if (!c->l1 || !c->ticker || c->confirmed)
+	if (!c->l1 || !c->ticker)
 		return;
 	aside__mem_inline(c->l1, d);
 	if (!d->heads)
@@ -193,6 +194,8 @@ static void publish_inline(aside_cache *c)
 	d->stripe_tp = (char *)&aside__stripe_mine - tp;
 	d->hits = (char *)&c->stripes[0].c[ASIDE__C_tier_hit0];
 	d->stripe_stride = sizeof(c->stripes[0]);
+	d->confirmed = c->confirmed;
+	d->bound_us = c->l1_bound_us;
 	d->abi = ASIDE_INLINE_ABI;
 }
 
@@ -201,12 +204,6 @@ static bool has_leases(const aside_tier *t)
 	return t->ops->version >= 2 && t->ops->lease_get && t->ops->lease_end;
 }
 
-/*
- * Whether the L1 may serve now: always, unless it sits over Redis with a
- * bound, and the invalidation subscription has not confirmed within the
- * bound that it missed nothing (a stalled or starved process, a lost
- * connection, Redis down).  Then reads go past it, to the shared tier.
- */
 /* The cache's time: the ticker's when it runs (ticker.c). */
 static inline int64_t now_of(const aside_cache *c)
 {
@@ -219,6 +216,14 @@ static inline int64_t now_of(const aside_cache *c)
 	return c->clock(c->clock_ctx);
 }
 
+/*
+ * Whether the L1 may serve now: always, unless it sits over Redis with a
+ * bound, and the invalidation subscription has not confirmed within the
+ * bound that it missed nothing (a stalled or starved process, a lost
+ * connection, Redis down).  Then reads go past it, to the shared tier.
+ * <aside/inline.h> makes the same test (aside__inline_trusted), on the
+ * same clock: a change here is a change of ASIDE_INLINE_ABI.
+ */
 static inline bool l1_trusted(const aside_cache *c)
 {
 	if (__builtin_expect(!c->confirmed, 1))

@@ -704,8 +704,10 @@ static bool heard_within(aside_cache *c, uint64_t n, int ms)
 	return false;
 }
 
-/* Two caches with L1s on one Redis (two processes' view): a write through
- * one reaches the other's L1, not only Redis. */
+/* An L1 over Redis is not served once Redis has not confirmed, within the
+ * bound, that no invalidation is on its way.  user_service_get reads
+ * through <aside/inline.h>, so this is the inline hit's test of the bound
+ * as much as the library's. */
 static void unconfirmed_l1_is_not_served(void **state)
 {
 	fx *f = *state;

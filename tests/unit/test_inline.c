@@ -2,7 +2,9 @@
  * test_inline.c -- aside_cache_read_inline (<aside/inline.h>): an L1 hit
  * answered in the caller, without a call into the library, exactly as the
  * library would answer it; everything else passed to aside_cache_read;
- * readers racing writers; a library that lays things out otherwise.
+ * readers racing writers; a library that lays things out otherwise; an L1
+ * over Redis (the real one of scripts/services), inline only while its
+ * subscription confirms it.
  *
  * Linked with --wrap=aside_cache_read, so that every call the inline path
  * makes into the library is counted.
@@ -22,6 +24,8 @@
 
 /* cmocka needs the headers above */
 #include <cmocka.h>
+
+#include "../support/servers.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define LIBRARY_ASAN 1
@@ -500,6 +504,156 @@ static void another_abi_is_never_read_inline(void **state)
 	aside_cache_close(c);
 }
 
+/* ---- an L1 over Redis, served while Redis confirms it ------------------- */
+
+static int64_t coarse_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* n reads of key: how many of them called in. */
+static unsigned calls_in(aside_cache *c, const char *key, aside_loader *ld,
+			 const char *want, int n)
+{
+	struct seen s;
+	calls = 0;
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(read_inline(c, key, ld, &s), ASIDE_OK);
+		assert_string_equal(s.data, want);
+	}
+	return calls;
+}
+
+/*
+ * The header's test of a bound, against a confirmation set by hand: a
+ * cache of the L1 alone, published as if it sat over Redis.  Hits are
+ * inline only while the confirmation is younger than the bound; past it,
+ * or before any, every read is the library's (which, this L1 having no
+ * bound of its own, serves it from the L1 all the same).
+ */
+static void unconfirmed_l1_goes_to_the_library(void **state)
+{
+	(void)state;
+	aside_cache *c = open_cache("mem://?capacity=100");
+	source src = {0};
+	aside_loader ld = {src_load, NULL, &src};
+	struct seen s;
+	assert_int_equal(read_inline(c, "user:1", &ld, &s), ASIDE_OK);
+	struct aside__inline *d = published(c);
+	if (d->abi != ASIDE_INLINE_ABI) { /* a library built for ASan */
+		aside_cache_close(c);
+		skip();
+	}
+	assert_null(d->confirmed); /* no Redis: nothing to wait for */
+	assert_int_equal(calls_in(c, "user:1", &ld, "user:1=0", 5), 0);
+	_Atomic int64_t confirmed = 0;
+	d->confirmed = &confirmed;
+	d->bound_us = 100 * 1000;
+	/* never confirmed */
+	assert_int_equal(calls_in(c, "user:1", &ld, "user:1=0", 5), 5);
+	/* confirmed just now */
+	atomic_store(&confirmed, coarse_us());
+	assert_int_equal(calls_in(c, "user:1", &ld, "user:1=0", 5), 0);
+	/* confirmed longer ago than the bound */
+	atomic_store(&confirmed, coarse_us() - 150 * 1000);
+	assert_int_equal(calls_in(c, "user:1", &ld, "user:1=0", 5), 5);
+	assert_int_equal(src.loads, 1);
+	assert_int_equal(metrics_of(c).hits, 20);
+	d->confirmed = NULL;
+	aside_cache_close(c);
+}
+
+#define REDIS_DB 5 /* this program's Redis database */
+
+/* Polls until c has applied n invalidations from other caches. */
+static bool heard(aside_cache *c, uint64_t n)
+{
+	for (int i = 0; i < 2000; i++) {
+		if (metrics_of(c).remote_invalidations >= n)
+			return true;
+		struct timespec ts = {0, 5 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	return false;
+}
+
+/* Reads key until ten in a row are inline (bounded: Redis may be paused
+ * or restarted by another test program for a while). */
+static bool inline_again(aside_cache *c, const char *key, aside_loader *ld,
+			 const char *want)
+{
+	for (int i = 0; i < 1000; i++) {
+		if (calls_in(c, key, ld, want, 10) == 0)
+			return true;
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		nanosleep(&ts, NULL);
+	}
+	return false;
+}
+
+/*
+ * Two caches with L1s on one Redis, as two processes: each publishes its
+ * subscription's confirmation and the bound, hits inline once confirmed,
+ * and a write through the other, once heard, is never answered from the
+ * old entry.  (Reads past the bound while Redis is paused are checked
+ * through user_service_get, which reads inline, in test_faults.)
+ */
+static void l1_over_redis_hits_inline(void **state)
+{
+	(void)state;
+	char url[512];
+	if (!test_redis_url(url, REDIS_DB, "l1=1000")) {
+		if (getenv("ASIDE_TEST_REQUIRE_SERVERS"))
+			fail_msg("Redis is required");
+		skip();
+	}
+	assert_true(test_redis_flush(REDIS_DB));
+	aside_cache *a = open_cache(url), *b = open_cache(url);
+	struct aside__inline *d = published(a);
+#ifdef LIBRARY_ASAN
+	assert_int_equal(d->abi, 0);
+#else
+	assert_int_equal(d->abi, ASIDE_INLINE_ABI);
+	assert_non_null(d->confirmed);
+	assert_int_equal(d->bound_us, 100 * 1000); /* the default bound */
+#endif
+	source src = {0};
+	aside_loader ld = {src_load, NULL, &src};
+	assert_int_equal(calls_in(a, "user:1", &ld, "user:1=0", 1), 1);
+#ifndef LIBRARY_ASAN
+	assert_true(inline_again(a, "user:1", &ld, "user:1=0"));
+#endif
+	assert_int_equal(src.loads, 1);
+	/* b writes the key: once a has heard it, its L1 no longer holds the
+	 * old value, and a read, whichever path it takes, loads the new. */
+	uint64_t before = metrics_of(a).remote_invalidations;
+	atomic_store(&src.version, 1);
+	assert_int_equal(aside_cache_invalidate(b, "user:1", 6, NULL),
+			 ASIDE_OK);
+	assert_true(heard(a, before + 1));
+	calls_in(a, "user:1", &ld, "user:1=1", 1);
+	assert_int_equal(src.loads, 2);
+#ifndef LIBRARY_ASAN
+	assert_true(inline_again(a, "user:1", &ld, "user:1=1"));
+#endif
+	assert_int_equal(src.loads, 2);
+	aside_cache_close(b);
+	aside_cache_close(a);
+
+	/* With no bound, nothing is waited for: the L1 answers alone. */
+	assert_non_null(test_redis_url(url, REDIS_DB, "l1=1000&l1_bound_ms=0"));
+	a = open_cache(url);
+	d = published(a);
+	assert_null(d->confirmed);
+	assert_int_equal(calls_in(a, "user:2", &ld, "user:2=1", 1), 1);
+#ifndef LIBRARY_ASAN
+	assert_int_equal(calls_in(a, "user:2", &ld, "user:2=1", 10), 0);
+#endif
+	aside_cache_close(a);
+}
+
 /* ---- readers racing writers -------------------------------------------- */
 
 enum { KEYS = 8, READERS = 3, WRITES = 30000 };
@@ -637,6 +791,8 @@ int main(void)
 	    cmocka_unit_test(injected_clock_reads_go_to_the_library),
 	    cmocka_unit_test(fork_child_reads_through_the_library),
 	    cmocka_unit_test(another_abi_is_never_read_inline),
+	    cmocka_unit_test(unconfirmed_l1_goes_to_the_library),
+	    cmocka_unit_test(l1_over_redis_hits_inline),
 	    cmocka_unit_test(inline_readers_never_see_writes_undone),
 	};
 	if (getenv("TEST_FILTER")) /* one test: TEST_FILTER=name */
