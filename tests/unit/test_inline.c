@@ -149,6 +149,19 @@ static aside_metrics metrics_of(aside_cache *c)
 	return m;
 }
 
+/* n reads of key: how many of them called in. */
+static unsigned calls_in(aside_cache *c, const char *key, aside_loader *ld,
+			 const char *want, int n)
+{
+	struct seen s;
+	calls = 0;
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(read_inline(c, key, ld, &s), ASIDE_OK);
+		assert_string_equal(s.data, want);
+	}
+	return calls;
+}
+
 /* ---- tests ------------------------------------------------------------- */
 
 /* Key i in one of three shapes: shorter than 8 bytes, 8 to 16, longer. */
@@ -469,13 +482,7 @@ static void injected_clock_reads_go_to_the_library(void **state)
 	assert_int_equal(published(c)->abi, 0);
 	source src = {0};
 	aside_loader ld = {src_load, NULL, &src};
-	struct seen s;
-	calls = 0;
-	for (int i = 0; i < 5; i++) {
-		assert_int_equal(read_inline(c, "user:1", &ld, &s), ASIDE_OK);
-		assert_string_equal(s.data, "user:1=0");
-	}
-	assert_int_equal(calls, 5);
+	assert_int_equal(calls_in(c, "user:1", &ld, "user:1=0", 5), 5);
 	assert_int_equal(src.loads, 1);
 	assert_int_equal(metrics_of(c).hits, 4);
 	aside_cache_close(c);
@@ -493,12 +500,7 @@ static void another_abi_is_never_read_inline(void **state)
 	struct aside__inline *d = published(c);
 	uint32_t abi = d->abi;
 	d->abi = ASIDE_INLINE_ABI + 1;
-	calls = 0;
-	for (int i = 0; i < 5; i++) {
-		assert_int_equal(read_inline(c, "user:1", &ld, &s), ASIDE_OK);
-		assert_string_equal(s.data, "user:1=0");
-	}
-	assert_int_equal(calls, 5);
+	assert_int_equal(calls_in(c, "user:1", &ld, "user:1=0", 5), 5);
 	assert_int_equal(src.loads, 1);
 	d->abi = abi;
 	aside_cache_close(c);
@@ -511,19 +513,6 @@ static int64_t coarse_us(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-/* n reads of key: how many of them called in. */
-static unsigned calls_in(aside_cache *c, const char *key, aside_loader *ld,
-			 const char *want, int n)
-{
-	struct seen s;
-	calls = 0;
-	for (int i = 0; i < n; i++) {
-		assert_int_equal(read_inline(c, key, ld, &s), ASIDE_OK);
-		assert_string_equal(s.data, want);
-	}
-	return calls;
 }
 
 /*
