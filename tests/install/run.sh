@@ -29,7 +29,7 @@ cc -std=c11 -Wall -Wextra -Werror -Wno-missing-field-initializers \
 for compiler in cc clang; do
 	command -v "$compiler" >/dev/null || continue
 	for posix in "" -D_POSIX_C_SOURCE=200809L; do
-		# shellcheck disable=SC2046
+		# shellcheck disable=SC2046,SC2086
 		"$compiler" -std=c11 $posix -O2 -Wall -Wextra -Wpedantic \
 			-Wcast-qual -Wconversion -Wshadow -Werror \
 			-o "$tmp/inline_api" "$src/tests/install/inline_api.c" \
