@@ -10,7 +10,8 @@ per trace: the mean hit ratio over the seeds, the window at the end, and how
 many times the paired simulations moved it.
 
     bench/models/rollout.py [--mode MODE] [--epoch E] [--delta D]
-        [--margin M] [--fixed F] [--seeds N] [--log] TRACE CAPACITY [...]
+        [--margin M] [--fixed F] [--decay D] [--seeds N] [--log]
+        TRACE CAPACITY [...]
 
 MODE is one of:
     ghost      the L1's rule: a miss on a key the filter turned away lately
@@ -26,6 +27,13 @@ MODE is one of:
     ghostroll  the ghosts, and the paired copies as in roll
     sel        as roll, the copies at windows of 1, 10, 30, 50, 70 and 90%
     ghostsel   the ghosts, and the copies as in sel
+    follow     two shadows run from the start beside the cache: the ghosts'
+               window (A) and a window fixed at F (B).  Each scores its hits,
+               decayed by --decay a read (1: summed).  When B's score passes
+               A's by more than M x capacity hits, the cache fixes its window
+               at B's; when A's passes B's by as much, it takes A's window
+               and the ghosts again (docs/performance.md, *Following a
+               shadow with a large window*)
 
 The copies share the cache's sketch (every read counts once, hit or miss,
 so its counts do not depend on what is resident) and draw their own random
@@ -193,16 +201,53 @@ def run(trace, cap, seed, mode, epoch, delta, margin, fixed, log):
     return cache.hits / len(trace), cache.window, moves
 
 
+def follow(trace, cap, seed, share, margin, decay, log):
+    rng = random.Random(seed)
+    sketch = Sketch(rng.getrandbits(32))
+    sketch.init(cap)
+    start = max(1, cap // 100)
+    cache = Policy(cap, sketch, rng, start, True)
+    a = Policy(cap, sketch, random.Random(seed * 7 + 1), start, True)
+    b = Policy(cap, sketch, random.Random(seed * 7 + 2), int(cap * share),
+               False)
+    score_a = score_b = 0.0
+    on_b, switches, n = False, 0, 0
+    for k in trace:
+        n += 1
+        sketch.increment(k)
+        cache.access(k)
+        ha, hb = a.hits, b.hits
+        a.access(k)
+        b.access(k)
+        score_a = score_a * decay + (a.hits - ha)
+        score_b = score_b * decay + (b.hits - hb)
+        if not on_b and score_b > score_a + margin:
+            on_b, switches = True, switches + 1
+            cache.ghosts = False
+            cache.set_window(b.window)
+        elif on_b and score_a > score_b + margin:
+            on_b, switches = False, switches + 1
+            cache.ghosts = True
+            cache.set_window(a.window)
+        else:
+            continue
+        if log:
+            print(n, "B" if on_b else "A", round(score_a, 1),
+                  round(score_b, 1), file=sys.stderr)
+    return cache.hits / len(trace), cache.window, switches
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mode", default="ghost",
                     choices=["ghost", "fixed", "roll", "ghostroll", "sel",
-                             "ghostsel"])
+                             "ghostsel", "follow"])
     ap.add_argument("--epoch", type=float, default=4.0)
     ap.add_argument("--delta", type=float, default=0.0625)
     ap.add_argument("--margin", type=float, default=0.0)
     ap.add_argument("--fixed", type=float, default=0.9)
     ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--decay", type=float, default=1.0)
     ap.add_argument("--log", action="store_true")
     ap.add_argument("pairs", nargs="+", help="TRACE CAPACITY ...")
     a = ap.parse_args()
@@ -210,8 +255,12 @@ def main():
         ap.error("give each trace its capacity")
     for path, cap in zip(a.pairs[::2], a.pairs[1::2]):
         trace = read_trace(path)
-        rs = [run(trace, int(cap), s + 1, a.mode, a.epoch, a.delta, a.margin,
-                  a.fixed, a.log) for s in range(a.seeds)]
+        if a.mode == "follow":
+            rs = [follow(trace, int(cap), s + 1, a.fixed, a.margin * int(cap),
+                         a.decay, a.log) for s in range(a.seeds)]
+        else:
+            rs = [run(trace, int(cap), s + 1, a.mode, a.epoch, a.delta,
+                      a.margin, a.fixed, a.log) for s in range(a.seeds)]
         name = path.rsplit("/", 1)[-1]
         print(f"trace={name} capacity={cap} mode={a.mode} "
               f"hit_ratio={sum(r[0] for r in rs) / len(rs):.4f} "
