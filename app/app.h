@@ -7,6 +7,7 @@
 #include <aside/users.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 /* Strict numeric options (args.c): false, after saying why, if bad. */
 bool app_long(const char *opt, const char *s, long lo, long hi, long *out);
@@ -22,6 +23,20 @@ int app_trace_key(const char *line, unsigned long long *k);
 /* Says that PATH:LINE is not a key, showing the line made printable. */
 void app_bad_trace_line(const char *who, const char *path, unsigned long line,
 			const char *text);
+/*
+ * The reference policies of `aside trace --policy` (reference.c): keys[0..n)
+ * replayed through an exact LRU, or Belady's OPT, of `capacity` entries.
+ * 0 and the figures in *out, or -1 if out of memory (or, for OPT, n at
+ * least 2^32 - 1: it keeps positions in 32 bits).
+ */
+struct app_reference {
+	unsigned long long hits;
+	unsigned long long evictions; /* entries that left to make room */
+};
+int app_reference_lru(const unsigned long long *keys, size_t n, size_t capacity,
+		      struct app_reference *out);
+int app_reference_opt(const unsigned long long *keys, size_t n, size_t capacity,
+		      struct app_reference *out);
 /* A per-thread xorshift generator, seeded by time, thread and process. */
 uint64_t app_rand(void);
 /* Sleeps us microseconds, resuming after signals. */

@@ -3,10 +3,11 @@
 # shared trace shows (keys read a few times then never again, from a cold
 # cache, after a scan or after a loop; Zipf popularity), made by
 # bench/models/phases.py and bench/models/zipf_trace.py, each replayed RUNS
-# times through `aside trace`, beside Caffeine 2.6.2, LRU and OPT from the
-# peer (../shared/peers/caffeine/run hitratio) when it is there.
+# times through `aside trace`, beside LRU and OPT (`aside trace --policy`)
+# and Caffeine 2.6.2 from the peer (../shared/peers/caffeine/run hitratio)
+# when it is there.
 #   bench/run-synthetic.sh [BUILD_DIR] [RUNS]
-#   ASIDE_PEER=0 bench/run-synthetic.sh ...      without the peer's columns
+#   ASIDE_PEER=0 bench/run-synthetic.sh ...      without the peer's column
 #   ASIDE_PEER=PATH/run bench/run-synthetic.sh   the peer's script, when the
 #                                                checkout is not beside it
 set -eu
@@ -41,6 +42,7 @@ printf '%-34s %8s %8s %17s %8s %8s %8s\n' workload capacity mean range \
 # name, capacity, how the trace is made (phases, or zipf THETA)
 while read -r name cap how; do
 	t=$dir/$name.trace
+	# shellcheck disable=SC2086 # $how is a list of phases, one word each
 	case $how in
 	zipf*) python3 "$here/models/zipf_trace.py" ${how#zipf } 100000 \
 		   1000000 7 >"$t" ;;
@@ -53,13 +55,15 @@ while read -r name cap how; do
 	done | awk '{ s += $1; if (NR == 1 || $1 < lo) lo = $1
 		      if (NR == 1 || $1 > hi) hi = $1 }
 		    END { printf "%8.4f %8.4f-%.4f", s / NR, lo, hi }')
-	caf=- lru=- opt=-
+	caf=-
 	if [ -n "$peer" ]; then
 		out=$(cd "$dir" && "$peer" hitratio "$t" "$cap" 2>/dev/null)
 		caf=$(echo "$out" | awk '$1 == "caffeine" { print $2 }')
-		lru=$(echo "$out" | awk '$1 == "lru" { print $2 }')
-		opt=$(echo "$out" | awk '$1 == "opt" { print $2 }')
 	fi
+	lru=$("$build/aside" trace --policy lru --capacity "$cap" "$t" |
+	    sed -n 's/.*hit_ratio=\([0-9.]*\).*/\1/p')
+	opt=$("$build/aside" trace --policy opt --capacity "$cap" "$t" |
+	    sed -n 's/.*hit_ratio=\([0-9.]*\).*/\1/p')
 	printf '%-34s %8d %s %8s %8s %8s\n' "$name" "$cap" "$stats" \
 	    "${caf:--}" "${lru:--}" "${opt:--}"
 	rm -f "$t"

@@ -2,7 +2,8 @@
 # The L1 hit-ratio table of docs/performance.md in one command: every shared
 # trace at the capacity of ../shared/traces/README.md, RUNS times each (hash
 # seeds and the filter's random admission make runs differ), the mean and
-# range against the better of Caffeine 2.6.2 and LRU.
+# range against the better of Caffeine 2.6.2 and LRU, and OPT's figure
+# (`aside trace --policy opt`) beside them.
 #   [ASIDE_TRACES=DIR] bench/run-traces.sh [BUILD_DIR] [RUNS]
 set -eu
 build=${1:-build-rel}
@@ -16,7 +17,7 @@ traces=${ASIDE_TRACES:-$here/../../shared/traces}
 	exit 2
 }
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $runs runs each"
-printf '%-18s %8s %8s %17s %8s %8s %8s\n' trace capacity mean range bar margin met
+printf '%-18s %8s %8s %17s %8s %8s %8s %8s\n' trace capacity mean range bar margin met opt
 # trace, capacity, Caffeine 2.6.2, LRU (../shared/traces/README.md)
 fails=0
 while read -r name cap caf lru; do
@@ -25,16 +26,18 @@ while read -r name cap caf lru; do
 		    sed -n 's/.*hit_ratio=\([0-9.]*\).*/\1/p'
 		i=$((i + 1))
 	done)
+	opt=$("$build/aside" trace --policy opt --capacity "$cap" \
+	    "$traces/$name.trace.gz" | sed -n 's/.*hit_ratio=\([0-9.]*\).*/\1/p')
 	line=$(echo "$ratios" | awk -v name="$name" -v cap="$cap" \
-	    -v caf="$caf" -v lru="$lru" '
+	    -v caf="$caf" -v lru="$lru" -v opt="$opt" '
 		{ s += $1; if (NR == 1 || $1 < lo) lo = $1; if (NR == 1 || $1 > hi) hi = $1 }
 		END {
 			bar = caf > lru ? caf : lru; m = s / NR
-			printf "%-18s %8d %8.4f %8.4f-%.4f %8.4f %+8.4f %8s\n",
-			    name, cap, m, lo, hi, bar, m - bar, (m >= bar ? "yes" : "NO")
+			printf "%-18s %8d %8.4f %8.4f-%.4f %8.4f %+8.4f %8s %8.4f\n",
+			    name, cap, m, lo, hi, bar, m - bar, (m >= bar ? "yes" : "NO"), opt
 		}')
 	echo "$line"
-	case $line in *NO) fails=$((fails + 1)) ;; esac
+	case $line in *NO*) fails=$((fails + 1)) ;; esac
 done <<EOF
 cache2k-orm-night 8600 0.9278 0.9346
 cache2k-web07 2000 0.5624 0.5550

@@ -1,5 +1,6 @@
 #!/bin/sh
-# aside trace on small inputs: figures that do not depend on the policy.
+# aside trace on small inputs: figures that do not depend on the policy, and
+# the reference policies' exact figures.
 #   run.sh ASIDE_BINARY
 set -eu
 aside=$1
@@ -70,4 +71,45 @@ if ! ldd "$aside" 2>/dev/null | grep -q 'libasan\|libtsan' &&
 	grep -q 'refused the address space an L1 keeps its values in' "$tmp/err" ||
 		fail "under ulimit -v 200000 the error was: $(cat "$tmp/err")"
 fi
+# The reference policies (--policy lru, opt).  A loop of three keys at a
+# capacity of two: LRU never hits, evicting on every miss after the first
+# two; OPT, evicting the resident read again furthest ahead, hits at reads
+# 4, 6 and 8 (1, 3, 2) and evicts at reads 3, 5, 7 and 9.
+printf '1\n2\n3\n1\n2\n3\n1\n2\n3\n' >"$tmp/loop3.txt"
+out=$("$aside" trace --policy lru --capacity 2 "$tmp/loop3.txt")
+echo "$out" | grep -q 'events=9 capacity=2 hit_ratio=0.0000 evictions=7 policy=lru' || fail "lru got: $out"
+out=$("$aside" trace --policy opt --capacity 2 "$tmp/loop3.txt")
+echo "$out" | grep -q 'events=9 capacity=2 hit_ratio=0.3333 evictions=4 policy=opt' || fail "opt got: $out"
+# With room for every key, each policy misses only a key's first read.
+for p in lru opt; do
+	out=$("$aside" trace --policy $p --capacity 100 "$tmp/t.txt")
+	echo "$out" | grep -q "events=50 capacity=100 hit_ratio=0.8000 evictions=0 policy=$p" || fail "$p got: $out"
+done
+# A read moves a key to LRU's young end: 1 2 1 3 1 at a capacity of two
+# evicts 2, not 1 (first in, first out would), and hits twice.
+printf '1\n2\n1\n3\n1\n' >"$tmp/order.txt"
+out=$("$aside" trace --policy lru --capacity 2 "$tmp/order.txt")
+echo "$out" | grep -q 'hit_ratio=0.4000 evictions=1' || fail "lru's order got: $out"
+# A capacity of one: LRU hits only a key read twice in a row.
+printf '5\n5\n6\n5\n5\n5\n' >"$tmp/one.txt"
+out=$("$aside" trace --policy lru --capacity 1 "$tmp/one.txt")
+echo "$out" | grep -q 'hit_ratio=0.5000 evictions=2' || fail "lru at 1 got: $out"
+# On a skewed trace (a fixed seed): no policy beats OPT, and LRU at twice
+# the capacity hits at least as often as at the capacity (LRU's inclusion
+# property: its larger cache always holds what the smaller one does).
+awk 'BEGIN { srand(7); for (i = 0; i < 20000; i++) print int(rand() ^ 3 * 2000) }' >"$tmp/skew.txt"
+ratio() { "$aside" trace "$@" "$tmp/skew.txt" | sed -n 's/.*hit_ratio=\([0-9.]*\).*/\1/p'; }
+opt=$(ratio --policy opt --capacity 100)
+lru=$(ratio --policy lru --capacity 100)
+lru2=$(ratio --policy lru --capacity 200)
+l1=$(ratio --capacity 100)
+awk -v o="$opt" -v l="$lru" -v l2="$lru2" -v a="$l1" 'BEGIN {
+	exit !(o >= l && o >= a && l2 >= l && o > 0 && l > 0) }' ||
+	fail "skewed trace: opt $opt, lru $lru, lru at 200 $lru2, the L1 $l1"
+# Bad input and a bad policy name are errors.
+if "$aside" trace --policy opt --capacity 10 "$tmp/bad.txt" 2>"$tmp/err"; then fail "opt accepted a bad line"; fi
+grep -q 'bad.txt:3: not a key' "$tmp/err" || fail "opt's error was: $(cat "$tmp/err")"
+if "$aside" trace --policy lfu --capacity 10 "$tmp/t.txt" 2>"$tmp/err"; then fail "accepted --policy lfu"; fi
+grep -q "policy wants aside, lru or opt, not 'lfu'" "$tmp/err" || fail "bad policy's error was: $(cat "$tmp/err")"
+"$aside" trace --policy lru --capacity 10 "$tmp/missing.txt" 2>/dev/null && fail "lru accepted a missing file"
 echo "trace test: ok"
