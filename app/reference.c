@@ -18,15 +18,15 @@
 #include <string.h>
 
 /*
- * Keys to slots: open addressing, linear probing, at most half full,
- * removal by shifting later entries back (no tombstones).  A value is
- * stored plus one, so that 0 marks a free slot and any key, 0 too, can be
- * stored.
+ * Keys to slots: open addressing, linear probing, at most half full (it
+ * doubles past that), removal by shifting later entries back (no
+ * tombstones).  A value is stored plus one, so that 0 marks a free slot
+ * and any key, 0 too, can be stored.
  */
 struct keymap {
 	unsigned long long *keys;
 	uint32_t *vals;
-	size_t mask;
+	size_t mask, count;
 };
 
 static size_t mix(unsigned long long k)
@@ -48,6 +48,7 @@ static bool keymap_init(struct keymap *m, size_t entries)
 	m->keys = malloc(n * sizeof(*m->keys));
 	m->vals = calloc(n, sizeof(*m->vals));
 	m->mask = n - 1;
+	m->count = 0;
 	return m->keys && m->vals;
 }
 
@@ -73,12 +74,32 @@ static uint32_t keymap_get(const struct keymap *m, unsigned long long k)
 	return m->vals[i] ? m->vals[i] - 1 : UINT32_MAX;
 }
 
-/* Sets k's value (v < UINT32_MAX); the map must have room. */
-static void keymap_put(struct keymap *m, unsigned long long k, uint32_t v)
+/* Sets k's value (v < UINT32_MAX); false if out of memory. */
+static bool keymap_put(struct keymap *m, unsigned long long k, uint32_t v)
 {
 	size_t i = keymap_slot(m, k);
+	if (!m->vals[i] && 2 * (m->count + 1) > m->mask + 1) {
+		struct keymap big;
+		if (!keymap_init(&big, m->count + 1)) {
+			keymap_fini(&big);
+			return false;
+		}
+		for (size_t j = 0; j <= m->mask; j++)
+			if (m->vals[j]) {
+				size_t at = keymap_slot(&big, m->keys[j]);
+				big.keys[at] = m->keys[j];
+				big.vals[at] = m->vals[j];
+			}
+		big.count = m->count;
+		keymap_fini(m);
+		*m = big;
+		i = keymap_slot(m, k);
+	}
+	if (!m->vals[i])
+		m->count++;
 	m->keys[i] = k;
 	m->vals[i] = v + 1;
+	return true;
 }
 
 static void keymap_del(struct keymap *m, unsigned long long k)
@@ -87,6 +108,7 @@ static void keymap_del(struct keymap *m, unsigned long long k)
 	if (!m->vals[i])
 		return;
 	m->vals[i] = 0;
+	m->count--;
 	/* Shift back every later entry of the run that probed past i. */
 	for (size_t j = (i + 1) & m->mask; m->vals[j]; j = (j + 1) & m->mask) {
 		size_t home = mix(m->keys[j]) & m->mask;
@@ -132,7 +154,8 @@ int app_reference_lru(const unsigned long long *keys, size_t n, size_t capacity,
 		} else if (used < capacity) {
 			x = used++;
 			key[x] = keys[i];
-			keymap_put(&m, keys[i], x);
+			if (!keymap_put(&m, keys[i], x))
+				goto out;
 			if (oldest == UINT32_MAX)
 				oldest = x;
 		} else {
@@ -140,7 +163,8 @@ int app_reference_lru(const unsigned long long *keys, size_t n, size_t capacity,
 			out->evictions++;
 			keymap_del(&m, key[x]);
 			key[x] = keys[i];
-			keymap_put(&m, keys[i], x);
+			if (!keymap_put(&m, keys[i], x))
+				goto out;
 			if (x == newest)
 				continue; /* a capacity of one */
 			oldest = prev[x];
@@ -223,14 +247,16 @@ int app_reference_opt(const unsigned long long *keys, size_t n, size_t capacity,
 			 malloc(capacity * sizeof(uint32_t)),
 			 malloc(capacity * sizeof(uint32_t)), 0};
 	int ret = -1;
-	bool ok = keymap_init(&m, n > capacity ? n : capacity);
+	bool ok = keymap_init(&m, capacity);
 	if (!ok || !due || !key || !h.node || !h.at || !h.due)
 		goto out;
 	/* due[i]: where keys[i] is read next; found walking back with the
-	 * map holding each key's nearest read ahead. */
+	 * map holding each key's nearest read ahead (it grows to the
+	 * trace's distinct keys). */
 	for (size_t i = n; i-- > 0;) {
 		due[i] = keymap_get(&m, keys[i]);
-		keymap_put(&m, keys[i], (uint32_t)i);
+		if (!keymap_put(&m, keys[i], (uint32_t)i))
+			goto out;
 	}
 	keymap_fini(&m);
 	if (!keymap_init(&m, capacity))
@@ -248,7 +274,8 @@ int app_reference_opt(const unsigned long long *keys, size_t n, size_t capacity,
 			h.node[x] = h.at[x] = x;
 			key[x] = keys[i];
 			h.due[x] = due[i];
-			keymap_put(&m, keys[i], x);
+			if (!keymap_put(&m, keys[i], x))
+				goto out;
 			heap_up(&h, x);
 			continue;
 		}
@@ -262,7 +289,8 @@ int app_reference_opt(const unsigned long long *keys, size_t n, size_t capacity,
 		keymap_del(&m, key[x]);
 		key[x] = keys[i];
 		h.due[x] = due[i];
-		keymap_put(&m, keys[i], x);
+		if (!keymap_put(&m, keys[i], x))
+			goto out;
 		heap_down(&h, 0);
 	}
 	ret = 0;
