@@ -11,6 +11,7 @@
 
 #include <aside/aside.h>
 #include <getopt.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,13 +125,18 @@ static int replay_reference(const char *path, long capacity, enum policy p)
 			  : app_reference_opt(keys, n, (size_t)capacity, &r);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	free(keys);
-	if (rc) {
+	if (rc && p == OPT && n >= UINT32_MAX)
+		fprintf(stderr,
+			"aside trace: %s: %zu keys; opt replays at most "
+			"%u\n",
+			path, n, UINT32_MAX - 1);
+	else if (rc)
 		fprintf(stderr,
 			"aside trace: %s: out of memory for %s over %zu "
 			"keys\n",
 			path, policy_names[p], n);
+	if (rc)
 		return 1;
-	}
 	printf("trace=%s events=%zu capacity=%ld hit_ratio=%.4f "
 	       "evictions=%llu policy=%s %.2fs\n",
 	       base_name(path), n, capacity, n ? (double)r.hits / (double)n : 0,
@@ -227,18 +233,20 @@ int app_trace(int argc, char **argv)
 			if (!app_long("shards", optarg, 1, 1024, &shards))
 				return 2;
 			break;
-		case 'p':
-			for (policy = AS_CACHE; policy <= OPT; policy++)
-				if (!strcmp(optarg, policy_names[policy]))
-					break;
-			if (policy > OPT) {
+		case 'p': {
+			int i = AS_CACHE;
+			while (i <= OPT && strcmp(optarg, policy_names[i]))
+				i++;
+			if (i > OPT) {
 				fprintf(stderr,
 					"aside trace: --policy wants aside, "
 					"lru or opt, not '%s'\n",
 					optarg);
 				return 2;
 			}
+			policy = (enum policy)i;
 			break;
+		}
 		case 'h':
 			printf("usage: aside trace --capacity N [--shards S] "
 			       "[--policy P] FILE...\n"
@@ -261,6 +269,13 @@ int app_trace(int argc, char **argv)
 	if (capacity < 1 || capacity > (1L << 30) || shards < 0 ||
 	    optind >= argc) {
 		fprintf(stderr, "usage: aside trace --capacity N FILE...\n");
+		return 2;
+	}
+	if (shards && policy != AS_CACHE) {
+		fprintf(stderr,
+			"aside trace: --shards is the cache's; %s is "
+			"not sharded\n",
+			policy_names[policy]);
 		return 2;
 	}
 	int status = 0;

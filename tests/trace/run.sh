@@ -111,5 +111,9 @@ if "$aside" trace --policy opt --capacity 10 "$tmp/bad.txt" 2>"$tmp/err"; then f
 grep -q 'bad.txt:3: not a key' "$tmp/err" || fail "opt's error was: $(cat "$tmp/err")"
 if "$aside" trace --policy lfu --capacity 10 "$tmp/t.txt" 2>"$tmp/err"; then fail "accepted --policy lfu"; fi
 grep -q "policy wants aside, lru or opt, not 'lfu'" "$tmp/err" || fail "bad policy's error was: $(cat "$tmp/err")"
+if "$aside" trace --policy lru --shards 2 --capacity 10 "$tmp/t.txt" 2>"$tmp/err"; then fail "lru took --shards"; fi
+grep -q "shards is the cache's; lru is not sharded" "$tmp/err" || fail "lru's --shards error was: $(cat "$tmp/err")"
+out=$("$aside" trace --policy aside --capacity 100 "$tmp/t.txt")
+echo "$out" | grep -q 'hit_ratio=0.8000 evictions=0 policy=w-tinylfu' || fail "--policy aside got: $out"
 "$aside" trace --policy lru --capacity 10 "$tmp/missing.txt" 2>/dev/null && fail "lru accepted a missing file"
 echo "trace test: ok"
