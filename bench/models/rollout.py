@@ -48,26 +48,14 @@ from collections import OrderedDict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from caffeine26 import Sketch  # noqa: E402  the models' shared pieces
+import lirs  # noqa: E402
 from lirs import read_trace  # noqa: E402
 
 SHARES = (0.01, 0.1, 0.3, 0.5, 0.7, 0.9)
 
 
-class Ghost:
-    """The hashes of the last `size` keys that left by one door."""
-
-    def __init__(self, size):
-        self.size = max(1, size)
-        self.keys = OrderedDict()
-
-    def add(self, k):
-        self.keys[k] = True
-        self.keys.move_to_end(k)
-        if len(self.keys) > self.size:
-            self.keys.popitem(last=False)
-
-    def take(self, k):
-        return self.keys.pop(k, None) is not None
+class Ghost(lirs.Ghost):
+    """The models' ghost, which a copy of the cache copies too."""
 
     def clone(self):
         g = Ghost(self.size)
