@@ -77,8 +77,11 @@ scan-then-bursts-G100 500 once:500 bursts:12000:100
 loop-then-bursts-G100 500 loop:1000:40 bursts:12000:100
 bursts-G124-then-loop 500 bursts:12000:124 loop:1000:50
 loop-1000-at-500 500 loop:1000:50
+zipf-0.6 1000 zipf 0.6
+zipf-0.7 1000 zipf 0.7
 zipf-0.8 1000 zipf 0.8
 zipf-0.99 1000 zipf 0.99
 zipf-1.2 1000 zipf 1.2
 zipf-0.99-at-10000 10000 zipf 0.99
+zipf-0.8-at-30000 30000 zipf 0.8
 EOF

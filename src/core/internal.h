@@ -62,9 +62,10 @@ struct aside__value_cold {
 	struct aside_value *lru_prev, *lru_next;
 	size_t charged; /* bytes charged against the shard's byte bound */
 	uint8_t segment;
-	/* Its key came back lately after the filter turned it away: it is
-	 * let into the main area at its next contest. */
-	uint8_t turned_away;
+	/* The policy's marks on it (MARK_* in mem.c): its key came back
+	 * lately after the filter turned it away, so it is let into the main
+	 * area at its next contest; protected's hand sent it to probation. */
+	uint8_t marks;
 	/* Hit while in the main area: as a victim it counts one more. */
 	uint8_t proven;
 	/* The same as the body's ASIDE__BODY_ABSENT bit, for a reader about

@@ -42,17 +42,19 @@
  *     reuse (both rules: lirs-multi2 +0.013, orm-night +0.004;
  *     docs/performance.md);
  *   - protected keeps an entry only while it is read: a hand visits its old
- *     end every 16 misses, and once more whenever a victim of the main area
- *     comes back, and sends what was read since its last visit to the
- *     young end and the rest down to probation, where it meets newcomers
- *     on its counts.  Without it, what protected held when promotions
- *     stopped (a loop that ended, the keys of a first fill) stayed for
- *     good, and a workload of fresh keys read a few times each had only
- *     what was left.  Its first lap, when the shard first evicts, takes a
- *     step every miss: the keys read while the shard filled were all
- *     promoted at that moment, and the usual pace would leave the dead
+ *     end every 16 to 128 misses, and once more whenever a victim of the
+ *     main area comes back, and sends what was read since its last visit
+ *     to the young end and the rest down to probation, where it meets
+ *     newcomers on its counts.  Without it, what protected held when
+ *     promotions stopped (a loop that ended, the keys of a first fill)
+ *     stayed for good, and a workload of fresh keys read a few times each
+ *     had only what was left.  Its first lap, when the shard first evicts,
+ *     takes a step every miss: the keys read while the shard filled were
+ *     all promoted at that moment, and the usual pace would leave the dead
  *     ones there for sixteen times protected's size in misses
- *     (hand_step_locked);
+ *     (hand_step_locked).  Its pace adapts to what it sends down: an
+ *     entry read again in probation slows it, one evicted from there
+ *     unread speeds it up (hand_heard_locked);
  *   - the window's share of the capacity adapts, per shard, starting at 1%.
  *     Two ghosts (hashes only, a quarter of the shard's capacity each)
  *     remember the candidates the filter turned away lately and the main
@@ -61,7 +63,10 @@
  *     a key in the second says a larger main area would have: it shrinks
  *     by one.  This is ARC's rule applied to W-TinyLFU's two areas: a
  *     recency-friendly workload grows the window towards plain LRU, a
- *     frequency-friendly one (a scan, a loop) keeps it small.  A share
+ *     frequency-friendly one (a scan, a loop) keeps it small.  While both
+ *     ghosts speak at like rates, only returns of keys that left lately
+ *     move it, as the worth of one entry more on either side is told by
+ *     the keys just past each edge (return_heeded_locked).  A share
  *     above the start that no ghost speaks for over as many misses as the
  *     shard holds gives up an eighth of its lead (relax_window_locked):
  *     a window of the whole shard leaves no ghost anything to see.  A hill
@@ -86,9 +91,11 @@
  * Per entry of capacity, beyond the value itself, once the shard is full:
  * 1.33 to 2.67 slots of the table (5 to 11 bytes) and less again for the
  * smaller tables it outgrew, the queue links, segment and charge in the value's
- * cold fields (32 bytes), the sketch (8 bytes: 16 counters) and the ghosts
- * (three rings and sets, of a quarter, a quarter and a half of the capacity:
- * 24 bytes): 96 bytes at most, rounded up to powers of two per shard.
+ * cold fields (32 bytes), the sketch (8 to 16 bytes: 16 counters, a word
+ * per entry rounded up to a power of two per shard) and the ghosts (three
+ * rings of hashes and stamps, of a quarter, a quarter and a half of the
+ * capacity, 12 bytes, and their sets of slots, 8 to 16 bytes): 87 bytes at
+ * most.
  */
 #include "../core/internal.h"
 
@@ -100,7 +107,22 @@ enum { WINDOW, PROBATION, PROTECTED, NSEGMENTS };
 #define TOUCH_MAX ASIDE__TOUCH_MAX
 #define SKETCH_MAX 15
 #define WINDOW_START_PCT 1 /* the window's share of a new shard */
-#define HAND_MISSES 16	   /* protected's hand moves once per this many */
+/* Protected's hand moves once per hand_pace misses, which goes from
+ * HAND_MIN to HAND_MAX: HAND_SLOWER more for each entry it sent down that
+ * was read again, an eighth less for each one evicted unread. */
+#define HAND_MIN 16
+#define HAND_MAX 128
+#define HAND_SLOWER 32
+/* The policy's marks on an entry (its `marks`). */
+#define MARK_TURNED_AWAY 1 /* let in at its next contest (admit) */
+#define MARK_DEMOTED 2	   /* sent down to probation by protected's hand */
+/* A ghost's return moves the window, when the two are contested, only if
+ * its key left within this share of the shard (percent) ... */
+#define NEAR_PCT 3
+/* ... and they are contested while each spoke within this share of the
+ * shard in misses of the other (percent), and the rarer speaks at least
+ * 3 times for every 5 of the other's (return_heeded_locked). */
+#define CONTEST_PCT 10
 
 /* A queue, old end first.  Guarded by its shard's lock. */
 struct queue {
@@ -122,12 +144,15 @@ struct sketch {
 
 /*
  * A ghost: the hashes of the last `size` keys that left by one door, oldest
- * overwritten first, with a multiset of them for lookups (open addressing,
- * twice as many slots, 0 free).  Guarded by its shard's lock.
+ * overwritten first, each stamped with its door's clock when it left, and
+ * a set of the ring's slots still remembered, for lookups by key (open
+ * addressing on the key's hash, twice as many slots; a slot's index + 1,
+ * 0 free).  Guarded by its shard's lock.
  */
 struct ghost {
 	uint64_t *ring; /* may still name a key that came back */
-	uint64_t *set;
+	uint32_t *stamp;
+	uint32_t *set;
 	uint32_t size, head, smask;
 };
 
@@ -199,7 +224,14 @@ struct shard {
 	 * reads collected from the entries (take_touches).  And misses since
 	 * the shard opened. */
 	uint64_t silent_misses, silent_reads, misses;
-	uint32_t hand; /* misses since protected's hand last moved */
+	/* Victims of the main area so far: the clock of the ghost of them. */
+	uint32_t main_evicted;
+	/* Per ghost (rejected, evicted): how often it spoke lately (a
+	 * running average, 1024 a return), and the miss of its last return. */
+	uint32_t return_rate[2];
+	uint64_t returned_at[2];
+	uint32_t hand;	    /* misses since protected's hand last moved */
+	uint32_t hand_pace; /* HAND_MIN to HAND_MAX */
 	/* Steps left in the hand's first lap, one a miss; set when the shard
 	 * first evicts (hand_step_locked). */
 	uint32_t first_lap;
@@ -313,21 +345,19 @@ static inline uint64_t ghost_key(uint64_t hash)
 	return hash | 1; /* never 0, the free mark */
 }
 
-/* Takes k out of g's set; false if it was not there. */
-static bool ghost_set_del(struct ghost *g, uint64_t k)
+static inline uint32_t ghost_home(const struct ghost *g, uint64_t k)
 {
-	uint32_t i = (uint32_t)(k >> 17) & g->smask;
-	while (g->set[i] != k) {
-		if (g->set[i] == 0)
-			return false; /* taken out when its key came back */
-		i = (i + 1) & g->smask;
-	}
-	/* Shift back the rest of the run, as the main table does. */
+	return (uint32_t)(k >> 17) & g->smask;
+}
+
+/* Frees set slot i, shifting back the rest of its run, as the table does. */
+static void ghost_set_free(struct ghost *g, uint32_t i)
+{
 	for (uint32_t j = i;;) {
 		j = (j + 1) & g->smask;
 		if (g->set[j] == 0)
 			break;
-		uint32_t home = (uint32_t)(g->set[j] >> 17) & g->smask;
+		uint32_t home = ghost_home(g, g->ring[g->set[j] - 1]);
 		bool stays =
 		    i <= j ? (home > i && home <= j) : (home > i || home <= j);
 		if (!stays) {
@@ -336,41 +366,57 @@ static bool ghost_set_del(struct ghost *g, uint64_t k)
 		}
 	}
 	g->set[i] = 0;
-	return true;
 }
 
 /*
- * Remembers hash, forgetting the oldest key if g is full.  Returns the
- * key forgotten (a ghost key, not a hash), 0 if none was still there.
+ * Remembers hash, stamped with clock, forgetting the oldest key if g is
+ * full.  Returns the key forgotten (a ghost key, not a hash), 0 if none
+ * was still there.
  */
-static uint64_t ghost_add(struct ghost *g, uint64_t hash)
+static uint64_t ghost_add(struct ghost *g, uint64_t hash, uint32_t clock)
 {
 	if (g->size == 0)
 		return 0;
 	uint64_t k = ghost_key(hash), forgot = 0;
-	if (g->ring[g->head] && ghost_set_del(g, g->ring[g->head]))
-		forgot = g->ring[g->head];
-	g->ring[g->head] = k;
-	g->head = g->head + 1 == g->size ? 0 : g->head + 1;
-	uint32_t i = (uint32_t)(k >> 17) & g->smask;
+	uint32_t r = g->head;
+	if (g->ring[r]) {
+		/* Its slot is in the set unless its key came back since. */
+		for (uint32_t i = ghost_home(g, g->ring[r]); g->set[i];
+		     i = (i + 1) & g->smask)
+			if (g->set[i] == r + 1) {
+				ghost_set_free(g, i);
+				forgot = g->ring[r];
+				break;
+			}
+	}
+	g->ring[r] = k;
+	g->stamp[r] = clock;
+	g->head = r + 1 == g->size ? 0 : r + 1;
+	uint32_t i = ghost_home(g, k);
 	while (g->set[i])
 		i = (i + 1) & g->smask;
-	g->set[i] = k;
+	g->set[i] = r + 1;
 	return forgot;
 }
 
-/* Whether the key left by this door lately; it is forgotten if so. */
-static bool ghost_take(struct ghost *g, uint64_t hash)
+/*
+ * Whether the key left by this door lately; it is forgotten if so, and
+ * *clock (if not NULL) set to its stamp.
+ */
+static bool ghost_take(struct ghost *g, uint64_t hash, uint32_t *clock)
 {
 	if (g->size == 0)
 		return false;
 	uint64_t k = ghost_key(hash);
-	for (uint32_t i = (uint32_t)(k >> 17) & g->smask; g->set[i];
-	     i = (i + 1) & g->smask)
-		if (g->set[i] == k) {
-			ghost_set_del(g, k);
+	for (uint32_t i = ghost_home(g, k); g->set[i]; i = (i + 1) & g->smask) {
+		uint32_t r = g->set[i] - 1;
+		if (g->ring[r] == k) {
+			if (clock)
+				*clock = g->stamp[r];
+			ghost_set_free(g, i);
 			return true;
 		}
+	}
 	return false;
 }
 
@@ -636,8 +682,28 @@ static void remove_locked(struct shard *sh, aside_value *v)
 	remove_at_locked(sh, at);
 }
 
+/*
+ * What became of an entry protected's hand sent down to probation, if v is
+ * one: read again there (the hand took a key still in use: it slows down)
+ * or evicted unread (the hand was right: it speeds up).  hand_step_locked
+ * says why.
+ */
+static void hand_heard_locked(struct shard *sh, aside_value *v, bool read)
+{
+	if (!(node(v)->marks & MARK_DEMOTED))
+		return;
+	node(v)->marks &= (uint8_t)~MARK_DEMOTED;
+	if (read)
+		sh->hand_pace = sh->hand_pace + HAND_SLOWER < HAND_MAX
+				    ? sh->hand_pace + HAND_SLOWER
+				    : HAND_MAX;
+	else if ((sh->hand_pace -= sh->hand_pace / 8) < HAND_MIN)
+		sh->hand_pace = HAND_MIN;
+}
+
 static void evict_locked(struct shard *sh, aside_value *v)
 {
+	hand_heard_locked(sh, v, false);
 	remove_locked(sh, v);
 	atomic_fetch_add_explicit(&sh->evictions, 1, memory_order_relaxed);
 }
@@ -713,6 +779,7 @@ static aside_value *main_victim_locked(struct shard *sh, int64_t now,
 		if (!take_touches(sh, v))
 			return v;
 		node(v)->proven = 1;
+		hand_heard_locked(sh, v, true);
 		queue_unlink(sh, v);
 		queue_push(sh, PROTECTED, v);
 		demote_locked(sh);
@@ -737,8 +804,8 @@ static aside_value *main_victim_locked(struct shard *sh, int64_t now,
  */
 static bool admit(struct shard *sh, aside_value *cand, aside_value *victim)
 {
-	bool again = node(cand)->turned_away;
-	node(cand)->turned_away = 0;
+	bool again = node(cand)->marks & MARK_TURNED_AWAY;
+	node(cand)->marks &= (uint8_t)~MARK_TURNED_AWAY;
 	if (again)
 		return true;
 	unsigned fc = sketch_estimate(&sh->sk, aside__value_hash(cand));
@@ -780,15 +847,17 @@ static bool evict_one_locked(struct shard *sh, int64_t now)
 			queue_unlink(sh, cand);
 			queue_push(sh, PROBATION, cand);
 		} else if (admit(sh, cand, victim)) {
-			ghost_add(&sh->evicted, aside__value_hash(victim));
+			ghost_add(&sh->evicted, aside__value_hash(victim),
+				  ++sh->main_evicted);
 			evict_locked(sh, victim);
 			queue_unlink(sh, cand);
 			queue_push(sh, PROBATION, cand);
 		} else {
 			uint64_t forgot =
-			    ghost_add(&sh->rejected, aside__value_hash(cand));
+			    ghost_add(&sh->rejected, aside__value_hash(cand),
+				      (uint32_t)sh->misses);
 			if (forgot)
-				ghost_add(&sh->forgotten, forgot);
+				ghost_add(&sh->forgotten, forgot, 0);
 			evict_locked(sh, cand);
 		}
 		return true;
@@ -796,7 +865,8 @@ static bool evict_one_locked(struct shard *sh, int64_t now)
 	aside_value *victim = main_victim_locked(sh, now, &room);
 	if (victim) {
 		if (!expired(victim, now))
-			ghost_add(&sh->evicted, aside__value_hash(victim));
+			ghost_add(&sh->evicted, aside__value_hash(victim),
+				  ++sh->main_evicted);
 		evict_locked(sh, victim);
 	}
 	return true;
@@ -831,10 +901,10 @@ static void relax_window_locked(struct shard *sh)
  * looked at goes back to the young end, one that was not is demoted to
  * probation's young end, where it must be read again to come back and
  * meets newcomers with its counts (and its proven bonus) once it is
- * probation's victim.  The hand moves once every HAND_MISSES misses, so
- * that an entry unread for about sixteen times protected's size in misses
- * leaves, and once more whenever a victim of the main area comes back (a
- * larger probation would have kept it).
+ * probation's victim.  The hand moves once every hand_pace misses (16 at
+ * first), so that an entry unread for about that many times protected's
+ * size in misses leaves, and once more whenever a victim of the main area
+ * comes back (a larger probation would have kept it).
  *
  * Without the hand, an entry promoted once left protected only when newer
  * promotions pushed it out.  When nothing was promoted any more (a loop's
@@ -846,6 +916,18 @@ static void relax_window_locked(struct shard *sh)
  * workloads but demoted the middling keys of a Zipf workload, read less
  * often than it lapped protected: every 4 misses cost Zipf(0.8) at 1,000
  * entries 0.024; every 16 costs it 0.001 (docs/performance.md).
+ *
+ * But with less skew over more keys, even 16 is too fast: the keys the
+ * cache should keep are read less often than that lap, and demoted, they
+ * lose to newcomers whose counts the sketch's collisions inflate (Zipf 0.6
+ * over 100,000 keys at 1,000 entries: 0.100, where Caffeine gets 0.129).
+ * So the pace follows what the hand sends down (hand_heard_locked): each
+ * entry read again in probation adds HAND_SLOWER misses, up to HAND_MAX,
+ * and each one evicted from there unread takes an eighth off, down to
+ * HAND_MIN: it settles where the share read again is pace / (pace + 256),
+ * leaving 16 once more than one in 17 is and reaching 128 once a third is
+ * (that Zipf: 0.62 at 16, and 0.129 now); where they are dead keys, it
+ * stays at its fastest (the workloads above unchanged; docs/performance.md).
  *
  * Its first lap is faster.  While the shard fills, the window spills into
  * probation, and every key read twice by then is promoted to protected at
@@ -868,7 +950,12 @@ static void hand_step_locked(struct shard *sh)
 	if (!v)
 		return;
 	queue_unlink(sh, v);
-	queue_push(sh, take_touches(sh, v) ? PROTECTED : PROBATION, v);
+	if (take_touches(sh, v)) {
+		queue_push(sh, PROTECTED, v);
+	} else {
+		node(v)->marks |= MARK_DEMOTED;
+		queue_push(sh, PROBATION, v);
+	}
 }
 
 /*
@@ -894,33 +981,82 @@ static bool collapsed_locked(const struct shard *sh)
 }
 
 /*
+ * Whether a ghost's return moves the window.  door: 0 for the ghost of
+ * turned-away keys, 1 for main's victims; since: how long ago the key
+ * left, counted in what would have kept it (misses for a candidate turned
+ * away: a window larger by that many entries would have held it; victims
+ * of the main area for a victim, likewise for the main area).
+ *
+ * ARC's rule counts every return alike, from wherever in its ghost.  Where
+ * popularity holds still (Zipf), keys come back from far in both ghosts at
+ * steady rates, and the window settles where those rates match, which is
+ * not where one entry more is worth as much on either side: that is told
+ * by the keys just past each edge.  On Zipf 0.8 over 100,000 keys at
+ * 30,000 entries the window sat at 4 to 6% of each shard and scored
+ * 0.7208, where a window fixed at 1% scores 0.7269 and Caffeine 0.7263.
+ * So while the two ghosts are contested (each spoke within CONTEST_PCT of
+ * the shard in misses of the other, and the rarer at least 3 times for
+ * every 5 of the other's, on average over their last 64 returns), a
+ * return moves the window only if its key left within NEAR_PCT of the
+ * shard: 0.7255.  Where one ghost speaks far more, as when keys are read
+ * a few times some hundreds of misses apart, the window must grow to reuse
+ * beyond its edge that only returns from further back show, and all of
+ * them count (docs/performance.md).
+ */
+static bool return_heeded_locked(struct shard *sh, unsigned door,
+				 uint32_t since)
+{
+	unsigned other = !door;
+	bool contested = sh->returned_at[other] != 0 &&
+			 (sh->misses - sh->returned_at[other]) * 100 <=
+			     (uint64_t)CONTEST_PCT * sh->cap;
+	sh->returned_at[door] = sh->misses;
+	/* Running averages of 1/64: 65,536 for a ghost that alone speaks. */
+	sh->return_rate[door] += 1024 - (sh->return_rate[door] >> 6);
+	sh->return_rate[other] -= sh->return_rate[other] >> 6;
+	uint32_t lo = sh->return_rate[door], hi = sh->return_rate[other];
+	if (lo > hi) {
+		uint32_t t = lo;
+		lo = hi;
+		hi = t;
+	}
+	contested = contested && (uint64_t)lo * 5 > (uint64_t)hi * 3;
+	return !contested ||
+	       (uint64_t)since * 100 <= (uint64_t)NEAR_PCT * sh->cap;
+}
+
+/*
  * A miss on a key that left lately moves the window's share towards the
  * door it left by: had the window been larger, a candidate the filter
  * turned away would still be here; had the main area been larger, its
  * victim would.  Each such miss moves the share by one entry (ARC's rule,
- * applied to W-TinyLFU's two areas).  A collapsed shard also hears the
- * turned-away keys its first ghost has forgotten, so that it can find its
- * way back.  True if the filter had turned the key away: it is then let
- * in at its next contest (admit).
+ * applied to W-TinyLFU's two areas), unless the two ghosts are contested
+ * and the key left long ago (return_heeded_locked).  A collapsed shard
+ * also hears the turned-away keys its first ghost has forgotten, so that
+ * it can find its way back.  True if the filter had turned the key away:
+ * it is then let in at its next contest (admit).
  */
 static bool adapt_locked(struct shard *sh, uint64_t hash)
 {
+	uint32_t at;
 	sh->misses++;
-	if (ghost_take(&sh->rejected, hash)) {
+	if (ghost_take(&sh->rejected, hash, &at)) {
 		sh->silent_misses = sh->silent_reads = 0;
-		if (sh->window_cap < sh->cap)
+		if (return_heeded_locked(sh, 0, (uint32_t)sh->misses - at) &&
+		    sh->window_cap < sh->cap)
 			set_window_locked(sh, sh->window_cap + 1);
 		return true;
 	}
-	if (ghost_take(&sh->evicted, hash)) {
+	if (ghost_take(&sh->evicted, hash, &at)) {
 		sh->silent_misses = sh->silent_reads = 0;
 		hand_step_locked(sh);
-		if (sh->window_cap > 0)
+		if (return_heeded_locked(sh, 1, sh->main_evicted - at) &&
+		    sh->window_cap > 0)
 			set_window_locked(sh, sh->window_cap - 1);
 		return false;
 	}
 	sh->silent_misses++;
-	if (ghost_take(&sh->forgotten, hash) && collapsed_locked(sh)) {
+	if (ghost_take(&sh->forgotten, hash, NULL) && collapsed_locked(sh)) {
 		if (sh->window_cap < sh->cap)
 			set_window_locked(sh, sh->window_cap + 1);
 		return true;
@@ -989,24 +1125,26 @@ static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 
 	pthread_mutex_lock(&sh->lock);
 	unsigned seg = WINDOW;
-	bool again = false, proven = false;
+	uint8_t marks = 0;
+	bool proven = false;
 	uint32_t at = find_locked(sh, key, klen, hash);
 	if (at != UINT32_MAX) {
 		/* A replacement keeps its predecessor's standing. */
 		aside_value *old = slot_value(atomic_load_explicit(
 		    &table_of(sh, mask_locked(sh))[at], memory_order_relaxed));
 		seg = node(old)->segment;
-		again = node(old)->turned_away;
+		marks = node(old)->marks;
 		proven = node(old)->proven;
 		take_touches(sh, old); /* its hits count */
 		remove_at_locked(sh, at);
 	} else {
 		sketch_add(&sh->sk, hash, 1);
-		again = adapt_locked(sh, hash);
+		if (adapt_locked(sh, hash))
+			marks = MARK_TURNED_AWAY;
 		if (sh->first_lap) {
 			sh->first_lap--;
 			hand_step_locked(sh);
-		} else if (++sh->hand >= HAND_MISSES) {
+		} else if (++sh->hand >= sh->hand_pace) {
 			sh->hand = 0;
 			hand_step_locked(sh);
 		}
@@ -1029,7 +1167,7 @@ static int mem_set(void *self, aside_value *v, uint64_t hash, int64_t now,
 	atomic_store_explicit(&v->l1_expires_us, until, memory_order_relaxed);
 	atomic_store_explicit(&v->touches, 0, memory_order_relaxed);
 	node(v)->charged = charge;
-	node(v)->turned_away = again;
+	node(v)->marks = marks;
 	node(v)->proven = proven;
 	queue_push(sh, seg, v);
 	atomic_store_explicit(&aside__value_cold(v)->published, 1,
@@ -1174,10 +1312,14 @@ static uint32_t pow2_at_least(uint64_t n)
 	return (uint32_t)p;
 }
 
-/* Words a ghost of size keys takes: its ring, and a set twice as large. */
+/*
+ * Words a ghost of size keys takes: its ring of hashes, their stamps, and
+ * a set of 32-bit slots twice as large (a power of two: an even count).
+ */
 static size_t ghost_words(uint32_t size)
 {
-	return (size_t)size + pow2_at_least(2ull * size);
+	return (size_t)size + ((size_t)size + 1) / 2 +
+	       pow2_at_least(2ull * size) / 2;
 }
 
 /* Places a ghost of size keys at words; returns the words after it. */
@@ -1185,7 +1327,8 @@ static uint64_t *ghost_place(struct ghost *g, uint64_t *words, uint32_t size)
 {
 	g->size = size;
 	g->ring = words;
-	g->set = words + size;
+	g->stamp = (uint32_t *)(words + size);
+	g->set = (uint32_t *)(words + size + ((size_t)size + 1) / 2);
 	g->smask = pow2_at_least(2ull * size) - 1;
 	return words + ghost_words(size);
 }
@@ -1274,6 +1417,7 @@ int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 		g = ghost_place(&sh->evicted, g, gsize);
 		ghost_place(&sh->forgotten, g, 2 * gsize);
 		set_window_locked(sh, window_start(sh->cap));
+		sh->hand_pace = HAND_MIN;
 	}
 	out->ops = &mem_ops;
 	out->self = m;
