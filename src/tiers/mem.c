@@ -1021,7 +1021,9 @@ static bool return_heeded_locked(struct shard *sh, unsigned door,
 		hi = t;
 	}
 	contested = contested && (uint64_t)lo * 5 > (uint64_t)hi * 3;
-	return !contested ||
+	/* Near: within NEAR_PCT of the shard, and in a small one at least
+	 * the last entry's worth (one entry more would have kept it). */
+	return !contested || since <= 1 ||
 	       (uint64_t)since * 100 <= (uint64_t)NEAR_PCT * sh->cap;
 }
 
