@@ -380,12 +380,21 @@ static uint64_t ghost_add(struct ghost *g, uint64_t hash, uint32_t clock)
 	uint64_t k = ghost_key(hash), forgot = 0;
 	uint32_t r = g->head;
 	if (g->ring[r]) {
-		/* Its slot is in the set unless its key came back since. */
-		for (uint32_t i = ghost_home(g, g->ring[r]); g->set[i];
+		/*
+		 * The key the slot names is forgotten, from this slot or, if
+		 * it came back and left again since, from its later one: a
+		 * key that keeps passing this door is remembered only as long
+		 * as its earliest leaving the ring still holds.  That damps
+		 * what a loop's keys tell, which come back and leave on every
+		 * pass (lirs-loop at 1,000 entries: 0.964 with each leaving
+		 * remembered in full, 0.967 so, as before the stamps; 10 runs).
+		 */
+		uint64_t old = g->ring[r];
+		for (uint32_t i = ghost_home(g, old); g->set[i];
 		     i = (i + 1) & g->smask)
-			if (g->set[i] == r + 1) {
+			if (g->ring[g->set[i] - 1] == old) {
 				ghost_set_free(g, i);
-				forgot = g->ring[r];
+				forgot = old;
 				break;
 			}
 	}
