@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Zipf traces mixed with something else, for `aside trace` and the peer's
+`hitratio`.
+
+Not shipped code: the mixed rows of docs/performance.md.  Prints one key a
+line, 2,000,000 reads (and a scan's keys), from a generator seeded with
+SEED, so that every run of the same arguments prints the same trace.
+
+    scan    Zipf 0.9 over 100,000 keys; after every 200,000 reads, a scan
+            of 20,000 keys never read before
+    shift   Zipf 0.9 over 100,000 keys, the ranking moved 50,000 keys on
+            every 500,000 reads (popular keys go cold, new ones get hot)
+    noise   half Zipf 0.99 over 100,000 keys, half uniform over 1,000,000
+            other keys
+    zloop   Zipf 0.8 over 50,000 keys, every fourth read the next key of
+            a loop over 8,000 other keys
+
+    bench/models/mix_trace.py KIND SEED > trace
+"""
+import bisect
+import random
+import sys
+
+READS = 2_000_000
+OTHER = 10_000_000  # keys that are not the Zipf workload's start here
+
+
+def zipf(draw, theta, keys):
+    cumulative, total = [], 0.0
+    for rank in range(1, keys + 1):
+        total += 1 / rank ** theta
+        cumulative.append(total)
+    return lambda: bisect.bisect_left(cumulative, draw.random() * total)
+
+
+def keys(kind, draw):
+    if kind == "scan":
+        z, fresh = zipf(draw, 0.9, 100_000), OTHER
+        for n in range(READS):
+            yield z()
+            if n % 200_000 == 199_999:
+                yield from range(fresh, fresh + 20_000)
+                fresh += 20_000
+    elif kind == "shift":
+        z = zipf(draw, 0.9, 100_000)
+        for n in range(READS):
+            yield z() + 50_000 * (n // 500_000)
+    elif kind == "noise":
+        z = zipf(draw, 0.99, 100_000)
+        for _ in range(READS):
+            yield z() if draw.random() < 0.5 else \
+                OTHER + draw.randrange(1_000_000)
+    elif kind == "zloop":
+        z, at = zipf(draw, 0.8, 50_000), 0
+        for n in range(READS):
+            if n % 4 == 0:
+                yield OTHER + at
+                at = (at + 1) % 8_000
+            else:
+                yield z()
+    else:
+        sys.exit("mix_trace: no mix %r" % kind)
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit(__doc__.strip().splitlines()[-1].strip())
+    draw = random.Random(int(sys.argv[2]))
+    out = sys.stdout
+    for k in keys(sys.argv[1], draw):
+        out.write("%d\n" % k)
+
+
+if __name__ == "__main__":
+    main()
