@@ -388,10 +388,12 @@ static uint64_t ghost_add(struct ghost *g, uint64_t hash, uint32_t clock)
 		 * what a loop's keys tell, which come back and leave on every
 		 * pass (lirs-loop at 1,000 entries: 0.964 with each leaving
 		 * remembered in full, 0.967 so, as before the stamps; 10 runs).
-		 * A key can be in the set twice (it came back by the other
-		 * door): the slot being overwritten goes first, so that no
-		 * entry of the set is left naming a slot that holds another
-		 * key.
+		 * A key has at most one entry in the sets of the three ghosts
+		 * (it is taken out of the one it is in when it comes back,
+		 * before it can leave again), but two keys whose hashes differ
+		 * only in the lowest bit share a ghost key: the slot being
+		 * overwritten goes first all the same, so that no entry of the
+		 * set is ever left naming a slot that holds another key.
 		 */
 		uint64_t old = g->ring[r];
 		uint32_t at = UINT32_MAX; /* where in the set */
