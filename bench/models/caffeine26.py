@@ -49,7 +49,7 @@ import argparse
 import random
 from collections import OrderedDict
 
-from lirs import Ghost, read_trace  # the models' shared pieces
+from lirs import Ghost, trace_pairs  # the models' shared pieces
 
 M32 = 0xFFFFFFFF
 M64 = 0xFFFFFFFFFFFFFFFF
@@ -257,16 +257,11 @@ def main():
     ap.add_argument("--lazy-at", type=float, default=0.5)
     ap.add_argument("--lazy-what", default="both",
                     choices=["both", "count", "reorder"])
-    ap.add_argument("pairs", nargs="+", help="TRACE CAPACITY ...")
-    a = ap.parse_args()
-    if len(a.pairs) % 2:
-        ap.error("give each trace its capacity")
-    for path, cap in zip(a.pairs[::2], a.pairs[1::2]):
-        trace = read_trace(path)
-        rs = [caffeine(trace, int(cap), a.seed + r, a.lazy, a.drops, a.rand,
+    a, pairs = trace_pairs(ap)
+    for name, trace, cap in pairs:
+        rs = [caffeine(trace, cap, a.seed + r, a.lazy, a.drops, a.rand,
                        a.window, a.adapt, a.lazy_at, a.lazy_what, a.tie_irr)
               for r in range(a.runs)]
-        name = path.rsplit("/", 1)[-1]
         print(f"trace={name} capacity={cap} hit_ratio={sum(rs) / len(rs):.4f}"
               f" min={min(rs):.4f} max={max(rs):.4f}", flush=True)
 

@@ -23,7 +23,7 @@ evicts the first unvisited key it finds, staying where it stopped.
 import argparse
 from collections import OrderedDict
 
-from lirs import read_trace  # the models' shared piece
+from lirs import trace_pairs  # the models' shared piece
 
 
 def s3fifo(trace, cap, small_share=0.10, promote=1):
@@ -126,14 +126,8 @@ def main():
                     choices=["s3fifo", "sieve", "both"])
     ap.add_argument("--small", type=float, default=10.0)
     ap.add_argument("--promote", type=int, default=1)
-    ap.add_argument("args", nargs="+")
-    a = ap.parse_args()
-    if len(a.args) % 2:
-        ap.error("expected TRACE CAPACITY pairs")
-    for i in range(0, len(a.args), 2):
-        path, cap = a.args[i], int(a.args[i + 1])
-        trace = read_trace(path)
-        name = path.rsplit("/", 1)[-1]
+    a, pairs = trace_pairs(ap)
+    for name, trace, cap in pairs:
         if a.policy in ("s3fifo", "both"):
             r = s3fifo(trace, cap, a.small / 100, a.promote)
             print(f"{name} capacity={cap} s3fifo small={a.small:g}% "

@@ -27,6 +27,19 @@ def read_trace(path):
         return [int(line) for line in f if line.strip()]
 
 
+def trace_pairs(ap):
+    """Parses ap's arguments, which end in TRACE CAPACITY pairs (every
+    model's command line); returns them, and the pairs as (name, trace,
+    capacity), each trace read when its turn comes."""
+    ap.add_argument("pairs", nargs="+", help="TRACE CAPACITY ...")
+    a = ap.parse_args()
+    if len(a.pairs) % 2:
+        ap.error("give each trace its capacity")
+    pairs = ((path.rsplit("/", 1)[-1], read_trace(path), int(cap))
+             for path, cap in zip(a.pairs[::2], a.pairs[1::2]))
+    return a, pairs
+
+
 class Ghost:
     def __init__(self, size):
         self.size = max(1, size)
@@ -130,13 +143,9 @@ def main():
     ap.add_argument("--hir", type=float, default=1.0, help="HIR share, percent")
     ap.add_argument("--adapt", action="store_true")
     ap.add_argument("--grow", type=float, default=1.0)
-    ap.add_argument("pairs", nargs="+", help="TRACE CAPACITY ...")
-    a = ap.parse_args()
-    if len(a.pairs) % 2:
-        ap.error("give each trace its capacity")
-    for path, cap in zip(a.pairs[::2], a.pairs[1::2]):
-        r = lirs(read_trace(path), int(cap), a.hir / 100, a.adapt, a.grow)
-        name = path.rsplit("/", 1)[-1]
+    a, pairs = trace_pairs(ap)
+    for name, trace, cap in pairs:
+        r = lirs(trace, cap, a.hir / 100, a.adapt, a.grow)
         print(f"trace={name} capacity={cap} hit_ratio={r:.4f}", flush=True)
 
 

@@ -38,7 +38,7 @@ queue.  This model keeps to what the L1 could do:
 import argparse
 from collections import OrderedDict
 
-from lirs import Ghost, read_trace  # the models' shared pieces
+from lirs import Ghost, trace_pairs  # the models' shared pieces
 
 
 def lirs_ts(trace, cap, grow=1.5, history=3.0, hir_share=0.01, filt=None):
@@ -162,14 +162,10 @@ def main():
     ap.add_argument("--shards", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--filter", choices=["strict", "ties"], default=None)
-    ap.add_argument("pairs", nargs="+", help="TRACE CAPACITY ...")
-    a = ap.parse_args()
-    if len(a.pairs) % 2:
-        ap.error("give each trace its capacity")
-    for path, cap in zip(a.pairs[::2], a.pairs[1::2]):
-        r = sharded(read_trace(path), int(cap), a.shards, a.seed,
+    a, pairs = trace_pairs(ap)
+    for name, trace, cap in pairs:
+        r = sharded(trace, cap, a.shards, a.seed,
                     grow=a.grow, history=a.history, filt=a.filter)
-        name = path.rsplit("/", 1)[-1]
         print(f"trace={name} capacity={cap} shards={a.shards} "
               f"hit_ratio={r:.4f}", flush=True)
 

@@ -49,7 +49,7 @@ from collections import OrderedDict
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from caffeine26 import Sketch  # noqa: E402  the models' shared pieces
 import lirs  # noqa: E402
-from lirs import read_trace  # noqa: E402
+from lirs import trace_pairs  # noqa: E402
 
 SHARES = (0.01, 0.1, 0.3, 0.5, 0.7, 0.9)
 
@@ -237,19 +237,14 @@ def main():
     ap.add_argument("--seeds", type=int, default=1)
     ap.add_argument("--decay", type=float, default=1.0)
     ap.add_argument("--log", action="store_true")
-    ap.add_argument("pairs", nargs="+", help="TRACE CAPACITY ...")
-    a = ap.parse_args()
-    if len(a.pairs) % 2:
-        ap.error("give each trace its capacity")
-    for path, cap in zip(a.pairs[::2], a.pairs[1::2]):
-        trace = read_trace(path)
+    a, pairs = trace_pairs(ap)
+    for name, trace, cap in pairs:
         if a.mode == "follow":
-            rs = [follow(trace, int(cap), s + 1, a.fixed, a.margin * int(cap),
+            rs = [follow(trace, cap, s + 1, a.fixed, a.margin * cap,
                          a.decay, a.log) for s in range(a.seeds)]
         else:
-            rs = [run(trace, int(cap), s + 1, a.mode, a.epoch, a.delta,
+            rs = [run(trace, cap, s + 1, a.mode, a.epoch, a.delta,
                       a.margin, a.fixed, a.log) for s in range(a.seeds)]
-        name = path.rsplit("/", 1)[-1]
         print(f"trace={name} capacity={cap} mode={a.mode} "
               f"hit_ratio={sum(r[0] for r in rs) / len(rs):.4f} "
               f"window={[r[1] for r in rs]} moves={[r[2] for r in rs]}",
