@@ -3,8 +3,9 @@
 `hitratio`.
 
 Not shipped code: the mixed rows of docs/performance.md.  Prints one key a
-line, 2,000,000 reads (and a scan's keys), from a generator seeded with
-SEED, so that every run of the same arguments prints the same trace.
+line, 2,000,000 reads (and a scan's keys; fresh has more), from a generator
+seeded with SEED, so that every run of the same arguments prints the same
+trace.
 
     scan    Zipf 0.9 over 100,000 keys; after every 200,000 reads, a scan
             of 20,000 keys never read before
@@ -14,6 +15,9 @@ SEED, so that every run of the same arguments prints the same trace.
             other keys
     zloop   Zipf 0.8 over 50,000 keys, every fourth read the next key of
             a loop over 8,000 other keys
+    fresh   8,000,000 reads; a new key every tenth read, and each read
+            takes a key by how lately it came, Zipf 0.8 over the newest
+            100,000 (popularity that fades, as in a feed)
 
     bench/models/mix_trace.py KIND SEED > trace
 """
@@ -58,6 +62,12 @@ def keys(kind, draw):
                 at = (at + 1) % 8_000
             else:
                 yield z()
+    elif kind == "fresh":
+        z, newest = zipf(draw, 0.8, 100_000), 100_000
+        for n in range(8_000_000):
+            if n % 10 == 0:
+                newest += 1
+            yield newest - z()
     else:
         sys.exit("mix_trace: no mix %r" % kind)
 

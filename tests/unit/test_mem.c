@@ -450,7 +450,14 @@ static void protected_gives_way_when_its_keys_stop(void **state)
  * keys (key i drawn with weight (i + 1)^-theta by a fixed sequence) in a
  * fresh cache of `capacity` entries, which must never hold more.
  */
-static double zipf_hit_ratio(double theta, int keys, int reads, int capacity)
+/*
+ * Replays reads of keys of Zipf(theta) popularity over `keys` ranks at the
+ * capacity given; with `every` above 0, a new key comes every that many
+ * reads and a rank counts back from the newest (popularity that fades as a
+ * key ages), else a rank is a key.  The hit ratio.
+ */
+static double popularity_hit_ratio(double theta, int keys, int every, int reads,
+				   int capacity)
 {
 	double *cum = malloc((size_t)keys * sizeof(*cum)), total = 0;
 	assert_non_null(cum);
@@ -460,7 +467,7 @@ static double zipf_hit_ratio(double theta, int keys, int reads, int capacity)
 	snprintf(url, sizeof(url), "mem://?capacity=%d", capacity);
 	aside_cache *c = open_cache(url);
 	uint64_t x = 88172645463325252ull;
-	int hits = 0;
+	int hits = 0, newest = keys;
 	for (int n = 0; n < reads; n++) {
 		x ^= x << 13;
 		x ^= x >> 7;
@@ -474,12 +481,19 @@ static double zipf_hit_ratio(double theta, int keys, int reads, int capacity)
 			else
 				hi = mid;
 		}
-		hits += read_hit(c, "zipf", lo);
+		if (every > 0 && n % every == 0)
+			newest++;
+		hits += read_hit(c, "zipf", every > 0 ? newest - lo : lo);
 	}
 	free(cum);
 	assert_true(entries(c) <= capacity);
 	aside_cache_close(c);
 	return (double)hits / reads;
+}
+
+static double zipf_hit_ratio(double theta, int keys, int reads, int capacity)
+{
+	return popularity_hit_ratio(theta, keys, 0, reads, capacity);
 }
 
 /*
@@ -529,6 +543,23 @@ static void zipf_keeps_its_window_small(void **state)
 	double ratio = zipf_hit_ratio(0.7, 20000, 300000, 4000);
 	if (ratio < 0.5503)
 		fail_msg("hit ratio %.4f, where Caffeine gets 0.551", ratio);
+}
+
+/*
+ * Popularity that fades (600,000 reads at a capacity of 1,000, a new key
+ * every 10, a read taking the key ranked by how lately it came, Zipf 1.0
+ * over the newest 20,000): protected fills with keys that were hot and are
+ * read less and less, and what the hand sends down is never read again.
+ * At a floor of a step in 16 misses its lap was too slow to clear them:
+ * 0.526 to 0.527; now 0.539 to 0.542, where LRU gets 0.543 and Caffeine
+ * 2.6.2 0.376 on the same reads.
+ */
+static void fading_popularity_speeds_the_hand(void **state)
+{
+	(void)state;
+	double ratio = popularity_hit_ratio(1.0, 20000, 10, 600000, 1000);
+	if (ratio < 0.533)
+		fail_msg("hit ratio %.4f, where LRU gets 0.543", ratio);
 }
 
 /* Reads key as often as n misses: loaded, then invalidated, n times. */
@@ -1231,6 +1262,7 @@ int main(void)
 	    cmocka_unit_test(zipf_keeps_its_middling_keys),
 	    cmocka_unit_test(zipf_of_low_skew_keeps_its_warm_keys),
 	    cmocka_unit_test(zipf_keeps_its_window_small),
+	    cmocka_unit_test(fading_popularity_speeds_the_hand),
 	    cmocka_unit_test(window_comes_back_when_the_workload_changes),
 	    cmocka_unit_test(turned_away_key_is_let_in_when_it_returns),
 	    cmocka_unit_test(victim_hit_in_main_keeps_its_place),
