@@ -447,14 +447,11 @@ static void protected_gives_way_when_its_keys_stop(void **state)
 
 /*
  * The hit ratio of `reads` reads of a Zipf(theta) workload over `keys`
- * keys (key i drawn with weight (i + 1)^-theta by a fixed sequence) in a
- * fresh cache of `capacity` entries, which must never hold more.
- */
-/*
- * Replays reads of keys of Zipf(theta) popularity over `keys` ranks at the
- * capacity given; with `every` above 0, a new key comes every that many
- * reads and a rank counts back from the newest (popularity that fades as a
- * key ages), else a rank is a key.  The hit ratio.
+ * ranks (rank i drawn with weight (i + 1)^-theta by a fixed sequence) in a
+ * fresh cache of `capacity` entries, which must never hold more.  Rank i
+ * is key i; or, with `every` above 0, a new key comes every that many
+ * reads and rank i is the key that came i keys before the newest
+ * (popularity that fades as a key ages).
  */
 static double popularity_hit_ratio(double theta, int keys, int every, int reads,
 				   int capacity)
@@ -491,6 +488,7 @@ static double popularity_hit_ratio(double theta, int keys, int every, int reads,
 	return (double)hits / reads;
 }
 
+/* The same, rank i always key i. */
 static double zipf_hit_ratio(double theta, int keys, int reads, int capacity)
 {
 	return popularity_hit_ratio(theta, keys, 0, reads, capacity);
