@@ -1,8 +1,9 @@
 #!/bin/sh
 # The synthetic rows of docs/performance.md in one command: workloads no
 # shared trace shows (keys read a few times then never again, from a cold
-# cache, after a scan or after a loop; Zipf popularity), made by
-# bench/models/phases.py and bench/models/zipf_trace.py, each replayed RUNS
+# cache, after a scan or after a loop; Zipf popularity; Zipf beside a loop;
+# popularity that fades), made by bench/models/phases.py,
+# bench/models/zipf_trace.py and bench/models/mix_trace.py, each replayed RUNS
 # times through `aside trace`, beside LRU and OPT (`aside trace --policy`)
 # and Caffeine 2.6.2 from the peer (../shared/peers/caffeine/run hitratio)
 # when it is there.
@@ -39,13 +40,14 @@ trap 'rm -rf "$dir"' EXIT INT TERM
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) $runs runs each${peer:+, peer beside}"
 printf '%-34s %8s %8s %17s %8s %8s %8s\n' workload capacity mean range \
     caffeine lru opt
-# name, capacity, how the trace is made (phases, or zipf THETA)
+# name, capacity, how the trace is made (phases, zipf THETA, or mix KIND SEED)
 while read -r name cap how; do
 	t=$dir/$name.trace
 	# shellcheck disable=SC2086 # $how is a list of phases, one word each
 	case $how in
 	zipf*) python3 "$here/models/zipf_trace.py" ${how#zipf } 100000 \
 		   1000000 7 >"$t" ;;
+	mix*) python3 "$here/models/mix_trace.py" ${how#mix } >"$t" ;;
 	*) python3 "$here/models/phases.py" $how >"$t" ;;
 	esac
 	stats=$(i=0; while [ "$i" -lt "$runs" ]; do
@@ -84,4 +86,7 @@ zipf-0.99 1000 zipf 0.99
 zipf-1.2 1000 zipf 1.2
 zipf-0.99-at-10000 10000 zipf 0.99
 zipf-0.8-at-30000 30000 zipf 0.8
+zloop-at-12000 12000 mix zloop 3
+fresh-at-10000 10000 mix fresh 5
+fresh-at-100000 100000 mix fresh 5
 EOF
