@@ -75,9 +75,14 @@ def main():
     if len(sys.argv) not in (3, 4):
         sys.exit(__doc__.strip().splitlines()[-1].strip())
     kind = sys.argv[1]
-    draw = random.Random(int(sys.argv[2]))
-    reads = int(sys.argv[3]) if len(sys.argv) == 4 else \
-        8_000_000 if kind == "fresh" else 2_000_000
+    try:
+        draw = random.Random(int(sys.argv[2]))
+        reads = int(sys.argv[3]) if len(sys.argv) == 4 else \
+            8_000_000 if kind == "fresh" else 2_000_000
+    except ValueError:
+        sys.exit("mix_trace: SEED and READS are whole numbers")
+    if reads < 0:
+        sys.exit("mix_trace: READS cannot be negative")
     out = sys.stdout
     for k in keys(kind, draw, reads):
         out.write("%d\n" % k)
