@@ -42,7 +42,7 @@
  *     reuse (both rules: lirs-multi2 +0.013, orm-night +0.004;
  *     docs/performance.md);
  *   - protected keeps an entry only while it is read: a hand visits its old
- *     end every 16 to 128 misses, and once more whenever a victim of the
+ *     end every 1 to 128 misses, and once more whenever a victim of the
  *     main area comes back, and sends what was read since its last visit
  *     to the young end and the rest down to probation, where it meets
  *     newcomers on its counts.  Without it, what protected held when
@@ -50,8 +50,8 @@
  *     stayed for good, and a workload of fresh keys read a few times each
  *     had only what was left.  Its first lap, when the shard first evicts,
  *     takes a step every miss: the keys read while the shard filled were
- *     all promoted at that moment, and the usual pace would leave the dead
- *     ones there for sixteen times protected's size in misses
+ *     all promoted at that moment, and the starting pace would leave the
+ *     dead ones there for sixteen times protected's size in misses
  *     (hand_step_locked).  Its pace adapts to what it sends down: an
  *     entry read again in probation slows it, one evicted from there
  *     unread speeds it up (hand_heard_locked);
