@@ -61,12 +61,13 @@
  *     area's latest victims.  A miss on a key in the first says a larger
  *     window would have kept it: the window grows by one entry.  A miss on
  *     a key in the second says a larger main area would have: it shrinks
- *     by one.  This is ARC's rule applied to W-TinyLFU's two areas: a
- *     recency-friendly workload grows the window towards plain LRU, a
- *     frequency-friendly one (a scan, a loop) keeps it small.  While both
- *     ghosts speak at like rates, only returns of keys that left lately
+ *     by one (in a cache of 65,536 entries or more, by up to four while
+ *     the ghosts are not contested: window_step).  This is ARC's rule applied
+ * to W-TinyLFU's two areas: a recency-friendly workload grows the window
+ * towards plain LRU, a frequency-friendly one (a scan, a loop) keeps it small.
+ * While both ghosts speak at like rates, only returns of keys that left lately
  *     move it, as the worth of one entry more on either side is told by
- *     the keys just past each edge (return_heeded_locked).  A share
+ *     the keys just past each edge (return_step_locked).  A share
  *     above the start that no ghost speaks for over as many misses as the
  *     shard holds gives up an eighth of its lead (relax_window_locked):
  *     a window of the whole shard leaves no ghost anything to see.  A hill
@@ -123,8 +124,13 @@ enum { WINDOW, PROBATION, PROTECTED, NSEGMENTS };
 #define NEAR_PCT 3
 /* ... and they are contested while each spoke within this share of the
  * shard in misses of the other (percent), and the rarer speaks at least
- * 3 times for every 5 of the other's (return_heeded_locked). */
+ * 3 times for every 5 of the other's (return_step_locked). */
 #define CONTEST_PCT 10
+/* While they are not, a return moves it by one entry for every
+ * WINDOW_STEP_PER entries of the whole cache's capacity, at least one and
+ * at most WINDOW_STEP_MAX (window_step). */
+#define WINDOW_STEP_PER 32768
+#define WINDOW_STEP_MAX 4
 
 /* A queue, old end first.  Guarded by its shard's lock. */
 struct queue {
@@ -217,6 +223,7 @@ struct shard {
 	size_t bytes;		/* guarded by lock */
 	struct queue q[NSEGMENTS];
 	uint32_t window_cap, protected_cap; /* guarded by lock */
+	uint32_t window_step; /* window_step: entries a return moves it */
 	struct sketch sk;
 	/* Candidates the filter turned away, and main's victims; and the
 	 * turned-away keys the first has forgotten, heard only once the
@@ -902,6 +909,35 @@ static uint32_t window_start(uint32_t cap)
 }
 
 /*
+ * How many entries a return moves the window while the ghosts are not
+ * contested, in a cache of `capacity` entries: one below 65,536 entries,
+ * then one more for every 32,768, up to WINDOW_STEP_MAX.
+ *
+ * A step of one entry moves every window at the same pace for its size:
+ * crossing a given share of the shard takes so many times the cache's
+ * capacity in misses, whatever the capacity.  But a workload changes in
+ * reads, and a large cache, which holds more and misses less, turns over
+ * far fewer times in the same reads.  Where popularity fades (each key hot
+ * when new and read less as it ages, as in a feed), 8,000,000 reads at
+ * 100,000 entries took the window to only 43% of its shards by their end:
+ * 0.814, where LRU gets 0.858; with steps of 3, 0.839.  It costs Zipf
+ * workloads, whose ghosts are often contested, 0.0007 to 0.0019, which
+ * leaves them level with Caffeine or above.  The step follows the whole
+ * cache, not the shard, so that one shard (shards=1) moves as fast for its
+ * size as 64 do: a step of its capacity / 512 gave one shard of 100,000
+ * entries steps of 195, and 0.830.  Steps of 6 at 100,000 entries gained
+ * fading popularity more (0.849) and cost Zipf twice as much; larger
+ * caches were not measured, hence the ceiling (docs/performance.md).
+ */
+static uint32_t window_step(uint64_t capacity)
+{
+	uint64_t step = capacity / WINDOW_STEP_PER;
+	if (step < 1)
+		return 1;
+	return step < WINDOW_STEP_MAX ? (uint32_t)step : WINDOW_STEP_MAX;
+}
+
+/*
  * A window above its starting share must be kept there by the ghosts'
  * evidence: after as many misses as the shard holds with none of a key in
  * either ghost, it gives up an eighth of its lead over the start.  Without
@@ -1014,11 +1050,12 @@ static bool collapsed_locked(const struct shard *sh)
 }
 
 /*
- * Whether a ghost's return moves the window.  door: 0 for the ghost of
- * turned-away keys, 1 for main's victims; since: how long ago the key
- * left, counted in what would have kept it (misses for a candidate turned
- * away: a window larger by that many entries would have held it; victims
- * of the main area for a victim, likewise for the main area).
+ * How many entries a ghost's return moves the window, 0 for none.
+ * door: 0 for the ghost of turned-away keys, 1 for main's victims; since:
+ * how long ago the key left, counted in what would have kept it (misses
+ * for a candidate turned away: a window larger by that many entries would
+ * have held it; victims of the main area for a victim, likewise for the
+ * main area).
  *
  * ARC's rule counts every return alike, from wherever in its ghost.  Where
  * popularity holds still (Zipf), keys come back from far in both ghosts at
@@ -1034,10 +1071,10 @@ static bool collapsed_locked(const struct shard *sh)
  * shard: 0.7255.  Where one ghost speaks far more, as when keys are read
  * a few times some hundreds of misses apart, the window must grow to reuse
  * beyond its edge that only returns from further back show, and all of
- * them count (docs/performance.md).
+ * them count, each by window_step entries (docs/performance.md).
  */
-static bool return_heeded_locked(struct shard *sh, unsigned door,
-				 uint32_t since)
+static uint32_t return_step_locked(struct shard *sh, unsigned door,
+				   uint32_t since)
 {
 	unsigned other = !door;
 	bool contested = sh->returned_at[other] != 0 &&
@@ -1053,10 +1090,11 @@ static bool return_heeded_locked(struct shard *sh, unsigned door,
 		lo = hi;
 		hi = t;
 	}
-	contested = contested && (uint64_t)lo * 5 > (uint64_t)hi * 3;
+	if (!(contested && (uint64_t)lo * 5 > (uint64_t)hi * 3))
+		return sh->window_step;
 	/* Near: within NEAR_PCT of the shard, and in a small one at least
 	 * the last entry's worth (one entry more would have kept it). */
-	return !contested || since <= 1 ||
+	return since <= 1 ||
 	       (uint64_t)since * 100 <= (uint64_t)NEAR_PCT * sh->cap;
 }
 
@@ -1065,29 +1103,32 @@ static bool return_heeded_locked(struct shard *sh, unsigned door,
  * door it left by: had the window been larger, a candidate the filter
  * turned away would still be here; had the main area been larger, its
  * victim would.  Each such miss moves the share by one entry (ARC's rule,
- * applied to W-TinyLFU's two areas), unless the two ghosts are contested
- * and the key left long ago (return_heeded_locked).  A collapsed shard
- * also hears the turned-away keys its first ghost has forgotten, so that
- * it can find its way back.  True if the filter had turned the key away:
- * it is then let in at its next contest (admit).
+ * applied to W-TinyLFU's two areas; in a large cache by a few while the
+ * ghosts are not contested, window_step), unless the two ghosts are
+ * contested and the key left long ago (return_step_locked).  A collapsed
+ * shard also hears the turned-away keys its first ghost has forgotten, so
+ * that it can find its way back.  True if the filter had turned the key
+ * away: it is then let in at its next contest (admit).
  */
 static bool adapt_locked(struct shard *sh, uint64_t hash)
 {
-	uint32_t at;
+	uint32_t at, step;
 	sh->misses++;
 	if (ghost_take(&sh->rejected, hash, &at)) {
 		sh->silent_misses = sh->silent_reads = 0;
-		if (return_heeded_locked(sh, 0, (uint32_t)sh->misses - at) &&
-		    sh->window_cap < sh->cap)
-			set_window_locked(sh, sh->window_cap + 1);
+		step = return_step_locked(sh, 0, (uint32_t)sh->misses - at);
+		if (step > sh->cap - sh->window_cap)
+			step = sh->cap - sh->window_cap;
+		set_window_locked(sh, sh->window_cap + step);
 		return true;
 	}
 	if (ghost_take(&sh->evicted, hash, &at)) {
 		sh->silent_misses = sh->silent_reads = 0;
 		hand_step_locked(sh);
-		if (return_heeded_locked(sh, 1, sh->main_evicted - at) &&
-		    sh->window_cap > 0)
-			set_window_locked(sh, sh->window_cap - 1);
+		step = return_step_locked(sh, 1, sh->main_evicted - at);
+		if (step > sh->window_cap)
+			step = sh->window_cap;
+		set_window_locked(sh, sh->window_cap - step);
 		return false;
 	}
 	sh->silent_misses++;
@@ -1452,6 +1493,7 @@ int aside__mem_open(const aside__tier_params *p, aside_tier *out,
 		g = ghost_place(&sh->evicted, g, gsize);
 		ghost_place(&sh->forgotten, g, 2 * gsize);
 		set_window_locked(sh, window_start(sh->cap));
+		sh->window_step = window_step(p->capacity);
 		sh->hand_pace = HAND_START;
 	}
 	out->ops = &mem_ops;
