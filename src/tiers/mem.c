@@ -920,7 +920,7 @@ static uint32_t window_start(uint32_t cap)
  * far fewer times in the same reads.  Where popularity fades (each key hot
  * when new and read less as it ages, as in a feed), 8,000,000 reads at
  * 100,000 entries took the window to only 43% of its shards by their end:
- * 0.814, where LRU gets 0.858; with steps of 3, 0.839.  It costs Zipf
+ * 0.814, where LRU gets 0.858; with steps of 3, 0.840.  It costs Zipf
  * workloads, whose ghosts are often contested, 0.0007 to 0.0019, which
  * leaves them level with Caffeine or above.  The step follows the whole
  * cache, not the shard, so that one shard (shards=1) moves as fast for its
