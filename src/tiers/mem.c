@@ -62,19 +62,20 @@
  *     window would have kept it: the window grows by one entry.  A miss on
  *     a key in the second says a larger main area would have: it shrinks
  *     by one (in a cache of 65,536 entries or more, by up to four while
- *     the ghosts are not contested: window_step).  This is ARC's rule applied
- * to W-TinyLFU's two areas: a recency-friendly workload grows the window
- * towards plain LRU, a frequency-friendly one (a scan, a loop) keeps it small.
- * While both ghosts speak at like rates, only returns of keys that left lately
- *     move it, as the worth of one entry more on either side is told by
- *     the keys just past each edge (return_step_locked).  A share
- *     above the start that no ghost speaks for over as many misses as the
- *     shard holds gives up an eighth of its lead (relax_window_locked):
- *     a window of the whole shard leaves no ghost anything to see.  A hill
- *     climber on the hit ratio of samples of 10 x capacity requests was
- *     measured first: it tied on most traces and lost clearly on the loop
- *     and on sprite (docs/performance.md), because a sample's hit ratio
- *     moves more with the workload's phases than with the window;
+ *     the ghosts are not contested: window_step).  This is ARC's rule
+ *     applied to W-TinyLFU's two areas: a recency-friendly workload grows
+ *     the window towards plain LRU, a frequency-friendly one (a scan, a
+ *     loop) keeps it small.  While both ghosts speak at like rates, only
+ *     returns of keys that left lately move it, as the worth of one entry
+ *     more on either side is told by the keys just past each edge
+ *     (return_step_locked).  A share above the start that no ghost speaks
+ *     for over as many misses as the shard holds gives up an eighth of its
+ *     lead (relax_window_locked): a window of the whole shard leaves no
+ *     ghost anything to see.  A hill climber on the hit ratio of samples
+ *     of 10 x capacity requests was measured first: it tied on most
+ *     traces and lost clearly on the loop and on sprite
+ *     (docs/performance.md), because a sample's hit ratio moves more with
+ *     the workload's phases than with the window;
  *   - a shard that has collapsed (nearly every read a miss, no ghost
  *     speaking, the window small: collapsed_locked) also hears the keys
  *     turned away before those its first ghost still holds, from a third
@@ -921,13 +922,14 @@ static uint32_t window_start(uint32_t cap)
  * when new and read less as it ages, as in a feed), 8,000,000 reads at
  * 100,000 entries took the window to only 43% of its shards by their end:
  * 0.814, where LRU gets 0.858; with steps of 3, 0.840.  It costs Zipf
- * workloads, whose ghosts are often contested, 0.0007 to 0.0019, which
- * leaves them level with Caffeine or above.  The step follows the whole
- * cache, not the shard, so that one shard (shards=1) moves as fast for its
- * size as 64 do: a step of its capacity / 512 gave one shard of 100,000
- * entries steps of 195, and 0.830.  Steps of 6 at 100,000 entries gained
- * fading popularity more (0.849) and cost Zipf twice as much; larger
- * caches were not measured, hence the ceiling (docs/performance.md).
+ * workloads 0.0007 to 0.0020 (their ghosts are contested much of the
+ * time, and then the step stays one), which leaves them level with
+ * Caffeine or above.  The step follows the whole cache, not the shard, so
+ * that one shard (shards=1) moves as fast for its size as 64 do: a step of
+ * its capacity / 512 gave one shard of 100,000 entries steps of 195, and
+ * 0.830.  Steps of 6 at 100,000 entries gained fading popularity more
+ * (0.849) and cost Zipf twice as much; larger caches were not measured,
+ * hence the ceiling (docs/performance.md).
  */
 static uint32_t window_step(uint64_t capacity)
 {
