@@ -203,6 +203,46 @@ static void scan_does_not_flush_popular_entries(void **state)
 	aside_cache_close(c);
 }
 
+/*
+ * Keys read twice keep their places against a flood of keys read once
+ * (1,000 of each kind at a capacity of 1,000, then 9,000 new keys): a key
+ * read once must not be counted as often as one read twice.  The sketch's
+ * counters are shared, and when every counter of a key grew with every
+ * read of every key sharing it, enough of the flood's keys were counted
+ * three times or more to be let in over some of them: 7,844 to 7,892 of
+ * the 8 x 1,000 were kept (twelve processes).  Counted conservatively, none
+ * are let in, and 990 are kept of each 1,000 (the other 10 make room for
+ * the window).  Eight runs, each under other keys, as if under eight hash
+ * seeds.
+ */
+static void keys_read_once_do_not_pass_keys_read_twice(void **state)
+{
+	(void)state;
+	int kept = 0;
+	for (int run = 0; run < 8; run++) {
+		aside_cache *c = open_cache("mem://?capacity=1000");
+		char twice[16], once[16];
+		snprintf(twice, sizeof(twice), "twice%d", run);
+		snprintf(once, sizeof(once), "once%d", run);
+		for (int round = 0; round < 2; round++)
+			for (int i = 0; i < 1000; i++)
+				read_hit(c, twice, i);
+		for (int i = 0; i < 9000; i++)
+			read_hit(c, once, i);
+		for (int i = 0; i < 1000; i++) {
+			char key[32];
+			snprintf(key, sizeof(key), "%s:%d", twice, i);
+			kept += resident(c, key);
+		}
+		assert_true(entries(c) <= 1000);
+		aside_cache_close(c);
+	}
+	if (kept < 8 * 988)
+		fail_msg("%d of 8 x 1,000 keys read twice kept, where 8 x 990 "
+			 "can be",
+			 kept);
+}
+
 static void loop_larger_than_cache_still_hits(void **state)
 {
 	(void)state;
@@ -1273,6 +1313,7 @@ int main(void)
 	    cmocka_unit_test(capacity_is_never_exceeded),
 	    cmocka_unit_test(policy_evicts_unread_entries_first),
 	    cmocka_unit_test(scan_does_not_flush_popular_entries),
+	    cmocka_unit_test(keys_read_once_do_not_pass_keys_read_twice),
 	    cmocka_unit_test(loop_larger_than_cache_still_hits),
 	    cmocka_unit_test(new_popular_keys_displace_old_ones),
 	    cmocka_unit_test(window_grows_for_recency),
