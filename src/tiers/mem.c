@@ -340,8 +340,8 @@ static void sketch_age(struct sketch *sk)
  * own count needs, so keys read rarely inflate the counts of others less.
  * With plain updates the short LIRS traces hung on the hash's seed: in
  * lirs-multi2 a loop of keys read five times won or lost its contests as
- * collisions fell, and a quarter of the processes scored below Caffeine's
- * 0.5149 (down to 0.5045; mean 0.5153); now none of 300 do (0.5153 to
+ * collisions fell, and one process in four to seven scored below Caffeine's
+ * 0.5149 (down to 0.5045; mean 0.5155); now none of 300 do (0.5153 to
  * 0.5183, mean 0.5169), and lirs-multi1 gains 0.003, with the same
  * memory.  It costs a loop's first passes: the ties take longer to settle
  * which half of a loop of twice the capacity stays (docs/performance.md).
