@@ -205,8 +205,8 @@ static void scan_does_not_flush_popular_entries(void **state)
 
 /*
  * Keys read twice keep their places against a flood of keys read once
- * (1,000 of each kind at a capacity of 1,000, then 9,000 new keys): a key
- * read once must not be counted as often as one read twice.  The sketch's
+ * (1,000 keys read twice at a capacity of 1,000, then 9,000 new keys read
+ * once): a key read once must not be counted as often as one read twice.  The sketch's
  * counters are shared, and when every counter of a key grew with every
  * read of every key sharing it, enough of the flood's keys were counted
  * three times or more to be let in over some of them: 7,844 to 7,892 of
