@@ -206,14 +206,14 @@ static void scan_does_not_flush_popular_entries(void **state)
 /*
  * Keys read twice keep their places against a flood of keys read once
  * (1,000 keys read twice at a capacity of 1,000, then 9,000 new keys read
- * once): a key read once must not be counted as often as one read twice.  The sketch's
- * counters are shared, and when every counter of a key grew with every
- * read of every key sharing it, enough of the flood's keys were counted
- * three times or more to be let in over some of them: 7,844 to 7,892 of
- * the 8 x 1,000 were kept (twelve processes).  Counted conservatively, none
- * are let in, and 990 are kept of each 1,000 (the other 10 make room for
- * the window).  Eight runs, each under other keys, as if under eight hash
- * seeds.
+ * once): a key read once must not be counted as often as one read
+ * twice.  The sketch's counters are shared, and when every counter of a
+ * key grew with every read of every key sharing it, enough of the flood's
+ * keys were counted three times or more to be let in over some of them:
+ * 7,844 to 7,892 of the 8 x 1,000 were kept (twelve processes).  Counted
+ * conservatively, none are let in, and 990 are kept of each 1,000 (the
+ * other 10 make room for the window).  Eight runs, each under other keys,
+ * as if under eight hash seeds.
  */
 static void keys_read_once_do_not_pass_keys_read_twice(void **state)
 {
