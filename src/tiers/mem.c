@@ -311,17 +311,27 @@ static inline uint64_t row_hash(uint64_t h, unsigned i)
 	return h ^ (h >> 32);
 }
 
-static unsigned sketch_estimate(const struct sketch *sk, uint64_t hash)
+/* Where a key's four counters are (word and shift), and the least of them. */
+static unsigned sketch_cells(const struct sketch *sk, uint64_t hash,
+			     uint64_t *word[4], unsigned shift[4])
 {
 	unsigned est = SKETCH_MAX;
 	for (unsigned i = 0; i < 4; i++) {
 		uint64_t h = row_hash(hash, i);
-		unsigned shift = (4 * i + (unsigned)(h >> 62)) * 4;
-		unsigned c = (unsigned)(sk->words[h & sk->mask] >> shift) & 15;
+		shift[i] = (4 * i + (unsigned)(h >> 62)) * 4;
+		word[i] = &sk->words[h & sk->mask];
+		unsigned c = (unsigned)(*word[i] >> shift[i]) & 15;
 		if (c < est)
 			est = c;
 	}
 	return est;
+}
+
+static unsigned sketch_estimate(const struct sketch *sk, uint64_t hash)
+{
+	uint64_t *word[4];
+	unsigned shift[4];
+	return sketch_cells(sk, hash, word, shift);
 }
 
 /* Halves every counter: popularity decays, so the sketch follows change. */
@@ -350,16 +360,15 @@ static void sketch_add(struct sketch *sk, uint64_t hash, unsigned n)
 {
 	if (n == 0)
 		return;
-	unsigned to = sketch_estimate(sk, hash) + n;
+	uint64_t *word[4];
+	unsigned shift[4];
+	unsigned to = sketch_cells(sk, hash, word, shift) + n;
 	if (to > SKETCH_MAX)
 		to = SKETCH_MAX;
-	for (unsigned i = 0; i < 4; i++) {
-		uint64_t h = row_hash(hash, i);
-		unsigned shift = (4 * i + (unsigned)(h >> 62)) * 4;
-		uint64_t *w = &sk->words[h & sk->mask];
-		if (((unsigned)(*w >> shift) & 15) < to)
-			*w = (*w & ~(15ull << shift)) | ((uint64_t)to << shift);
-	}
+	for (unsigned i = 0; i < 4; i++)
+		if (((unsigned)(*word[i] >> shift[i]) & 15) < to)
+			*word[i] = (*word[i] & ~(15ull << shift[i])) |
+				   ((uint64_t)to << shift[i]);
 	sk->adds += n;
 	if (sk->adds >= sk->period)
 		sketch_age(sk);
