@@ -69,17 +69,16 @@
  *     loop) keeps it small.  While both ghosts speak at like rates, only
  *     returns of keys that left lately move it, as the worth of one entry
  *     more on either side is told by the keys just past each edge
- *     (return_step_locked).  Until main's ghost first speaks, each
- *     return grows the window in proportion to itself, as TCP's slow
- *     start does (end_slow_start_locked says when it keeps what that
- *     gave).  A share above the start that no ghost speaks
- *     for over as many misses as the shard holds gives up an eighth of its
- *     lead (relax_window_locked): a window of the whole shard leaves no
- *     ghost anything to see.  A hill climber on the hit ratio of samples
- *     of 10 x capacity requests was measured first: it tied on most
- *     traces and lost clearly on the loop and on sprite
- *     (docs/performance.md), because a sample's hit ratio moves more with
- *     the workload's phases than with the window;
+ *     (return_step_locked).  Until main's ghost first speaks, each return
+ *     grows the window in proportion to itself, as TCP's slow start does
+ *     (end_slow_start_locked says when it keeps what that gave).  A share
+ *     above the start that no ghost speaks for over as many misses as the
+ *     shard holds gives up an eighth of its lead (relax_window_locked): a
+ *     window of the whole shard leaves no ghost anything to see.  A hill
+ *     climber on the hit ratio of samples of 10 x capacity requests was
+ *     measured first: it tied on most traces and lost clearly on the loop
+ *     and on sprite (docs/performance.md), because a sample's hit ratio
+ *     moves more with the workload's phases than with the window;
  *   - a shard that has collapsed (nearly every read a miss, no ghost
  *     speaking, the window small: collapsed_locked) also hears the keys
  *     turned away before those its first ghost still holds, from a third

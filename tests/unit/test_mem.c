@@ -476,37 +476,59 @@ static bool read_loop(aside_cache *c)
 /*
  * A cold cache of 500: 300 keys read twice (protected and probation hold
  * them), then keys read four times, 75 steps apart, for 3,000 steps, and
- * every 4th step one of the 300 again, in turn.  The bursts want most of
- * the cache as their window from the start, and the 300 come back only
- * after the window has squeezed them out of the main area.  Climbing a
- * step a return, the window reached that share only after thousands of
- * misses: 0.659, where LRU gets 0.690 (0.657 to 0.660 over twelve hash
- * seeds of the same reads replayed by `aside trace`); with the slow start
- * (end_slow_start_locked), 0.673 (0.672 to 0.673).
+ * every 4th step one of the 300 again, in turn.  The hit ratio over all
+ * of it.
+ */
+static double read_bursts_beside_warm_keys(const char *prefix)
+{
+	char warm[32], burst[32];
+	snprintf(warm, sizeof(warm), "%s-warm", prefix);
+	snprintf(burst, sizeof(burst), "%s-burst", prefix);
+	aside_cache *c = open_cache("mem://?capacity=500");
+	int hits = 0, reads = 0, next = 0;
+	for (int round = 0; round < 2; round++)
+		for (int i = 0; i < 300; i++, reads++)
+			hits += read_hit(c, warm, i);
+	for (int i = 0; i < 3000; i++) {
+		for (int back = 0; back <= 3 * 75 && back <= i; back += 75) {
+			hits += read_hit(c, burst, i - back);
+			reads++;
+		}
+		if (i % 4 == 0) {
+			hits += read_hit(c, warm, next++ % 300);
+			reads++;
+		}
+	}
+	assert_true(entries(c) <= 500);
+	aside_cache_close(c);
+	return (double)hits / reads;
+}
+
+/*
+ * The workload above wants most of the cache as its window from the
+ * start, and the 300 come back only after the window has squeezed them out
+ * of the main area (as lirs-sprite does).  Climbing a step a return, the
+ * window reached that share only after thousands of misses: 0.659, where
+ * LRU gets 0.690; with the slow start (end_slow_start_locked), 0.672 to
+ * 0.674 for 298 hash seeds of 300 (the same reads replayed by `aside
+ * trace`).  In the other two, a victim of the main area came back before
+ * the window had reached half the cache, the window went back, and the
+ * run scored 0.660 and 0.661, as before the slow start.  So a run that
+ * falls short gets one more try on a fresh cache, under other keys; a
+ * policy without the slow start fails both.
  */
 static void window_slow_start_keeps_what_recency_needs(void **state)
 {
 	(void)state;
-	aside_cache *c = open_cache("mem://?capacity=500");
-	int hits = 0, reads = 0, warm = 0;
-	for (int round = 0; round < 2; round++)
-		for (int i = 0; i < 300; i++, reads++)
-			hits += read_hit(c, "warm", i);
-	for (int i = 0; i < 3000; i++) {
-		for (int back = 0; back <= 3 * 75 && back <= i; back += 75) {
-			hits += read_hit(c, "burst", i - back);
-			reads++;
-		}
-		if (i % 4 == 0) {
-			hits += read_hit(c, "warm", warm++ % 300);
-			reads++;
-		}
-	}
-	double ratio = (double)hits / reads;
-	if (ratio < 0.665)
-		fail_msg("hit ratio %.4f, where LRU gets 0.690", ratio);
-	assert_true(entries(c) <= 500);
-	aside_cache_close(c);
+	double first = read_bursts_beside_warm_keys("slow0");
+	if (first >= 0.665)
+		return;
+	double second = read_bursts_beside_warm_keys("slow1");
+	if (second < 0.665)
+		fail_msg(
+		    "hit ratio %.4f, then %.4f on a fresh cache, where LRU "
+		    "gets 0.690",
+		    first, second);
 }
 
 /*
